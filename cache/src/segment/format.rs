@@ -1,0 +1,320 @@
+//! The on-disk format of segment files, byte by byte. All integers are little endian; all
+//! checksums are CRC-32C (Castagnoli).
+//!
+//! ```text
+//! segment file
+//! +--------------------------------------------------------------+
+//! | file header (64 B)                                           |
+//! |   0  8  magic  b"EMSEGv1\0"                                  |
+//! |   8  4  format version (1)                                   |
+//! |  12  4  flags (bit 0: SOLO, the segment holds one big object) |
+//! |  16  8  segment id                                           |
+//! |  24  8  nonce: random, repeated in every record header       |
+//! |  32  8  capacity in bytes (the mapping length)               |
+//! |  40  8  created, unix ms                                     |
+//! |  48 12  zero                                                 |
+//! |  60  4  crc32c(bytes 0..60)                                  |
+//! +--------------------------------------------------------------+
+//! | record | record | ... (each starts 8-byte aligned)           |
+//! +--------------------------------------------------------------+
+//!
+//! record
+//! +--------------------------------------------------------------+
+//! | record header (48 B)                                         |
+//! |   0  4  magic "EMR1"                                         |
+//! |   4  2  bucket length          6  2  key length              |
+//! |   8  4  meta length           12  4  flags (bit 0: LEN_PENDING)|
+//! |  16  8  body length                                          |
+//! |  24  8  segment nonce                                        |
+//! |  32  8  created, unix ms                                     |
+//! |  40  4  crc32c(bucket ++ key ++ meta)                        |
+//! |  44  4  crc32c(header bytes 0..44)                           |
+//! | bucket | key | meta (RecordMeta::encode) | zero pad to 8     |
+//! | body (body length bytes)               | zero pad to 8      |
+//! | trailer (32 B)                                               |
+//! |   0  4  commit magic "EMOK"                                  |
+//! |   4  4  crc32c(body)                                         |
+//! |   8 16  md5(body)                                            |
+//! |  24  4  the header's crc, binding this trailer to its header |
+//! |  28  4  crc32c(trailer bytes 0..28)                          |
+//! +--------------------------------------------------------------+
+//! ```
+//!
+//! A record exists only when its header and trailer both check out; until the trailer is written
+//! it is invisible. The nonce keeps bytes of an object body (which a hostile origin controls) from
+//! being mistaken for a record when recovery resynchronises after damage: an origin cannot know
+//! it. A record whose body length is not known when it starts (a chunked origin body too big to
+//! buffer) is written with LEN_PENDING set into a SOLO segment; commit writes the trailer, then
+//! rewrites the header with the real length and the flag cleared.
+
+use crate::meta::RecordMeta;
+
+pub const FILE_MAGIC: [u8; 8] = *b"EMSEGv1\0";
+pub const FORMAT_VERSION: u32 = 1;
+pub const FILE_HEADER_LEN: u64 = 64;
+pub const FLAG_SOLO: u32 = 1;
+
+pub const RECORD_MAGIC: [u8; 4] = *b"EMR1";
+pub const RECORD_HEADER_LEN: u64 = 48;
+pub const FLAG_LEN_PENDING: u32 = 1;
+
+pub const COMMIT_MAGIC: [u8; 4] = *b"EMOK";
+pub const TRAILER_LEN: u64 = 32;
+
+/// Records start on 8-byte boundaries so recovery can resynchronise in 8-byte steps.
+pub const ALIGN: u64 = 8;
+
+pub fn align_up(n: u64) -> u64 {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    pub flags: u32,
+    pub segment_id: u64,
+    pub nonce: u64,
+    pub capacity: u64,
+    pub created_ms: u64,
+}
+
+impl FileHeader {
+    pub fn encode(&self) -> [u8; FILE_HEADER_LEN as usize] {
+        let mut b = [0u8; FILE_HEADER_LEN as usize];
+        b[0..8].copy_from_slice(&FILE_MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.flags.to_le_bytes());
+        b[16..24].copy_from_slice(&self.segment_id.to_le_bytes());
+        b[24..32].copy_from_slice(&self.nonce.to_le_bytes());
+        b[32..40].copy_from_slice(&self.capacity.to_le_bytes());
+        b[40..48].copy_from_slice(&self.created_ms.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<FileHeader> {
+        if b.len() < FILE_HEADER_LEN as usize || b[0..8] != FILE_MAGIC {
+            return None;
+        }
+        if crc32c::crc32c(&b[0..60]) != le32(&b[60..64]) || le32(&b[8..12]) != FORMAT_VERSION {
+            return None;
+        }
+        Some(FileHeader {
+            flags: le32(&b[12..16]),
+            segment_id: le64(&b[16..24]),
+            nonce: le64(&b[24..32]),
+            capacity: le64(&b[32..40]),
+            created_ms: le64(&b[40..48]),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub bucket_len: u16,
+    pub key_len: u16,
+    pub meta_len: u32,
+    pub flags: u32,
+    pub body_len: u64,
+    pub nonce: u64,
+    pub created_ms: u64,
+    pub names_crc: u32,
+}
+
+impl RecordHeader {
+    /// Bytes from the record start to the body.
+    pub fn body_start(&self) -> u64 {
+        align_up(
+            RECORD_HEADER_LEN + self.bucket_len as u64 + self.key_len as u64 + self.meta_len as u64,
+        )
+    }
+
+    /// Bytes from the record start to the trailer.
+    pub fn trailer_start(&self) -> u64 {
+        self.body_start() + align_up(self.body_len)
+    }
+
+    /// Whole record length, including padding and trailer.
+    pub fn total_len(&self) -> u64 {
+        self.trailer_start() + TRAILER_LEN
+    }
+
+    pub fn is_len_pending(&self) -> bool {
+        self.flags & FLAG_LEN_PENDING != 0
+    }
+
+    pub fn encode(&self) -> ([u8; RECORD_HEADER_LEN as usize], u32) {
+        let mut b = [0u8; RECORD_HEADER_LEN as usize];
+        b[0..4].copy_from_slice(&RECORD_MAGIC);
+        b[4..6].copy_from_slice(&self.bucket_len.to_le_bytes());
+        b[6..8].copy_from_slice(&self.key_len.to_le_bytes());
+        b[8..12].copy_from_slice(&self.meta_len.to_le_bytes());
+        b[12..16].copy_from_slice(&self.flags.to_le_bytes());
+        b[16..24].copy_from_slice(&self.body_len.to_le_bytes());
+        b[24..32].copy_from_slice(&self.nonce.to_le_bytes());
+        b[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
+        b[40..44].copy_from_slice(&self.names_crc.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..44]);
+        b[44..48].copy_from_slice(&crc.to_le_bytes());
+        (b, crc)
+    }
+
+    /// Decodes and checks a header; returns it with its crc. `None` when the bytes are not a
+    /// header of a segment with this nonce.
+    pub fn decode(b: &[u8], nonce: u64) -> Option<(RecordHeader, u32)> {
+        if b.len() < RECORD_HEADER_LEN as usize || b[0..4] != RECORD_MAGIC {
+            return None;
+        }
+        let crc = le32(&b[44..48]);
+        if crc32c::crc32c(&b[0..44]) != crc {
+            return None;
+        }
+        let h = RecordHeader {
+            bucket_len: u16::from_le_bytes([b[4], b[5]]),
+            key_len: u16::from_le_bytes([b[6], b[7]]),
+            meta_len: le32(&b[8..12]),
+            flags: le32(&b[12..16]),
+            body_len: le64(&b[16..24]),
+            nonce: le64(&b[24..32]),
+            created_ms: le64(&b[32..40]),
+            names_crc: le32(&b[40..44]),
+        };
+        (h.nonce == nonce).then_some((h, crc))
+    }
+}
+
+/// Serialises the header plus bucket, key and meta, padded to the body start.
+pub fn encode_record_head(
+    bucket: &str,
+    key: &str,
+    meta: &RecordMeta,
+    body_len: u64,
+    flags: u32,
+    nonce: u64,
+    created_ms: u64,
+) -> (Vec<u8>, RecordHeader, u32) {
+    let mut names = Vec::with_capacity(bucket.len() + key.len() + 64);
+    names.extend_from_slice(bucket.as_bytes());
+    names.extend_from_slice(key.as_bytes());
+    let meta_start = names.len();
+    meta.encode(&mut names);
+    let header = RecordHeader {
+        bucket_len: bucket.len() as u16,
+        key_len: key.len() as u16,
+        meta_len: (names.len() - meta_start) as u32,
+        flags,
+        body_len,
+        nonce,
+        created_ms,
+        names_crc: crc32c::crc32c(&names),
+    };
+    let (hb, crc) = header.encode();
+    let mut out = Vec::with_capacity(header.body_start() as usize);
+    out.extend_from_slice(&hb);
+    out.extend_from_slice(&names);
+    out.resize(header.body_start() as usize, 0);
+    (out, header, crc)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trailer {
+    pub body_crc: u32,
+    pub md5: [u8; 16],
+    pub header_crc: u32,
+}
+
+impl Trailer {
+    pub fn encode(&self) -> [u8; TRAILER_LEN as usize] {
+        let mut b = [0u8; TRAILER_LEN as usize];
+        b[0..4].copy_from_slice(&COMMIT_MAGIC);
+        b[4..8].copy_from_slice(&self.body_crc.to_le_bytes());
+        b[8..24].copy_from_slice(&self.md5);
+        b[24..28].copy_from_slice(&self.header_crc.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8], header_crc: u32) -> Option<Trailer> {
+        if b.len() < TRAILER_LEN as usize || b[0..4] != COMMIT_MAGIC {
+            return None;
+        }
+        if crc32c::crc32c(&b[0..28]) != le32(&b[28..32]) || le32(&b[24..28]) != header_crc {
+            return None;
+        }
+        let mut md5 = [0u8; 16];
+        md5.copy_from_slice(&b[8..24]);
+        Some(Trailer {
+            body_crc: le32(&b[4..8]),
+            md5,
+            header_crc,
+        })
+    }
+}
+
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn le64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn headers_round_trip_and_reject_damage() {
+        let fh = FileHeader {
+            flags: FLAG_SOLO,
+            segment_id: 7,
+            nonce: 99,
+            capacity: 1 << 20,
+            created_ms: 5,
+        };
+        let b = fh.encode();
+        assert_eq!(FileHeader::decode(&b), Some(fh));
+        for i in 0..b.len() {
+            let mut d = b;
+            d[i] ^= 0x40;
+            assert_eq!(FileHeader::decode(&d), None, "flip at {i} must be caught");
+        }
+
+        let meta = RecordMeta::new(SystemTime::now());
+        let (bytes, h, crc) = encode_record_head("bkt", "a/b.jpg", &meta, 12345, 0, 99, 1);
+        assert_eq!(bytes.len() as u64, h.body_start());
+        assert_eq!(h.body_start() % ALIGN, 0);
+        assert_eq!(RecordHeader::decode(&bytes, 99), Some((h, crc)));
+        assert_eq!(
+            RecordHeader::decode(&bytes, 98),
+            None,
+            "another segment's nonce"
+        );
+        for i in 0..RECORD_HEADER_LEN as usize {
+            let mut d = bytes.clone();
+            d[i] ^= 1;
+            assert_eq!(
+                RecordHeader::decode(&d, 99),
+                None,
+                "flip at {i} must be caught"
+            );
+        }
+
+        let t = Trailer {
+            body_crc: 1,
+            md5: [3; 16],
+            header_crc: crc,
+        };
+        let tb = t.encode();
+        assert_eq!(Trailer::decode(&tb, crc), Some(t));
+        assert_eq!(
+            Trailer::decode(&tb, crc ^ 1),
+            None,
+            "trailer of another header"
+        );
+    }
+}

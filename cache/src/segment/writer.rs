@@ -1,0 +1,316 @@
+//! [`RecordWriter`]: one object on its way into the store.
+//!
+//! The node's mirror fill calls [`RecordWriter::append`] with the same `Bytes` it writes to the
+//! client socket, then [`RecordWriter::commit`]. Three shapes, chosen by what is known up front:
+//!
+//! - length known and small enough: a reservation in the lane's active segment; body bytes are
+//!   written in place as they arrive;
+//! - length known and large (> segment_bytes / 4): a SOLO segment of exactly the record's size;
+//! - length unknown (chunked or close-delimited origin): buffered as refcounted `Bytes` up to
+//!   [`BUFFER_UNKNOWN_LEN_BYTES`], then reserved like a known length at commit; past that, spilled
+//!   into a SOLO segment whose header says LEN_PENDING until commit rewrites it.
+//!
+//! Dropping a writer without commit abandons the record: it never becomes visible.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+
+use super::format::{self, Trailer, FILE_HEADER_LEN, FLAG_LEN_PENDING};
+use super::{mmap, unix_ms, IndexEntry, Segment, Store, StoredObject, SyncPolicy};
+use crate::key::ObjectKeyRef;
+use crate::meta::{ObjectMeta, RecordMeta};
+use crate::{Error, Result};
+
+/// How much of an unknown-length body is held in memory before it spills to a solo segment.
+/// Bounds a fill's memory while keeping small chunked objects packed in shared segments.
+pub const BUFFER_UNKNOWN_LEN_BYTES: u64 = 1 << 20;
+
+enum Target {
+    /// Written in place: `record_offset` is where the header is.
+    Placed {
+        segment: Arc<Segment>,
+        record_offset: u64,
+        header: format::RecordHeader,
+        header_crc: u32,
+    },
+    /// Unknown length, still small: held until commit.
+    Buffered { chunks: Vec<Bytes> },
+}
+
+pub struct RecordWriter {
+    store: Arc<Store>,
+    lane: usize,
+    bucket: Box<str>,
+    key: Box<str>,
+    meta: RecordMeta,
+    /// Announced length, if any.
+    expected_len: Option<u64>,
+    target: Target,
+    written: u64,
+    crc: u32,
+    md5: Md5,
+    created_ms: u64,
+    committed: bool,
+}
+
+impl Store {
+    /// Starts a record for `key`. `body_len` is the origin's Content-Length, when it sent one.
+    pub fn begin(
+        self: &Arc<Self>,
+        lane: usize,
+        key: ObjectKeyRef<'_>,
+        meta: RecordMeta,
+        body_len: Option<u64>,
+    ) -> Result<RecordWriter> {
+        key.validate()?;
+        if let Some(len) = body_len {
+            self.check_size(len)?;
+        }
+        let created_ms = unix_ms(SystemTime::now());
+        let mut w = RecordWriter {
+            store: self.clone(),
+            lane,
+            bucket: key.bucket.into(),
+            key: key.key.into(),
+            meta,
+            expected_len: body_len,
+            target: Target::Buffered { chunks: Vec::new() },
+            written: 0,
+            crc: 0,
+            md5: Md5::new(),
+            created_ms,
+            committed: false,
+        };
+        if let Some(len) = body_len {
+            w.target = w.place(len, 0)?;
+        }
+        Ok(w)
+    }
+
+    fn check_size(&self, len: u64) -> Result<()> {
+        if len > self.config.max_object_bytes {
+            return Err(Error::NoSpace(format!(
+                "object of {len} bytes exceeds store.max_object_bytes ({})",
+                self.config.max_object_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl RecordWriter {
+    /// Chooses where a record of `body_len` bytes goes and writes its head there.
+    fn place(&self, body_len: u64, flags: u32) -> Result<Target> {
+        let store = &self.store;
+        // The head embeds the segment's nonce, known only once the segment is chosen; its length
+        // does not depend on it. Encoding is cheap and happens once or twice per object.
+        let encode = |nonce| {
+            format::encode_record_head(
+                &self.bucket,
+                &self.key,
+                &self.meta,
+                body_len,
+                flags,
+                nonce,
+                self.created_ms,
+            )
+        };
+        let total = encode(0).1.total_len();
+        let pending = flags & FLAG_LEN_PENDING != 0;
+        let (segment, record_offset) = if pending || total > store.solo_threshold() {
+            let capacity = if pending { 0 } else { FILE_HEADER_LEN + total };
+            let segment = store.new_segment(capacity, true)?;
+            segment.write_at(&encode(segment.nonce).0, FILE_HEADER_LEN)?;
+            if !pending {
+                store.disk_bytes.fetch_add(total, Ordering::Relaxed);
+            }
+            (segment, FILE_HEADER_LEN)
+        } else {
+            store.reserve(self.lane, total, |nonce| encode(nonce).0)?
+        };
+        let (_, header, header_crc) = encode(segment.nonce);
+        Ok(Target::Placed {
+            segment,
+            record_offset,
+            header,
+            header_crc,
+        })
+    }
+
+    /// Appends body bytes. Fails when more bytes arrive than were announced.
+    pub fn append(&mut self, data: &Bytes) -> Result<()> {
+        let new_len = self.written + data.len() as u64;
+        if let Some(expected) = self.expected_len {
+            if new_len > expected {
+                return Err(Error::BodyMismatch(format!(
+                    "{new_len} bytes written, {expected} announced"
+                )));
+            }
+        }
+        self.store.check_size(new_len)?;
+        if let Target::Buffered { chunks } = &mut self.target {
+            if new_len <= BUFFER_UNKNOWN_LEN_BYTES {
+                chunks.push(data.clone());
+                self.account(data);
+                return Ok(());
+            }
+            // Spill: everything so far goes to a solo segment, and so does the rest.
+            let chunks = std::mem::take(chunks);
+            let target = self.place(0, FLAG_LEN_PENDING)?;
+            self.target = target;
+            let mut at = 0;
+            for c in &chunks {
+                self.write_body_at(at, c)?;
+                at += c.len() as u64;
+            }
+        }
+        self.write_body_at(self.written, data)?;
+        self.account(data);
+        Ok(())
+    }
+
+    fn account(&mut self, data: &[u8]) {
+        self.written += data.len() as u64;
+        self.crc = crc32c::crc32c_append(self.crc, data);
+        self.md5.update(data);
+    }
+
+    fn write_body_at(&self, body_pos: u64, data: &[u8]) -> Result<()> {
+        match &self.target {
+            Target::Placed {
+                segment,
+                record_offset,
+                header,
+                ..
+            } => segment.write_at(data, record_offset + header.body_start() + body_pos),
+            Target::Buffered { .. } => Err(Error::NoSpace("body write before placement".into())),
+        }
+    }
+
+    /// Bytes appended so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Finishes the record: checks the length, writes the trailer, makes the object visible.
+    /// If the key was committed meanwhile by another writer, that object wins and is returned.
+    pub fn commit(mut self) -> Result<StoredObject> {
+        if let Some(expected) = self.expected_len {
+            if self.written != expected {
+                return Err(Error::BodyMismatch(format!(
+                    "{} bytes written, {expected} announced",
+                    self.written
+                )));
+            }
+        }
+        if let Target::Buffered { chunks } = &mut self.target {
+            let chunks = std::mem::take(chunks);
+            self.target = self.place(self.written, 0)?;
+            let mut at = 0;
+            for c in &chunks {
+                self.write_body_at(at, c)?;
+                at += c.len() as u64;
+            }
+        }
+        let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
+        let Target::Placed {
+            segment,
+            record_offset,
+            header,
+            header_crc,
+        } = &self.target
+        else {
+            return Err(Error::NoSpace("commit before placement".into()));
+        };
+        let (segment, record_offset) = (segment.clone(), *record_offset);
+        let mut header = *header;
+        let mut header_crc = *header_crc;
+        let pending = header.is_len_pending();
+        if pending {
+            header.body_len = self.written;
+            header.flags &= !FLAG_LEN_PENDING;
+            header_crc = header.encode().1;
+        }
+        let trailer = Trailer {
+            body_crc: self.crc,
+            md5,
+            header_crc,
+        };
+        segment.write_at(&trailer.encode(), record_offset + header.trailer_start())?;
+        if pending {
+            // Trailer first, then the header that points at it: a crash in between leaves the
+            // header still LEN_PENDING, which recovery discards.
+            segment.write_at(&header.encode().0, record_offset)?;
+            self.store
+                .disk_bytes
+                .fetch_add(header.total_len(), Ordering::Relaxed);
+        }
+        match self.store.config.sync {
+            SyncPolicy::Always => segment
+                .file
+                .sync_data()
+                .map_err(|e| Error::io(&segment.path, e))?,
+            SyncPolicy::Interval(_) => self.store.mark_dirty(&segment),
+            SyncPolicy::Never => {}
+        }
+        if segment.map.get().is_none() {
+            // A solo segment is mapped once its only record is complete.
+            let len = record_offset + header.total_len();
+            let map =
+                mmap::map_file(&segment.file, len).map_err(|e| Error::io(&segment.path, e))?;
+            let _ = segment.map.set(map);
+        }
+        let meta = Arc::new(ObjectMeta {
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            size: self.written,
+            md5,
+            record: self.meta.clone(),
+        });
+        let entry = Arc::new(IndexEntry {
+            meta,
+            segment,
+            body_offset: record_offset + header.body_start(),
+            body_crc: self.crc,
+            verified: AtomicBool::new(true),
+        });
+        self.committed = true;
+        let store = self.store.clone();
+        let winner = store.index.insert_if_absent(entry);
+        store
+            .stats
+            .objects_committed
+            .fetch_add(1, Ordering::Relaxed);
+        store
+            .stats
+            .bytes_committed
+            .fetch_add(self.written, Ordering::Relaxed);
+        let body = winner
+            .segment
+            .body(winner.body_offset, winner.meta.size)
+            .ok_or(Error::Corrupt {
+                segment: winner.segment.id,
+                offset: winner.body_offset,
+                what: "body outside mapping",
+            })?;
+        Ok(StoredObject {
+            meta: winner.meta.clone(),
+            body,
+        })
+    }
+}
+
+impl Drop for RecordWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.store
+                .stats
+                .records_abandoned
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
