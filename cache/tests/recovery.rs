@@ -221,16 +221,13 @@ fn torn_tail_at_every_byte_exposes_only_whole_objects() {
         let store = open(dir.path());
         let mut visible = 0;
         for (i, (k, data)) in objects.iter().enumerate() {
-            match get(&store, k) {
-                Some(b) => {
-                    assert_eq!(b, *data, "cut {cut}: object {k} visible with wrong bytes");
-                    assert_eq!(
-                        visible, i,
-                        "cut {cut}: {k} visible although an earlier object is not"
-                    );
-                    visible += 1;
-                }
-                None => {}
+            if let Some(b) = get(&store, k) {
+                assert_eq!(b, *data, "cut {cut}: object {k} visible with wrong bytes");
+                assert_eq!(
+                    visible, i,
+                    "cut {cut}: {k} visible although an earlier object is not"
+                );
+                visible += 1;
             }
         }
         if cut == full.len() {

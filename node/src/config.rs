@@ -1,0 +1,509 @@
+//! Configuration: TOML parsed once into [`RawConfig`] (serde, unknown keys rejected, documented
+//! defaults), then validated into [`Config`]. Handlers only ever see validated types.
+//!
+//! Every validation error starts with the dotted path of the offending field
+//! (`buckets[0].mirror[1].url: ...`), so a bad config names what to fix.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use edgemirror_cache::{HotConfig, SyncPolicy};
+use serde::Deserialize;
+
+/// The config `edgemirror` runs with when given no `--config`.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// The reference feature allows at most 5 mirror rules per bucket.
+pub const MAX_RULES_PER_BUCKET: usize = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
+    pub origin: RawOrigin,
+    #[serde(default)]
+    pub buckets: Vec<RawBucket>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// Data-plane listen address.
+    pub listen: String,
+    /// Worker threads, one runtime and listener each; 0 = one per core.
+    pub workers: usize,
+    /// Time allowed for a request head to arrive once its first byte has (slowloris guard).
+    pub header_timeout_ms: u64,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub idle_timeout_ms: u64,
+    /// How long a write to a client may stall before the connection is dropped.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:8080".into(),
+            workers: 0,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            write_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: String,
+    /// Bearer token for the admin API; empty disables the authenticated endpoints.
+    pub token: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:8081".into(),
+            token: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub dir: PathBuf,
+    /// Capacity of one segment file.
+    pub segment_bytes: u64,
+    /// Largest object the store will hold.
+    pub max_object_bytes: u64,
+    /// "never", "interval" or "always" (see `SyncPolicy`).
+    pub sync: String,
+    pub sync_interval_ms: u64,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            dir: PathBuf::from("./edgemirror-data"),
+            segment_bytes: 256 << 20,
+            max_object_bytes: 64 << 30,
+            sync: "interval".into(),
+            sync_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    pub memory_bytes: u64,
+    /// foyer disk tier; 0 disables it.
+    pub disk_bytes: u64,
+    /// Where the disk tier lives (fast disk); default `<store.dir>/cache`.
+    pub dir: Option<PathBuf>,
+    /// Largest object cached whole in foyer; larger ones are served from the store's mapping.
+    pub max_object_bytes: u64,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            memory_bytes: 256 << 20,
+            disk_bytes: 1 << 30,
+            dir: None,
+            max_object_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOrigin {
+    pub connect_timeout_ms: u64,
+    /// From request sent to response head received.
+    pub first_byte_timeout_ms: u64,
+    /// Longest pause between two reads of an origin body.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for RawOrigin {
+    fn default() -> Self {
+        RawOrigin {
+            connect_timeout_ms: 5_000,
+            first_byte_timeout_ms: 15_000,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBucket {
+    pub name: String,
+    #[serde(default)]
+    pub mirror: Vec<RawMirrorRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirrorRule {
+    /// MirrorURL: `http://host[:port][/path/]`; the origin URL is this plus the key.
+    pub url: String,
+    #[serde(default)]
+    pub key_prefix: String,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub store: edgemirror_cache::StoreConfig,
+    pub cache: HotConfig,
+    pub origin: OriginConfig,
+    pub buckets: Vec<BucketConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct OriginConfig {
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct BucketConfig {
+    pub name: String,
+    pub mirror: Vec<MirrorRule>,
+}
+
+/// One validated mirror rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorRule {
+    pub key_prefix: String,
+    pub origin: OriginAddr,
+}
+
+/// Where a rule fetches from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginAddr {
+    /// Host name or IP literal, without brackets or port.
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value: host, plus `:port` when not the scheme's default.
+    pub host_header: String,
+    /// Path prefix, always starting and ending with '/'.
+    pub path: String,
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
+        raw.validate()
+    }
+
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Config::from_toml(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    pub fn bucket(&self, name: &str) -> Option<&BucketConfig> {
+        self.buckets.iter().find(|b| b.name == name)
+    }
+}
+
+fn ms(field: &str, v: u64) -> Result<Duration> {
+    if v == 0 {
+        bail!("{field}: must be greater than 0");
+    }
+    Ok(Duration::from_millis(v))
+}
+
+fn addr(field: &str, v: &str) -> Result<SocketAddr> {
+    v.parse()
+        .map_err(|_| anyhow!("{field}: '{v}' is not an IP:port socket address"))
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Config> {
+        let workers = match self.server.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n if n > 1024 => bail!("server.workers: {n} is more than 1024"),
+            n => n,
+        };
+        let server = ServerConfig {
+            listen: addr("server.listen", &self.server.listen)?,
+            workers,
+            header_timeout: ms("server.header_timeout_ms", self.server.header_timeout_ms)?,
+            idle_timeout: ms("server.idle_timeout_ms", self.server.idle_timeout_ms)?,
+            write_timeout: ms("server.write_timeout_ms", self.server.write_timeout_ms)?,
+        };
+        let admin = AdminConfig {
+            listen: addr("admin.listen", &self.admin.listen)?,
+            token: self.admin.token,
+        };
+        if admin.token.chars().any(|c| c.is_control() || c == ' ') {
+            bail!("admin.token: must not contain spaces or control characters");
+        }
+        if admin.listen == server.listen && admin.listen.port() != 0 {
+            bail!("admin.listen: same address as server.listen");
+        }
+
+        let s = self.store;
+        if s.dir.as_os_str().is_empty() {
+            bail!("store.dir: must not be empty");
+        }
+        if s.segment_bytes < (1 << 20) {
+            bail!("store.segment_bytes: must be at least 1048576 (1 MiB)");
+        }
+        let sync = match s.sync.as_str() {
+            "never" => SyncPolicy::Never,
+            "always" => SyncPolicy::Always,
+            "interval" => SyncPolicy::Interval(ms("store.sync_interval_ms", s.sync_interval_ms)?),
+            other => bail!("store.sync: '{other}' is not one of never, interval, always"),
+        };
+        if s.max_object_bytes == 0 {
+            bail!("store.max_object_bytes: must be greater than 0");
+        }
+        let store = edgemirror_cache::StoreConfig {
+            dir: s.dir.clone(),
+            segment_bytes: s.segment_bytes,
+            lanes: workers,
+            sync,
+            max_object_bytes: s.max_object_bytes,
+        };
+
+        let c = self.cache;
+        if c.max_object_bytes as usize > HotConfig::MAX_OBJECT_BYTES {
+            bail!(
+                "cache.max_object_bytes: at most {} (half a disk-tier block)",
+                HotConfig::MAX_OBJECT_BYTES
+            );
+        }
+        if c.disk_bytes != 0 && c.disk_bytes < (16 << 20) {
+            bail!("cache.disk_bytes: must be 0 (no disk tier) or at least 16777216 (16 MiB)");
+        }
+        let cache = HotConfig {
+            memory_bytes: usize::try_from(c.memory_bytes)
+                .map_err(|_| anyhow!("cache.memory_bytes: too large"))?,
+            disk_bytes: c.disk_bytes,
+            dir: c.dir.unwrap_or_else(|| s.dir.join("cache")),
+            max_object_bytes: c.max_object_bytes as usize,
+        };
+
+        let origin = OriginConfig {
+            connect_timeout: ms("origin.connect_timeout_ms", self.origin.connect_timeout_ms)?,
+            first_byte_timeout: ms(
+                "origin.first_byte_timeout_ms",
+                self.origin.first_byte_timeout_ms,
+            )?,
+            idle_timeout: ms("origin.idle_timeout_ms", self.origin.idle_timeout_ms)?,
+        };
+
+        let mut buckets: Vec<BucketConfig> = Vec::with_capacity(self.buckets.len());
+        for (i, b) in self.buckets.into_iter().enumerate() {
+            let field = format!("buckets[{i}]");
+            validate_bucket_name(&b.name).map_err(|e| anyhow!("{field}.name: {e}"))?;
+            if buckets.iter().any(|x| x.name == b.name) {
+                bail!("{field}.name: bucket '{}' is defined twice", b.name);
+            }
+            if b.mirror.len() > MAX_RULES_PER_BUCKET {
+                bail!(
+                    "{field}.mirror: {} rules; at most {MAX_RULES_PER_BUCKET} are allowed",
+                    b.mirror.len()
+                );
+            }
+            let mut mirror = Vec::with_capacity(b.mirror.len());
+            for (j, r) in b.mirror.into_iter().enumerate() {
+                let origin = parse_mirror_url(&r.url)
+                    .map_err(|e| anyhow!("{field}.mirror[{j}].url: {e}"))?;
+                mirror.push(MirrorRule {
+                    key_prefix: r.key_prefix,
+                    origin,
+                });
+            }
+            buckets.push(BucketConfig {
+                name: b.name,
+                mirror,
+            });
+        }
+        Ok(Config {
+            server,
+            admin,
+            store,
+            cache,
+            origin,
+            buckets,
+        })
+    }
+}
+
+/// S3 bucket naming: 3-63 characters of lowercase letters, digits, '-' and '.', starting and
+/// ending with a letter or digit.
+pub fn validate_bucket_name(name: &str) -> std::result::Result<(), String> {
+    let ok_len = (3..=63).contains(&name.len());
+    let ok_chars = name
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
+    let ok_ends = name
+        .bytes()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok_len && ok_chars && ok_ends {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' is not a valid bucket name (3-63 of a-z, 0-9, '-', '.')"
+        ))
+    }
+}
+
+/// Parses a MirrorURL such as `http://www.example-domain.com/dir1/`.
+pub fn parse_mirror_url(url: &str) -> std::result::Result<OriginAddr, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("'{url}' is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("https origins are not supported yet; use http".into()),
+        _ => return Err(format!("'{url}' must start with http://")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("'{url}' has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err("user info in origin URLs is not supported".into());
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if host.is_empty() {
+        return Err(format!("'{url}' has no host"));
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    if uri.query().is_some() {
+        return Err("a MirrorURL cannot carry a query string".into());
+    }
+    let mut path = uri.path().to_string();
+    if !path.ends_with('/') {
+        // MirrorURL + key: "http://h/dir1" means the folder dir1, as "http://h/dir1/" does.
+        path.push('/');
+    }
+    let host_header = if port == 80 {
+        authority.host().to_string()
+    } else {
+        format!("{}:{port}", authority.host())
+    };
+    Ok(OriginAddr {
+        host,
+        port,
+        host_header,
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::from_toml(DEFAULT_CONFIG).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.admin.listen, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(c.store.dir, PathBuf::from("./edgemirror-data"));
+        assert_eq!(c.buckets[0].name, "example-bucket");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"", "server.listen"),
+            ("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1", "bogus"),
+            ("[store]\nsync = \"sometimes\"", "store.sync"),
+            ("[[buckets]]\nname = \"Bad_Name\"", "buckets[0].name"),
+            (
+                "[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"ftp://x/\"",
+                "buckets[0].mirror[0].url",
+            ),
+            (
+                "[cache]\nmax_object_bytes = 99999999999",
+                "cache.max_object_bytes",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = format!("{:#}", Config::from_toml(text).unwrap_err());
+            assert!(
+                err.contains(field),
+                "error for {text:?} should name {field}: {err}"
+            );
+        }
+        let six = "[[buckets]]\nname = \"abc\"\n".to_string()
+            + &"[[buckets.mirror]]\nurl = \"http://h/\"\n".repeat(6);
+        assert!(format!("{:#}", Config::from_toml(&six).unwrap_err()).contains("buckets[0].mirror"));
+    }
+
+    #[test]
+    fn mirror_urls() {
+        let o = parse_mirror_url("http://www.example-domain.com/dir1/").unwrap();
+        assert_eq!(
+            (
+                o.host.as_str(),
+                o.port,
+                o.host_header.as_str(),
+                o.path.as_str()
+            ),
+            (
+                "www.example-domain.com",
+                80,
+                "www.example-domain.com",
+                "/dir1/"
+            )
+        );
+        let o = parse_mirror_url("http://127.0.0.1:9000").unwrap();
+        assert_eq!(
+            (o.host_header.as_str(), o.path.as_str()),
+            ("127.0.0.1:9000", "/")
+        );
+        let o = parse_mirror_url("http://[::1]:9000/a").unwrap();
+        assert_eq!((o.host.as_str(), o.path.as_str()), ("::1", "/a/"));
+        assert!(parse_mirror_url("http://h/?q=1").is_err());
+        assert!(parse_mirror_url("h/dir").is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! Errors of the data plane, each recording whose fault it is, and the one place
+//! ([`S3Error::status`]) that maps an error to an HTTP status and S3 error code.
+//!
+//! - downstream (the client): 4xx;
+//! - upstream (the origin): 404 when the origin said 404, else 424 `MirrorFailed`;
+//! - internal (us): 500.
+
+use std::borrow::Cow;
+
+use edgemirror_proto::ParseError;
+
+#[derive(Debug)]
+pub enum S3Error {
+    /// Downstream: the request could not be parsed or broke a limit.
+    BadRequest(ParseError),
+    /// Downstream: well-formed but not something we serve.
+    InvalidRequest(&'static str),
+    MethodNotAllowed,
+    NoSuchBucket,
+    NoSuchKey,
+    /// Upstream: the origin failed (status other than 200/404, network, timeout, bad framing).
+    MirrorFailed(String),
+    /// Ours: a bug or an I/O error on our side.
+    Internal(String),
+}
+
+impl S3Error {
+    pub fn status(&self) -> u16 {
+        match self {
+            S3Error::BadRequest(e) => e.status(),
+            S3Error::InvalidRequest(_) => 400,
+            S3Error::MethodNotAllowed => 405,
+            S3Error::NoSuchBucket | S3Error::NoSuchKey => 404,
+            S3Error::MirrorFailed(_) => 424,
+            S3Error::Internal(_) => 500,
+        }
+    }
+
+    /// The S3 error code in the XML body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            S3Error::BadRequest(e) => match e.status() {
+                431 => "RequestHeaderSectionTooLarge",
+                414 => "RequestURITooLong",
+                _ => "BadRequest",
+            },
+            S3Error::InvalidRequest(_) => "InvalidRequest",
+            S3Error::MethodNotAllowed => "MethodNotAllowed",
+            S3Error::NoSuchBucket => "NoSuchBucket",
+            S3Error::NoSuchKey => "NoSuchKey",
+            S3Error::MirrorFailed(_) => "MirrorFailed",
+            S3Error::Internal(_) => "InternalError",
+        }
+    }
+
+    pub fn message(&self) -> Cow<'static, str> {
+        match self {
+            S3Error::BadRequest(e) => format!("malformed request: {}", e.as_str()).into(),
+            S3Error::InvalidRequest(m) => (*m).into(),
+            S3Error::MethodNotAllowed => "the method is not allowed against this resource".into(),
+            S3Error::NoSuchBucket => "the specified bucket does not exist".into(),
+            S3Error::NoSuchKey => "the specified key does not exist".into(),
+            // The origin's failure reason goes to the log, not to the client.
+            S3Error::MirrorFailed(_) => {
+                "the object could not be fetched from the mirror origin".into()
+            }
+            S3Error::Internal(_) => "we encountered an internal error; please try again".into(),
+        }
+    }
+
+    /// Whether the connection must close after this error (the request stream is untrustworthy).
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, S3Error::BadRequest(_))
+    }
+}

@@ -1,0 +1,35 @@
+//! edgemirror: an edge node that serves bucket objects over HTTP from a local object store and
+//! migrates an existing site into itself through mirror back-to-origin.
+//!
+//! # The path of a GET
+//!
+//! 1. [`server`]: each worker thread runs a monoio runtime pinned to its core and accepts on its
+//!    own SO_REUSEPORT listener.
+//! 2. [`conn`]: the connection loop reads into a reused buffer; `edgemirror_proto` parses the
+//!    head in place (malformed -> 400 and close). Keep-alive and pipelining loop here.
+//! 3. [`object`]: routes `/{bucket}/{key}` (unknown bucket -> 404 `NoSuchBucket`), then looks the
+//!    object up: foyer memory -> foyer disk -> segment store (`edgemirror_cache`). A hit is
+//!    answered from the cached `Bytes` or a slice of the mapped segment.
+//! 4. [`mirror`]: on a miss, the bucket's first matching rule (none -> 404 `NoSuchKey`) names an
+//!    origin; [`origin`] fetches `MirrorURL + key`; each body piece is written to the client and
+//!    appended to a store record from the same buffer; commit makes the object visible. Origin
+//!    404 -> 404, other failures -> 424 `MirrorFailed`, a body that breaks mid-way -> the client
+//!    connection is cut and nothing is stored.
+//! 5. [`reply`] writes response heads (and S3 XML errors, [`error`]) into a reused buffer.
+//!
+//! [`config`] turns TOML into validated types; [`admin`] serves health and metrics on a separate
+//! listener; [`metrics`] holds the counters.
+
+pub mod admin;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod metrics;
+pub mod mirror;
+pub mod object;
+pub mod origin;
+pub mod reply;
+pub mod server;
+
+pub use config::Config;
+pub use server::{start, Node};

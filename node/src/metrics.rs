@@ -1,0 +1,72 @@
+//! Counters, shared by all workers and read by the admin API (`GET /metrics`, Prometheus text).
+//! Relaxed atomics: each is an independent tally.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_accepted: Counter,
+    pub requests: Counter,
+    pub bad_requests: Counter,
+    pub hits_memory: Counter,
+    pub hits_disk_cache: Counter,
+    pub hits_store: Counter,
+    pub misses_no_rule: Counter,
+    pub origin_fetches: Counter,
+    pub origin_not_found: Counter,
+    pub origin_failures: Counter,
+    pub origin_body_failures: Counter,
+    pub objects_mirrored: Counter,
+    pub bytes_from_origin: Counter,
+}
+
+impl Metrics {
+    /// Renders the counters, plus the gauges given, in Prometheus text format.
+    pub fn render(&self, gauges: &[(&str, u64)]) -> String {
+        let counters: [(&str, &Counter); 13] = [
+            (
+                "edgemirror_connections_accepted_total",
+                &self.connections_accepted,
+            ),
+            ("edgemirror_requests_total", &self.requests),
+            ("edgemirror_bad_requests_total", &self.bad_requests),
+            ("edgemirror_hits_memory_total", &self.hits_memory),
+            ("edgemirror_hits_disk_cache_total", &self.hits_disk_cache),
+            ("edgemirror_hits_store_total", &self.hits_store),
+            ("edgemirror_misses_no_rule_total", &self.misses_no_rule),
+            ("edgemirror_origin_fetches_total", &self.origin_fetches),
+            ("edgemirror_origin_not_found_total", &self.origin_not_found),
+            ("edgemirror_origin_failures_total", &self.origin_failures),
+            (
+                "edgemirror_origin_body_failures_total",
+                &self.origin_body_failures,
+            ),
+            ("edgemirror_objects_mirrored_total", &self.objects_mirrored),
+            ("edgemirror_origin_bytes_total", &self.bytes_from_origin),
+        ];
+        let mut s = String::with_capacity(2048);
+        for (name, c) in counters {
+            let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", c.get());
+        }
+        for (name, v) in gauges {
+            let _ = writeln!(s, "# TYPE {name} gauge\n{name} {v}");
+        }
+        s
+    }
+}

@@ -1,0 +1,187 @@
+//! Writing response heads into a reused buffer.
+//!
+//! The head of every response is built with `put_slice`/`write!` into the connection's output
+//! `BytesMut`, so answering allocates nothing: the `Date` value is formatted once a second per
+//! worker ([`DateCache`]), the request id is a counter rendered in place ([`RequestId`]).
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, BytesMut};
+use edgemirror_cache::{ObjectMeta, SavedHeader};
+
+use crate::error::S3Error;
+
+/// Value of the `Server` header.
+pub const SERVER: &str = "edgemirror";
+/// Response header naming the tier that produced the bytes: memory, disk-cache, store, origin.
+pub const SOURCE_HEADER: &str = "x-edgemirror-source";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Identifies one request in logs, the `x-request-id` header and S3 error bodies:
+/// process start (seconds), worker, per-worker sequence.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestId {
+    pub epoch: u32,
+    pub worker: u16,
+    pub seq: u64,
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08X}{:04X}{:010X}", self.epoch, self.worker, self.seq)
+    }
+}
+
+/// The IMF-fixdate of the current second, re-rendered when the second changes.
+pub struct DateCache {
+    inner: RefCell<(u64, String)>,
+}
+
+impl Default for DateCache {
+    fn default() -> Self {
+        DateCache {
+            inner: RefCell::new((u64::MAX, String::new())),
+        }
+    }
+}
+
+impl DateCache {
+    pub fn put(&self, out: &mut BytesMut) {
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut cached = self.inner.borrow_mut();
+        if cached.0 != secs {
+            *cached = (secs, httpdate::fmt_http_date(now));
+        }
+        out.put_slice(cached.1.as_bytes());
+    }
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        424 => "Failed Dependency",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+/// How the body of a response is framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 client and a body of unknown length: the end of the connection ends the body.
+    Close,
+}
+
+/// Starts a response: status line and the headers every response carries.
+pub fn start(out: &mut BytesMut, status: u16, date: &DateCache, id: RequestId) {
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nServer: {SERVER}\r\nDate: ",
+        reason(status)
+    );
+    date.put(out);
+    let _ = write!(out, "\r\n{REQUEST_ID_HEADER}: {id}\r\n");
+}
+
+pub fn header(out: &mut BytesMut, name: &str, value: &[u8]) {
+    out.put_slice(name.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Body framing headers, `Connection: close` when the connection ends after this response, and
+/// the blank line that ends the head.
+pub fn finish(out: &mut BytesMut, framing: Framing, keep_alive: bool) {
+    match framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Close => {}
+    }
+    if !keep_alive || framing == Framing::Close {
+        out.put_slice(b"Connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// The headers describing a stored object: saved origin headers, ETag, Last-Modified, storage
+/// class.
+pub fn object_headers(out: &mut BytesMut, meta: &ObjectMeta, with_etag: bool) {
+    for (name, value) in &meta.record.headers {
+        header(out, name.as_str(), value);
+    }
+    if with_etag {
+        header(out, "ETag", meta.etag().as_bytes());
+    }
+    out.put_slice(b"Last-Modified: ");
+    out.put_slice(httpdate::fmt_http_date(meta.record.last_modified).as_bytes());
+    out.put_slice(b"\r\n");
+    header(
+        out,
+        "x-amz-storage-class",
+        meta.record.storage_class.as_str().as_bytes(),
+    );
+}
+
+/// Writes a complete S3 error response (head and XML body) into `out`. The body is omitted for
+/// HEAD requests, as HTTP requires, but its length is still announced.
+pub fn error(
+    out: &mut BytesMut,
+    err: &S3Error,
+    key: Option<&str>,
+    date: &DateCache,
+    id: RequestId,
+    keep_alive: bool,
+    is_head: bool,
+) {
+    let body = edgemirror_proto::s3_error_xml(err.code(), &err.message(), key, &id.to_string());
+    start(out, err.status(), date, id);
+    header(out, "Content-Type", b"application/xml");
+    if matches!(err, S3Error::MethodNotAllowed) {
+        header(out, "Allow", b"GET, HEAD");
+    }
+    finish(
+        out,
+        Framing::Length(body.len() as u64),
+        keep_alive && !err.closes_connection(),
+    );
+    if !is_head {
+        out.put_slice(body.as_bytes());
+    }
+}
+
+/// True for the headers a mirrored response saves and returns (the seed's list).
+pub fn saved_header(name: &[u8]) -> Option<SavedHeader> {
+    SavedHeader::from_name(name)
+}

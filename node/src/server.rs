@@ -1,0 +1,224 @@
+//! Start-up and the per-core runtimes.
+//!
+//! [`start`] opens the store (rebuilding its index) and the hot cache, binds one listening socket
+//! per worker on the same address with SO_REUSEPORT (the kernel spreads connections across
+//! them), then starts one thread per worker, each pinned to a core and running its own monoio
+//! runtime (io_uring, or epoll where io_uring is unavailable). Connections never move between
+//! cores; per-core state ([`Worker`]) needs no locks. Shared state ([`Shared`]) is the validated
+//! config, the store, the hot cache and the metrics.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use edgemirror_cache::{HotCache, Store};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::reply::{DateCache, RequestId};
+use crate::{admin, conn};
+
+/// State every worker shares.
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub hot: HotCache,
+    pub metrics: Metrics,
+}
+
+/// One core's state. Lives on its thread, shared by that core's tasks through `Rc`.
+pub struct Worker {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub date: DateCache,
+    epoch: u32,
+    seq: Cell<u64>,
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Self {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
+        Worker {
+            id,
+            shared,
+            date: DateCache::default(),
+            epoch,
+            seq: Cell::new(0),
+        }
+    }
+
+    pub fn next_request_id(&self) -> RequestId {
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        RequestId {
+            epoch: self.epoch,
+            worker: self.id as u16,
+            seq,
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub data_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Blocks until every worker thread exits (they run until the process ends).
+    pub fn wait(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Which monoio driver the workers will run on.
+pub fn driver_name() -> &'static str {
+    if std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_none() && monoio::utils::detect_uring() {
+        "io_uring"
+    } else {
+        "legacy (epoll)"
+    }
+}
+
+pub fn start(config: Config) -> Result<Node> {
+    let (store, recovered) = Store::open(config.store.clone())
+        .with_context(|| format!("opening the store in {}", config.store.dir.display()))?;
+    tracing::info!(
+        dir = %config.store.dir.display(),
+        objects = recovered.objects,
+        bytes = recovered.bytes,
+        segments = recovered.segments,
+        skipped_records = recovered.torn_or_abandoned,
+        removed_files = recovered.removed_files,
+        "store recovered"
+    );
+    let hot = HotCache::open(&config.cache).context("opening the hot cache")?;
+    tracing::info!(
+        memory_bytes = config.cache.memory_bytes,
+        disk_bytes = config.cache.disk_bytes,
+        dir = %config.cache.dir.display(),
+        "hot cache ready"
+    );
+    for b in &config.buckets {
+        tracing::info!(bucket = %b.name, rules = b.mirror.len(), "bucket");
+    }
+
+    let workers = config.server.workers;
+    let listeners = bind_reuseport(config.server.listen, workers)
+        .with_context(|| format!("binding server.listen {}", config.server.listen))?;
+    let data_addr = listeners[0].local_addr()?;
+    let admin_listener = std::net::TcpListener::bind(config.admin.listen)
+        .with_context(|| format!("binding admin.listen {}", config.admin.listen))?;
+    admin_listener.set_nonblocking(true)?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let shared = Arc::new(Shared {
+        config,
+        store,
+        hot,
+        metrics: Metrics::default(),
+    });
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    tracing::info!(driver = driver_name(), workers, cores, listen = %data_addr, admin = %admin_addr, "starting workers");
+
+    let mut threads = Vec::with_capacity(workers + 1);
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("worker-{id}"))
+            .spawn(move || {
+                if workers <= cores {
+                    // One runtime per core: pinning keeps a worker's caches warm.
+                    let _ = monoio::utils::bind_to_cpu_set([id]);
+                }
+                run_runtime(move || worker_main(id, listener, shared));
+            })?;
+        threads.push(t);
+    }
+    let admin_shared = shared.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("admin".into())
+            .spawn(move || run_runtime(move || admin::serve(admin_listener, admin_shared)))?,
+    );
+    Ok(Node {
+        data_addr,
+        admin_addr,
+        threads,
+    })
+}
+
+/// Runs `main`'s future on a fresh monoio runtime (io_uring with epoll fallback, timers on).
+fn run_runtime<F, Fut>(main: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .with_entries(1024)
+        .build();
+    match rt {
+        Ok(mut rt) => rt.block_on(main()),
+        Err(e) => tracing::error!(error = %e, "cannot build a monoio runtime"),
+    }
+}
+
+async fn worker_main(id: usize, listener: std::net::TcpListener, shared: Arc<Shared>) {
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(worker = id, error = %e, "cannot adopt the listening socket");
+            return;
+        }
+    };
+    let worker = Rc::new(Worker::new(id, shared));
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                worker.metrics().connections_accepted.inc();
+                monoio::spawn(conn::serve(stream, worker.clone()));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(worker = id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Binds `n` sockets to `addr` with SO_REUSEPORT. With port 0 the first picks the port and the
+/// rest join it.
+fn bind_reuseport(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mut out = Vec::with_capacity(n);
+    let mut addr = addr;
+    for _ in 0..n {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}
