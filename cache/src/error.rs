@@ -9,11 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// Bytes on disk failed a magic/length/checksum check.
     #[error("corrupt record in segment {segment} at offset {offset}: {what}")]
-    Corrupt {
-        segment: u64,
-        offset: u64,
-        what: &'static str,
-    },
+    Corrupt { segment: u64, offset: u64, what: &'static str },
     /// A write would exceed a configured limit (object larger than allowed, store full).
     #[error("no space: {0}")]
     NoSpace(String),
@@ -24,19 +20,13 @@ pub enum Error {
     #[error("invalid key: {0}")]
     InvalidKey(&'static str),
     #[error("i/o error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("hot cache: {0}")]
     Hot(String),
 }
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }

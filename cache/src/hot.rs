@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes};
 use foyer::{
-    BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, RecoverMode, Source, Spawner,
+    BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, HybridCachePolicy,
+    RecoverMode, Source, Spawner,
 };
 
 use crate::key::{hot_key, ObjectKeyRef};
@@ -96,9 +96,7 @@ impl HotCache {
             if config.disk_bytes == 0 {
                 return storage.build().await;
             }
-            let device = FsDeviceBuilder::new(&config.dir)
-                .with_capacity(config.disk_bytes as usize)
-                .build()?;
+            let device = FsDeviceBuilder::new(&config.dir).with_capacity(config.disk_bytes as usize).build()?;
             storage
                 .with_engine_config(
                     BlockEngineConfig::new(device)
@@ -113,13 +111,8 @@ impl HotCache {
                 .build()
                 .await
         });
-        let cache = cache
-            .map_err(|e| Error::Hot(format!("building foyer at {}: {e}", config.dir.display())))?;
-        Ok(HotCache {
-            cache,
-            max_object_bytes: config.max_object_bytes,
-            _runtime: runtime,
-        })
+        let cache = cache.map_err(|e| Error::Hot(format!("building foyer at {}: {e}", config.dir.display())))?;
+        Ok(HotCache { cache, max_object_bytes: config.max_object_bytes, _runtime: runtime })
     }
 
     pub fn admits(&self, size: u64) -> bool {
@@ -141,11 +134,7 @@ impl HotCache {
         if *obj.meta.bucket != *key.bucket || *obj.meta.key != *key.key {
             return None;
         }
-        let tier = if entry.source() == Source::Disk {
-            HotTier::Disk
-        } else {
-            HotTier::Memory
-        };
+        let tier = if entry.source() == Source::Disk { HotTier::Disk } else { HotTier::Memory };
         Some((obj.clone(), tier))
     }
 
@@ -157,10 +146,7 @@ impl HotCache {
             return;
         }
         let key = hot_key(ObjectKeyRef::new(&obj.meta.bucket, &obj.meta.key));
-        let value = HotObject {
-            meta: obj.meta.clone(),
-            body: Bytes::copy_from_slice(&obj.body),
-        };
+        let value = HotObject { meta: obj.meta.clone(), body: Bytes::copy_from_slice(&obj.body) };
         self.cache.insert(key, value);
     }
 
@@ -195,8 +181,7 @@ impl Code for HotObject {
     }
 
     fn decode(r: &mut impl std::io::Read) -> foyer::Result<Self> {
-        let bad =
-            |what: &str| foyer::Error::new(foyer::ErrorKind::Parse, format!("hot object: {what}"));
+        let bad = |what: &str| foyer::Error::new(foyer::ErrorKind::Parse, format!("hot object: {what}"));
         let read_part = |r: &mut dyn std::io::Read, max: usize| -> foyer::Result<Vec<u8>> {
             let mut len = [0u8; 4];
             r.read_exact(&mut len).map_err(foyer::Error::io_error)?;
@@ -227,13 +212,7 @@ impl Code for HotObject {
         let key = String::from_utf8(key).map_err(|_| bad("key utf-8"))?;
         let record = RecordMeta::decode(&meta).map_err(|_| bad("record meta"))?;
         Ok(HotObject {
-            meta: Arc::new(ObjectMeta {
-                bucket: bucket.into(),
-                key: key.into(),
-                size,
-                md5,
-                record,
-            }),
+            meta: Arc::new(ObjectMeta { bucket: bucket.into(), key: key.into(), size, md5, record }),
             body: Bytes::from(body),
         })
     }
@@ -251,17 +230,9 @@ mod tests {
 
     fn object(key: &str, len: usize) -> StoredObject {
         let mut record = RecordMeta::new(SystemTime::now());
-        record
-            .headers
-            .push((SavedHeader::CacheControl, Bytes::from_static(b"max-age=60")));
+        record.headers.push((SavedHeader::CacheControl, Bytes::from_static(b"max-age=60")));
         StoredObject {
-            meta: Arc::new(ObjectMeta {
-                bucket: "b".into(),
-                key: key.into(),
-                size: len as u64,
-                md5: [7; 16],
-                record,
-            }),
+            meta: Arc::new(ObjectMeta { bucket: "b".into(), key: key.into(), size: len as u64, md5: [7; 16], record }),
             body: Bytes::from(vec![b'x'; len]),
         }
     }
@@ -279,18 +250,12 @@ mod tests {
         let obj = object("k", 1000);
         hot.insert(&obj);
         hot.insert(&object("too-big", 100 << 10));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let (got, tier) = rt.block_on(hot.get(ObjectKeyRef::new("b", "k"))).unwrap();
         assert_eq!(tier, HotTier::Memory);
         assert_eq!(got.body, obj.body);
-        assert!(rt
-            .block_on(hot.get(ObjectKeyRef::new("b", "too-big")))
-            .is_none());
-        assert!(rt
-            .block_on(hot.get(ObjectKeyRef::new("b", "absent")))
-            .is_none());
+        assert!(rt.block_on(hot.get(ObjectKeyRef::new("b", "too-big"))).is_none());
+        assert!(rt.block_on(hot.get(ObjectKeyRef::new("b", "absent"))).is_none());
 
         let mut buf = Vec::new();
         got.encode(&mut buf).unwrap();

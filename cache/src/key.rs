@@ -48,17 +48,11 @@ impl hashbrown::Equivalent<ObjectKey> for ObjectKeyRef<'_> {
 
 impl ObjectKey {
     pub fn new(bucket: &str, key: &str) -> Self {
-        ObjectKey {
-            bucket: bucket.into(),
-            key: key.into(),
-        }
+        ObjectKey { bucket: bucket.into(), key: key.into() }
     }
 
     pub fn as_ref(&self) -> ObjectKeyRef<'_> {
-        ObjectKeyRef {
-            bucket: &self.bucket,
-            key: &self.key,
-        }
+        ObjectKeyRef { bucket: &self.bucket, key: &self.key }
     }
 }
 
@@ -69,14 +63,10 @@ impl<'a> ObjectKeyRef<'a> {
 
     pub fn validate(&self) -> crate::Result<()> {
         if self.bucket.is_empty() || self.bucket.len() > MAX_BUCKET_BYTES {
-            return Err(crate::Error::InvalidKey(
-                "bucket name must be 1..=255 bytes",
-            ));
+            return Err(crate::Error::InvalidKey("bucket name must be 1..=255 bytes"));
         }
         if self.key.is_empty() || self.key.len() > MAX_KEY_BYTES {
-            return Err(crate::Error::InvalidKey(
-                "object key must be 1..=1024 bytes",
-            ));
+            return Err(crate::Error::InvalidKey("object key must be 1..=1024 bytes"));
         }
         Ok(())
     }
@@ -102,9 +92,6 @@ mod tests {
         let borrowed = ObjectKeyRef::new("b", "dir/k");
         assert_eq!(s.hash_one(&owned), s.hash_one(borrowed));
         // The separator keeps ("ab","c") and ("a","bc") apart.
-        assert_ne!(
-            hot_key(ObjectKeyRef::new("ab", "c")),
-            hot_key(ObjectKeyRef::new("a", "bc"))
-        );
+        assert_ne!(hot_key(ObjectKeyRef::new("ab", "c")), hot_key(ObjectKeyRef::new("a", "bc")));
     }
 }

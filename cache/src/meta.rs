@@ -45,9 +45,7 @@ impl SavedHeader {
 
     /// Matches a header name case-insensitively.
     pub fn from_name(name: &[u8]) -> Option<SavedHeader> {
-        SavedHeader::ALL
-            .into_iter()
-            .find(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+        SavedHeader::ALL.into_iter().find(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
     }
 
     fn from_u8(v: u8) -> Option<SavedHeader> {
@@ -81,10 +79,7 @@ pub struct RecordMeta {
 impl RecordMeta {
     pub fn new(last_modified: SystemTime) -> Self {
         // HTTP dates have one-second resolution; truncate now so every response agrees.
-        let secs = last_modified
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = last_modified.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         RecordMeta {
             last_modified: UNIX_EPOCH + Duration::from_secs(secs),
             storage_class: StorageClass::Standard,
@@ -99,11 +94,7 @@ impl RecordMeta {
     /// Layout: `last_modified_secs u64 | storage_class u8 | count u8 | (id u8, len u16, bytes)*`,
     /// little endian.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let secs = self
-            .last_modified
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = self.last_modified.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         out.extend_from_slice(&secs.to_le_bytes());
         out.push(self.storage_class as u8);
         out.push(self.headers.len() as u8);
@@ -116,11 +107,7 @@ impl RecordMeta {
     }
 
     pub fn decode(mut b: &[u8]) -> Result<RecordMeta> {
-        let bad = |what| Error::Corrupt {
-            segment: 0,
-            offset: 0,
-            what,
-        };
+        let bad = |what| Error::Corrupt { segment: 0, offset: 0, what };
         let secs = take(&mut b, 8).ok_or(bad("meta: short"))?;
         let secs = u64::from_le_bytes(secs.try_into().unwrap_or_default());
         let class = take(&mut b, 1).ok_or(bad("meta: short"))?[0];
@@ -188,20 +175,13 @@ mod tests {
     #[test]
     fn record_meta_round_trips() {
         let mut m = RecordMeta::new(SystemTime::now());
-        m.headers
-            .push((SavedHeader::ContentType, Bytes::from_static(b"image/jpeg")));
-        m.headers.push((
-            SavedHeader::Expires,
-            Bytes::from_static(b"Thu, 01 Dec 1994 16:00:00 GMT"),
-        ));
+        m.headers.push((SavedHeader::ContentType, Bytes::from_static(b"image/jpeg")));
+        m.headers.push((SavedHeader::Expires, Bytes::from_static(b"Thu, 01 Dec 1994 16:00:00 GMT")));
         let mut buf = Vec::new();
         m.encode(&mut buf);
         assert_eq!(RecordMeta::decode(&buf).unwrap(), m);
         for cut in 0..buf.len() {
-            assert!(
-                RecordMeta::decode(&buf[..cut]).is_err(),
-                "prefix {cut} must not decode"
-            );
+            assert!(RecordMeta::decode(&buf[..cut]).is_err(), "prefix {cut} must not decode");
         }
     }
 
@@ -220,10 +200,7 @@ mod tests {
 
     #[test]
     fn saved_header_names_match_case_insensitively() {
-        assert_eq!(
-            SavedHeader::from_name(b"content-TYPE"),
-            Some(SavedHeader::ContentType)
-        );
+        assert_eq!(SavedHeader::from_name(b"content-TYPE"), Some(SavedHeader::ContentType));
         assert_eq!(SavedHeader::from_name(b"x-other"), None);
     }
 }

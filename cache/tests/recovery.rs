@@ -28,20 +28,14 @@ fn open(dir: &Path) -> Arc<Store> {
 }
 
 fn body(n: usize, seed: u8) -> Bytes {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect::<Vec<u8>>()
-        .into()
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>().into()
 }
 
 fn put(store: &Arc<Store>, key: &str, data: &Bytes, announce: bool) {
     let mut meta = RecordMeta::new(SystemTime::now());
-    meta.headers
-        .push((SavedHeader::ContentType, Bytes::from_static(b"text/plain")));
+    meta.headers.push((SavedHeader::ContentType, Bytes::from_static(b"text/plain")));
     let len = announce.then_some(data.len() as u64);
-    let mut w = store
-        .begin(0, ObjectKeyRef::new("b", key), meta, len)
-        .unwrap();
+    let mut w = store.begin(0, ObjectKeyRef::new("b", key), meta, len).unwrap();
     for piece in data.chunks(1000) {
         w.append(&Bytes::copy_from_slice(piece)).unwrap();
     }
@@ -50,17 +44,11 @@ fn put(store: &Arc<Store>, key: &str, data: &Bytes, announce: bool) {
 }
 
 fn get(store: &Store, key: &str) -> Option<Bytes> {
-    store
-        .get(ObjectKeyRef::new("b", key))
-        .unwrap()
-        .map(|o| o.body)
+    store.get(ObjectKeyRef::new("b", key)).unwrap().map(|o| o.body)
 }
 
 fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir.join("segments"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("segments")).unwrap().map(|e| e.unwrap().path()).collect();
     v.sort();
     v
 }
@@ -77,11 +65,7 @@ fn committed_objects_survive_reopen_with_metadata() {
     put(&store, "chunked-small", &chunked_small, false);
     put(&store, "chunked-big", &chunked_big, false);
     put(&store, "big", &big, true);
-    let before = store
-        .get(ObjectKeyRef::new("b", "small"))
-        .unwrap()
-        .unwrap()
-        .meta;
+    let before = store.get(ObjectKeyRef::new("b", "small")).unwrap().unwrap().meta;
     drop(store);
 
     let store = open(dir.path());
@@ -90,23 +74,9 @@ fn committed_objects_survive_reopen_with_metadata() {
     assert_eq!(get(&store, "chunked-small").unwrap(), chunked_small);
     assert_eq!(get(&store, "chunked-big").unwrap(), chunked_big);
     assert_eq!(get(&store, "big").unwrap(), big);
-    let after = store
-        .get(ObjectKeyRef::new("b", "small"))
-        .unwrap()
-        .unwrap()
-        .meta;
-    assert_eq!(
-        before, after,
-        "metadata (headers, md5, last-modified) survives"
-    );
-    assert_eq!(
-        after
-            .record
-            .header(SavedHeader::ContentType)
-            .unwrap()
-            .as_ref(),
-        b"text/plain"
-    );
+    let after = store.get(ObjectKeyRef::new("b", "small")).unwrap().unwrap().meta;
+    assert_eq!(before, after, "metadata (headers, md5, last-modified) survives");
+    assert_eq!(after.record.header(SavedHeader::ContentType).unwrap().as_ref(), b"text/plain");
 }
 
 #[test]
@@ -114,21 +84,10 @@ fn first_commit_wins_and_is_never_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     put(&store, "k", &body(100, 1), true);
-    let mut w = store
-        .begin(
-            1,
-            ObjectKeyRef::new("b", "k"),
-            RecordMeta::new(SystemTime::now()),
-            Some(50),
-        )
-        .unwrap();
+    let mut w = store.begin(1, ObjectKeyRef::new("b", "k"), RecordMeta::new(SystemTime::now()), Some(50)).unwrap();
     w.append(&body(50, 9)).unwrap();
     let winner = w.commit().unwrap();
-    assert_eq!(
-        winner.body,
-        body(100, 1),
-        "the object stored first is what readers get"
-    );
+    assert_eq!(winner.body, body(100, 1), "the object stored first is what readers get");
     drop(store);
     assert_eq!(get(&open(dir.path()), "k").unwrap(), body(100, 1));
 }
@@ -139,25 +98,11 @@ fn abandoned_writers_are_invisible_before_and_after_restart() {
     let store = open(dir.path());
     put(&store, "before", &body(2000, 1), true);
     // Known length, half written (origin cut mid-body).
-    let mut w = store
-        .begin(
-            0,
-            ObjectKeyRef::new("b", "cut"),
-            RecordMeta::new(SystemTime::now()),
-            Some(4000),
-        )
-        .unwrap();
+    let mut w = store.begin(0, ObjectKeyRef::new("b", "cut"), RecordMeta::new(SystemTime::now()), Some(4000)).unwrap();
     w.append(&body(2000, 2)).unwrap();
     assert!(w.commit().is_err(), "a short body must not commit");
     // Unknown length spilled to a solo segment, then abandoned.
-    let mut w = store
-        .begin(
-            0,
-            ObjectKeyRef::new("b", "spill"),
-            RecordMeta::new(SystemTime::now()),
-            None,
-        )
-        .unwrap();
+    let mut w = store.begin(0, ObjectKeyRef::new("b", "spill"), RecordMeta::new(SystemTime::now()), None).unwrap();
     w.append(&body(3 << 20, 3)).unwrap();
     drop(w);
     put(&store, "after", &body(2000, 4), true);
@@ -169,24 +114,14 @@ fn abandoned_writers_are_invisible_before_and_after_restart() {
     assert!(get(&store, "cut").is_none() && get(&store, "spill").is_none());
     assert_eq!(get(&store, "before").unwrap(), body(2000, 1));
     assert_eq!(get(&store, "after").unwrap(), body(2000, 4));
-    assert!(
-        segment_files(dir.path()).len() < files_before,
-        "the abandoned solo segment is removed"
-    );
+    assert!(segment_files(dir.path()).len() < files_before, "the abandoned solo segment is removed");
 }
 
 #[test]
 fn more_bytes_than_announced_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let mut w = store
-        .begin(
-            0,
-            ObjectKeyRef::new("b", "k"),
-            RecordMeta::new(SystemTime::now()),
-            Some(10),
-        )
-        .unwrap();
+    let mut w = store.begin(0, ObjectKeyRef::new("b", "k"), RecordMeta::new(SystemTime::now()), Some(10)).unwrap();
     assert!(w.append(&body(11, 0)).is_err());
 }
 
@@ -211,22 +146,13 @@ fn torn_tail_at_every_byte_exposes_only_whole_objects() {
     for cut in 0..=full.len() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("segments")).unwrap();
-        std::fs::write(
-            dir.path()
-                .join("segments")
-                .join(files[0].file_name().unwrap()),
-            &full[..cut],
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("segments").join(files[0].file_name().unwrap()), &full[..cut]).unwrap();
         let store = open(dir.path());
         let mut visible = 0;
         for (i, (k, data)) in objects.iter().enumerate() {
             if let Some(b) = get(&store, k) {
                 assert_eq!(b, *data, "cut {cut}: object {k} visible with wrong bytes");
-                assert_eq!(
-                    visible, i,
-                    "cut {cut}: {k} visible although an earlier object is not"
-                );
+                assert_eq!(visible, i, "cut {cut}: {k} visible although an earlier object is not");
                 visible += 1;
             }
         }
@@ -250,14 +176,8 @@ fn damaged_body_is_detected_on_first_read_and_dropped() {
     std::fs::write(file, &bytes).unwrap();
 
     let store = open(dir.path());
-    assert!(
-        store.get(ObjectKeyRef::new("b", "k")).is_err(),
-        "crc mismatch is reported"
-    );
-    assert!(
-        get(&store, "k").is_none(),
-        "and the object is gone, so the node can fetch it again"
-    );
+    assert!(store.get(ObjectKeyRef::new("b", "k")).is_err(), "crc mismatch is reported");
+    assert!(get(&store, "k").is_none(), "and the object is gone, so the node can fetch it again");
 }
 
 #[test]

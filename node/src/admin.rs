@@ -1,26 +1,40 @@
-//! The admin listener: operational endpoints, apart from the data plane.
+//! The admin listener: operations, apart from the data plane.
 //!
 //! - `GET /health` -> 200 `ok` (no auth: for load balancers and probes).
-//! - `GET /metrics` -> Prometheus text; needs `Authorization: Bearer <admin.token>` when a token
-//!   is configured.
+//! - `GET /metrics` -> Prometheus text.
+//! - `PUT|GET|DELETE /v1/regions/{regionId}/buckets/{bucketName}/backSource`: the mirror rules of
+//!   a bucket, JSON, as the reference OSS open API. PUT replaces the whole list (that is also how
+//!   rules are edited, deleted one by one and re-ordered); DELETE removes them all.
 //!
-//! Served by one thread with its own monoio runtime; admin traffic never competes with data-plane
-//! workers for their cores' run queues.
+//! Everything but `/health` needs `Authorization: Bearer <admin.token>` (401 otherwise, nothing
+//! changed); with no token configured the rule API is disabled (403). An accepted change is
+//! persisted (atomic replace of `store.dir/rules.json`) before it is swapped in, so a rule the
+//! client was told about survives a restart; every core sees it on its next request.
+//!
+//! Served by one thread with its own monoio runtime: admin traffic never competes with the data
+//! plane's cores.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use edgemirror_proto::{self as proto, Status};
+use edgemirror_proto::{self as proto, BodyFraming, Method, Status};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use serde_json::json;
 
 use crate::reply;
+use crate::rules::{self, BackSourceBody};
 use crate::server::Shared;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest admin request body: five rules fit in a few KiB.
+const MAX_ADMIN_BODY_BYTES: u64 = 64 * 1024;
+
+static ADMIN_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     let listener = match monoio::net::TcpListener::from_std(listener) {
@@ -43,6 +57,41 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// An admin response: status, content type, body.
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Answer {
+    fn text(status: u16, body: &str) -> Answer {
+        Answer { status, content_type: "text/plain; charset=utf-8", body: format!("{body}\n") }
+    }
+
+    fn json(status: u16, v: serde_json::Value) -> Answer {
+        Answer { status, content_type: "application/json", body: v.to_string() }
+    }
+
+    /// The reference API's error shape, with the message naming the offending field.
+    fn error(status: u16, request_id: &str, message: &str) -> Answer {
+        let s = match status {
+            400 => "INVALID_ARGUMENT",
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            404 => "NOT_FOUND",
+            405 => "METHOD_NOT_ALLOWED",
+            411 => "LENGTH_REQUIRED",
+            413 => "PAYLOAD_TOO_LARGE",
+            _ => "INTERNAL",
+        };
+        Answer::json(
+            status,
+            json!({"requestId": request_id, "error": {"code": status, "status": s, "message": message}}),
+        )
+    }
+}
+
 async fn serve_conn(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
@@ -51,103 +100,176 @@ async fn serve_conn(mut stream: TcpStream, shared: Arc<Shared>) {
                 Ok(Status::Complete(h)) => break h,
                 Ok(Status::Partial) => {}
                 Err(e) => {
-                    let _ = respond(
-                        &mut stream,
-                        e.status(),
-                        "text/plain",
-                        e.as_str().to_string(),
-                        false,
-                    )
-                    .await;
-                    return;
-                }
-            }
-            buf.reserve(4096);
-            let (len, cap) = (buf.len(), buf.capacity());
-            match monoio::time::timeout(ADMIN_TIMEOUT, stream.read(buf.slice_mut(len..cap))).await {
-                Ok((Ok(n), slice)) if n > 0 => buf = slice.into_inner(),
-                _ => {
+                    let _ = respond(&mut stream, Answer::text(e.status(), e.as_str()), false).await;
                     let _ = stream.shutdown().await;
                     return;
                 }
             }
+            match read_more(&mut stream, buf).await {
+                Some(b) => buf = b,
+                None => return,
+            }
         };
-        let path = head.path.get(&buf);
-        let authorized = authorized(
-            &shared.config.admin.token,
-            head.headers.get(&buf, "authorization"),
-        );
-        let (status, body) = match (head.method, path) {
-            (proto::Method::Get, b"/health") => (200, "ok\n".to_string()),
-            (proto::Method::Get, b"/metrics") if authorized => (200, metrics(&shared)),
-            (proto::Method::Get, b"/metrics") => (401, "unauthorized\n".to_string()),
-            _ => (404, "not found\n".to_string()),
+        // Read the body (the rule API's PUT), bounded.
+        let body_len = match head.body {
+            BodyFraming::None => 0,
+            BodyFraming::ContentLength(n) if n <= MAX_ADMIN_BODY_BYTES => n as usize,
+            BodyFraming::ContentLength(_) => {
+                let _ = respond(&mut stream, Answer::error(413, &next_id(), "body larger than 64 KiB"), false).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+            _ => {
+                let _ = respond(&mut stream, Answer::error(411, &next_id(), "send a Content-Length body"), false).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
         };
-        let keep_alive = head.keep_alive && matches!(head.body, proto::BodyFraming::None);
-        if respond(
-            &mut stream,
-            status,
-            "text/plain; charset=utf-8",
-            body,
-            keep_alive,
-        )
-        .await
-        .is_err()
-            || !keep_alive
-        {
+        while buf.len() < head.head_len + body_len {
+            match read_more(&mut stream, buf).await {
+                Some(b) => buf = b,
+                None => return,
+            }
+        }
+        let body = &buf[head.head_len..head.head_len + body_len];
+        let answer = route(&shared, &head, &buf, body);
+        let keep_alive = head.keep_alive;
+        if respond(&mut stream, answer, keep_alive).await.is_err() || !keep_alive {
             let _ = stream.shutdown().await;
             return;
         }
-        buf.advance(head.head_len);
+        buf.advance(head.head_len + body_len);
     }
 }
 
-/// True when no token is configured or the request carries `Bearer <token>`.
-pub fn authorized(token: &str, header: Option<&[u8]>) -> bool {
-    if token.is_empty() {
-        return true;
+async fn read_more(stream: &mut TcpStream, mut buf: BytesMut) -> Option<BytesMut> {
+    if buf.len() > proto::MAX_HEAD_BYTES + MAX_ADMIN_BODY_BYTES as usize {
+        return None;
     }
-    let Some(value) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
-        return false;
+    buf.reserve(4096);
+    let (len, cap) = (buf.len(), buf.capacity());
+    match monoio::time::timeout(ADMIN_TIMEOUT, stream.read(buf.slice_mut(len..cap))).await {
+        Ok((Ok(n), slice)) if n > 0 => Some(slice.into_inner()),
+        _ => {
+            let _ = stream.shutdown().await;
+            None
+        }
+    }
+}
+
+fn next_id() -> String {
+    format!("admin-{:08x}", ADMIN_REQUESTS.fetch_add(1, Ordering::Relaxed) + 1)
+}
+
+fn route(shared: &Shared, head: &proto::RequestHead, buf: &[u8], body: &[u8]) -> Answer {
+    let path = head.path.get(buf);
+    let token = &shared.config.admin.token;
+    let auth = head.headers.get(buf, "authorization");
+    if path == b"/health" {
+        return Answer::text(200, "ok");
+    }
+    if path == b"/metrics" {
+        if !token.is_empty() && !authorized(token, auth) {
+            return Answer::text(401, "unauthorized");
+        }
+        return Answer { status: 200, content_type: "text/plain; version=0.0.4", body: metrics(shared) };
+    }
+    let Some(bucket) = back_source_bucket(path) else {
+        return Answer::text(404, "not found");
     };
-    // Constant-time comparison: the token is a secret.
-    value.len() == token.len()
-        && value
-            .iter()
-            .zip(token.as_bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    let id = next_id();
+    if token.is_empty() {
+        return Answer::error(403, &id, "the admin API is disabled: set admin.token");
+    }
+    if !authorized(token, auth) {
+        return Answer::error(401, &id, "missing or wrong bearer token");
+    }
+    let Ok(bucket) = std::str::from_utf8(bucket) else {
+        return Answer::error(404, &id, "no such bucket");
+    };
+    if shared.config.bucket(bucket).is_none() {
+        return Answer::error(404, &id, &format!("no such bucket: {bucket}"));
+    }
+    match head.method {
+        Method::Get => {
+            let table = shared.rules.load();
+            let spec = table.rules(bucket).map(|b| b.spec.clone()).unwrap_or_default();
+            Answer::json(200, json!({"requestId": id, "result": {"backSourceRules": spec}}))
+        }
+        Method::Put => {
+            let parsed: BackSourceBody = match serde_json::from_slice(body) {
+                Ok(p) => p,
+                Err(e) => return Answer::error(400, &id, &format!("invalid JSON body: {e}")),
+            };
+            let validated = match rules::validate_list(&parsed.back_source_rules, &shared.self_addrs) {
+                Ok(v) => v,
+                Err(e) => return Answer::error(400, &id, &e),
+            };
+            update(shared, &id, bucket, parsed.back_source_rules, validated)
+        }
+        Method::Delete => update(shared, &id, bucket, Vec::new(), Vec::new()),
+        _ => Answer::error(405, &id, "use GET, PUT or DELETE"),
+    }
+}
+
+/// Persists the bucket's new rules, then swaps the table in.
+fn update(
+    shared: &Shared,
+    id: &str,
+    bucket: &str,
+    spec: Vec<rules::BackSourceRule>,
+    validated: Vec<rules::MirrorRule>,
+) -> Answer {
+    let _guard = shared.rules_update.lock().unwrap_or_else(|e| e.into_inner());
+    let next = shared.rules.load().with_bucket(bucket, spec, validated);
+    if let Err(e) = rules::persist(&shared.config.store.dir, &next) {
+        tracing::error!(error = %e, "cannot persist mirror rules");
+        return Answer::error(500, id, "the rules could not be saved");
+    }
+    let count = next.rules(bucket).map_or(0, |b| b.rules.len());
+    shared.rules.store(Arc::new(next));
+    tracing::info!(bucket, rules = count, request_id = id, "mirror rules updated");
+    Answer::json(200, json!({"requestId": id}))
+}
+
+/// `/v1/regions/{regionId}/buckets/{bucketName}/backSource` -> bucketName.
+fn back_source_bucket(path: &[u8]) -> Option<&[u8]> {
+    let rest = path.strip_prefix(b"/v1/regions/")?;
+    let slash = rest.iter().position(|&c| c == b'/')?;
+    let (region, rest) = rest.split_at(slash);
+    let rest = rest.strip_prefix(b"/buckets/")?;
+    let bucket = rest.strip_suffix(b"/backSource")?;
+    (!region.is_empty() && !bucket.is_empty() && !bucket.contains(&b'/')).then_some(bucket)
+}
+
+/// True when the request carries `Bearer <token>` (compared in constant time: it is a secret).
+pub fn authorized(token: &str, header: Option<&[u8]>) -> bool {
+    let Some(value) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else { return false };
+    !token.is_empty()
+        && value.len() == token.len()
+        && value.iter().zip(token.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 fn metrics(shared: &Shared) -> String {
     shared.metrics.render(&[
-        (
-            "edgemirror_store_objects",
-            shared.store.object_count() as u64,
-        ),
+        ("edgemirror_store_objects", shared.store.object_count() as u64),
         ("edgemirror_store_disk_bytes", shared.store.disk_bytes()),
-        (
-            "edgemirror_hot_memory_bytes",
-            shared.hot.memory_usage() as u64,
-        ),
+        ("edgemirror_hot_memory_bytes", shared.hot.memory_usage() as u64),
     ])
 }
 
-async fn respond(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    body: String,
-    keep_alive: bool,
-) -> std::io::Result<()> {
-    let mut out = String::with_capacity(256 + body.len());
+async fn respond(stream: &mut TcpStream, answer: Answer, keep_alive: bool) -> std::io::Result<()> {
+    let mut out = String::with_capacity(256 + answer.body.len());
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {}\r\nServer: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}\r\n{body}",
-        reply::reason(status),
+        "HTTP/1.1 {} {}\r\nServer: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n{}",
+        answer.status,
+        reply::reason(answer.status),
         reply::SERVER,
-        body.len(),
+        answer.content_type,
+        answer.body.len(),
         if keep_alive { "" } else { "Connection: close\r\n" },
+        answer.body,
     );
     let (res, _) = stream.write_all(out.into_bytes()).await;
     res.map(|_| ())
@@ -155,14 +277,22 @@ async fn respond(
 
 #[cfg(test)]
 mod tests {
-    use super::authorized;
+    use super::*;
 
     #[test]
     fn bearer_token_checks() {
-        assert!(authorized("", None));
         assert!(authorized("s3cret", Some(b"Bearer s3cret")));
         assert!(!authorized("s3cret", Some(b"Bearer s3cre")));
         assert!(!authorized("s3cret", Some(b"s3cret")));
         assert!(!authorized("s3cret", None));
+        assert!(!authorized("", Some(b"Bearer ")));
+    }
+
+    #[test]
+    fn back_source_paths() {
+        assert_eq!(back_source_bucket(b"/v1/regions/cn-north-1/buckets/b1/backSource"), Some(&b"b1"[..]));
+        assert_eq!(back_source_bucket(b"/v1/regions//buckets/b1/backSource"), None);
+        assert_eq!(back_source_bucket(b"/v1/regions/r/buckets/b1/backSourceX"), None);
+        assert_eq!(back_source_bucket(b"/v1/regions/r/buckets/a/b/backSource"), None);
     }
 }

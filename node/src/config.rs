@@ -12,6 +12,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use edgemirror_cache::{HotConfig, SyncPolicy};
 use serde::Deserialize;
 
+use crate::rules::{self, BackSourceRule};
+
 /// The config `edgemirror` runs with when given no `--config`.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
@@ -72,10 +74,7 @@ pub struct RawAdmin {
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        RawAdmin {
-            listen: "127.0.0.1:8081".into(),
-            token: String::new(),
-        }
+        RawAdmin { listen: "127.0.0.1:8081".into(), token: String::new() }
     }
 }
 
@@ -118,12 +117,7 @@ pub struct RawCache {
 
 impl Default for RawCache {
     fn default() -> Self {
-        RawCache {
-            memory_bytes: 256 << 20,
-            disk_bytes: 1 << 30,
-            dir: None,
-            max_object_bytes: 1 << 20,
-        }
+        RawCache { memory_bytes: 256 << 20, disk_bytes: 1 << 30, dir: None, max_object_bytes: 1 << 20 }
     }
 }
 
@@ -139,11 +133,7 @@ pub struct RawOrigin {
 
 impl Default for RawOrigin {
     fn default() -> Self {
-        RawOrigin {
-            connect_timeout_ms: 5_000,
-            first_byte_timeout_ms: 15_000,
-            idle_timeout_ms: 30_000,
-        }
+        RawOrigin { connect_timeout_ms: 5_000, first_byte_timeout_ms: 15_000, idle_timeout_ms: 30_000 }
     }
 }
 
@@ -162,6 +152,25 @@ pub struct RawMirrorRule {
     pub url: String,
     #[serde(default)]
     pub key_prefix: String,
+    #[serde(default)]
+    pub allow_query_string: bool,
+    #[serde(default = "yes")]
+    pub follow_redirects: bool,
+    pub replace_key_with: Option<String>,
+    pub replace_key_prefix_with: Option<String>,
+    pub replace_key_suffix_with: Option<String>,
+    #[serde(default)]
+    pub allow_all_headers: bool,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub not_allow_headers: Vec<String>,
+    #[serde(default)]
+    pub set_headers: std::collections::BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The validated configuration.
@@ -200,38 +209,19 @@ pub struct OriginConfig {
 #[derive(Clone, Debug)]
 pub struct BucketConfig {
     pub name: String,
-    pub mirror: Vec<MirrorRule>,
-}
-
-/// One validated mirror rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MirrorRule {
-    pub key_prefix: String,
-    pub origin: OriginAddr,
-}
-
-/// Where a rule fetches from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OriginAddr {
-    /// Host name or IP literal, without brackets or port.
-    pub host: String,
-    pub port: u16,
-    /// The `Host` header value: host, plus `:port` when not the scheme's default.
-    pub host_header: String,
-    /// Path prefix, always starting and ending with '/'.
-    pub path: String,
+    /// Rules from TOML, in the API's wire form. They seed the rule table when no rules were
+    /// persisted for the bucket through the admin API.
+    pub mirror_seed: Vec<BackSourceRule>,
 }
 
 impl Config {
     pub fn from_toml(text: &str) -> Result<Config> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
         raw.validate()
     }
 
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         Config::from_toml(&text).with_context(|| format!("invalid config {}", path.display()))
     }
 
@@ -248,16 +238,13 @@ fn ms(field: &str, v: u64) -> Result<Duration> {
 }
 
 fn addr(field: &str, v: &str) -> Result<SocketAddr> {
-    v.parse()
-        .map_err(|_| anyhow!("{field}: '{v}' is not an IP:port socket address"))
+    v.parse().map_err(|_| anyhow!("{field}: '{v}' is not an IP:port socket address"))
 }
 
 impl RawConfig {
     pub fn validate(self) -> Result<Config> {
         let workers = match self.server.workers {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n if n > 1024 => bail!("server.workers: {n} is more than 1024"),
             n => n,
         };
@@ -268,10 +255,7 @@ impl RawConfig {
             idle_timeout: ms("server.idle_timeout_ms", self.server.idle_timeout_ms)?,
             write_timeout: ms("server.write_timeout_ms", self.server.write_timeout_ms)?,
         };
-        let admin = AdminConfig {
-            listen: addr("admin.listen", &self.admin.listen)?,
-            token: self.admin.token,
-        };
+        let admin = AdminConfig { listen: addr("admin.listen", &self.admin.listen)?, token: self.admin.token };
         if admin.token.chars().any(|c| c.is_control() || c == ' ') {
             bail!("admin.token: must not contain spaces or control characters");
         }
@@ -305,17 +289,13 @@ impl RawConfig {
 
         let c = self.cache;
         if c.max_object_bytes as usize > HotConfig::MAX_OBJECT_BYTES {
-            bail!(
-                "cache.max_object_bytes: at most {} (half a disk-tier block)",
-                HotConfig::MAX_OBJECT_BYTES
-            );
+            bail!("cache.max_object_bytes: at most {} (half a disk-tier block)", HotConfig::MAX_OBJECT_BYTES);
         }
         if c.disk_bytes != 0 && c.disk_bytes < (16 << 20) {
             bail!("cache.disk_bytes: must be 0 (no disk tier) or at least 16777216 (16 MiB)");
         }
         let cache = HotConfig {
-            memory_bytes: usize::try_from(c.memory_bytes)
-                .map_err(|_| anyhow!("cache.memory_bytes: too large"))?,
+            memory_bytes: usize::try_from(c.memory_bytes).map_err(|_| anyhow!("cache.memory_bytes: too large"))?,
             disk_bytes: c.disk_bytes,
             dir: c.dir.unwrap_or_else(|| s.dir.join("cache")),
             max_object_bytes: c.max_object_bytes as usize,
@@ -323,10 +303,7 @@ impl RawConfig {
 
         let origin = OriginConfig {
             connect_timeout: ms("origin.connect_timeout_ms", self.origin.connect_timeout_ms)?,
-            first_byte_timeout: ms(
-                "origin.first_byte_timeout_ms",
-                self.origin.first_byte_timeout_ms,
-            )?,
+            first_byte_timeout: ms("origin.first_byte_timeout_ms", self.origin.first_byte_timeout_ms)?,
             idle_timeout: ms("origin.idle_timeout_ms", self.origin.idle_timeout_ms)?,
         };
 
@@ -338,33 +315,17 @@ impl RawConfig {
                 bail!("{field}.name: bucket '{}' is defined twice", b.name);
             }
             if b.mirror.len() > MAX_RULES_PER_BUCKET {
-                bail!(
-                    "{field}.mirror: {} rules; at most {MAX_RULES_PER_BUCKET} are allowed",
-                    b.mirror.len()
-                );
+                bail!("{field}.mirror: {} rules; at most {MAX_RULES_PER_BUCKET} are allowed", b.mirror.len());
             }
-            let mut mirror = Vec::with_capacity(b.mirror.len());
-            for (j, r) in b.mirror.into_iter().enumerate() {
-                let origin = parse_mirror_url(&r.url)
-                    .map_err(|e| anyhow!("{field}.mirror[{j}].url: {e}"))?;
-                mirror.push(MirrorRule {
-                    key_prefix: r.key_prefix,
-                    origin,
-                });
+            let mut mirror_seed = Vec::with_capacity(b.mirror.len());
+            for (j, r) in b.mirror.iter().enumerate() {
+                let rule = rules::from_toml(r).map_err(|e| anyhow!("{field}.mirror[{j}].{e}"))?;
+                rules::validate_rule(&rule, &[]).map_err(|e| anyhow!("{field}.mirror[{j}]: {e}"))?;
+                mirror_seed.push(rule);
             }
-            buckets.push(BucketConfig {
-                name: b.name,
-                mirror,
-            });
+            buckets.push(BucketConfig { name: b.name, mirror_seed });
         }
-        Ok(Config {
-            server,
-            admin,
-            store,
-            cache,
-            origin,
-            buckets,
-        })
+        Ok(Config { server, admin, store, cache, origin, buckets })
     }
 }
 
@@ -372,70 +333,14 @@ impl RawConfig {
 /// ending with a letter or digit.
 pub fn validate_bucket_name(name: &str) -> std::result::Result<(), String> {
     let ok_len = (3..=63).contains(&name.len());
-    let ok_chars = name
-        .bytes()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
-    let ok_ends = name
-        .bytes()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
+    let ok_ends = name.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok_len && ok_chars && ok_ends {
         Ok(())
     } else {
-        Err(format!(
-            "'{name}' is not a valid bucket name (3-63 of a-z, 0-9, '-', '.')"
-        ))
+        Err(format!("'{name}' is not a valid bucket name (3-63 of a-z, 0-9, '-', '.')"))
     }
-}
-
-/// Parses a MirrorURL such as `http://www.example-domain.com/dir1/`.
-pub fn parse_mirror_url(url: &str) -> std::result::Result<OriginAddr, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("'{url}' is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("https origins are not supported yet; use http".into()),
-        _ => return Err(format!("'{url}' must start with http://")),
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("'{url}' has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err("user info in origin URLs is not supported".into());
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    if host.is_empty() {
-        return Err(format!("'{url}' has no host"));
-    }
-    let port = authority.port_u16().unwrap_or(80);
-    if uri.query().is_some() {
-        return Err("a MirrorURL cannot carry a query string".into());
-    }
-    let mut path = uri.path().to_string();
-    if !path.ends_with('/') {
-        // MirrorURL + key: "http://h/dir1" means the folder dir1, as "http://h/dir1/" does.
-        path.push('/');
-    }
-    let host_header = if port == 80 {
-        authority.host().to_string()
-    } else {
-        format!("{}:{port}", authority.host())
-    };
-    Ok(OriginAddr {
-        host,
-        port,
-        host_header,
-        path,
-    })
 }
 
 #[cfg(test)]
@@ -458,52 +363,36 @@ mod tests {
             ("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1", "bogus"),
             ("[store]\nsync = \"sometimes\"", "store.sync"),
             ("[[buckets]]\nname = \"Bad_Name\"", "buckets[0].name"),
-            (
-                "[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"ftp://x/\"",
-                "buckets[0].mirror[0].url",
-            ),
-            (
-                "[cache]\nmax_object_bytes = 99999999999",
-                "cache.max_object_bytes",
-            ),
+            ("[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"ftp://x/\"", "buckets[0].mirror[0].url"),
+            ("[cache]\nmax_object_bytes = 99999999999", "cache.max_object_bytes"),
         ];
         for (text, field) in cases {
             let err = format!("{:#}", Config::from_toml(text).unwrap_err());
-            assert!(
-                err.contains(field),
-                "error for {text:?} should name {field}: {err}"
-            );
+            assert!(err.contains(field), "error for {text:?} should name {field}: {err}");
         }
-        let six = "[[buckets]]\nname = \"abc\"\n".to_string()
-            + &"[[buckets.mirror]]\nurl = \"http://h/\"\n".repeat(6);
+        let six = "[[buckets]]\nname = \"abc\"\n".to_string() + &"[[buckets.mirror]]\nurl = \"http://h/\"\n".repeat(6);
         assert!(format!("{:#}", Config::from_toml(&six).unwrap_err()).contains("buckets[0].mirror"));
     }
 
     #[test]
-    fn mirror_urls() {
-        let o = parse_mirror_url("http://www.example-domain.com/dir1/").unwrap();
-        assert_eq!(
-            (
-                o.host.as_str(),
-                o.port,
-                o.host_header.as_str(),
-                o.path.as_str()
-            ),
-            (
-                "www.example-domain.com",
-                80,
-                "www.example-domain.com",
-                "/dir1/"
+    fn toml_rules_seed_the_wire_form() {
+        let c = Config::from_toml(
+            "[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"http://127.0.0.1:9000/dir1/\"\nkey_prefix = \"img/\"\nallow_query_string = true\nset_headers = { c-header = \"000\" }",
+        )
+        .unwrap();
+        let r = &c.buckets[0].mirror_seed[0];
+        assert_eq!(r.address.host_name, "127.0.0.1:9000");
+        assert_eq!(r.address.path, "/dir1/");
+        assert_eq!(r.condition.key_prefix_equals, "img/");
+        assert!(r.allow_query_string && r.follow_redirects);
+        assert_eq!(r.header_rule.set_headers["c-header"], "000");
+        let e = format!(
+            "{:#}",
+            Config::from_toml(
+                "[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"http://h/\"\nallow_headers = [\"range\"]"
             )
+            .unwrap_err()
         );
-        let o = parse_mirror_url("http://127.0.0.1:9000").unwrap();
-        assert_eq!(
-            (o.host_header.as_str(), o.path.as_str()),
-            ("127.0.0.1:9000", "/")
-        );
-        let o = parse_mirror_url("http://[::1]:9000/a").unwrap();
-        assert_eq!((o.host.as_str(), o.path.as_str()), ("::1", "/a/"));
-        assert!(parse_mirror_url("http://h/?q=1").is_err());
-        assert!(parse_mirror_url("h/dir").is_err());
+        assert!(e.contains("buckets[0].mirror[0]: headerRule.allowHeaders[0]"), "{e}");
     }
 }

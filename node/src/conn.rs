@@ -61,10 +61,7 @@ impl Conn {
                 Ok(())
             }
             Ok((Err(e), _)) => Err(e),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "client write stalled",
-            )),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client write stalled")),
         }
     }
 
@@ -82,10 +79,7 @@ impl Conn {
     pub async fn write_bytes(&mut self, body: Bytes) -> io::Result<()> {
         match monoio::time::timeout(self.write_timeout, self.stream.write_all(body)).await {
             Ok((res, _)) => res.map(|_| ()),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "client write stalled",
-            )),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client write stalled")),
         }
     }
 }
@@ -116,11 +110,7 @@ impl Request<'_> {
 pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
     let _ = stream.set_nodelay(true);
     let cfg = &worker.shared.config.server;
-    let mut conn = Conn {
-        stream,
-        out: BytesMut::with_capacity(4096),
-        write_timeout: cfg.write_timeout,
-    };
+    let mut conn = Conn { stream, out: BytesMut::with_capacity(4096), write_timeout: cfg.write_timeout };
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         // Read until a whole head is buffered.
@@ -161,11 +151,7 @@ pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
         };
 
         let id = worker.next_request_id();
-        let request = Request {
-            buf: &buf,
-            head: &head,
-            id,
-        };
+        let request = Request { buf: &buf, head: &head, id };
         let disposition = object::handle(&worker, &mut conn, &request).await;
         // This data plane takes no request bodies; after one, the stream position is unknown
         // unless we drain it, so the connection ends instead.

@@ -61,9 +61,7 @@ impl S3Error {
             S3Error::NoSuchBucket => "the specified bucket does not exist".into(),
             S3Error::NoSuchKey => "the specified key does not exist".into(),
             // The origin's failure reason goes to the log, not to the client.
-            S3Error::MirrorFailed(_) => {
-                "the object could not be fetched from the mirror origin".into()
-            }
+            S3Error::MirrorFailed(_) => "the object could not be fetched from the mirror origin".into(),
             S3Error::Internal(_) => "we encountered an internal error; please try again".into(),
         }
     }

@@ -17,8 +17,9 @@
 //!    connection is cut and nothing is stored.
 //! 5. [`reply`] writes response heads (and S3 XML errors, [`error`]) into a reused buffer.
 //!
-//! [`config`] turns TOML into validated types; [`admin`] serves health and metrics on a separate
-//! listener; [`metrics`] holds the counters.
+//! [`config`] turns TOML into validated types; [`rules`] holds the mirror rule model and the
+//! rule table; [`admin`] serves health, metrics and the rule API (`/v1/regions/{region}/buckets/
+//! {bucket}/backSource`) on a separate listener; [`metrics`] holds the counters.
 
 pub mod admin;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod mirror;
 pub mod object;
 pub mod origin;
 pub mod reply;
+pub mod rules;
 pub mod server;
 
 pub use config::Config;

@@ -65,10 +65,7 @@ fn main() -> ExitCode {
     };
     // One machine-readable line on stdout once every listener is bound (tests and scripts wait
     // for it).
-    println!(
-        "edgemirror ready data={} admin={}",
-        node.data_addr, node.admin_addr
-    );
+    println!("edgemirror ready data={} admin={}", node.data_addr, node.admin_addr);
     let _ = std::io::stdout().flush();
     node.wait();
     ExitCode::SUCCESS

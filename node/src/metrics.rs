@@ -40,10 +40,7 @@ impl Metrics {
     /// Renders the counters, plus the gauges given, in Prometheus text format.
     pub fn render(&self, gauges: &[(&str, u64)]) -> String {
         let counters: [(&str, &Counter); 13] = [
-            (
-                "edgemirror_connections_accepted_total",
-                &self.connections_accepted,
-            ),
+            ("edgemirror_connections_accepted_total", &self.connections_accepted),
             ("edgemirror_requests_total", &self.requests),
             ("edgemirror_bad_requests_total", &self.bad_requests),
             ("edgemirror_hits_memory_total", &self.hits_memory),
@@ -53,10 +50,7 @@ impl Metrics {
             ("edgemirror_origin_fetches_total", &self.origin_fetches),
             ("edgemirror_origin_not_found_total", &self.origin_not_found),
             ("edgemirror_origin_failures_total", &self.origin_failures),
-            (
-                "edgemirror_origin_body_failures_total",
-                &self.origin_body_failures,
-            ),
+            ("edgemirror_origin_body_failures_total", &self.origin_body_failures),
             ("edgemirror_objects_mirrored_total", &self.objects_mirrored),
             ("edgemirror_origin_bytes_total", &self.bytes_from_origin),
         ];

@@ -13,6 +13,7 @@ use crate::conn::{Conn, Disposition, Request};
 use crate::error::S3Error;
 use crate::mirror;
 use crate::reply::{self, Framing, SOURCE_HEADER};
+use crate::rules;
 use crate::server::Worker;
 
 /// Answers one request; returns whether the connection may continue.
@@ -57,9 +58,7 @@ fn route(req: &Request<'_>) -> Result<(String, String), S3Error> {
     }
     let raw = req.head.path.get(req.buf);
     let Some(rest) = raw.strip_prefix(b"/") else {
-        return Err(S3Error::InvalidRequest(
-            "the request target must be an absolute path",
-        ));
+        return Err(S3Error::InvalidRequest("the request target must be an absolute path"));
     };
     let (bucket, key) = match rest.iter().position(|&c| c == b'/') {
         Some(i) => (&rest[..i], &rest[i + 1..]),
@@ -71,14 +70,10 @@ fn route(req: &Request<'_>) -> Result<(String, String), S3Error> {
         return Err(S3Error::InvalidRequest("listing buckets is not supported"));
     }
     if key.is_empty() {
-        return Err(S3Error::InvalidRequest(
-            "listing objects is not supported; name a key",
-        ));
+        return Err(S3Error::InvalidRequest("listing objects is not supported; name a key"));
     }
     if key.len() > edgemirror_cache::key::MAX_KEY_BYTES {
-        return Err(S3Error::InvalidRequest(
-            "the object key is longer than 1024 bytes",
-        ));
+        return Err(S3Error::InvalidRequest("the object key is longer than 1024 bytes"));
     }
     Ok((bucket.into_owned(), key.into_owned()))
 }
@@ -91,9 +86,9 @@ async fn serve_object(
     key: &str,
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
-    let Some(bucket_cfg) = shared.config.bucket(bucket) else {
+    if shared.config.bucket(bucket).is_none() {
         return Err(S3Error::NoSuchBucket);
-    };
+    }
     let okey = ObjectKeyRef::new(bucket, key);
 
     if let Some((obj, tier)) = shared.hot.get(okey).await {
@@ -119,7 +114,10 @@ async fn serve_object(
     if req.is_head() {
         return Err(S3Error::NoSuchKey);
     }
-    let Some(rule) = mirror::match_rule(&bucket_cfg.mirror, key) else {
+    // The table is loaded once per miss; an admin update swaps in a new one for later requests.
+    let table = shared.rules.load_full();
+    let rule = table.rules(bucket).and_then(|b| rules::match_rule(&b.rules, key));
+    let Some(rule) = rule else {
         worker.metrics().misses_no_rule.inc();
         return Err(S3Error::NoSuchKey);
     };
@@ -140,11 +138,7 @@ async fn send_stored(
     reply::object_headers(&mut conn.out, meta, true);
     reply::header(&mut conn.out, SOURCE_HEADER, source.as_bytes());
     reply::finish(&mut conn.out, Framing::Length(meta.size), keep_alive);
-    let sent = if req.is_head() {
-        conn.flush().await
-    } else {
-        conn.send_with_body(body).await
-    };
+    let sent = if req.is_head() { conn.flush().await } else { conn.send_with_body(body).await };
     Ok(match sent {
         Ok(()) if keep_alive => Disposition::KeepAlive,
         _ => Disposition::Close,

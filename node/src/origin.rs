@@ -11,6 +11,9 @@
 //! fill writes that same `Bytes` to the client socket and to the segment file (the tee), so the
 //! body is never copied in user space (chunked bodies are sliced, not copied, out of the buffer).
 //!
+//! Connections are kept alive and pooled per core ([`Pool`]); a body read to its end returns its
+//! connection to the pool.
+//!
 //! DNS: names are resolved with the system resolver on first use and cached per worker for
 //! [`DNS_TTL`]; IP literals never touch the resolver. The lookup blocks the worker the first time
 //! a name is seen (monoio resolves synchronously too); rules normally name few hosts.
@@ -28,7 +31,8 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::config::{OriginAddr, OriginConfig};
+use crate::config::OriginConfig;
+use crate::rules::OriginAddr;
 
 /// How long a resolved origin address is reused.
 pub const DNS_TTL: Duration = Duration::from_secs(30);
@@ -68,58 +72,88 @@ impl OriginResponse {
     }
 
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.head
-            .headers
-            .iter()
-            .map(|h| (h.name.get(&self.head_buf), h.value.get(&self.head_buf)))
+        self.head.headers.iter().map(|h| (h.name.get(&self.head_buf), h.value.get(&self.head_buf)))
     }
 }
+
+/// A header to send to an origin: name and value bytes as the client sent them (or a rule set).
+pub type HeaderPair = (Vec<u8>, Vec<u8>);
 
 /// Builds the request line and headers for a GET of `path_and_query` (already encoded).
-pub fn build_request(
-    origin: &OriginAddr,
-    path_and_query: &str,
-    extra: &[(String, String)],
-) -> BytesMut {
+/// `host` is the `Host` value (the origin's, unless a rule passes the client's); `extra` are the
+/// client headers a rule lets through and the headers it sets.
+pub fn build_request(path_and_query: &str, host: &[u8], extra: &[HeaderPair], via: &str) -> Bytes {
     let mut req = BytesMut::with_capacity(256 + path_and_query.len());
-    let _ = write!(
-        req,
-        "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\n",
-        origin.host_header
-    );
+    let _ = write!(req, "GET {path_and_query} HTTP/1.1\r\nHost: ");
+    req.extend_from_slice(host);
+    req.extend_from_slice(b"\r\n");
+    let mut has_user_agent = false;
     for (name, value) in extra {
-        let _ = write!(req, "{name}: {value}\r\n");
+        has_user_agent |= name.eq_ignore_ascii_case(b"user-agent");
+        req.extend_from_slice(name);
+        req.extend_from_slice(b": ");
+        req.extend_from_slice(value);
+        req.extend_from_slice(b"\r\n");
     }
-    // One request per connection until the origin pool lands; the origin closes after the body.
-    req.extend_from_slice(b"User-Agent: edgemirror\r\nConnection: close\r\n\r\n");
-    req
+    if !has_user_agent {
+        req.extend_from_slice(b"User-Agent: edgemirror\r\n");
+    }
+    let _ = write!(req, "Via: 1.1 {via}\r\n\r\n");
+    req.freeze()
 }
 
-/// Sends `request` to `origin` and reads the response head.
+/// Sends `request` to `origin` (over a pooled keep-alive connection when one is idle) and reads
+/// the response head. A pooled connection the origin closed meanwhile fails before any response
+/// byte; the request is then retried once on a fresh connection (a GET is idempotent).
 pub async fn fetch(
     origin: &OriginAddr,
-    request: BytesMut,
+    request: Bytes,
     cfg: &OriginConfig,
+    pool: &Pool,
 ) -> Result<OriginResponse, OriginError> {
+    let key: PoolKey = (origin.host.clone(), origin.port);
+    if let Some(stream) = pool.take(&key) {
+        match exchange(stream, request.clone(), cfg, key.clone()).await {
+            Err(Exchange::Stale) => {}
+            Err(Exchange::Failed(e)) => return Err(e),
+            Ok(resp) => return Ok(resp),
+        }
+    }
     let addr = resolve(&origin.host, origin.port)?;
-    let mut stream =
-        match monoio::time::timeout(cfg.connect_timeout, TcpStream::connect_addr(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(OriginError::Connect { addr, source }),
-            Err(_) => return Err(OriginError::Timeout("connect")),
-        };
+    let stream = match monoio::time::timeout(cfg.connect_timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(OriginError::Connect { addr, source }),
+        Err(_) => return Err(OriginError::Timeout("connect")),
+    };
     let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + cfg.first_byte_timeout;
-    let (res, _) =
-        match monoio::time::timeout(cfg.first_byte_timeout, stream.write_all(request)).await {
-            Ok(r) => r,
-            Err(_) => return Err(OriginError::Timeout("sending the request")),
-        };
-    res?;
+    match exchange(stream, request, cfg, key).await {
+        Ok(resp) => Ok(resp),
+        Err(Exchange::Stale) => Err(OriginError::NoResponse),
+        Err(Exchange::Failed(e)) => Err(e),
+    }
+}
 
+enum Exchange {
+    /// Nothing came back at all: on a reused connection, the origin had closed it.
+    Stale,
+    Failed(OriginError),
+}
+
+async fn exchange(
+    mut stream: TcpStream,
+    request: Bytes,
+    cfg: &OriginConfig,
+    key: PoolKey,
+) -> Result<OriginResponse, Exchange> {
+    let deadline = Instant::now() + cfg.first_byte_timeout;
+    match monoio::time::timeout(cfg.first_byte_timeout, stream.write_all(request)).await {
+        Ok((Ok(_), _)) => {}
+        Ok((Err(_), _)) => return Err(Exchange::Stale),
+        Err(_) => return Err(Exchange::Failed(OriginError::Timeout("sending the request"))),
+    }
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let head = loop {
-        match proto::parse_response(&buf).map_err(OriginError::Protocol)? {
+        match proto::parse_response(&buf).map_err(|e| Exchange::Failed(OriginError::Protocol(e)))? {
             Status::Complete(head) if head.status >= 100 && head.status < 200 => {
                 // Interim responses (100 Continue, 103 Early Hints) precede the real one.
                 buf.advance(head.head_len);
@@ -127,17 +161,24 @@ pub async fn fetch(
             Status::Complete(head) => break head,
             Status::Partial => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let (n, b) =
-                    read_more(&mut stream, buf, left, "waiting for the response head").await?;
+                let was_empty = buf.is_empty();
+                let (n, b) = match read_more(&mut stream, buf, left, "waiting for the response head").await {
+                    Ok(r) => r,
+                    Err(OriginError::Io(_)) if was_empty => return Err(Exchange::Stale),
+                    Err(e) => return Err(Exchange::Failed(e)),
+                };
                 buf = b;
                 if n == 0 {
-                    return Err(OriginError::NoResponse);
+                    return Err(if was_empty { Exchange::Stale } else { Exchange::Failed(OriginError::NoResponse) });
                 }
             }
         }
     };
-    let framing = proto::response_framing(&head, &buf, false).map_err(OriginError::Protocol)?;
+    let framing =
+        proto::response_framing(&head, &buf, false).map_err(|e| Exchange::Failed(OriginError::Protocol(e)))?;
     let head_buf = buf.split_to(head.head_len).freeze();
+    let reusable =
+        head.keep_alive && matches!(framing, BodyFraming::ContentLength(_) | BodyFraming::Chunked | BodyFraming::None);
     let body = BodyReader {
         stream,
         buf,
@@ -150,13 +191,9 @@ pub async fn fetch(
         received: 0,
         done: framing == BodyFraming::None || framing == BodyFraming::ContentLength(0),
         idle_timeout: cfg.idle_timeout,
+        pool_key: reusable.then_some(key),
     };
-    Ok(OriginResponse {
-        status: head.status,
-        head_buf,
-        head,
-        body,
-    })
+    Ok(OriginResponse { status: head.status, head_buf, head, body })
 }
 
 /// Reads into the spare capacity of `buf` (appending), bounded by `limit`.
@@ -194,9 +231,19 @@ pub struct BodyReader {
     received: u64,
     done: bool,
     idle_timeout: Duration,
+    /// Set when the connection may be reused once the body has been read to its end.
+    pool_key: Option<PoolKey>,
 }
 
 impl BodyReader {
+    /// Hands the connection back to the pool if the body was read to its end and the origin
+    /// allows keep-alive; otherwise the connection is dropped (closed).
+    pub fn release(self, pool: &Pool) {
+        if let (true, true, Some(key)) = (self.done, self.buf.is_empty(), self.pool_key) {
+            pool.put(key, self.stream);
+        }
+    }
+
     /// The announced length, if the origin sent Content-Length.
     pub fn content_length(&self) -> Option<u64> {
         match self.framing {
@@ -218,13 +265,9 @@ impl BodyReader {
         match self.framing {
             BodyFraming::ContentLength(total) => {
                 if self.buf.is_empty() {
-                    self.fill(self.remaining.min(READ_BYTES as u64) as usize)
-                        .await?;
+                    self.fill(self.remaining.min(READ_BYTES as u64) as usize).await?;
                     if self.buf.is_empty() {
-                        return Err(OriginError::Truncated {
-                            got: total - self.remaining,
-                            expected: total,
-                        });
+                        return Err(OriginError::Truncated { got: total - self.remaining, expected: total });
                     }
                 }
                 let n = (self.buf.len() as u64).min(self.remaining) as usize;
@@ -235,10 +278,7 @@ impl BodyReader {
                 Ok(Some(piece))
             }
             BodyFraming::Chunked => loop {
-                let (consumed, chunk) = self
-                    .decoder
-                    .decode(&self.buf)
-                    .map_err(OriginError::Protocol)?;
+                let (consumed, chunk) = self.decoder.decode(&self.buf).map_err(OriginError::Protocol)?;
                 match chunk {
                     Chunk::Data { start, end } => {
                         // Slice the data out of the frozen input: no copy.
@@ -256,10 +296,7 @@ impl BodyReader {
                         let before = self.buf.len();
                         self.fill(READ_BYTES).await?;
                         if self.buf.len() == before {
-                            return Err(OriginError::Truncated {
-                                got: self.received,
-                                expected: u64::MAX,
-                            });
+                            return Err(OriginError::Truncated { got: self.received, expected: u64::MAX });
                         }
                     }
                 }
@@ -288,15 +325,49 @@ impl BodyReader {
         } else {
             std::mem::take(&mut self.buf)
         };
-        let (_, buf) = read_more(
-            &mut self.stream,
-            buf,
-            self.idle_timeout,
-            "reading the origin body",
-        )
-        .await?;
+        let (_, buf) = read_more(&mut self.stream, buf, self.idle_timeout, "reading the origin body").await?;
         self.buf = buf;
         Ok(())
+    }
+}
+
+/// Idle origin connections of one core, by `(host, port)`. Connections never cross cores.
+#[derive(Default)]
+pub struct Pool {
+    idle: RefCell<HashMap<PoolKey, Vec<(TcpStream, Instant)>>>,
+}
+
+type PoolKey = (String, u16);
+
+/// How long an idle origin connection is kept; origins commonly close after 60 s or more.
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle connections kept per origin per core.
+pub const POOL_MAX_IDLE_PER_ORIGIN: usize = 16;
+
+impl Pool {
+    fn take(&self, key: &PoolKey) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(key)?;
+        while let Some((stream, at)) = list.pop() {
+            if at.elapsed() < POOL_IDLE {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    fn put(&self, key: PoolKey, stream: TcpStream) {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(key).or_default();
+        list.retain(|(_, at)| at.elapsed() < POOL_IDLE);
+        if list.len() < POOL_MAX_IDLE_PER_ORIGIN {
+            list.push((stream, Instant::now()));
+        }
+    }
+
+    /// Idle connections held (for tests and metrics).
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().values().map(Vec::len).sum()
     }
 }
 
@@ -309,24 +380,13 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, OriginError> {
         return Ok(SocketAddr::new(ip, port));
     }
     let key = (host.to_string(), port);
-    if let Some(addr) = DNS.with(|d| {
-        d.borrow()
-            .get(&key)
-            .filter(|(_, at)| at.elapsed() < DNS_TTL)
-            .map(|(a, _)| *a)
-    }) {
+    if let Some(addr) = DNS.with(|d| d.borrow().get(&key).filter(|(_, at)| at.elapsed() < DNS_TTL).map(|(a, _)| *a)) {
         return Ok(addr);
     }
     let addr = (host, port)
         .to_socket_addrs()
-        .and_then(|mut it| {
-            it.next()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))
-        })
-        .map_err(|source| OriginError::Resolve {
-            host: host.to_string(),
-            source,
-        })?;
+        .and_then(|mut it| it.next().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
+        .map_err(|source| OriginError::Resolve { host: host.to_string(), source })?;
     DNS.with(|d| d.borrow_mut().insert(key, (addr, Instant::now())));
     Ok(addr)
 }

@@ -41,19 +41,14 @@ pub struct DateCache {
 
 impl Default for DateCache {
     fn default() -> Self {
-        DateCache {
-            inner: RefCell::new((u64::MAX, String::new())),
-        }
+        DateCache { inner: RefCell::new((u64::MAX, String::new())) }
     }
 }
 
 impl DateCache {
     pub fn put(&self, out: &mut BytesMut) {
         let now = SystemTime::now();
-        let secs = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut cached = self.inner.borrow_mut();
         if cached.0 != secs {
             *cached = (secs, httpdate::fmt_http_date(now));
@@ -103,11 +98,7 @@ pub enum Framing {
 
 /// Starts a response: status line and the headers every response carries.
 pub fn start(out: &mut BytesMut, status: u16, date: &DateCache, id: RequestId) {
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {}\r\nServer: {SERVER}\r\nDate: ",
-        reason(status)
-    );
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\nServer: {SERVER}\r\nDate: ", reason(status));
     date.put(out);
     let _ = write!(out, "\r\n{REQUEST_ID_HEADER}: {id}\r\n");
 }
@@ -147,11 +138,7 @@ pub fn object_headers(out: &mut BytesMut, meta: &ObjectMeta, with_etag: bool) {
     out.put_slice(b"Last-Modified: ");
     out.put_slice(httpdate::fmt_http_date(meta.record.last_modified).as_bytes());
     out.put_slice(b"\r\n");
-    header(
-        out,
-        "x-amz-storage-class",
-        meta.record.storage_class.as_str().as_bytes(),
-    );
+    header(out, "x-amz-storage-class", meta.record.storage_class.as_str().as_bytes());
 }
 
 /// Writes a complete S3 error response (head and XML body) into `out`. The body is omitted for
@@ -171,11 +158,7 @@ pub fn error(
     if matches!(err, S3Error::MethodNotAllowed) {
         header(out, "Allow", b"GET, HEAD");
     }
-    finish(
-        out,
-        Framing::Length(body.len() as u64),
-        keep_alive && !err.closes_connection(),
-    );
+    finish(out, Framing::Length(body.len() as u64), keep_alive && !err.closes_connection());
     if !is_head {
         out.put_slice(body.as_bytes());
     }

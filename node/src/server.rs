@@ -10,16 +10,18 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
+use arc_swap::ArcSwap;
 use edgemirror_cache::{HotCache, Store};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::reply::{DateCache, RequestId};
-use crate::{admin, conn};
+use crate::rules::{self, RuleTable};
+use crate::{admin, conn, origin};
 
 /// State every worker shares.
 pub struct Shared {
@@ -27,6 +29,15 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub hot: HotCache,
     pub metrics: Metrics,
+    /// Mirror rules of every bucket; replaced whole by the admin API.
+    pub rules: ArcSwap<RuleTable>,
+    /// Serialises rule updates (read-modify-write of the table and its file).
+    pub rules_update: Mutex<()>,
+    /// The node's own listening addresses: a rule may not point at them.
+    pub self_addrs: Vec<SocketAddr>,
+    /// Sent to origins in `Via`; a request that arrives carrying it came from ourselves, and
+    /// mirroring it would loop.
+    pub via_token: String,
 }
 
 /// One core's state. Lives on its thread, shared by that core's tasks through `Rc`.
@@ -34,33 +45,22 @@ pub struct Worker {
     pub id: usize,
     pub shared: Arc<Shared>,
     pub date: DateCache,
+    /// Idle keep-alive connections to origins, per core.
+    pub pool: origin::Pool,
     epoch: u32,
     seq: Cell<u64>,
 }
 
 impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>) -> Self {
-        let epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0);
-        Worker {
-            id,
-            shared,
-            date: DateCache::default(),
-            epoch,
-            seq: Cell::new(0),
-        }
+        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
+        Worker { id, shared, date: DateCache::default(), pool: origin::Pool::default(), epoch, seq: Cell::new(0) }
     }
 
     pub fn next_request_id(&self) -> RequestId {
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
-        RequestId {
-            epoch: self.epoch,
-            worker: self.id as u16,
-            seq,
-        }
+        RequestId { epoch: self.epoch, worker: self.id as u16, seq }
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -112,9 +112,6 @@ pub fn start(config: Config) -> Result<Node> {
         dir = %config.cache.dir.display(),
         "hot cache ready"
     );
-    for b in &config.buckets {
-        tracing::info!(bucket = %b.name, rules = b.mirror.len(), "bucket");
-    }
 
     let workers = config.server.workers;
     let listeners = bind_reuseport(config.server.listen, workers)
@@ -125,29 +122,32 @@ pub fn start(config: Config) -> Result<Node> {
     admin_listener.set_nonblocking(true)?;
     let admin_addr = admin_listener.local_addr()?;
 
+    let self_addrs = vec![data_addr, admin_addr];
+    let table = initial_rules(&config, &self_addrs)?;
+    let via_token = format!("edgemirror-{:016x}", random_token());
     let shared = Arc::new(Shared {
         config,
         store,
         hot,
         metrics: Metrics::default(),
+        rules: ArcSwap::from_pointee(table),
+        rules_update: Mutex::new(()),
+        self_addrs,
+        via_token,
     });
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     tracing::info!(driver = driver_name(), workers, cores, listen = %data_addr, admin = %admin_addr, "starting workers");
 
     let mut threads = Vec::with_capacity(workers + 1);
     for (id, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
-        let t = std::thread::Builder::new()
-            .name(format!("worker-{id}"))
-            .spawn(move || {
-                if workers <= cores {
-                    // One runtime per core: pinning keeps a worker's caches warm.
-                    let _ = monoio::utils::bind_to_cpu_set([id]);
-                }
-                run_runtime(move || worker_main(id, listener, shared));
-            })?;
+        let t = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
+            if workers <= cores {
+                // One runtime per core: pinning keeps a worker's caches warm.
+                let _ = monoio::utils::bind_to_cpu_set([id]);
+            }
+            run_runtime(move || worker_main(id, listener, shared));
+        })?;
         threads.push(t);
     }
     let admin_shared = shared.clone();
@@ -156,11 +156,40 @@ pub fn start(config: Config) -> Result<Node> {
             .name("admin".into())
             .spawn(move || run_runtime(move || admin::serve(admin_listener, admin_shared)))?,
     );
-    Ok(Node {
-        data_addr,
-        admin_addr,
-        threads,
-    })
+    Ok(Node { data_addr, admin_addr, threads })
+}
+
+/// Builds the rule table: rules persisted through the admin API win; buckets without persisted
+/// rules take their TOML `[[buckets.mirror]]` seeds. Every rule is validated again now that the
+/// node's own addresses are known.
+fn initial_rules(config: &Config, self_addrs: &[SocketAddr]) -> Result<RuleTable> {
+    let persisted = rules::load_persisted(&config.store.dir)?;
+    let mut table = RuleTable::default();
+    for bucket in &config.buckets {
+        let (spec, origin) = match persisted.buckets.get(&bucket.name) {
+            Some(body) => (body.back_source_rules.clone(), "rules.json"),
+            None => (bucket.mirror_seed.clone(), "config"),
+        };
+        let validated =
+            rules::validate_list(&spec, self_addrs).map_err(|e| anyhow!("bucket {} ({origin}): {e}", bucket.name))?;
+        tracing::info!(bucket = %bucket.name, rules = validated.len(), from = origin, "bucket");
+        table = table.with_bucket(&bucket.name, spec, validated);
+    }
+    for name in persisted.buckets.keys() {
+        if config.bucket(name).is_none() {
+            tracing::warn!(bucket = %name, "rules.json names a bucket that is not configured; ignored");
+        }
+    }
+    Ok(table)
+}
+
+fn random_token() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        return t ^ u64::from(std::process::id()).rotate_left(32);
+    }
+    u64::from_le_bytes(b)
 }
 
 /// Runs `main`'s future on a fresh monoio runtime (io_uring with epoll fallback, timers on).
@@ -169,10 +198,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .with_entries(1024)
-        .build();
+    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().with_entries(1024).build();
     match rt {
         Ok(mut rt) => rt.block_on(main()),
         Err(e) => tracing::error!(error = %e, "cannot build a monoio runtime"),

@@ -124,9 +124,7 @@ pub struct RecordHeader {
 impl RecordHeader {
     /// Bytes from the record start to the body.
     pub fn body_start(&self) -> u64 {
-        align_up(
-            RECORD_HEADER_LEN + self.bucket_len as u64 + self.key_len as u64 + self.meta_len as u64,
-        )
+        align_up(RECORD_HEADER_LEN + self.bucket_len as u64 + self.key_len as u64 + self.meta_len as u64)
     }
 
     /// Bytes from the record start to the trailer.
@@ -244,11 +242,7 @@ impl Trailer {
         }
         let mut md5 = [0u8; 16];
         md5.copy_from_slice(&b[8..24]);
-        Some(Trailer {
-            body_crc: le32(&b[4..8]),
-            md5,
-            header_crc,
-        })
+        Some(Trailer { body_crc: le32(&b[4..8]), md5, header_crc })
     }
 }
 
@@ -269,13 +263,7 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_reject_damage() {
-        let fh = FileHeader {
-            flags: FLAG_SOLO,
-            segment_id: 7,
-            nonce: 99,
-            capacity: 1 << 20,
-            created_ms: 5,
-        };
+        let fh = FileHeader { flags: FLAG_SOLO, segment_id: 7, nonce: 99, capacity: 1 << 20, created_ms: 5 };
         let b = fh.encode();
         assert_eq!(FileHeader::decode(&b), Some(fh));
         for i in 0..b.len() {
@@ -289,32 +277,16 @@ mod tests {
         assert_eq!(bytes.len() as u64, h.body_start());
         assert_eq!(h.body_start() % ALIGN, 0);
         assert_eq!(RecordHeader::decode(&bytes, 99), Some((h, crc)));
-        assert_eq!(
-            RecordHeader::decode(&bytes, 98),
-            None,
-            "another segment's nonce"
-        );
+        assert_eq!(RecordHeader::decode(&bytes, 98), None, "another segment's nonce");
         for i in 0..RECORD_HEADER_LEN as usize {
             let mut d = bytes.clone();
             d[i] ^= 1;
-            assert_eq!(
-                RecordHeader::decode(&d, 99),
-                None,
-                "flip at {i} must be caught"
-            );
+            assert_eq!(RecordHeader::decode(&d, 99), None, "flip at {i} must be caught");
         }
 
-        let t = Trailer {
-            body_crc: 1,
-            md5: [3; 16],
-            header_crc: crc,
-        };
+        let t = Trailer { body_crc: 1, md5: [3; 16], header_crc: crc };
         let tb = t.encode();
         assert_eq!(Trailer::decode(&tb, crc), Some(t));
-        assert_eq!(
-            Trailer::decode(&tb, crc ^ 1),
-            None,
-            "trailer of another header"
-        );
+        assert_eq!(Trailer::decode(&tb, crc ^ 1), None, "trailer of another header");
     }
 }

@@ -38,9 +38,7 @@ pub(crate) struct Index {
 impl Index {
     pub fn new() -> Self {
         let hasher = ahash::RandomState::new();
-        let shards = (0..SHARDS)
-            .map(|_| RwLock::new(HashMap::with_hasher(hasher.clone())))
-            .collect();
+        let shards = (0..SHARDS).map(|_| RwLock::new(HashMap::with_hasher(hasher.clone()))).collect();
         Index { shards, hasher }
     }
 
@@ -57,14 +55,8 @@ impl Index {
     /// Inserts unless the key is present: a stored object is never replaced (the seed: "OSS will
     /// not update the file saved"). Returns the entry that is in the index afterwards.
     pub fn insert_if_absent(&self, entry: Arc<IndexEntry>) -> Arc<IndexEntry> {
-        let key = ObjectKey {
-            bucket: entry.meta.bucket.clone(),
-            key: entry.meta.key.clone(),
-        };
-        let mut shard = self
-            .shard(key.as_ref())
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let key = ObjectKey { bucket: entry.meta.bucket.clone(), key: entry.meta.key.clone() };
+        let mut shard = self.shard(key.as_ref()).write().unwrap_or_else(|e| e.into_inner());
         shard.entry(key).or_insert(entry).clone()
     }
 
@@ -74,9 +66,6 @@ impl Index {
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len()).sum()
     }
 }

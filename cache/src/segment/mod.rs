@@ -89,12 +89,8 @@ pub struct Segment {
 impl Segment {
     fn create(dir: &Path, id: u64, capacity: u64, solo: bool) -> Result<Arc<Segment>> {
         let path = dir.join(format!("{id:016x}.seg"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file =
+            OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
         let header = FileHeader {
             flags: if solo { FLAG_SOLO } else { 0 },
             segment_id: id,
@@ -102,8 +98,7 @@ impl Segment {
             capacity,
             created_ms: unix_ms(SystemTime::now()),
         };
-        file.write_all_at(&header.encode(), 0)
-            .map_err(|e| Error::io(&path, e))?;
+        file.write_all_at(&header.encode(), 0).map_err(|e| Error::io(&path, e))?;
         let seg = Segment {
             id,
             path,
@@ -121,9 +116,7 @@ impl Segment {
     }
 
     pub(crate) fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.file
-            .write_all_at(buf, offset)
-            .map_err(|e| Error::io(&self.path, e))
+        self.file.write_all_at(buf, offset).map_err(|e| Error::io(&self.path, e))
     }
 
     fn body(&self, offset: u64, len: u64) -> Option<Bytes> {
@@ -166,10 +159,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("dir", &self.config.dir)
-            .field("objects", &self.index.len())
-            .finish()
+        f.debug_struct("Store").field("dir", &self.config.dir).field("objects", &self.index.len()).finish()
     }
 }
 
@@ -243,29 +233,20 @@ impl Store {
             return Ok(None);
         };
         let seg = &entry.segment;
-        let body = seg
-            .body(entry.body_offset, entry.meta.size)
-            .ok_or(Error::Corrupt {
-                segment: seg.id,
-                offset: entry.body_offset,
-                what: "body outside the mapping",
-            })?;
+        let body = seg.body(entry.body_offset, entry.meta.size).ok_or(Error::Corrupt {
+            segment: seg.id,
+            offset: entry.body_offset,
+            what: "body outside the mapping",
+        })?;
         if !entry.verified.load(Ordering::Acquire) {
             if crc32c::crc32c(&body) != entry.body_crc {
                 self.index.remove(key);
                 self.stats.corrupt_reads.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::Corrupt {
-                    segment: seg.id,
-                    offset: entry.body_offset,
-                    what: "body crc mismatch",
-                });
+                return Err(Error::Corrupt { segment: seg.id, offset: entry.body_offset, what: "body crc mismatch" });
             }
             entry.verified.store(true, Ordering::Release);
         }
-        Ok(Some(StoredObject {
-            meta: entry.meta.clone(),
-            body,
-        }))
+        Ok(Some(StoredObject { meta: entry.meta.clone(), body }))
     }
 
     /// Flushes every segment written since the last pass (the Interval policy's thread calls
@@ -285,44 +266,23 @@ impl Store {
             return;
         }
         if !seg.dirty.swap(true, Ordering::AcqRel) {
-            self.unsynced
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(seg.clone());
+            self.unsynced.lock().unwrap_or_else(|e| e.into_inner()).push(seg.clone());
         }
     }
 
     /// Reserves `len` bytes in `lane`'s active segment, rolling to a new segment when it is full,
     /// and writes `head(nonce)` (the record header and names) at the start of the reservation while the
     /// lane is locked, so a reservation never exists on disk without its header.
-    fn reserve(
-        &self,
-        lane: usize,
-        len: u64,
-        head: impl FnOnce(u64) -> Vec<u8>,
-    ) -> Result<(Arc<Segment>, u64)> {
-        let mut slot = self.lanes[lane % self.lanes.len()]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let fits = |a: &Active| {
-            a.next_offset
-                .checked_add(len)
-                .is_some_and(|end| end <= a.segment.capacity)
-        };
+    fn reserve(&self, lane: usize, len: u64, head: impl FnOnce(u64) -> Vec<u8>) -> Result<(Arc<Segment>, u64)> {
+        let mut slot = self.lanes[lane % self.lanes.len()].lock().unwrap_or_else(|e| e.into_inner());
+        let fits = |a: &Active| a.next_offset.checked_add(len).is_some_and(|end| end <= a.segment.capacity);
         if !slot.as_ref().is_some_and(fits) {
             let segment = self.new_segment(self.config.segment_bytes, false)?;
-            *slot = Some(Active {
-                segment,
-                next_offset: FILE_HEADER_LEN,
-            });
+            *slot = Some(Active { segment, next_offset: FILE_HEADER_LEN });
         }
-        let active = slot
-            .as_mut()
-            .ok_or(Error::NoSpace("no active segment".into()))?;
+        let active = slot.as_mut().ok_or(Error::NoSpace("no active segment".into()))?;
         let offset = active.next_offset;
-        active
-            .segment
-            .write_at(&head(active.segment.nonce), offset)?;
+        active.segment.write_at(&head(active.segment.nonce), offset)?;
         active.next_offset += len;
         self.disk_bytes.fetch_add(len, Ordering::Relaxed);
         Ok((active.segment.clone(), offset))
@@ -331,8 +291,7 @@ impl Store {
     fn new_segment(&self, capacity: u64, solo: bool) -> Result<Arc<Segment>> {
         let id = self.next_segment_id.fetch_add(1, Ordering::Relaxed);
         let seg = Segment::create(&self.segments_dir, id, capacity, solo)?;
-        self.disk_bytes
-            .fetch_add(FILE_HEADER_LEN, Ordering::Relaxed);
+        self.disk_bytes.fetch_add(FILE_HEADER_LEN, Ordering::Relaxed);
         Ok(seg)
     }
 
@@ -343,23 +302,15 @@ impl Store {
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A random 64-bit value from the kernel, falling back to time and address entropy.
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
-    if File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_ok()
-    {
+    if File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_ok() {
         return u64::from_le_bytes(b);
     }
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     t ^ (&b as *const _ as u64).rotate_left(32)
 }

@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
-use super::format::{
-    FileHeader, RecordHeader, Trailer, ALIGN, FILE_HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN,
-};
+use super::format::{FileHeader, RecordHeader, Trailer, ALIGN, FILE_HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN};
 use super::index::{Index, IndexEntry};
 use super::{mmap, RecoveryReport, Segment};
 use crate::meta::{ObjectMeta, RecordMeta};
@@ -45,18 +43,10 @@ pub(crate) fn recover_dir(dir: &Path, index: &Index) -> Result<Recovered> {
     }
     // Oldest first: when a key was committed twice (two concurrent fetches), the first wins.
     paths.sort();
-    let mut out = Recovered {
-        report: RecoveryReport::default(),
-        next_segment_id: 1,
-        disk_bytes: 0,
-    };
+    let mut out = Recovered { report: RecoveryReport::default(), next_segment_id: 1, disk_bytes: 0 };
     for (id, path) in paths {
         out.next_segment_id = out.next_segment_id.max(id + 1);
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file = File::options().read(true).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let found = scan_segment(id, &path, file, len, index)?;
         out.report.torn_or_abandoned += found.skipped;
@@ -80,11 +70,7 @@ struct Scan {
 }
 
 fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index) -> Result<Scan> {
-    let mut scan = Scan {
-        committed: 0,
-        skipped: 0,
-        bytes: 0,
-    };
+    let mut scan = Scan { committed: 0, skipped: 0, bytes: 0 };
     let map = mmap::map_file(&file, len).map_err(|e| Error::io(path, e))?;
     let Some(fh) = FileHeader::decode(&map) else {
         if len > FILE_HEADER_LEN {
@@ -126,18 +112,14 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index) -> Re
             continue;
         }
         let names_start = at + RECORD_HEADER_LEN as usize;
-        let names_end =
-            names_start + h.bucket_len as usize + h.key_len as usize + h.meta_len as usize;
+        let names_end = names_start + h.bucket_len as usize + h.key_len as usize + h.meta_len as usize;
         let names = &map[names_start..names_end];
         if crc32c::crc32c(names) != h.names_crc {
             off += ALIGN;
             continue;
         }
         let trailer_at = (off + h.trailer_start()) as usize;
-        let Some(trailer) = Trailer::decode(
-            &map[trailer_at..trailer_at + TRAILER_LEN as usize],
-            header_crc,
-        ) else {
+        let Some(trailer) = Trailer::decode(&map[trailer_at..trailer_at + TRAILER_LEN as usize], header_crc) else {
             // Started but never committed.
             scan.skipped += 1;
             off = end;
@@ -145,13 +127,7 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index) -> Re
         };
         match decode_names(names, &h) {
             Some((bucket, key, record)) => {
-                let meta = Arc::new(ObjectMeta {
-                    bucket,
-                    key,
-                    size: h.body_len,
-                    md5: trailer.md5,
-                    record,
-                });
+                let meta = Arc::new(ObjectMeta { bucket, key, size: h.body_len, md5: trailer.md5, record });
                 index.insert_if_absent(Arc::new(IndexEntry {
                     meta,
                     segment: segment.clone(),

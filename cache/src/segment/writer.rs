@@ -31,12 +31,7 @@ pub const BUFFER_UNKNOWN_LEN_BYTES: u64 = 1 << 20;
 
 enum Target {
     /// Written in place: `record_offset` is where the header is.
-    Placed {
-        segment: Arc<Segment>,
-        record_offset: u64,
-        header: format::RecordHeader,
-        header_crc: u32,
-    },
+    Placed { segment: Arc<Segment>, record_offset: u64, header: format::RecordHeader, header_crc: u32 },
     /// Unknown length, still small: held until commit.
     Buffered { chunks: Vec<Bytes> },
 }
@@ -109,15 +104,7 @@ impl RecordWriter {
         // The head embeds the segment's nonce, known only once the segment is chosen; its length
         // does not depend on it. Encoding is cheap and happens once or twice per object.
         let encode = |nonce| {
-            format::encode_record_head(
-                &self.bucket,
-                &self.key,
-                &self.meta,
-                body_len,
-                flags,
-                nonce,
-                self.created_ms,
-            )
+            format::encode_record_head(&self.bucket, &self.key, &self.meta, body_len, flags, nonce, self.created_ms)
         };
         let total = encode(0).1.total_len();
         let pending = flags & FLAG_LEN_PENDING != 0;
@@ -133,12 +120,7 @@ impl RecordWriter {
             store.reserve(self.lane, total, |nonce| encode(nonce).0)?
         };
         let (_, header, header_crc) = encode(segment.nonce);
-        Ok(Target::Placed {
-            segment,
-            record_offset,
-            header,
-            header_crc,
-        })
+        Ok(Target::Placed { segment, record_offset, header, header_crc })
     }
 
     /// Appends body bytes. Fails when more bytes arrive than were announced.
@@ -146,9 +128,7 @@ impl RecordWriter {
         let new_len = self.written + data.len() as u64;
         if let Some(expected) = self.expected_len {
             if new_len > expected {
-                return Err(Error::BodyMismatch(format!(
-                    "{new_len} bytes written, {expected} announced"
-                )));
+                return Err(Error::BodyMismatch(format!("{new_len} bytes written, {expected} announced")));
             }
         }
         self.store.check_size(new_len)?;
@@ -181,12 +161,9 @@ impl RecordWriter {
 
     fn write_body_at(&self, body_pos: u64, data: &[u8]) -> Result<()> {
         match &self.target {
-            Target::Placed {
-                segment,
-                record_offset,
-                header,
-                ..
-            } => segment.write_at(data, record_offset + header.body_start() + body_pos),
+            Target::Placed { segment, record_offset, header, .. } => {
+                segment.write_at(data, record_offset + header.body_start() + body_pos)
+            }
             Target::Buffered { .. } => Err(Error::NoSpace("body write before placement".into())),
         }
     }
@@ -201,10 +178,7 @@ impl RecordWriter {
     pub fn commit(mut self) -> Result<StoredObject> {
         if let Some(expected) = self.expected_len {
             if self.written != expected {
-                return Err(Error::BodyMismatch(format!(
-                    "{} bytes written, {expected} announced",
-                    self.written
-                )));
+                return Err(Error::BodyMismatch(format!("{} bytes written, {expected} announced", self.written)));
             }
         }
         if let Target::Buffered { chunks } = &mut self.target {
@@ -217,13 +191,7 @@ impl RecordWriter {
             }
         }
         let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
-        let Target::Placed {
-            segment,
-            record_offset,
-            header,
-            header_crc,
-        } = &self.target
-        else {
+        let Target::Placed { segment, record_offset, header, header_crc } = &self.target else {
             return Err(Error::NoSpace("commit before placement".into()));
         };
         let (segment, record_offset) = (segment.clone(), *record_offset);
@@ -235,33 +203,23 @@ impl RecordWriter {
             header.flags &= !FLAG_LEN_PENDING;
             header_crc = header.encode().1;
         }
-        let trailer = Trailer {
-            body_crc: self.crc,
-            md5,
-            header_crc,
-        };
+        let trailer = Trailer { body_crc: self.crc, md5, header_crc };
         segment.write_at(&trailer.encode(), record_offset + header.trailer_start())?;
         if pending {
             // Trailer first, then the header that points at it: a crash in between leaves the
             // header still LEN_PENDING, which recovery discards.
             segment.write_at(&header.encode().0, record_offset)?;
-            self.store
-                .disk_bytes
-                .fetch_add(header.total_len(), Ordering::Relaxed);
+            self.store.disk_bytes.fetch_add(header.total_len(), Ordering::Relaxed);
         }
         match self.store.config.sync {
-            SyncPolicy::Always => segment
-                .file
-                .sync_data()
-                .map_err(|e| Error::io(&segment.path, e))?,
+            SyncPolicy::Always => segment.file.sync_data().map_err(|e| Error::io(&segment.path, e))?,
             SyncPolicy::Interval(_) => self.store.mark_dirty(&segment),
             SyncPolicy::Never => {}
         }
         if segment.map.get().is_none() {
             // A solo segment is mapped once its only record is complete.
             let len = record_offset + header.total_len();
-            let map =
-                mmap::map_file(&segment.file, len).map_err(|e| Error::io(&segment.path, e))?;
+            let map = mmap::map_file(&segment.file, len).map_err(|e| Error::io(&segment.path, e))?;
             let _ = segment.map.set(map);
         }
         let meta = Arc::new(ObjectMeta {
@@ -281,36 +239,21 @@ impl RecordWriter {
         self.committed = true;
         let store = self.store.clone();
         let winner = store.index.insert_if_absent(entry);
-        store
-            .stats
-            .objects_committed
-            .fetch_add(1, Ordering::Relaxed);
-        store
-            .stats
-            .bytes_committed
-            .fetch_add(self.written, Ordering::Relaxed);
-        let body = winner
-            .segment
-            .body(winner.body_offset, winner.meta.size)
-            .ok_or(Error::Corrupt {
-                segment: winner.segment.id,
-                offset: winner.body_offset,
-                what: "body outside mapping",
-            })?;
-        Ok(StoredObject {
-            meta: winner.meta.clone(),
-            body,
-        })
+        store.stats.objects_committed.fetch_add(1, Ordering::Relaxed);
+        store.stats.bytes_committed.fetch_add(self.written, Ordering::Relaxed);
+        let body = winner.segment.body(winner.body_offset, winner.meta.size).ok_or(Error::Corrupt {
+            segment: winner.segment.id,
+            offset: winner.body_offset,
+            what: "body outside mapping",
+        })?;
+        Ok(StoredObject { meta: winner.meta.clone(), body })
     }
 }
 
 impl Drop for RecordWriter {
     fn drop(&mut self) {
         if !self.committed {
-            self.store
-                .stats
-                .records_abandoned
-                .fetch_add(1, Ordering::Relaxed);
+            self.store.stats.records_abandoned.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

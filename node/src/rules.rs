@@ -1,0 +1,633 @@
+//! Mirror rules: the JD Cloud-compatible rule model (`BackSourceRule`), its validation, the
+//! validated form the data plane uses ([`MirrorRule`]), and the per-bucket rule table that the
+//! admin API swaps atomically and persists under `store.dir`.
+//!
+//! Two forms of a rule:
+//! - [`BackSourceRule`]: the wire form, field names exactly as the reference open API
+//!   (`backSourceType`, `condition.keyPrefixEquals`, `address.hostName`, `headerRule`, ...). What
+//!   a PUT sends is what a GET returns (with defaults filled in).
+//! - [`MirrorRule`]: validated and pre-digested for the request path (lower-cased header names,
+//!   parsed host and port, normalised path).
+//!
+//! The table ([`RuleTable`]) is immutable; an update builds a new one and swaps it in through
+//! `ArcSwap`, so every core sees the new rules on its next request without locks on the hot
+//! path. Persistence is an atomic replace of `rules.json` (write temp, fsync, rename, fsync dir).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{RawMirrorRule, MAX_RULES_PER_BUCKET};
+
+/// Most redirects a fill follows before giving up with 424.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Headers a rule may not name: the reference's list (x-oss-*, authorization, authorization2,
+/// content-length, range, date) plus hop-by-hop headers (RFC 9110 §7.6.1), which describe one
+/// connection and are never forwarded. None of these is ever passed to an origin, even when a
+/// rule passes all headers: `range` in particular would turn a whole-object fill into a partial
+/// one.
+pub const FORBIDDEN_HEADERS: [&str; 14] = [
+    "authorization",
+    "authorization2",
+    "content-length",
+    "range",
+    "date",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+pub const FORBIDDEN_HEADER_PREFIX: &str = "x-oss-";
+
+pub fn is_forbidden_header(lower: &str) -> bool {
+    lower.starts_with(FORBIDDEN_HEADER_PREFIX) || FORBIDDEN_HEADERS.contains(&lower)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire form (JSON, camelCase as the reference API).
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackSourceBody {
+    #[serde(default)]
+    pub back_source_rules: Vec<BackSourceRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackSourceRule {
+    #[serde(default = "mirror_type")]
+    pub back_source_type: String,
+    #[serde(default)]
+    pub condition: Condition,
+    pub address: Address,
+    #[serde(default)]
+    pub allow_query_string: bool,
+    #[serde(default = "yes")]
+    pub follow_redirects: bool,
+    #[serde(default)]
+    pub header_rule: HeaderRuleSpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(default)]
+    pub key_prefix_equals: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_error_code_returned_equals: Option<u16>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Address {
+    #[serde(default = "http")]
+    pub protocol: String,
+    pub host_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_key_with: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_key_prefix_with: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_key_suffix_with: Option<String>,
+    /// Our extension: the MirrorURL path (`/dir1/` -> origin path `/dir1/<key>`).
+    #[serde(default = "root")]
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderRuleSpec {
+    #[serde(default)]
+    pub allow_all_headers: bool,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub not_allow_headers: Vec<String>,
+    #[serde(default)]
+    pub set_headers: BTreeMap<String, String>,
+}
+
+fn mirror_type() -> String {
+    "mirror".into()
+}
+fn yes() -> bool {
+    true
+}
+fn http() -> String {
+    "http".into()
+}
+fn root() -> String {
+    "/".into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated form.
+
+/// Where a rule fetches from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OriginAddr {
+    pub tls: bool,
+    /// Host name or IP literal, without brackets or port.
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value: host, plus `:port` when not the scheme's default.
+    pub host_header: String,
+    /// Path prefix, always starting and ending with '/'.
+    pub path: String,
+}
+
+impl OriginAddr {
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn new(tls: bool, host: &str, port: Option<u16>, path: &str) -> OriginAddr {
+        let default_port = if tls { 443 } else { 80 };
+        let port = port.unwrap_or(default_port);
+        let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host_header = match (port == default_port, bare.contains(':')) {
+            (true, false) => bare.clone(),
+            (true, true) => format!("[{bare}]"),
+            (false, false) => format!("{bare}:{port}"),
+            (false, true) => format!("[{bare}]:{port}"),
+        };
+        let mut path = path.to_string();
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        OriginAddr { tls, host: bare, port, host_header, path }
+    }
+}
+
+/// How the origin key is derived from the requested key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyRewrite {
+    /// Origin key = requested key.
+    None,
+    /// `replaceKeyWith`: a template in which `${key}` stands for the requested key.
+    Whole(String),
+    /// `replaceKeyPrefixWith` replaces the matched prefix; `replaceKeySuffixWith` is appended.
+    Affix { prefix: Option<String>, suffix: Option<String> },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderRule {
+    pub allow_all: bool,
+    /// Lower-cased.
+    pub allow: Vec<String>,
+    /// Lower-cased.
+    pub not_allow: Vec<String>,
+    /// Lower-cased names, values as given.
+    pub set: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorRule {
+    pub key_prefix: String,
+    pub origin: OriginAddr,
+    pub key_rewrite: KeyRewrite,
+    pub allow_query_string: bool,
+    pub follow_redirects: bool,
+    pub headers: HeaderRule,
+}
+
+impl MirrorRule {
+    /// The key to ask the origin for.
+    pub fn origin_key(&self, key: &str) -> String {
+        match &self.key_rewrite {
+            KeyRewrite::None => key.to_string(),
+            KeyRewrite::Whole(template) => template.replace("${key}", key),
+            KeyRewrite::Affix { prefix, suffix } => {
+                let mut k = match prefix {
+                    Some(p) => format!("{p}{}", &key[self.key_prefix.len().min(key.len())..]),
+                    None => key.to_string(),
+                };
+                if let Some(s) = suffix {
+                    k.push_str(s);
+                }
+                k
+            }
+        }
+    }
+}
+
+/// The first rule whose key prefix matches `key`.
+pub fn match_rule<'a>(rules: &'a [MirrorRule], key: &str) -> Option<&'a MirrorRule> {
+    rules.iter().find(|r| key.starts_with(r.key_prefix.as_str()))
+}
+
+/// Validates one wire rule. Errors name the field relative to the rule (`address.hostName: ...`).
+pub fn validate_rule(rule: &BackSourceRule, self_addrs: &[SocketAddr]) -> Result<MirrorRule, String> {
+    if rule.back_source_type != "mirror" {
+        return Err(format!("backSourceType: '{}' is not supported (only \"mirror\")", rule.back_source_type));
+    }
+    if let Some(code) = rule.condition.http_error_code_returned_equals {
+        if code != 404 {
+            return Err(format!("condition.httpErrorCodeReturnedEquals: {code} is not supported (only 404)"));
+        }
+    }
+    let prefix = &rule.condition.key_prefix_equals;
+    if prefix.len() > 1024 || prefix.chars().any(char::is_control) {
+        return Err("condition.keyPrefixEquals: at most 1024 bytes, no control characters".into());
+    }
+    let a = &rule.address;
+    let tls = match a.protocol.as_str() {
+        "http" => false,
+        "https" => return Err("address.protocol: https origins are not supported yet".into()),
+        other => return Err(format!("address.protocol: '{other}' is not http or https")),
+    };
+    let (host, port) = parse_host_port(&a.host_name).map_err(|e| format!("address.hostName: {e}"))?;
+    if !a.path.starts_with('/') || a.path.contains(['?', '#']) || a.path.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(
+            "address.path: must start with '/' and hold no query, fragment, spaces or control characters".into()
+        );
+    }
+    let origin = OriginAddr::new(tls, &host, port, &a.path);
+    if points_at_self(&origin, self_addrs) {
+        return Err(format!("address.hostName: '{}' is this node's own listener; the rule would loop", a.host_name));
+    }
+    let key_rewrite = match (&a.replace_key_with, &a.replace_key_prefix_with, &a.replace_key_suffix_with) {
+        (None, None, None) => KeyRewrite::None,
+        (Some(t), None, None) => {
+            check_key_part("address.replaceKeyWith", t)?;
+            KeyRewrite::Whole(t.clone())
+        }
+        (Some(_), _, _) => {
+            return Err(
+                "address.replaceKeyWith: cannot be combined with replaceKeyPrefixWith or replaceKeySuffixWith".into()
+            )
+        }
+        (None, p, s) => {
+            if let Some(p) = p {
+                check_key_part("address.replaceKeyPrefixWith", p)?;
+            }
+            if let Some(s) = s {
+                check_key_part("address.replaceKeySuffixWith", s)?;
+            }
+            KeyRewrite::Affix { prefix: p.clone(), suffix: s.clone() }
+        }
+    };
+    let headers = validate_header_rule(&rule.header_rule)?;
+    Ok(MirrorRule {
+        key_prefix: prefix.clone(),
+        origin,
+        key_rewrite,
+        allow_query_string: rule.allow_query_string,
+        follow_redirects: rule.follow_redirects,
+        headers,
+    })
+}
+
+fn check_key_part(field: &str, v: &str) -> Result<(), String> {
+    if v.len() > 1024 || v.chars().any(char::is_control) {
+        return Err(format!("{field}: at most 1024 bytes, no control characters"));
+    }
+    Ok(())
+}
+
+fn validate_header_rule(h: &HeaderRuleSpec) -> Result<HeaderRule, String> {
+    let name = |field: &str, i: usize, n: &str, host_ok: bool| -> Result<String, String> {
+        let lower = n.to_ascii_lowercase();
+        if lower.is_empty() || !lower.bytes().all(is_token_byte) {
+            return Err(format!("headerRule.{field}[{i}]: '{n}' is not a valid header name"));
+        }
+        if is_forbidden_header(&lower) || (lower == "host" && !host_ok) {
+            return Err(format!("headerRule.{field}[{i}]: the header '{n}' cannot be configured"));
+        }
+        Ok(lower)
+    };
+    let allow =
+        h.allow_headers.iter().enumerate().map(|(i, n)| name("allowHeaders", i, n, true)).collect::<Result<_, _>>()?;
+    // Host may be named here: with allowAllHeaders this is how an operator keeps the client's
+    // Host (bucket.endpoint) from reaching an origin that checks it.
+    let not_allow = h
+        .not_allow_headers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| name("notAllowHeaders", i, n, true))
+        .collect::<Result<_, _>>()?;
+    let mut set = Vec::with_capacity(h.set_headers.len());
+    for (i, (n, v)) in h.set_headers.iter().enumerate() {
+        let lower = name("setHeaders", i, n, false)?;
+        if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(format!("headerRule.setHeaders.{n}: the value holds CR, LF or NUL"));
+        }
+        set.push((lower, v.clone()));
+    }
+    Ok(HeaderRule { allow_all: h.allow_all_headers, allow, not_allow, set })
+}
+
+/// RFC 9110 token characters.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Splits `host[:port]` (IPv6 in brackets).
+pub fn parse_host_port(s: &str) -> Result<(String, Option<u16>), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.contains(['/', '?', '#', '@', ' ']) || s.chars().any(char::is_control) {
+        return Err(format!("'{s}' must be a host name or IP, with an optional :port"));
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or_else(|| format!("'{s}': unclosed '['"))?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(|| format!("'{s}': junk after ']'"))?),
+        };
+        (h.to_string(), port)
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h.to_string(), Some(p)),
+            Some(_) => return Err(format!("'{s}': put an IPv6 address in brackets")),
+            None => (s.to_string(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("'{s}': bad port"))?),
+        None => None,
+    };
+    if host.is_empty() {
+        return Err(format!("'{s}': empty host"));
+    }
+    Ok((host, port))
+}
+
+/// True when `origin` names one of this node's listening sockets.
+fn points_at_self(origin: &OriginAddr, self_addrs: &[SocketAddr]) -> bool {
+    let resolved: Vec<std::net::IpAddr> = match origin.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) if origin.host.eq_ignore_ascii_case("localhost") => {
+            vec![std::net::Ipv4Addr::LOCALHOST.into(), std::net::Ipv6Addr::LOCALHOST.into()]
+        }
+        // Other names are not resolved here (no blocking DNS in the admin path); a name that
+        // resolves to us is caught as a loop at fetch time by the self-request guard.
+        Err(_) => return false,
+    };
+    self_addrs.iter().any(|l| {
+        l.port() == origin.port
+            && resolved
+                .iter()
+                .any(|ip| *ip == l.ip() || l.ip().is_unspecified() || ip.is_loopback() && l.ip().is_loopback())
+    })
+}
+
+/// Converts a TOML `[[buckets.mirror]]` entry to the wire form.
+pub fn from_toml(raw: &RawMirrorRule) -> Result<BackSourceRule, String> {
+    let uri: http::Uri = raw.url.parse().map_err(|e| format!("url: '{}' is not a URL: {e}", raw.url))?;
+    let protocol = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s.to_string(),
+        _ => return Err(format!("url: '{}' must start with http:// or https://", raw.url)),
+    };
+    let authority = uri.authority().ok_or_else(|| format!("url: '{}' has no host", raw.url))?;
+    if uri.query().is_some() {
+        return Err("url: a MirrorURL cannot carry a query string".into());
+    }
+    Ok(BackSourceRule {
+        back_source_type: mirror_type(),
+        condition: Condition { key_prefix_equals: raw.key_prefix.clone(), http_error_code_returned_equals: None },
+        address: Address {
+            protocol,
+            host_name: authority.as_str().to_string(),
+            replace_key_with: raw.replace_key_with.clone(),
+            replace_key_prefix_with: raw.replace_key_prefix_with.clone(),
+            replace_key_suffix_with: raw.replace_key_suffix_with.clone(),
+            path: uri.path().to_string(),
+        },
+        allow_query_string: raw.allow_query_string,
+        follow_redirects: raw.follow_redirects,
+        header_rule: HeaderRuleSpec {
+            allow_all_headers: raw.allow_all_headers,
+            allow_headers: raw.allow_headers.clone(),
+            not_allow_headers: raw.not_allow_headers.clone(),
+            set_headers: raw.set_headers.clone(),
+        },
+    })
+}
+
+/// Validates a whole list (as a PUT sends it). Errors name the field:
+/// `backSourceRules[2].address.hostName: ...`.
+pub fn validate_list(rules: &[BackSourceRule], self_addrs: &[SocketAddr]) -> Result<Vec<MirrorRule>, String> {
+    if rules.len() > MAX_RULES_PER_BUCKET {
+        return Err(format!("backSourceRules: {} rules; at most {MAX_RULES_PER_BUCKET} are allowed", rules.len()));
+    }
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| validate_rule(r, self_addrs).map_err(|e| format!("backSourceRules[{i}].{e}")))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table.
+
+#[derive(Clone, Debug, Default)]
+pub struct BucketRules {
+    /// As set (wire form, defaults filled in), for GET.
+    pub spec: Vec<BackSourceRule>,
+    pub rules: Vec<MirrorRule>,
+}
+
+/// Rules of every configured bucket. Immutable; replaced whole on update.
+#[derive(Clone, Debug, Default)]
+pub struct RuleTable {
+    pub buckets: HashMap<String, BucketRules>,
+}
+
+impl RuleTable {
+    pub fn rules(&self, bucket: &str) -> Option<&BucketRules> {
+        self.buckets.get(bucket)
+    }
+
+    pub fn with_bucket(&self, bucket: &str, spec: Vec<BackSourceRule>, rules: Vec<MirrorRule>) -> RuleTable {
+        let mut t = self.clone();
+        t.buckets.insert(bucket.to_string(), BucketRules { spec, rules });
+        t
+    }
+}
+
+/// On-disk form of the persisted rules.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistedRules {
+    pub version: u32,
+    pub buckets: BTreeMap<String, BackSourceBody>,
+}
+
+pub fn rules_path(store_dir: &Path) -> PathBuf {
+    store_dir.join("rules.json")
+}
+
+/// Reads persisted rules; a missing file is an empty set.
+pub fn load_persisted(store_dir: &Path) -> anyhow::Result<PersistedRules> {
+    let path = rules_path(store_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(PersistedRules { version: 1, buckets: BTreeMap::new() })
+        }
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes the table's specs to `rules.json` atomically: a reader (or a crash) sees the old file
+/// or the new one, never a mix.
+pub fn persist(store_dir: &Path, table: &RuleTable) -> std::io::Result<()> {
+    use std::io::Write;
+    let persisted = PersistedRules {
+        version: 1,
+        buckets: table
+            .buckets
+            .iter()
+            .map(|(name, b)| (name.clone(), BackSourceBody { back_source_rules: b.spec.clone() }))
+            .collect(),
+    };
+    let json = serde_json::to_vec_pretty(&persisted).map_err(std::io::Error::other)?;
+    std::fs::create_dir_all(store_dir)?;
+    let path = rules_path(store_dir);
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&json)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(store_dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule_json(json: &str) -> BackSourceRule {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn valid(json: &str) -> MirrorRule {
+        validate_rule(&rule_json(json), &[]).unwrap()
+    }
+
+    fn invalid(json: &str) -> String {
+        validate_rule(&rule_json(json), &["127.0.0.1:8080".parse().unwrap()]).unwrap_err()
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let r = rule_json(r#"{"address":{"hostName":"source.com"}}"#);
+        assert_eq!(r.back_source_type, "mirror");
+        assert!(r.follow_redirects);
+        assert!(!r.allow_query_string);
+        let m = validate_rule(&r, &[]).unwrap();
+        assert_eq!(m.origin.host_header, "source.com");
+        assert_eq!(m.origin.port, 80);
+        assert_eq!(m.origin.path, "/");
+        assert_eq!(m.headers, HeaderRule::default());
+    }
+
+    #[test]
+    fn key_rewrites() {
+        let m = valid(
+            r#"{"condition":{"keyPrefixEquals":"img/"},"address":{"hostName":"h","replaceKeyWith":"pics/${key}.orig"}}"#,
+        );
+        assert_eq!(m.origin_key("img/a.jpg"), "pics/img/a.jpg.orig");
+        let m = valid(
+            r#"{"condition":{"keyPrefixEquals":"img/"},"address":{"hostName":"h","replaceKeyPrefixWith":"static/images/"}}"#,
+        );
+        assert_eq!(m.origin_key("img/a.jpg"), "static/images/a.jpg");
+        let m = valid(r#"{"address":{"hostName":"h","replaceKeySuffixWith":".webp"}}"#);
+        assert_eq!(m.origin_key("a.jpg"), "a.jpg.webp");
+        let m = valid(
+            r#"{"condition":{"keyPrefixEquals":"a/"},"address":{"hostName":"h","replaceKeyPrefixWith":"b/","replaceKeySuffixWith":"!"}}"#,
+        );
+        assert_eq!(m.origin_key("a/x"), "b/x!");
+        assert_eq!(valid(r#"{"address":{"hostName":"h"}}"#).origin_key("k"), "k");
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        let cases = [
+            (r#"{"backSourceType":"redirect","address":{"hostName":"h"}}"#, "backSourceType"),
+            (
+                r#"{"condition":{"httpErrorCodeReturnedEquals":403},"address":{"hostName":"h"}}"#,
+                "httpErrorCodeReturnedEquals",
+            ),
+            (r#"{"address":{"protocol":"ftp","hostName":"h"}}"#, "address.protocol"),
+            (r#"{"address":{"hostName":""}}"#, "address.hostName"),
+            (r#"{"address":{"hostName":"h:99999"}}"#, "address.hostName"),
+            (r#"{"address":{"hostName":"h/x"}}"#, "address.hostName"),
+            (r#"{"address":{"hostName":"127.0.0.1:8080"}}"#, "own listener"),
+            (r#"{"address":{"hostName":"localhost:8080"}}"#, "own listener"),
+            (r#"{"address":{"hostName":"h","path":"dir"}}"#, "address.path"),
+            (r#"{"address":{"hostName":"h","replaceKeyWith":"a","replaceKeyPrefixWith":"b"}}"#, "replaceKeyWith"),
+            (r#"{"address":{"hostName":"h"},"headerRule":{"allowHeaders":["Authorization"]}}"#, "allowHeaders[0]"),
+            (r#"{"address":{"hostName":"h"},"headerRule":{"allowHeaders":["x-oss-meta"]}}"#, "allowHeaders[0]"),
+            (r#"{"address":{"hostName":"h"},"headerRule":{"notAllowHeaders":["ok","Range"]}}"#, "notAllowHeaders[1]"),
+            (r#"{"address":{"hostName":"h"},"headerRule":{"setHeaders":{"Date":"x"}}}"#, "setHeaders"),
+            (r#"{"address":{"hostName":"h"},"headerRule":{"setHeaders":{"host":"x"}}}"#, "setHeaders"),
+            (r#"{"address":{"hostName":"h"},"headerRule":{"setHeaders":{"a":"x\r\ny: 1"}}}"#, "setHeaders.a"),
+            (r#"{"address":{"hostName":"h"},"headerRule":{"allowHeaders":["bad name"]}}"#, "allowHeaders[0]"),
+            (r#"{"address":{"hostName":"h"},"headerRule":{"allowHeaders":["Transfer-Encoding"]}}"#, "allowHeaders[0]"),
+        ];
+        for (json, field) in cases {
+            let e = invalid(json);
+            assert!(e.contains(field), "{json}: error {e:?} should name {field}");
+        }
+        let six: Vec<BackSourceRule> = (0..6).map(|_| rule_json(r#"{"address":{"hostName":"h"}}"#)).collect();
+        assert!(validate_list(&six, &[]).unwrap_err().starts_with("backSourceRules:"));
+        let mut two = six[..2].to_vec();
+        two[1].address.host_name.clear();
+        assert!(validate_list(&two, &[]).unwrap_err().starts_with("backSourceRules[1].address.hostName"));
+    }
+
+    #[test]
+    fn unknown_json_fields_are_refused() {
+        assert!(serde_json::from_str::<BackSourceRule>(r#"{"address":{"hostName":"h"},"bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn host_ports() {
+        assert_eq!(parse_host_port("a.b:81").unwrap(), ("a.b".into(), Some(81)));
+        assert_eq!(parse_host_port("[::1]:81").unwrap(), ("::1".into(), Some(81)));
+        assert_eq!(parse_host_port("[::1]").unwrap(), ("::1".into(), None));
+        assert!(parse_host_port("::1").is_err());
+        let o = OriginAddr::new(false, "::1", Some(81), "/d");
+        assert_eq!((o.host_header.as_str(), o.path.as_str()), ("[::1]:81", "/d/"));
+    }
+
+    #[test]
+    fn rules_match_in_order_by_prefix() {
+        let rules = [
+            valid(r#"{"condition":{"keyPrefixEquals":"img/"},"address":{"hostName":"a"}}"#),
+            valid(r#"{"address":{"hostName":"b"}}"#),
+        ];
+        assert_eq!(match_rule(&rules, "img/x.jpg").unwrap().origin.host, "a");
+        assert_eq!(match_rule(&rules, "doc/y").unwrap().origin.host, "b");
+        assert!(match_rule(&rules[..1], "doc/y").is_none());
+    }
+
+    #[test]
+    fn persistence_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = vec![rule_json(r#"{"address":{"hostName":"h"},"headerRule":{"setHeaders":{"c-header":"000"}}}"#)];
+        let rules = validate_list(&spec, &[]).unwrap();
+        let table = RuleTable::default().with_bucket("bkt", spec.clone(), rules);
+        persist(dir.path(), &table).unwrap();
+        let back = load_persisted(dir.path()).unwrap();
+        assert_eq!(back.buckets["bkt"].back_source_rules, spec);
+    }
+}
