@@ -207,3 +207,52 @@ fn interval_sync_policy_runs_in_the_background() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(get(&store, "k").unwrap(), body(10, 1));
 }
+
+/// Readers following a record while it is written see exactly the bytes written so far, in every
+/// placement (reserved, buffered unknown-length, spilled unknown-length, solo).
+#[test]
+fn fill_reader_follows_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for (name, len, announce) in [
+        ("reserved", 200_000, true),
+        ("solo", 3 << 20, true),
+        ("buffered", 300_000, false),
+        ("spilled", 3 << 20, false),
+    ] {
+        let data = body(len, 5);
+        let mut w = store
+            .begin(0, ObjectKeyRef::new("b", name), RecordMeta::new(SystemTime::now()), announce.then_some(len as u64))
+            .unwrap();
+        let reader = w.reader();
+        assert!(reader.read(0, 10).unwrap().is_none(), "{name}: nothing before the first append");
+        let mut seen = Vec::new();
+        for piece in data.chunks(64 * 1024) {
+            w.append(&Bytes::copy_from_slice(piece)).unwrap();
+            // Read everything newly written, in small reads.
+            while let Some(b) = reader.read(seen.len() as u64, 10_000).unwrap() {
+                seen.extend_from_slice(&b);
+            }
+            assert_eq!(seen.len() as u64, reader.written());
+        }
+        assert_eq!(seen, data, "{name}: reader saw the body");
+        w.commit().unwrap();
+    }
+}
+
+#[test]
+fn md5_mismatch_refuses_commit() {
+    use md5::{Digest, Md5};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let data = body(1000, 1);
+    let mut w = store.begin(0, ObjectKeyRef::new("b", "bad"), RecordMeta::new(SystemTime::now()), Some(1000)).unwrap();
+    w.expect_md5([0; 16]);
+    w.append(&data).unwrap();
+    assert!(w.commit().is_err());
+    assert!(get(&store, "bad").is_none());
+    let mut w = store.begin(0, ObjectKeyRef::new("b", "good"), RecordMeta::new(SystemTime::now()), Some(1000)).unwrap();
+    w.expect_md5(Md5::digest(&data).into());
+    w.append(&data).unwrap();
+    w.commit().unwrap();
+}

@@ -129,11 +129,18 @@ pub struct RawOrigin {
     pub first_byte_timeout_ms: u64,
     /// Longest pause between two reads of an origin body.
     pub idle_timeout_ms: u64,
+    /// Keep fetching and store the object when every client of a fill has gone.
+    pub complete_on_client_abort: bool,
 }
 
 impl Default for RawOrigin {
     fn default() -> Self {
-        RawOrigin { connect_timeout_ms: 5_000, first_byte_timeout_ms: 15_000, idle_timeout_ms: 30_000 }
+        RawOrigin {
+            connect_timeout_ms: 5_000,
+            first_byte_timeout_ms: 15_000,
+            idle_timeout_ms: 30_000,
+            complete_on_client_abort: true,
+        }
     }
 }
 
@@ -167,6 +174,10 @@ pub struct RawMirrorRule {
     pub not_allow_headers: Vec<String>,
     #[serde(default)]
     pub set_headers: std::collections::BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    pub check_content_md5: bool,
+    #[serde(default)]
+    pub mirror_head: bool,
 }
 
 fn yes() -> bool {
@@ -204,6 +215,7 @@ pub struct OriginConfig {
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
+    pub complete_on_client_abort: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -305,6 +317,7 @@ impl RawConfig {
             connect_timeout: ms("origin.connect_timeout_ms", self.origin.connect_timeout_ms)?,
             first_byte_timeout: ms("origin.first_byte_timeout_ms", self.origin.first_byte_timeout_ms)?,
             idle_timeout: ms("origin.idle_timeout_ms", self.origin.idle_timeout_ms)?,
+            complete_on_client_abort: self.origin.complete_on_client_abort,
         };
 
         let mut buckets: Vec<BucketConfig> = Vec::with_capacity(self.buckets.len());

@@ -11,10 +11,12 @@
 //!    object up: foyer memory -> foyer disk -> segment store (`edgemirror_cache`). A hit is
 //!    answered from the cached `Bytes` or a slice of the mapped segment.
 //! 4. [`mirror`]: on a miss, the bucket's first matching rule (none -> 404 `NoSuchKey`) names an
-//!    origin; [`origin`] fetches `MirrorURL + key`; each body piece is written to the client and
-//!    appended to a store record from the same buffer; commit makes the object visible. Origin
-//!    404 -> 404, other failures -> 424 `MirrorFailed`, a body that breaks mid-way -> the client
-//!    connection is cut and nothing is stored.
+//!    origin. [`fill`]: concurrent misses of one key (any core) share one fetch; the first starts
+//!    a fill task, which fetches `MirrorURL + key` through [`origin`] and appends each body piece
+//!    to a store record; every client follows that record at its own pace (zero-copy slices of
+//!    the segment mapping), Range applied. Commit (length and Content-MD5 verified) makes the
+//!    object visible. Origin 404 -> 404, other failures -> 424 `MirrorFailed`, a body that breaks
+//!    mid-way -> client connections are cut and nothing is stored.
 //! 5. [`reply`] writes response heads (and S3 XML errors, [`error`]) into a reused buffer.
 //!
 //! [`config`] turns TOML into validated types; [`rules`] holds the mirror rule model and the
@@ -25,6 +27,7 @@ pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod fill;
 pub mod metrics;
 pub mod mirror;
 pub mod object;

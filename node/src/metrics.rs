@@ -29,6 +29,7 @@ pub struct Metrics {
     pub hits_store: Counter,
     pub misses_no_rule: Counter,
     pub origin_fetches: Counter,
+    pub coalesced_misses: Counter,
     pub origin_not_found: Counter,
     pub origin_failures: Counter,
     pub origin_body_failures: Counter,
@@ -39,7 +40,7 @@ pub struct Metrics {
 impl Metrics {
     /// Renders the counters, plus the gauges given, in Prometheus text format.
     pub fn render(&self, gauges: &[(&str, u64)]) -> String {
-        let counters: [(&str, &Counter); 13] = [
+        let counters: [(&str, &Counter); 14] = [
             ("edgemirror_connections_accepted_total", &self.connections_accepted),
             ("edgemirror_requests_total", &self.requests),
             ("edgemirror_bad_requests_total", &self.bad_requests),
@@ -48,6 +49,7 @@ impl Metrics {
             ("edgemirror_hits_store_total", &self.hits_store),
             ("edgemirror_misses_no_rule_total", &self.misses_no_rule),
             ("edgemirror_origin_fetches_total", &self.origin_fetches),
+            ("edgemirror_coalesced_misses_total", &self.coalesced_misses),
             ("edgemirror_origin_not_found_total", &self.origin_not_found),
             ("edgemirror_origin_failures_total", &self.origin_failures),
             ("edgemirror_origin_body_failures_total", &self.origin_body_failures),

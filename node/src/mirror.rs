@@ -18,25 +18,30 @@
 //! - a chunked (or close-delimited) origin body is passed on chunked;
 //! - once stored, the object is never refreshed from the origin.
 //!
-//! The fill, step by step: origin head -> store record begun -> client head sent -> for each body
-//! piece: append to the record, write to the client -> commit. If the origin breaks mid-body the
-//! record is abandoned (never visible) and the client connection is cut, so a client never takes
-//! a short body for a whole one. If the client goes away, the fill carries on and stores the
-//! object: the next client gets it locally.
+//! One fetch per object ([`crate::fill`]): concurrent misses of a key, on any core, share one
+//! fill. The fill task: origin head -> store record begun -> for each body piece: append to the
+//! record, publish progress -> verify (length, Content-MD5) and commit. Each client follows the
+//! record at its own pace. If the origin breaks mid-body the record is abandoned (never visible)
+//! and every client connection is cut, so no client takes a short body for a whole one. If the
+//! clients go away, the fill carries on and stores the object.
 //!
 //! The streamed response carries no ETag: it is the MD5 of bytes that have not arrived yet.
 //! Every later response for the object has it.
 
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use edgemirror_cache::{ObjectKeyRef, RecordMeta, RecordWriter};
-use edgemirror_proto::{self as proto, Version};
+use edgemirror_cache::{ObjectKeyRef, RecordMeta};
+use edgemirror_proto::{self as proto, RangeRequest, Version};
 
 use crate::conn::{Conn, Disposition, Request};
 use crate::error::S3Error;
+use crate::fill::{Fill, FillBody, FillGuard, Join, Phase, Refusal};
+use crate::object;
 use crate::origin::{self, OriginResponse};
-use crate::reply::{self, Framing, SOURCE_HEADER};
+use crate::reply::{self, Framing, RequestId, SOURCE_HEADER};
 use crate::rules::{self, HeaderRule, MirrorRule, OriginAddr, MAX_REDIRECTS};
 use crate::server::Worker;
 
@@ -139,66 +144,105 @@ fn origin_addr(tls: bool, host: &str, port: Option<u16>) -> OriginAddr {
     OriginAddr { tls, host: host.to_string(), port, host_header, path: "/".into() }
 }
 
-/// Fetches `key` from `rule`'s origin, answering the client and storing the object.
-pub async fn fill(
-    worker: &Worker,
+/// Everything the fill task needs, owned: it outlives the request that started it.
+struct FetchPlan {
+    rule: MirrorRule,
+    path: String,
+    extra: Vec<origin::HeaderPair>,
+    client_host: Option<Vec<u8>>,
+    request_id: RequestId,
+}
+
+/// Answers a GET (or, with `mirrorHead`, a HEAD) for an object the store lacks: joins the fill
+/// for this key or starts one, then follows it.
+pub async fn serve_miss(
+    worker: &Rc<Worker>,
     conn: &mut Conn,
     req: &Request<'_>,
     key: ObjectKeyRef<'_>,
     rule: &MirrorRule,
 ) -> Result<Disposition, S3Error> {
-    let metrics = worker.metrics();
     let shared = &worker.shared;
     if req.header("via").is_some_and(|v| contains(v, shared.via_token.as_bytes())) {
         // We are our own origin (a rule whose host name resolves to this node): stop here.
-        metrics.origin_failures.inc();
+        worker.metrics().origin_failures.inc();
         tracing::warn!(request_id = %req.id, "mirror loop detected (request came from this node)");
         return Err(S3Error::MirrorFailed("mirror loop".into()));
     }
-    metrics.origin_fetches.inc();
-    let client_headers = req.head.headers.iter().map(|h| (h.name.get(req.buf), h.value.get(req.buf)));
-    let (extra, client_host) = origin_headers(&rule.headers, client_headers);
+    let fill = match shared.fills.join(key, &shared.store) {
+        Join::Stored => return object::serve_from_store(worker, conn, req, key).await,
+        Join::Follow(fill) => {
+            worker.metrics().coalesced_misses.inc();
+            fill
+        }
+        Join::Lead(guard) => {
+            let client_headers = req.head.headers.iter().map(|h| (h.name.get(req.buf), h.value.get(req.buf)));
+            let (extra, client_host) = origin_headers(&rule.headers, client_headers);
+            let plan = FetchPlan {
+                rule: rule.clone(),
+                path: origin_path(rule, key.key, req.query()),
+                extra,
+                client_host,
+                request_id: req.id,
+            };
+            let fill = guard.fill().clone();
+            monoio::spawn(run(worker.clone(), guard, plan));
+            fill
+        }
+    };
+    follow(worker, conn, req, &fill).await
+}
 
+/// The fill task: fetch from the origin (following redirects), write the body to the store,
+/// publish progress, commit. Runs to the end even when every client has gone (unless
+/// `origin.complete_on_client_abort` is off).
+async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
+    let metrics = worker.metrics();
+    metrics.origin_fetches.inc();
+    let shared = &worker.shared;
+    let rid = plan.request_id;
+    let rule = &plan.rule;
     let mut target = rule.origin.clone();
-    let mut path = origin_path(rule, key.key, req.query());
+    let mut path = plan.path.clone();
     let mut hops = 0;
+    let refuse = |guard: FillGuard, reason: String| {
+        worker.metrics().origin_failures.inc();
+        guard.finish(Phase::Refused(Refusal::Failed(reason)));
+    };
     let mut resp = loop {
-        let host = match (&client_host, hops) {
+        let host = match (&plan.client_host, hops) {
             (Some(h), 0) => h.as_slice(),
             _ => target.host_header.as_bytes(),
         };
-        let request = origin::build_request(&path, host, &extra, &shared.via_token);
+        let request = origin::build_request(&path, host, &plan.extra, &shared.via_token);
         let url = format!("{}://{}{path}", target.scheme(), target.host_header);
         let resp = match origin::fetch(&target, request, &shared.config.origin, &worker.pool).await {
             Ok(r) => r,
             Err(e) => {
-                metrics.origin_failures.inc();
-                tracing::warn!(request_id = %req.id, origin = %url, error = %e, "mirror fetch failed");
-                return Err(S3Error::MirrorFailed(e.to_string()));
+                tracing::warn!(request_id = %rid, origin = %url, error = %e, "mirror fetch failed");
+                return refuse(guard, e.to_string());
             }
         };
         if !is_redirect(resp.status) {
             break resp;
         }
         let Some(location) = resp.header("location") else {
-            metrics.origin_failures.inc();
-            return Err(S3Error::MirrorFailed(format!("origin answered {} without Location", resp.status)));
+            return refuse(guard, format!("origin answered {} without Location", resp.status));
         };
         if !rule.follow_redirects {
-            return pass_redirect(worker, conn, req, resp.status, location).await;
+            let location = Bytes::copy_from_slice(location);
+            return guard.finish(Phase::Refused(Refusal::Redirect { status: resp.status, location }));
         }
         hops += 1;
         if hops > MAX_REDIRECTS {
-            metrics.origin_failures.inc();
-            tracing::warn!(request_id = %req.id, origin = %url, "more than {MAX_REDIRECTS} redirects");
-            return Err(S3Error::MirrorFailed("too many redirects".into()));
+            tracing::warn!(request_id = %rid, origin = %url, "more than {MAX_REDIRECTS} redirects");
+            return refuse(guard, "too many redirects".into());
         }
         match resolve_location(&target, &path, location) {
             Ok((t, p)) => (target, path) = (t, p),
             Err(e) => {
-                metrics.origin_failures.inc();
-                tracing::warn!(request_id = %req.id, origin = %url, error = %e, "unfollowable redirect");
-                return Err(S3Error::MirrorFailed(e));
+                tracing::warn!(request_id = %rid, origin = %url, error = %e, "unfollowable redirect");
+                return refuse(guard, e);
             }
         }
     };
@@ -207,94 +251,224 @@ pub async fn fill(
         200 => {}
         404 => {
             metrics.origin_not_found.inc();
-            return Err(S3Error::NoSuchKey);
+            return guard.finish(Phase::Refused(Refusal::NotFound));
         }
         status => {
-            metrics.origin_failures.inc();
-            tracing::warn!(request_id = %req.id, origin = %origin_url, status, "origin answered with a non-200 status");
-            return Err(S3Error::MirrorFailed(format!("origin status {status}")));
+            tracing::warn!(request_id = %rid, origin = %origin_url, status, "origin answered with a non-200 status");
+            return refuse(guard, format!("origin status {status}"));
         }
     }
-    if let Some(te) = resp.header("transfer-encoding") {
+    if resp.header("transfer-encoding").is_some_and(|te| !te.eq_ignore_ascii_case(b"chunked")) {
         // After de-chunking, any other coding would leave the stored bytes still encoded with
         // nothing saying so.
-        if !te.eq_ignore_ascii_case(b"chunked") {
-            metrics.origin_failures.inc();
-            return Err(S3Error::MirrorFailed("origin used a transfer coding other than chunked".into()));
-        }
+        return refuse(guard, "origin used a transfer coding other than chunked".into());
     }
+    let content_md5 = match resp.header("content-md5").filter(|_| rule.check_content_md5) {
+        None => None,
+        Some(v) => match decode_md5(v) {
+            Some(md5) => Some(md5),
+            None => return refuse(guard, "origin sent a malformed Content-MD5".into()),
+        },
+    };
 
     let meta = saved_meta(&resp);
     let length = resp.body.content_length();
+    let key = ObjectKeyRef::new(&guard.fill().key.bucket, &guard.fill().key.key);
     let mut writer = match shared.store.begin(worker.id, key, meta.clone(), length) {
-        Ok(w) => Some(w),
+        Ok(w) => w,
         Err(e) => {
-            // Serve the client anyway; the object is just not kept.
-            tracing::error!(request_id = %req.id, error = %e, "cannot store mirrored object; passing it through");
-            None
+            tracing::error!(request_id = %rid, error = %e, "cannot store the mirrored object");
+            return refuse(guard, format!("store: {e}"));
         }
     };
-
-    // The response head goes out now: the client sees the first bytes before the origin is done.
-    let http10 = req.head.version == Version::Http10;
-    let framing = match length {
-        Some(n) => Framing::Length(n),
-        None if http10 => Framing::Close,
-        None => Framing::Chunked,
-    };
-    let keep_alive = req.head.keep_alive && framing != Framing::Close;
-    let out = &mut conn.out;
-    reply::start(out, 200, &worker.date, req.id);
-    for (name, value) in &meta.headers {
-        reply::header(out, name.as_str(), value);
+    if let Some(md5) = content_md5 {
+        writer.expect_md5(md5);
     }
-    out.extend_from_slice(b"Last-Modified: ");
-    out.extend_from_slice(httpdate::fmt_http_date(meta.last_modified).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    reply::header(out, "x-amz-storage-class", meta.storage_class.as_str().as_bytes());
-    reply::header(out, SOURCE_HEADER, b"origin");
-    reply::finish(out, framing, keep_alive);
-    let mut client_ok = conn.flush().await.is_ok();
+    guard.fill().set_body(FillBody { meta, length, reader: writer.reader() });
 
-    let mut chunk_head = BytesMut::with_capacity(16);
     loop {
         let piece = match resp.body.next().await {
             Ok(Some(piece)) => piece,
             Ok(None) => break,
             Err(e) => {
                 metrics.origin_body_failures.inc();
-                tracing::warn!(request_id = %req.id, origin = %origin_url, error = %e, "origin body failed; object not stored");
-                // Dropping the writer abandons the record; returning Close cuts the client off
-                // before the announced length (or the last chunk), so it cannot mistake the
-                // bytes it got for the whole object.
-                return Ok(Disposition::Close);
+                tracing::warn!(request_id = %rid, origin = %origin_url, error = %e, "origin body failed; object not stored");
+                // Dropping the writer abandons the record; followers are cut off before the end.
+                return guard.finish(Phase::Broken);
             }
         };
         metrics.bytes_from_origin.add(piece.len() as u64);
-        if let Some(w) = writer.as_mut() {
-            if let Err(e) = w.append(&piece) {
-                tracing::error!(request_id = %req.id, error = %e, "store write failed; passing the rest through");
-                writer = None;
-            }
+        if let Err(e) = writer.append(&piece) {
+            tracing::error!(request_id = %rid, error = %e, "store write failed; fill abandoned");
+            return guard.finish(Phase::Broken);
         }
-        if client_ok {
-            client_ok = send_piece(conn, framing, piece, &mut chunk_head).await.is_ok();
-        }
-        if !client_ok && writer.is_none() {
-            // Nobody left to serve and nothing to store.
-            return Ok(Disposition::Close);
+        guard.fill().set_written(writer.written());
+        if !shared.config.origin.complete_on_client_abort && guard.fill().followers() == 0 {
+            tracing::info!(request_id = %rid, "every client left; fill abandoned");
+            return guard.finish(Phase::Broken);
         }
     }
     resp.body.release(&worker.pool);
+    match writer.commit() {
+        Ok(obj) => {
+            metrics.objects_mirrored.inc();
+            shared.hot.insert(&obj);
+            guard.finish(Phase::Complete { written: obj.meta.size });
+        }
+        Err(e) => {
+            metrics.origin_body_failures.inc();
+            tracing::warn!(request_id = %rid, origin = %origin_url, error = %e, "mirrored object failed verification; not stored");
+            guard.finish(Phase::Broken);
+        }
+    }
+}
 
-    if let Some(w) = writer {
-        commit(worker, req, w);
+/// Streams a fill to one client: waits for the head, then sends what the record holds as it
+/// grows. Ranges are answered from the bytes of the whole object as they arrive.
+async fn follow(worker: &Worker, conn: &mut Conn, req: &Request<'_>, fill: &Arc<Fill>) -> Result<Disposition, S3Error> {
+    let mut rx = fill.subscribe();
+    loop {
+        let phase = rx.borrow_and_update().clone();
+        match phase {
+            Phase::Fetching => {}
+            Phase::Refused(Refusal::NotFound) => return Err(S3Error::NoSuchKey),
+            Phase::Refused(Refusal::Failed(reason)) => return Err(S3Error::MirrorFailed(reason)),
+            Phase::Refused(Refusal::Redirect { status, location }) => {
+                return pass_redirect(worker, conn, req, status, &location).await;
+            }
+            Phase::Broken => return Err(S3Error::MirrorFailed("the origin body failed".into())),
+            Phase::Streaming { .. } | Phase::Complete { .. } => break,
+        }
+        if rx.changed().await.is_err() {
+            return Err(S3Error::MirrorFailed("fill ended".into()));
+        }
     }
-    if client_ok && framing == Framing::Chunked {
+    let Some(body) = fill.body() else { return Err(S3Error::Internal("fill streaming without a body".into())) };
+
+    // What to send: the whole object, or one range of it when the length is known up front.
+    let mut range = 0..body.length.unwrap_or(u64::MAX);
+    let mut status = 200;
+    if let (Some(size), Some(value), None) = (body.length, req.header("range"), req.header("if-range")) {
+        match proto::parse_range(value, size) {
+            RangeRequest::Full => {}
+            RangeRequest::Satisfiable(ranges) if ranges.len() == 1 => {
+                range = ranges.first();
+                status = 206;
+            }
+            RangeRequest::Satisfiable(_) => {
+                // Several ranges: answered as multipart from the stored object once complete.
+                return wait_then_serve_stored(worker, conn, req, fill, rx).await;
+            }
+            RangeRequest::Unsatisfiable => return object::range_not_satisfiable(worker, conn, req, size).await,
+        }
+    } else if body.length.is_none() && req.header("range").is_some() {
+        // A chunked origin: the size, and so any Content-Range, is known only at the end.
+        return wait_then_serve_stored(worker, conn, req, fill, rx).await;
+    }
+
+    let http10 = req.head.version == Version::Http10;
+    let framing = match body.length {
+        Some(_) => Framing::Length(range.end - range.start),
+        None if http10 => Framing::Close,
+        None => Framing::Chunked,
+    };
+    let keep_alive = req.head.keep_alive && framing != Framing::Close;
+    let out = &mut conn.out;
+    reply::start(out, status, &worker.date, req.id);
+    for (name, value) in &body.meta.headers {
+        reply::header(out, name.as_str(), value);
+    }
+    out.extend_from_slice(b"Last-Modified: ");
+    out.extend_from_slice(httpdate::fmt_http_date(body.meta.last_modified).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    reply::header(out, "x-amz-storage-class", body.meta.storage_class.as_str().as_bytes());
+    reply::header(out, "Accept-Ranges", b"bytes");
+    if status == 206 {
+        let size = body.length.unwrap_or(0);
+        let value = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+        reply::header(out, "Content-Range", value.as_bytes());
+    }
+    reply::header(out, SOURCE_HEADER, b"origin");
+    reply::finish(out, framing, keep_alive);
+    if req.is_head() {
+        return Ok(match conn.flush().await {
+            Ok(()) if keep_alive => Disposition::KeepAlive,
+            _ => Disposition::Close,
+        });
+    }
+    if conn.flush().await.is_err() {
+        return Ok(Disposition::Close);
+    }
+
+    let mut pos = range.start;
+    let mut chunk_head = BytesMut::with_capacity(16);
+    loop {
+        let phase = rx.borrow_and_update().clone();
+        let readable = match phase {
+            Phase::Complete { written } => written,
+            // Hold the last byte (or the last chunk) back until the object is verified.
+            Phase::Streaming { written } => match body.length {
+                Some(len) => written.min(len.saturating_sub(1)),
+                None => written,
+            },
+            _ => return Ok(Disposition::Close),
+        };
+        let end = readable.min(range.end);
+        while pos < end {
+            let piece = match body.reader.read(pos, FOLLOW_READ_BYTES.min((end - pos) as usize)) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(request_id = %req.id, error = %e, "reading a fill back failed");
+                    return Ok(Disposition::Close);
+                }
+            };
+            pos += piece.len() as u64;
+            if send_piece(conn, framing, piece, &mut chunk_head).await.is_err() {
+                return Ok(Disposition::Close);
+            }
+        }
+        if matches!(phase, Phase::Complete { .. }) && pos >= end {
+            break;
+        }
+        if rx.changed().await.is_err() {
+            return Ok(Disposition::Close);
+        }
+    }
+    if framing == Framing::Chunked {
         conn.out.extend_from_slice(proto::LAST_CHUNK);
-        client_ok = conn.flush().await.is_ok();
     }
-    Ok(if client_ok && keep_alive { Disposition::KeepAlive } else { Disposition::Close })
+    Ok(match conn.flush().await {
+        Ok(()) if keep_alive => Disposition::KeepAlive,
+        _ => Disposition::Close,
+    })
+}
+
+/// Largest piece a follower reads from the record at once.
+const FOLLOW_READ_BYTES: usize = 256 * 1024;
+
+/// Waits for the fill to end, then answers from the store (multipart ranges, ranges of chunked
+/// origins).
+async fn wait_then_serve_stored(
+    worker: &Worker,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    fill: &Arc<Fill>,
+    mut rx: tokio::sync::watch::Receiver<Phase>,
+) -> Result<Disposition, S3Error> {
+    loop {
+        match rx.borrow_and_update().clone() {
+            Phase::Complete { .. } => {
+                let key = ObjectKeyRef::new(&fill.key.bucket, &fill.key.key);
+                return object::serve_from_store(worker, conn, req, key).await;
+            }
+            Phase::Broken | Phase::Refused(_) => return Err(S3Error::MirrorFailed("the origin body failed".into())),
+            Phase::Fetching | Phase::Streaming { .. } => {}
+        }
+        if rx.changed().await.is_err() {
+            return Err(S3Error::MirrorFailed("fill ended".into()));
+        }
+    }
 }
 
 /// `followRedirects: false`: the client gets the origin's 3xx and its Location; nothing is stored.
@@ -316,20 +490,15 @@ async fn pass_redirect(
     })
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Content-MD5 is the base64 of the 16-byte digest (RFC 1864).
+fn decode_md5(value: &[u8]) -> Option<[u8; 16]> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(value.trim_ascii()).ok()?;
+    bytes.try_into().ok()
 }
 
-fn commit(worker: &Worker, req: &Request<'_>, writer: RecordWriter) {
-    match writer.commit() {
-        Ok(obj) => {
-            worker.metrics().objects_mirrored.inc();
-            worker.shared.hot.insert(&obj);
-        }
-        Err(e) => {
-            tracing::error!(request_id = %req.id, error = %e, "mirrored object not committed")
-        }
-    }
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The seed's saved headers, in the order the origin sent them.
@@ -353,8 +522,8 @@ async fn send_piece(conn: &mut Conn, framing: Framing, piece: Bytes, chunk_head:
     proto::encode_chunk_header(piece.len(), chunk_head);
     conn.out.extend_from_slice(chunk_head);
     conn.send_with_body(piece).await?;
+    // The CRLF after the data rides with the next chunk's header or the last chunk.
     conn.out.extend_from_slice(proto::CHUNK_END);
-    // The CRLF rides with the next chunk's header or the last chunk.
     Ok(())
 }
 

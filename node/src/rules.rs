@@ -75,6 +75,14 @@ pub struct BackSourceRule {
     pub follow_redirects: bool,
     #[serde(default)]
     pub header_rule: HeaderRuleSpec,
+    /// Our extension: when the origin sends Content-MD5, refuse to store a body that does not
+    /// match it (the client's connection is cut).
+    #[serde(default = "yes")]
+    pub check_content_md5: bool,
+    /// Our extension: let HEAD of an absent key trigger the mirror (off: HEAD answers 404 without
+    /// contacting the origin, so SDK existence checks do not cause downloads).
+    #[serde(default)]
+    pub mirror_head: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +213,8 @@ pub struct MirrorRule {
     pub allow_query_string: bool,
     pub follow_redirects: bool,
     pub headers: HeaderRule,
+    pub check_content_md5: bool,
+    pub mirror_head: bool,
 }
 
 impl MirrorRule {
@@ -291,6 +301,8 @@ pub fn validate_rule(rule: &BackSourceRule, self_addrs: &[SocketAddr]) -> Result
         allow_query_string: rule.allow_query_string,
         follow_redirects: rule.follow_redirects,
         headers,
+        check_content_md5: rule.check_content_md5,
+        mirror_head: rule.mirror_head,
     })
 }
 
@@ -419,6 +431,8 @@ pub fn from_toml(raw: &RawMirrorRule) -> Result<BackSourceRule, String> {
             not_allow_headers: raw.not_allow_headers.clone(),
             set_headers: raw.set_headers.clone(),
         },
+        check_content_md5: raw.check_content_md5,
+        mirror_head: raw.mirror_head,
     })
 }
 

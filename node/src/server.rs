@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use edgemirror_cache::{HotCache, Store};
 
 use crate::config::Config;
+use crate::fill::FillTable;
 use crate::metrics::Metrics;
 use crate::reply::{DateCache, RequestId};
 use crate::rules::{self, RuleTable};
@@ -38,6 +39,8 @@ pub struct Shared {
     /// Sent to origins in `Via`; a request that arrives carrying it came from ourselves, and
     /// mirroring it would loop.
     pub via_token: String,
+    /// Origin fetches in flight, by object: concurrent misses share one.
+    pub fills: Arc<FillTable>,
 }
 
 /// One core's state. Lives on its thread, shared by that core's tasks through `Rc`.
@@ -134,6 +137,7 @@ pub fn start(config: Config) -> Result<Node> {
         rules_update: Mutex::new(()),
         self_addrs,
         via_token,
+        fills: Arc::new(FillTable::default()),
     });
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     tracing::info!(driver = driver_name(), workers, cores, listen = %data_addr, admin = %admin_addr, "starting workers");

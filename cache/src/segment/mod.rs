@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 pub use index::IndexEntry;
-pub use writer::RecordWriter;
+pub use writer::{FillReader, RecordWriter};
 
 use crate::key::ObjectKeyRef;
 use crate::meta::ObjectMeta;
@@ -108,7 +108,10 @@ impl Segment {
             map: OnceLock::new(),
             dirty: AtomicBool::new(true),
         };
-        if !solo {
+        // Mapped now when the size is known (regular segments, and solo segments of a known
+        // length), so readers can follow a record while it is written; a spilled body of
+        // unknown length is mapped at commit.
+        if capacity > 0 {
             let map = mmap::map_file(&seg.file, capacity).map_err(|e| Error::io(&seg.path, e))?;
             let _ = seg.map.set(map);
         }

@@ -13,7 +13,7 @@
 //! Dropping a writer without commit abandons the record: it never becomes visible.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -50,6 +50,68 @@ pub struct RecordWriter {
     md5: Md5,
     created_ms: u64,
     committed: bool,
+    /// The origin's Content-MD5, when the rule asks for it to be checked.
+    expected_md5: Option<[u8; 16]>,
+    /// What concurrent readers see of this record (read-while-write).
+    view: Arc<Mutex<View>>,
+}
+
+/// The part of an unfinished record that is readable: where its body lies once placed, the
+/// buffered pieces before that, and how many body bytes are written.
+#[derive(Default)]
+struct View {
+    placed: Option<(Arc<Segment>, u64)>,
+    buffered: Vec<Bytes>,
+    written: u64,
+}
+
+/// A handle for reading an object while it is being written (the node's coalesced misses and
+/// read-while-write). Cheap to clone; safe to use from any thread. Readers get bytes from the
+/// segment mapping (zero-copy) or, before the body is placed, from the buffered pieces; they
+/// never hold the writer up.
+#[derive(Clone)]
+pub struct FillReader {
+    view: Arc<Mutex<View>>,
+}
+
+impl FillReader {
+    /// Body bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).written
+    }
+
+    /// Up to `max` body bytes starting at `pos`, or `None` when `pos` is not yet written.
+    pub fn read(&self, pos: u64, max: usize) -> Result<Option<Bytes>> {
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if pos >= view.written || max == 0 {
+            return Ok(None);
+        }
+        let end = view.written.min(pos.saturating_add(max as u64));
+        if let Some((segment, body_offset)) = &view.placed {
+            let (from, to) = (body_offset + pos, body_offset + end);
+            if let Some(map) = segment.map.get() {
+                if to <= map.len() as u64 {
+                    return Ok(Some(map.slice(from as usize..to as usize)));
+                }
+            }
+            // Not mapped (a spilled body of unknown length): read it back.
+            let mut buf = vec![0u8; (to - from) as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&segment.file, &mut buf, from)
+                .map_err(|e| Error::io(&segment.path, e))?;
+            return Ok(Some(Bytes::from(buf)));
+        }
+        let mut at = 0u64;
+        for chunk in &view.buffered {
+            let chunk_end = at + chunk.len() as u64;
+            if pos < chunk_end {
+                let start = (pos - at) as usize;
+                let stop = (end.min(chunk_end) - at) as usize;
+                return Ok(Some(chunk.slice(start..stop)));
+            }
+            at = chunk_end;
+        }
+        Ok(None)
+    }
 }
 
 impl Store {
@@ -79,9 +141,12 @@ impl Store {
             md5: Md5::new(),
             created_ms,
             committed: false,
+            expected_md5: None,
+            view: Arc::new(Mutex::new(View::default())),
         };
         if let Some(len) = body_len {
             w.target = w.place(len, 0)?;
+            w.publish_placement();
         }
         Ok(w)
     }
@@ -123,6 +188,33 @@ impl RecordWriter {
         Ok(Target::Placed { segment, record_offset, header, header_crc })
     }
 
+    /// A reader of this record's bytes as they are written.
+    pub fn reader(&self) -> FillReader {
+        FillReader { view: self.view.clone() }
+    }
+
+    /// Makes commit fail unless the body's MD5 is `md5` (the origin's Content-MD5).
+    pub fn expect_md5(&mut self, md5: [u8; 16]) {
+        self.expected_md5 = Some(md5);
+    }
+
+    /// Tells readers where the body now lies (after the buffered prefix has been written there).
+    fn publish_placement(&self) {
+        if let Target::Placed { segment, record_offset, header, .. } = &self.target {
+            let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+            view.placed = Some((segment.clone(), record_offset + header.body_start()));
+            view.buffered.clear();
+        }
+    }
+
+    fn publish_written(&self, piece: Option<&Bytes>) {
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(p), None) = (piece, &view.placed) {
+            view.buffered.push(p.clone());
+        }
+        view.written = self.written;
+    }
+
     /// Appends body bytes. Fails when more bytes arrive than were announced.
     pub fn append(&mut self, data: &Bytes) -> Result<()> {
         let new_len = self.written + data.len() as u64;
@@ -136,6 +228,7 @@ impl RecordWriter {
             if new_len <= BUFFER_UNKNOWN_LEN_BYTES {
                 chunks.push(data.clone());
                 self.account(data);
+                self.publish_written(Some(data));
                 return Ok(());
             }
             // Spill: everything so far goes to a solo segment, and so does the rest.
@@ -147,9 +240,11 @@ impl RecordWriter {
                 self.write_body_at(at, c)?;
                 at += c.len() as u64;
             }
+            self.publish_placement();
         }
         self.write_body_at(self.written, data)?;
         self.account(data);
+        self.publish_written(None);
         Ok(())
     }
 
@@ -191,6 +286,11 @@ impl RecordWriter {
             }
         }
         let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
+        if let Some(expected) = self.expected_md5 {
+            if expected != md5 {
+                return Err(Error::BodyMismatch("body MD5 differs from the origin's Content-MD5".into()));
+            }
+        }
         let Target::Placed { segment, record_offset, header, header_crc } = &self.target else {
             return Err(Error::NoSpace("commit before placement".into()));
         };
