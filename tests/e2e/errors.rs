@@ -1,0 +1,157 @@
+//! Failures and who they are blamed on.
+//!
+//! Upstream: origin 404 is the client's 404 (NoSuchKey); any other origin failure before the
+//! response head (5xx, refused connection, no first byte in time) is 424 MirrorFailed (seed:
+//! "In case of the status code other than 200 ... 424 ... MirrorFailed"). A failure after the
+//! head went out can only be signalled by cutting the client connection: a short `200` would be
+//! taken as the object. Nothing of a failed mirror is stored.
+//!
+//! Downstream: a malformed request gets 400 with an XML error body, then the connection closes.
+//! Config: a bad value or an unknown key stops the process at start-up, naming the key.
+
+use std::time::{Duration, Instant};
+
+use crate::support::client::{get, ClientError, Conn};
+use crate::support::node::NodeBuilder;
+use crate::support::origin::{Origin, Reply};
+use crate::support::{
+    assert_origin_count, assert_s3_error, closed_port_addr, object_path, origin_and_node, pattern_body, source_of,
+};
+
+#[test]
+fn origin_404_is_no_such_key_and_nothing_is_stored() {
+    let (origin, node) = origin_and_node();
+    let addr = node.data_addr();
+    origin.set("/dir1/missing.txt", Reply::status(404));
+    let path = object_path("missing.txt");
+
+    let resp = get(addr, &path, &[]).expect("GET");
+    assert_s3_error(&resp, 404, Some("NoSuchKey"));
+    let resp = get(addr, &path, &[]).expect("second GET");
+    assert_s3_error(&resp, 404, Some("NoSuchKey"));
+    // A 404 is not remembered: each GET asks the origin again.
+    assert_origin_count(&origin, "/dir1/missing.txt", 2);
+}
+
+#[test]
+fn origin_500_is_mirror_failed_and_nothing_is_stored() {
+    let (origin, node) = origin_and_node();
+    let addr = node.data_addr();
+    origin.set("/dir1/flaky.txt", Reply::status(500));
+    let path = object_path("flaky.txt");
+
+    let resp = get(addr, &path, &[]).expect("GET");
+    assert_s3_error(&resp, 424, Some("MirrorFailed"));
+
+    // The origin recovers: the next GET mirrors for real.
+    origin.set("/dir1/flaky.txt", Reply::ok("recovered"));
+    let resp = get(addr, &path, &[]).expect("GET after recovery");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body, b"recovered");
+    assert_eq!(source_of(&resp), "origin");
+    assert_origin_count(&origin, "/dir1/flaky.txt", 2);
+}
+
+#[test]
+fn refused_origin_connection_is_mirror_failed() {
+    let dead = closed_port_addr();
+    let node = NodeBuilder::new().mirror(&format!("http://{dead}/dir1/"), "").start();
+    let resp = get(node.data_addr(), &object_path("anything"), &[]).expect("GET");
+    assert_s3_error(&resp, 424, Some("MirrorFailed"));
+}
+
+#[test]
+fn origin_slower_than_first_byte_timeout_is_mirror_failed() {
+    let origin = Origin::start();
+    let node =
+        NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), "").with_first_byte_timeout_ms(1000).start();
+    origin.set("/dir1/sleepy.txt", Reply::ok("too late").with_head_delay(Duration::from_secs(5)));
+
+    let start = Instant::now();
+    let resp = get(node.data_addr(), &object_path("sleepy.txt"), &[]).expect("GET");
+    let took = start.elapsed();
+    assert_s3_error(&resp, 424, Some("MirrorFailed"));
+    // The answer must come from the node's timeout (1 s), not from the origin finally
+    // answering (5 s); the bound is loose on purpose.
+    assert!(took < Duration::from_millis(4000), "424 only after {took:?}");
+}
+
+#[test]
+fn truncated_origin_body_cuts_the_client_connection() {
+    let (origin, node) = origin_and_node();
+    let addr = node.data_addr();
+    let body = pattern_body(100_000, 40);
+    // CL 100 000; 25 000 bytes, a pause (so the node has surely sent its head), 25 000 more,
+    // then the origin closes.
+    origin.set(
+        "/dir1/torn.bin",
+        Reply::truncated(body.clone(), 50_000).with_pieces(&[25_000], Duration::from_millis(500)),
+    );
+    let path = object_path("torn.bin");
+
+    match get(addr, &path, &[]) {
+        Err(ClientError::IncompleteBody { head, received_bytes }) => {
+            assert_eq!(head.status, 200, "{head:?}");
+            assert!(received_bytes <= 50_000, "more bytes than the origin sent: {received_bytes}");
+        }
+        Ok(resp) => panic!("a truncated mirror must cut the connection, got {resp:?}"),
+        Err(other) => panic!("expected the connection to be cut mid-body, got {other:?}"),
+    }
+
+    // Nothing stored: the next GET goes to the origin again and gets the whole object.
+    origin.set("/dir1/torn.bin", Reply::ok(body.clone()));
+    let resp = get(addr, &path, &[]).expect("GET after the torn transfer");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(resp.body == body, "{resp:?}");
+    assert_eq!(source_of(&resp), "origin");
+    assert_origin_count(&origin, "/dir1/torn.bin", 2);
+}
+
+#[test]
+fn chunked_origin_dying_mid_body_cuts_the_client_connection() {
+    let (origin, node) = origin_and_node();
+    let addr = node.data_addr();
+    let body = pattern_body(100_000, 41);
+    // Chunks stop after 40 000 bytes, with no terminating chunk; the origin closes.
+    origin.set(
+        "/dir1/torn-chunked.bin",
+        Reply::chunked(body.clone(), &[10_000; 4]).with_piece_delay(Duration::from_millis(200)).with_cut_after(40_000),
+    );
+    let path = object_path("torn-chunked.bin");
+
+    match get(addr, &path, &[]) {
+        Err(ClientError::IncompleteBody { head, .. }) => assert_eq!(head.status, 200, "{head:?}"),
+        Ok(resp) => panic!("a torn chunked mirror must cut the connection, got {resp:?}"),
+        Err(other) => panic!("expected the connection to be cut mid-body, got {other:?}"),
+    }
+
+    origin.set("/dir1/torn-chunked.bin", Reply::ok(body.clone()));
+    let resp = get(addr, &path, &[]).expect("GET after the torn transfer");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(resp.body == body);
+    assert_origin_count(&origin, "/dir1/torn-chunked.bin", 2);
+}
+
+#[test]
+fn malformed_request_is_400_then_the_connection_closes() {
+    let (_origin, node) = origin_and_node();
+    let mut conn = Conn::new(node.data_addr());
+    conn.send(b"GARBAGE\r\n\r\n").expect("send garbage");
+    let resp = conn.read_response().expect("a 400 response");
+    assert_s3_error(&resp, 400, None);
+    assert!(conn.peer_closed_within(Duration::from_secs(3)), "connection still open after a 400");
+}
+
+#[test]
+fn bad_listen_address_stops_startup_naming_the_key() {
+    let exited = NodeBuilder::new().with_listen("nope").start_expecting_exit();
+    assert!(!exited.status.success(), "exit status {:?}", exited.status);
+    assert!(exited.stderr.contains("listen"), "stderr does not name `listen`:\n{}", exited.stderr);
+}
+
+#[test]
+fn unknown_config_key_stops_startup_naming_the_key() {
+    let exited = NodeBuilder::new().with_line("server", "no_such_knob = 1").start_expecting_exit();
+    assert!(!exited.status.success(), "exit status {:?}", exited.status);
+    assert!(exited.stderr.contains("no_such_knob"), "stderr does not name the unknown key:\n{}", exited.stderr);
+}

@@ -1,0 +1,23 @@
+//! End-to-end suite: the real `edgemirror` binary against a real, scriptable origin.
+//!
+//! Compiled as the integration test `e2e` of the node package (see `node/Cargo.toml`), so
+//! `CARGO_BIN_EXE_edgemirror` points at the binary built from this workspace.
+//!
+//! - `support`: the harness (origin server, raw client, node launcher, shared assertions).
+//! - `harness`: the harness tested against itself (origin <-> client), no node involved; run
+//!   these first when a node test fails in a way that smells like the harness.
+//! - `mirror`: back-to-origin on a miss: what the origin sees, what the client gets, rules.
+//! - `store`: what happens once an object is stored: hits, HEAD, keep-alive, pipelining,
+//!   restarts and crashes.
+//! - `errors`: origin failures (404, 5xx, refused, slow, truncated), bad requests, bad configs.
+//!
+//! Run: `cargo test -p edgemirror-node --test e2e` (`-- harness::` for the self-tests only).
+//! Every test binds `127.0.0.1:0` and bounds every wait, so tests run in parallel and a broken
+//! node fails them instead of hanging them.
+
+mod support;
+
+mod errors;
+mod harness;
+mod mirror;
+mod store;
