@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -13,6 +14,7 @@ use edgemirror_cache::{HotConfig, SyncPolicy};
 use serde::Deserialize;
 
 use crate::rules::{self, BackSourceRule};
+use crate::tls;
 
 /// The config `edgemirror` runs with when given no `--config`.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
@@ -35,6 +37,26 @@ pub struct RawConfig {
     pub origin: RawOrigin,
     #[serde(default)]
     pub buckets: Vec<RawBucket>,
+    /// The HTTPS listener; absent: plain HTTP only.
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// HTTPS data-plane listen address; the same routes as `[server]`.
+    pub listen: String,
+    /// One or more certificates, chosen by SNI; the first is the default.
+    pub certs: Vec<RawCert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCert {
+    /// PEM certificate chain (relative paths are relative to the config file).
+    pub cert: PathBuf,
+    /// PEM private key: PKCS#8, PKCS#1 or SEC1.
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +72,8 @@ pub struct RawServer {
     pub idle_timeout_ms: u64,
     /// How long a write to a client may stall before the connection is dropped.
     pub write_timeout_ms: u64,
+    /// Open client connections one worker holds at most; more are closed on accept.
+    pub max_connections_per_worker: usize,
 }
 
 impl Default for RawServer {
@@ -60,6 +84,7 @@ impl Default for RawServer {
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             write_timeout_ms: 30_000,
+            max_connections_per_worker: 10_000,
         }
     }
 }
@@ -131,6 +156,10 @@ pub struct RawOrigin {
     pub idle_timeout_ms: u64,
     /// Keep fetching and store the object when every client of a fill has gone.
     pub complete_on_client_abort: bool,
+    /// Extra trusted roots (PEM) for https origins, on top of the webpki root set.
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate verification of https origins. For test origins only; logged loudly.
+    pub insecure_skip_verify: bool,
 }
 
 impl Default for RawOrigin {
@@ -140,6 +169,8 @@ impl Default for RawOrigin {
             first_byte_timeout_ms: 15_000,
             idle_timeout_ms: 30_000,
             complete_on_client_abort: true,
+            ca_file: None,
+            insecure_skip_verify: false,
         }
     }
 }
@@ -188,6 +219,7 @@ fn yes() -> bool {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub server: ServerConfig,
+    pub tls: Option<TlsListenConfig>,
     pub admin: AdminConfig,
     pub store: edgemirror_cache::StoreConfig,
     pub cache: HotConfig,
@@ -202,6 +234,14 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
+    pub max_connections_per_worker: usize,
+}
+
+/// The HTTPS listener.
+#[derive(Clone, Debug)]
+pub struct TlsListenConfig {
+    pub listen: SocketAddr,
+    pub server: Arc<rustls::ServerConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -216,6 +256,9 @@ pub struct OriginConfig {
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub complete_on_client_abort: bool,
+    /// rustls config for https origins.
+    pub tls: Arc<rustls::ClientConfig>,
+    pub insecure_skip_verify: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -227,14 +270,21 @@ pub struct BucketConfig {
 }
 
 impl Config {
+    /// Parses and validates TOML; relative file paths in it are taken from the current directory.
     pub fn from_toml(text: &str) -> Result<Config> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
-        raw.validate()
+        Config::from_toml_in(text, Path::new("."))
     }
 
+    fn from_toml_in(text: &str, base: &Path) -> Result<Config> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
+        raw.validate(base)
+    }
+
+    /// Reads a config file; relative paths in it (certificates) are relative to its directory.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        Config::from_toml(&text).with_context(|| format!("invalid config {}", path.display()))
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Config::from_toml_in(&text, base).with_context(|| format!("invalid config {}", path.display()))
     }
 
     pub fn bucket(&self, name: &str) -> Option<&BucketConfig> {
@@ -254,7 +304,7 @@ fn addr(field: &str, v: &str) -> Result<SocketAddr> {
 }
 
 impl RawConfig {
-    pub fn validate(self) -> Result<Config> {
+    pub fn validate(self, base: &Path) -> Result<Config> {
         let workers = match self.server.workers {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n if n > 1024 => bail!("server.workers: {n} is more than 1024"),
@@ -266,6 +316,10 @@ impl RawConfig {
             header_timeout: ms("server.header_timeout_ms", self.server.header_timeout_ms)?,
             idle_timeout: ms("server.idle_timeout_ms", self.server.idle_timeout_ms)?,
             write_timeout: ms("server.write_timeout_ms", self.server.write_timeout_ms)?,
+            max_connections_per_worker: match self.server.max_connections_per_worker {
+                0 => bail!("server.max_connections_per_worker: must be greater than 0"),
+                n => n,
+            },
         };
         let admin = AdminConfig { listen: addr("admin.listen", &self.admin.listen)?, token: self.admin.token };
         if admin.token.chars().any(|c| c.is_control() || c == ' ') {
@@ -318,6 +372,23 @@ impl RawConfig {
             first_byte_timeout: ms("origin.first_byte_timeout_ms", self.origin.first_byte_timeout_ms)?,
             idle_timeout: ms("origin.idle_timeout_ms", self.origin.idle_timeout_ms)?,
             complete_on_client_abort: self.origin.complete_on_client_abort,
+            tls: tls::client_config(
+                self.origin.ca_file.as_ref().map(|p| base.join(p)).as_deref(),
+                self.origin.insecure_skip_verify,
+            )?,
+            insecure_skip_verify: self.origin.insecure_skip_verify,
+        };
+        let tls = match self.tls {
+            None => None,
+            Some(t) => {
+                let listen = addr("tls.listen", &t.listen)?;
+                if t.certs.is_empty() {
+                    bail!("tls.certs: at least one [[tls.certs]] is required");
+                }
+                let paths: Vec<_> = t.certs.iter().map(|c| (base.join(&c.cert), base.join(&c.key))).collect();
+                let server = tls::server_config(&paths).map_err(|e| anyhow!("tls.certs: {e:#}"))?;
+                Some(TlsListenConfig { listen, server })
+            }
         };
 
         let mut buckets: Vec<BucketConfig> = Vec::with_capacity(self.buckets.len());
@@ -338,7 +409,7 @@ impl RawConfig {
             }
             buckets.push(BucketConfig { name: b.name, mirror_seed });
         }
-        Ok(Config { server, admin, store, cache, origin, buckets })
+        Ok(Config { server, tls, admin, store, cache, origin, buckets })
     }
 }
 

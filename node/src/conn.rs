@@ -20,12 +20,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use edgemirror_proto::{self as proto, BodyFraming, Status};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 
 use crate::error::S3Error;
 use crate::object;
 use crate::reply;
 use crate::server::Worker;
+use crate::stream::ClientStream;
 
 /// Bodies up to this size are copied behind the head and sent with one write; larger ones are
 /// sent from their own buffer (the cached `Bytes` or the segment mapping) without a copy.
@@ -41,7 +41,7 @@ pub enum Disposition {
 
 /// The writing half of a connection: the socket and the reused output buffer.
 pub struct Conn {
-    stream: TcpStream,
+    stream: ClientStream,
     /// Response head (and small bodies) being built.
     pub out: BytesMut,
     write_timeout: Duration,
@@ -107,8 +107,7 @@ impl Request<'_> {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve(stream: ClientStream, worker: Rc<Worker>) {
     let cfg = &worker.shared.config.server;
     let mut conn = Conn { stream, out: BytesMut::with_capacity(4096), write_timeout: cfg.write_timeout };
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
@@ -160,6 +159,43 @@ pub async fn serve(stream: TcpStream, worker: Rc<Worker>) {
             return close(conn).await;
         }
         buf.advance(head.head_len);
+    }
+}
+
+/// Completes the TLS handshake of a connection to the HTTPS listener, within the header
+/// timeout. A client speaking plain HTTP to this port gets a plain-text 400 (its first byte is
+/// not a TLS handshake record, 0x16) instead of a TLS alert it cannot read.
+pub async fn tls_handshake(
+    stream: monoio::net::TcpStream,
+    acceptor: &monoio_rustls::TlsAcceptor,
+    worker: &Worker,
+) -> Option<ClientStream> {
+    let limit = worker.shared.config.server.header_timeout;
+    let mut stream = stream;
+    let first = vec![0u8; 8];
+    let first = match monoio::time::timeout(limit, stream.read(first)).await {
+        Ok((Ok(n), mut b)) if n > 0 => {
+            b.truncate(n);
+            b
+        }
+        _ => return None,
+    };
+    if first[0] != 0x16 {
+        let mut conn = Conn { stream: ClientStream::Plain(stream), out: BytesMut::new(), write_timeout: limit };
+        let id = worker.next_request_id();
+        let err = S3Error::InvalidRequest("a plain HTTP request was sent to the HTTPS port");
+        reply::error(&mut conn.out, &err, None, &worker.date, id, false, false);
+        close(conn).await;
+        return None;
+    }
+    let io = monoio::io::PrefixedReadIo::new(stream, std::io::Cursor::new(first));
+    match monoio::time::timeout(limit, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => Some(ClientStream::Tls(Box::new(tls))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
     }
 }
 

@@ -35,6 +35,8 @@ pub mod origin;
 pub mod reply;
 pub mod rules;
 pub mod server;
+pub mod stream;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{start, Node};

@@ -65,7 +65,10 @@ fn main() -> ExitCode {
     };
     // One machine-readable line on stdout once every listener is bound (tests and scripts wait
     // for it).
-    println!("edgemirror ready data={} admin={}", node.data_addr, node.admin_addr);
+    match node.tls_addr {
+        Some(tls) => println!("edgemirror ready data={} admin={} tls={tls}", node.data_addr, node.admin_addr),
+        None => println!("edgemirror ready data={} admin={}", node.data_addr, node.admin_addr),
+    }
     let _ = std::io::stdout().flush();
     node.wait();
     ExitCode::SUCCESS

@@ -22,6 +22,7 @@ impl Counter {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub connections_accepted: Counter,
+    pub connections_refused: Counter,
     pub requests: Counter,
     pub bad_requests: Counter,
     pub hits_memory: Counter,
@@ -40,8 +41,9 @@ pub struct Metrics {
 impl Metrics {
     /// Renders the counters, plus the gauges given, in Prometheus text format.
     pub fn render(&self, gauges: &[(&str, u64)]) -> String {
-        let counters: [(&str, &Counter); 14] = [
+        let counters: [(&str, &Counter); 15] = [
             ("edgemirror_connections_accepted_total", &self.connections_accepted),
+            ("edgemirror_connections_refused_total", &self.connections_refused),
             ("edgemirror_requests_total", &self.requests),
             ("edgemirror_bad_requests_total", &self.bad_requests),
             ("edgemirror_hits_memory_total", &self.hits_memory),

@@ -113,12 +113,10 @@ pub fn resolve_location(
     };
     if let Some(url) = absolute {
         let uri: http::Uri = url.parse().map_err(|e| format!("Location '{loc}': {e}"))?;
-        if uri.scheme_str() == Some("https") {
-            return Err(format!("Location '{loc}': https origins are not supported yet"));
-        }
+        let tls = uri.scheme_str() == Some("https");
         let authority = uri.authority().ok_or_else(|| format!("Location '{loc}' has no host"))?;
         let (host, port) = rules::parse_host_port(authority.as_str()).map_err(|e| format!("Location: {e}"))?;
-        let target = OriginAddr { path: "/".into(), ..origin_addr(false, &host, port) };
+        let target = OriginAddr::new(tls, &host, port, "/");
         let path = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
         return Ok((target, path));
     }
@@ -130,18 +128,6 @@ pub fn resolve_location(
         format!("{dir}{loc}")
     };
     Ok((current.clone(), path))
-}
-
-fn origin_addr(tls: bool, host: &str, port: Option<u16>) -> OriginAddr {
-    let default_port = if tls { 443 } else { 80 };
-    let port = port.unwrap_or(default_port);
-    let host_header = match (port == default_port, host.contains(':')) {
-        (true, false) => host.to_string(),
-        (true, true) => format!("[{host}]"),
-        (false, false) => format!("{host}:{port}"),
-        (false, true) => format!("[{host}]:{port}"),
-    };
-    OriginAddr { tls, host: host.to_string(), port, host_header, path: "/".into() }
 }
 
 /// Everything the fill task needs, owned: it outlives the request that started it.
@@ -576,7 +562,7 @@ mod tests {
 
     #[test]
     fn locations_resolve() {
-        let cur = origin_addr(false, "a.example", Some(8080));
+        let cur = OriginAddr::new(false, "a.example", Some(8080), "/");
         let (t, p) = resolve_location(&cur, "/dir/x.jpg?q", b"y.jpg").unwrap();
         assert_eq!((t.host_header.as_str(), p.as_str()), ("a.example:8080", "/dir/y.jpg"));
         let (_, p) = resolve_location(&cur, "/dir/x.jpg", b"/other/z").unwrap();
@@ -585,7 +571,8 @@ mod tests {
         assert_eq!((t.host_header.as_str(), t.port, p.as_str()), ("b.example", 80, "/p?x=1"));
         let (t, _) = resolve_location(&cur, "/dir/x", b"//c.example:81/p").unwrap();
         assert_eq!(t.host_header, "c.example:81");
-        assert!(resolve_location(&cur, "/", b"https://s.example/").is_err());
+        let (t, _) = resolve_location(&cur, "/", b"https://s.example/").unwrap();
+        assert!(t.tls && t.port == 443 && t.host_header == "s.example");
         assert!(resolve_location(&cur, "/", b"").is_err());
     }
 }

@@ -33,6 +33,8 @@ use monoio::net::TcpStream;
 
 use crate::config::OriginConfig;
 use crate::rules::OriginAddr;
+use crate::stream::OriginStream;
+use crate::tls;
 
 /// How long a resolved origin address is reused.
 pub const DNS_TTL: Duration = Duration::from_secs(30);
@@ -55,6 +57,8 @@ pub enum OriginError {
     Truncated { got: u64, expected: u64 },
     #[error("origin closed the connection before the response head")]
     NoResponse,
+    #[error("TLS with {host}: {reason}")]
+    Tls { host: String, reason: String },
 }
 
 /// A parsed origin response head and the means to read its body.
@@ -111,7 +115,7 @@ pub async fn fetch(
     cfg: &OriginConfig,
     pool: &Pool,
 ) -> Result<OriginResponse, OriginError> {
-    let key: PoolKey = (origin.host.clone(), origin.port);
+    let key: PoolKey = (origin.host.clone(), origin.port, origin.tls);
     if let Some(stream) = pool.take(&key) {
         match exchange(stream, request.clone(), cfg, key.clone()).await {
             Err(Exchange::Stale) => {}
@@ -120,12 +124,25 @@ pub async fn fetch(
         }
     }
     let addr = resolve(&origin.host, origin.port)?;
-    let stream = match monoio::time::timeout(cfg.connect_timeout, TcpStream::connect_addr(addr)).await {
+    let tcp = match monoio::time::timeout(cfg.connect_timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(source)) => return Err(OriginError::Connect { addr, source }),
         Err(_) => return Err(OriginError::Timeout("connect")),
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let stream = if origin.tls {
+        let tls_error = |reason: String| OriginError::Tls { host: origin.host.clone(), reason };
+        let name = tls::server_name(&origin.host).map_err(tls_error)?;
+        let connector = monoio_rustls::TlsConnector::from(cfg.tls.clone());
+        match monoio::time::timeout(cfg.connect_timeout, connector.connect(name, tcp)).await {
+            Ok(Ok(s)) => OriginStream::Tls(Box::new(s)),
+            // The reason (e.g. "invalid peer certificate: UnknownIssuer") reaches the log line.
+            Ok(Err(e)) => return Err(tls_error(e.to_string())),
+            Err(_) => return Err(OriginError::Timeout("TLS handshake")),
+        }
+    } else {
+        OriginStream::Plain(tcp)
+    };
     match exchange(stream, request, cfg, key).await {
         Ok(resp) => Ok(resp),
         Err(Exchange::Stale) => Err(OriginError::NoResponse),
@@ -140,7 +157,7 @@ enum Exchange {
 }
 
 async fn exchange(
-    mut stream: TcpStream,
+    mut stream: OriginStream,
     request: Bytes,
     cfg: &OriginConfig,
     key: PoolKey,
@@ -198,7 +215,7 @@ async fn exchange(
 
 /// Reads into the spare capacity of `buf` (appending), bounded by `limit`.
 async fn read_more(
-    stream: &mut TcpStream,
+    stream: &mut OriginStream,
     mut buf: BytesMut,
     limit: Duration,
     what: &'static str,
@@ -221,7 +238,7 @@ async fn read_more(
 
 /// The origin's body, decoded from its framing, as a stream of `Bytes`.
 pub struct BodyReader {
-    stream: TcpStream,
+    stream: OriginStream,
     /// Bytes read but not yet handed out.
     buf: BytesMut,
     framing: BodyFraming,
@@ -331,13 +348,14 @@ impl BodyReader {
     }
 }
 
-/// Idle origin connections of one core, by `(host, port)`. Connections never cross cores.
+/// Idle origin connections of one core, by `(host, port, tls)`. Connections never cross cores.
 #[derive(Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<PoolKey, Vec<(TcpStream, Instant)>>>,
+    idle: RefCell<HashMap<PoolKey, Vec<(OriginStream, Instant)>>>,
 }
 
-type PoolKey = (String, u16);
+/// Host, port, TLS.
+type PoolKey = (String, u16, bool);
 
 /// How long an idle origin connection is kept; origins commonly close after 60 s or more.
 pub const POOL_IDLE: Duration = Duration::from_secs(30);
@@ -345,7 +363,7 @@ pub const POOL_IDLE: Duration = Duration::from_secs(30);
 pub const POOL_MAX_IDLE_PER_ORIGIN: usize = 16;
 
 impl Pool {
-    fn take(&self, key: &PoolKey) -> Option<TcpStream> {
+    fn take(&self, key: &PoolKey) -> Option<OriginStream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(key)?;
         while let Some((stream, at)) = list.pop() {
@@ -356,7 +374,7 @@ impl Pool {
         None
     }
 
-    fn put(&self, key: PoolKey, stream: TcpStream) {
+    fn put(&self, key: PoolKey, stream: OriginStream) {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(key).or_default();
         list.retain(|(_, at)| at.elapsed() < POOL_IDLE);

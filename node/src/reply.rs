@@ -120,10 +120,12 @@ pub fn finish(out: &mut BytesMut, framing: Framing, keep_alive: bool) {
         Framing::Chunked => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::Close => {}
     }
+    // Explicit either way: an HTTP/1.0 client assumes close unless told keep-alive.
     if !keep_alive || framing == Framing::Close {
-        out.put_slice(b"Connection: close\r\n");
+        out.put_slice(b"Connection: close\r\n\r\n");
+    } else {
+        out.put_slice(b"Connection: keep-alive\r\n\r\n");
     }
-    out.put_slice(b"\r\n");
 }
 
 /// The headers describing a stored object: saved origin headers, ETag, Last-Modified, storage

@@ -162,7 +162,7 @@ impl OriginAddr {
         }
     }
 
-    fn new(tls: bool, host: &str, port: Option<u16>, path: &str) -> OriginAddr {
+    pub fn new(tls: bool, host: &str, port: Option<u16>, path: &str) -> OriginAddr {
         let default_port = if tls { 443 } else { 80 };
         let port = port.unwrap_or(default_port);
         let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
@@ -259,7 +259,7 @@ pub fn validate_rule(rule: &BackSourceRule, self_addrs: &[SocketAddr]) -> Result
     let a = &rule.address;
     let tls = match a.protocol.as_str() {
         "http" => false,
-        "https" => return Err("address.protocol: https origins are not supported yet".into()),
+        "https" => true,
         other => return Err(format!("address.protocol: '{other}' is not http or https")),
     };
     let (host, port) = parse_host_port(&a.host_name).map_err(|e| format!("address.hostName: {e}"))?;

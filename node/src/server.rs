@@ -22,6 +22,7 @@ use crate::fill::FillTable;
 use crate::metrics::Metrics;
 use crate::reply::{DateCache, RequestId};
 use crate::rules::{self, RuleTable};
+use crate::stream::ClientStream;
 use crate::{admin, conn, origin};
 
 /// State every worker shares.
@@ -50,6 +51,8 @@ pub struct Worker {
     pub date: DateCache,
     /// Idle keep-alive connections to origins, per core.
     pub pool: origin::Pool,
+    /// Client connections this worker is serving.
+    pub open_connections: Cell<usize>,
     epoch: u32,
     seq: Cell<u64>,
 }
@@ -57,7 +60,15 @@ pub struct Worker {
 impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>) -> Self {
         let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
-        Worker { id, shared, date: DateCache::default(), pool: origin::Pool::default(), epoch, seq: Cell::new(0) }
+        Worker {
+            id,
+            shared,
+            date: DateCache::default(),
+            pool: origin::Pool::default(),
+            open_connections: Cell::new(0),
+            epoch,
+            seq: Cell::new(0),
+        }
     }
 
     pub fn next_request_id(&self) -> RequestId {
@@ -74,6 +85,8 @@ impl Worker {
 /// A running node.
 pub struct Node {
     pub data_addr: SocketAddr,
+    /// The HTTPS listener, when `[tls]` is configured.
+    pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -120,12 +133,25 @@ pub fn start(config: Config) -> Result<Node> {
     let listeners = bind_reuseport(config.server.listen, workers)
         .with_context(|| format!("binding server.listen {}", config.server.listen))?;
     let data_addr = listeners[0].local_addr()?;
+    let mut tls_listeners = match &config.tls {
+        Some(t) => bind_reuseport(t.listen, workers).with_context(|| format!("binding tls.listen {}", t.listen))?,
+        None => Vec::new(),
+    };
+    let tls_addr = match tls_listeners.first() {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let admin_listener = std::net::TcpListener::bind(config.admin.listen)
         .with_context(|| format!("binding admin.listen {}", config.admin.listen))?;
     admin_listener.set_nonblocking(true)?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let self_addrs = vec![data_addr, admin_addr];
+    let self_addrs: Vec<SocketAddr> = [Some(data_addr), Some(admin_addr), tls_addr].into_iter().flatten().collect();
+    if config.origin.insecure_skip_verify {
+        tracing::warn!(
+            "origin.insecure_skip_verify is ON: https origin certificates are NOT verified; use only with test origins"
+        );
+    }
     let table = initial_rules(&config, &self_addrs)?;
     let via_token = format!("edgemirror-{:016x}", random_token());
     let shared = Arc::new(Shared {
@@ -145,12 +171,13 @@ pub fn start(config: Config) -> Result<Node> {
     let mut threads = Vec::with_capacity(workers + 1);
     for (id, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
+        let tls_listener = if tls_listeners.is_empty() { None } else { Some(tls_listeners.remove(0)) };
         let t = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
             if workers <= cores {
                 // One runtime per core: pinning keeps a worker's caches warm.
                 let _ = monoio::utils::bind_to_cpu_set([id]);
             }
-            run_runtime(move || worker_main(id, listener, shared));
+            run_runtime(move || worker_main(id, listener, tls_listener, shared));
         })?;
         threads.push(t);
     }
@@ -160,7 +187,7 @@ pub fn start(config: Config) -> Result<Node> {
             .name("admin".into())
             .spawn(move || run_runtime(move || admin::serve(admin_listener, admin_shared)))?,
     );
-    Ok(Node { data_addr, admin_addr, threads })
+    Ok(Node { data_addr, tls_addr, admin_addr, threads })
 }
 
 /// Builds the rule table: rules persisted through the admin API win; buckets without persisted
@@ -209,24 +236,61 @@ where
     }
 }
 
-async fn worker_main(id: usize, listener: std::net::TcpListener, shared: Arc<Shared>) {
+async fn worker_main(
+    id: usize,
+    listener: std::net::TcpListener,
+    tls_listener: Option<std::net::TcpListener>,
+    shared: Arc<Shared>,
+) {
+    let worker = Rc::new(Worker::new(id, shared));
+    if let Some(tls_listener) = tls_listener {
+        if let Some(tls) = &worker.shared.config.tls {
+            let acceptor = monoio_rustls::TlsAcceptor::from(tls.server.clone());
+            monoio::spawn(accept_loop(tls_listener, worker.clone(), Some(acceptor)));
+        }
+    }
+    accept_loop(listener, worker, None).await;
+}
+
+/// Accepts connections until the process ends; with an acceptor, each one starts with a TLS
+/// handshake.
+async fn accept_loop(listener: std::net::TcpListener, worker: Rc<Worker>, tls: Option<monoio_rustls::TlsAcceptor>) {
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(worker = id, error = %e, "cannot adopt the listening socket");
+            tracing::error!(worker = worker.id, error = %e, "cannot adopt the listening socket");
             return;
         }
     };
-    let worker = Rc::new(Worker::new(id, shared));
+    let max_connections = worker.shared.config.server.max_connections_per_worker;
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
                 worker.metrics().connections_accepted.inc();
-                monoio::spawn(conn::serve(stream, worker.clone()));
+                if worker.open_connections.get() >= max_connections {
+                    // Over the cap: shed this connection rather than let it queue behind the rest.
+                    worker.metrics().connections_refused.inc();
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                worker.open_connections.set(worker.open_connections.get() + 1);
+                let w = worker.clone();
+                let tls = tls.clone();
+                monoio::spawn(async move {
+                    let stream = match tls {
+                        None => Some(ClientStream::Plain(stream)),
+                        Some(acceptor) => conn::tls_handshake(stream, &acceptor, &w).await,
+                    };
+                    if let Some(stream) = stream {
+                        conn::serve(stream, w.clone()).await;
+                    }
+                    w.open_connections.set(w.open_connections.get() - 1);
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(worker = id, error = %e, "accept failed");
+                tracing::warn!(worker = worker.id, error = %e, "accept failed");
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
