@@ -22,6 +22,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::error::S3Error;
+use crate::iovec::{self, HeadBody, IovecPair};
 use crate::object;
 use crate::reply;
 use crate::server::Worker;
@@ -45,6 +46,8 @@ pub struct Conn {
     /// Response head (and small bodies) being built.
     pub out: BytesMut,
     write_timeout: Duration,
+    /// Reused for head + body vectored writes.
+    iov: Option<IovecPair>,
 }
 
 impl Conn {
@@ -65,14 +68,38 @@ impl Conn {
         }
     }
 
-    /// Sends the head in `out` followed by `body`.
+    /// Sends the head in `out` followed by `body`: a small body is copied behind the head (one
+    /// plain write); a large one goes out with the head in one vectored write, uncopied.
     pub async fn send_with_body(&mut self, body: Bytes) -> io::Result<()> {
         if body.len() <= COALESCE_BODY_BYTES {
             self.out.extend_from_slice(&body);
             return self.flush().await;
         }
-        self.flush().await?;
-        self.write_bytes(body).await
+        let head = std::mem::take(&mut self.out);
+        let head_len = head.len();
+        let total = head_len + body.len();
+        let pair = HeadBody::new(head, body, self.iov.take().unwrap_or_else(iovec::new_pair));
+        let (res, pair) = match monoio::time::timeout(self.write_timeout, self.stream.writev(pair)).await {
+            Ok(r) => r,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "client write stalled")),
+        };
+        let (mut head, body, iov) = pair.into_parts();
+        self.iov = Some(iov);
+        let n = res?;
+        // A short write (or TLS, whose writev sends only the first buffer): finish plainly.
+        if n < head_len {
+            head.advance(n);
+            self.out = head;
+            self.flush().await?;
+            self.write_bytes(body).await?;
+        } else {
+            head.clear();
+            self.out = head;
+            if n < total {
+                self.write_bytes(body.slice(n - head_len..)).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes one buffer as it is (a body piece), bounded by the write timeout.
@@ -109,7 +136,7 @@ impl Request<'_> {
 /// Serves one accepted connection until it closes.
 pub async fn serve(stream: ClientStream, worker: Rc<Worker>) {
     let cfg = &worker.shared.config.server;
-    let mut conn = Conn { stream, out: BytesMut::with_capacity(4096), write_timeout: cfg.write_timeout };
+    let mut conn = Conn { stream, out: BytesMut::with_capacity(4096), write_timeout: cfg.write_timeout, iov: None };
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         // Read until a whole head is buffered.
@@ -181,7 +208,8 @@ pub async fn tls_handshake(
         _ => return None,
     };
     if first[0] != 0x16 {
-        let mut conn = Conn { stream: ClientStream::Plain(stream), out: BytesMut::new(), write_timeout: limit };
+        let mut conn =
+            Conn { stream: ClientStream::Plain(stream), out: BytesMut::new(), write_timeout: limit, iov: None };
         let id = worker.next_request_id();
         let err = S3Error::InvalidRequest("a plain HTTP request was sent to the HTTPS port");
         reply::error(&mut conn.out, &err, None, &worker.date, id, false, false);
