@@ -122,6 +122,12 @@ impl HotCache {
     /// Looks the object up in memory, then on the disk tier.
     pub async fn get(&self, key: ObjectKeyRef<'_>) -> Option<(HotObject, HotTier)> {
         let hash = hot_key(key);
+        // Memory first, synchronously: the hybrid `get` allocates a fetch context per call even
+        // when the entry is in memory; the memory tier's own lookup allocates nothing.
+        if let Some(entry) = self.cache.memory().get(&hash) {
+            let obj = entry.value();
+            return obj.is_for(key).then(|| (obj.clone(), HotTier::Memory));
+        }
         let entry = match self.cache.get(&hash).await {
             Ok(Some(entry)) => entry,
             Ok(None) => return None,
@@ -131,7 +137,7 @@ impl HotCache {
             }
         };
         let obj = entry.value();
-        if *obj.meta.bucket != *key.bucket || *obj.meta.key != *key.key {
+        if !obj.is_for(key) {
             return None;
         }
         let tier = if entry.source() == Source::Disk { HotTier::Disk } else { HotTier::Memory };
@@ -157,6 +163,11 @@ impl HotCache {
 }
 
 impl HotObject {
+    /// A digest collision must not serve another object.
+    fn is_for(&self, key: ObjectKeyRef<'_>) -> bool {
+        *self.meta.bucket == *key.bucket && *self.meta.key == *key.key
+    }
+
     fn weight(&self) -> usize {
         // The body dominates; the rest is a fixed estimate of metadata and bookkeeping.
         self.body.len() + self.meta.bucket.len() + self.meta.key.len() + 256

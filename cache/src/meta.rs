@@ -157,14 +157,18 @@ pub struct ObjectMeta {
 impl ObjectMeta {
     /// The S3 ETag of a single-part object: the quoted hex MD5 of the body.
     pub fn etag(&self) -> String {
-        let mut s = String::with_capacity(34);
-        s.push('"');
-        for b in self.md5 {
-            s.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
-            s.push(char::from_digit((b & 0xf) as u32, 16).unwrap_or('0'));
+        String::from_utf8_lossy(&self.etag_bytes()).into_owned()
+    }
+
+    /// The ETag rendered on the stack (the request path writes it without allocating).
+    pub fn etag_bytes(&self) -> [u8; 34] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'"'; 34];
+        for (i, b) in self.md5.iter().enumerate() {
+            out[1 + 2 * i] = HEX[(b >> 4) as usize];
+            out[2 + 2 * i] = HEX[(b & 0xf) as usize];
         }
-        s.push('"');
-        s
+        out
     }
 }
 

@@ -364,9 +364,7 @@ async fn follow(worker: &Worker, conn: &mut Conn, req: &Request<'_>, fill: &Arc<
     for (name, value) in &body.meta.headers {
         reply::header(out, name.as_str(), value);
     }
-    out.extend_from_slice(b"Last-Modified: ");
-    out.extend_from_slice(httpdate::fmt_http_date(body.meta.last_modified).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    reply::last_modified(out, body.meta.last_modified);
     reply::header(out, "x-amz-storage-class", body.meta.storage_class.as_str().as_bytes());
     reply::header(out, "Accept-Ranges", b"bytes");
     if status == 206 {

@@ -11,6 +11,7 @@
 //! range -> 206 with Content-Range; several -> 206 `multipart/byteranges`; none satisfiable ->
 //! 416 with `Content-Range: bytes */size`; If-Range that does not match -> the whole object).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
@@ -59,8 +60,9 @@ pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>) -> 
     }
 }
 
-/// Splits `/{bucket}/{key}` and percent-decodes the key.
-fn route(req: &Request<'_>) -> Result<(String, String), S3Error> {
+/// Splits `/{bucket}/{key}` and percent-decodes the key (borrowing from the request buffer when
+/// nothing needed decoding, as is usual).
+fn route<'a>(req: &Request<'a>) -> Result<(Cow<'a, str>, Cow<'a, str>), S3Error> {
     match req.head.method {
         Method::Get | Method::Head => {}
         _ => return Err(S3Error::MethodNotAllowed),
@@ -84,7 +86,7 @@ fn route(req: &Request<'_>) -> Result<(String, String), S3Error> {
     if key.len() > edgemirror_cache::key::MAX_KEY_BYTES {
         return Err(S3Error::InvalidRequest("the object key is longer than 1024 bytes"));
     }
-    Ok((bucket.into_owned(), key.into_owned()))
+    Ok((bucket, key))
 }
 
 async fn serve_object(
@@ -153,11 +155,13 @@ pub async fn send_stored(
     body: Bytes,
     source: &str,
 ) -> Result<Disposition, S3Error> {
-    let etag = meta.etag();
+    let etag_bytes = meta.etag_bytes();
+    // Hex digits and quotes only: always UTF-8.
+    let etag = std::str::from_utf8(&etag_bytes).unwrap_or_default();
     let last_modified = meta.record.last_modified;
     // RFC 9110 §13.2.2: evaluation order.
     if let Some(v) = req.header("if-match") {
-        if !proto::etag_matches(v, &etag, false) {
+        if !proto::etag_matches(v, etag, false) {
             return Err(S3Error::PreconditionFailed);
         }
     } else if let Some(since) = req.header("if-unmodified-since").and_then(proto::parse_http_date) {
@@ -166,15 +170,15 @@ pub async fn send_stored(
         }
     }
     let not_modified = match req.header("if-none-match") {
-        Some(v) => proto::etag_matches(v, &etag, true),
+        Some(v) => proto::etag_matches(v, etag, true),
         None => req.header("if-modified-since").and_then(proto::parse_http_date).is_some_and(|d| last_modified <= d),
     };
     if not_modified {
-        return send_not_modified(worker, conn, req, meta, &etag, source).await;
+        return send_not_modified(worker, conn, req, meta, etag, source).await;
     }
 
     let range = match req.header("range") {
-        Some(v) if if_range_holds(req.header("if-range"), &etag, meta) => proto::parse_range(v, meta.size),
+        Some(v) if if_range_holds(req.header("if-range"), etag, meta) => proto::parse_range(v, meta.size),
         _ => RangeRequest::Full,
     };
     let keep_alive = req.head.keep_alive;
@@ -183,7 +187,7 @@ pub async fn send_stored(
         RangeRequest::Unsatisfiable => return range_not_satisfiable(worker, conn, req, meta.size).await,
         RangeRequest::Full => {
             reply::start(out, 200, &worker.date, req.id);
-            stored_headers(out, meta, &etag, source);
+            stored_headers(out, meta, etag, source);
             reply::finish(out, Framing::Length(meta.size), keep_alive);
             let sent = if req.is_head() { conn.flush().await } else { conn.send_with_body(body).await };
             Ok(disposition(sent, keep_alive))
@@ -191,7 +195,7 @@ pub async fn send_stored(
         RangeRequest::Satisfiable(ranges) if ranges.len() == 1 => {
             let r = ranges.first();
             reply::start(out, 206, &worker.date, req.id);
-            stored_headers(out, meta, &etag, source);
+            stored_headers(out, meta, etag, source);
             let _ = write!(out, "Content-Range: bytes {}-{}/{}\r\n", r.start, r.end - 1, meta.size);
             reply::finish(out, Framing::Length(r.end - r.start), keep_alive);
             let part = body.slice(r.start as usize..r.end as usize);
@@ -252,9 +256,7 @@ fn stored_headers(out: &mut BytesMut, meta: &ObjectMeta, etag: &str, source: &st
         reply::header(out, name.as_str(), value);
     }
     reply::header(out, "ETag", etag.as_bytes());
-    out.extend_from_slice(b"Last-Modified: ");
-    out.extend_from_slice(httpdate::fmt_http_date(meta.record.last_modified).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    reply::last_modified(out, meta.record.last_modified);
     reply::header(out, "x-amz-storage-class", meta.record.storage_class.as_str().as_bytes());
     reply::header(out, "Accept-Ranges", b"bytes");
     reply::header(out, SOURCE_HEADER, source.as_bytes());
@@ -284,9 +286,7 @@ async fn send_not_modified(
     let out = &mut conn.out;
     reply::start(out, 304, &worker.date, req.id);
     reply::header(out, "ETag", etag.as_bytes());
-    out.extend_from_slice(b"Last-Modified: ");
-    out.extend_from_slice(httpdate::fmt_http_date(meta.record.last_modified).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    reply::last_modified(out, meta.record.last_modified);
     for h in [SavedHeader::CacheControl, SavedHeader::Expires] {
         if let Some(v) = meta.record.header(h) {
             reply::header(out, h.as_str(), v);

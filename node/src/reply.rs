@@ -9,7 +9,7 @@ use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
-use edgemirror_cache::{ObjectMeta, SavedHeader};
+use edgemirror_cache::SavedHeader;
 
 use crate::error::S3Error;
 
@@ -128,19 +128,9 @@ pub fn finish(out: &mut BytesMut, framing: Framing, keep_alive: bool) {
     }
 }
 
-/// The headers describing a stored object: saved origin headers, ETag, Last-Modified, storage
-/// class.
-pub fn object_headers(out: &mut BytesMut, meta: &ObjectMeta, with_etag: bool) {
-    for (name, value) in &meta.record.headers {
-        header(out, name.as_str(), value);
-    }
-    if with_etag {
-        header(out, "ETag", meta.etag().as_bytes());
-    }
-    out.put_slice(b"Last-Modified: ");
-    out.put_slice(httpdate::fmt_http_date(meta.record.last_modified).as_bytes());
-    out.put_slice(b"\r\n");
-    header(out, "x-amz-storage-class", meta.record.storage_class.as_str().as_bytes());
+/// `Last-Modified: <IMF-fixdate>`, formatted in place.
+pub fn last_modified(out: &mut BytesMut, t: SystemTime) {
+    let _ = write!(out, "Last-Modified: {}\r\n", httpdate::HttpDate::from(t));
 }
 
 /// Writes a complete S3 error response (head and XML body) into `out`. The body is omitted for
