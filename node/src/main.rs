@@ -70,6 +70,18 @@ fn main() -> ExitCode {
         None => println!("edgemirror ready data={} admin={}", node.data_addr, node.admin_addr),
     }
     let _ = std::io::stdout().flush();
-    node.wait();
+    let mut signals =
+        match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("edgemirror: cannot install signal handlers: {e}");
+                node.wait();
+                return ExitCode::SUCCESS;
+            }
+        };
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down: flushing the store");
+        node.flush();
+    }
     ExitCode::SUCCESS
 }

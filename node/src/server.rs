@@ -84,6 +84,7 @@ impl Worker {
 
 /// A running node.
 pub struct Node {
+    shared: Arc<Shared>,
     pub data_addr: SocketAddr,
     /// The HTTPS listener, when `[tls]` is configured.
     pub tls_addr: Option<SocketAddr>,
@@ -97,6 +98,13 @@ impl Node {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+
+    /// Makes everything committed durable (fdatasync of segments written since the last pass).
+    /// Called on SIGTERM/SIGINT before the process exits; objects still being fetched are
+    /// abandoned, which is safe: they were never visible.
+    pub fn flush(&self) {
+        self.shared.store.sync_pass();
     }
 }
 
@@ -187,7 +195,7 @@ pub fn start(config: Config) -> Result<Node> {
             .name("admin".into())
             .spawn(move || run_runtime(move || admin::serve(admin_listener, admin_shared)))?,
     );
-    Ok(Node { data_addr, tls_addr, admin_addr, threads })
+    Ok(Node { shared, data_addr, tls_addr, admin_addr, threads })
 }
 
 /// Builds the rule table: rules persisted through the admin API win; buckets without persisted
