@@ -170,9 +170,7 @@ impl ChunkedDecoder {
             (State::Size | State::SizeWs | State::Ext, b'\n', _) => return Err(ParseError::BareLf),
             (State::Size | State::SizeWs, _, _) => return Err(ParseError::BadChunkSize),
             // Extensions are ignored, but control bytes in them are not valid in any form.
-            (State::Ext, _, _) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
-                State::Ext
-            }
+            (State::Ext, _, _) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => State::Ext,
             (State::Ext, _, _) => return Err(ParseError::BadChunkSize),
             (State::SizeLf, b'\n', _) => {
                 self.line_bytes = 0;
@@ -271,10 +269,7 @@ mod tests {
                     Chunk::End => {
                         assert!(dec.is_done());
                         assert_eq!(dec.decode(b"more"), Ok((0, Chunk::End)));
-                        return Ok(Decoded {
-                            data,
-                            end_at: Some(consumed_total),
-                        });
+                        return Ok(Decoded { data, end_at: Some(consumed_total) });
                     }
                 }
             }
@@ -298,13 +293,9 @@ mod tests {
                 b"4\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\n\r\n".to_vec(),
                 b"Wikipedia in\r\n\r\nchunks.".to_vec(),
             ),
+            (b"5;name=value;flag\r\nhello\r\n6 ; q=\"a b\"\r\n world\r\n000\r\n\r\n".to_vec(), b"hello world".to_vec()),
             (
-                b"5;name=value;flag\r\nhello\r\n6 ; q=\"a b\"\r\n world\r\n000\r\n\r\n".to_vec(),
-                b"hello world".to_vec(),
-            ),
-            (
-                b"A\r\n0123456789\r\n0\r\nX-Checksum: abc\r\nServer-Timing: db;dur=53\r\n\r\n"
-                    .to_vec(),
+                b"A\r\n0123456789\r\n0\r\nX-Checksum: abc\r\nServer-Timing: db;dur=53\r\n\r\n".to_vec(),
                 b"0123456789".to_vec(),
             ),
             (b"00000002\r\n\n\n\r\n0\r\n\r\n".to_vec(), b"\n\n".to_vec()),
@@ -326,14 +317,7 @@ mod tests {
         for (body, payload) in fixtures() {
             for k in 0..=body.len() {
                 let got = feed(&body, &[k]);
-                assert_eq!(
-                    got,
-                    Ok(Decoded {
-                        data: payload.clone(),
-                        end_at: Some(body.len())
-                    }),
-                    "split at {k}"
-                );
+                assert_eq!(got, Ok(Decoded { data: payload.clone(), end_at: Some(body.len()) }), "split at {k}");
             }
         }
     }
@@ -343,22 +327,14 @@ mod tests {
         for (body, payload) in fixtures() {
             let every: Vec<usize> = (1..body.len()).collect();
             let got = feed(&body, &every);
-            assert_eq!(
-                got,
-                Ok(Decoded {
-                    data: payload.clone(),
-                    end_at: Some(body.len())
-                })
-            );
+            assert_eq!(got, Ok(Decoded { data: payload.clone(), end_at: Some(body.len()) }));
             // Deterministic uneven piece sizes (LCG), several seeds.
             for seed in 1..20u64 {
                 let mut x = seed;
                 let mut cuts = Vec::new();
                 let mut at = 0;
                 loop {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     at += 1 + (x >> 33) as usize % 17;
                     if at >= body.len() {
                         break;
@@ -366,13 +342,7 @@ mod tests {
                     cuts.push(at);
                 }
                 let got = feed(&body, &cuts);
-                assert_eq!(
-                    got,
-                    Ok(Decoded {
-                        data: payload.clone(),
-                        end_at: Some(body.len())
-                    })
-                );
+                assert_eq!(got, Ok(Decoded { data: payload.clone(), end_at: Some(body.len()) }));
             }
         }
     }
@@ -391,13 +361,7 @@ mod tests {
     fn stops_at_end_of_body() {
         let input = b"3\r\nabc\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n";
         let got = feed(input, &[]);
-        assert_eq!(
-            got,
-            Ok(Decoded {
-                data: b"abc".to_vec(),
-                end_at: Some(13)
-            })
-        );
+        assert_eq!(got, Ok(Decoded { data: b"abc".to_vec(), end_at: Some(13) }));
     }
 
     #[test]
@@ -411,13 +375,7 @@ mod tests {
         }
         out.extend_from_slice(LAST_CHUNK);
         let got = feed(&out, &[1, 2, 3, 100, 1000, 4000]);
-        assert_eq!(
-            got,
-            Ok(Decoded {
-                data: payload,
-                end_at: Some(out.len())
-            })
-        );
+        assert_eq!(got, Ok(Decoded { data: payload, end_at: Some(out.len()) }));
     }
 
     #[test]
@@ -435,12 +393,7 @@ mod tests {
         // Same verdict whether the bytes arrive at once or one by one.
         let whole = feed(input, &[]).err();
         let every: Vec<usize> = (1..input.len()).collect();
-        assert_eq!(
-            feed(input, &every).err(),
-            whole,
-            "{:?}",
-            String::from_utf8_lossy(input)
-        );
+        assert_eq!(feed(input, &every).err(), whole, "{:?}", String::from_utf8_lossy(input));
         whole
     }
 
@@ -493,23 +446,11 @@ mod tests {
     #[test]
     fn data_terminator_rules() {
         use ParseError::*;
-        assert_eq!(
-            first_error(b"5\r\nhelloX\r\n0\r\n\r\n"),
-            Some(BadChunkTerminator)
-        );
-        assert_eq!(
-            first_error(b"5\r\nhello\n0\r\n\r\n"),
-            Some(BadChunkTerminator)
-        );
-        assert_eq!(
-            first_error(b"5\r\nhello\r0\r\n\r\n"),
-            Some(BadChunkTerminator)
-        );
+        assert_eq!(first_error(b"5\r\nhelloX\r\n0\r\n\r\n"), Some(BadChunkTerminator));
+        assert_eq!(first_error(b"5\r\nhello\n0\r\n\r\n"), Some(BadChunkTerminator));
+        assert_eq!(first_error(b"5\r\nhello\r0\r\n\r\n"), Some(BadChunkTerminator));
         // A chunk longer than its declared size is the classic smuggling probe.
-        assert_eq!(
-            first_error(b"3\r\nhello\r\n0\r\n\r\n"),
-            Some(BadChunkTerminator)
-        );
+        assert_eq!(first_error(b"3\r\nhello\r\n0\r\n\r\n"), Some(BadChunkTerminator));
         assert_eq!(first_error(b"0\r\n\rX"), Some(BadChunkTerminator));
     }
 

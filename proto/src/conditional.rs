@@ -68,10 +68,7 @@ fn next_entity_tag(s: &[u8]) -> Option<(bool, &[u8], &[u8])> {
     let close = body.iter().position(|&b| b == b'"')?;
     let opaque = &body[..close];
     // etagc = %x21 / %x23-7E / obs-text
-    if !opaque
-        .iter()
-        .all(|&b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80)
-    {
+    if !opaque.iter().all(|&b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80) {
         return None;
     }
     Some((weak, opaque, &body[close + 1..]))

@@ -94,9 +94,7 @@ impl ParseError {
             ParseError::MissingHost => "missing_host",
             ParseError::BadContentLength => "bad_content_length",
             ParseError::ConflictingContentLength => "conflicting_content_length",
-            ParseError::ContentLengthWithTransferEncoding => {
-                "content_length_with_transfer_encoding"
-            }
+            ParseError::ContentLengthWithTransferEncoding => "content_length_with_transfer_encoding",
             ParseError::BadTransferEncoding => "bad_transfer_encoding",
             ParseError::BadChunkSize => "bad_chunk_size",
             ParseError::ChunkLineTooLong => "chunk_line_too_long",
@@ -150,10 +148,7 @@ mod tests {
     fn labels_are_unique_snake_case() {
         for (i, a) in ALL.iter().enumerate() {
             let s = a.as_str();
-            assert!(
-                s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
-                "{s}"
-            );
+            assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{s}");
             for b in &ALL[i + 1..] {
                 assert_ne!(s, b.as_str());
             }

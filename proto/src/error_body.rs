@@ -8,9 +8,7 @@
 /// </Message><Key>..</Key><RequestId>..</RequestId></Error>, all text XML-escaped; Key element
 /// omitted when key is None.
 pub fn s3_error_xml(code: &str, message: &str, key: Option<&str>, request_id: &str) -> String {
-    let mut out = String::with_capacity(
-        128 + code.len() + message.len() + key.map_or(0, str::len) + request_id.len(),
-    );
+    let mut out = String::with_capacity(128 + code.len() + message.len() + key.map_or(0, str::len) + request_id.len());
     out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>");
     push_escaped(&mut out, code);
     out.push_str("</Code><Message>");
@@ -54,12 +52,7 @@ mod tests {
     #[test]
     fn with_key() {
         assert_eq!(
-            s3_error_xml(
-                "NoSuchKey",
-                "The specified key does not exist.",
-                Some("a/b.jpg"),
-                "4442587FB7D0A2F9"
-            ),
+            s3_error_xml("NoSuchKey", "The specified key does not exist.", Some("a/b.jpg"), "4442587FB7D0A2F9"),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchKey</Code>\
 <Message>The specified key does not exist.</Message><Key>a/b.jpg</Key>\
 <RequestId>4442587FB7D0A2F9</RequestId></Error>"
@@ -70,23 +63,14 @@ mod tests {
     fn without_key() {
         let xml = s3_error_xml("SlowDown", "Please reduce your request rate.", None, "r1");
         assert!(!xml.contains("<Key>"));
-        assert!(xml.ends_with(
-            "<Message>Please reduce your request rate.</Message><RequestId>r1</RequestId></Error>"
-        ));
+        assert!(xml.ends_with("<Message>Please reduce your request rate.</Message><RequestId>r1</RequestId></Error>"));
     }
 
     #[test]
     fn escapes_everything() {
-        let xml = s3_error_xml(
-            "A&B",
-            "<script>'x'\"y\"</script>",
-            Some("k\r\n\t\u{0}\u{1}\u{e9}"),
-            "<id>",
-        );
+        let xml = s3_error_xml("A&B", "<script>'x'\"y\"</script>", Some("k\r\n\t\u{0}\u{1}\u{e9}"), "<id>");
         assert!(xml.contains("<Code>A&amp;B</Code>"));
-        assert!(xml.contains(
-            "<Message>&lt;script&gt;&apos;x&apos;&quot;y&quot;&lt;/script&gt;</Message>"
-        ));
+        assert!(xml.contains("<Message>&lt;script&gt;&apos;x&apos;&quot;y&quot;&lt;/script&gt;</Message>"));
         assert!(xml.contains("<Key>k&#xD;&#xA;&#x9;\u{fffd}\u{fffd}\u{e9}</Key>"));
         assert!(xml.contains("<RequestId>&lt;id&gt;</RequestId>"));
     }

@@ -76,8 +76,7 @@ impl Span {
     /// The bytes this span covers. `buf` must be the buffer that was parsed; a span that does
     /// not fit `buf` yields an empty slice rather than a panic.
     pub fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
-        buf.get(self.start as usize..self.end as usize)
-            .unwrap_or_default()
+        buf.get(self.start as usize..self.end as usize).unwrap_or_default()
     }
 
     /// Length in bytes.
@@ -111,12 +110,10 @@ pub(crate) fn span_of(buf: &[u8], part: &[u8]) -> Span {
     let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize);
     let end = start.and_then(|s| s.checked_add(part.len()));
     match (start, end) {
-        (Some(start), Some(end)) if end <= buf.len() => {
-            match (u32::try_from(start), u32::try_from(end)) {
-                (Ok(start), Ok(end)) => Span { start, end },
-                _ => Span::default(),
-            }
-        }
+        (Some(start), Some(end)) if end <= buf.len() => match (u32::try_from(start), u32::try_from(end)) {
+            (Ok(start), Ok(end)) => Span { start, end },
+            _ => Span::default(),
+        },
         _ => Span::default(),
     }
 }
@@ -178,11 +175,7 @@ pub(crate) struct HeadFacts {
 /// - Transfer-Encoding: the codings of all TE fields, in order, end with exactly one `chunked`;
 ///   not allowed in HTTP/1.0 messages; not allowed together with Content-Length.
 /// - keep-alive: 1.1 unless `Connection: close`; 1.0 only with `Connection: keep-alive`.
-pub(crate) fn scan_headers(
-    buf: &[u8],
-    headers: &Headers,
-    version: Version,
-) -> Result<HeadFacts, ParseError> {
+pub(crate) fn scan_headers(buf: &[u8], headers: &Headers, version: Version) -> Result<HeadFacts, ParseError> {
     let mut facts = HeadFacts::default();
     let mut has_te = false;
     let mut chunked_last = false;
@@ -302,8 +295,6 @@ mod tests {
     fn folded_line_detection() {
         assert!(has_folded_line(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n"));
         assert!(has_folded_line(b"GET / HTTP/1.1\r\nA: b\r\n\tc\r\n\r\n"));
-        assert!(!has_folded_line(
-            b"GET / HTTP/1.1\r\nA: b\r\n\r\n body\r\n more"
-        ));
+        assert!(!has_folded_line(b"GET / HTTP/1.1\r\nA: b\r\n\r\n body\r\n more"));
     }
 }

@@ -30,10 +30,7 @@ impl Headers {
     pub(crate) fn from_httparse(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Headers {
         let mut headers = Headers::default();
         for (slot, h) in headers.fields.iter_mut().zip(parsed) {
-            *slot = HeaderSpan {
-                name: span_of(buf, h.name.as_bytes()),
-                value: span_of(buf, h.value),
-            };
+            *slot = HeaderSpan { name: span_of(buf, h.name.as_bytes()), value: span_of(buf, h.value) };
             headers.len += 1;
         }
         headers
@@ -54,21 +51,21 @@ impl Headers {
         self.fields[..self.len].iter()
     }
 
+    /// Header fields in wire order, mutable (to move spans to another buffer).
+    pub(crate) fn fields_mut(&mut self) -> impl Iterator<Item = &mut HeaderSpan> {
+        self.fields[..self.len].iter_mut()
+    }
+
     /// Value of the first field named `name` (ASCII case-insensitive), as a slice of `buf`.
     /// `buf` must be the buffer the head was parsed from.
     pub fn get<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
-        self.iter()
-            .find(|h| h.name.get(buf).eq_ignore_ascii_case(name.as_bytes()))
-            .map(|h| h.value.get(buf))
+        self.iter().find(|h| h.name.get(buf).eq_ignore_ascii_case(name.as_bytes())).map(|h| h.value.get(buf))
     }
 }
 
 impl Default for Headers {
     fn default() -> Self {
-        Headers {
-            fields: [HeaderSpan::default(); MAX_HEADERS],
-            len: 0,
-        }
+        Headers { fields: [HeaderSpan::default(); MAX_HEADERS], len: 0 }
     }
 }
 

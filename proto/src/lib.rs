@@ -17,14 +17,19 @@
 //!    `parse_response` and `response_framing`, and a chunked body through `ChunkedDecoder`.
 //! 4. Towards the client: `encode_chunk_header`/`CHUNK_END`/`LAST_CHUNK` for chunked replies,
 //!    `fmt_http_date` for Date/Last-Modified, `s3_error_xml` for error bodies.
+//! 5. Re-serialising: `encode_request`/`encode_response` write a parsed head back in canonical
+//!    form. Parse -> encode -> parse is checked by the property functions in `fuzz`, which the
+//!    fuzz targets (`fuzz/`) and the corpus replay test (`tests/fuzz_corpus.rs`) both call.
 //!
 //! Main types: `Status`, `Span`, `Headers`, `RequestHead`, `ResponseHead`, `BodyFraming`,
 //! `ChunkedDecoder`, `RangeRequest`, `ParseError`.
 
 mod chunked;
 mod conditional;
+mod encode;
 mod error;
 mod error_body;
+pub mod fuzz;
 mod head;
 mod headers;
 pub mod limits;
@@ -35,13 +40,12 @@ mod response;
 
 pub use chunked::{encode_chunk_header, Chunk, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 pub use conditional::{etag_matches, fmt_http_date, parse_http_date};
+pub use encode::{encode_request, encode_response};
 pub use error::ParseError;
 pub use error_body::s3_error_xml;
 pub use head::{BodyFraming, Method, Span, Status, Version};
 pub use headers::{HeaderSpan, Headers};
-pub use limits::{
-    MAX_CHUNK_LINE_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_RANGES, MAX_TRAILER_BYTES, MAX_URI_BYTES,
-};
+pub use limits::{MAX_CHUNK_LINE_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_RANGES, MAX_TRAILER_BYTES, MAX_URI_BYTES};
 pub use path::{decode_path, encode_key};
 pub use range::{parse_range, ByteRanges, RangeRequest};
 pub use request::{parse_request, RequestHead};

@@ -14,12 +14,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use crate::error::ParseError;
 
 /// Bytes kept as-is by `encode_key`: RFC 3986 unreserved plus '/'.
-const KEY_KEEP: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
+const KEY_KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
 
 /// Percent-decode a request path into UTF-8. Rejects invalid UTF-8, "%" not followed by two hex
 /// digits, and decoded NUL/CR/LF -> ParseError::BadPath.
@@ -32,9 +27,7 @@ pub fn decode_path(raw: &[u8]) -> Result<Cow<'_, str>, ParseError> {
         if raw.iter().any(|&b| forbidden(b)) {
             return Err(ParseError::BadPath);
         }
-        return std::str::from_utf8(raw)
-            .map(Cow::Borrowed)
-            .map_err(|_| ParseError::BadPath);
+        return std::str::from_utf8(raw).map(Cow::Borrowed).map_err(|_| ParseError::BadPath);
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -56,9 +49,7 @@ pub fn decode_path(raw: &[u8]) -> Result<Cow<'_, str>, ParseError> {
         }
         out.push(byte);
     }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| ParseError::BadPath)
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| ParseError::BadPath)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -79,20 +70,14 @@ mod tests {
 
     #[test]
     fn borrows_when_nothing_to_decode() {
-        assert!(matches!(
-            decode_path(b"/a/b.jpg"),
-            Ok(Cow::Borrowed("/a/b.jpg"))
-        ));
+        assert!(matches!(decode_path(b"/a/b.jpg"), Ok(Cow::Borrowed("/a/b.jpg"))));
         assert!(matches!(decode_path(b"/a+b"), Ok(Cow::Borrowed("/a+b"))));
         assert!(matches!(decode_path(b""), Ok(Cow::Borrowed(""))));
     }
 
     #[test]
     fn decodes() {
-        assert_eq!(
-            decode_path(b"/cat%20one.jpg").as_deref(),
-            Ok("/cat one.jpg")
-        );
+        assert_eq!(decode_path(b"/cat%20one.jpg").as_deref(), Ok("/cat one.jpg"));
         assert_eq!(decode_path(b"/%E2%82%AC%2fx").as_deref(), Ok("/\u{20ac}/x"));
         assert_eq!(decode_path(b"%25").as_deref(), Ok("%"));
         assert_eq!(decode_path(b"/caf\xc3\xa9").as_deref(), Ok("/caf\u{e9}"));
@@ -126,10 +111,7 @@ mod tests {
     fn encodes_keys() {
         let mut out = String::from("/bucket/");
         encode_key("photos/cat one+two?x=1#y%z~._-\u{e9}", &mut out);
-        assert_eq!(
-            out,
-            "/bucket/photos/cat%20one%2Btwo%3Fx%3D1%23y%25z~._-%C3%A9"
-        );
+        assert_eq!(out, "/bucket/photos/cat%20one%2Btwo%3Fx%3D1%23y%25z~._-%C3%A9");
     }
 
     #[test]

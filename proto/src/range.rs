@@ -102,10 +102,7 @@ pub fn parse_range(value: &[u8], size: u64) -> RangeRequest {
     if satisfiable == 0 {
         return RangeRequest::Unsatisfiable;
     }
-    RangeRequest::Satisfiable(ByteRanges {
-        ranges: specs,
-        len: satisfiable,
-    })
+    RangeRequest::Satisfiable(ByteRanges { ranges: specs, len: satisfiable })
 }
 
 fn parse_spec(elem: &[u8]) -> Option<Spec> {
@@ -123,10 +120,7 @@ fn parse_spec(elem: &[u8]) -> Option<Spec> {
     if last < first {
         return None;
     }
-    Some(Spec::Int {
-        first,
-        last: Some(last),
-    })
+    Some(Spec::Int { first, last: Some(last) })
 }
 
 /// 1*DIGIT. Values past u64 saturate: a position that large is past any object anyway, and a
@@ -135,9 +129,7 @@ fn parse_pos(s: &[u8]) -> Option<u64> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(s.iter().fold(0u64, |acc, &b| {
-        acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
-    }))
+    Some(s.iter().fold(0u64, |acc, &b| acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))))
 }
 
 /// Half-open range within an object of `size` bytes, or None when it selects nothing.
@@ -212,15 +204,9 @@ mod tests {
     #[test]
     fn unsatisfiable() {
         assert_eq!(parse_range(b"bytes=100-", 100), RangeRequest::Unsatisfiable);
-        assert_eq!(
-            parse_range(b"bytes=100-200", 100),
-            RangeRequest::Unsatisfiable
-        );
+        assert_eq!(parse_range(b"bytes=100-200", 100), RangeRequest::Unsatisfiable);
         assert_eq!(parse_range(b"bytes=-0", 100), RangeRequest::Unsatisfiable);
-        assert_eq!(
-            parse_range(b"bytes=200-300, 100-", 100),
-            RangeRequest::Unsatisfiable
-        );
+        assert_eq!(parse_range(b"bytes=200-300, 100-", 100), RangeRequest::Unsatisfiable);
     }
 
     #[test]

@@ -12,10 +12,7 @@
 //! request) starts.
 
 use crate::error::ParseError;
-use crate::head::{
-    check_bare_lf, map_header_error, scan_headers, span_of, BodyFraming, Method, Span, Status,
-    Version,
-};
+use crate::head::{check_bare_lf, map_header_error, scan_headers, span_of, BodyFraming, Method, Span, Status, Version};
 use crate::headers::Headers;
 use crate::limits::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_URI_BYTES};
 
@@ -72,9 +69,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Status<RequestHead>, ParseError> {
                     check_partial_target(window)?;
                     ParseError::BadRequestLine
                 }
-                (_, Some(_)) if !request_line_ends_in_crlf(window, req.path) => {
-                    ParseError::BadRequestLine
-                }
+                (_, Some(_)) if !request_line_ends_in_crlf(window, req.path) => ParseError::BadRequestLine,
                 (e, Some(_)) => map_header_error(e, window),
             });
         }
@@ -135,14 +130,8 @@ fn split_target(buf: &[u8], target: Span) -> (Span, Option<Span>) {
         Some(q) => {
             // q < target.len() <= MAX_URI_BYTES, so it fits u32 and the adds cannot overflow.
             let q = q as u32;
-            let path = Span {
-                start: target.start,
-                end: target.start + q,
-            };
-            let query = Span {
-                start: target.start + q + 1,
-                end: target.end,
-            };
+            let path = Span { start: target.start, end: target.start + q };
+            let query = Span { start: target.start + q + 1, end: target.end };
             (path, Some(query))
         }
         None => (target, None),
@@ -157,9 +146,7 @@ fn request_line_ends_in_crlf(window: &[u8], target: Option<&str>) -> bool {
     };
     // target, SP, "HTTP/1.x" (8 bytes), then CRLF.
     let end = span_of(window, target.as_bytes()).end as usize;
-    let crlf = end
-        .checked_add(9)
-        .and_then(|at| window.get(at..at.checked_add(2)?));
+    let crlf = end.checked_add(9).and_then(|at| window.get(at..at.checked_add(2)?));
     crlf == Some(b"\r\n")
 }
 
@@ -178,10 +165,7 @@ fn check_partial_target(window: &[u8]) -> Result<(), ParseError> {
         return Ok(());
     };
     let after = &line[sp + 1..];
-    let target_len = after
-        .iter()
-        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
-        .unwrap_or(after.len());
+    let target_len = after.iter().position(|&b| b == b' ' || b == b'\r' || b == b'\n').unwrap_or(after.len());
     if target_len > MAX_URI_BYTES {
         return Err(ParseError::UriTooLong);
     }
@@ -195,20 +179,14 @@ mod tests {
     fn complete(buf: &[u8]) -> RequestHead {
         match parse_request(buf) {
             Ok(Status::Complete(h)) => h,
-            other => panic!(
-                "expected Complete for {:?}, got {other:?}",
-                String::from_utf8_lossy(buf)
-            ),
+            other => panic!("expected Complete for {:?}, got {other:?}", String::from_utf8_lossy(buf)),
         }
     }
 
     fn err(buf: &[u8]) -> ParseError {
         match parse_request(buf) {
             Err(e) => e,
-            other => panic!(
-                "expected error for {:?}, got {other:?}",
-                String::from_utf8_lossy(buf)
-            ),
+            other => panic!("expected error for {:?}, got {other:?}", String::from_utf8_lossy(buf)),
         }
     }
 
@@ -219,12 +197,7 @@ mod tests {
         for k in 0..buf.len() {
             let got = parse_request(&buf[..k]);
             if k < full.head_len {
-                assert_eq!(
-                    got,
-                    Ok(Status::Partial),
-                    "prefix {k} of {:?}",
-                    String::from_utf8_lossy(buf)
-                );
+                assert_eq!(got, Ok(Status::Partial), "prefix {k} of {:?}", String::from_utf8_lossy(buf));
             } else {
                 assert_eq!(got, Ok(Status::Complete(full.clone())), "prefix {k}");
             }
@@ -269,10 +242,7 @@ Transfer-Encoding: gzip, Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         let h = shotgun(CURL);
         assert_eq!(h.method, Method::Get);
         assert_eq!(h.method_span.get(CURL), b"GET");
-        assert_eq!(
-            h.target.get(CURL),
-            b"/bucket/photos/cat%20one.jpg?versionId=3&x=y"
-        );
+        assert_eq!(h.target.get(CURL), b"/bucket/photos/cat%20one.jpg?versionId=3&x=y");
         assert_eq!(h.path.get(CURL), b"/bucket/photos/cat%20one.jpg");
         assert_eq!(h.query.map(|q| q.get(CURL)), Some(&b"versionId=3&x=y"[..]));
         assert_eq!(h.version, Version::Http11);
@@ -371,10 +341,7 @@ Transfer-Encoding: gzip, Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         assert_eq!(err(b"GET / HTTP/1.1\r\nHost: h\n\r\n"), ParseError::BareLf);
         assert_eq!(err(b"GET / HTTP/1.1\r\nHost: h\r\n\n"), ParseError::BareLf);
         assert_eq!(err(b"GET / HTTP/1.1\nHost: h\n\n"), ParseError::BareLf);
-        assert_eq!(
-            err(b"\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"),
-            ParseError::BareLf
-        );
+        assert_eq!(err(b"\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"), ParseError::BareLf);
         // Detected while still partial.
         assert_eq!(err(b"GET / HTTP/1.1\nHost: h"), ParseError::BareLf);
         // A bare LF in the body is not our business.
@@ -384,88 +351,34 @@ Transfer-Encoding: gzip, Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
 
     #[test]
     fn bare_cr_and_obs_fold_rejected() {
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n"),
-            ParseError::ObsFold
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n"),
-            ParseError::ObsFold
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nHost: h\rX: a\r\n\r\n"),
-            ParseError::BadHeader
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nHost : h\r\n\r\n"),
-            ParseError::BadHeader
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nHo(st: h\r\n\r\n"),
-            ParseError::BadHeader
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n"),
-            ParseError::BadHeader
-        );
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n"), ParseError::ObsFold);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n\tb\r\n\r\n"), ParseError::ObsFold);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: h\rX: a\r\n\r\n"), ParseError::BadHeader);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost : h\r\n\r\n"), ParseError::BadHeader);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHo(st: h\r\n\r\n"), ParseError::BadHeader);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n"), ParseError::BadHeader);
     }
 
     #[test]
     fn request_line_errors() {
-        assert_eq!(
-            err(b"GET / HTTP/2.0\r\nHost: h\r\n\r\n"),
-            ParseError::BadVersion
-        );
+        assert_eq!(err(b"GET / HTTP/2.0\r\nHost: h\r\n\r\n"), ParseError::BadVersion);
         assert_eq!(err(b"GET / HTTP/1.2\r\n\r\n"), ParseError::BadVersion);
-        assert_eq!(
-            err(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-            ParseError::BadVersion
-        );
+        assert_eq!(err(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), ParseError::BadVersion);
         assert_eq!(err(b"GET / FTP/1.1\r\n\r\n"), ParseError::BadVersion);
-        assert_eq!(
-            err(b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n"),
-            ParseError::BadRequestLine
-        );
-        assert_eq!(
-            err(b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"),
-            ParseError::BadVersion
-        );
-        assert_eq!(
-            err(b"G@T / HTTP/1.1\r\nHost: h\r\n\r\n"),
-            ParseError::BadRequestLine
-        );
-        assert_eq!(
-            err(b"GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n"),
-            ParseError::BadRequestLine
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n"),
-            ParseError::BadRequestLine
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\rHost: h\r\n\r\n"),
-            ParseError::BadRequestLine
-        );
+        assert_eq!(err(b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n"), ParseError::BadRequestLine);
+        assert_eq!(err(b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"), ParseError::BadVersion);
+        assert_eq!(err(b"G@T / HTTP/1.1\r\nHost: h\r\n\r\n"), ParseError::BadRequestLine);
+        assert_eq!(err(b"GET /\x7f HTTP/1.1\r\nHost: h\r\n\r\n"), ParseError::BadRequestLine);
+        assert_eq!(err(b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n"), ParseError::BadRequestLine);
+        assert_eq!(err(b"GET / HTTP/1.1\rHost: h\r\n\r\n"), ParseError::BadRequestLine);
     }
 
     #[test]
     fn host_rules() {
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"),
-            ParseError::MissingHost
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
-            ParseError::BadHeader
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"),
-            ParseError::BadHeader
-        );
-        assert_eq!(
-            complete(b"GET / HTTP/1.1\r\nHOST: a\r\n\r\n").headers.len(),
-            1
-        );
+        assert_eq!(err(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n"), ParseError::MissingHost);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"), ParseError::BadHeader);
+        assert_eq!(err(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n"), ParseError::BadHeader);
+        assert_eq!(complete(b"GET / HTTP/1.1\r\nHOST: a\r\n\r\n").headers.len(), 1);
     }
 
     #[test]
@@ -479,22 +392,10 @@ Transfer-Encoding: gzip, Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         };
         assert_eq!(p("Content-Length: 0"), Ok(BodyFraming::ContentLength(0)));
         assert_eq!(p("Content-Length: 42"), Ok(BodyFraming::ContentLength(42)));
-        assert_eq!(
-            p("content-length:   7   "),
-            Ok(BodyFraming::ContentLength(7))
-        );
-        assert_eq!(
-            p("Content-Length: 7\r\nContent-Length: 7"),
-            Ok(BodyFraming::ContentLength(7))
-        );
-        assert_eq!(
-            p("Content-Length: 7, 7,7"),
-            Ok(BodyFraming::ContentLength(7))
-        );
-        assert_eq!(
-            p("Content-Length: 18446744073709551615"),
-            Ok(BodyFraming::ContentLength(u64::MAX))
-        );
+        assert_eq!(p("content-length:   7   "), Ok(BodyFraming::ContentLength(7)));
+        assert_eq!(p("Content-Length: 7\r\nContent-Length: 7"), Ok(BodyFraming::ContentLength(7)));
+        assert_eq!(p("Content-Length: 7, 7,7"), Ok(BodyFraming::ContentLength(7)));
+        assert_eq!(p("Content-Length: 18446744073709551615"), Ok(BodyFraming::ContentLength(u64::MAX)));
         for bad in [
             "Content-Length: +5",
             "Content-Length: -5",
@@ -513,11 +414,7 @@ Transfer-Encoding: gzip, Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
             "Content-Length: 5, 6",
             "Content-Length: 5\r\nContent-Length: 5, 50",
         ] {
-            assert_eq!(
-                p(conflict),
-                Err(ParseError::ConflictingContentLength),
-                "{conflict}"
-            );
+            assert_eq!(p(conflict), Err(ParseError::ConflictingContentLength), "{conflict}");
         }
     }
 
@@ -531,22 +428,10 @@ Transfer-Encoding: gzip, Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
             })
         };
         let v11 = "HTTP/1.1";
-        assert_eq!(
-            p("Transfer-Encoding: chunked", v11),
-            Ok(BodyFraming::Chunked)
-        );
-        assert_eq!(
-            p("transfer-encoding: CHUNKED", v11),
-            Ok(BodyFraming::Chunked)
-        );
-        assert_eq!(
-            p("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked", v11),
-            Ok(BodyFraming::Chunked)
-        );
-        assert_eq!(
-            p("Transfer-Encoding: gzip,,chunked", v11),
-            Ok(BodyFraming::Chunked)
-        );
+        assert_eq!(p("Transfer-Encoding: chunked", v11), Ok(BodyFraming::Chunked));
+        assert_eq!(p("transfer-encoding: CHUNKED", v11), Ok(BodyFraming::Chunked));
+        assert_eq!(p("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked", v11), Ok(BodyFraming::Chunked));
+        assert_eq!(p("Transfer-Encoding: gzip,,chunked", v11), Ok(BodyFraming::Chunked));
         for bad in [
             "Transfer-Encoding: gzip",
             "Transfer-Encoding: chunked, gzip",
@@ -560,20 +445,13 @@ Transfer-Encoding: gzip, Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         ] {
             assert_eq!(p(bad, v11), Err(ParseError::BadTransferEncoding), "{bad}");
         }
-        assert_eq!(
-            p("Transfer-Encoding: chunked", "HTTP/1.0"),
-            Err(ParseError::BadTransferEncoding)
-        );
+        assert_eq!(p("Transfer-Encoding: chunked", "HTTP/1.0"), Err(ParseError::BadTransferEncoding));
         for smuggle in [
             "Content-Length: 5\r\nTransfer-Encoding: chunked",
             "Transfer-Encoding: chunked\r\nContent-Length: 5",
             "Transfer-Encoding: gzip\r\nContent-Length: 0",
         ] {
-            assert_eq!(
-                p(smuggle, v11),
-                Err(ParseError::ContentLengthWithTransferEncoding),
-                "{smuggle}"
-            );
+            assert_eq!(p(smuggle, v11), Err(ParseError::ContentLengthWithTransferEncoding), "{smuggle}");
         }
     }
 
@@ -586,13 +464,7 @@ Transfer-Encoding: gzip, Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         assert!(p("", "HTTP/1.1").keep_alive);
         assert!(!p("Connection: close\r\n", "HTTP/1.1").keep_alive);
         assert!(!p("Connection: Upgrade, CLOSE\r\n", "HTTP/1.1").keep_alive);
-        assert!(
-            !p(
-                "Connection: keep-alive\r\nConnection: close\r\n",
-                "HTTP/1.1"
-            )
-            .keep_alive
-        );
+        assert!(!p("Connection: keep-alive\r\nConnection: close\r\n", "HTTP/1.1").keep_alive);
         assert!(p("Connection: closed\r\n", "HTTP/1.1").keep_alive);
         assert!(!p("", "HTTP/1.0").keep_alive);
         assert!(p("Connection: keep-alive\r\n", "HTTP/1.0").keep_alive);
@@ -611,10 +483,7 @@ Transfer-Encoding: gzip, Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         }
         // Never completes: refused as soon as the limit is reached, while still partial.
         assert_eq!(err(&buf[..MAX_HEAD_BYTES]), ParseError::HeadTooLarge);
-        assert_eq!(
-            parse_request(&buf[..MAX_HEAD_BYTES - 1]),
-            Ok(Status::Partial)
-        );
+        assert_eq!(parse_request(&buf[..MAX_HEAD_BYTES - 1]), Ok(Status::Partial));
         // Completing past the limit does not help.
         buf.extend_from_slice(b"\r\n");
         assert_eq!(err(&buf), ParseError::HeadTooLarge);
@@ -653,10 +522,7 @@ Transfer-Encoding: gzip, Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         // Reported while the request line is still incomplete, before the head limit.
         let partial = format!("GET /{long}");
         assert_eq!(err(partial.as_bytes()), ParseError::UriTooLong);
-        assert_eq!(
-            parse_request(&partial.as_bytes()[..partial.len() - 1]),
-            Ok(Status::Partial)
-        );
+        assert_eq!(parse_request(&partial.as_bytes()[..partial.len() - 1]), Ok(Status::Partial));
         // A target longer than the whole head limit is still a 414, not a 431.
         let huge = format!("GET /{}", "b".repeat(MAX_HEAD_BYTES * 2));
         assert_eq!(err(huge.as_bytes()), ParseError::UriTooLong);

@@ -10,9 +10,7 @@
 //! and parse again) -> `response_framing(&head, buf, request_was_head)` -> read the body.
 
 use crate::error::ParseError;
-use crate::head::{
-    check_bare_lf, map_header_error, scan_headers, span_of, BodyFraming, Span, Status, Version,
-};
+use crate::head::{check_bare_lf, map_header_error, scan_headers, span_of, BodyFraming, Span, Status, Version};
 use crate::headers::Headers;
 use crate::limits::{MAX_HEADERS, MAX_HEAD_BYTES};
 
@@ -88,16 +86,9 @@ pub fn parse_response(buf: &[u8]) -> Result<Status<ResponseHead>, ParseError> {
 ///
 /// `buf` is the buffer `head` was parsed from. Errors only for a head that did not come from
 /// `parse_response` (which has already run the same checks).
-pub fn response_framing(
-    head: &ResponseHead,
-    buf: &[u8],
-    request_was_head: bool,
-) -> Result<BodyFraming, ParseError> {
+pub fn response_framing(head: &ResponseHead, buf: &[u8], request_was_head: bool) -> Result<BodyFraming, ParseError> {
     let facts = scan_headers(buf, &head.headers, head.version)?;
-    let no_body = request_was_head
-        || (100..200).contains(&head.status)
-        || head.status == 204
-        || head.status == 304;
+    let no_body = request_was_head || (100..200).contains(&head.status) || head.status == 204 || head.status == 304;
     Ok(if no_body {
         BodyFraming::None
     } else if facts.chunked {
@@ -116,20 +107,14 @@ mod tests {
     fn complete(buf: &[u8]) -> ResponseHead {
         match parse_response(buf) {
             Ok(Status::Complete(h)) => h,
-            other => panic!(
-                "expected Complete for {:?}, got {other:?}",
-                String::from_utf8_lossy(buf)
-            ),
+            other => panic!("expected Complete for {:?}, got {other:?}", String::from_utf8_lossy(buf)),
         }
     }
 
     fn err(buf: &[u8]) -> ParseError {
         match parse_response(buf) {
             Err(e) => e,
-            other => panic!(
-                "expected error for {:?}, got {other:?}",
-                String::from_utf8_lossy(buf)
-            ),
+            other => panic!("expected error for {:?}, got {other:?}", String::from_utf8_lossy(buf)),
         }
     }
 
@@ -138,12 +123,7 @@ mod tests {
         for k in 0..buf.len() {
             let got = parse_response(&buf[..k]);
             if k < full.head_len {
-                assert_eq!(
-                    got,
-                    Ok(Status::Partial),
-                    "prefix {k} of {:?}",
-                    String::from_utf8_lossy(buf)
-                );
+                assert_eq!(got, Ok(Status::Partial), "prefix {k} of {:?}", String::from_utf8_lossy(buf));
             } else {
                 assert_eq!(got, Ok(Status::Complete(full.clone())), "prefix {k}");
             }
@@ -175,8 +155,7 @@ Content-Type: text/html\r\n\
 Transfer-Encoding: chunked\r\n\
 Connection: keep-alive\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
 
-    const HTTP10_CLOSE: &[u8] =
-        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nbody until close";
+    const HTTP10_CLOSE: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nbody until close";
 
     #[test]
     fn s3_response() {
@@ -185,10 +164,7 @@ Connection: keep-alive\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         assert_eq!(h.version, Version::Http11);
         assert_eq!(h.reason.get(S3_OK), b"OK");
         assert_eq!(h.headers.len(), 8);
-        assert_eq!(
-            h.headers.get(S3_OK, "etag"),
-            Some(&b"\"fba9dede5f27731c9771645a39863328\""[..])
-        );
+        assert_eq!(h.headers.get(S3_OK, "etag"), Some(&b"\"fba9dede5f27731c9771645a39863328\""[..]));
         assert!(h.keep_alive);
         assert_eq!(&S3_OK[h.head_len..], b"hello world");
         assert_eq!(framing(S3_OK, false), BodyFraming::ContentLength(11));
@@ -219,19 +195,11 @@ Connection: keep-alive\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
 
     #[test]
     fn bodiless_statuses() {
-        for status in [
-            "100 Continue",
-            "101 Switching Protocols",
-            "103 Early Hints",
-            "204 No Content",
-            "304 Not Modified",
-        ] {
+        for status in
+            ["100 Continue", "101 Switching Protocols", "103 Early Hints", "204 No Content", "304 Not Modified"]
+        {
             let buf = format!("HTTP/1.1 {status}\r\nContent-Length: 10\r\n\r\n");
-            assert_eq!(
-                framing(buf.as_bytes(), false),
-                BodyFraming::None,
-                "{status}"
-            );
+            assert_eq!(framing(buf.as_bytes(), false), BodyFraming::None, "{status}");
         }
         let buf = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(framing(buf, false), BodyFraming::ContentLength(0));
@@ -274,30 +242,15 @@ Connection: keep-alive\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         assert_eq!(err(b"HTTP/1.1 abc OK\r\n\r\n"), ParseError::BadStatusLine);
         assert_eq!(err(b"HTTP/1.1 099 Low\r\n\r\n"), ParseError::BadStatusLine);
         assert_eq!(err(b"HTTP/1.1 600 High\r\n\r\n"), ParseError::BadStatusLine);
-        assert_eq!(
-            err(b"HTTP/1.1 200 O\x01K\r\n\r\n"),
-            ParseError::BadStatusLine
-        );
+        assert_eq!(err(b"HTTP/1.1 200 O\x01K\r\n\r\n"), ParseError::BadStatusLine);
     }
 
     #[test]
     fn untrusted_origin_framing_rules() {
-        assert_eq!(
-            err(b"HTTP/1.1 200 OK\nContent-Length: 1\r\n\r\n"),
-            ParseError::BareLf
-        );
-        assert_eq!(
-            err(b"HTTP/1.1 200 OK\r\nContent-Length: 1\n\n"),
-            ParseError::BareLf
-        );
-        assert_eq!(
-            err(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"),
-            ParseError::ObsFold
-        );
-        assert_eq!(
-            err(b"HTTP/1.1 200 OK\r\nX : a\r\n\r\n"),
-            ParseError::BadHeader
-        );
+        assert_eq!(err(b"HTTP/1.1 200 OK\nContent-Length: 1\r\n\r\n"), ParseError::BareLf);
+        assert_eq!(err(b"HTTP/1.1 200 OK\r\nContent-Length: 1\n\n"), ParseError::BareLf);
+        assert_eq!(err(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"), ParseError::ObsFold);
+        assert_eq!(err(b"HTTP/1.1 200 OK\r\nX : a\r\n\r\n"), ParseError::BadHeader);
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
             ParseError::ContentLengthWithTransferEncoding
@@ -306,25 +259,15 @@ Connection: keep-alive\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
             err(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
             ParseError::ConflictingContentLength
         );
-        assert_eq!(
-            err(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
-            ParseError::BadContentLength
-        );
+        assert_eq!(err(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"), ParseError::BadContentLength);
         // Even on a 304: we validate every head we are going to cache.
-        assert_eq!(
-            err(b"HTTP/1.1 304 NM\r\nContent-Length: x\r\n\r\n"),
-            ParseError::BadContentLength
-        );
+        assert_eq!(err(b"HTTP/1.1 304 NM\r\nContent-Length: x\r\n\r\n"), ParseError::BadContentLength);
         assert_eq!(
             err(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
             ParseError::BadTransferEncoding
         );
-        assert_eq!(
-            err(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            ParseError::BadTransferEncoding
-        );
-        let buf =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(err(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), ParseError::BadTransferEncoding);
+        let buf = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(framing(buf, false), BodyFraming::Chunked);
     }
 
@@ -336,10 +279,7 @@ Connection: keep-alive\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
             buf.extend_from_slice(format!("X-Filler: {}\r\n", "a".repeat(500)).as_bytes());
         }
         assert_eq!(err(&buf), ParseError::HeadTooLarge);
-        assert_eq!(
-            parse_response(&buf[..MAX_HEAD_BYTES - 1]),
-            Ok(Status::Partial)
-        );
+        assert_eq!(parse_response(&buf[..MAX_HEAD_BYTES - 1]), Ok(Status::Partial));
         let mut buf = b"HTTP/1.1 200 OK\r\n".to_vec();
         for i in 0..=MAX_HEADERS {
             buf.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
