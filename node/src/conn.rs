@@ -27,6 +27,7 @@ use crate::object;
 use crate::reply;
 use crate::server::Worker;
 use crate::stream::ClientStream;
+use crate::tls;
 
 /// Bodies up to this size are copied behind the head and sent with one write; larger ones are
 /// sent from their own buffer (the cached `Bytes` or the segment mapping) without a copy.
@@ -220,7 +221,7 @@ pub async fn tls_handshake(
     match monoio::time::timeout(limit, acceptor.accept(io)).await {
         Ok(Ok(tls)) => Some(ClientStream::Tls(Box::new(tls))),
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
+            tracing::debug!(error = %tls::describe(&e), "TLS handshake failed");
             None
         }
         Err(_) => None,

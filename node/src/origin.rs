@@ -137,7 +137,7 @@ pub async fn fetch(
         match monoio::time::timeout(cfg.connect_timeout, connector.connect(name, tcp)).await {
             Ok(Ok(s)) => OriginStream::Tls(Box::new(s)),
             // The reason (e.g. "invalid peer certificate: UnknownIssuer") reaches the log line.
-            Ok(Err(e)) => return Err(tls_error(e.to_string())),
+            Ok(Err(e)) => return Err(tls_error(tls::describe(&e))),
             Err(_) => return Err(OriginError::Timeout("TLS handshake")),
         }
     } else {

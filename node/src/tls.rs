@@ -162,6 +162,15 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
+/// The reason behind a handshake failure. monoio-rustls' error prints only "io error" or
+/// "rustls error"; the cause (e.g. `invalid peer certificate: UnknownIssuer`) is inside.
+pub fn describe(e: &monoio_rustls::TlsError) -> String {
+    match e {
+        monoio_rustls::TlsError::Io(io) => io.to_string(),
+        monoio_rustls::TlsError::Rustls(r) => r.to_string(),
+    }
+}
+
 /// The SNI name for an origin host (a DNS name or an IP address).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_string()).map_err(|e| format!("'{host}' is not a valid TLS server name: {e}"))

@@ -10,6 +10,13 @@
 //! - `store`: what happens once an object is stored: hits, HEAD, keep-alive, pipelining,
 //!   restarts and crashes.
 //! - `errors`: origin failures (404, 5xx, refused, slow, truncated), bad requests, bad configs.
+//! - `rules`: the backSource admin API (auth, validation naming fields, persistence) and every
+//!   rule field against a recording origin (key rewrites, query, headers, redirects, pooling).
+//! - `coalesce`: one origin fetch per object (200 concurrent misses, late joiners, leavers,
+//!   mid-body failure), slow readers, ranges, conditionals, HEAD, Content-MD5, bounded memory.
+//! - `hostile`: smuggling, limits, slowloris, idle timeout, pipelining, HTTP/1.0, methods.
+//! - `tls`: the HTTPS listener (SNI, ALPN, versions, plain HTTP on the TLS port), https origins
+//!   (verification, insecure option), certificate config errors.
 //!
 //! Run: `cargo test -p edgemirror-node --test e2e` (`-- harness::` for the self-tests only).
 //! Every test binds `127.0.0.1:0` and bounds every wait, so tests run in parallel and a broken
@@ -17,7 +24,11 @@
 
 mod support;
 
+mod coalesce;
 mod errors;
 mod harness;
+mod hostile;
 mod mirror;
+mod rules;
 mod store;
+mod tls;

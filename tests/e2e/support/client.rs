@@ -160,6 +160,15 @@ impl Conn {
         Ok(Conn { stream, buf: Vec::new(), eof: false })
     }
 
+    /// Wraps an already connected stream (e.g. one made with a small receive buffer through
+    /// `socket2`), with the default timeouts.
+    pub fn from_stream(stream: TcpStream) -> io::Result<Conn> {
+        stream.set_read_timeout(Some(DEFAULT_READ_TIMEOUT))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn { stream, buf: Vec::new(), eof: false })
+    }
+
     pub fn set_read_timeout(&mut self, timeout: Duration) {
         self.stream.set_read_timeout(Some(timeout)).expect("set_read_timeout");
     }

@@ -21,6 +21,7 @@
 pub mod client;
 pub mod node;
 pub mod origin;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
@@ -180,4 +181,52 @@ pub fn assert_origin_count(origin: &origin::Origin, path: &str, expected: usize)
             origin.requests().iter().map(|r| format!("conn {} {} {}", r.conn_id, r.method, r.path)).collect();
         panic!("origin saw {got} requests for {path}, expected {expected}; log: {log:#?}");
     }
+}
+
+/// The admin bearer token every [`node::NodeBuilder`] config carries.
+pub const ADMIN_TOKEN: &str = "test-token";
+
+/// The rule API path of `bucket` (the region is not checked by the node).
+pub fn back_source_path(bucket: &str) -> String {
+    format!("/v1/regions/cn-north-1/buckets/{bucket}/backSource")
+}
+
+/// One admin request on a fresh connection. `token: None` sends no `Authorization`; `body` is
+/// sent as JSON with a Content-Length.
+pub fn admin_request(admin: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Response {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {admin}\r\n");
+    if let Some(token) = token {
+        raw.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    if let Some(body) = body {
+        raw.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    raw.push_str("\r\n");
+    raw.push_str(body.unwrap_or(""));
+    let mut conn = client::Conn::new(admin);
+    conn.request(raw.as_bytes()).unwrap_or_else(|e| panic!("admin {method} {path}: {e:?}"))
+}
+
+/// The JSON body of an admin response, or a panic showing what came instead.
+pub fn admin_json(resp: &Response) -> serde_json::Value {
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| panic!("admin answer is not JSON ({e}): {resp:?}"))
+}
+
+/// PUTs `rules_json` (the `backSourceRules` array) for `bucket` with the right token and asserts
+/// it was accepted.
+pub fn put_rules(admin: SocketAddr, bucket: &str, rules_json: &str) {
+    let body = format!("{{\"backSourceRules\":{rules_json}}}");
+    let resp = admin_request(admin, "PUT", &back_source_path(bucket), Some(ADMIN_TOKEN), Some(&body));
+    assert_eq!(resp.status, 200, "PUT rules {rules_json}: {resp:?} {}", resp.text());
+}
+
+/// GETs the rules of `bucket` (the `result.backSourceRules` array), asserting a 200.
+pub fn get_rules(admin: SocketAddr, bucket: &str) -> Vec<serde_json::Value> {
+    let resp = admin_request(admin, "GET", &back_source_path(bucket), Some(ADMIN_TOKEN), None);
+    assert_eq!(resp.status, 200, "GET rules: {resp:?} {}", resp.text());
+    let json = admin_json(&resp);
+    json["result"]["backSourceRules"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no result.backSourceRules array in {json}"))
+        .clone()
 }

@@ -3,7 +3,8 @@
 //! [`NodeBuilder`] renders a TOML config into a fresh temp dir and spawns
 //! `edgemirror --config <file>`. Readiness is the one stdout line the node prints when both
 //! listeners are bound: `edgemirror ready data=127.0.0.1:PORT admin=127.0.0.1:PORT`. Both
-//! listeners use port 0, so that line is also the only way to learn the ports.
+//! listeners use port 0, so that line is also the only way to learn the ports. With a `[tls]`
+//! section the line ends with ` tls=127.0.0.1:PORT`, the HTTPS listener ([`Node::tls_addr`]).
 //!
 //! The temp dir (config, `store/`, `stderr.log`) lives as long as the [`Node`], across restarts,
 //! which is what makes persistence and crash tests possible: [`Node::kill9`] is a SIGKILL (no
@@ -65,6 +66,9 @@ pub struct NodeBuilder {
     /// Raw TOML appended after everything else (should open its own table).
     extra_toml: String,
     env: Vec<(String, String)>,
+    /// Files written into the node's temp dir before it starts: `(path relative to the dir,
+    /// contents)`. Relative paths in the config (certificates) resolve against that dir.
+    files: Vec<(String, Vec<u8>)>,
     /// Another executable in place of `edgemirror`: lets the harness test this launcher
     /// with a stand-in script.
     binary: Option<PathBuf>,
@@ -92,6 +96,7 @@ impl NodeBuilder {
             section_lines: Vec::new(),
             extra_toml: String::new(),
             env: Vec::new(),
+            files: Vec::new(),
             binary: None,
             ready_timeout: READY_TIMEOUT,
         }
@@ -169,6 +174,14 @@ impl NodeBuilder {
     /// `MONOIO_FORCE_LEGACY_DRIVER`).
     pub fn with_env(mut self, key: &str, value: &str) -> NodeBuilder {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Writes `contents` to `rel_path` inside the node's temp dir (the config file's directory)
+    /// before the node starts; parent directories are created. For certificates and keys that
+    /// the config names by relative path.
+    pub fn with_file(mut self, rel_path: &str, contents: impl Into<Vec<u8>>) -> NodeBuilder {
+        self.files.push((rel_path.to_string(), contents.into()));
         self
     }
 
@@ -280,6 +293,13 @@ impl NodeBuilder {
         let store_dir = dir.path().join("store");
         let config_path = dir.path().join("edgemirror.toml");
         fs::write(&config_path, self.render(&store_dir)).expect("write config");
+        for (rel_path, contents) in &self.files {
+            let path = dir.path().join(rel_path);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).expect("create dir for a node file");
+            }
+            fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        }
         let stderr_path = dir.path().join("stderr.log");
         Node {
             config_path,
@@ -291,6 +311,7 @@ impl NodeBuilder {
             child: None,
             data: None,
             admin: None,
+            tls: None,
             starts: 0,
             dir,
         }
@@ -315,6 +336,8 @@ pub struct Node {
     child: Option<Child>,
     data: Option<SocketAddr>,
     admin: Option<SocketAddr>,
+    /// The HTTPS listener, when the config has a `[tls]` section.
+    tls: Option<SocketAddr>,
     /// How many times the process was started; labels the stderr log.
     starts: u32,
     dir: TempDir,
@@ -331,8 +354,19 @@ impl Node {
         self.admin.expect("node is not running")
     }
 
+    /// The HTTPS address printed on the ready line (`tls=...`), when `[tls]` is configured and
+    /// the node is running. Changes on every (re)start.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The node process's id, for reading `/proc/PID/status` (memory tests).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is not running").id()
     }
 
     pub fn store_dir(&self) -> &Path {
@@ -360,6 +394,7 @@ impl Node {
         let mut child = self.child.take().expect("kill9: node is not running");
         self.data = None;
         self.admin = None;
+        self.tls = None;
         // std's Child::kill is SIGKILL on Unix.
         let _ = child.kill();
         wait_with_timeout(&mut child, EXIT_TIMEOUT)
@@ -372,6 +407,7 @@ impl Node {
         let mut child = self.child.take().expect("stop: node is not running");
         self.data = None;
         self.admin = None;
+        self.tls = None;
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) only sends a signal; `pid` is our own child, not yet reaped (we hold
         // its `Child` and have not waited), so the pid cannot have been reused by another process.
@@ -438,9 +474,10 @@ impl Node {
         let mut child = self.spawn_child();
         let lines = read_stdout_lines(&mut child);
         match wait_ready(&lines, self.ready_timeout) {
-            Ok((data, admin)) => {
+            Ok((data, admin, tls)) => {
                 self.data = Some(data);
                 self.admin = Some(admin);
+                self.tls = tls;
                 self.child = Some(child);
             }
             Err(why) => {
@@ -485,14 +522,19 @@ fn read_stdout_lines(child: &mut Child) -> Receiver<String> {
 }
 
 /// Waits for `edgemirror ready data=ADDR admin=ADDR`; other lines are skipped.
-fn wait_ready(lines: &Receiver<String>, timeout: Duration) -> Result<(SocketAddr, SocketAddr), String> {
+fn wait_ready(
+    lines: &Receiver<String>,
+    timeout: Duration,
+) -> Result<(SocketAddr, SocketAddr, Option<SocketAddr>), String> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) => {
                 if line.starts_with(READY_PREFIX) {
-                    return parse_ready_line(&line).ok_or_else(|| format!("malformed ready line {line:?}"));
+                    let (data, admin) =
+                        parse_ready_line(&line).ok_or_else(|| format!("malformed ready line {line:?}"))?;
+                    return Ok((data, admin, parse_ready_tls(&line)));
                 }
             }
             Err(RecvTimeoutError::Timeout) => return Err(format!("no ready line within {timeout:?}")),
@@ -514,6 +556,13 @@ pub fn parse_ready_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
         }
     }
     Some((data?, admin?))
+}
+
+/// The optional `tls=127.0.0.1:R` field of the ready line (present when `[tls]` is configured).
+/// [`parse_ready_line`] skips fields it does not know, so the line parses either way.
+pub fn parse_ready_tls(line: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix(READY_PREFIX)?;
+    rest.split_whitespace().find_map(|field| field.strip_prefix("tls=")).and_then(|v| v.parse().ok())
 }
 
 /// Polls for the child's exit; std has no wait with a timeout.
