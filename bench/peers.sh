@@ -1,0 +1,555 @@
+#!/usr/bin/env bash
+# bench/peers.sh: the same HTTP/1.1 GET workload against edgemirror and its peers, in one run,
+# so every figure is a ratio measured on the same machine at the same time.
+#
+#   bash bench/peers.sh            # from the repo root; needs root (apt-get, cpuset cgroup)
+#   bash bench/peers.sh serve      # start and warm everything, then wait (SERVE_SECS) to poke at
+#
+# What it does:
+#   1. installs nginx, varnish and wrk with apt-get if they are missing;
+#   2. builds `edgemirror` and `emload` (release) unless EDGEMIRROR_BIN / EMLOAD_BIN are given;
+#   3. writes objects of 1 KiB, 64 KiB and 1 MiB (random bytes) under $WORK/www;
+#   4. starts, all on 127.0.0.1:
+#        origin        nginx serving $WWW (access log on: it counts origin requests)
+#        nginx-static  nginx serving the same files itself (sendfile on)
+#        nginx-proxy   nginx proxy_cache in front of the origin (proxy_cache_lock on)
+#        varnish       Varnish, malloc storage, in front of the origin
+#        edgemirror    the release binary, workers = 1, one bucket mirroring the origin
+#   5. warms every cache (each key fetched once, then checked to be a hit);
+#   6. per size, runs emload against each target for $WARMUP + $DURATION s, $REPEAT times with
+#      the targets taking turns (median shown); wrk cross-checks one 1 KiB key on edgemirror and
+#      nginx-static;
+#   7. the miss path: time to first byte of single cold GETs through each cache vs the origin
+#      directly, then 1000 concurrent cold GETs of one 1 MiB key per cache, with the origin's
+#      request count taken from its access log;
+#   8. prints markdown tables (also saved to $WORK/results.md), stops everything it started.
+#
+# emload runs on epoll (its default): an io_uring client made the servers measurably slower on
+# this loopback workload (see bench/src/load.rs).
+#
+# Pinning: servers under test run on core $SERVER_CORE (taskset, plus a cpuset cgroup when one
+# can be made: edgemirror pins its worker threads itself with sched_setaffinity, which a taskset
+# mask does not prevent but a cpuset does); emload, wrk and the origin run on core $LOAD_CORE.
+#
+# Knobs (environment): DURATION (10) WARMUP (2) CONNS (64) COLD_ROUNDS (20) BURST (1000)
+# PORT_BASE (18080) WORK (/tmp/edgemirror-peers) SERVER_CORE (1) LOAD_CORE (0) MIX (uniform)
+# REPEAT (3 runs per row, median shown) QUIET_MAX_PCT (25) QUIET_WAIT (180: how long to wait for
+# the machine to go idle before each run) KEEP_DATA (0: objects and stores are deleted at the
+# end, logs are kept).
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNS=${CONNS:-64}
+COLD_ROUNDS=${COLD_ROUNDS:-20}
+BURST=${BURST:-1000}
+PORT_BASE=${PORT_BASE:-18080}
+WORK=${WORK:-/tmp/edgemirror-peers}
+SERVER_CORE=${SERVER_CORE:-1}
+LOAD_CORE=${LOAD_CORE:-0}
+MIX=${MIX:-uniform}
+REPEAT=${REPEAT:-3}
+QUIET_MAX_PCT=${QUIET_MAX_PCT:-25}
+QUIET_WAIT=${QUIET_WAIT:-180}
+KEEP_DATA=${KEEP_DATA:-0}
+
+SIZES=(1k 64k 1m)
+declare -A BYTES=([1k]=1024 [64k]=65536 [1m]=1048576)
+declare -A KEYS=([1k]=500 [64k]=300 [1m]=100)
+
+P_ORIGIN=$PORT_BASE
+P_STATIC=$((PORT_BASE + 1))
+P_PROXY=$((PORT_BASE + 2))
+P_VARNISH=$((PORT_BASE + 3))
+P_EDGE=$((PORT_BASE + 4))
+P_EDGE_ADMIN=$((PORT_BASE + 5))
+P_VARNISH_ADMIN=$((PORT_BASE + 6))
+
+TARGETS=(nginx-static nginx-proxy varnish edgemirror)
+declare -A PORT=([origin]=$P_ORIGIN [nginx-static]=$P_STATIC [nginx-proxy]=$P_PROXY
+    [varnish]=$P_VARNISH [edgemirror]=$P_EDGE)
+# Path prefix in front of "/<size>/obj-N": edgemirror serves /{bucket}/{key}.
+declare -A PREFIX=([origin]="" [nginx-static]="" [nginx-proxy]="" [varnish]="" [edgemirror]="/bench")
+# Response header that says hit or miss (counted by emload), where the server has one.
+declare -A TAG=([origin]="" [nginx-static]="" [nginx-proxy]="x-cache-status" [varnish]=""
+    [edgemirror]="x-edgemirror-source")
+
+log() { printf '[peers %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+PIDS=()
+CG=""
+
+cleanup() {
+    local status=$?
+    set +e
+    if ((${#PIDS[@]})); then
+        log "stopping ${#PIDS[@]} processes: ${PIDS[*]}"
+        for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+        for _ in $(seq 50); do
+            local alive=0
+            for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+            ((alive)) || break
+            sleep 0.2
+        done
+        for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+    fi
+    if [[ -n $CG && -d $CG ]]; then
+        # Whatever is left in our cgroup was started by this script (children of the servers).
+        for _ in $(seq 25); do
+            [[ -s $CG/cgroup.procs ]] || break
+            sleep 0.2
+        done
+        for pid in $(cat "$CG/cgroup.procs" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+        sleep 0.2
+        rmdir "$CG" 2>/dev/null || log "could not remove cgroup $CG"
+    fi
+    if [[ $KEEP_DATA != 1 && -d $WORK ]]; then
+        rm -rf "$WORK/www" "$WORK/edgemirror/store" "$WORK/nginx-proxy/cache" "$WORK/varnish"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# 1-2. Tools and binaries
+
+[[ $(id -u) == 0 ]] || die "run as root (apt-get, cpuset cgroup, nginx/varnish as root)"
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+command -v varnishd >/dev/null || missing+=(varnish)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v curl >/dev/null || missing+=(curl)
+[[ -x /usr/bin/time ]] || missing+=(time)
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The packages start their own services where an init system runs them; ours use other ports.
+
+BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
+if [[ -z ${EDGEMIRROR_BIN:-} ]]; then
+    log "building edgemirror (release)"
+    (cd "$ROOT" && cargo build --release --bin edgemirror)
+    EDGEMIRROR_BIN=$BIN_DIR/edgemirror
+fi
+if [[ -z ${EMLOAD_BIN:-} ]]; then
+    log "building emload (release)"
+    (cd "$ROOT" && cargo build --release -p edgemirror-bench --bin emload)
+    EMLOAD_BIN=$BIN_DIR/emload
+fi
+[[ -x $EDGEMIRROR_BIN ]] || die "no edgemirror binary at $EDGEMIRROR_BIN"
+[[ -x $EMLOAD_BIN ]] || die "no emload binary at $EMLOAD_BIN"
+
+for p in "$P_ORIGIN" "$P_STATIC" "$P_PROXY" "$P_VARNISH" "$P_EDGE" "$P_EDGE_ADMIN" "$P_VARNISH_ADMIN"; do
+    if ss -Htln "sport = :$p" | grep -q .; then
+        die "port $p is in use; set PORT_BASE"
+    fi
+done
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# ---------------------------------------------------------------------------------------------
+# 3. Objects
+
+# WORK is wiped: only a folder this script made (it leaves a marker) or a new one.
+if [[ -e $WORK && ! -f $WORK/.edgemirror-peers ]]; then
+    die "$WORK exists and was not made by this script; set WORK to a new folder"
+fi
+rm -rf "$WORK"
+mkdir -p "$WORK"/{www,logs}
+touch "$WORK/.edgemirror-peers"
+WWW=$WORK/www
+log "writing objects under $WWW"
+make_objects() { # dir count bytes [name-prefix]
+    local dir=$1 count=$2 bytes=$3 name=${4:-obj-}
+    mkdir -p "$dir"
+    # One random stream cut into files: fast, and no two objects are alike.
+    head -c $((count * bytes)) /dev/urandom | split -b "$bytes" -d -a 6 - "$dir/.part-"
+    local i=0
+    for f in "$dir"/.part-*; do
+        mv "$f" "$dir/$name$i"
+        i=$((i + 1))
+    done
+}
+for s in "${SIZES[@]}"; do
+    make_objects "$WWW/$s" "${KEYS[$s]}" "${BYTES[$s]}"
+    # Cold keys for the miss path: 4 ranges of COLD_ROUNDS (origin, nginx-proxy, varnish, edge).
+    make_objects "$WWW/cold" $((4 * COLD_ROUNDS)) "${BYTES[$s]}" "$s-"
+done
+for t in origin nginx-proxy varnish edgemirror; do
+    head -c 1048576 /dev/urandom >"$WWW/cold/burst-1m-$t"
+done
+chmod -R a+rX "$WWW"
+cat "$WWW"/*/* >/dev/null # into the page cache
+
+# ---------------------------------------------------------------------------------------------
+# 4. Servers
+
+make_cgroup() {
+    local v1=/sys/fs/cgroup/cpuset
+    if [[ -f $v1/cpuset.cpus && -w $v1 ]]; then
+        CG=$v1/edgemirror-bench-$$
+        mkdir "$CG" && echo "$SERVER_CORE" >"$CG/cpuset.cpus" &&
+            cat "$v1/cpuset.mems" >"$CG/cpuset.mems" && return 0
+    elif grep -qw cpuset /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+        echo +cpuset >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+        CG=/sys/fs/cgroup/edgemirror-bench-$$
+        mkdir "$CG" && echo "$SERVER_CORE" >"$CG/cpuset.cpus" && return 0
+    fi
+    [[ -n $CG ]] && rmdir "$CG" 2>/dev/null
+    CG=""
+    log "warning: no cpuset cgroup; servers are pinned with taskset only"
+}
+make_cgroup
+
+# start NAME CORE CMD...: runs CMD pinned to CORE (in the server cgroup for SERVER_CORE).
+start() {
+    local name=$1 core=$2
+    shift 2
+    if [[ $core == "$SERVER_CORE" && -n $CG ]]; then
+        bash -c 'echo $$ >"$0/cgroup.procs" && exec taskset -c "$1" "${@:2}"' "$CG" "$core" "$@" \
+            >"$WORK/logs/$name.out" 2>"$WORK/logs/$name.err" &
+    else
+        taskset -c "$core" "$@" >"$WORK/logs/$name.out" 2>"$WORK/logs/$name.err" &
+    fi
+    PIDS+=("$!")
+    eval "PID_${name//-/_}=$!"
+}
+
+wait_http() { # name url
+    for _ in $(seq 100); do
+        if curl -s -o /dev/null --max-time 1 "$2"; then return 0; fi
+        sleep 0.1
+    done
+    die "$1 did not answer at $2 (logs in $WORK/logs)"
+}
+
+nginx_conf() { # name port body-of-server-block [http-extra]
+    local dir=$WORK/$1
+    mkdir -p "$dir"/tmp
+    cat >"$dir/nginx.conf" <<EOF
+# Generated by bench/peers.sh. Stock settings except: one worker, no access log (but the
+# origin's), and unlimited keep-alive requests (edgemirror and Varnish have no such limit).
+worker_processes 1;
+daemon off;
+user root;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8192; }
+http {
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    ${4:-}
+    server {
+        listen 127.0.0.1:$2;
+        $3
+    }
+}
+EOF
+    echo "$dir/nginx.conf"
+}
+
+ORIGIN_LOG=$WORK/origin/access.log
+conf=$(nginx_conf origin "$P_ORIGIN" "root $WWW; access_log $WORK/origin/access.log;")
+start origin "$LOAD_CORE" nginx -c "$conf"
+conf=$(nginx_conf nginx-static "$P_STATIC" "root $WWW;")
+start nginx-static "$SERVER_CORE" nginx -c "$conf"
+# sendfile off for the proxy: with sendfile + tcp_nopush on, every 64 KiB response served from
+# the cache stalled ~44 ms (1.4k req/s vs 19.7k with sendfile off, 64 connections, in a probe);
+# that would measure an nginx pathology, not a cache. The static server keeps sendfile on.
+conf=$(nginx_conf nginx-proxy "$P_PROXY" "
+        sendfile off;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_cache edge;
+            proxy_cache_valid 200 1d;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 30s;
+            add_header X-Cache-Status \$upstream_cache_status;
+        }" "
+    proxy_cache_path $WORK/nginx-proxy/cache levels=1:2 keys_zone=edge:64m max_size=8g inactive=1d use_temp_path=off;
+    upstream origin { server 127.0.0.1:$P_ORIGIN; keepalive 64; }")
+start nginx-proxy "$SERVER_CORE" nginx -c "$conf"
+# -t: a TTL longer than the run (the origin sends no Cache-Control).
+start varnish "$SERVER_CORE" varnishd -F -n "$WORK/varnish" -a "127.0.0.1:$P_VARNISH" \
+    -T "127.0.0.1:$P_VARNISH_ADMIN" -b "127.0.0.1:$P_ORIGIN" -s malloc,2G -t 86400
+mkdir -p "$WORK/edgemirror"
+cat >"$WORK/edgemirror/edgemirror.toml" <<EOF
+# Generated by bench/peers.sh: defaults but for the addresses, one worker and the bucket.
+[server]
+listen = "127.0.0.1:$P_EDGE"
+workers = 1
+
+[admin]
+listen = "127.0.0.1:$P_EDGE_ADMIN"
+
+[store]
+dir = "$WORK/edgemirror/store"
+
+[[buckets]]
+name = "bench"
+[[buckets.mirror]]
+url = "http://127.0.0.1:$P_ORIGIN/"
+key_prefix = ""
+EOF
+start edgemirror "$SERVER_CORE" "$EDGEMIRROR_BIN" --config "$WORK/edgemirror/edgemirror.toml"
+
+for _ in $(seq 300); do
+    grep -q "edgemirror ready" "$WORK/logs/edgemirror.out" 2>/dev/null && break
+    kill -0 "$PID_edgemirror" 2>/dev/null || die "edgemirror exited: $(tail -5 "$WORK/logs/edgemirror.err")"
+    sleep 0.1
+done
+grep -q "edgemirror ready" "$WORK/logs/edgemirror.out" || die "edgemirror not ready after 30 s"
+for t in origin "${TARGETS[@]}"; do
+    wait_http "$t" "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/1k/obj-0"
+done
+
+# Where each server's threads may run (edgemirror re-pins its workers itself).
+affinity() { # pid
+    local out="" task
+    for task in /proc/"$1"/task/*; do
+        local comm cpus
+        comm=$(cat "$task/comm" 2>/dev/null) || continue
+        cpus=$(awk '/Cpus_allowed_list/ {print $2}' "$task/status" 2>/dev/null) || continue
+        [[ -n $comm && -n $cpus ]] && out+="$comm=$cpus "
+    done
+    echo "$out"
+}
+EDGE_AFFINITY=$(affinity "$PID_edgemirror" | tr ' ' '\n' | grep . | sort | uniq -c | awk '{printf "%s x%s, ", $2, $1}')
+log "edgemirror threads (name=cpus): $EDGE_AFFINITY"
+
+# ---------------------------------------------------------------------------------------------
+# Helpers to run the load and read its summary line
+
+emload() { taskset -c "$LOAD_CORE" "$EMLOAD_BIN" "$@"; }
+
+# kv LINE KEY: the value of KEY in a `summary:` line (empty if absent).
+kv() { awk -v k="$2" '{for (i = 1; i <= NF; i++) { n = index($i, "="); if (n && substr($i, 1, n - 1) == k) { print substr($i, n + 1); exit } } }' <<<"$1"; }
+
+# CPU ticks (1/100 s) used by a process and its direct children (nginx workers, Varnish child).
+proc_ticks() {
+    local total=0 p t
+    for p in "$1" $(ps -o pid= --ppid "$1"); do
+        t=$(awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+pid_of() { local v="PID_${1//-/_}"; echo "${!v}"; }
+
+origin_requests() { if [[ -f $ORIGIN_LOG ]]; then wc -l <"$ORIGIN_LOG"; else echo 0; fi; }
+
+fmt_us() { awk -v u="$1" 'BEGIN { if (u == "") print "-"; else if (u < 1000) printf "%.0f µs", u; else if (u < 1e6) printf "%.2f ms", u / 1000; else printf "%.2f s", u / 1e6 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+url_of() { # target size -> template
+    echo "http://127.0.0.1:${PORT[$1]}${PREFIX[$1]}/$2/obj-{}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# 5. Warm the caches: every key once, then once more and check the second pass was all hits.
+
+for s in "${SIZES[@]}"; do
+    for t in nginx-proxy varnish edgemirror; do
+        hdr=()
+        [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
+        emload --mix seq -n "${KEYS[$s]}" -c 8 -d 120 --url-template "$(url_of "$t" "$s")" \
+            --keys "${KEYS[$s]}" --output line "${hdr[@]}" >>"$WORK/logs/warm.log"
+        before=$(origin_requests)
+        line=$(emload --mix seq -n "${KEYS[$s]}" -c 8 -d 120 --url-template "$(url_of "$t" "$s")" \
+            --keys "${KEYS[$s]}" --output line "${hdr[@]}")
+        echo "$line" >>"$WORK/logs/warm.log"
+        fetched=$(($(origin_requests) - before))
+        [[ $(kv "$line" ok) == "${KEYS[$s]}" ]] || die "warm-up of $t $s: $line"
+        ((fetched == 0)) || log "warning: $t $s still went to the origin $fetched times after warm-up"
+    done
+done
+log "caches warm"
+
+if [[ ${1:-} == serve ]]; then
+    # Debugging aid: keep the warmed servers up for SERVE_SECS (default 600) and print where.
+    for t in origin "${TARGETS[@]}"; do log "$t: $(url_of "$t" 1k)  (pid $(pid_of "$t"))"; done
+    log "serving for ${SERVE_SECS:-600} s; Ctrl-C stops everything"
+    sleep "${SERVE_SECS:-600}"
+    exit 0
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 6. Steady load
+
+RESULTS=$WORK/results.md
+: >"$RESULTS"
+out() { echo "$*" | tee -a "$RESULTS"; }
+
+# Busy CPU ticks of the whole machine (user + nice + system), to see what else ran meanwhile.
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4; exit }' /proc/stat; }
+# Waits (up to QUIET_WAIT s) until the machine is nearly idle: other work on these 2 cores
+# (a compile, a fuzzer) would be measured as the server's slowness.
+wait_quiet() {
+    local waited=0 busy
+    while :; do
+        local a b
+        a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat)
+        sleep 1
+        b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat)
+        busy=$((b - a)) # ticks of 1/100 s in 1 s = % of one core
+        ((busy <= QUIET_MAX_PCT || waited >= QUIET_WAIT)) && break
+        ((waited == 0)) && log "machine busy (${busy}% of a core); waiting up to ${QUIET_WAIT} s"
+        sleep 4
+        waited=$((waited + 5))
+    done
+    ((busy <= QUIET_MAX_PCT)) || log "warning: still busy (${busy}% of a core); measuring anyway"
+}
+
+# run_load TARGET SIZE REP: one emload run; appends a record to $WORK/logs/rows-TARGET-SIZE.
+run_load() {
+    local t=$1 s=$2 rep=$3 hdr=() before pid ticks mticks started ended line srv em bg fetched
+    [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
+    wait_quiet
+    log "load: $t $s (run $rep of $REPEAT)"
+    before=$(origin_requests)
+    pid=$(pid_of "$t")
+    ticks=$(proc_ticks "$pid")
+    mticks=$(machine_ticks)
+    started=$(date +%s.%N)
+    /usr/bin/time -f "cpu %U %S" -o "$WORK/logs/load-$t-$s-$rep.time" taskset -c "$LOAD_CORE" \
+        "$EMLOAD_BIN" -c "$CONNS" -d "$DURATION" -w "$WARMUP" --mix "$MIX" --seed "$rep" \
+        --url-template "$(url_of "$t" "$s")" --keys "${KEYS[$s]}" "${hdr[@]}" \
+        >"$WORK/logs/load-$t-$s-$rep.txt"
+    ended=$(date +%s.%N)
+    srv=$(($(proc_ticks "$pid") - ticks))
+    em=$(awk '/^cpu/ { printf "%.0f", 100 * ($2 + $3) }' "$WORK/logs/load-$t-$s-$rep.time")
+    bg=$(($(machine_ticks) - mticks - srv - em))
+    fetched=$(($(origin_requests) - before))
+    line=$(grep '^summary:' "$WORK/logs/load-$t-$s-$rep.txt")
+    # CPU shares in % of one core over the whole run (warm-up included).
+    read -r srv em bg < <(awk -v a="$started" -v b="$ended" -v s="$srv" -v e="$em" -v g="$bg" \
+        'BEGIN { w = b - a; if (g < 0) g = 0; printf "%.0f %.0f %.0f\n", s / w, e / w, g / w }')
+    echo "$(kv "$line" rps)|$(kv "$line" gbps)|$(kv "$line" p50_us)|$(kv "$line" p99_us)|$(kv "$line" p999_us)|$(kv "$line" errors) / $(kv "$line" non2xx)|$fetched|$srv% / $em% / $bg%" \
+        >>"$WORK/logs/rows-$t-$s"
+}
+
+declare -A RPS
+out "## Hit path: $CONNS keep-alive connections, $MIX keys, ${WARMUP} s warm-up + ${DURATION} s per run"
+out ""
+out "Keys per size: 1k ${KEYS[1k]}, 64k ${KEYS[64k]}, 1m ${KEYS[1m]}. Each row is the median (by req/s) of $REPEAT runs, the targets taking turns; range = slowest and fastest run."
+out "CPU = the server's processes / emload / everything else on the machine, in % of one core over the run (approximate: softirq time is not attributed)."
+out ""
+out "| target | size | req/s | range | GB/s | p50 | p99 | p99.9 | errors / non-2xx | origin reqs | CPU server / emload / other | edgemirror / target |"
+out "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+for s in "${SIZES[@]}"; do
+    for rep in $(seq "$REPEAT"); do
+        for t in "${TARGETS[@]}"; do run_load "$t" "$s" "$rep"; done
+    done
+    declare -A MED=()
+    for t in "${TARGETS[@]}"; do
+        sorted=$(sort -t'|' -k1,1g "$WORK/logs/rows-$t-$s")
+        MED[$t]=$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")
+        lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
+        hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
+        MED[$t]+="|$(printf '%.0f–%.0f' "$lo" "$hi")"
+        RPS[$t/$s]=$(cut -d'|' -f1 <<<"${MED[$t]}")
+    done
+    for t in "${TARGETS[@]}"; do
+        IFS='|' read -r rps gbps p50 p99 p999 errs fetched cpu range <<<"${MED[$t]}"
+        out "| $t | $s | $(printf '%.0f' "$rps") | $range | $(printf '%.3f' "$gbps") | $(fmt_us "$p50") | $(fmt_us "$p99") | $(fmt_us "$p999") | $errs | $fetched | $cpu | $(ratio "${RPS[edgemirror/$s]}" "$rps") |"
+    done
+done
+out ""
+
+# wrk cross-check: one 1 KiB key, the same connections and duration, both tools (a Lua script
+# per request would make wrk, not the server, the bottleneck).
+wrk_us() { # "1.23ms" -> microseconds
+    awk -v v="$1" 'BEGIN { m = 1; if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1e6; sub(/[a-z]+$/, "", v); print v * m }'
+}
+out "## Cross-check with wrk: one 1 KiB key, $CONNS connections, ${DURATION} s"
+out ""
+out "| target | tool | req/s | p50 | p99 | CPU of the tool |"
+out "|---|---|---:|---:|---:|---:|"
+for t in edgemirror nginx-static; do
+    url="http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/1k/obj-0"
+    log "cross-check: $t 1k, emload then wrk"
+    line=$(emload -c "$CONNS" -d "$DURATION" -w "$WARMUP" --url "$url" --output line)
+    echo "$line" >"$WORK/logs/xcheck-emload-$t.txt"
+    w=$WORK/logs/xcheck-wrk-$t.txt
+    /usr/bin/time -f "cpu %U %S %e" taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$w" 2>"$w.time"
+    wrps=$(awk '/^Requests\/sec:/ {print $2}' "$w")
+    wp50=$(wrk_us "$(awk '$1 == "50%" {print $2}' "$w")")
+    wp99=$(wrk_us "$(awk '$1 == "99%" {print $2}' "$w")")
+    wcpu=$(awk '/^cpu/ { printf "%.0f", 100 * ($2 + $3) / $4 }' "$w.time")
+    out "| $t | emload | $(printf '%.0f' "$(kv "$line" rps)") | $(fmt_us "$(kv "$line" p50_us)") | $(fmt_us "$(kv "$line" p99_us)") | $(kv "$line" cpu_pct)% |"
+    out "| $t | wrk | $(printf '%.0f' "$wrps") | $(fmt_us "$wp50") | $(fmt_us "$wp99") | ${wcpu}% |"
+done
+out ""
+
+# ---------------------------------------------------------------------------------------------
+# 7. Miss path
+
+out "## Miss path: one cold GET at a time, $COLD_ROUNDS fresh keys per row (TTFB from the request)"
+out ""
+out "| target | size | TTFB p50 | TTFB max | complete p50 | complete max | TTFB / origin direct | served from |"
+out "|---|---|---:|---:|---:|---:|---:|---|"
+declare -A COLD_BASE=([origin]=0 [nginx-proxy]=$COLD_ROUNDS [varnish]=$((2 * COLD_ROUNDS))
+    [edgemirror]=$((3 * COLD_ROUNDS)))
+for s in "${SIZES[@]}"; do
+    base_ttfb=""
+    for t in origin nginx-proxy varnish edgemirror; do
+        hdr=()
+        [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
+        wait_quiet
+        log "cold: $t $s"
+        emload --cold -c 1 --rounds "$COLD_ROUNDS" --keys "$COLD_ROUNDS" --key-offset "${COLD_BASE[$t]}" \
+            --url-template "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/cold/$s-{}" "${hdr[@]}" \
+            --csv "$WORK/logs/cold-$t-$s.csv" >"$WORK/logs/cold-$t-$s.txt"
+        line=$(grep '^summary:' "$WORK/logs/cold-$t-$s.txt")
+        ttfb=$(kv "$line" ttfb_p50_us)
+        [[ $t == origin ]] && base_ttfb=$ttfb
+        tags=$(tr ' ' '\n' <<<"$line" | { grep '^tag_' || true; } | sed 's/^tag_//' | paste -sd, -)
+        [[ $(kv "$line" ok) == "$COLD_ROUNDS" ]] || tags+=" (ok=$(kv "$line" ok) errors=$(kv "$line" errors) non2xx=$(kv "$line" non2xx))"
+        out "| $t | $s | $(fmt_us "$ttfb") | $(fmt_us "$(kv "$line" ttfb_max_us)") | $(fmt_us "$(kv "$line" total_p50_us)") | $(fmt_us "$(kv "$line" total_max_us)") | $(ratio "$ttfb" "$base_ttfb") | ${tags:--} |"
+    done
+done
+out ""
+
+out "## Miss path: $BURST concurrent cold GETs of one 1 MiB key (sent at once; times from the burst start)"
+out ""
+out "| target | ok | errors / non-2xx | TTFB p50 | TTFB p99 | TTFB max | last finished | origin requests | served from |"
+out "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+for t in origin nginx-proxy varnish edgemirror; do
+    hdr=()
+    [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
+    wait_quiet
+    log "burst: $t"
+    emload --cold -c "$BURST" --timeout-ms 60000 \
+        --url "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/cold/burst-1m-$t" "${hdr[@]}" \
+        --csv "$WORK/logs/burst-$t.csv" >"$WORK/logs/burst-$t.txt"
+    sleep 0.5 # let the origin's log catch up with fills that outlive their client
+    line=$(grep '^summary:' "$WORK/logs/burst-$t.txt")
+    fetched=$(grep -c "GET /cold/burst-1m-$t " "$ORIGIN_LOG" || true)
+    tags=$(tr ' ' '\n' <<<"$line" | { grep '^tag_' || true; } | sed 's/^tag_//' | paste -sd, -)
+    out "| $t | $(kv "$line" ok) | $(kv "$line" errors) / $(kv "$line" non2xx) | $(fmt_us "$(kv "$line" ttfb_p50_us)") | $(fmt_us "$(kv "$line" ttfb_p99_us)") | $(fmt_us "$(kv "$line" ttfb_max_us)") | $(fmt_us "$(kv "$line" last_max_us)") | $fetched | ${tags:--} |"
+done
+out ""
+
+curl -s "http://127.0.0.1:$P_EDGE_ADMIN/metrics" >"$WORK/logs/edgemirror-metrics.txt" || true
+du -sh "$WORK/edgemirror/store" >"$WORK/logs/edgemirror-store-size.txt" 2>&1 || true
+
+out "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); repo at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty'); edgemirror binary $EDGEMIRROR_BIN built $(date -u -r "$EDGEMIRROR_BIN" '+%H:%M UTC'); $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)); kernel $(uname -r)"
+out "Versions: $(nginx -v 2>&1 | sed 's/.*: //'); $(varnishd -V 2>&1 | head -1 | sed 's/ revision.*//;s/(//'); $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'); emload driver $(kv "$line" driver)"
+out "Pinning: servers on core $SERVER_CORE ($([[ -n $CG ]] && echo "cpuset cgroup + taskset" || echo "taskset only")), load and origin on core $LOAD_CORE; edgemirror threads: ${EDGE_AFFINITY%, }"
+out "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); logs in $WORK/logs"
