@@ -298,8 +298,9 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
     match writer.commit() {
         Ok(obj) => {
             metrics.objects_mirrored.inc();
-            shared.hot.insert(&obj);
+            // Release the followers' last byte first; warming the hot cache copies the body.
             guard.finish(Phase::Complete { written: obj.meta.size });
+            shared.hot.insert(&obj);
         }
         Err(e) => {
             metrics.origin_body_failures.inc();

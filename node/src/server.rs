@@ -181,9 +181,9 @@ pub fn start(config: Config) -> Result<Node> {
         let shared = shared.clone();
         let tls_listener = if tls_listeners.is_empty() { None } else { Some(tls_listeners.remove(0)) };
         let t = std::thread::Builder::new().name(format!("worker-{id}")).spawn(move || {
-            if workers <= cores {
+            if let Some(cpu) = pin_cpu(id, workers) {
                 // One runtime per core: pinning keeps a worker's caches warm.
-                let _ = monoio::utils::bind_to_cpu_set([id]);
+                core_affinity::set_for_current(cpu);
             }
             run_runtime(move || worker_main(id, listener, tls_listener, shared));
         })?;
@@ -229,6 +229,14 @@ fn random_token() -> u64 {
         return t ^ u64::from(std::process::id()).rotate_left(32);
     }
     u64::from_le_bytes(b)
+}
+
+/// The CPU worker `id` is pinned to: the id-th of the CPUs this process may run on (so
+/// `taskset -c 2,3 edgemirror` pins workers to 2 and 3, not 0 and 1). No pinning when there are
+/// more workers than allowed CPUs.
+fn pin_cpu(id: usize, workers: usize) -> Option<core_affinity::CoreId> {
+    let allowed = core_affinity::get_core_ids()?;
+    (workers <= allowed.len()).then(|| allowed[id])
 }
 
 /// Runs `main`'s future on a fresh monoio runtime (io_uring with epoll fallback, timers on).
