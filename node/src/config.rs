@@ -74,6 +74,12 @@ pub struct RawServer {
     pub write_timeout_ms: u64,
     /// Open client connections one worker holds at most; more are closed on accept.
     pub max_connections_per_worker: usize,
+    /// Largest request head (431 above); at most 16384.
+    pub max_head_bytes: usize,
+    /// Most header fields in a request (431 above); at most 64.
+    pub max_headers: usize,
+    /// Longest request target (414 above); at most 8192.
+    pub max_uri_bytes: usize,
 }
 
 impl Default for RawServer {
@@ -85,6 +91,9 @@ impl Default for RawServer {
             idle_timeout_ms: 60_000,
             write_timeout_ms: 30_000,
             max_connections_per_worker: 10_000,
+            max_head_bytes: edgemirror_proto::MAX_HEAD_BYTES,
+            max_headers: edgemirror_proto::MAX_HEADERS,
+            max_uri_bytes: edgemirror_proto::MAX_URI_BYTES,
         }
     }
 }
@@ -235,6 +244,7 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
     pub max_connections_per_worker: usize,
+    pub limits: edgemirror_proto::RequestLimits,
 }
 
 /// The HTTPS listener.
@@ -292,6 +302,22 @@ impl Config {
     }
 }
 
+fn request_limits(s: &RawServer) -> Result<edgemirror_proto::RequestLimits> {
+    use edgemirror_proto::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_URI_BYTES};
+    let check = |field: &str, v: usize, min: usize, max: usize| {
+        if (min..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(anyhow!("{field}: {v} is outside {min}..={max}"))
+        }
+    };
+    Ok(edgemirror_proto::RequestLimits {
+        head_bytes: check("server.max_head_bytes", s.max_head_bytes, 256, MAX_HEAD_BYTES)?,
+        headers: check("server.max_headers", s.max_headers, 4, MAX_HEADERS)?,
+        uri_bytes: check("server.max_uri_bytes", s.max_uri_bytes, 16, MAX_URI_BYTES)?,
+    })
+}
+
 fn ms(field: &str, v: u64) -> Result<Duration> {
     if v == 0 {
         bail!("{field}: must be greater than 0");
@@ -320,6 +346,7 @@ impl RawConfig {
                 0 => bail!("server.max_connections_per_worker: must be greater than 0"),
                 n => n,
             },
+            limits: request_limits(&self.server)?,
         };
         let admin = AdminConfig { listen: addr("admin.listen", &self.admin.listen)?, token: self.admin.token };
         if admin.token.chars().any(|c| c.is_control() || c == ' ') {
@@ -449,6 +476,8 @@ mod tests {
             ("[[buckets]]\nname = \"Bad_Name\"", "buckets[0].name"),
             ("[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"ftp://x/\"", "buckets[0].mirror[0].url"),
             ("[cache]\nmax_object_bytes = 99999999999", "cache.max_object_bytes"),
+            ("[server]\nmax_head_bytes = 1000000", "server.max_head_bytes"),
+            ("[server]\nmax_headers = 65", "server.max_headers"),
         ];
         for (text, field) in cases {
             let err = format!("{:#}", Config::from_toml(text).unwrap_err());

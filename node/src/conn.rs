@@ -143,7 +143,7 @@ pub async fn serve(stream: ClientStream, worker: Rc<Worker>) {
         // Read until a whole head is buffered.
         let mut head_started: Option<Instant> = (!buf.is_empty()).then(Instant::now);
         let head = loop {
-            match proto::parse_request(&buf) {
+            match proto::parse_request_with(&buf, &cfg.limits) {
                 Ok(Status::Complete(head)) => break head,
                 Ok(Status::Partial) => {}
                 Err(e) => {

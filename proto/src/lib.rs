@@ -45,8 +45,10 @@ pub use error::ParseError;
 pub use error_body::s3_error_xml;
 pub use head::{BodyFraming, Method, Span, Status, Version};
 pub use headers::{HeaderSpan, Headers};
-pub use limits::{MAX_CHUNK_LINE_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_RANGES, MAX_TRAILER_BYTES, MAX_URI_BYTES};
+pub use limits::{
+    RequestLimits, MAX_CHUNK_LINE_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_RANGES, MAX_TRAILER_BYTES, MAX_URI_BYTES,
+};
 pub use path::{decode_path, encode_key};
 pub use range::{parse_range, ByteRanges, RangeRequest};
-pub use request::{parse_request, RequestHead};
+pub use request::{parse_request, parse_request_with, RequestHead};
 pub use response::{parse_response, response_framing, ResponseHead};

@@ -14,7 +14,7 @@
 use crate::error::ParseError;
 use crate::head::{check_bare_lf, map_header_error, scan_headers, span_of, BodyFraming, Method, Span, Status, Version};
 use crate::headers::Headers;
-use crate::limits::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_URI_BYTES};
+use crate::limits::{RequestLimits, MAX_HEADERS};
 
 /// A parsed request head. All spans index the buffer given to `parse_request`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,16 +46,22 @@ pub struct RequestHead {
 /// `Ok(Partial)` means append more bytes and call again with the whole buffer. Errors are
 /// final: answer with `err.status()` and close the connection.
 pub fn parse_request(buf: &[u8]) -> Result<Status<RequestHead>, ParseError> {
+    parse_request_with(buf, &RequestLimits::DEFAULT)
+}
+
+/// [`parse_request`] under configured limits (each at most its const ceiling).
+pub fn parse_request_with(buf: &[u8], limits: &RequestLimits) -> Result<Status<RequestHead>, ParseError> {
+    let limits = limits.clamped();
     // Never look past the head limit: bounds the work per call as well as the memory.
-    let window = &buf[..buf.len().min(MAX_HEAD_BYTES)];
+    let window = &buf[..buf.len().min(limits.head_bytes)];
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut raw);
     let head_len = match req.parse(window) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             check_bare_lf(window)?;
-            check_partial_target(window)?;
-            if buf.len() >= MAX_HEAD_BYTES {
+            check_partial_target(window, limits.uri_bytes)?;
+            if buf.len() >= limits.head_bytes {
                 return Err(ParseError::HeadTooLarge);
             }
             return Ok(Status::Partial);
@@ -66,7 +72,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Status<RequestHead>, ParseError> {
             return Err(match (e, req.version) {
                 (httparse::Error::Version, None) => ParseError::BadVersion,
                 (_, None) => {
-                    check_partial_target(window)?;
+                    check_partial_target(window, limits.uri_bytes)?;
                     ParseError::BadRequestLine
                 }
                 (_, Some(_)) if !request_line_ends_in_crlf(window, req.path) => ParseError::BadRequestLine,
@@ -80,8 +86,11 @@ pub fn parse_request(buf: &[u8]) -> Result<Status<RequestHead>, ParseError> {
         // httparse fills all three before returning Complete.
         return Err(ParseError::BadRequestLine);
     };
-    if target.len() > MAX_URI_BYTES {
+    if target.len() > limits.uri_bytes {
         return Err(ParseError::UriTooLong);
+    }
+    if req.headers.len() > limits.headers {
+        return Err(ParseError::TooManyHeaders);
     }
     let version = match minor {
         0 => Version::Http10,
@@ -152,7 +161,7 @@ fn request_line_ends_in_crlf(window: &[u8], target: Option<&str>) -> bool {
 
 /// While the request line is incomplete, fail early with 414 once the target alone is over the
 /// limit, instead of waiting for the whole head to hit 431.
-fn check_partial_target(window: &[u8]) -> Result<(), ParseError> {
+fn check_partial_target(window: &[u8], uri_limit: usize) -> Result<(), ParseError> {
     // httparse skips empty lines before the request line (RFC 9112 §2.2).
     let line = {
         let mut s = window;
@@ -166,7 +175,7 @@ fn check_partial_target(window: &[u8]) -> Result<(), ParseError> {
     };
     let after = &line[sp + 1..];
     let target_len = after.iter().position(|&b| b == b' ' || b == b'\r' || b == b'\n').unwrap_or(after.len());
-    if target_len > MAX_URI_BYTES {
+    if target_len > uri_limit {
         return Err(ParseError::UriTooLong);
     }
     Ok(())
@@ -175,6 +184,7 @@ fn check_partial_target(window: &[u8]) -> Result<(), ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::{MAX_HEAD_BYTES, MAX_URI_BYTES};
 
     fn complete(buf: &[u8]) -> RequestHead {
         match parse_request(buf) {
@@ -546,5 +556,21 @@ Transfer-Encoding: gzip, Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
                 }
             }
         }
+    }
+
+    #[test]
+    fn configured_limits_tighten_the_ceilings() {
+        let limits = RequestLimits { head_bytes: 128, headers: 2, uri_bytes: 16 };
+        let ok = b"GET /short HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert!(matches!(parse_request_with(ok, &limits), Ok(Status::Complete(_))));
+        let long_uri = b"GET /0123456789abcdefg HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert_eq!(parse_request_with(long_uri, &limits).err(), Some(ParseError::UriTooLong));
+        let three = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n";
+        assert_eq!(parse_request_with(three, &limits).err(), Some(ParseError::TooManyHeaders));
+        let big = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "v".repeat(200));
+        assert_eq!(parse_request_with(big.as_bytes(), &limits).err(), Some(ParseError::HeadTooLarge));
+        // Config cannot raise a ceiling.
+        let loose = RequestLimits { head_bytes: usize::MAX, headers: 1000, uri_bytes: usize::MAX };
+        assert_eq!(loose.clamped(), RequestLimits::DEFAULT);
     }
 }

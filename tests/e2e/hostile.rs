@@ -187,6 +187,29 @@ fn target_longer_than_8_kib_is_414() {
     assert_refused(node.data_addr(), raw.as_bytes(), 414, "RequestURITooLong");
 }
 
+/// `[server] max_uri_bytes / max_headers / max_head_bytes` tighten the built-in ceilings.
+#[test]
+fn configured_limits_apply() {
+    let origin = Origin::start();
+    let node = NodeBuilder::new()
+        .mirror(&format!("{}/", origin.url()), "")
+        .with_line("server", "max_uri_bytes = 64")
+        .with_line("server", "max_headers = 8")
+        .with_line("server", "max_head_bytes = 1024")
+        .start();
+    let addr = node.data_addr();
+    let raw = format!("GET /example-bucket/{} HTTP/1.1\r\nHost: x\r\n\r\n", "k".repeat(100));
+    assert_refused(addr, raw.as_bytes(), 414, "RequestURITooLong");
+    let many: String = (0..9).map(|i| format!("X-{i}: v\r\n")).collect();
+    let raw = format!("GET /example-bucket/k HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    assert_refused(addr, raw.as_bytes(), 431, "RequestHeaderSectionTooLarge");
+    let raw = format!("GET /example-bucket/k HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "v".repeat(1100));
+    assert_refused(addr, raw.as_bytes(), 431, "RequestHeaderSectionTooLarge");
+    // Within the limits, requests are served as usual (404: no such object at the origin).
+    let resp = get(addr, &format!("/example-bucket/{}", "k".repeat(20)), &[]).expect("a response");
+    assert_s3_error(&resp, 404, Some("NoSuchKey"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Time.
 
