@@ -118,6 +118,12 @@ pub fn driver_name() -> &'static str {
 }
 
 pub fn start(config: Config) -> Result<Node> {
+    // Every segment file stays open (large objects get one each) and every connection is a
+    // descriptor: lift the soft limit to the hard one, as nginx's worker_rlimit_nofile does.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(nofile = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let (store, recovered) = Store::open(config.store.clone())
         .with_context(|| format!("opening the store in {}", config.store.dir.display()))?;
     tracing::info!(
