@@ -256,3 +256,36 @@ fn md5_mismatch_refuses_commit() {
     w.append(&data).unwrap();
     w.commit().unwrap();
 }
+
+/// A writer whose MD5 is computed elsewhere commits only with that digest, and the digest is
+/// still checked against the origin's Content-MD5.
+#[test]
+fn deferred_md5_commit() {
+    use md5::{Digest, Md5};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let data = body(70_000, 3);
+    let digest: [u8; 16] = Md5::digest(&data).into();
+    let begin = |k: &str| store.begin(0, ObjectKeyRef::new("b", k), RecordMeta::new(SystemTime::now()), Some(70_000));
+
+    let mut w = begin("no-digest").unwrap();
+    w.defer_md5();
+    w.append(&data).unwrap();
+    assert!(w.commit().is_err(), "commit() without the deferred digest must fail");
+
+    let mut w = begin("checked").unwrap();
+    w.defer_md5();
+    w.expect_md5([9; 16]);
+    w.append(&data).unwrap();
+    assert!(w.commit_with_md5(digest).is_err(), "Content-MD5 is still enforced");
+
+    let mut w = begin("ok").unwrap();
+    w.defer_md5();
+    w.append(&data).unwrap();
+    let obj = w.commit_with_md5(digest).unwrap();
+    assert_eq!(obj.meta.md5, digest);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(get(&store, "ok").unwrap(), data);
+    assert!(get(&store, "no-digest").is_none() && get(&store, "checked").is_none());
+}

@@ -122,6 +122,8 @@ pub struct RawStore {
     pub max_object_bytes: u64,
     /// "never", "interval" or "always" (see `SyncPolicy`).
     pub sync: String,
+    /// Threads computing the MD5 (ETag) of mirrored bodies off the workers; 0 hashes inline.
+    pub hash_threads: usize,
     pub sync_interval_ms: u64,
 }
 
@@ -132,6 +134,7 @@ impl Default for RawStore {
             segment_bytes: 256 << 20,
             max_object_bytes: 64 << 30,
             sync: "interval".into(),
+            hash_threads: 1,
             sync_interval_ms: 1000,
         }
     }
@@ -227,6 +230,8 @@ fn yes() -> bool {
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Hasher threads for mirrored bodies (`store.hash_threads`).
+    pub hash_threads: usize,
     pub server: ServerConfig,
     pub tls: Option<TlsListenConfig>,
     pub admin: AdminConfig,
@@ -436,7 +441,10 @@ impl RawConfig {
             }
             buckets.push(BucketConfig { name: b.name, mirror_seed });
         }
-        Ok(Config { server, tls, admin, store, cache, origin, buckets })
+        if s.hash_threads > 64 {
+            bail!("store.hash_threads: {} is more than 64", s.hash_threads);
+        }
+        Ok(Config { hash_threads: s.hash_threads, server, tls, admin, store, cache, origin, buckets })
     }
 }
 

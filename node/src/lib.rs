@@ -28,6 +28,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod fill;
+pub mod hash;
 pub mod iovec;
 pub mod metrics;
 pub mod mirror;

@@ -270,6 +270,10 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
     if let Some(md5) = content_md5 {
         writer.expect_md5(md5);
     }
+    let mut hasher = shared.hashes.start();
+    if hasher.is_some() {
+        writer.defer_md5();
+    }
     guard.fill().set_body(FillBody { meta, length, reader: writer.reader() });
 
     loop {
@@ -289,13 +293,27 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
             return guard.finish(Phase::Broken);
         }
         guard.fill().set_written(writer.written());
+        if let Some(h) = hasher.as_mut() {
+            h.update(piece);
+            h.backlog().await;
+        }
         if !shared.config.origin.complete_on_client_abort && guard.fill().followers() == 0 {
             tracing::info!(request_id = %rid, "every client left; fill abandoned");
             return guard.finish(Phase::Broken);
         }
     }
     resp.body.release(&worker.pool);
-    match writer.commit() {
+    let committed = match hasher {
+        None => writer.commit(),
+        Some(h) => match h.finish().await {
+            Some(md5) => writer.commit_with_md5(md5),
+            None => {
+                tracing::error!(request_id = %rid, "the MD5 thread is gone; fill abandoned");
+                return guard.finish(Phase::Broken);
+            }
+        },
+    };
+    match committed {
         Ok(obj) => {
             metrics.objects_mirrored.inc();
             // Release the followers' last byte first; warming the hot cache copies the body.

@@ -19,6 +19,7 @@ use edgemirror_cache::{HotCache, Store};
 
 use crate::config::Config;
 use crate::fill::FillTable;
+use crate::hash::HashPool;
 use crate::metrics::Metrics;
 use crate::reply::{DateCache, RequestId};
 use crate::rules::{self, RuleTable};
@@ -42,6 +43,8 @@ pub struct Shared {
     pub via_token: String,
     /// Origin fetches in flight, by object: concurrent misses share one.
     pub fills: Arc<FillTable>,
+    /// MD5 of mirrored bodies, off the workers.
+    pub hashes: HashPool,
 }
 
 /// One core's state. Lives on its thread, shared by that core's tasks through `Rc`.
@@ -168,6 +171,7 @@ pub fn start(config: Config) -> Result<Node> {
     }
     let table = initial_rules(&config, &self_addrs)?;
     let via_token = format!("edgemirror-{:016x}", random_token());
+    let hashes = HashPool::new(config.hash_threads).context("starting the MD5 threads")?;
     let shared = Arc::new(Shared {
         config,
         store,
@@ -178,6 +182,7 @@ pub fn start(config: Config) -> Result<Node> {
         self_addrs,
         via_token,
         fills: Arc::new(FillTable::default()),
+        hashes,
     });
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     tracing::info!(driver = driver_name(), workers, cores, listen = %data_addr, admin = %admin_addr, "starting workers");

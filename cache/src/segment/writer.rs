@@ -52,6 +52,9 @@ pub struct RecordWriter {
     committed: bool,
     /// The origin's Content-MD5, when the rule asks for it to be checked.
     expected_md5: Option<[u8; 16]>,
+    /// The caller hashes the body itself (off the writing core) and passes the digest to
+    /// [`RecordWriter::commit_with_md5`].
+    md5_deferred: bool,
     /// What concurrent readers see of this record (read-while-write).
     view: Arc<Mutex<View>>,
 }
@@ -142,6 +145,7 @@ impl Store {
             created_ms,
             committed: false,
             expected_md5: None,
+            md5_deferred: false,
             view: Arc::new(Mutex::new(View::default())),
         };
         if let Some(len) = body_len {
@@ -191,6 +195,12 @@ impl RecordWriter {
     /// A reader of this record's bytes as they are written.
     pub fn reader(&self) -> FillReader {
         FillReader { view: self.view.clone() }
+    }
+
+    /// The caller will compute the body's MD5 (e.g. on another thread) and commit with
+    /// [`RecordWriter::commit_with_md5`]; appends then only write and CRC the bytes.
+    pub fn defer_md5(&mut self) {
+        self.md5_deferred = true;
     }
 
     /// Makes commit fail unless the body's MD5 is `md5` (the origin's Content-MD5).
@@ -251,7 +261,9 @@ impl RecordWriter {
     fn account(&mut self, data: &[u8]) {
         self.written += data.len() as u64;
         self.crc = crc32c::crc32c_append(self.crc, data);
-        self.md5.update(data);
+        if !self.md5_deferred {
+            self.md5.update(data);
+        }
     }
 
     fn write_body_at(&self, body_pos: u64, data: &[u8]) -> Result<()> {
@@ -270,7 +282,19 @@ impl RecordWriter {
 
     /// Finishes the record: checks the length, writes the trailer, makes the object visible.
     /// If the key was committed meanwhile by another writer, that object wins and is returned.
-    pub fn commit(mut self) -> Result<StoredObject> {
+    pub fn commit(self) -> Result<StoredObject> {
+        if self.md5_deferred {
+            return Err(Error::BodyMismatch("commit without the deferred MD5".into()));
+        }
+        self.commit_inner(None)
+    }
+
+    /// Commits with the body's MD5 computed by the caller (after [`RecordWriter::defer_md5`]).
+    pub fn commit_with_md5(self, md5: [u8; 16]) -> Result<StoredObject> {
+        self.commit_inner(Some(md5))
+    }
+
+    fn commit_inner(mut self, md5: Option<[u8; 16]>) -> Result<StoredObject> {
         if let Some(expected) = self.expected_len {
             if self.written != expected {
                 return Err(Error::BodyMismatch(format!("{} bytes written, {expected} announced", self.written)));
@@ -285,7 +309,10 @@ impl RecordWriter {
                 at += c.len() as u64;
             }
         }
-        let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
+        let md5: [u8; 16] = match md5 {
+            Some(m) => m,
+            None => std::mem::take(&mut self.md5).finalize().into(),
+        };
         if let Some(expected) = self.expected_md5 {
             if expected != md5 {
                 return Err(Error::BodyMismatch("body MD5 differs from the origin's Content-MD5".into()));
