@@ -19,6 +19,9 @@
 //! Flow: [`Conn::send`] writes bytes; [`Conn::read_head`] parses a response head out of the
 //! connection's buffer; a [`PartialBody`] decodes the body incrementally, so a test can observe
 //! the first bytes of a streamed body before the rest exists; [`Conn::request`] does all three.
+//!
+//! [`Conn`] is generic over its byte stream ([`Stream`]): plain `TcpStream` by default, and the
+//! HTTPS client in [`super::tls`] runs the same parser over a rustls stream.
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
@@ -135,16 +138,34 @@ impl ClientError {
     }
 }
 
+/// A blocking byte stream a [`Conn`] can speak HTTP/1.1 over.
+pub trait Stream: Read + Write {
+    /// Bounds every later read (`None`: wait forever).
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Tells the peer we will send nothing more (the read side stays open).
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
 /// One client connection; keeps unread bytes between responses so pipelined and keep-alive
 /// responses are split exactly at their framing boundaries.
-pub struct Conn {
-    stream: TcpStream,
+pub struct Conn<S: Stream = TcpStream> {
+    stream: S,
     buf: Vec<u8>,
     /// Set once a read returned EOF or reset; later reads return EOF at once.
     eof: bool,
 }
 
-impl Conn {
+impl Conn<TcpStream> {
     /// Connects with the default timeouts; panics (fails the test) if the connect fails, since
     /// every caller would do that anyway.
     pub fn new(addr: SocketAddr) -> Conn {
@@ -157,7 +178,7 @@ impl Conn {
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;
         // Small requests must leave at once; timing tests measure the node, not Nagle.
         stream.set_nodelay(true)?;
-        Ok(Conn { stream, buf: Vec::new(), eof: false })
+        Ok(Conn::over(stream))
     }
 
     /// Wraps an already connected stream (e.g. one made with a small receive buffer through
@@ -166,7 +187,19 @@ impl Conn {
         stream.set_read_timeout(Some(DEFAULT_READ_TIMEOUT))?;
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;
         stream.set_nodelay(true)?;
-        Ok(Conn { stream, buf: Vec::new(), eof: false })
+        Ok(Conn::over(stream))
+    }
+}
+
+impl<S: Stream> Conn<S> {
+    /// Wraps a connected, ready stream as is (its timeouts are the caller's business).
+    pub fn over(stream: S) -> Conn<S> {
+        Conn { stream, buf: Vec::new(), eof: false }
+    }
+
+    /// The underlying stream (e.g. to ask a TLS session what it negotiated).
+    pub fn stream(&self) -> &S {
+        &self.stream
     }
 
     pub fn set_read_timeout(&mut self, timeout: Duration) {
@@ -294,12 +327,14 @@ impl Conn {
 
     /// Half-closes our side: tells the node we will send no more requests.
     pub fn shutdown_write(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = self.stream.shutdown_write();
     }
 
     /// Appends one read's worth of bytes to the buffer; `Ok(0)` is EOF. A reset counts as EOF:
     /// for a test, "the node killed the connection" is the same event however the kernel
-    /// reported it (FIN or RST depends on unread bytes in the node's socket).
+    /// reported it (FIN or RST depends on unread bytes in the node's socket). So does
+    /// `UnexpectedEof`, which is how rustls reports a bare FIN without close_notify (a plain
+    /// `TcpStream` never returns it).
     fn fill(&mut self) -> Result<usize, ClientError> {
         if self.eof {
             return Ok(0);
@@ -318,7 +353,10 @@ impl Conn {
             Err(e)
                 if matches!(
                     e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+                    ErrorKind::UnexpectedEof
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
                 ) =>
             {
                 self.eof = true;

@@ -8,18 +8,17 @@
 //! only once the handshake has succeeded, so a node that refused the origin's certificate leaves
 //! no trace in the origin's log.
 //!
-//! The client parses responses itself: [`super::client::Conn`] owns a `TcpStream`, so its parser
-//! cannot read from a rustls stream. The parser here is small but just as strict about the end
-//! of a body (a connection that ends before the announced end is
-//! [`ClientError::IncompleteBody`], never a short body), and returns the same [`Response`], so
-//! the shared assertions (`assert_s3_error`, `source_of`) work on HTTPS answers.
+//! The client is [`super::client::Conn`] over a rustls stream ([`TlsStream`]): the same strict
+//! parser (a connection that ends before the announced end of a body is
+//! [`ClientError::IncompleteBody`], never a short body) and the same [`Response`], so the
+//! shared assertions (`assert_s3_error`, `source_of`) work on HTTPS answers.
 //!
 //! Every socket has read and write timeouts, and the front's threads poll a stop flag, so a
 //! broken node fails a test instead of hanging it. The crypto provider is always named
 //! explicitly (`ring`), like the node does, so no process-wide default is needed.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,11 +34,8 @@ use rustls::{
     ServerConnection, SignatureScheme, StreamOwned, SupportedProtocolVersion,
 };
 
-use super::client::{ClientError, Framing, Response, ResponseHead, DEFAULT_READ_TIMEOUT};
+use super::client::{ClientError, Conn, Response, Stream, DEFAULT_READ_TIMEOUT};
 use super::STORED_SOURCES;
-
-/// A response head larger than this is malformed (the node's own limit is far lower).
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// How long a front's pump waits in `poll(2)` before looking at the stop flag again.
 const PUMP_POLL_MS: i32 = 50;
@@ -232,12 +228,28 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// One HTTPS client connection, handshake completed; keeps unread bytes between responses so
-/// keep-alive responses are split exactly at their framing boundaries.
+/// The byte stream under a [`TlsConn`]: a rustls client session over a blocking socket.
+pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+
+impl Stream for TlsStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.sock.set_read_timeout(timeout)
+    }
+
+    /// Sends close_notify, then half-closes the socket.
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.conn.send_close_notify();
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut self.sock)?;
+        }
+        self.sock.shutdown(Shutdown::Write)
+    }
+}
+
+/// One HTTPS client connection, handshake completed: a [`Conn`] over a [`TlsStream`] (same
+/// strict parser, same [`Response`]), plus what the handshake negotiated.
 pub struct TlsConn {
-    stream: StreamOwned<ClientConnection, TcpStream>,
-    buf: Vec<u8>,
-    eof: bool,
+    conn: Conn<TlsStream>,
 }
 
 impl TlsConn {
@@ -255,13 +267,12 @@ impl TlsConn {
         while stream.conn.is_handshaking() {
             stream.conn.complete_io(&mut stream.sock).map_err(ClientError::Io)?;
         }
-        Ok(TlsConn { stream, buf: Vec::new(), eof: false })
+        Ok(TlsConn { conn: Conn::over(stream) })
     }
 
     /// The certificate the server presented (the leaf).
     pub fn peer_leaf(&self) -> CertificateDer<'static> {
-        self.stream
-            .conn
+        self.session()
             .peer_certificates()
             .and_then(|chain| chain.first())
             .expect("a completed handshake has a peer certificate")
@@ -270,175 +281,45 @@ impl TlsConn {
 
     /// The ALPN protocol the server selected, if any.
     pub fn alpn(&self) -> Option<Vec<u8>> {
-        self.stream.conn.alpn_protocol().map(<[u8]>::to_vec)
+        self.session().alpn_protocol().map(<[u8]>::to_vec)
     }
 
     pub fn protocol_version(&self) -> Option<ProtocolVersion> {
-        self.stream.conn.protocol_version()
+        self.session().protocol_version()
+    }
+
+    fn session(&self) -> &ClientConnection {
+        &self.conn.stream().conn
+    }
+
+    /// The HTTP connection inside, for everything beyond the shortcuts below (incremental
+    /// bodies, pipelining, half-closing).
+    pub fn http(&mut self) -> &mut Conn<TlsStream> {
+        &mut self.conn
     }
 
     /// Writes raw bytes (one or several requests) as application data.
     pub fn send(&mut self, raw: &[u8]) -> io::Result<()> {
-        self.stream.write_all(raw)?;
-        self.stream.flush()
+        self.conn.send(raw)
     }
 
     /// Sends one raw request and reads its response (a `HEAD ` request has no body).
     pub fn request(&mut self, raw: &[u8]) -> Result<Response, ClientError> {
-        self.send(raw).map_err(ClientError::Io)?;
-        self.read_response(raw.starts_with(b"HEAD "))
+        self.conn.request(raw)
     }
 
     /// Reads the next response; `for_head_request` means no body whatever the headers say.
     pub fn read_response(&mut self, for_head_request: bool) -> Result<Response, ClientError> {
-        let head = loop {
-            let end = loop {
-                if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
-                    break pos + 4;
-                }
-                if self.buf.len() > MAX_HEAD_BYTES {
-                    return Err(ClientError::Malformed("response head too large".into()));
-                }
-                if self.fill()? == 0 {
-                    return Err(ClientError::ClosedBeforeHead { received: std::mem::take(&mut self.buf) });
-                }
-            };
-            let raw: Vec<u8> = self.buf.drain(..end).collect();
-            let head = parse_head(&raw, for_head_request)?;
-            if !(100..200).contains(&head.status) || head.status == 101 {
-                break head;
-            }
-        };
-        let body = self.read_body(&head)?;
-        Ok(Response {
-            status: head.status,
-            reason: head.reason.clone(),
-            headers: head.headers.clone(),
-            chunked: head.framing == Framing::Chunked,
-            close_delimited: head.framing == Framing::CloseDelimited,
-            body,
-        })
+        if for_head_request {
+            self.conn.read_head_response()
+        } else {
+            self.conn.read_response()
+        }
     }
 
     /// Waits up to `timeout` for the server to end the connection (close_notify, FIN or reset).
     pub fn peer_closed_within(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            let _ = self.stream.sock.set_read_timeout(Some(left));
-            match self.fill() {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(ClientError::Timeout) => return false,
-                Err(_) => return true,
-            }
-        }
-    }
-
-    fn read_body(&mut self, head: &ResponseHead) -> Result<Vec<u8>, ClientError> {
-        let incomplete =
-            |body: &Vec<u8>| ClientError::IncompleteBody { head: head.clone(), received_bytes: body.len() };
-        let mut body = Vec::new();
-        match head.framing {
-            Framing::NoBody => {}
-            Framing::Length(len) => {
-                while self.buf.len() < len {
-                    if self.fill()? == 0 {
-                        body.append(&mut self.buf);
-                        return Err(incomplete(&body));
-                    }
-                }
-                body.extend(self.buf.drain(..len));
-            }
-            Framing::CloseDelimited => {
-                while self.fill()? != 0 {}
-                body.append(&mut self.buf);
-            }
-            Framing::Chunked => loop {
-                let line = match self.take_line()? {
-                    Some(line) => line,
-                    None => return Err(incomplete(&body)),
-                };
-                let size = parse_chunk_size(&line)?;
-                if size == 0 {
-                    // Trailers, up to the empty line.
-                    loop {
-                        match self.take_line()? {
-                            Some(line) if line.is_empty() => return Ok(body),
-                            Some(_) => {}
-                            None => return Err(incomplete(&body)),
-                        }
-                    }
-                }
-                while self.buf.len() < size + 2 {
-                    if self.fill()? == 0 {
-                        let got = size.min(self.buf.len());
-                        body.extend(self.buf.drain(..got));
-                        return Err(incomplete(&body));
-                    }
-                }
-                if &self.buf[size..size + 2] != b"\r\n" {
-                    return Err(ClientError::Malformed("chunk data not followed by CRLF".into()));
-                }
-                body.extend(self.buf.drain(..size));
-                self.buf.drain(..2);
-            },
-        }
-        Ok(body)
-    }
-
-    /// Removes one CRLF-terminated line from the buffer, reading more as needed; `None` on EOF.
-    fn take_line(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
-        loop {
-            if let Some(pos) = find(&self.buf, b"\r\n") {
-                let line = self.buf[..pos].to_vec();
-                self.buf.drain(..pos + 2);
-                return Ok(Some(line));
-            }
-            if self.buf.len() > MAX_HEAD_BYTES {
-                return Err(ClientError::Malformed("line too long".into()));
-            }
-            if self.fill()? == 0 {
-                return Ok(None);
-            }
-        }
-    }
-
-    /// Appends one read's worth of plaintext; `Ok(0)` is the end of the connection, however it
-    /// ended (close_notify, a bare FIN, which rustls reports as `UnexpectedEof`, or a reset).
-    fn fill(&mut self) -> Result<usize, ClientError> {
-        if self.eof {
-            return Ok(0);
-        }
-        let mut chunk = [0u8; 64 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => {
-                self.eof = true;
-                Ok(0)
-            }
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(n)
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(ClientError::Timeout),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::UnexpectedEof
-                        | ErrorKind::ConnectionReset
-                        | ErrorKind::ConnectionAborted
-                        | ErrorKind::BrokenPipe
-                ) =>
-            {
-                self.eof = true;
-                Ok(0)
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => self.fill(),
-            Err(e) => Err(ClientError::Io(e)),
-        }
+        self.conn.peer_closed_within(timeout)
     }
 }
 
@@ -474,70 +355,6 @@ pub fn https_get_stored(
         assert!(Instant::now() < deadline, "HTTPS GET {path}: source stayed {source:?}");
         thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn parse_chunk_size(line: &[u8]) -> Result<usize, ClientError> {
-    let text = std::str::from_utf8(line).map_err(|_| ClientError::Malformed("chunk size not ASCII".into()))?;
-    let digits = text.split(';').next().unwrap_or("").trim_end_matches([' ', '\t']);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ClientError::Malformed(format!("bad chunk size line {text:?}")));
-    }
-    usize::from_str_radix(digits, 16).map_err(|_| ClientError::Malformed(format!("chunk size overflows: {text:?}")))
-}
-
-/// Status line + headers -> a head with its framing (RFC 9112 §6.3; both Content-Length and
-/// Transfer-Encoding, or differing Content-Lengths, are malformed).
-fn parse_head(raw: &[u8], for_head_request: bool) -> Result<ResponseHead, ClientError> {
-    let text = std::str::from_utf8(raw).map_err(|_| ClientError::Malformed("response head is not UTF-8".into()))?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    if !matches!(parts.next(), Some("HTTP/1.1" | "HTTP/1.0")) {
-        return Err(ClientError::Malformed(format!("bad status line {status_line:?}")));
-    }
-    let status: u16 = parts
-        .next()
-        .filter(|s| s.len() == 3)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ClientError::Malformed(format!("bad status code in {status_line:?}")))?;
-    let reason = parts.next().unwrap_or("").to_string();
-    let mut headers = Vec::new();
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) =
-            line.split_once(':').ok_or_else(|| ClientError::Malformed(format!("header without colon: {line:?}")))?;
-        if name.is_empty() || name.ends_with([' ', '\t']) || line.starts_with([' ', '\t']) {
-            return Err(ClientError::Malformed(format!("bad header line {line:?}")));
-        }
-        headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
-    }
-    let values = |name: &str| -> Vec<String> {
-        headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect::<Vec<_>>()
-    };
-    let (te, cls) = (values("transfer-encoding"), values("content-length"));
-    if !te.is_empty() && !cls.is_empty() {
-        return Err(ClientError::Malformed("both Transfer-Encoding and Content-Length".into()));
-    }
-    let framing = if for_head_request || (100..200).contains(&status) || status == 204 || status == 304 {
-        Framing::NoBody
-    } else if !te.is_empty() {
-        let joined = te.join(",");
-        if !joined.rsplit(',').next().unwrap_or("").trim().eq_ignore_ascii_case("chunked") {
-            return Err(ClientError::Malformed(format!("unsupported transfer-encoding {te:?}")));
-        }
-        Framing::Chunked
-    } else if let Some(first) = cls.first() {
-        if cls.iter().any(|v| v != first) {
-            return Err(ClientError::Malformed(format!("conflicting content-lengths {cls:?}")));
-        }
-        Framing::Length(first.parse().map_err(|_| ClientError::Malformed(format!("bad content-length {first:?}")))?)
-    } else {
-        Framing::CloseDelimited
-    };
-    Ok(ResponseHead { status, reason, headers, framing })
 }
 
 /// An HTTPS origin: terminates TLS with one certificate and forwards each connection's plaintext
