@@ -26,4 +26,4 @@ pub use error::{Error, Result};
 pub use hot::{HotCache, HotConfig, HotObject, HotTier};
 pub use key::{ObjectKey, ObjectKeyRef};
 pub use meta::{ObjectMeta, RecordMeta, SavedHeader, StorageClass};
-pub use segment::{FillReader, RecordWriter, RecoveryReport, Store, StoreConfig, StoredObject, SyncPolicy};
+pub use segment::{random_u64, FillReader, RecordWriter, RecoveryReport, Store, StoreConfig, StoredObject, SyncPolicy};

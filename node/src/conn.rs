@@ -41,6 +41,17 @@ pub enum Disposition {
     Close,
 }
 
+impl Disposition {
+    /// After writing a response: keep the connection only if the write succeeded and the
+    /// response allowed it.
+    pub fn after(sent: io::Result<()>, keep_alive: bool) -> Disposition {
+        match sent {
+            Ok(()) if keep_alive => Disposition::KeepAlive,
+            _ => Disposition::Close,
+        }
+    }
+}
+
 /// The writing half of a connection: the socket and the reused output buffer.
 pub struct Conn {
     stream: ClientStream,

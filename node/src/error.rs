@@ -20,6 +20,10 @@ pub enum S3Error {
     NoSuchKey,
     /// Downstream: If-Match / If-Unmodified-Since did not hold.
     PreconditionFailed,
+    /// Downstream: no requested range overlaps an object of `size` bytes.
+    InvalidRange {
+        size: u64,
+    },
     /// Upstream: the origin failed (status other than 200/404, network, timeout, bad framing).
     MirrorFailed(String),
     /// Ours: a bug or an I/O error on our side.
@@ -34,6 +38,7 @@ impl S3Error {
             S3Error::MethodNotAllowed => 405,
             S3Error::NoSuchBucket | S3Error::NoSuchKey => 404,
             S3Error::PreconditionFailed => 412,
+            S3Error::InvalidRange { .. } => 416,
             S3Error::MirrorFailed(_) => 424,
             S3Error::Internal(_) => 500,
         }
@@ -52,6 +57,7 @@ impl S3Error {
             S3Error::NoSuchBucket => "NoSuchBucket",
             S3Error::NoSuchKey => "NoSuchKey",
             S3Error::PreconditionFailed => "PreconditionFailed",
+            S3Error::InvalidRange { .. } => "InvalidRange",
             S3Error::MirrorFailed(_) => "MirrorFailed",
             S3Error::Internal(_) => "InternalError",
         }
@@ -65,6 +71,7 @@ impl S3Error {
             S3Error::NoSuchBucket => "the specified bucket does not exist".into(),
             S3Error::NoSuchKey => "the specified key does not exist".into(),
             S3Error::PreconditionFailed => "at least one of the preconditions you specified did not hold".into(),
+            S3Error::InvalidRange { .. } => "the requested range is not satisfiable".into(),
             // The origin's failure reason goes to the log, not to the client.
             S3Error::MirrorFailed(_) => "the object could not be fetched from the mirror origin".into(),
             S3Error::Internal(_) => "we encountered an internal error; please try again".into(),

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use edgemirror_cache::{ObjectKeyRef, RecordMeta};
+use edgemirror_cache::{ObjectKeyRef, RecordMeta, SavedHeader};
 use edgemirror_proto::{self as proto, RangeRequest, Version};
 
 use crate::conn::{Conn, Disposition, Request};
@@ -364,7 +364,7 @@ async fn follow(worker: &Worker, conn: &mut Conn, req: &Request<'_>, fill: &Arc<
                 // Several ranges: answered as multipart from the stored object once complete.
                 return wait_then_serve_stored(worker, conn, req, fill, rx).await;
             }
-            RangeRequest::Unsatisfiable => return object::range_not_satisfiable(worker, conn, req, size).await,
+            RangeRequest::Unsatisfiable => return Err(S3Error::InvalidRange { size }),
         }
     } else if body.length.is_none() && req.header("range").is_some() {
         // A chunked origin: the size, and so any Content-Range, is known only at the end.
@@ -380,24 +380,15 @@ async fn follow(worker: &Worker, conn: &mut Conn, req: &Request<'_>, fill: &Arc<
     let keep_alive = req.head.keep_alive && framing != Framing::Close;
     let out = &mut conn.out;
     reply::start(out, status, &worker.date, req.id);
-    for (name, value) in &body.meta.headers {
-        reply::header(out, name.as_str(), value);
-    }
-    reply::last_modified(out, body.meta.last_modified);
-    reply::header(out, "x-amz-storage-class", body.meta.storage_class.as_str().as_bytes());
-    reply::header(out, "Accept-Ranges", b"bytes");
+    reply::object_headers(out, &body.meta, None, "origin");
     if status == 206 {
         let size = body.length.unwrap_or(0);
         let value = format!("bytes {}-{}/{size}", range.start, range.end - 1);
         reply::header(out, "Content-Range", value.as_bytes());
     }
-    reply::header(out, SOURCE_HEADER, b"origin");
     reply::finish(out, framing, keep_alive);
     if req.is_head() {
-        return Ok(match conn.flush().await {
-            Ok(()) if keep_alive => Disposition::KeepAlive,
-            _ => Disposition::Close,
-        });
+        return Ok(Disposition::after(conn.flush().await, keep_alive));
     }
     if conn.flush().await.is_err() {
         return Ok(Disposition::Close);
@@ -441,10 +432,7 @@ async fn follow(worker: &Worker, conn: &mut Conn, req: &Request<'_>, fill: &Arc<
     if framing == Framing::Chunked {
         conn.out.extend_from_slice(proto::LAST_CHUNK);
     }
-    Ok(match conn.flush().await {
-        Ok(()) if keep_alive => Disposition::KeepAlive,
-        _ => Disposition::Close,
-    })
+    Ok(Disposition::after(conn.flush().await, keep_alive))
 }
 
 /// Largest piece a follower reads from the record at once.
@@ -487,10 +475,7 @@ async fn pass_redirect(
     reply::header(&mut conn.out, "Location", location);
     reply::header(&mut conn.out, SOURCE_HEADER, b"origin");
     reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
-    Ok(match conn.flush().await {
-        Ok(()) if keep_alive => Disposition::KeepAlive,
-        _ => Disposition::Close,
-    })
+    Ok(Disposition::after(conn.flush().await, keep_alive))
 }
 
 /// Content-MD5 is the base64 of the 16-byte digest (RFC 1864).
@@ -508,7 +493,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn saved_meta(resp: &OriginResponse) -> RecordMeta {
     let mut meta = RecordMeta::new(SystemTime::now());
     for (name, value) in resp.headers() {
-        if let Some(h) = reply::saved_header(name) {
+        if let Some(h) = SavedHeader::from_name(name) {
             if meta.header(h).is_none() {
                 meta.headers.push((h, Bytes::copy_from_slice(value)));
             }

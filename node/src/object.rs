@@ -52,10 +52,7 @@ pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>) -> 
                 keep_alive,
                 req.is_head(),
             );
-            match conn.flush().await {
-                Ok(()) if keep_alive && !err.closes_connection() => Disposition::KeepAlive,
-                _ => Disposition::Close,
-            }
+            Disposition::after(conn.flush().await, keep_alive && !err.closes_connection())
         }
     }
 }
@@ -184,23 +181,23 @@ pub async fn send_stored(
     let keep_alive = req.head.keep_alive;
     let out = &mut conn.out;
     match range {
-        RangeRequest::Unsatisfiable => return range_not_satisfiable(worker, conn, req, meta.size).await,
+        RangeRequest::Unsatisfiable => Err(S3Error::InvalidRange { size: meta.size }),
         RangeRequest::Full => {
             reply::start(out, 200, &worker.date, req.id);
-            stored_headers(out, meta, etag, source);
+            reply::object_headers(out, &meta.record, Some(etag), source);
             reply::finish(out, Framing::Length(meta.size), keep_alive);
             let sent = if req.is_head() { conn.flush().await } else { conn.send_with_body(body).await };
-            Ok(disposition(sent, keep_alive))
+            Ok(Disposition::after(sent, keep_alive))
         }
         RangeRequest::Satisfiable(ranges) if ranges.len() == 1 => {
             let r = ranges.first();
             reply::start(out, 206, &worker.date, req.id);
-            stored_headers(out, meta, etag, source);
+            reply::object_headers(out, &meta.record, Some(etag), source);
             let _ = write!(out, "Content-Range: bytes {}-{}/{}\r\n", r.start, r.end - 1, meta.size);
             reply::finish(out, Framing::Length(r.end - r.start), keep_alive);
             let part = body.slice(r.start as usize..r.end as usize);
             let sent = if req.is_head() { conn.flush().await } else { conn.send_with_body(part).await };
-            Ok(disposition(sent, keep_alive))
+            Ok(Disposition::after(sent, keep_alive))
         }
         RangeRequest::Satisfiable(ranges) => {
             // multipart/byteranges (RFC 9110 §14.6): each part has its own Content-Range.
@@ -229,7 +226,7 @@ pub async fn send_stored(
             reply::header(out, SOURCE_HEADER, source.as_bytes());
             reply::finish(out, Framing::Length(total), keep_alive);
             if req.is_head() {
-                return Ok(disposition(conn.flush().await, keep_alive));
+                return Ok(Disposition::after(conn.flush().await, keep_alive));
             }
             if conn.flush().await.is_err() {
                 return Ok(Disposition::Close);
@@ -239,27 +236,9 @@ pub async fn send_stored(
                     return Ok(Disposition::Close);
                 }
             }
-            Ok(disposition(Ok(()), keep_alive))
+            Ok(Disposition::after(Ok(()), keep_alive))
         }
     }
-}
-
-fn disposition(sent: std::io::Result<()>, keep_alive: bool) -> Disposition {
-    match sent {
-        Ok(()) if keep_alive => Disposition::KeepAlive,
-        _ => Disposition::Close,
-    }
-}
-
-fn stored_headers(out: &mut BytesMut, meta: &ObjectMeta, etag: &str, source: &str) {
-    for (name, value) in &meta.record.headers {
-        reply::header(out, name.as_str(), value);
-    }
-    reply::header(out, "ETag", etag.as_bytes());
-    reply::last_modified(out, meta.record.last_modified);
-    reply::header(out, "x-amz-storage-class", meta.record.storage_class.as_str().as_bytes());
-    reply::header(out, "Accept-Ranges", b"bytes");
-    reply::header(out, SOURCE_HEADER, source.as_bytes());
 }
 
 /// RFC 9110 §13.1.5: a Range applies only if If-Range (when present) still describes the object:
@@ -298,27 +277,7 @@ async fn send_not_modified(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(disposition(conn.flush().await, keep_alive))
-}
-
-/// 416 with `Content-Range: bytes */size` and the S3 `InvalidRange` body.
-pub async fn range_not_satisfiable(
-    worker: &Worker,
-    conn: &mut Conn,
-    req: &Request<'_>,
-    size: u64,
-) -> Result<Disposition, S3Error> {
-    let keep_alive = req.head.keep_alive;
-    let body = proto::s3_error_xml("InvalidRange", "the requested range is not satisfiable", None, &req.id.to_string());
-    let out = &mut conn.out;
-    reply::start(out, 416, &worker.date, req.id);
-    reply::header(out, "Content-Type", b"application/xml");
-    let _ = write!(out, "Content-Range: bytes */{size}\r\n");
-    reply::finish(out, Framing::Length(body.len() as u64), keep_alive);
-    if !req.is_head() {
-        out.extend_from_slice(body.as_bytes());
-    }
-    Ok(disposition(conn.flush().await, keep_alive))
+    Ok(Disposition::after(conn.flush().await, keep_alive))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
-use edgemirror_cache::SavedHeader;
+use edgemirror_cache::RecordMeta;
 
 use crate::error::S3Error;
 
@@ -128,6 +128,23 @@ pub fn finish(out: &mut BytesMut, framing: Framing, keep_alive: bool) {
     }
 }
 
+/// The headers describing an object: its saved origin headers, ETag (absent while the body is
+/// still streaming from the origin), Last-Modified, storage class, `Accept-Ranges` and the tier
+/// that answered. Used for stored objects and for fills alike, so both describe an object the
+/// same way.
+pub fn object_headers(out: &mut BytesMut, record: &RecordMeta, etag: Option<&str>, source: &str) {
+    for (name, value) in &record.headers {
+        header(out, name.as_str(), value);
+    }
+    if let Some(etag) = etag {
+        header(out, "ETag", etag.as_bytes());
+    }
+    last_modified(out, record.last_modified);
+    header(out, "x-amz-storage-class", record.storage_class.as_str().as_bytes());
+    header(out, "Accept-Ranges", b"bytes");
+    header(out, SOURCE_HEADER, source.as_bytes());
+}
+
 /// `Last-Modified: <IMF-fixdate>`, formatted in place.
 pub fn last_modified(out: &mut BytesMut, t: SystemTime) {
     let _ = write!(out, "Last-Modified: {}\r\n", httpdate::HttpDate::from(t));
@@ -147,16 +164,16 @@ pub fn error(
     let body = edgemirror_proto::s3_error_xml(err.code(), &err.message(), key, &id.to_string());
     start(out, err.status(), date, id);
     header(out, "Content-Type", b"application/xml");
-    if matches!(err, S3Error::MethodNotAllowed) {
-        header(out, "Allow", b"GET, HEAD");
+    match err {
+        S3Error::MethodNotAllowed => header(out, "Allow", b"GET, HEAD"),
+        // RFC 9110 §15.5.17: a 416 names the current length.
+        S3Error::InvalidRange { size } => {
+            let _ = write!(out, "Content-Range: bytes */{size}\r\n");
+        }
+        _ => {}
     }
     finish(out, Framing::Length(body.len() as u64), keep_alive && !err.closes_connection());
     if !is_head {
         out.put_slice(body.as_bytes());
     }
-}
-
-/// True for the headers a mirrored response saves and returns (the seed's list).
-pub fn saved_header(name: &[u8]) -> Option<SavedHeader> {
-    SavedHeader::from_name(name)
 }

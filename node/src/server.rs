@@ -170,7 +170,7 @@ pub fn start(config: Config) -> Result<Node> {
         );
     }
     let table = initial_rules(&config, &self_addrs)?;
-    let via_token = format!("edgemirror-{:016x}", random_token());
+    let via_token = format!("edgemirror-{:016x}", edgemirror_cache::random_u64());
     let hashes = HashPool::new(config.hash_threads).context("starting the MD5 threads")?;
     let shared = Arc::new(Shared {
         config,
@@ -231,15 +231,6 @@ fn initial_rules(config: &Config, self_addrs: &[SocketAddr]) -> Result<RuleTable
         }
     }
     Ok(table)
-}
-
-fn random_token() -> u64 {
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        return t ^ u64::from(std::process::id()).rotate_left(32);
-    }
-    u64::from_le_bytes(b)
 }
 
 /// The CPU worker `id` is pinned to: the id-th of the CPUs this process may run on (so

@@ -308,8 +308,9 @@ fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// A random 64-bit value from the kernel, falling back to time and address entropy.
-fn random_u64() -> u64 {
+/// A random 64-bit value from the kernel, falling back to time and address entropy. Used for
+/// segment nonces, and by the node for its loop-detection token.
+pub fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     if File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_ok() {
         return u64::from_le_bytes(b);
