@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::reply;
 use crate::rules::{self, BackSourceBody};
-use crate::server::Shared;
+use crate::worker::Shared;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest admin request body: five rules fit in a few KiB.

@@ -13,14 +13,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use edgemirror_cache::{HotConfig, SyncPolicy};
 use serde::Deserialize;
 
-use crate::rules::{self, BackSourceRule};
+use crate::rules::{self, BackSourceRule, MAX_RULES_PER_BUCKET};
 use crate::tls;
 
 /// The config `edgemirror` runs with when given no `--config`.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
-
-/// The reference feature allows at most 5 mirror rules per bucket.
-pub const MAX_RULES_PER_BUCKET: usize = 5;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,40 +188,88 @@ impl Default for RawOrigin {
 #[serde(deny_unknown_fields)]
 pub struct RawBucket {
     pub name: String,
+    /// `[[buckets.mirror]]`: rules in their TOML spelling, read into the API's rule type by
+    /// [`toml_rule`].
     #[serde(default)]
-    pub mirror: Vec<RawMirrorRule>,
+    pub mirror: Vec<toml::Table>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMirrorRule {
-    /// MirrorURL: `http://host[:port][/path/]`; the origin URL is this plus the key.
-    pub url: String,
-    #[serde(default)]
-    pub key_prefix: String,
-    #[serde(default)]
-    pub allow_query_string: bool,
-    #[serde(default = "yes")]
-    pub follow_redirects: bool,
-    pub replace_key_with: Option<String>,
-    pub replace_key_prefix_with: Option<String>,
-    pub replace_key_suffix_with: Option<String>,
-    #[serde(default)]
-    pub allow_all_headers: bool,
-    #[serde(default)]
-    pub allow_headers: Vec<String>,
-    #[serde(default)]
-    pub not_allow_headers: Vec<String>,
-    #[serde(default)]
-    pub set_headers: std::collections::BTreeMap<String, String>,
-    #[serde(default = "yes")]
-    pub check_content_md5: bool,
-    #[serde(default)]
-    pub mirror_head: bool,
+/// How a TOML mirror rule spells the fields of the API's rule ([`BackSourceRule`]): the TOML
+/// name, and the field's path in the API's JSON. The types, defaults and validation are the
+/// API's; only the names differ (snake_case and flat in TOML, as the rest of the file). `url`
+/// stands for `address.{protocol, hostName, path}` and is handled apart.
+const TOML_RULE_FIELDS: [(&str, &str); 12] = [
+    ("key_prefix", "condition.keyPrefixEquals"),
+    ("allow_query_string", "allowQueryString"),
+    ("follow_redirects", "followRedirects"),
+    ("replace_key_with", "address.replaceKeyWith"),
+    ("replace_key_prefix_with", "address.replaceKeyPrefixWith"),
+    ("replace_key_suffix_with", "address.replaceKeySuffixWith"),
+    ("allow_all_headers", "headerRule.allowAllHeaders"),
+    ("allow_headers", "headerRule.allowHeaders"),
+    ("not_allow_headers", "headerRule.notAllowHeaders"),
+    ("set_headers", "headerRule.setHeaders"),
+    ("check_content_md5", "checkContentMd5"),
+    ("mirror_head", "mirrorHead"),
+];
+
+/// Reads one `[[buckets.mirror]]` table into the API's rule. Errors start with the TOML name of
+/// the field (`allow_headers[0]: ...`).
+pub fn toml_rule(table: &toml::Table) -> std::result::Result<BackSourceRule, String> {
+    use serde_json::{Map, Value};
+    let url = match table.get("url") {
+        Some(toml::Value::String(u)) => u,
+        Some(_) => return Err("url: must be a string".into()),
+        None => return Err("url: missing (the MirrorURL, e.g. \"http://origin.example/dir/\")".into()),
+    };
+    let uri: http::Uri = url.parse().map_err(|e| format!("url: '{url}' is not a URL: {e}"))?;
+    let protocol = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
+        _ => return Err(format!("url: '{url}' must start with http:// or https://")),
+    };
+    let authority = uri.authority().ok_or_else(|| format!("url: '{url}' has no host"))?;
+    if uri.query().is_some() {
+        return Err("url: a MirrorURL cannot carry a query string".into());
+    }
+    let mut rule = Map::new();
+    let address = serde_json::json!({"protocol": protocol, "hostName": authority.as_str(), "path": uri.path()});
+    rule.insert("address".into(), address);
+    for (name, value) in table {
+        if name == "url" {
+            continue;
+        }
+        let Some((_, path)) = TOML_RULE_FIELDS.iter().find(|(t, _)| t == name) else {
+            let known: Vec<&str> = TOML_RULE_FIELDS.iter().map(|(t, _)| *t).collect();
+            return Err(format!("unknown field `{name}`, expected `url` or one of {}", known.join(", ")));
+        };
+        let value = serde_json::to_value(value).map_err(|e| format!("{name}: {e}"))?;
+        let mut at = &mut rule;
+        let mut segments = path.split('.').peekable();
+        while let Some(seg) = segments.next() {
+            if segments.peek().is_none() {
+                at.insert(seg.into(), value.clone());
+            } else {
+                let next = at.entry(seg).or_insert_with(|| Value::Object(Map::new()));
+                at = next.as_object_mut().ok_or_else(|| format!("{name}: conflicting fields"))?;
+            }
+        }
+    }
+    serde_path_to_error::deserialize::<_, BackSourceRule>(Value::Object(rule))
+        .map_err(|e| toml_names(&format!("{}: {}", e.path(), e.inner())))
 }
 
-fn yes() -> bool {
-    true
+/// Rewrites an error about the API's rule (`headerRule.allowHeaders[0]: ...`) with the TOML
+/// names of the fields (`allow_headers[0]: ...`).
+pub fn toml_names(message: &str) -> String {
+    if let Some(rest) =
+        ["address.protocol", "address.hostName", "address.path"].iter().find_map(|p| message.strip_prefix(p))
+    {
+        return format!("url{rest}");
+    }
+    TOML_RULE_FIELDS
+        .iter()
+        .find_map(|(toml, api)| message.strip_prefix(api).map(|rest| format!("{toml}{rest}")))
+        .unwrap_or_else(|| message.to_string())
 }
 
 /// The validated configuration.
@@ -435,8 +480,8 @@ impl RawConfig {
             }
             let mut mirror_seed = Vec::with_capacity(b.mirror.len());
             for (j, r) in b.mirror.iter().enumerate() {
-                let rule = rules::from_toml(r).map_err(|e| anyhow!("{field}.mirror[{j}].{e}"))?;
-                rules::validate_rule(&rule, &[]).map_err(|e| anyhow!("{field}.mirror[{j}]: {e}"))?;
+                let rule = toml_rule(r).map_err(|e| anyhow!("{field}.mirror[{j}].{e}"))?;
+                rules::validate_rule(&rule, &[]).map_err(|e| anyhow!("{field}.mirror[{j}].{}", toml_names(&e)))?;
                 mirror_seed.push(rule);
             }
             buckets.push(BucketConfig { name: b.name, mirror_seed });
@@ -514,6 +559,34 @@ mod tests {
             )
             .unwrap_err()
         );
-        assert!(e.contains("buckets[0].mirror[0]: headerRule.allowHeaders[0]"), "{e}");
+        assert!(e.contains("buckets[0].mirror[0].allow_headers[0]: the header 'range'"), "{e}");
+    }
+
+    #[test]
+    fn toml_rule_errors_use_toml_names() {
+        let cases = [
+            (
+                "url = \"http://h/\"\nallow_query_string = \"yes\"",
+                "buckets[0].mirror[0].allow_query_string: invalid type",
+            ),
+            ("url = \"http://h/\"\nset_headers = { Date = \"x\" }", "buckets[0].mirror[0].set_headers[0]"),
+            (
+                "url = \"http://h/\"\nnot_allow_headers = [\"ok\", \"bad name\"]",
+                "buckets[0].mirror[0].not_allow_headers[1]",
+            ),
+            ("url = \"http://h:99999/\"", "buckets[0].mirror[0].url"),
+            ("url = \"http://h/\"\nbogus = 1", "buckets[0].mirror[0].unknown field `bogus`"),
+            ("key_prefix = \"a\"", "buckets[0].mirror[0].url: missing"),
+            (
+                "url = \"http://h/\"\nreplace_key_with = \"a\"\nreplace_key_prefix_with = \"b\"",
+                "buckets[0].mirror[0].replace_key_with",
+            ),
+        ];
+        for (rule, expected) in cases {
+            let text = format!("[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\n{rule}");
+            let e = format!("{:#}", Config::from_toml(&text).unwrap_err());
+            assert!(e.contains(expected), "{rule:?}: {e}");
+            assert!(!e.contains("headerRule") && !e.contains("address.") && !e.contains("Query"), "{e}");
+        }
     }
 }

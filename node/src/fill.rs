@@ -1,231 +1,199 @@
-//! One origin fetch per object: the table of fills in flight, shared by every core.
+//! The producer of a fill: the task that fetches one object from its origin and appends the body
+//! to a store record, publishing progress to the fill's followers (`follow.rs`).
 //!
-//! A miss joins the fill for its key if one is running (on any core) or starts one. The fill is
-//! a task of its own on the core that started it ([`crate::mirror::run`]); it owns the origin
-//! connection and the store record and publishes its [`Phase`] through a `watch` channel. Every
-//! client, the first one included, is a *follower*: it waits for the response head, then reads
-//! the body from the record being written ([`FillReader`]: the segment mapping, zero-copy) at its
-//! own pace. A slow client only falls behind; it never slows the fetch or the other clients, and
-//! it holds no more than one piece in memory. A client that leaves does not stop the fill.
+//! Steps: origin head (following redirects as the rule says) -> store record begun -> for each
+//! body piece: append to the record, publish how much is written -> verify (length,
+//! Content-MD5) and commit. Commit makes the object visible; the phase `Complete` then releases
+//! the followers' last byte. If the origin breaks mid-body, or the record fails a check, the
+//! record is abandoned (never visible) and the phase `Broken` cuts every follower short, so no
+//! client takes a short body for a whole one. If the clients go away the fill carries on and
+//! stores the object (unless `origin.complete_on_client_abort` is off).
 //!
-//! Integrity: while streaming, followers hold back the last byte of a known-length body (and the
-//! last chunk of a chunked one) until the fill has verified and committed the object, so a
-//! failed check cuts every client short instead of completing a bad body.
-//!
-//! Lifecycle: commit (the index entry is visible) -> phase `Complete` -> removal from the table.
-//! A lookup that misses the table therefore finds the object in the store ([`FillTable::join`]
-//! re-checks under the shard lock). A fill that ends any other way is removed too, by its
-//! [`FillGuard`], even if its task dies: no stale entry keeps later requests waiting (the kind of
-//! bug pingora#931 describes).
+//! The task owns a [`FillGuard`]: however it ends, even by a panic, the fill leaves the table
+//! of fills in flight with a terminal phase.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::rc::Rc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use edgemirror_cache::{FillReader, ObjectKey, ObjectKeyRef, RecordMeta, Store};
-use tokio::sync::watch;
+use edgemirror_cache::{ObjectKeyRef, RecordMeta, SavedHeader};
 
-const SHARDS: usize = 16;
+use crate::inflight::{FillBody, FillGuard, Phase, Refusal};
+use crate::mirror::{self, FetchPlan};
+use crate::origin::{self, OriginResponse};
+use crate::rules::MAX_REDIRECTS;
+use crate::worker::Worker;
 
-/// Where a fill is.
-#[derive(Clone, Debug)]
-pub enum Phase {
-    /// Waiting for the origin's response head.
-    Fetching,
-    /// Head received; `written` body bytes are readable.
-    Streaming { written: u64 },
-    /// The object is committed; `written` is its size.
-    Complete { written: u64 },
-    /// The fetch ended before a response could start; answer with this.
-    Refused(Refusal),
-    /// The body broke mid-way or failed verification: clients are cut off.
-    Broken,
+/// Starts the fill task for `plan` on this core.
+pub fn spawn(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
+    monoio::spawn(run(worker, guard, plan));
 }
 
-#[derive(Clone, Debug)]
-pub enum Refusal {
-    /// Origin 404.
-    NotFound,
-    /// 424 MirrorFailed; the reason is for the log.
-    Failed(String),
-    /// `followRedirects: false`: pass the origin's 3xx on.
-    Redirect { status: u16, location: Bytes },
-}
-
-/// What followers need once the head is in.
-pub struct FillBody {
-    pub meta: RecordMeta,
-    /// The origin's Content-Length, if it sent one.
-    pub length: Option<u64>,
-    pub reader: FillReader,
-}
-
-pub struct Fill {
-    pub key: ObjectKey,
-    phase: watch::Sender<Phase>,
-    body: OnceLock<FillBody>,
-}
-
-impl Fill {
-    pub fn subscribe(&self) -> watch::Receiver<Phase> {
-        self.phase.subscribe()
-    }
-
-    pub fn body(&self) -> Option<&FillBody> {
-        self.body.get()
-    }
-
-    /// Clients following this fill right now.
-    pub fn followers(&self) -> usize {
-        self.phase.receiver_count()
-    }
-
-    pub fn set_body(&self, body: FillBody) {
-        let _ = self.body.set(body);
-        self.phase.send_replace(Phase::Streaming { written: 0 });
-    }
-
-    pub fn set_written(&self, written: u64) {
-        self.phase.send_replace(Phase::Streaming { written });
-    }
-
-    fn is_terminal(&self) -> bool {
-        matches!(*self.phase.borrow(), Phase::Complete { .. } | Phase::Refused(_) | Phase::Broken)
-    }
-}
-
-pub enum Join {
-    /// The object was committed meanwhile: serve it from the store.
-    Stored,
-    /// A fill is running: follow it.
-    Follow(Arc<Fill>),
-    /// No fill was running: this caller must start one (and should follow it too).
-    Lead(FillGuard),
-}
-
-type Shard = Mutex<HashMap<ObjectKey, Arc<Fill>, ahash::RandomState>>;
-
-pub struct FillTable {
-    shards: Box<[Shard]>,
-    hasher: ahash::RandomState,
-}
-
-impl Default for FillTable {
-    fn default() -> Self {
-        let hasher = ahash::RandomState::new();
-        FillTable { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::with_hasher(hasher.clone()))).collect(), hasher }
-    }
-}
-
-impl FillTable {
-    fn shard(&self, key: &ObjectKey) -> &Shard {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
-    }
-
-    pub fn join(self: &Arc<Self>, key: ObjectKeyRef<'_>, store: &Store) -> Join {
-        let owned = ObjectKey::new(key.bucket, key.key);
-        let mut shard = self.shard(&owned).lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(fill) = shard.get(&owned) {
-            return Join::Follow(fill.clone());
-        }
-        if store.contains(key) {
-            return Join::Stored;
-        }
-        let (phase, _) = watch::channel(Phase::Fetching);
-        let fill = Arc::new(Fill { key: owned.clone(), phase, body: OnceLock::new() });
-        shard.insert(owned, fill.clone());
-        Join::Lead(FillGuard { table: self.clone(), fill })
-    }
-
-    /// Fills in flight (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn remove(&self, fill: &Arc<Fill>) {
-        let mut shard = self.shard(&fill.key).lock().unwrap_or_else(|e| e.into_inner());
-        if shard.get(&fill.key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
-            shard.remove(&fill.key);
-        }
-    }
-}
-
-/// Owned by the task running a fill. Ending the fill (or dropping the guard, whatever the
-/// reason) publishes a terminal phase and removes the fill from the table.
-pub struct FillGuard {
-    table: Arc<FillTable>,
-    fill: Arc<Fill>,
-}
-
-impl FillGuard {
-    pub fn fill(&self) -> &Arc<Fill> {
-        &self.fill
-    }
-
-    /// Ends the fill with `phase` (terminal) and removes it from the table.
-    pub fn finish(self, phase: Phase) {
-        self.fill.phase.send_replace(phase);
-        // Drop removes it.
-    }
-}
-
-impl Drop for FillGuard {
-    fn drop(&mut self) {
-        if !self.fill.is_terminal() {
-            self.fill.phase.send_replace(if self.fill.body.get().is_some() {
-                Phase::Broken
-            } else {
-                Phase::Refused(Refusal::Failed("fill ended unexpectedly".into()))
-            });
-        }
-        self.table.remove(&self.fill);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use edgemirror_cache::{StoreConfig, SyncPolicy};
-
-    fn store() -> (tempfile::TempDir, Arc<Store>) {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = StoreConfig {
-            dir: dir.path().into(),
-            segment_bytes: 4 << 20,
-            lanes: 1,
-            sync: SyncPolicy::Never,
-            max_object_bytes: 1 << 30,
+/// The fill task: fetch from the origin (following redirects), write the body to the store,
+/// publish progress, commit. Runs to the end even when every client has gone (unless
+/// `origin.complete_on_client_abort` is off).
+async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
+    let metrics = worker.metrics();
+    metrics.origin_fetches.inc();
+    let shared = &worker.shared;
+    let rid = plan.request_id;
+    let rule = &plan.rule;
+    let mut target = rule.origin.clone();
+    let mut path = plan.path.clone();
+    let mut hops = 0;
+    let refuse = |guard: FillGuard, reason: String| {
+        worker.metrics().origin_failures.inc();
+        guard.finish(Phase::Refused(Refusal::Failed(reason)));
+    };
+    let mut resp = loop {
+        let host = match (&plan.client_host, hops) {
+            (Some(h), 0) => h.as_slice(),
+            _ => target.host_header.as_bytes(),
         };
-        let store = Store::open(cfg).unwrap().0;
-        (dir, store)
+        let request = origin::build_request(&path, host, &plan.extra, &shared.via_token);
+        let url = format!("{}://{}{path}", target.scheme(), target.host_header);
+        let resp = match origin::fetch(&target, request, &shared.config.origin, &worker.pool).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(request_id = %rid, origin = %url, error = %e, "mirror fetch failed");
+                return refuse(guard, e.to_string());
+            }
+        };
+        if !mirror::is_redirect(resp.status) {
+            break resp;
+        }
+        let Some(location) = resp.header("location") else {
+            return refuse(guard, format!("origin answered {} without Location", resp.status));
+        };
+        if !rule.follow_redirects {
+            let location = Bytes::copy_from_slice(location);
+            return guard.finish(Phase::Refused(Refusal::Redirect { status: resp.status, location }));
+        }
+        hops += 1;
+        if hops > MAX_REDIRECTS {
+            tracing::warn!(request_id = %rid, origin = %url, "more than {MAX_REDIRECTS} redirects");
+            return refuse(guard, "too many redirects".into());
+        }
+        match mirror::resolve_location(&target, &path, location) {
+            Ok((t, p)) => (target, path) = (t, p),
+            Err(e) => {
+                tracing::warn!(request_id = %rid, origin = %url, error = %e, "unfollowable redirect");
+                return refuse(guard, e);
+            }
+        }
+    };
+    let origin_url = format!("{}://{}{path}", target.scheme(), target.host_header);
+    match resp.status {
+        200 => {}
+        404 => {
+            metrics.origin_not_found.inc();
+            return guard.finish(Phase::Refused(Refusal::NotFound));
+        }
+        status => {
+            tracing::warn!(request_id = %rid, origin = %origin_url, status, "origin answered with a non-200 status");
+            return refuse(guard, format!("origin status {status}"));
+        }
     }
+    if resp.header("transfer-encoding").is_some_and(|te| !te.eq_ignore_ascii_case(b"chunked")) {
+        // After de-chunking, any other coding would leave the stored bytes still encoded with
+        // nothing saying so.
+        return refuse(guard, "origin used a transfer coding other than chunked".into());
+    }
+    let content_md5 = match resp.header("content-md5").filter(|_| rule.check_content_md5) {
+        None => None,
+        Some(v) => match decode_md5(v) {
+            Some(md5) => Some(md5),
+            None => return refuse(guard, "origin sent a malformed Content-MD5".into()),
+        },
+    };
 
-    #[test]
-    fn second_joiner_follows_and_a_dropped_leader_leaves_no_stale_entry() {
-        let (_d, store) = store();
-        let table = Arc::new(FillTable::default());
-        let key = ObjectKeyRef::new("b", "k");
-        let Join::Lead(guard) = table.join(key, &store) else { panic!("first caller leads") };
-        let Join::Follow(fill) = table.join(key, &store) else { panic!("second caller follows") };
-        let rx = fill.subscribe();
-        drop(guard); // the fill task died
-        assert!(matches!(*rx.borrow(), Phase::Refused(_)), "followers are told");
-        assert!(table.is_empty());
-        assert!(matches!(table.join(key, &store), Join::Lead(_)), "the next request starts afresh");
+    let meta = saved_meta(&resp);
+    let length = resp.body.content_length();
+    let key = ObjectKeyRef::new(&guard.fill().key.bucket, &guard.fill().key.key);
+    let mut writer = match shared.store.begin(worker.id, key, meta.clone(), length) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(request_id = %rid, error = %e, "cannot store the mirrored object");
+            return refuse(guard, format!("store: {e}"));
+        }
+    };
+    if let Some(md5) = content_md5 {
+        writer.expect_md5(md5);
     }
+    let mut hasher = shared.hashes.start();
+    if hasher.is_some() {
+        writer.defer_md5();
+    }
+    guard.fill().set_body(FillBody { meta, length, reader: writer.reader() });
 
-    #[test]
-    fn a_committed_object_is_found_in_the_store_not_refetched() {
-        let (_d, store) = store();
-        let table = Arc::new(FillTable::default());
-        let key = ObjectKeyRef::new("b", "k");
-        let mut w = store.begin(0, key, RecordMeta::new(std::time::SystemTime::now()), Some(1)).unwrap();
-        w.append(&Bytes::from_static(b"x")).unwrap();
-        w.commit().unwrap();
-        assert!(matches!(table.join(key, &store), Join::Stored));
+    loop {
+        let piece = match resp.body.next().await {
+            Ok(Some(piece)) => piece,
+            Ok(None) => break,
+            Err(e) => {
+                metrics.origin_body_failures.inc();
+                tracing::warn!(request_id = %rid, origin = %origin_url, error = %e, "origin body failed; object not stored");
+                // Dropping the writer abandons the record; followers are cut off before the end.
+                return guard.finish(Phase::Broken);
+            }
+        };
+        metrics.bytes_from_origin.add(piece.len() as u64);
+        if let Err(e) = writer.append(&piece) {
+            tracing::error!(request_id = %rid, error = %e, "store write failed; fill abandoned");
+            return guard.finish(Phase::Broken);
+        }
+        guard.fill().set_written(writer.written());
+        if let Some(h) = hasher.as_mut() {
+            h.update(piece);
+            h.backlog().await;
+        }
+        if !shared.config.origin.complete_on_client_abort && guard.fill().followers() == 0 {
+            tracing::info!(request_id = %rid, "every client left; fill abandoned");
+            return guard.finish(Phase::Broken);
+        }
     }
+    resp.body.release(&worker.pool);
+    let committed = match hasher {
+        None => writer.commit(),
+        Some(h) => match h.finish().await {
+            Some(md5) => writer.commit_with_md5(md5),
+            None => {
+                tracing::error!(request_id = %rid, "the MD5 thread is gone; fill abandoned");
+                return guard.finish(Phase::Broken);
+            }
+        },
+    };
+    match committed {
+        Ok(obj) => {
+            metrics.objects_mirrored.inc();
+            // Release the followers' last byte first; warming the hot cache copies the body.
+            guard.finish(Phase::Complete { written: obj.meta.size });
+            shared.hot.insert(&obj);
+        }
+        Err(e) => {
+            metrics.origin_body_failures.inc();
+            tracing::warn!(request_id = %rid, origin = %origin_url, error = %e, "mirrored object failed verification; not stored");
+            guard.finish(Phase::Broken);
+        }
+    }
+}
+
+/// Content-MD5 is the base64 of the 16-byte digest (RFC 1864).
+fn decode_md5(value: &[u8]) -> Option<[u8; 16]> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(value.trim_ascii()).ok()?;
+    bytes.try_into().ok()
+}
+
+/// The seed's saved headers, in the order the origin sent them.
+fn saved_meta(resp: &OriginResponse) -> RecordMeta {
+    let mut meta = RecordMeta::new(SystemTime::now());
+    for (name, value) in resp.headers() {
+        if let Some(h) = SavedHeader::from_name(name) {
+            if meta.header(h).is_none() {
+                meta.headers.push((h, Bytes::copy_from_slice(value)));
+            }
+        }
+    }
+    meta
 }

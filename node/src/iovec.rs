@@ -9,9 +9,20 @@
 use bytes::{Bytes, BytesMut};
 use monoio::buf::IoVecBuf;
 
+/// A response head and body owned for the duration of one vectored write.
+///
+/// The buffers are reachable only by value, through [`HeadBody::into_parts`]; while the value
+/// exists nothing can change them, which is what the `IoVecBuf` implementation below relies on.
+/// Reaching in does not compile:
+///
+/// ```compile_fail
+/// use edgemirror_node::iovec::{new_pair, HeadBody};
+/// let mut pair = HeadBody::new(bytes::BytesMut::from(&b"head"[..]), bytes::Bytes::new(), new_pair());
+/// pair.head.clear(); // the iovec would point at freed or changed memory
+/// ```
 pub struct HeadBody {
-    pub head: BytesMut,
-    pub body: Bytes,
+    head: BytesMut,
+    body: Bytes,
     iov: Box<[libc::iovec; 2]>,
 }
 

@@ -1,15 +1,22 @@
-//! Writing response heads into a reused buffer.
+//! Writing response heads into a reused buffer: the bottom of the data plane's response path.
 //!
 //! The head of every response is built with `put_slice`/`write!` into the connection's output
 //! `BytesMut`, so answering allocates nothing: the `Date` value is formatted once a second per
 //! worker ([`DateCache`]), the request id is a counter rendered in place ([`RequestId`]).
+//!
+//! One builder, [`object_head`], writes the head of every response that describes an object:
+//! a stored one (200/206), one streaming from its origin (200/206 without ETag) and a 304. Body
+//! framing and the `Connection` header are decided in one place, [`finish`]; `Content-Range` is
+//! formatted in one place, [`content_range`].
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::ops::Range;
+
 use bytes::{BufMut, BytesMut};
-use edgemirror_cache::RecordMeta;
+use edgemirror_cache::{RecordMeta, SavedHeader};
 
 use crate::error::S3Error;
 
@@ -94,6 +101,9 @@ pub enum Framing {
     Chunked,
     /// HTTP/1.0 client and a body of unknown length: the end of the connection ends the body.
     Close,
+    /// A response that has no body whatever it describes (304): no framing header, since a
+    /// Content-Length would describe the 200's body (RFC 9110 §8.6).
+    NoBody,
 }
 
 /// Starts a response: status line and the headers every response carries.
@@ -118,7 +128,7 @@ pub fn finish(out: &mut BytesMut, framing: Framing, keep_alive: bool) {
             let _ = write!(out, "Content-Length: {n}\r\n");
         }
         Framing::Chunked => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
-        Framing::Close => {}
+        Framing::Close | Framing::NoBody => {}
     }
     // Explicit either way: an HTTP/1.0 client assumes close unless told keep-alive.
     if !keep_alive || framing == Framing::Close {
@@ -128,21 +138,65 @@ pub fn finish(out: &mut BytesMut, framing: Framing, keep_alive: bool) {
     }
 }
 
-/// The headers describing an object: its saved origin headers, ETag (absent while the body is
-/// still streaming from the origin), Last-Modified, storage class, `Accept-Ranges` and the tier
-/// that answered. Used for stored objects and for fills alike, so both describe an object the
-/// same way.
-pub fn object_headers(out: &mut BytesMut, record: &RecordMeta, etag: Option<&str>, source: &str) {
-    for (name, value) in &record.headers {
-        header(out, name.as_str(), value);
+/// The head of a response about one object.
+pub struct ObjectHead<'a> {
+    /// 200, 206 or 304.
+    pub status: u16,
+    pub record: &'a RecordMeta,
+    /// Absent while the body is still streaming from the origin (it is the MD5 of bytes that
+    /// have not arrived yet).
+    pub etag: Option<&'a str>,
+    /// The tier that answered: memory, disk-cache, store, origin.
+    pub source: &'a str,
+    /// A 206's range (`start..end`, end exclusive) of an object of `size` bytes.
+    pub range: Option<(Range<u64>, u64)>,
+    pub framing: Framing,
+}
+
+/// Writes the whole head of a response about an object. A 200/206 carries the saved origin
+/// headers, ETag, Last-Modified, storage class, `Accept-Ranges` and the source tier, so stored
+/// and streaming objects are described the same way; a 304 carries only the validators and
+/// caching headers a 200 would have carried (RFC 9110 §15.4.5).
+pub fn object_head(out: &mut BytesMut, h: &ObjectHead<'_>, date: &DateCache, id: RequestId, keep_alive: bool) {
+    start(out, h.status, date, id);
+    if h.status == 304 {
+        if let Some(etag) = h.etag {
+            header(out, "ETag", etag.as_bytes());
+        }
+        last_modified(out, h.record.last_modified);
+        for name in [SavedHeader::CacheControl, SavedHeader::Expires] {
+            if let Some(v) = h.record.header(name) {
+                header(out, name.as_str(), v);
+            }
+        }
+    } else {
+        for (name, value) in &h.record.headers {
+            header(out, name.as_str(), value);
+        }
+        if let Some(etag) = h.etag {
+            header(out, "ETag", etag.as_bytes());
+        }
+        last_modified(out, h.record.last_modified);
+        header(out, "x-amz-storage-class", h.record.storage_class.as_str().as_bytes());
+        header(out, "Accept-Ranges", b"bytes");
+        if let Some((range, size)) = &h.range {
+            content_range(out, Some(range.clone()), *size);
+        }
     }
-    if let Some(etag) = etag {
-        header(out, "ETag", etag.as_bytes());
+    header(out, SOURCE_HEADER, h.source.as_bytes());
+    finish(out, h.framing, keep_alive);
+}
+
+/// `Content-Range: bytes start-last/size` (RFC 9110 §14.4), or `bytes */size` for a 416.
+pub fn content_range(out: &mut BytesMut, range: Option<Range<u64>>, size: u64) {
+    match range {
+        Some(r) => {
+            let _ = write!(out, "Content-Range: bytes {}-{}/{size}\r\n", r.start, r.end - 1);
+        }
+        None => {
+            let _ = write!(out, "Content-Range: bytes */{size}\r\n");
+        }
     }
-    last_modified(out, record.last_modified);
-    header(out, "x-amz-storage-class", record.storage_class.as_str().as_bytes());
-    header(out, "Accept-Ranges", b"bytes");
-    header(out, SOURCE_HEADER, source.as_bytes());
 }
 
 /// `Last-Modified: <IMF-fixdate>`, formatted in place.
@@ -167,9 +221,7 @@ pub fn error(
     match err {
         S3Error::MethodNotAllowed => header(out, "Allow", b"GET, HEAD"),
         // RFC 9110 §15.5.17: a 416 names the current length.
-        S3Error::InvalidRange { size } => {
-            let _ = write!(out, "Content-Range: bytes */{size}\r\n");
-        }
+        S3Error::InvalidRange { size } => content_range(out, None, *size),
         _ => {}
     }
     finish(out, Framing::Length(body.len() as u64), keep_alive && !err.closes_connection());

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RawMirrorRule, MAX_RULES_PER_BUCKET};
+/// The reference feature allows at most 5 mirror rules per bucket.
+pub const MAX_RULES_PER_BUCKET: usize = 5;
 
 /// Most redirects a fill follows before giving up with 424.
 pub const MAX_REDIRECTS: usize = 10;
@@ -124,7 +125,7 @@ pub struct HeaderRuleSpec {
     pub set_headers: BTreeMap<String, String>,
 }
 
-fn mirror_type() -> String {
+pub fn mirror_type() -> String {
     "mirror".into()
 }
 fn yes() -> bool {
@@ -398,41 +399,6 @@ fn points_at_self(origin: &OriginAddr, self_addrs: &[SocketAddr]) -> bool {
             && resolved
                 .iter()
                 .any(|ip| *ip == l.ip() || l.ip().is_unspecified() || ip.is_loopback() && l.ip().is_loopback())
-    })
-}
-
-/// Converts a TOML `[[buckets.mirror]]` entry to the wire form.
-pub fn from_toml(raw: &RawMirrorRule) -> Result<BackSourceRule, String> {
-    let uri: http::Uri = raw.url.parse().map_err(|e| format!("url: '{}' is not a URL: {e}", raw.url))?;
-    let protocol = match uri.scheme_str() {
-        Some(s @ ("http" | "https")) => s.to_string(),
-        _ => return Err(format!("url: '{}' must start with http:// or https://", raw.url)),
-    };
-    let authority = uri.authority().ok_or_else(|| format!("url: '{}' has no host", raw.url))?;
-    if uri.query().is_some() {
-        return Err("url: a MirrorURL cannot carry a query string".into());
-    }
-    Ok(BackSourceRule {
-        back_source_type: mirror_type(),
-        condition: Condition { key_prefix_equals: raw.key_prefix.clone(), http_error_code_returned_equals: None },
-        address: Address {
-            protocol,
-            host_name: authority.as_str().to_string(),
-            replace_key_with: raw.replace_key_with.clone(),
-            replace_key_prefix_with: raw.replace_key_prefix_with.clone(),
-            replace_key_suffix_with: raw.replace_key_suffix_with.clone(),
-            path: uri.path().to_string(),
-        },
-        allow_query_string: raw.allow_query_string,
-        follow_redirects: raw.follow_redirects,
-        header_rule: HeaderRuleSpec {
-            allow_all_headers: raw.allow_all_headers,
-            allow_headers: raw.allow_headers.clone(),
-            not_allow_headers: raw.not_allow_headers.clone(),
-            set_headers: raw.set_headers.clone(),
-        },
-        check_content_md5: raw.check_content_md5,
-        mirror_head: raw.mirror_head,
     })
 }
 

@@ -1,89 +1,40 @@
-//! Start-up and the per-core runtimes.
+//! Start-up: open the store, bind the listeners, start one runtime per core and the admin thread.
 //!
 //! [`start`] opens the store (rebuilding its index) and the hot cache, binds one listening socket
 //! per worker on the same address with SO_REUSEPORT (the kernel spreads connections across
 //! them), then starts one thread per worker, each pinned to a core and running its own monoio
 //! runtime (io_uring, or epoll where io_uring is unavailable). Connections never move between
-//! cores; per-core state ([`Worker`]) needs no locks. Shared state ([`Shared`]) is the validated
-//! config, the store, the hot cache and the metrics.
+//! cores; the state they see is in [`crate::worker`].
+//!
+//! File descriptors: every client connection is one, a miss adds an origin socket, and the store
+//! keeps its segment files open. The per-worker connection cap is lowered at start so that the
+//! connections allowed, each with an origin socket, plus the store's files and a reserve, fit
+//! the process's descriptor limit: a flood of idle connections is shed at accept instead of
+//! starving every request of descriptors (accept and origin connects failing with EMFILE).
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use arc_swap::ArcSwap;
 use edgemirror_cache::{HotCache, Store};
 
 use crate::config::Config;
-use crate::fill::FillTable;
 use crate::hash::HashPool;
+use crate::inflight::FillTable;
 use crate::metrics::Metrics;
-use crate::reply::{DateCache, RequestId};
 use crate::rules::{self, RuleTable};
 use crate::stream::ClientStream;
-use crate::{admin, conn, origin};
+use crate::worker::{ConnSlot, Shared, Worker};
+use crate::{admin, conn};
 
-/// State every worker shares.
-pub struct Shared {
-    pub config: Config,
-    pub store: Arc<Store>,
-    pub hot: HotCache,
-    pub metrics: Metrics,
-    /// Mirror rules of every bucket; replaced whole by the admin API.
-    pub rules: ArcSwap<RuleTable>,
-    /// Serialises rule updates (read-modify-write of the table and its file).
-    pub rules_update: Mutex<()>,
-    /// The node's own listening addresses: a rule may not point at them.
-    pub self_addrs: Vec<SocketAddr>,
-    /// Sent to origins in `Via`; a request that arrives carrying it came from ourselves, and
-    /// mirroring it would loop.
-    pub via_token: String,
-    /// Origin fetches in flight, by object: concurrent misses share one.
-    pub fills: Arc<FillTable>,
-    /// MD5 of mirrored bodies, off the workers.
-    pub hashes: HashPool,
-}
-
-/// One core's state. Lives on its thread, shared by that core's tasks through `Rc`.
-pub struct Worker {
-    pub id: usize,
-    pub shared: Arc<Shared>,
-    pub date: DateCache,
-    /// Idle keep-alive connections to origins, per core.
-    pub pool: origin::Pool,
-    /// Client connections this worker is serving.
-    pub open_connections: Cell<usize>,
-    epoch: u32,
-    seq: Cell<u64>,
-}
-
-impl Worker {
-    pub fn new(id: usize, shared: Arc<Shared>) -> Self {
-        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
-        Worker {
-            id,
-            shared,
-            date: DateCache::default(),
-            pool: origin::Pool::default(),
-            open_connections: Cell::new(0),
-            epoch,
-            seq: Cell::new(0),
-        }
-    }
-
-    pub fn next_request_id(&self) -> RequestId {
-        let seq = self.seq.get() + 1;
-        self.seq.set(seq);
-        RequestId { epoch: self.epoch, worker: self.id as u16, seq }
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
-    }
-}
+/// Descriptors kept out of the connection budget: the store's files opened after start, foyer's,
+/// the admin listener and its connections, the resolver, logs. Measured need at idle is ~40.
+const RESERVED_FDS: u64 = 256;
+/// Descriptors one client connection may need: its socket and, on a miss, an origin socket.
+const FDS_PER_CONNECTION: u64 = 2;
 
 /// A running node.
 pub struct Node {
@@ -123,10 +74,14 @@ pub fn driver_name() -> &'static str {
 pub fn start(config: Config) -> Result<Node> {
     // Every segment file stays open (large objects get one each) and every connection is a
     // descriptor: lift the soft limit to the hard one, as nginx's worker_rlimit_nofile does.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::info!(nofile = n, "file descriptor limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
-    }
+    let nofile = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the file descriptor limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024)
+        }
+    };
+    let mut config = config;
     let (store, recovered) = Store::open(config.store.clone())
         .with_context(|| format!("opening the store in {}", config.store.dir.display()))?;
     tracing::info!(
@@ -147,6 +102,18 @@ pub fn start(config: Config) -> Result<Node> {
     );
 
     let workers = config.server.workers;
+    let configured = config.server.max_connections_per_worker;
+    let per_worker = connection_budget(nofile, recovered.segments as u64, workers as u64, configured as u64) as usize;
+    config.server.max_connections_per_worker = per_worker;
+    tracing::info!(nofile, per_worker, configured, "connection cap per worker");
+    if per_worker < configured {
+        tracing::warn!(
+            nofile,
+            per_worker,
+            configured,
+            "server.max_connections_per_worker lowered to fit the file descriptor limit (raise the hard limit: ulimit -Hn, LimitNOFILE=)"
+        );
+    }
     let listeners = bind_reuseport(config.server.listen, workers)
         .with_context(|| format!("binding server.listen {}", config.server.listen))?;
     let data_addr = listeners[0].local_addr()?;
@@ -233,6 +200,14 @@ fn initial_rules(config: &Config, self_addrs: &[SocketAddr]) -> Result<RuleTable
     Ok(table)
 }
 
+/// Connections one worker may hold so that all of them, each with an origin socket, plus the
+/// store's segment files and a reserve, stay within `nofile` descriptors. Never more than
+/// `configured`, never less than 1.
+fn connection_budget(nofile: u64, segments: u64, workers: u64, configured: u64) -> u64 {
+    let available = nofile.saturating_sub(RESERVED_FDS + segments);
+    (available / FDS_PER_CONNECTION / workers.max(1)).clamp(1, configured.max(1))
+}
+
 /// The CPU worker `id` is pinned to: the id-th of the CPUs this process may run on (so
 /// `taskset -c 2,3 edgemirror` pins workers to 2 and 3, not 0 and 1). No pinning when there are
 /// more workers than allowed CPUs.
@@ -284,15 +259,15 @@ async fn accept_loop(listener: std::net::TcpListener, worker: Rc<Worker>, tls: O
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
+                let accepted = Instant::now();
                 worker.metrics().connections_accepted.inc();
-                if worker.open_connections.get() >= max_connections {
+                let Some(slot) = ConnSlot::take(&worker, max_connections) else {
                     // Over the cap: shed this connection rather than let it queue behind the rest.
                     worker.metrics().connections_refused.inc();
                     drop(stream);
                     continue;
-                }
+                };
                 let _ = stream.set_nodelay(true);
-                worker.open_connections.set(worker.open_connections.get() + 1);
                 let w = worker.clone();
                 let tls = tls.clone();
                 monoio::spawn(async move {
@@ -301,9 +276,9 @@ async fn accept_loop(listener: std::net::TcpListener, worker: Rc<Worker>, tls: O
                         Some(acceptor) => conn::tls_handshake(stream, &acceptor, &w).await,
                     };
                     if let Some(stream) = stream {
-                        conn::serve(stream, w.clone()).await;
+                        conn::serve(stream, w, accepted).await;
                     }
-                    w.open_connections.set(w.open_connections.get() - 1);
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -333,4 +308,19 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListene
         out.push(listener);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_budget_fits_the_descriptor_limit() {
+        // The flood seen in review: 20,000 descriptors, cap 2 x 10,000. Now every connection
+        // can also open an origin socket, and the store's files and the reserve still fit.
+        let per_worker = connection_budget(20_000, 100, 2, 10_000);
+        assert!(2 * per_worker * FDS_PER_CONNECTION + 100 + RESERVED_FDS <= 20_000, "{per_worker}");
+        assert_eq!(connection_budget(1 << 20, 100, 2, 10_000), 10_000, "a large limit keeps the configured cap");
+        assert_eq!(connection_budget(100, 10, 2, 10_000), 1, "never zero");
+    }
 }

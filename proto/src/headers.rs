@@ -52,6 +52,7 @@ impl Headers {
     }
 
     /// Header fields in wire order, mutable (to move spans to another buffer).
+    #[cfg(feature = "fuzzing")]
     pub(crate) fn fields_mut(&mut self) -> impl Iterator<Item = &mut HeaderSpan> {
         self.fields[..self.len].iter_mut()
     }

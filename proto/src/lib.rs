@@ -23,12 +23,19 @@
 //!
 //! Main types: `Status`, `Span`, `Headers`, `RequestHead`, `ResponseHead`, `BodyFraming`,
 //! `ChunkedDecoder`, `RangeRequest`, `ParseError`.
+//!
+//! Parsing untrusted bytes needs no `unsafe`, and this crate has none: it is forbidden. The
+//! `fuzz` module exists only with the `fuzzing` feature (the fuzz targets and the corpus replay
+//! test enable it), so the property functions are not part of the production API.
+
+#![forbid(unsafe_code)]
 
 mod chunked;
 mod conditional;
 mod encode;
 mod error;
 mod error_body;
+#[cfg(feature = "fuzzing")]
 pub mod fuzz;
 mod head;
 mod headers;
@@ -48,7 +55,7 @@ pub use headers::{HeaderSpan, Headers};
 pub use limits::{
     RequestLimits, MAX_CHUNK_LINE_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_RANGES, MAX_TRAILER_BYTES, MAX_URI_BYTES,
 };
-pub use path::{decode_path, encode_key};
+pub use path::{decode_path, encode_key, has_dot_segment};
 pub use range::{parse_range, ByteRanges, RangeRequest};
 pub use request::{parse_request, parse_request_with, RequestHead};
 pub use response::{parse_response, response_framing, ResponseHead};

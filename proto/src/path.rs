@@ -64,9 +64,28 @@ pub fn encode_key(key: &str, out: &mut String) {
     }
 }
 
+/// True when `key`, read as a path, holds a `.` or `..` segment. Segments are split at '/' and
+/// also at '\\', which some origins (IIS, Windows file servers) treat as a separator after
+/// decoding `%5C`. A mirror must not put such a key into an origin URL: a normalising origin
+/// would resolve it outside the MirrorURL's directory (RFC 3986 §5.2.4), and the percent-encoded
+/// spellings (`%2E%2E`) are equivalent to the plain ones (§6.2.2.2), so encoding cannot help.
+pub fn has_dot_segment(key: &str) -> bool {
+    key.split(['/', '\\']).any(|s| s == "." || s == "..")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_in_every_position() {
+        for k in ["..", ".", "../a", "./a", "a/..", "a/.", "a/../b", "a/./b", "a\\..\\b", "..\\a", "a/..\\b"] {
+            assert!(has_dot_segment(k), "{k}");
+        }
+        for k in ["a", "a..b", "...", "a/.../b", ".a", "a.", "a/.b/c", "..a/b", "a/b..", "", "/", "a//b"] {
+            assert!(!has_dot_segment(k), "{k}");
+        }
+    }
 
     #[test]
     fn borrows_when_nothing_to_decode() {

@@ -1,0 +1,194 @@
+//! The consumer of a fill: one client following the record that the fill task (`fill.rs`)
+//! is writing, at its own pace.
+//!
+//! A follower waits for the origin's response head, answers with the object's head (no ETag:
+//! it is the MD5 of bytes that have not arrived yet), then sends what the record holds as it
+//! grows, reading it back from the segment mapping (zero-copy). A slow client only falls behind;
+//! it never slows the fetch or the other clients, and holds no more than one piece in memory.
+//!
+//! Integrity: the last byte of a known-length body (the last chunk of a chunked one) is held
+//! back until the fill has verified and committed the object, so a failed check cuts the client
+//! short instead of completing a bad body. One range is served from the bytes as they arrive;
+//! several ranges, or a range of a chunked origin (whose size is known only at the end), wait
+//! for the commit and are answered from the store ([`crate::stored`]).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use edgemirror_cache::ObjectKeyRef;
+use edgemirror_proto::{self as proto, RangeRequest, Version};
+
+use crate::error::S3Error;
+use crate::inflight::{Fill, Phase, Refusal};
+use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
+use crate::respond::{Conn, Disposition, Request};
+use crate::stored;
+use crate::worker::Worker;
+
+/// Streams a fill to one client: waits for the head, then sends what the record holds as it
+/// grows. Ranges are answered from the bytes of the whole object as they arrive.
+pub async fn follow(
+    worker: &Worker,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    fill: &Arc<Fill>,
+) -> Result<Disposition, S3Error> {
+    let mut rx = fill.subscribe();
+    loop {
+        let phase = rx.borrow_and_update().clone();
+        match phase {
+            Phase::Fetching => {}
+            Phase::Refused(Refusal::NotFound) => return Err(S3Error::NoSuchKey),
+            Phase::Refused(Refusal::Failed(reason)) => return Err(S3Error::MirrorFailed(reason)),
+            Phase::Refused(Refusal::Redirect { status, location }) => {
+                return pass_redirect(worker, conn, req, status, &location).await;
+            }
+            Phase::Broken => return Err(S3Error::MirrorFailed("the origin body failed".into())),
+            Phase::Streaming { .. } | Phase::Complete { .. } => break,
+        }
+        if rx.changed().await.is_err() {
+            return Err(S3Error::MirrorFailed("fill ended".into()));
+        }
+    }
+    let Some(body) = fill.body() else { return Err(S3Error::Internal("fill streaming without a body".into())) };
+
+    // What to send: the whole object, or one range of it when the length is known up front.
+    let mut range = 0..body.length.unwrap_or(u64::MAX);
+    let mut status = 200;
+    if let (Some(size), Some(value), None) = (body.length, req.header("range"), req.header("if-range")) {
+        match proto::parse_range(value, size) {
+            RangeRequest::Full => {}
+            RangeRequest::Satisfiable(ranges) if ranges.len() == 1 => {
+                range = ranges.first();
+                status = 206;
+            }
+            RangeRequest::Satisfiable(_) => {
+                // Several ranges: answered as multipart from the stored object once complete.
+                return wait_then_serve_stored(worker, conn, req, fill, rx).await;
+            }
+            RangeRequest::Unsatisfiable => return Err(S3Error::InvalidRange { size }),
+        }
+    } else if body.length.is_none() && req.header("range").is_some() {
+        // A chunked origin: the size, and so any Content-Range, is known only at the end.
+        return wait_then_serve_stored(worker, conn, req, fill, rx).await;
+    }
+
+    let http10 = req.head.version == Version::Http10;
+    let framing = match body.length {
+        Some(_) => Framing::Length(range.end - range.start),
+        None if http10 => Framing::Close,
+        None => Framing::Chunked,
+    };
+    let keep_alive = req.head.keep_alive && framing != Framing::Close;
+    let head = ObjectHead {
+        status,
+        record: &body.meta,
+        etag: None,
+        source: "origin",
+        range: (status == 206).then(|| (range.clone(), body.length.unwrap_or(0))),
+        framing,
+    };
+    reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
+    if req.is_head() {
+        return Ok(Disposition::after(conn.flush().await, keep_alive));
+    }
+    if conn.flush().await.is_err() {
+        return Ok(Disposition::Close);
+    }
+
+    let mut pos = range.start;
+    let mut chunk_head = BytesMut::with_capacity(16);
+    loop {
+        let phase = rx.borrow_and_update().clone();
+        let readable = match phase {
+            Phase::Complete { written } => written,
+            // Hold the last byte (or the last chunk) back until the object is verified.
+            Phase::Streaming { written } => match body.length {
+                Some(len) => written.min(len.saturating_sub(1)),
+                None => written,
+            },
+            _ => return Ok(Disposition::Close),
+        };
+        let end = readable.min(range.end);
+        while pos < end {
+            let piece = match body.reader.read(pos, FOLLOW_READ_BYTES.min((end - pos) as usize)) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(request_id = %req.id, error = %e, "reading a fill back failed");
+                    return Ok(Disposition::Close);
+                }
+            };
+            pos += piece.len() as u64;
+            if send_piece(conn, framing, piece, &mut chunk_head).await.is_err() {
+                return Ok(Disposition::Close);
+            }
+        }
+        if matches!(phase, Phase::Complete { .. }) && pos >= end {
+            break;
+        }
+        if rx.changed().await.is_err() {
+            return Ok(Disposition::Close);
+        }
+    }
+    if framing == Framing::Chunked {
+        conn.out.extend_from_slice(proto::LAST_CHUNK);
+    }
+    Ok(Disposition::after(conn.flush().await, keep_alive))
+}
+
+/// Largest piece a follower reads from the record at once.
+const FOLLOW_READ_BYTES: usize = 256 * 1024;
+
+/// Waits for the fill to end, then answers from the store (multipart ranges, ranges of chunked
+/// origins).
+async fn wait_then_serve_stored(
+    worker: &Worker,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    fill: &Arc<Fill>,
+    mut rx: tokio::sync::watch::Receiver<Phase>,
+) -> Result<Disposition, S3Error> {
+    loop {
+        match rx.borrow_and_update().clone() {
+            Phase::Complete { .. } => {
+                let key = ObjectKeyRef::new(&fill.key.bucket, &fill.key.key);
+                return stored::serve_from_store(worker, conn, req, key).await;
+            }
+            Phase::Broken | Phase::Refused(_) => return Err(S3Error::MirrorFailed("the origin body failed".into())),
+            Phase::Fetching | Phase::Streaming { .. } => {}
+        }
+        if rx.changed().await.is_err() {
+            return Err(S3Error::MirrorFailed("fill ended".into()));
+        }
+    }
+}
+
+/// `followRedirects: false`: the client gets the origin's 3xx and its Location; nothing is stored.
+async fn pass_redirect(
+    worker: &Worker,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    status: u16,
+    location: &[u8],
+) -> Result<Disposition, S3Error> {
+    let keep_alive = req.head.keep_alive;
+    reply::start(&mut conn.out, status, &worker.date, req.id);
+    reply::header(&mut conn.out, "Location", location);
+    reply::header(&mut conn.out, SOURCE_HEADER, b"origin");
+    reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
+    Ok(Disposition::after(conn.flush().await, keep_alive))
+}
+
+async fn send_piece(conn: &mut Conn, framing: Framing, piece: Bytes, chunk_head: &mut BytesMut) -> std::io::Result<()> {
+    if framing != Framing::Chunked {
+        return conn.write_bytes(piece).await;
+    }
+    chunk_head.clear();
+    proto::encode_chunk_header(piece.len(), chunk_head);
+    conn.out.extend_from_slice(chunk_head);
+    conn.send_with_body(piece).await?;
+    // The CRLF after the data rides with the next chunk's header or the last chunk.
+    conn.out.extend_from_slice(proto::CHUNK_END);
+    Ok(())
+}

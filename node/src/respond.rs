@@ -1,0 +1,189 @@
+//! What a handler answers through: the request as parsed ([`Request`]), the writing half of the
+//! connection ([`Conn`]: socket, reused output buffer, timed writes) and whether the connection
+//! may carry another request afterwards ([`Disposition`]).
+//!
+//! This sits below every handler and above only the byte-level pieces ([`crate::reply`] for
+//! heads, [`crate::iovec`] for vectored writes, [`crate::stream`] for plain/TLS sockets), so
+//! handlers never import the connection loop that calls them.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use edgemirror_proto::{self as proto};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+use crate::iovec::{self, HeadBody, IovecPair};
+use crate::reply::RequestId;
+use crate::stream::ClientStream;
+
+/// Bodies up to this size are copied behind the head and sent with one write; larger ones are
+/// sent from their own buffer (the cached `Bytes` or the segment mapping) without a copy.
+const COALESCE_BODY_BYTES: usize = 16 * 1024;
+
+/// Lingering close (as nginx's `lingering_close`): after our FIN, how long we keep reading and
+/// discarding what the client still sends, and how much of it. Closing a socket with unread
+/// bytes in its receive queue makes the kernel send a reset, and a reset can destroy the
+/// response the client has not read yet (RFC 9112 §9.6).
+const LINGER_TOTAL: Duration = Duration::from_secs(2);
+const LINGER_READ: Duration = Duration::from_millis(500);
+const LINGER_MAX_BYTES: usize = 4 << 20;
+
+/// Whether the connection can carry another request after this response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    KeepAlive,
+    Close,
+}
+
+impl Disposition {
+    /// After writing a response: keep the connection only if the write succeeded and the
+    /// response allowed it.
+    pub fn after(sent: io::Result<()>, keep_alive: bool) -> Disposition {
+        match sent {
+            Ok(()) if keep_alive => Disposition::KeepAlive,
+            _ => Disposition::Close,
+        }
+    }
+}
+
+/// A parsed request as the handlers see it: the head's spans and the buffer they index.
+pub struct Request<'a> {
+    pub buf: &'a [u8],
+    pub head: &'a proto::RequestHead,
+    pub id: RequestId,
+}
+
+impl Request<'_> {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.head.headers.get(self.buf, name)
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.head.method == proto::Method::Head
+    }
+
+    /// The raw query string, without '?'.
+    pub fn query(&self) -> Option<&[u8]> {
+        self.head.query.map(|q| q.get(self.buf))
+    }
+
+    pub fn keep_alive(&self) -> bool {
+        self.head.keep_alive
+    }
+}
+
+/// The writing half of a connection: the socket and the reused output buffer.
+pub struct Conn {
+    pub(crate) stream: ClientStream,
+    /// Response head (and small bodies) being built.
+    pub out: BytesMut,
+    write_timeout: Duration,
+    /// Reused for head + body vectored writes.
+    iov: Option<IovecPair>,
+}
+
+/// Runs one write, bounded by `limit`: a client that stops reading cannot hold the task.
+async fn timed<T>(limit: Duration, write: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    match monoio::time::timeout(limit, write).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client write stalled")),
+    }
+}
+
+impl Conn {
+    pub fn new(stream: ClientStream, write_timeout: Duration) -> Conn {
+        Conn { stream, out: BytesMut::with_capacity(4096), write_timeout, iov: None }
+    }
+
+    /// Writes everything in `out` and clears it.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let mut out = timed(self.write_timeout, async {
+            let (res, out) = self.stream.write_all(out).await;
+            res.map(|_| out)
+        })
+        .await?;
+        out.clear();
+        self.out = out;
+        Ok(())
+    }
+
+    /// Sends the head in `out` followed by `body`: a small body is copied behind the head (one
+    /// plain write); a large one goes out with the head in one vectored write, uncopied.
+    pub async fn send_with_body(&mut self, body: Bytes) -> io::Result<()> {
+        if body.len() <= COALESCE_BODY_BYTES {
+            self.out.extend_from_slice(&body);
+            return self.flush().await;
+        }
+        let head = std::mem::take(&mut self.out);
+        let head_len = head.len();
+        let total = head_len + body.len();
+        let pair = HeadBody::new(head, body, self.iov.take().unwrap_or_else(iovec::new_pair));
+        let (res, pair) = match monoio::time::timeout(self.write_timeout, self.stream.writev(pair)).await {
+            Ok(r) => r,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "client write stalled")),
+        };
+        let (mut head, body, iov) = pair.into_parts();
+        self.iov = Some(iov);
+        let n = res?;
+        // A short write (or TLS, whose writev sends only the first buffer): finish plainly.
+        if n < head_len {
+            head.advance(n);
+            self.out = head;
+            self.flush().await?;
+            self.write_bytes(body).await?;
+        } else {
+            head.clear();
+            self.out = head;
+            if n < total {
+                self.write_bytes(body.slice(n - head_len..)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one buffer as it is (a body piece), bounded by the write timeout.
+    pub async fn write_bytes(&mut self, body: Bytes) -> io::Result<()> {
+        timed(self.write_timeout, async { self.stream.write_all(body).await.0.map(|_| ()) }).await
+    }
+
+    /// Flushes what is pending and ends the connection so the peer sees EOF promptly (under
+    /// io_uring a dropped stream only queues its close). With `unread`, the client may still be
+    /// sending (a request body we did not take, pipelined requests we will not answer): after
+    /// our FIN we read and discard for a bounded time, so the kernel does not answer those bytes
+    /// with a reset that could destroy the response in flight.
+    pub async fn close(mut self, unread: bool) {
+        let _ = self.flush().await;
+        let _ = monoio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+        if unread {
+            self.linger().await;
+        }
+    }
+
+    async fn linger(&mut self) {
+        let deadline = Instant::now() + LINGER_TOTAL;
+        let mut discarded = 0;
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        while discarded < LINGER_MAX_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now()).min(LINGER_READ);
+            if left.is_zero() {
+                return;
+            }
+            buf.clear();
+            let cap = buf.capacity();
+            match monoio::time::timeout(left, self.stream.read(buf.slice_mut(0..cap))).await {
+                Ok((Ok(n), slice)) if n > 0 => {
+                    discarded += n;
+                    buf = slice.into_inner();
+                }
+                // EOF, an error, or quiet for LINGER_READ: the client has stopped sending.
+                _ => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Answering for a stored object: conditionals, ranges, 304 and the body. Called by the hit path
+//! (`object.rs`) and by followers of a fill that must wait for the commit
+//! (`follow.rs`).
+//!
+//! Conditional requests follow RFC 9110 §13.2.2's order: If-Match, else If-Unmodified-Since ->
+//! 412; If-None-Match, else If-Modified-Since -> 304. Ranges (§14): one range -> 206 with
+//! Content-Range; several -> 206 `multipart/byteranges`; none satisfiable -> 416 with
+//! `Content-Range: bytes */size`; an If-Range that does not match -> the whole object.
+
+use std::fmt::Write as _;
+
+use bytes::{Bytes, BytesMut};
+use edgemirror_cache::{ObjectKeyRef, ObjectMeta, SavedHeader};
+use edgemirror_proto::{self as proto, RangeRequest};
+
+use crate::error::S3Error;
+use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
+use crate::respond::{Conn, Disposition, Request};
+use crate::worker::Worker;
+
+/// Serves a committed object straight from the store (a miss that raced with the commit).
+pub async fn serve_from_store(
+    worker: &Worker,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    key: ObjectKeyRef<'_>,
+) -> Result<Disposition, S3Error> {
+    match worker.shared.store.get(key) {
+        Ok(Some(obj)) => send_stored(worker, conn, req, &obj.meta, obj.body, "store").await,
+        Ok(None) => Err(S3Error::NoSuchKey),
+        Err(e) => Err(S3Error::Internal(e.to_string())),
+    }
+}
+
+/// Answers for a stored object: conditionals, then ranges, then the whole object.
+pub async fn send_stored(
+    worker: &Worker,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    meta: &ObjectMeta,
+    body: Bytes,
+    source: &str,
+) -> Result<Disposition, S3Error> {
+    let etag_bytes = meta.etag_bytes();
+    // Hex digits and quotes only: always UTF-8.
+    let etag = std::str::from_utf8(&etag_bytes).unwrap_or_default();
+    let last_modified = meta.record.last_modified;
+    // RFC 9110 §13.2.2: evaluation order.
+    if let Some(v) = req.header("if-match") {
+        if !proto::etag_matches(v, etag, false) {
+            return Err(S3Error::PreconditionFailed);
+        }
+    } else if let Some(since) = req.header("if-unmodified-since").and_then(proto::parse_http_date) {
+        if last_modified > since {
+            return Err(S3Error::PreconditionFailed);
+        }
+    }
+    let not_modified = match req.header("if-none-match") {
+        Some(v) => proto::etag_matches(v, etag, true),
+        None => req.header("if-modified-since").and_then(proto::parse_http_date).is_some_and(|d| last_modified <= d),
+    };
+    if not_modified {
+        return send_not_modified(worker, conn, req, meta, etag, source).await;
+    }
+
+    let range = match req.header("range") {
+        Some(v) if if_range_holds(req.header("if-range"), etag, meta) => proto::parse_range(v, meta.size),
+        _ => RangeRequest::Full,
+    };
+    let keep_alive = req.keep_alive();
+    let mut head = ObjectHead {
+        status: 200,
+        record: &meta.record,
+        etag: Some(etag),
+        source,
+        range: None,
+        framing: Framing::Length(meta.size),
+    };
+    match range {
+        RangeRequest::Unsatisfiable => Err(S3Error::InvalidRange { size: meta.size }),
+        RangeRequest::Full => {
+            reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
+            let sent = if req.is_head() { conn.flush().await } else { conn.send_with_body(body).await };
+            Ok(Disposition::after(sent, keep_alive))
+        }
+        RangeRequest::Satisfiable(ranges) if ranges.len() == 1 => {
+            let r = ranges.first();
+            head.status = 206;
+            head.range = Some((r.clone(), meta.size));
+            head.framing = Framing::Length(r.end - r.start);
+            reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
+            let part = body.slice(r.start as usize..r.end as usize);
+            let sent = if req.is_head() { conn.flush().await } else { conn.send_with_body(part).await };
+            Ok(Disposition::after(sent, keep_alive))
+        }
+        RangeRequest::Satisfiable(ranges) => {
+            // multipart/byteranges (RFC 9110 §14.6): each part has its own Content-Range.
+            let boundary = format!("edgemirror-{}", req.id);
+            let content_type = meta.record.header(SavedHeader::ContentType).cloned();
+            let mut parts: Vec<Bytes> = Vec::with_capacity(ranges.len() * 2 + 1);
+            for r in ranges.iter() {
+                let mut h = BytesMut::with_capacity(128);
+                let _ = write!(h, "\r\n--{boundary}\r\n");
+                if let Some(ct) = &content_type {
+                    h.extend_from_slice(b"Content-Type: ");
+                    h.extend_from_slice(ct);
+                    h.extend_from_slice(b"\r\n");
+                }
+                reply::content_range(&mut h, Some(r.clone()), meta.size);
+                h.extend_from_slice(b"\r\n");
+                parts.push(h.freeze());
+                parts.push(body.slice(r.start as usize..r.end as usize));
+            }
+            parts.push(Bytes::from(format!("\r\n--{boundary}--\r\n")));
+            let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+            let out = &mut conn.out;
+            reply::start(out, 206, &worker.date, req.id);
+            let ct = format!("multipart/byteranges; boundary={boundary}");
+            reply::header(out, "Content-Type", ct.as_bytes());
+            reply::header(out, "ETag", etag.as_bytes());
+            reply::header(out, "Accept-Ranges", b"bytes");
+            reply::header(out, SOURCE_HEADER, source.as_bytes());
+            reply::finish(out, Framing::Length(total), keep_alive);
+            if req.is_head() {
+                return Ok(Disposition::after(conn.flush().await, keep_alive));
+            }
+            if conn.flush().await.is_err() {
+                return Ok(Disposition::Close);
+            }
+            for p in parts {
+                if conn.write_bytes(p).await.is_err() {
+                    return Ok(Disposition::Close);
+                }
+            }
+            Ok(Disposition::after(Ok(()), keep_alive))
+        }
+    }
+}
+
+/// RFC 9110 §13.1.5: a Range applies only if If-Range (when present) still describes the object:
+/// a strong ETag match, or exactly its Last-Modified date.
+fn if_range_holds(if_range: Option<&[u8]>, etag: &str, meta: &ObjectMeta) -> bool {
+    let Some(v) = if_range else { return true };
+    let v = v.trim_ascii();
+    if v.starts_with(b"\"") || v.starts_with(b"W/") {
+        return !v.starts_with(b"W/") && v == etag.as_bytes();
+    }
+    proto::parse_http_date(v).is_some_and(|d| d == meta.record.last_modified)
+}
+
+/// 304: the validators and caching headers a 200 would have carried, no body.
+async fn send_not_modified(
+    worker: &Worker,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    meta: &ObjectMeta,
+    etag: &str,
+    source: &str,
+) -> Result<Disposition, S3Error> {
+    let keep_alive = req.keep_alive();
+    let head = ObjectHead {
+        status: 304,
+        record: &meta.record,
+        etag: Some(etag),
+        source,
+        range: None,
+        framing: Framing::NoBody,
+    };
+    reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
+    Ok(Disposition::after(conn.flush().await, keep_alive))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgemirror_cache::RecordMeta;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn if_range_needs_a_strong_etag_or_the_exact_date() {
+        let meta = ObjectMeta {
+            bucket: "b".into(),
+            key: "k".into(),
+            size: 1,
+            md5: [1; 16],
+            record: RecordMeta::new(UNIX_EPOCH + Duration::from_secs(1_000_000_000)),
+        };
+        let etag = meta.etag();
+        assert!(if_range_holds(None, &etag, &meta));
+        assert!(if_range_holds(Some(etag.as_bytes()), &etag, &meta));
+        assert!(!if_range_holds(Some(format!("W/{etag}").as_bytes()), &etag, &meta));
+        assert!(!if_range_holds(Some(b"\"other\""), &etag, &meta));
+        assert!(if_range_holds(Some(b"Sun, 09 Sep 2001 01:46:40 GMT"), &etag, &meta));
+        assert!(!if_range_holds(Some(b"Sun, 09 Sep 2001 01:46:41 GMT"), &etag, &meta));
+    }
+}

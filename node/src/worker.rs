@@ -1,0 +1,107 @@
+//! The state a request handler sees: per-core ([`Worker`]) and process-wide ([`Shared`]).
+//!
+//! Connections never move between cores, so a worker's state (date cache, request ids, origin
+//! connection pool, open-connection count) lives in plain `Cell`s and `RefCell`s on its thread.
+//! What every core shares is kept small and explicit in [`Shared`]: the validated config, the
+//! store and hot cache (thread-safe themselves), the rule table (swapped atomically), the table
+//! of fills in flight (sharded), the hasher threads and the counters.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use edgemirror_cache::{HotCache, Store};
+
+use crate::config::Config;
+use crate::hash::HashPool;
+use crate::inflight::FillTable;
+use crate::metrics::Metrics;
+use crate::origin;
+use crate::reply::{DateCache, RequestId};
+use crate::rules::RuleTable;
+
+/// State every worker shares.
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub hot: HotCache,
+    pub metrics: Metrics,
+    /// Mirror rules of every bucket; replaced whole by the admin API.
+    pub rules: ArcSwap<RuleTable>,
+    /// Serialises rule updates (read-modify-write of the table and its file).
+    pub rules_update: Mutex<()>,
+    /// The node's own listening addresses: a rule may not point at them.
+    pub self_addrs: Vec<SocketAddr>,
+    /// Sent to origins in `Via`; a request that arrives carrying it came from ourselves, and
+    /// mirroring it would loop.
+    pub via_token: String,
+    /// Origin fetches in flight, by object: concurrent misses share one.
+    pub fills: Arc<FillTable>,
+    /// MD5 of mirrored bodies, off the workers.
+    pub hashes: HashPool,
+}
+
+/// One core's state. Lives on its thread, shared by that core's tasks through `Rc`.
+pub struct Worker {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub date: DateCache,
+    /// Idle keep-alive connections to origins, per core.
+    pub pool: origin::Pool,
+    /// Client connections this worker is serving.
+    pub open_connections: Cell<usize>,
+    epoch: u32,
+    seq: Cell<u64>,
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Self {
+        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
+        Worker {
+            id,
+            shared,
+            date: DateCache::default(),
+            pool: origin::Pool::default(),
+            open_connections: Cell::new(0),
+            epoch,
+            seq: Cell::new(0),
+        }
+    }
+
+    pub fn next_request_id(&self) -> RequestId {
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        RequestId { epoch: self.epoch, worker: self.id as u16, seq }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+}
+
+/// A client connection's claim on its worker's connection budget, given back by `Drop` on
+/// every way out of the connection task.
+pub struct ConnSlot {
+    worker: Rc<Worker>,
+}
+
+impl ConnSlot {
+    /// Takes a slot, unless the worker already serves `max` connections.
+    pub fn take(worker: &Rc<Worker>, max: usize) -> Option<ConnSlot> {
+        let open = worker.open_connections.get();
+        if open >= max {
+            return None;
+        }
+        worker.open_connections.set(open + 1);
+        Some(ConnSlot { worker: worker.clone() })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.worker.open_connections.set(self.worker.open_connections.get() - 1);
+    }
+}
