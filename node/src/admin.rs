@@ -201,7 +201,7 @@ fn route(shared: &Shared, head: &proto::RequestHead, buf: &[u8], body: &[u8]) ->
                 Ok(p) => p,
                 Err(e) => return Answer::error(400, &id, &format!("invalid JSON body: {e}")),
             };
-            let validated = match rules::validate_list(&parsed.back_source_rules, &shared.self_addrs) {
+            let validated = match rules::validate_list(&parsed.back_source_rules, &shared.network.policy) {
                 Ok(v) => v,
                 Err(e) => return Answer::error(400, &id, &e),
             };

@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use edgemirror_cache::{HotConfig, SyncPolicy};
 use serde::Deserialize;
 
+use crate::netguard::AddressPolicy;
 use crate::rules::{self, BackSourceRule, MAX_RULES_PER_BUCKET};
 use crate::tls;
 
@@ -169,6 +170,13 @@ pub struct RawOrigin {
     pub ca_file: Option<PathBuf>,
     /// Skip certificate verification of https origins. For test origins only; logged loudly.
     pub insecure_skip_verify: bool,
+    /// May origins (and their redirects) resolve to private, loopback or this host's addresses?
+    /// A self-hosted edge usually mirrors from an internal origin, hence on by default; a node
+    /// whose rules are set by others (multi-tenant) turns it off.
+    pub allow_private: bool,
+    /// Host names or IPs allowed although they resolve to link-local or cloud metadata
+    /// addresses (169.254.169.254 ...), which are refused otherwise.
+    pub allow_link_local: Vec<String>,
 }
 
 impl Default for RawOrigin {
@@ -180,6 +188,8 @@ impl Default for RawOrigin {
             complete_on_client_abort: true,
             ca_file: None,
             insecure_skip_verify: false,
+            allow_private: true,
+            allow_link_local: Vec::new(),
         }
     }
 }
@@ -319,6 +329,17 @@ pub struct OriginConfig {
     /// rustls config for https origins.
     pub tls: Arc<rustls::ClientConfig>,
     pub insecure_skip_verify: bool,
+    pub allow_private: bool,
+    pub allow_link_local: Vec<String>,
+}
+
+impl OriginConfig {
+    /// The address policy these settings give, for a node listening on `listeners`.
+    pub fn address_policy(&self, listeners: &[SocketAddr]) -> AddressPolicy {
+        AddressPolicy::from_system(listeners)
+            .with_allow_private(self.allow_private)
+            .with_allow_link_local(&self.allow_link_local)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -454,7 +475,16 @@ impl RawConfig {
                 self.origin.insecure_skip_verify,
             )?,
             insecure_skip_verify: self.origin.insecure_skip_verify,
+            allow_private: self.origin.allow_private,
+            allow_link_local: self.origin.allow_link_local,
         };
+        for (i, name) in origin.allow_link_local.iter().enumerate() {
+            if rules::parse_host_port(name).is_err() || name.contains(':') && !name.starts_with('[') {
+                bail!("origin.allow_link_local[{i}]: '{name}' is not a host name or IP address");
+            }
+        }
+        // The node's listeners are not known yet; rules are checked against them again at start.
+        let policy = origin.address_policy(&[]);
         let tls = match self.tls {
             None => None,
             Some(t) => {
@@ -481,7 +511,7 @@ impl RawConfig {
             let mut mirror_seed = Vec::with_capacity(b.mirror.len());
             for (j, r) in b.mirror.iter().enumerate() {
                 let rule = toml_rule(r).map_err(|e| anyhow!("{field}.mirror[{j}].{e}"))?;
-                rules::validate_rule(&rule, &[]).map_err(|e| anyhow!("{field}.mirror[{j}].{}", toml_names(&e)))?;
+                rules::validate_rule(&rule, &policy).map_err(|e| anyhow!("{field}.mirror[{j}].{}", toml_names(&e)))?;
                 mirror_seed.push(rule);
             }
             buckets.push(BucketConfig { name: b.name, mirror_seed });

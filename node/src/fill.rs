@@ -52,7 +52,7 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
         };
         let request = origin::build_request(&path, host, &plan.extra, &shared.via_token);
         let url = format!("{}://{}{path}", target.scheme(), target.host_header);
-        let resp = match origin::fetch(&target, request, &shared.config.origin, &worker.pool).await {
+        let resp = match origin::fetch(&target, request, &shared.config.origin, &worker.pool, &shared.network).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(request_id = %rid, origin = %url, error = %e, "mirror fetch failed");
@@ -113,6 +113,7 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
     let mut writer = match shared.store.begin(worker.id, key, meta.clone(), length) {
         Ok(w) => w,
         Err(e) => {
+            metrics.store_write_failures.inc();
             tracing::error!(request_id = %rid, error = %e, "cannot store the mirrored object");
             return refuse(guard, format!("store: {e}"));
         }
@@ -139,6 +140,7 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
         };
         metrics.bytes_from_origin.add(piece.len() as u64);
         if let Err(e) = writer.append(&piece) {
+            metrics.store_write_failures.inc();
             tracing::error!(request_id = %rid, error = %e, "store write failed; fill abandoned");
             return guard.finish(Phase::Broken);
         }
@@ -170,9 +172,14 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
             guard.finish(Phase::Complete { written: obj.meta.size });
             shared.hot.insert(&obj);
         }
-        Err(e) => {
+        Err(e @ edgemirror_cache::Error::BodyMismatch(_)) => {
             metrics.origin_body_failures.inc();
             tracing::warn!(request_id = %rid, origin = %origin_url, error = %e, "mirrored object failed verification; not stored");
+            guard.finish(Phase::Broken);
+        }
+        Err(e) => {
+            metrics.store_write_failures.inc();
+            tracing::error!(request_id = %rid, error = %e, "committing the mirrored object failed; not stored");
             guard.finish(Phase::Broken);
         }
     }

@@ -42,6 +42,7 @@
 pub mod admin;
 pub mod config;
 pub mod conn;
+pub mod dns;
 pub mod error;
 pub mod fill;
 pub mod follow;
@@ -50,6 +51,7 @@ pub mod inflight;
 pub mod iovec;
 pub mod metrics;
 pub mod mirror;
+pub mod netguard;
 pub mod object;
 pub mod origin;
 pub mod reply;

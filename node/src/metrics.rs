@@ -34,6 +34,8 @@ pub struct Metrics {
     pub origin_not_found: Counter,
     pub origin_failures: Counter,
     pub origin_body_failures: Counter,
+    /// A store record could not be begun, written or committed (disk full, I/O error).
+    pub store_write_failures: Counter,
     pub objects_mirrored: Counter,
     pub bytes_from_origin: Counter,
 }
@@ -41,7 +43,7 @@ pub struct Metrics {
 impl Metrics {
     /// Renders the counters, plus the gauges given, in Prometheus text format.
     pub fn render(&self, gauges: &[(&str, u64)]) -> String {
-        let counters: [(&str, &Counter); 15] = [
+        let counters: [(&str, &Counter); 16] = [
             ("edgemirror_connections_accepted_total", &self.connections_accepted),
             ("edgemirror_connections_refused_total", &self.connections_refused),
             ("edgemirror_requests_total", &self.requests),
@@ -55,6 +57,7 @@ impl Metrics {
             ("edgemirror_origin_not_found_total", &self.origin_not_found),
             ("edgemirror_origin_failures_total", &self.origin_failures),
             ("edgemirror_origin_body_failures_total", &self.origin_body_failures),
+            ("edgemirror_store_write_failures_total", &self.store_write_failures),
             ("edgemirror_objects_mirrored_total", &self.objects_mirrored),
             ("edgemirror_origin_bytes_total", &self.bytes_from_origin),
         ];

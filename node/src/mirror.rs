@@ -157,7 +157,8 @@ mod tests {
     use crate::rules::{validate_rule, BackSourceRule};
 
     fn rule(json: &str) -> MirrorRule {
-        validate_rule(&serde_json::from_str::<BackSourceRule>(json).unwrap(), &[]).unwrap()
+        let policy = crate::netguard::AddressPolicy::new(&[], &[]).with_allow_private(true);
+        validate_rule(&serde_json::from_str::<BackSourceRule>(json).unwrap(), &policy).unwrap()
     }
 
     #[test]

@@ -14,15 +14,17 @@
 //! Connections are kept alive and pooled per core ([`Pool`]); a body read to its end returns its
 //! connection to the pool.
 //!
-//! DNS: names are resolved with the system resolver on first use and cached per worker for
-//! [`DNS_TTL`]; IP literals never touch the resolver. The lookup blocks the worker the first time
-//! a name is seen (monoio resolves synchronously too); rules normally name few hosts.
+//! Reaching a host ([`Network`]): names are resolved off the worker by [`crate::dns`] (answers
+//! and failures cached), and every address is checked by [`crate::netguard`] right before the
+//! connect, on every hop (redirects included): never the node's own listeners, never link-local
+//! or metadata addresses unless allowed by name, private ranges as `origin.allow_private` says.
+//! The addresses of a name are tried in order; a refused one is skipped.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -32,19 +34,26 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::config::OriginConfig;
+use crate::dns::{ResolveError, Resolver};
+use crate::netguard::{AddressPolicy, Refusal};
 use crate::rules::OriginAddr;
 use crate::stream::OriginStream;
 use crate::tls;
 
-/// How long a resolved origin address is reused.
-pub const DNS_TTL: Duration = Duration::from_secs(30);
+/// How the origin client reaches hosts: the process-wide resolver and the address policy.
+pub struct Network {
+    pub resolver: Resolver,
+    pub policy: AddressPolicy,
+}
 /// Size of each body read from the origin.
 const READ_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
-    #[error("resolving {host}: {source}")]
-    Resolve { host: String, source: io::Error },
+    #[error("{0}")]
+    Resolve(#[from] ResolveError),
+    #[error("refused to connect to the origin: {0}")]
+    Refused(Refusal),
     #[error("connecting to {addr}: {source}")]
     Connect { addr: SocketAddr, source: io::Error },
     #[error("{0} timed out")]
@@ -114,6 +123,7 @@ pub async fn fetch(
     request: Bytes,
     cfg: &OriginConfig,
     pool: &Pool,
+    net: &Network,
 ) -> Result<OriginResponse, OriginError> {
     let key: PoolKey = (origin.host.clone(), origin.port, origin.tls);
     if let Some(stream) = pool.take(&key) {
@@ -123,12 +133,7 @@ pub async fn fetch(
             Ok(resp) => return Ok(resp),
         }
     }
-    let addr = resolve(&origin.host, origin.port)?;
-    let tcp = match monoio::time::timeout(cfg.connect_timeout, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(source)) => return Err(OriginError::Connect { addr, source }),
-        Err(_) => return Err(OriginError::Timeout("connect")),
-    };
+    let tcp = connect(origin, cfg, net).await?;
     let _ = tcp.set_nodelay(true);
     let stream = if origin.tls {
         let tls_error = |reason: String| OriginError::Tls { host: origin.host.clone(), reason };
@@ -148,6 +153,25 @@ pub async fn fetch(
         Err(Exchange::Stale) => Err(OriginError::NoResponse),
         Err(Exchange::Failed(e)) => Err(e),
     }
+}
+
+/// Resolves the origin's host and connects to the first of its addresses that the policy allows
+/// and that answers.
+async fn connect(origin: &OriginAddr, cfg: &OriginConfig, net: &Network) -> Result<TcpStream, OriginError> {
+    let addrs = net.resolver.resolve(&origin.host, origin.port).await?;
+    let mut first_error = None;
+    for &addr in addrs.iter() {
+        if let Err(refusal) = net.policy.check(&origin.host, addr) {
+            first_error.get_or_insert(OriginError::Refused(refusal));
+            continue;
+        }
+        match monoio::time::timeout(cfg.connect_timeout, TcpStream::connect_addr(addr)).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(source)) => first_error.get_or_insert(OriginError::Connect { addr, source }),
+            Err(_) => first_error.get_or_insert(OriginError::Timeout("connect")),
+        };
+    }
+    Err(first_error.unwrap_or(OriginError::NoResponse))
 }
 
 enum Exchange {
@@ -387,24 +411,4 @@ impl Pool {
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().values().map(Vec::len).sum()
     }
-}
-
-thread_local! {
-    static DNS: RefCell<HashMap<(String, u16), (SocketAddr, Instant)>> = RefCell::new(HashMap::new());
-}
-
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, OriginError> {
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let key = (host.to_string(), port);
-    if let Some(addr) = DNS.with(|d| d.borrow().get(&key).filter(|(_, at)| at.elapsed() < DNS_TTL).map(|(a, _)| *a)) {
-        return Ok(addr);
-    }
-    let addr = (host, port)
-        .to_socket_addrs()
-        .and_then(|mut it| it.next().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
-        .map_err(|source| OriginError::Resolve { host: host.to_string(), source })?;
-    DNS.with(|d| d.borrow_mut().insert(key, (addr, Instant::now())));
-    Ok(addr)
 }

@@ -14,10 +14,11 @@
 //! path. Persistence is an atomic replace of `rules.json` (write temp, fsync, rename, fsync dir).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::netguard::AddressPolicy;
 
 /// The reference feature allows at most 5 mirror rules per bucket.
 pub const MAX_RULES_PER_BUCKET: usize = 5;
@@ -244,7 +245,11 @@ pub fn match_rule<'a>(rules: &'a [MirrorRule], key: &str) -> Option<&'a MirrorRu
 }
 
 /// Validates one wire rule. Errors name the field relative to the rule (`address.hostName: ...`).
-pub fn validate_rule(rule: &BackSourceRule, self_addrs: &[SocketAddr]) -> Result<MirrorRule, String> {
+///
+/// A host given as an IP literal (in any form the resolver accepts: `127.1`, `2130706433`,
+/// `[::ffff:127.0.0.1]`, `localhost.`) is checked against `policy` now, for a clear error; every
+/// host is checked again, resolved, at each connect (`origin.rs`).
+pub fn validate_rule(rule: &BackSourceRule, policy: &AddressPolicy) -> Result<MirrorRule, String> {
     if rule.back_source_type != "mirror" {
         return Err(format!("backSourceType: '{}' is not supported (only \"mirror\")", rule.back_source_type));
     }
@@ -270,8 +275,8 @@ pub fn validate_rule(rule: &BackSourceRule, self_addrs: &[SocketAddr]) -> Result
         );
     }
     let origin = OriginAddr::new(tls, &host, port, &a.path);
-    if points_at_self(&origin, self_addrs) {
-        return Err(format!("address.hostName: '{}' is this node's own listener; the rule would loop", a.host_name));
+    if let Err(refusal) = policy.check_literal(&origin.host, origin.port) {
+        return Err(format!("address.hostName: '{}': {refusal}", a.host_name));
     }
     let key_rewrite = match (&a.replace_key_with, &a.replace_key_prefix_with, &a.replace_key_suffix_with) {
         (None, None, None) => KeyRewrite::None,
@@ -383,35 +388,16 @@ pub fn parse_host_port(s: &str) -> Result<(String, Option<u16>), String> {
     Ok((host, port))
 }
 
-/// True when `origin` names one of this node's listening sockets.
-fn points_at_self(origin: &OriginAddr, self_addrs: &[SocketAddr]) -> bool {
-    let resolved: Vec<std::net::IpAddr> = match origin.host.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) if origin.host.eq_ignore_ascii_case("localhost") => {
-            vec![std::net::Ipv4Addr::LOCALHOST.into(), std::net::Ipv6Addr::LOCALHOST.into()]
-        }
-        // Other names are not resolved here (no blocking DNS in the admin path); a name that
-        // resolves to us is caught as a loop at fetch time by the self-request guard.
-        Err(_) => return false,
-    };
-    self_addrs.iter().any(|l| {
-        l.port() == origin.port
-            && resolved
-                .iter()
-                .any(|ip| *ip == l.ip() || l.ip().is_unspecified() || ip.is_loopback() && l.ip().is_loopback())
-    })
-}
-
 /// Validates a whole list (as a PUT sends it). Errors name the field:
 /// `backSourceRules[2].address.hostName: ...`.
-pub fn validate_list(rules: &[BackSourceRule], self_addrs: &[SocketAddr]) -> Result<Vec<MirrorRule>, String> {
+pub fn validate_list(rules: &[BackSourceRule], policy: &AddressPolicy) -> Result<Vec<MirrorRule>, String> {
     if rules.len() > MAX_RULES_PER_BUCKET {
         return Err(format!("backSourceRules: {} rules; at most {MAX_RULES_PER_BUCKET} are allowed", rules.len()));
     }
     rules
         .iter()
         .enumerate()
-        .map(|(i, r)| validate_rule(r, self_addrs).map_err(|e| format!("backSourceRules[{i}].{e}")))
+        .map(|(i, r)| validate_rule(r, policy).map_err(|e| format!("backSourceRules[{i}].{e}")))
         .collect()
 }
 
@@ -498,12 +484,17 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    fn open() -> AddressPolicy {
+        AddressPolicy::new(&[], &[]).with_allow_private(true)
+    }
+
     fn valid(json: &str) -> MirrorRule {
-        validate_rule(&rule_json(json), &[]).unwrap()
+        validate_rule(&rule_json(json), &open()).unwrap()
     }
 
     fn invalid(json: &str) -> String {
-        validate_rule(&rule_json(json), &["127.0.0.1:8080".parse().unwrap()]).unwrap_err()
+        let policy = AddressPolicy::new(&["127.0.0.1:8080".parse().unwrap()], &[]).with_allow_private(true);
+        validate_rule(&rule_json(json), &policy).unwrap_err()
     }
 
     #[test]
@@ -512,7 +503,7 @@ mod tests {
         assert_eq!(r.back_source_type, "mirror");
         assert!(r.follow_redirects);
         assert!(!r.allow_query_string);
-        let m = validate_rule(&r, &[]).unwrap();
+        let m = validate_rule(&r, &open()).unwrap();
         assert_eq!(m.origin.host_header, "source.com");
         assert_eq!(m.origin.port, 80);
         assert_eq!(m.origin.path, "/");
@@ -552,6 +543,13 @@ mod tests {
             (r#"{"address":{"hostName":"h/x"}}"#, "address.hostName"),
             (r#"{"address":{"hostName":"127.0.0.1:8080"}}"#, "own listener"),
             (r#"{"address":{"hostName":"localhost:8080"}}"#, "own listener"),
+            (r#"{"address":{"hostName":"127.1:8080"}}"#, "own listener"),
+            (r#"{"address":{"hostName":"2130706433:8080"}}"#, "own listener"),
+            (r#"{"address":{"hostName":"0:8080"}}"#, "own listener"),
+            (r#"{"address":{"hostName":"0.0.0.0:8080"}}"#, "own listener"),
+            (r#"{"address":{"hostName":"[::ffff:127.0.0.1]:8080"}}"#, "own listener"),
+            (r#"{"address":{"hostName":"localhost.:8080"}}"#, "own listener"),
+            (r#"{"address":{"hostName":"169.254.169.254"}}"#, "metadata"),
             (r#"{"address":{"hostName":"h","path":"dir"}}"#, "address.path"),
             (r#"{"address":{"hostName":"h","replaceKeyWith":"a","replaceKeyPrefixWith":"b"}}"#, "replaceKeyWith"),
             (r#"{"address":{"hostName":"h"},"headerRule":{"allowHeaders":["Authorization"]}}"#, "allowHeaders[0]"),
@@ -568,10 +566,10 @@ mod tests {
             assert!(e.contains(field), "{json}: error {e:?} should name {field}");
         }
         let six: Vec<BackSourceRule> = (0..6).map(|_| rule_json(r#"{"address":{"hostName":"h"}}"#)).collect();
-        assert!(validate_list(&six, &[]).unwrap_err().starts_with("backSourceRules:"));
+        assert!(validate_list(&six, &open()).unwrap_err().starts_with("backSourceRules:"));
         let mut two = six[..2].to_vec();
         two[1].address.host_name.clear();
-        assert!(validate_list(&two, &[]).unwrap_err().starts_with("backSourceRules[1].address.hostName"));
+        assert!(validate_list(&two, &open()).unwrap_err().starts_with("backSourceRules[1].address.hostName"));
     }
 
     #[test]
@@ -604,7 +602,7 @@ mod tests {
     fn persistence_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let spec = vec![rule_json(r#"{"address":{"hostName":"h"},"headerRule":{"setHeaders":{"c-header":"000"}}}"#)];
-        let rules = validate_list(&spec, &[]).unwrap();
+        let rules = validate_list(&spec, &open()).unwrap();
         let table = RuleTable::default().with_bucket("bkt", spec.clone(), rules);
         persist(dir.path(), &table).unwrap();
         let back = load_persisted(dir.path()).unwrap();

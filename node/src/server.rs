@@ -22,13 +22,15 @@ use arc_swap::ArcSwap;
 use edgemirror_cache::{HotCache, Store};
 
 use crate::config::Config;
+use crate::dns::{Resolver, ResolverConfig};
 use crate::hash::HashPool;
 use crate::inflight::FillTable;
 use crate::metrics::Metrics;
+use crate::netguard::AddressPolicy;
 use crate::rules::{self, RuleTable};
 use crate::stream::ClientStream;
 use crate::worker::{ConnSlot, Shared, Worker};
-use crate::{admin, conn};
+use crate::{admin, conn, origin};
 
 /// Descriptors kept out of the connection budget: the store's files opened after start, foyer's,
 /// the admin listener and its connections, the resolver, logs. Measured need at idle is ~40.
@@ -136,7 +138,15 @@ pub fn start(config: Config) -> Result<Node> {
             "origin.insecure_skip_verify is ON: https origin certificates are NOT verified; use only with test origins"
         );
     }
-    let table = initial_rules(&config, &self_addrs)?;
+    let policy = config.origin.address_policy(&self_addrs);
+    tracing::info!(
+        allow_private = config.origin.allow_private,
+        allow_link_local = ?config.origin.allow_link_local,
+        interfaces = policy.interface_count(),
+        "origin address policy"
+    );
+    let table = initial_rules(&config, &policy)?;
+    let resolver = Resolver::new(ResolverConfig::default()).context("starting the DNS resolver threads")?;
     let via_token = format!("edgemirror-{:016x}", edgemirror_cache::random_u64());
     let hashes = HashPool::new(config.hash_threads).context("starting the MD5 threads")?;
     let shared = Arc::new(Shared {
@@ -146,7 +156,7 @@ pub fn start(config: Config) -> Result<Node> {
         metrics: Metrics::default(),
         rules: ArcSwap::from_pointee(table),
         rules_update: Mutex::new(()),
-        self_addrs,
+        network: origin::Network { resolver, policy },
         via_token,
         fills: Arc::new(FillTable::default()),
         hashes,
@@ -179,7 +189,7 @@ pub fn start(config: Config) -> Result<Node> {
 /// Builds the rule table: rules persisted through the admin API win; buckets without persisted
 /// rules take their TOML `[[buckets.mirror]]` seeds. Every rule is validated again now that the
 /// node's own addresses are known.
-fn initial_rules(config: &Config, self_addrs: &[SocketAddr]) -> Result<RuleTable> {
+fn initial_rules(config: &Config, policy: &AddressPolicy) -> Result<RuleTable> {
     let persisted = rules::load_persisted(&config.store.dir)?;
     let mut table = RuleTable::default();
     for bucket in &config.buckets {
@@ -188,7 +198,7 @@ fn initial_rules(config: &Config, self_addrs: &[SocketAddr]) -> Result<RuleTable
             None => (bucket.mirror_seed.clone(), "config"),
         };
         let validated =
-            rules::validate_list(&spec, self_addrs).map_err(|e| anyhow!("bucket {} ({origin}): {e}", bucket.name))?;
+            rules::validate_list(&spec, policy).map_err(|e| anyhow!("bucket {} ({origin}): {e}", bucket.name))?;
         tracing::info!(bucket = %bucket.name, rules = validated.len(), from = origin, "bucket");
         table = table.with_bucket(&bucket.name, spec, validated);
     }

@@ -7,7 +7,6 @@
 //! of fills in flight (sharded), the hasher threads and the counters.
 
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,8 +32,8 @@ pub struct Shared {
     pub rules: ArcSwap<RuleTable>,
     /// Serialises rule updates (read-modify-write of the table and its file).
     pub rules_update: Mutex<()>,
-    /// The node's own listening addresses: a rule may not point at them.
-    pub self_addrs: Vec<SocketAddr>,
+    /// Origin name resolution and the policy of which addresses the node may connect to.
+    pub network: origin::Network,
     /// Sent to origins in `Via`; a request that arrives carrying it came from ourselves, and
     /// mirroring it would loop.
     pub via_token: String,

@@ -15,6 +15,8 @@
 //! - `coalesce`: one origin fetch per object (200 concurrent misses, late joiners, leavers,
 //!   mid-body failure), slow readers, ranges, conditionals, HEAD, Content-MD5, bounded memory.
 //! - `hostile`: smuggling, limits, slowloris, idle timeout, pipelining, HTTP/1.0, methods.
+//! - `internals`: defects and holes found by probing (path traversal, keep-alive 304, lingering
+//!   close, idle floods and descriptors, one process per store directory).
 //! - `tls`: the HTTPS listener (SNI, ALPN, versions, plain HTTP on the TLS port), https origins
 //!   (verification, insecure option), certificate config errors.
 //!
@@ -28,6 +30,7 @@ mod coalesce;
 mod errors;
 mod harness;
 mod hostile;
+mod internals;
 mod mirror;
 mod rules;
 mod store;
