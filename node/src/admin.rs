@@ -4,7 +4,9 @@
 //! - `GET /metrics` -> Prometheus text.
 //! - `PUT|GET|DELETE /v1/regions/{regionId}/buckets/{bucketName}/backSource`: the mirror rules of
 //!   a bucket, JSON, as the reference OSS open API. PUT replaces the whole list (that is also how
-//!   rules are edited, deleted one by one and re-ordered); DELETE removes them all.
+//!   rules are edited, deleted one by one and re-ordered); DELETE removes them all. A bucket
+//!   whose rules the config file manages answers GET (`managedBy: "config"`) and refuses PUT and
+//!   DELETE with 409 saying why.
 //!
 //! Everything but `/health` needs `Authorization: Bearer <admin.token>` (401 otherwise, nothing
 //! changed); with no token configured the rule API is disabled (403). An accepted change is
@@ -27,7 +29,7 @@ use monoio::net::TcpStream;
 use serde_json::json;
 
 use crate::reply;
-use crate::rules::{self, BackSourceBody};
+use crate::rules::{self, BackSourceBody, RuleSource};
 use crate::worker::Shared;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +83,7 @@ impl Answer {
             403 => "PERMISSION_DENIED",
             404 => "NOT_FOUND",
             405 => "METHOD_NOT_ALLOWED",
+            409 => "FAILED_PRECONDITION",
             411 => "LENGTH_REQUIRED",
             413 => "PAYLOAD_TOO_LARGE",
             _ => "INTERNAL",
@@ -190,12 +193,20 @@ fn route(shared: &Shared, head: &proto::RequestHead, buf: &[u8], body: &[u8]) ->
     if shared.config.bucket(bucket).is_none() {
         return Answer::error(404, &id, &format!("no such bucket: {bucket}"));
     }
+    let table = shared.rules.load();
+    let source = table.rules(bucket).map(|b| b.source).unwrap_or_default();
     match head.method {
         Method::Get => {
-            let table = shared.rules.load();
             let spec = table.rules(bucket).map(|b| b.spec.clone()).unwrap_or_default();
-            Answer::json(200, json!({"requestId": id, "result": {"backSourceRules": spec}}))
+            Answer::json(200, json!({"requestId": id, "result": {"backSourceRules": spec, "managedBy": source.as_str()}}))
         }
+        Method::Put | Method::Delete if source == RuleSource::Config => Answer::error(
+            409,
+            &id,
+            &format!(
+                "the rules of bucket {bucket} are managed by the config file ([[buckets.mirror]]); edit the file and restart, or remove its [[buckets.mirror]] to manage them through this API"
+            ),
+        ),
         Method::Put => {
             let parsed: BackSourceBody = match serde_json::from_slice(body) {
                 Ok(p) => p,
@@ -221,7 +232,7 @@ fn update(
     validated: Vec<rules::MirrorRule>,
 ) -> Answer {
     let _guard = shared.rules_update.lock().unwrap_or_else(|e| e.into_inner());
-    let next = shared.rules.load().with_bucket(bucket, spec, validated);
+    let next = shared.rules.load().with_bucket(bucket, RuleSource::Api, spec, validated);
     if let Err(e) = rules::persist(&shared.config.store.dir, &next) {
         tracing::error!(error = %e, "cannot persist mirror rules");
         return Answer::error(500, id, "the rules could not be saved");

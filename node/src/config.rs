@@ -345,9 +345,10 @@ impl OriginConfig {
 #[derive(Clone, Debug)]
 pub struct BucketConfig {
     pub name: String,
-    /// Rules from TOML, in the API's wire form. They seed the rule table when no rules were
-    /// persisted for the bucket through the admin API.
-    pub mirror_seed: Vec<BackSourceRule>,
+    /// The bucket's mirror rules from TOML, in the API's wire form, when the config manages
+    /// them (it has `[[buckets.mirror]]`). `None`: the admin API manages them (persisted in
+    /// `store.dir/rules.json`). Never both: see [`crate::rules`] on precedence.
+    pub config_rules: Option<Vec<BackSourceRule>>,
 }
 
 impl Config {
@@ -514,7 +515,8 @@ impl RawConfig {
                 rules::validate_rule(&rule, &policy).map_err(|e| anyhow!("{field}.mirror[{j}].{}", toml_names(&e)))?;
                 mirror_seed.push(rule);
             }
-            buckets.push(BucketConfig { name: b.name, mirror_seed });
+            let config_rules = (!mirror_seed.is_empty()).then_some(mirror_seed);
+            buckets.push(BucketConfig { name: b.name, config_rules });
         }
         if s.hash_threads > 64 {
             bail!("store.hash_threads: {} is more than 64", s.hash_threads);
@@ -576,7 +578,7 @@ mod tests {
             "[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"http://127.0.0.1:9000/dir1/\"\nkey_prefix = \"img/\"\nallow_query_string = true\nset_headers = { c-header = \"000\" }",
         )
         .unwrap();
-        let r = &c.buckets[0].mirror_seed[0];
+        let r = &c.buckets[0].config_rules.as_ref().unwrap()[0];
         assert_eq!(r.address.host_name, "127.0.0.1:9000");
         assert_eq!(r.address.path, "/dir1/");
         assert_eq!(r.condition.key_prefix_equals, "img/");

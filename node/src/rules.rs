@@ -12,6 +12,13 @@
 //! The table ([`RuleTable`]) is immutable; an update builds a new one and swaps it in through
 //! `ArcSwap`, so every core sees the new rules on its next request without locks on the hot
 //! path. Persistence is an atomic replace of `rules.json` (write temp, fsync, rename, fsync dir).
+//!
+//! Precedence, one source per bucket ([`RuleSource`]): a bucket whose config has
+//! `[[buckets.mirror]]` rules is managed by the config file: the API reads its rules but refuses
+//! to change them (409, saying why), and `rules.json` is never consulted for it. A bucket with
+//! no `[[buckets.mirror]]` is managed by the API: its rules are what was last PUT (saved in
+//! `rules.json`), none at first. Editing the file and restarting therefore always does what the
+//! file says, and an API change is never silently undone by the file, nor the file by the API.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -404,8 +411,28 @@ pub fn validate_list(rules: &[BackSourceRule], policy: &AddressPolicy) -> Result
 // ---------------------------------------------------------------------------------------------
 // The table.
 
+/// Where a bucket's rules come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RuleSource {
+    /// `[[buckets.mirror]]` in the config file; the API may not change them.
+    Config,
+    /// The admin API, persisted in `rules.json`.
+    #[default]
+    Api,
+}
+
+impl RuleSource {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RuleSource::Config => "config",
+            RuleSource::Api => "api",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct BucketRules {
+    pub source: RuleSource,
     /// As set (wire form, defaults filled in), for GET.
     pub spec: Vec<BackSourceRule>,
     pub rules: Vec<MirrorRule>,
@@ -422,9 +449,15 @@ impl RuleTable {
         self.buckets.get(bucket)
     }
 
-    pub fn with_bucket(&self, bucket: &str, spec: Vec<BackSourceRule>, rules: Vec<MirrorRule>) -> RuleTable {
+    pub fn with_bucket(
+        &self,
+        bucket: &str,
+        source: RuleSource,
+        spec: Vec<BackSourceRule>,
+        rules: Vec<MirrorRule>,
+    ) -> RuleTable {
         let mut t = self.clone();
-        t.buckets.insert(bucket.to_string(), BucketRules { spec, rules });
+        t.buckets.insert(bucket.to_string(), BucketRules { source, spec, rules });
         t
     }
 }
@@ -453,8 +486,9 @@ pub fn load_persisted(store_dir: &Path) -> anyhow::Result<PersistedRules> {
     }
 }
 
-/// Writes the table's specs to `rules.json` atomically: a reader (or a crash) sees the old file
-/// or the new one, never a mix.
+/// Writes the API-managed buckets' specs to `rules.json` atomically: a reader (or a crash) sees
+/// the old file or the new one, never a mix. Config-managed buckets are not written: the file
+/// holds only what the API set.
 pub fn persist(store_dir: &Path, table: &RuleTable) -> std::io::Result<()> {
     use std::io::Write;
     let persisted = PersistedRules {
@@ -462,6 +496,7 @@ pub fn persist(store_dir: &Path, table: &RuleTable) -> std::io::Result<()> {
         buckets: table
             .buckets
             .iter()
+            .filter(|(_, b)| b.source == RuleSource::Api)
             .map(|(name, b)| (name.clone(), BackSourceBody { back_source_rules: b.spec.clone() }))
             .collect(),
     };
@@ -603,9 +638,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spec = vec![rule_json(r#"{"address":{"hostName":"h"},"headerRule":{"setHeaders":{"c-header":"000"}}}"#)];
         let rules = validate_list(&spec, &open()).unwrap();
-        let table = RuleTable::default().with_bucket("bkt", spec.clone(), rules);
+        let table = RuleTable::default().with_bucket("bkt", RuleSource::Api, spec.clone(), rules.clone()).with_bucket(
+            "file",
+            RuleSource::Config,
+            spec.clone(),
+            rules,
+        );
         persist(dir.path(), &table).unwrap();
         let back = load_persisted(dir.path()).unwrap();
         assert_eq!(back.buckets["bkt"].back_source_rules, spec);
+        assert!(!back.buckets.contains_key("file"), "config-managed rules are not saved");
     }
 }

@@ -27,7 +27,7 @@ use crate::hash::HashPool;
 use crate::inflight::FillTable;
 use crate::metrics::Metrics;
 use crate::netguard::AddressPolicy;
-use crate::rules::{self, RuleTable};
+use crate::rules::{self, RuleSource, RuleTable};
 use crate::stream::ClientStream;
 use crate::worker::{ConnSlot, Shared, Worker};
 use crate::{admin, conn, origin};
@@ -186,21 +186,32 @@ pub fn start(config: Config) -> Result<Node> {
     Ok(Node { shared, data_addr, tls_addr, admin_addr, threads })
 }
 
-/// Builds the rule table: rules persisted through the admin API win; buckets without persisted
-/// rules take their TOML `[[buckets.mirror]]` seeds. Every rule is validated again now that the
-/// node's own addresses are known.
+/// Builds the rule table. A bucket's rules come from one place: its `[[buckets.mirror]]` in
+/// the config when it has any, else what the admin API saved in `rules.json` (see
+/// `rules.rs` on precedence). Every rule is validated again now that the node's own addresses
+/// are known.
 fn initial_rules(config: &Config, policy: &AddressPolicy) -> Result<RuleTable> {
     let persisted = rules::load_persisted(&config.store.dir)?;
     let mut table = RuleTable::default();
     for bucket in &config.buckets {
-        let (spec, origin) = match persisted.buckets.get(&bucket.name) {
-            Some(body) => (body.back_source_rules.clone(), "rules.json"),
-            None => (bucket.mirror_seed.clone(), "config"),
+        let saved = persisted.buckets.get(&bucket.name);
+        let (spec, source) = match (&bucket.config_rules, saved) {
+            (Some(spec), saved) => {
+                if saved.is_some_and(|s| !s.back_source_rules.is_empty()) {
+                    tracing::warn!(
+                        bucket = %bucket.name,
+                        "rules.json holds API rules for this bucket, but the config file manages its rules: the API rules are ignored (remove its [[buckets.mirror]] to manage them through the API)"
+                    );
+                }
+                (spec.clone(), RuleSource::Config)
+            }
+            (None, Some(body)) => (body.back_source_rules.clone(), RuleSource::Api),
+            (None, None) => (Vec::new(), RuleSource::Api),
         };
-        let validated =
-            rules::validate_list(&spec, policy).map_err(|e| anyhow!("bucket {} ({origin}): {e}", bucket.name))?;
-        tracing::info!(bucket = %bucket.name, rules = validated.len(), from = origin, "bucket");
-        table = table.with_bucket(&bucket.name, spec, validated);
+        let validated = rules::validate_list(&spec, policy)
+            .map_err(|e| anyhow!("bucket {} (rules from {}): {e}", bucket.name, source.as_str()))?;
+        tracing::info!(bucket = %bucket.name, rules = validated.len(), from = source.as_str(), "bucket");
+        table = table.with_bucket(&bucket.name, source, spec, validated);
     }
     for name in persisted.buckets.keys() {
         if config.bucket(name).is_none() {

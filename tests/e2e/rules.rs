@@ -4,7 +4,9 @@
 //! The API half checks the contract an operator relies on: no token, no change (401); a bad
 //! rule is refused whole with a message naming the field (400); what a PUT sends is what a GET
 //! returns, defaults filled in; a change applies to the next request without a restart, and a
-//! PUT or a DELETE outlives a restart (the TOML seed does not come back).
+//! PUT or a DELETE outlives a restart. One source per bucket: a bucket with `[[buckets.mirror]]`
+//! in the config is the file's (the API reads it, refuses to change it with 409, and a restart
+//! after editing the file applies the file); a bucket without is the API's.
 //!
 //! The data-plane half sets one rule per test and looks at what the origin received: target
 //! (path prefix, key rewrites, query string), headers (header rule, Host), redirects, and
@@ -157,7 +159,9 @@ fn put_then_get_returns_the_rules_with_defaults_filled_in() {
 
 #[test]
 fn delete_empties_the_rule_list() {
-    let (origin, node) = origin_and_node();
+    let origin = Origin::start();
+    let node = node_without_rules();
+    set_rules(&node, &[rule_to(&origin, "/dir1/")]);
     origin.set("/dir1/k", Reply::ok("must not be fetched"));
     let resp = admin_request(node.admin_addr(), "DELETE", &back_source_path(BUCKET), Some(ADMIN_TOKEN), None);
     assert_eq!(resp.status, 200, "{resp:?} {}", resp.text());
@@ -249,16 +253,17 @@ fn rule_pointing_at_this_node_is_400() {
 }
 
 #[test]
-fn put_applies_at_once_overrides_the_seed_and_survives_restart() {
-    let seed_origin = Origin::start();
-    let new_origin = Origin::start();
-    let mut node = NodeBuilder::new().mirror(&format!("{}/seed/", seed_origin.url()), "").start();
-    seed_origin.set("/seed/before", Reply::ok("from the seed"));
-    new_origin.set("/new/after", Reply::ok("from the new rule"));
-    new_origin.set("/new/after-restart", Reply::ok("still the new rule"));
-    get_mirrored(&node, "before", b"from the seed");
+fn put_applies_at_once_and_survives_restart() {
+    let first = Origin::start();
+    let second = Origin::start();
+    let mut node = node_without_rules();
+    first.set("/one/before", Reply::ok("from the first rule"));
+    second.set("/two/after", Reply::ok("from the new rule"));
+    second.set("/two/after-restart", Reply::ok("still the new rule"));
+    set_rules(&node, &[rule_to(&first, "/one/")]);
+    get_mirrored(&node, "before", b"from the first rule");
 
-    set_rules(&node, &[rule_to(&new_origin, "/new/")]);
+    set_rules(&node, &[rule_to(&second, "/two/")]);
     // No restart: the very next request uses the new rule.
     get_mirrored(&node, "after", b"from the new rule");
     let put = get_rules(node.admin_addr(), BUCKET);
@@ -266,22 +271,83 @@ fn put_applies_at_once_overrides_the_seed_and_survives_restart() {
     node.restart();
     assert_eq!(get_rules(node.admin_addr(), BUCKET), put, "the PUT rules did not survive the restart");
     get_mirrored(&node, "after-restart", b"still the new rule");
-    assert_eq!(origin_paths(&seed_origin), ["/seed/before"], "the TOML seed came back");
-    assert_eq!(origin_paths(&new_origin), ["/new/after", "/new/after-restart"]);
+    assert_eq!(origin_paths(&first), ["/one/before"]);
+    assert_eq!(origin_paths(&second), ["/two/after", "/two/after-restart"]);
 }
 
 #[test]
 fn delete_survives_restart() {
-    let (origin, mut node) = origin_and_node();
+    let origin = Origin::start();
+    let mut node = node_without_rules();
+    set_rules(&node, &[rule_to(&origin, "/dir1/")]);
     origin.set("/dir1/k", Reply::ok("must not be fetched"));
     let resp = admin_request(node.admin_addr(), "DELETE", &back_source_path(BUCKET), Some(ADMIN_TOKEN), None);
     assert_eq!(resp.status, 200, "{resp:?} {}", resp.text());
 
     node.restart();
-    assert_eq!(get_rules(node.admin_addr(), BUCKET), Vec::<Value>::new(), "the TOML seed came back after a DELETE");
+    assert_eq!(get_rules(node.admin_addr(), BUCKET), Vec::<Value>::new(), "the deleted rules came back");
     let resp = get(node.data_addr(), &object_path("k"), &[]).expect("GET");
     assert_s3_error(&resp, 404, Some("NoSuchKey"));
     assert!(origin.requests().is_empty(), "{:?}", origin.requests());
+}
+
+#[test]
+fn a_bucket_whose_rules_the_config_file_manages_refuses_api_changes() {
+    let (origin, node) = origin_and_node();
+    let admin = node.admin_addr();
+    let seed = get_rules(admin, BUCKET);
+    assert_eq!(seed.len(), 1, "{seed:?}");
+    let resp = admin_request(admin, "GET", &back_source_path(BUCKET), Some(ADMIN_TOKEN), None);
+    assert_eq!(admin_json(&resp)["result"]["managedBy"], "config");
+
+    let body = json!({"backSourceRules": [rule_to(&origin, "/elsewhere/")]}).to_string();
+    for (method, body) in [("PUT", Some(body.as_str())), ("DELETE", None)] {
+        let resp = admin_request(admin, method, &back_source_path(BUCKET), Some(ADMIN_TOKEN), body);
+        assert_api_error(&resp, 409);
+        let message = admin_json(&resp)["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(message.contains("config file") && message.contains("[[buckets.mirror]]"), "{message}");
+    }
+    assert_eq!(get_rules(admin, BUCKET), seed, "a refused change changed the rules");
+    origin.set("/dir1/k", Reply::ok("the file's rule"));
+    get_mirrored(&node, "k", b"the file's rule");
+}
+
+#[test]
+fn editing_the_config_file_and_restarting_applies_the_file() {
+    let old = Origin::start();
+    let new = Origin::start();
+    let mut node = NodeBuilder::new().mirror(&format!("{}/old/", old.url()), "").start();
+    old.set("/old/a", Reply::ok("old rule"));
+    new.set("/new/b", Reply::ok("new rule"));
+    get_mirrored(&node, "a", b"old rule");
+
+    let config = std::fs::read_to_string(node.config_path()).unwrap();
+    let edited = config.replace(&format!("{}/old/", old.url()), &format!("{}/new/", new.url()));
+    assert_ne!(config, edited, "the rule's url was not found in the config");
+    std::fs::write(node.config_path(), edited).unwrap();
+    node.restart();
+    get_mirrored(&node, "b", b"new rule");
+    assert_eq!(origin_paths(&old), ["/old/a"]);
+}
+
+#[test]
+fn api_rules_of_a_bucket_the_file_now_manages_are_ignored_with_a_warning() {
+    let api_origin = Origin::start();
+    let file_origin = Origin::start();
+    let mut node = node_without_rules();
+    set_rules(&node, &[rule_to(&api_origin, "/api/")]);
+    node.stop();
+    // The operator adds [[buckets.mirror]] to the bucket: from now on the file manages it.
+    let config = std::fs::read_to_string(node.config_path()).unwrap();
+    let rule = format!("[[buckets.mirror]]\nurl = \"{}/file/\"\n", file_origin.url());
+    let edited = config.replace(&format!("name = \"{BUCKET}\"\n"), &format!("name = \"{BUCKET}\"\n{rule}"));
+    assert_ne!(config, edited);
+    std::fs::write(node.config_path(), edited).unwrap();
+    node.restart();
+    file_origin.set("/file/k", Reply::ok("the file's rule"));
+    get_mirrored(&node, "k", b"the file's rule");
+    assert!(api_origin.requests().is_empty());
+    assert!(node.stderr().contains("the API rules are ignored"), "{}", node.stderr());
 }
 
 // ---------------------------------------------------------------------------------------------
