@@ -9,8 +9,10 @@
 //!    Append-only segment files, records framed with magic, lengths and CRC-32C, an in-memory
 //!    index rebuilt at start, bodies read through `memmap2` as zero-copy `Bytes`.
 //!
-//! A GET asks [`hot::HotCache::get`], then [`segment::Store::get`]; a store hit is copied into the
-//! hot cache. A mirrored object is written with [`segment::RecordWriter`] as its bytes arrive and
+//! A GET asks [`hot::HotCache::get`], then [`segment::Store::lookup`] (async: the first read of a
+//! body in this process checks its CRC on a `store-verify` thread, not on the caller's core;
+//! [`segment::Store::get`] is the synchronous form); a store hit is copied into the hot cache.
+//! One store owns its directory: [`segment::Store::open`] holds `store.dir/LOCK` (flock). A mirrored object is written with [`segment::RecordWriter`] as its bytes arrive and
 //! becomes visible only at [`segment::RecordWriter::commit`].
 //!
 //! This crate knows nothing of HTTP or of the runtime: writes are positional `pwrite`s to the

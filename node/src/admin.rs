@@ -262,11 +262,14 @@ pub fn authorized(token: &str, header: Option<&[u8]>) -> bool {
 }
 
 fn metrics(shared: &Shared) -> String {
-    shared.metrics.render(&[
-        ("edgemirror_store_objects", shared.store.object_count() as u64),
-        ("edgemirror_store_disk_bytes", shared.store.disk_bytes()),
-        ("edgemirror_hot_memory_bytes", shared.hot.memory_usage() as u64),
-    ])
+    shared.metrics.render(
+        &[("edgemirror_store_write_failures_total", shared.store.write_failures())],
+        &[
+            ("edgemirror_store_objects", shared.store.object_count() as u64),
+            ("edgemirror_store_disk_bytes", shared.store.disk_bytes()),
+            ("edgemirror_hot_memory_bytes", shared.hot.memory_usage() as u64),
+        ],
+    )
 }
 
 async fn respond(stream: &mut TcpStream, answer: Answer, keep_alive: bool) -> std::io::Result<()> {

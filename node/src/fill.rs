@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use edgemirror_cache::{ObjectKeyRef, RecordMeta, SavedHeader};
+use edgemirror_proto as proto;
 
 use crate::inflight::{FillBody, FillGuard, Phase, Refusal};
 use crate::mirror::{self, FetchPlan};
@@ -113,7 +114,7 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
     let mut writer = match shared.store.begin(worker.id, key, meta.clone(), length) {
         Ok(w) => w,
         Err(e) => {
-            metrics.store_write_failures.inc();
+            metrics.fill_store_failures.inc();
             tracing::error!(request_id = %rid, error = %e, "cannot store the mirrored object");
             return refuse(guard, format!("store: {e}"));
         }
@@ -140,7 +141,7 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
         };
         metrics.bytes_from_origin.add(piece.len() as u64);
         if let Err(e) = writer.append(&piece) {
-            metrics.store_write_failures.inc();
+            metrics.fill_store_failures.inc();
             tracing::error!(request_id = %rid, error = %e, "store write failed; fill abandoned");
             return guard.finish(Phase::Broken);
         }
@@ -178,7 +179,7 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
             guard.finish(Phase::Broken);
         }
         Err(e) => {
-            metrics.store_write_failures.inc();
+            metrics.fill_store_failures.inc();
             tracing::error!(request_id = %rid, error = %e, "committing the mirrored object failed; not stored");
             guard.finish(Phase::Broken);
         }
@@ -192,9 +193,12 @@ fn decode_md5(value: &[u8]) -> Option<[u8; 16]> {
     bytes.try_into().ok()
 }
 
-/// The seed's saved headers, in the order the origin sent them.
+/// The seed's saved headers, in the order the origin sent them, and the origin's
+/// `Last-Modified` (the time of mirroring when it sent none or an unparseable one): conditional
+/// requests then use the same validator as at the origin, as S3-style mirrors do.
 fn saved_meta(resp: &OriginResponse) -> RecordMeta {
-    let mut meta = RecordMeta::new(SystemTime::now());
+    let last_modified = resp.header("last-modified").and_then(proto::parse_http_date).unwrap_or_else(SystemTime::now);
+    let mut meta = RecordMeta::new(last_modified);
     for (name, value) in resp.headers() {
         if let Some(h) = SavedHeader::from_name(name) {
             if meta.header(h).is_none() {

@@ -34,15 +34,18 @@ pub struct Metrics {
     pub origin_not_found: Counter,
     pub origin_failures: Counter,
     pub origin_body_failures: Counter,
-    /// A store record could not be begun, written or committed (disk full, I/O error).
-    pub store_write_failures: Counter,
+    /// Fills whose object could not be stored: the record could not be begun (too large, disk
+    /// full), written or committed. The store's own count of failed writes and syncs is
+    /// `edgemirror_store_write_failures_total`.
+    pub fill_store_failures: Counter,
     pub objects_mirrored: Counter,
     pub bytes_from_origin: Counter,
 }
 
 impl Metrics {
-    /// Renders the counters, plus the gauges given, in Prometheus text format.
-    pub fn render(&self, gauges: &[(&str, u64)]) -> String {
+    /// Renders the counters, plus the counters and gauges kept elsewhere (the store's), in
+    /// Prometheus text format.
+    pub fn render(&self, counters_elsewhere: &[(&str, u64)], gauges: &[(&str, u64)]) -> String {
         let counters: [(&str, &Counter); 16] = [
             ("edgemirror_connections_accepted_total", &self.connections_accepted),
             ("edgemirror_connections_refused_total", &self.connections_refused),
@@ -57,13 +60,16 @@ impl Metrics {
             ("edgemirror_origin_not_found_total", &self.origin_not_found),
             ("edgemirror_origin_failures_total", &self.origin_failures),
             ("edgemirror_origin_body_failures_total", &self.origin_body_failures),
-            ("edgemirror_store_write_failures_total", &self.store_write_failures),
+            ("edgemirror_fill_store_failures_total", &self.fill_store_failures),
             ("edgemirror_objects_mirrored_total", &self.objects_mirrored),
             ("edgemirror_origin_bytes_total", &self.bytes_from_origin),
         ];
         let mut s = String::with_capacity(2048);
         for (name, c) in counters {
             let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", c.get());
+        }
+        for (name, v) in counters_elsewhere {
+            let _ = writeln!(s, "# TYPE {name} counter\n{name} {v}");
         }
         for (name, v) in gauges {
             let _ = writeln!(s, "# TYPE {name} gauge\n{name} {v}");

@@ -109,7 +109,7 @@ async fn serve_object(
         }
         return stored::send_stored(worker, conn, req, &obj.meta, obj.body, tier.as_str()).await;
     }
-    match shared.store.get(okey) {
+    match shared.store.lookup(okey).await {
         Ok(Some(obj)) => {
             worker.metrics().hits_store.inc();
             shared.hot.insert(&obj);

@@ -25,7 +25,7 @@ pub async fn serve_from_store(
     req: &Request<'_>,
     key: ObjectKeyRef<'_>,
 ) -> Result<Disposition, S3Error> {
-    match worker.shared.store.get(key) {
+    match worker.shared.store.lookup(key).await {
         Ok(Some(obj)) => send_stored(worker, conn, req, &obj.meta, obj.body, "store").await,
         Ok(None) => Err(S3Error::NoSuchKey),
         Err(e) => Err(S3Error::Internal(e.to_string())),

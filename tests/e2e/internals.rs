@@ -320,3 +320,50 @@ fn a_424_is_logged_with_its_reason() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn metric(node: &crate::support::node::Node, name: &str) -> u64 {
+    let resp = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None);
+    assert_eq!(resp.status, 200);
+    let text = resp.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+fn segment_file_bytes(store_dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(store_dir.join("segments")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
+}
+
+#[test]
+fn store_disk_bytes_reports_files_not_reservations_after_a_failed_fill() {
+    let origin = Origin::start();
+    let body = pattern_body(3 << 20, 5);
+    // Announces 3 MiB, sends 1 MiB, then closes: the fill fails and its record is abandoned.
+    origin.set("/dir1/big.bin", Reply::truncated(body.clone(), 1 << 20));
+    let node = NodeBuilder::new()
+        .mirror(&format!("{}/dir1/", origin.url()), "")
+        // Records over a quarter segment get a segment file of their own.
+        .with_line("store", "segment_bytes = 4194304")
+        .start();
+    let path = object_path("big.bin");
+    let resp = get(node.data_addr(), &path, &[]);
+    match resp {
+        Err(e) => assert!(e.is_incomplete_body(), "{e:?}"),
+        Ok(r) => assert_eq!(r.status, 424, "{r:?}"),
+    }
+
+    origin.set("/dir1/big.bin", Reply::ok(body.clone()));
+    get_stored(node.data_addr(), &path, &body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (reported, on_disk) = (metric(&node, "edgemirror_store_disk_bytes"), segment_file_bytes(node.store_dir()));
+        if reported == on_disk {
+            // One copy of the object, not the failed reservation as well.
+            assert!(on_disk < (body.len() as u64) * 3 / 2 + (4 << 20), "{on_disk}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "store_disk_bytes {reported} != {on_disk} bytes of segment files");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&node, "edgemirror_store_write_failures_total"), 0);
+}

@@ -274,3 +274,30 @@ fn response_streams_before_the_origin_finishes() {
     assert!(first_bytes_at < Duration::from_millis(1000), "first bytes after {first_bytes_at:?}");
     assert!(end_at >= Duration::from_millis(1400), "whole body after only {end_at:?}");
 }
+
+#[test]
+fn the_origins_last_modified_is_kept() {
+    let (origin, node) = origin_and_node();
+    let addr = node.data_addr();
+    let lm = "Wed, 21 Oct 2015 07:28:00 GMT";
+    let body = pattern_body(5000, 2);
+    origin.set("/dir1/dated.bin", Reply::ok(body.clone()).with_header("Last-Modified", lm));
+    origin.set("/dir1/undated.bin", Reply::ok(body.clone()));
+    let path = object_path("dated.bin");
+
+    let streamed = get(addr, &path, &[]).expect("GET");
+    assert_eq!(streamed.header("last-modified"), Some(lm), "{streamed:?}");
+    let stored = get_stored(addr, &path, &body);
+    assert_eq!(stored.header("last-modified"), Some(lm), "{stored:?}");
+    // Conditional requests use the origin's validator.
+    let not_modified = get(addr, &path, &[("If-Modified-Since", lm)]).expect("conditional GET");
+    assert_eq!(not_modified.status, 304, "{not_modified:?}");
+    let earlier = get(addr, &path, &[("If-Modified-Since", "Tue, 20 Oct 2015 07:28:00 GMT")]).expect("GET");
+    assert_eq!(earlier.status, 200);
+
+    // No Last-Modified from the origin: the time it was mirrored.
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
+    let resp = get(addr, &object_path("undated.bin"), &[]).expect("GET");
+    let t = httpdate::parse_http_date(resp.header("last-modified").expect("Last-Modified")).unwrap();
+    assert!(t >= before, "{resp:?}");
+}

@@ -4,11 +4,11 @@
 //! takes one shard's read lock for a hash probe, and writes (one per stored object) are rare.
 //! hashbrown's `Equivalent` lets a borrowed key probe the map, so lookups do not allocate.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use hashbrown::HashMap;
 
+use super::verify::BodyCheck;
 use super::Segment;
 use crate::key::{ObjectKey, ObjectKeyRef};
 use crate::meta::ObjectMeta;
@@ -22,10 +22,10 @@ pub struct IndexEntry {
     pub(crate) segment: Arc<Segment>,
     pub(crate) body_offset: u64,
     pub(crate) body_crc: u32,
-    /// Set once the body has been read back and matched its CRC in this process. Recovery
+    /// Whether the body has been read back and matched its CRC in this process. Recovery
     /// checks headers and trailers only; bodies are checked on first read, so start-up does not
-    /// read the whole store.
-    pub(crate) verified: AtomicBool,
+    /// read the whole store ([`super::verify`]).
+    pub(crate) check: BodyCheck,
 }
 
 type Shard = RwLock<HashMap<ObjectKey, Arc<IndexEntry>, ahash::RandomState>>;
@@ -60,9 +60,17 @@ impl Index {
         shard.entry(key).or_insert(entry).clone()
     }
 
-    pub fn remove(&self, key: ObjectKeyRef<'_>) {
+    /// Removes `entry` if the index still maps its key to that same entry. Removal is by entry,
+    /// not by key: between a reader's lookup and its failed body check, the entry may have been
+    /// dropped by another reader and the key re-filled, and the re-fill's entry must stay.
+    /// Returns whether anything was removed.
+    pub fn remove_entry(&self, entry: &Arc<IndexEntry>) -> bool {
+        let key = ObjectKeyRef::new(&entry.meta.bucket, &entry.meta.key);
         let mut shard = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
-        shard.remove(&key);
+        match shard.get(&key) {
+            Some(current) if Arc::ptr_eq(current, entry) => shard.remove(&key).is_some(),
+            _ => false,
+        }
     }
 
     pub fn len(&self) -> usize {

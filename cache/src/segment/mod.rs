@@ -4,6 +4,9 @@
 //! - [`writer`]: [`RecordWriter`], one object being written.
 //! - [`recover`]: rebuilding the index from the files at start.
 //! - [`index`]: the shared `(bucket, key) -> record` map.
+//! - [`verify`]: the first-read body check, run on `store-verify` threads.
+//! - [`lock`]: `store.dir/LOCK`, so one directory has one owning store.
+//! - [`sys`]: the only `unsafe` (mmap, flock).
 //!
 //! Writers are split into *lanes*, one per worker core: each lane appends to its own active
 //! segment, so cores never contend on a write lock. A writer reserves its whole record up front
@@ -14,13 +17,19 @@
 //!
 //! After a restart, old segments are sealed (read-only); every lane starts a fresh segment. A
 //! torn tail is therefore never truncated while mapped: it is simply never indexed.
-//! Space held by abandoned records (a failed origin fetch) is not reclaimed yet: there is no
-//! compaction.
+//! Space held by abandoned records in shared segments (a failed origin fetch) is not reclaimed
+//! yet: there is no compaction. An abandoned solo segment holds nothing else, so its file is
+//! removed at once.
+//!
+//! A read is [`Store::lookup`] (async: a first read's body check runs on a verifier thread) or
+//! [`Store::get`] (sync: the check runs on the caller's thread); both share one check per entry.
 
 pub mod format;
 mod index;
-mod mmap;
+mod lock;
 mod recover;
+mod sys;
+mod verify;
 mod writer;
 
 use std::fs::{self, File, OpenOptions};
@@ -31,6 +40,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use tokio::sync::oneshot;
 
 pub use index::IndexEntry;
 pub use writer::{FillReader, RecordWriter};
@@ -39,6 +49,7 @@ use crate::key::ObjectKeyRef;
 use crate::meta::ObjectMeta;
 use crate::{Error, Result};
 use format::{FileHeader, FILE_HEADER_LEN, FLAG_SOLO};
+use verify::Claim;
 
 /// When the store calls `fdatasync`. A killed process loses nothing committed under any policy
 /// (committed bytes are in the page cache); the policy decides what a power loss may take.
@@ -80,17 +91,28 @@ pub struct Segment {
     pub(crate) file: File,
     pub(crate) nonce: u64,
     pub(crate) capacity: u64,
+    /// Holds one record only (a big object, or a spilled body of unknown length).
+    pub(crate) solo: bool,
     /// The read-only mapping; set at creation for regular segments, at commit for solo ones.
     pub(crate) map: OnceLock<Bytes>,
     /// Written since the last background sync.
     dirty: AtomicBool,
+    /// The file's length (st_size) as this process made it: the end of the furthest write.
+    /// Growth is added to `stats.disk_bytes` as it happens.
+    file_len: AtomicU64,
+    /// The file was unlinked ([`Segment::discard`]); its length leaves `stats.disk_bytes` when
+    /// this, the last handle, is dropped and the kernel frees the blocks.
+    discarded: AtomicBool,
+    stats: Arc<StoreStats>,
 }
 
 impl Segment {
-    fn create(dir: &Path, id: u64, capacity: u64, solo: bool) -> Result<Arc<Segment>> {
+    fn create(dir: &Path, id: u64, capacity: u64, solo: bool, stats: &Arc<StoreStats>) -> Result<Arc<Segment>> {
         let path = dir.join(format!("{id:016x}.seg"));
-        let file =
-            OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| {
+            stats.write_failures.fetch_add(1, Ordering::Relaxed);
+            Error::write(&path, e)
+        })?;
         let header = FileHeader {
             flags: if solo { FLAG_SOLO } else { 0 },
             segment_id: id,
@@ -98,28 +120,86 @@ impl Segment {
             capacity,
             created_ms: unix_ms(SystemTime::now()),
         };
-        file.write_all_at(&header.encode(), 0).map_err(|e| Error::io(&path, e))?;
         let seg = Segment {
             id,
             path,
             file,
             nonce: header.nonce,
             capacity,
+            solo,
             map: OnceLock::new(),
             dirty: AtomicBool::new(true),
+            file_len: AtomicU64::new(0),
+            discarded: AtomicBool::new(false),
+            stats: stats.clone(),
         };
+        if let Err(e) = seg.write_at(&header.encode(), 0) {
+            seg.discard();
+            return Err(e);
+        }
         // Mapped now when the size is known (regular segments, and solo segments of a known
         // length), so readers can follow a record while it is written; a spilled body of
         // unknown length is mapped at commit.
         if capacity > 0 {
-            let map = mmap::map_file(&seg.file, capacity).map_err(|e| Error::io(&seg.path, e))?;
-            let _ = seg.map.set(map);
+            match sys::map_file(&seg.file, capacity) {
+                Ok(map) => {
+                    let _ = seg.map.set(map);
+                }
+                Err(e) => {
+                    seg.discard();
+                    return Err(Error::io(&seg.path, e));
+                }
+            }
         }
         Ok(Arc::new(seg))
     }
 
+    /// A positional write. Counts what the file grew by in `disk_bytes`, and a failure in
+    /// `write_failures`; a full disk is [`Error::NoSpace`].
     pub(crate) fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.file.write_all_at(buf, offset).map_err(|e| Error::io(&self.path, e))
+        match self.file.write_all_at(buf, offset) {
+            Ok(()) => {
+                self.grew_to(offset + buf.len() as u64);
+                Ok(())
+            }
+            Err(e) => {
+                // Part of `buf` may have landed before the error.
+                if let Ok(m) = self.file.metadata() {
+                    self.grew_to(m.len());
+                }
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                Err(Error::write(&self.path, e))
+            }
+        }
+    }
+
+    fn grew_to(&self, end: u64) {
+        let before = self.file_len.fetch_max(end, Ordering::AcqRel);
+        if end > before {
+            self.stats.disk_bytes.fetch_add(end - before, Ordering::Relaxed);
+        }
+    }
+
+    /// `fdatasync`; a failure counts in `write_failures`.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| {
+            self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+            Error::write(&self.path, e)
+        })
+    }
+
+    /// Unlinks the file of a segment nothing will ever read (an abandoned solo record). Unlink,
+    /// not truncate: readers following the fill may still hold slices of its mapping, and the
+    /// kernel keeps the pages until they let go.
+    pub(crate) fn discard(&self) {
+        if self.discarded.load(Ordering::Acquire) {
+            return;
+        }
+        match fs::remove_file(&self.path) {
+            Ok(()) => self.discarded.store(true, Ordering::Release),
+            // Left for the next start's recovery, which removes files with nothing committed.
+            Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "could not remove abandoned segment"),
+        }
     }
 
     fn body(&self, offset: u64, len: u64) -> Option<Bytes> {
@@ -129,6 +209,14 @@ impl Segment {
             return None;
         }
         Some(map.slice(offset as usize..end as usize))
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if *self.discarded.get_mut() {
+            self.stats.disk_bytes.fetch_sub(*self.file_len.get_mut(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -144,20 +232,28 @@ pub struct StoreStats {
     pub objects_committed: AtomicU64,
     pub bytes_committed: AtomicU64,
     pub records_abandoned: AtomicU64,
+    /// Entries whose body failed its first-read check (each counted once, then dropped).
     pub corrupt_reads: AtomicU64,
+    /// Segment file creations, writes and fdatasyncs that failed (full disk, I/O error).
+    pub write_failures: AtomicU64,
+    /// See [`Store::disk_bytes`]. Private: it moves only with the files.
+    disk_bytes: AtomicU64,
 }
 
 pub struct Store {
     config: StoreConfig,
     segments_dir: PathBuf,
     next_segment_id: AtomicU64,
-    index: index::Index,
+    /// Shared with the verifier threads, which drop entries whose bodies fail their check.
+    index: Arc<index::Index>,
     lanes: Box<[Mutex<Option<Active>>]>,
     /// Segments written since the last sync pass (Interval policy).
     unsynced: Mutex<Vec<Arc<Segment>>>,
-    pub stats: StoreStats,
-    /// Bytes of all segment files found at start plus written since.
-    disk_bytes: AtomicU64,
+    /// Shared with every segment (which counts its writes) and the verifier threads.
+    pub stats: Arc<StoreStats>,
+    verifier: verify::Verifier,
+    /// Exclusive ownership of `config.dir`; last, so it is released after everything else.
+    _lock: lock::DirLock,
 }
 
 impl std::fmt::Debug for Store {
@@ -178,21 +274,32 @@ pub struct RecoveryReport {
 
 impl Store {
     /// Opens (creating if needed) the store under `config.dir` and rebuilds the index.
+    ///
+    /// Fails with [`Error::Locked`] while another store (in any process, this one included)
+    /// has the directory open; nothing in it is touched then.
     pub fn open(config: StoreConfig) -> Result<(Arc<Store>, RecoveryReport)> {
+        fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
+        // Before anything else in the directory: recovery deletes files, and ids are handed out
+        // from what it finds.
+        let dir_lock = lock::DirLock::acquire(&config.dir)?;
         let segments_dir = config.dir.join("segments");
         fs::create_dir_all(&segments_dir).map_err(|e| Error::io(&segments_dir, e))?;
-        let index = index::Index::new();
-        let recovered = recover::recover_dir(&segments_dir, &index)?;
+        let index = Arc::new(index::Index::new());
+        let stats = Arc::new(StoreStats::default());
+        let recovered = recover::recover_dir(&segments_dir, &index, &stats)?;
+        stats.disk_bytes.fetch_add(recovered.disk_bytes, Ordering::Relaxed);
+        let verifier = verify::Verifier::start(verify::VERIFIER_THREADS).map_err(|e| Error::io(&config.dir, e))?;
         let lanes = (0..config.lanes.max(1)).map(|_| Mutex::new(None)).collect();
         let store = Arc::new(Store {
             next_segment_id: AtomicU64::new(recovered.next_segment_id),
-            disk_bytes: AtomicU64::new(recovered.disk_bytes),
             config,
             segments_dir,
             index,
             lanes,
             unsynced: Mutex::new(Vec::new()),
-            stats: StoreStats::default(),
+            stats,
+            verifier,
+            _lock: dir_lock,
         });
         if let SyncPolicy::Interval(period) = store.config.sync {
             let weak = Arc::downgrade(&store);
@@ -219,37 +326,104 @@ impl Store {
         self.index.len()
     }
 
-    /// Bytes of segment files on disk.
+    /// Bytes held by segment files: the sum of their lengths (`st_size`, what `ls -l` shows) under
+    /// `store.dir/segments`. Counted as bytes are written, not as space is reserved, so a record
+    /// that stops early counts only what it wrote. An abandoned solo segment is unlinked at
+    /// once; its bytes still count until the last reader following that fill lets go, because
+    /// the kernel frees the blocks only then. Sparse holes (none are made in normal operation)
+    /// count, as in `st_size`.
     pub fn disk_bytes(&self) -> u64 {
-        self.disk_bytes.load(Ordering::Relaxed)
+        self.stats.disk_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Segment file creations, writes and syncs that failed since start.
+    pub fn write_failures(&self) -> u64 {
+        self.stats.write_failures.load(Ordering::Relaxed)
     }
 
     pub fn contains(&self, key: ObjectKeyRef<'_>) -> bool {
         self.index.get(key).is_some()
     }
 
-    /// Looks up a committed object. The first read of a body in this process checks its CRC; a
-    /// body that fails is dropped from the index (and reported as `Corrupt`), so the caller can
-    /// treat it as missing and fetch it again.
+    /// Looks up a committed object. The first read of a body in this process checks its CRC on
+    /// a `store-verify` thread while the caller awaits (concurrent first reads share one check);
+    /// later reads answer at once, without allocating. A body that fails is dropped from the
+    /// index (and reported as `Corrupt`), so the caller can treat it as missing and fetch it
+    /// again.
+    pub async fn lookup(&self, key: ObjectKeyRef<'_>) -> Result<Option<StoredObject>> {
+        let Some(entry) = self.index.get(key) else {
+            return Ok(None);
+        };
+        let body = self.mapped_body(&entry)?;
+        if !entry.check.is_verified() && !self.check_off_thread(&entry, &body).await? {
+            return Err(corrupt_body(&entry));
+        }
+        Ok(Some(StoredObject { meta: entry.meta.clone(), body }))
+    }
+
+    /// Like [`Store::lookup`], but a first read checks the body on the caller's thread (a
+    /// synchronous caller cannot wait for another thread's check).
     pub fn get(&self, key: ObjectKeyRef<'_>) -> Result<Option<StoredObject>> {
         let Some(entry) = self.index.get(key) else {
             return Ok(None);
         };
-        let seg = &entry.segment;
-        let body = seg.body(entry.body_offset, entry.meta.size).ok_or(Error::Corrupt {
-            segment: seg.id,
-            offset: entry.body_offset,
-            what: "body outside the mapping",
-        })?;
-        if !entry.verified.load(Ordering::Acquire) {
-            if crc32c::crc32c(&body) != entry.body_crc {
-                self.index.remove(key);
-                self.stats.corrupt_reads.fetch_add(1, Ordering::Relaxed);
-                return Err(Error::Corrupt { segment: seg.id, offset: entry.body_offset, what: "body crc mismatch" });
-            }
-            entry.verified.store(true, Ordering::Release);
-        }
+        let body = self.checked_body(&entry)?;
         Ok(Some(StoredObject { meta: entry.meta.clone(), body }))
+    }
+
+    /// `entry`'s body, checked on this thread if no check has an outcome yet.
+    fn checked_body(&self, entry: &Arc<IndexEntry>) -> Result<Bytes> {
+        let body = self.mapped_body(entry)?;
+        if entry.check.is_verified() {
+            return Ok(body);
+        }
+        let matched = match entry.check.claim(None) {
+            Claim::Done(matched) => matched,
+            // Claimed, or another check is in flight: the same bytes, the same answer.
+            Claim::Run | Claim::Wait => {
+                let matched = verify::body_matches(&body, entry.body_crc, &entry.check);
+                settle(&self.index, &self.stats, entry, matched);
+                matched
+            }
+        };
+        if !matched {
+            return Err(corrupt_body(entry));
+        }
+        Ok(body)
+    }
+
+    /// Runs (or joins) `entry`'s body check on the verifier pool; `true` when the body matched.
+    async fn check_off_thread(&self, entry: &Arc<IndexEntry>, body: &Bytes) -> Result<bool> {
+        let (tx, rx) = oneshot::channel();
+        match entry.check.claim(Some(tx)) {
+            Claim::Done(matched) => return Ok(matched),
+            Claim::Wait => {}
+            Claim::Run => {
+                let (entry, body) = (entry.clone(), body.clone());
+                let (index, stats) = (self.index.clone(), self.stats.clone());
+                self.verifier.submit(Box::new(move || {
+                    let matched = verify::body_matches(&body, entry.body_crc, &entry.check);
+                    settle(&index, &stats, &entry, matched);
+                }));
+            }
+        }
+        rx.await.map_err(|_| Error::Invariant("body check ended without an answer"))
+    }
+
+    /// The slice of the mapping that holds `entry`'s body. An entry whose body lies outside its
+    /// segment's mapping can never be served: it is dropped like a body that fails its CRC.
+    fn mapped_body(&self, entry: &Arc<IndexEntry>) -> Result<Bytes> {
+        match entry.segment.body(entry.body_offset, entry.meta.size) {
+            Some(body) => Ok(body),
+            None => {
+                settle(&self.index, &self.stats, entry, false);
+                Err(Error::Corrupt {
+                    segment: entry.segment.id,
+                    offset: entry.body_offset,
+                    what: "body outside the mapping",
+                })
+            }
+        }
     }
 
     /// Flushes every segment written since the last pass (the Interval policy's thread calls
@@ -258,7 +432,7 @@ impl Store {
         let pending = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|e| e.into_inner()));
         for seg in pending {
             seg.dirty.store(false, Ordering::Release);
-            if let Err(e) = seg.file.sync_data() {
+            if let Err(e) = seg.sync() {
                 tracing::error!(segment = seg.id, error = %e, "fdatasync failed");
             }
         }
@@ -279,29 +453,56 @@ impl Store {
     fn reserve(&self, lane: usize, len: u64, head: impl FnOnce(u64) -> Vec<u8>) -> Result<(Arc<Segment>, u64)> {
         let mut slot = self.lanes[lane % self.lanes.len()].lock().unwrap_or_else(|e| e.into_inner());
         let fits = |a: &Active| a.next_offset.checked_add(len).is_some_and(|end| end <= a.segment.capacity);
-        if !slot.as_ref().is_some_and(fits) {
-            let segment = self.new_segment(self.config.segment_bytes, false)?;
-            *slot = Some(Active { segment, next_offset: FILE_HEADER_LEN });
-        }
-        let active = slot.as_mut().ok_or(Error::NoSpace("no active segment".into()))?;
+        let active = match slot.take() {
+            Some(active) if fits(&active) => slot.insert(active),
+            full => match self.new_segment(self.config.segment_bytes, false) {
+                Ok(segment) => slot.insert(Active { segment, next_offset: FILE_HEADER_LEN }),
+                Err(e) => {
+                    // Keep the old segment: a smaller record may still fit in it.
+                    *slot = full;
+                    return Err(e);
+                }
+            },
+        };
         let offset = active.next_offset;
         active.segment.write_at(&head(active.segment.nonce), offset)?;
+        // Only the header is on disk yet; `disk_bytes` grows as the rest is written.
         active.next_offset += len;
-        self.disk_bytes.fetch_add(len, Ordering::Relaxed);
         Ok((active.segment.clone(), offset))
     }
 
     fn new_segment(&self, capacity: u64, solo: bool) -> Result<Arc<Segment>> {
         let id = self.next_segment_id.fetch_add(1, Ordering::Relaxed);
-        let seg = Segment::create(&self.segments_dir, id, capacity, solo)?;
-        self.disk_bytes.fetch_add(FILE_HEADER_LEN, Ordering::Relaxed);
-        Ok(seg)
+        Segment::create(&self.segments_dir, id, capacity, solo, &self.stats)
     }
 
     /// Records larger than this get a segment of their own.
     fn solo_threshold(&self) -> u64 {
         self.config.segment_bytes / 4
     }
+}
+
+/// Records the outcome of `entry`'s body check. A failed body leaves the index (that entry only:
+/// the key may already hold a re-fill's new entry) before any waiter hears of it, so a waiter
+/// that fetches again does not find it; it is counted once, by the call that decided it.
+fn settle(index: &index::Index, stats: &StoreStats, entry: &Arc<IndexEntry>, matched: bool) {
+    if !matched {
+        index.remove_entry(entry);
+    }
+    if entry.check.finish(matched) && !matched {
+        stats.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            segment = entry.segment.id,
+            offset = entry.body_offset,
+            bucket = &*entry.meta.bucket,
+            key = &*entry.meta.key,
+            "stored body failed its checksum; dropped from the index"
+        );
+    }
+}
+
+fn corrupt_body(entry: &IndexEntry) -> Error {
+    Error::Corrupt { segment: entry.segment.id, offset: entry.body_offset, what: "body crc mismatch" }
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -317,4 +518,192 @@ pub fn random_u64() -> u64 {
     }
     let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     t ^ (&b as *const _ as u64).rotate_left(32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::RecordMeta;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    fn open(dir: &Path) -> Arc<Store> {
+        let config = StoreConfig {
+            dir: dir.to_path_buf(),
+            segment_bytes: 8 << 20,
+            lanes: 1,
+            sync: SyncPolicy::Never,
+            max_object_bytes: 1 << 30,
+        };
+        Store::open(config).unwrap().0
+    }
+
+    fn body(n: usize, seed: u8) -> Bytes {
+        (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>().into()
+    }
+
+    fn put(store: &Arc<Store>, key: &str, data: &Bytes) {
+        let meta = RecordMeta::new(SystemTime::now());
+        let mut w = store.begin(0, ObjectKeyRef::new("b", key), meta, Some(data.len() as u64)).unwrap();
+        w.append(data).unwrap();
+        w.commit().unwrap();
+    }
+
+    /// A store holding `data` under `key`, reopened so the entry is unverified (as after a
+    /// restart), and optionally with one body byte flipped on disk.
+    fn reopened_with(dir: &Path, key: &str, data: &Bytes, damage: bool) -> Arc<Store> {
+        let store = open(dir);
+        put(&store, key, data);
+        drop(store);
+        let store = open(dir);
+        if damage {
+            let entry = store.index.get(ObjectKeyRef::new("b", key)).unwrap();
+            let file = OpenOptions::new().write(true).open(&entry.segment.path).unwrap();
+            let at = entry.body_offset + data.len() as u64 / 2;
+            // The mapping is shared: readers see this byte.
+            file.write_all_at(&[data[data.len() / 2] ^ 0xff], at).unwrap();
+        }
+        store
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().build().unwrap()
+    }
+
+    fn checked_on(entry: &IndexEntry) -> Vec<String> {
+        entry.check.checked_on.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn write_to_a_full_disk_is_no_space_and_counted() {
+        let Ok(file) = OpenOptions::new().write(true).open("/dev/full") else {
+            eprintln!("no /dev/full here; skipped");
+            return;
+        };
+        let stats = Arc::new(StoreStats::default());
+        let seg = Segment {
+            id: 1,
+            path: "/dev/full".into(),
+            file,
+            nonce: 0,
+            capacity: 0,
+            solo: false,
+            map: OnceLock::new(),
+            dirty: AtomicBool::new(false),
+            file_len: AtomicU64::new(0),
+            discarded: AtomicBool::new(false),
+            stats: stats.clone(),
+        };
+        let err = seg.write_at(b"body bytes", 0).unwrap_err();
+        assert!(matches!(err, Error::NoSpace(_)), "ENOSPC must be NoSpace, got {err:?}");
+        assert_eq!(stats.write_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.disk_bytes.load(Ordering::Relaxed), 0, "nothing landed");
+    }
+
+    /// Reader B looked an entry up; before B's check of its body finished, the entry left the
+    /// index (another reader's failed check) and a re-fill committed a new version of the key.
+    /// B's failed check must remove the entry it checked, not whatever the key maps to now.
+    #[test]
+    fn failed_check_removes_only_the_entry_it_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ObjectKeyRef::new("b", "k");
+        let store = reopened_with(dir.path(), "k", &body(5000, 1), true);
+        let old = store.index.get(key).unwrap();
+
+        assert!(store.index.remove_entry(&old));
+        put(&store, "k", &body(4000, 2));
+        let new = store.index.get(key).unwrap();
+        assert!(!Arc::ptr_eq(&old, &new));
+
+        let err = store.checked_body(&old).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        assert!(Arc::ptr_eq(&store.index.get(key).unwrap(), &new), "the re-fill's entry survives");
+        assert_eq!(store.get(key).unwrap().unwrap().body, body(4000, 2));
+        assert!(!store.index.remove_entry(&old), "an entry no longer in the index is not removed again");
+    }
+
+    #[test]
+    fn first_lookup_checks_on_a_verifier_thread_and_later_ones_answer_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ObjectKeyRef::new("b", "k");
+        let data = body(300_000, 3);
+        let store = reopened_with(dir.path(), "k", &data, false);
+        let entry = store.index.get(key).unwrap();
+        assert!(!entry.check.is_verified(), "recovery does not check bodies");
+
+        let obj = runtime().block_on(store.lookup(key)).unwrap().unwrap();
+        assert_eq!(obj.body, data);
+        assert!(entry.check.is_verified());
+        assert_eq!(checked_on(&entry), [verify::VERIFIER_THREAD_NAME], "checked once, off the caller's thread");
+
+        // Verified: the first poll answers (no thread hop), and nothing is checked again.
+        let mut again = pin!(store.lookup(key));
+        match again.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(Some(obj))) => assert_eq!(obj.body, data),
+            other => panic!("a verified entry must answer on the first poll: {other:?}"),
+        }
+        assert_eq!(store.get(key).unwrap().unwrap().body, data, "the sync path shares the state");
+        assert_eq!(checked_on(&entry).len(), 1);
+    }
+
+    #[test]
+    fn concurrent_first_lookups_share_one_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ObjectKeyRef::new("b", "k");
+        let data = body(100_000, 4);
+        let store = reopened_with(dir.path(), "k", &data, false);
+        let entry = store.index.get(key).unwrap();
+
+        // Occupy every verifier thread, so the check queues behind them until released.
+        let (busy_tx, busy_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        for _ in 0..verify::VERIFIER_THREADS {
+            let (busy, release) = (busy_tx.clone(), release_rx.clone());
+            store.verifier.submit(Box::new(move || {
+                busy.send(()).unwrap();
+                let _ = release.lock().unwrap().recv();
+            }));
+        }
+        for _ in 0..verify::VERIFIER_THREADS {
+            busy_rx.recv().unwrap();
+        }
+
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut a = pin!(store.lookup(key));
+        let mut b = pin!(store.lookup(key));
+        assert!(a.as_mut().poll(&mut cx).is_pending());
+        assert!(b.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(entry.check.waiter_count(), 2, "the second lookup joined the first's check");
+        assert!(checked_on(&entry).is_empty(), "the callers did not check the body themselves");
+
+        for _ in 0..verify::VERIFIER_THREADS {
+            release_tx.send(()).unwrap();
+        }
+        let (ra, rb) = runtime().block_on(async { (a.await, b.await) });
+        assert_eq!(ra.unwrap().unwrap().body, data);
+        assert_eq!(rb.unwrap().unwrap().body, data);
+        assert_eq!(checked_on(&entry), [verify::VERIFIER_THREAD_NAME], "one check for both");
+    }
+
+    #[test]
+    fn corrupt_body_found_by_lookup_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ObjectKeyRef::new("b", "k");
+        let store = reopened_with(dir.path(), "k", &body(70_000, 5), true);
+        let entry = store.index.get(key).unwrap();
+
+        let rt = runtime();
+        let err = rt.block_on(store.lookup(key)).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { what: "body crc mismatch", .. }), "{err:?}");
+        assert_eq!(checked_on(&entry), [verify::VERIFIER_THREAD_NAME]);
+        assert!(!store.contains(key), "dropped, so the node fetches it again");
+        assert!(rt.block_on(store.lookup(key)).unwrap().is_none());
+        assert_eq!(store.stats.corrupt_reads.load(Ordering::Relaxed), 1);
+        // A reader still holding the old entry gets the settled answer, without a new check.
+        assert!(store.checked_body(&entry).is_err());
+        assert_eq!(checked_on(&entry).len(), 1);
+        assert_eq!(store.stats.corrupt_reads.load(Ordering::Relaxed), 1, "counted once");
+    }
 }

@@ -6,29 +6,33 @@
 //! gives. Bytes that are not a header (damage after a power loss) are skipped 8 bytes at a time
 //! until a header carrying this segment's nonce appears. A torn tail is never truncated: the
 //! segment is sealed and new writes go to new segments. Body CRCs are checked lazily, on first
-//! read ([`super::Store::get`]), so start-up time does not grow with the bytes stored.
+//! read ([`super::Store::lookup`]), so start-up time does not grow with the bytes stored.
 //!
 //! Files that hold nothing committed (a crash right after creation, a solo segment whose object
 //! never finished, a segment of abandoned records) are removed.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 
-use super::format::{FileHeader, RecordHeader, Trailer, ALIGN, FILE_HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN};
+use super::format::{
+    FileHeader, RecordHeader, Trailer, ALIGN, FILE_HEADER_LEN, FLAG_SOLO, RECORD_HEADER_LEN, TRAILER_LEN,
+};
 use super::index::{Index, IndexEntry};
-use super::{mmap, RecoveryReport, Segment};
+use super::verify::BodyCheck;
+use super::{sys, RecoveryReport, Segment, StoreStats};
 use crate::meta::{ObjectMeta, RecordMeta};
 use crate::{Error, Result};
 
 pub(crate) struct Recovered {
     pub report: RecoveryReport,
     pub next_segment_id: u64,
+    /// Sum of the lengths of the segment files kept.
     pub disk_bytes: u64,
 }
 
-pub(crate) fn recover_dir(dir: &Path, index: &Index) -> Result<Recovered> {
+pub(crate) fn recover_dir(dir: &Path, index: &Index, stats: &Arc<StoreStats>) -> Result<Recovered> {
     let mut paths: Vec<(u64, PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
@@ -48,7 +52,7 @@ pub(crate) fn recover_dir(dir: &Path, index: &Index) -> Result<Recovered> {
         out.next_segment_id = out.next_segment_id.max(id + 1);
         let file = File::options().read(true).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        let found = scan_segment(id, &path, file, len, index)?;
+        let found = scan_segment(id, &path, file, len, index, stats)?;
         out.report.torn_or_abandoned += found.skipped;
         if found.committed == 0 {
             fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
@@ -69,9 +73,9 @@ struct Scan {
     bytes: u64,
 }
 
-fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index) -> Result<Scan> {
+fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats: &Arc<StoreStats>) -> Result<Scan> {
     let mut scan = Scan { committed: 0, skipped: 0, bytes: 0 };
-    let map = mmap::map_file(&file, len).map_err(|e| Error::io(path, e))?;
+    let map = sys::map_file(&file, len).map_err(|e| Error::io(path, e))?;
     let Some(fh) = FileHeader::decode(&map) else {
         if len > FILE_HEADER_LEN {
             tracing::warn!(path = %path.display(), "segment file header is damaged; its records are ignored");
@@ -88,8 +92,12 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index) -> Re
         file,
         nonce: fh.nonce,
         capacity: len,
+        solo: fh.flags & FLAG_SOLO != 0,
         map: OnceLock::new(),
         dirty: AtomicBool::new(false),
+        file_len: AtomicU64::new(len),
+        discarded: AtomicBool::new(false),
+        stats: stats.clone(),
     });
     let _ = segment.map.set(map.clone());
     let mut off = FILE_HEADER_LEN;
@@ -133,7 +141,7 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index) -> Re
                     segment: segment.clone(),
                     body_offset: off + h.body_start(),
                     body_crc: trailer.body_crc,
-                    verified: AtomicBool::new(false),
+                    check: BodyCheck::unverified(),
                 }));
                 scan.committed += 1;
                 scan.bytes += h.body_len;

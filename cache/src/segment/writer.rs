@@ -10,9 +10,10 @@
 //!   [`BUFFER_UNKNOWN_LEN_BYTES`], then reserved like a known length at commit; past that, spilled
 //!   into a SOLO segment whose header says LEN_PENDING until commit rewrites it.
 //!
-//! Dropping a writer without commit abandons the record: it never becomes visible.
+//! Dropping a writer without commit abandons the record: it never becomes visible, and a solo
+//! segment it had is removed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -20,7 +21,8 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 
 use super::format::{self, Trailer, FILE_HEADER_LEN, FLAG_LEN_PENDING};
-use super::{mmap, unix_ms, IndexEntry, Segment, Store, StoredObject, SyncPolicy};
+use super::verify::BodyCheck;
+use super::{sys, unix_ms, IndexEntry, Segment, Store, StoredObject, SyncPolicy};
 use crate::key::ObjectKeyRef;
 use crate::meta::{ObjectMeta, RecordMeta};
 use crate::{Error, Result};
@@ -66,6 +68,9 @@ struct View {
     placed: Option<(Arc<Segment>, u64)>,
     buffered: Vec<Bytes>,
     written: u64,
+    /// Called by [`FillReader::read`] just before it reads a spilled body from the file.
+    #[cfg(test)]
+    before_file_read: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// A handle for reading an object while it is being written (the node's coalesced misses and
@@ -85,35 +90,57 @@ impl FillReader {
 
     /// Up to `max` body bytes starting at `pos`, or `None` when `pos` is not yet written.
     pub fn read(&self, pos: u64, max: usize) -> Result<Option<Bytes>> {
-        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
-        if pos >= view.written || max == 0 {
-            return Ok(None);
-        }
-        let end = view.written.min(pos.saturating_add(max as u64));
-        if let Some((segment, body_offset)) = &view.placed {
+        let (segment, from, to) = {
+            let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+            if pos >= view.written || max == 0 {
+                return Ok(None);
+            }
+            let end = view.written.min(pos.saturating_add(max as u64));
+            let Some((segment, body_offset)) = &view.placed else {
+                return Ok(view.buffered_slice(pos, end));
+            };
             let (from, to) = (body_offset + pos, body_offset + end);
             if let Some(map) = segment.map.get() {
                 if to <= map.len() as u64 {
                     return Ok(Some(map.slice(from as usize..to as usize)));
                 }
             }
-            // Not mapped (a spilled body of unknown length): read it back.
-            let mut buf = vec![0u8; (to - from) as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&segment.file, &mut buf, from)
-                .map_err(|e| Error::io(&segment.path, e))?;
-            return Ok(Some(Bytes::from(buf)));
-        }
+            let segment = segment.clone();
+            #[cfg(test)]
+            let hook = view.before_file_read.clone();
+            drop(view);
+            #[cfg(test)]
+            if let Some(hook) = hook {
+                hook();
+            }
+            (segment, from, to)
+        };
+        // Not mapped (a spilled body of unknown length): read it back, without the view's lock.
+        // The read may wait on the device for up to `max` bytes, and the writer's appends and
+        // every other reader of this record take that lock. Bytes below `written` never change,
+        // and the `Arc` keeps the file open even if the writer abandons the record meanwhile.
+        let mut buf = vec![0u8; (to - from) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&segment.file, &mut buf, from)
+            .map_err(|e| Error::io(&segment.path, e))?;
+        Ok(Some(Bytes::from(buf)))
+    }
+}
+
+impl View {
+    /// Body bytes `pos..end` from the pieces buffered before placement (at most one piece's
+    /// worth: a read never joins pieces, so it never copies).
+    fn buffered_slice(&self, pos: u64, end: u64) -> Option<Bytes> {
         let mut at = 0u64;
-        for chunk in &view.buffered {
+        for chunk in &self.buffered {
             let chunk_end = at + chunk.len() as u64;
             if pos < chunk_end {
                 let start = (pos - at) as usize;
                 let stop = (end.min(chunk_end) - at) as usize;
-                return Ok(Some(chunk.slice(start..stop)));
+                return Some(chunk.slice(start..stop));
             }
             at = chunk_end;
         }
-        Ok(None)
+        None
     }
 }
 
@@ -180,9 +207,9 @@ impl RecordWriter {
         let (segment, record_offset) = if pending || total > store.solo_threshold() {
             let capacity = if pending { 0 } else { FILE_HEADER_LEN + total };
             let segment = store.new_segment(capacity, true)?;
-            segment.write_at(&encode(segment.nonce).0, FILE_HEADER_LEN)?;
-            if !pending {
-                store.disk_bytes.fetch_add(total, Ordering::Relaxed);
+            if let Err(e) = segment.write_at(&encode(segment.nonce).0, FILE_HEADER_LEN) {
+                segment.discard();
+                return Err(e);
             }
             (segment, FILE_HEADER_LEN)
         } else {
@@ -267,11 +294,18 @@ impl RecordWriter {
     }
 
     fn write_body_at(&self, body_pos: u64, data: &[u8]) -> Result<()> {
+        let (segment, record_offset, header, _) = self.placement("body write before placement")?;
+        segment.write_at(data, record_offset + header.body_start() + body_pos)
+    }
+
+    /// Where the record lies. Every caller places the record first, so a buffered target here is
+    /// a bug in this file: `what` names the caller.
+    fn placement(&self, what: &'static str) -> Result<(&Arc<Segment>, u64, &format::RecordHeader, u32)> {
         match &self.target {
-            Target::Placed { segment, record_offset, header, .. } => {
-                segment.write_at(data, record_offset + header.body_start() + body_pos)
+            Target::Placed { segment, record_offset, header, header_crc } => {
+                Ok((segment, *record_offset, header, *header_crc))
             }
-            Target::Buffered { .. } => Err(Error::NoSpace("body write before placement".into())),
+            Target::Buffered { .. } => Err(Error::Invariant(what)),
         }
     }
 
@@ -318,12 +352,10 @@ impl RecordWriter {
                 return Err(Error::BodyMismatch("body MD5 differs from the origin's Content-MD5".into()));
             }
         }
-        let Target::Placed { segment, record_offset, header, header_crc } = &self.target else {
-            return Err(Error::NoSpace("commit before placement".into()));
-        };
-        let (segment, record_offset) = (segment.clone(), *record_offset);
+        let (segment, record_offset, header, header_crc) = self.placement("commit before placement")?;
+        let segment = segment.clone();
         let mut header = *header;
-        let mut header_crc = *header_crc;
+        let mut header_crc = header_crc;
         let pending = header.is_len_pending();
         if pending {
             header.body_len = self.written;
@@ -336,17 +368,16 @@ impl RecordWriter {
             // Trailer first, then the header that points at it: a crash in between leaves the
             // header still LEN_PENDING, which recovery discards.
             segment.write_at(&header.encode().0, record_offset)?;
-            self.store.disk_bytes.fetch_add(header.total_len(), Ordering::Relaxed);
         }
         match self.store.config.sync {
-            SyncPolicy::Always => segment.file.sync_data().map_err(|e| Error::io(&segment.path, e))?,
+            SyncPolicy::Always => segment.sync()?,
             SyncPolicy::Interval(_) => self.store.mark_dirty(&segment),
             SyncPolicy::Never => {}
         }
         if segment.map.get().is_none() {
             // A solo segment is mapped once its only record is complete.
             let len = record_offset + header.total_len();
-            let map = mmap::map_file(&segment.file, len).map_err(|e| Error::io(&segment.path, e))?;
+            let map = sys::map_file(&segment.file, len).map_err(|e| Error::io(&segment.path, e))?;
             let _ = segment.map.set(map);
         }
         let meta = Arc::new(ObjectMeta {
@@ -361,7 +392,7 @@ impl RecordWriter {
             segment,
             body_offset: record_offset + header.body_start(),
             body_crc: self.crc,
-            verified: AtomicBool::new(true),
+            check: BodyCheck::verified(),
         });
         self.committed = true;
         let store = self.store.clone();
@@ -379,8 +410,96 @@ impl RecordWriter {
 
 impl Drop for RecordWriter {
     fn drop(&mut self) {
-        if !self.committed {
-            self.store.stats.records_abandoned.fetch_add(1, Ordering::Relaxed);
+        if self.committed {
+            return;
         }
+        self.store.stats.records_abandoned.fetch_add(1, Ordering::Relaxed);
+        // A solo segment holds this record only, which will never be read: remove its file now
+        // rather than at the next start (where recovery would), so a retried fill does not hold
+        // the space twice. A shared segment's reservation stays (no compaction).
+        if let Target::Placed { segment, .. } = &self.target {
+            if segment.solo {
+                segment.discard();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::StoreConfig;
+    use std::sync::mpsc;
+
+    fn store(dir: &std::path::Path) -> Arc<Store> {
+        let config = StoreConfig {
+            dir: dir.to_path_buf(),
+            segment_bytes: 8 << 20,
+            lanes: 1,
+            sync: SyncPolicy::Never,
+            max_object_bytes: 1 << 30,
+        };
+        Store::open(config).unwrap().0
+    }
+
+    fn meta() -> RecordMeta {
+        RecordMeta::new(SystemTime::now())
+    }
+
+    /// Writing or committing a record that was never placed is a bug in this file, not a full
+    /// disk: it must not reach operators (or the node's 507 mapping) as `NoSpace`.
+    #[test]
+    fn unplaced_record_is_an_invariant_error_not_no_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        // Unknown length and nothing appended: still buffered, not placed.
+        let w = store.begin(0, ObjectKeyRef::new("b", "k"), meta(), None).unwrap();
+        let err = w.write_body_at(0, b"x").unwrap_err();
+        assert!(matches!(err, Error::Invariant("body write before placement")), "{err:?}");
+        let err = w.placement("commit before placement").unwrap_err();
+        assert!(matches!(err, Error::Invariant("commit before placement")), "{err:?}");
+        assert!(err.to_string().contains("a bug, not a full disk"));
+    }
+
+    /// A reader of a spilled body (unknown length, past the in-memory buffer, not mapped until
+    /// commit) reads it back from the file. While that read is in flight, the view's lock must
+    /// be free: the writer appends and other readers read under it. The hook parks the reader
+    /// inside its file read until this thread has checked the lock and appended.
+    #[test]
+    fn spilled_body_is_read_without_holding_the_view_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut w = store.begin(0, ObjectKeyRef::new("b", "spill"), meta(), None).unwrap();
+        let first: Bytes = (0..BUFFER_UNKNOWN_LEN_BYTES as usize + 4096).map(|i| i as u8).collect::<Vec<_>>().into();
+        w.append(&first).unwrap();
+        let reader = w.reader();
+        {
+            let view = reader.view.lock().unwrap();
+            let (segment, _) = view.placed.as_ref().expect("spilled to a solo segment");
+            assert!(segment.map.get().is_none(), "a spilled body is not mapped before commit");
+        }
+
+        let (entered_tx, entered_rx) = mpsc::channel::<()>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let go_rx = Mutex::new(go_rx);
+        reader.view.lock().unwrap().before_file_read = Some(Arc::new(move || {
+            entered_tx.send(()).unwrap();
+            go_rx.lock().unwrap().recv().unwrap();
+        }));
+        let following = reader.clone();
+        let read = std::thread::spawn(move || following.read(0, 256 << 10));
+        entered_rx.recv().unwrap();
+
+        // The reader is parked between taking its offsets and reading the file.
+        let lock_free = reader.view.try_lock().is_ok();
+        // Only append when the lock is free: with it held, `append` would wait forever.
+        let appended = lock_free.then(|| w.append(&Bytes::from_static(b"more")).is_ok());
+        go_tx.send(()).unwrap();
+        let got = read.join().unwrap().unwrap().unwrap();
+
+        assert!(lock_free, "the file read ran with the view lock held");
+        assert_eq!(appended, Some(true), "the writer appended while the reader was in its file read");
+        assert_eq!(got, first.slice(..256 << 10));
+        assert_eq!(reader.written(), first.len() as u64 + 4);
     }
 }

@@ -1,0 +1,84 @@
+//! The only `unsafe` in the store: the two system calls std does not wrap for us.
+//!
+//! - `mmap` of segment files ([`map_file`]). A mapping turns into refcounted [`Bytes`]
+//!   (`Bytes::from_owner`), so a hit hands the socket a slice of the page cache without copying,
+//!   and the mapping lives as long as any slice of it.
+//! - `flock` of the store directory's LOCK file ([`try_lock_exclusive`]), so one store directory
+//!   has one owner ([`super::lock`]).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+use bytes::Bytes;
+use memmap2::{Mmap, MmapOptions};
+
+/// Maps `len` bytes of `file`, which may be more than the file holds today.
+///
+/// Regular segments are mapped once at their full capacity while they are still being appended
+/// to, so readers never need a remap as records land. Touching a page wholly past the end of
+/// the file would raise SIGBUS; readers only ever slice committed records, which lie below the
+/// file's end by construction (the trailer is written after the body).
+pub(crate) fn map_file(file: &File, len: u64) -> io::Result<Bytes> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let len = usize::try_from(len).map_err(|_| io::Error::other("segment too large to map"))?;
+    // SAFETY: segment files are private to this process's store directory (held by an exclusive
+    // flock, see `super::lock`), opened append-only by the store, and never truncated or
+    // rewritten in place while mapped (recovery seals old segments instead of truncating them; an
+    // abandoned solo segment is unlinked, which keeps its pages valid). Mapped bytes are treated as
+    // untrusted input: every header, trailer and body is checked against its CRC before it is
+    // believed.
+    let map: Mmap = unsafe { MmapOptions::new().len(len).map(file)? };
+    Ok(Bytes::from_owner(map))
+}
+
+/// Takes `flock(LOCK_EX | LOCK_NB)` on `file`. `Ok(false)` when another open file description
+/// (another process, or another `open` of the same path in this one) holds it. The lock lasts
+/// until every descriptor of this open file description is closed.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock reads no memory of ours; it takes a descriptor that `file` keeps open for
+        // the whole call, and constant flags.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn mapping_past_eof_sees_later_appends() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"head").unwrap();
+        let map = map_file(&f, 1 << 20).unwrap();
+        assert_eq!(&map[..4], b"head");
+        f.write_all_at(b"tail", 4096).unwrap();
+        assert_eq!(&map.slice(4096..4100)[..], b"tail");
+    }
+
+    #[test]
+    fn flock_is_per_open_file_description() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("LOCK");
+        let first = File::create(&path).unwrap();
+        let second = File::open(&path).unwrap();
+        assert!(try_lock_exclusive(&first).unwrap());
+        assert!(!try_lock_exclusive(&second).unwrap(), "a second open in the same process is refused");
+        drop(first);
+        assert!(try_lock_exclusive(&second).unwrap(), "closing the holder releases the lock");
+    }
+}
