@@ -109,18 +109,18 @@ dir = "{work}/store"
 [cache]
 disk_bytes = 0
 [[buckets]]
-name = "b"
+name = "bkt"
 [[buckets.mirror]]
 url = "http://127.0.0.1:{origin.server_address[1]}/"
 """)
     log = open(os.path.join(work, "node.log"), "w")
     node, addr = start_node(config, log)
-    print("mirror:", get_all(addr, "/b/big.bin"), get_all(addr, "/b/small.bin"))
+    print("mirror:", get_all(addr, "/bkt/big.bin"), get_all(addr, "/bkt/small.bin"))
     node.terminate()
     node.wait()
     node, addr = start_node(config, log)
-    get_all(addr, "/b/small.bin")  # first read of the small one: verified now, in memory after
-    get_all(addr, "/b/small.bin")
+    get_all(addr, "/bkt/small.bin")  # first read of the small one: verified now, in memory after
+    get_all(addr, "/bkt/small.bin")
     try:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("3\n")
@@ -138,7 +138,7 @@ url = "http://127.0.0.1:{origin.server_address[1]}/"
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         while not stop.is_set():
             t = time.perf_counter()
-            request(s, "/b/small.bin")
+            request(s, "/bkt/small.bin")
             dt = time.perf_counter() - t
             latencies.append(dt)
             if big_started.is_set() and not big_done.is_set():
@@ -151,7 +151,7 @@ url = "http://127.0.0.1:{origin.server_address[1]}/"
     s = socket.create_connection(addr)
     big_started.set()
     t = time.perf_counter()
-    status, body = request(s, "/b/big.bin", "Range: bytes=0-0\r\n")
+    status, body = request(s, "/bkt/big.bin", "Range: bytes=0-0\r\n")
     big = time.perf_counter() - t
     big_done.set()
     time.sleep(0.5)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use edgemirror_cache::{HotConfig, SyncPolicy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::netguard::AddressPolicy;
 use crate::rules::{self, BackSourceRule, MAX_RULES_PER_BUCKET};
@@ -57,7 +57,7 @@ pub struct RawCert {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawServer {
     /// Data-plane listen address.
@@ -96,7 +96,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     pub listen: String,
@@ -110,7 +110,7 @@ impl Default for RawAdmin {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     pub dir: PathBuf,
@@ -138,7 +138,7 @@ impl Default for RawStore {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCache {
     pub memory_bytes: u64,
@@ -156,7 +156,7 @@ impl Default for RawCache {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawOrigin {
     pub connect_timeout_ms: u64,
@@ -362,7 +362,8 @@ impl Config {
         raw.validate(base)
     }
 
-    /// Reads a config file; relative paths in it (certificates) are relative to its directory.
+    /// Reads a config file; relative paths in it (store, cache, certificates, CA file) are
+    /// relative to its directory.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -388,6 +389,16 @@ fn request_limits(s: &RawServer) -> Result<edgemirror_proto::RequestLimits> {
         headers: check("server.max_headers", s.max_headers, 4, MAX_HEADERS)?,
         uri_bytes: check("server.max_uri_bytes", s.max_uri_bytes, 16, MAX_URI_BYTES)?,
     })
+}
+
+/// `path` as written in a config file in `base`: absolute paths as they are, relative ones below
+/// the file's directory (`base` is `.` for the embedded default and `from_toml`).
+fn relative_to(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() || base == Path::new(".") {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
 }
 
 fn ms(field: &str, v: u64) -> Result<Duration> {
@@ -444,8 +455,11 @@ impl RawConfig {
         if s.max_object_bytes == 0 {
             bail!("store.max_object_bytes: must be greater than 0");
         }
+        // Relative to the config file, like every other path in it (nginx does the same for its
+        // includes): where the node is started from does not move its data.
+        let store_dir = relative_to(base, &s.dir);
         let store = edgemirror_cache::StoreConfig {
-            dir: s.dir.clone(),
+            dir: store_dir.clone(),
             segment_bytes: s.segment_bytes,
             lanes: workers,
             sync,
@@ -462,7 +476,7 @@ impl RawConfig {
         let cache = HotConfig {
             memory_bytes: usize::try_from(c.memory_bytes).map_err(|_| anyhow!("cache.memory_bytes: too large"))?,
             disk_bytes: c.disk_bytes,
-            dir: c.dir.unwrap_or_else(|| s.dir.join("cache")),
+            dir: c.dir.map(|d| relative_to(base, &d)).unwrap_or_else(|| store_dir.join("cache")),
             max_object_bytes: c.max_object_bytes as usize,
         };
 
@@ -472,7 +486,7 @@ impl RawConfig {
             idle_timeout: ms("origin.idle_timeout_ms", self.origin.idle_timeout_ms)?,
             complete_on_client_abort: self.origin.complete_on_client_abort,
             tls: tls::client_config(
-                self.origin.ca_file.as_ref().map(|p| base.join(p)).as_deref(),
+                self.origin.ca_file.as_ref().map(|p| relative_to(base, p)).as_deref(),
                 self.origin.insecure_skip_verify,
             )?,
             insecure_skip_verify: self.origin.insecure_skip_verify,
@@ -493,7 +507,8 @@ impl RawConfig {
                 if t.certs.is_empty() {
                     bail!("tls.certs: at least one [[tls.certs]] is required");
                 }
-                let paths: Vec<_> = t.certs.iter().map(|c| (base.join(&c.cert), base.join(&c.key))).collect();
+                let paths: Vec<_> =
+                    t.certs.iter().map(|c| (relative_to(base, &c.cert), relative_to(base, &c.key))).collect();
                 let server = tls::server_config(&paths).map_err(|e| anyhow!("tls.certs: {e:#}"))?;
                 Some(TlsListenConfig { listen, server })
             }
@@ -550,6 +565,59 @@ mod tests {
         assert_eq!(c.admin.listen, "127.0.0.1:8081".parse().unwrap());
         assert_eq!(c.store.dir, PathBuf::from("./edgemirror-data"));
         assert_eq!(c.buckets[0].name, "example-bucket");
+    }
+
+    /// `--print-default-config` promises every key with its default: compare the printed file
+    /// with the defaults of the schema itself, key by key, so a new key cannot be left out.
+    #[test]
+    fn the_printed_default_config_shows_every_key_with_its_default() {
+        let printed: toml::Table = toml::from_str(DEFAULT_CONFIG).unwrap();
+        let schema: [(&str, toml::Value); 5] = [
+            ("server", toml::Value::try_from(RawServer::default()).unwrap()),
+            ("admin", toml::Value::try_from(RawAdmin::default()).unwrap()),
+            ("store", toml::Value::try_from(RawStore::default()).unwrap()),
+            ("cache", toml::Value::try_from(RawCache::default()).unwrap()),
+            ("origin", toml::Value::try_from(RawOrigin::default()).unwrap()),
+        ];
+        // Keys without a default (serialised as absent) must still be shown, commented out.
+        let optional = ["cache.dir", "origin.ca_file"];
+        for (section, defaults) in schema {
+            let shown = printed.get(section).and_then(|v| v.as_table()).unwrap_or_else(|| panic!("no [{section}]"));
+            for (key, value) in defaults.as_table().unwrap() {
+                assert_eq!(shown.get(key), Some(value), "{section}.{key}: printed default differs from the schema");
+            }
+            for key in shown.keys() {
+                assert!(
+                    defaults.as_table().unwrap().contains_key(key),
+                    "{section}.{key} is printed but not in the schema"
+                );
+            }
+        }
+        for key in optional {
+            let (section, key) = key.split_once('.').unwrap();
+            let section_text = DEFAULT_CONFIG.split(&format!("[{section}]")).nth(1).unwrap();
+            assert!(section_text.contains(&format!("# {key} = ")), "{section}.{key} is not shown");
+        }
+        assert!(DEFAULT_CONFIG.contains("# [tls]") && DEFAULT_CONFIG.contains("# [[tls.certs]]"));
+        // Every commented-out example parses as the schema's type.
+        let uncommented: String = DEFAULT_CONFIG
+            .lines()
+            .map(|l| l.strip_prefix("# ").filter(|r| r.starts_with('[') || r.contains(" = ")).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        toml::from_str::<RawConfig>(&uncommented).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edgemirror.toml");
+        std::fs::write(&path, "[store]\ndir = \"data\"\n[cache]\ndir = \"/fast/cache\"\n").unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.store.dir, dir.path().join("data"));
+        assert_eq!(c.cache.dir, PathBuf::from("/fast/cache"), "absolute paths stay");
+        std::fs::write(&path, "[store]\ndir = \"data\"\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().cache.dir, dir.path().join("data/cache"));
     }
 
     #[test]

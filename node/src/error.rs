@@ -18,6 +18,8 @@ pub enum S3Error {
     MethodNotAllowed,
     NoSuchBucket,
     NoSuchKey,
+    /// Upstream: the origin answered 404 (the client sees `NoSuchKey`).
+    NoSuchKeyAtOrigin,
     /// Downstream: If-Match / If-Unmodified-Since did not hold.
     PreconditionFailed,
     /// Downstream: no requested range overlaps an object of `size` bytes.
@@ -36,7 +38,7 @@ impl S3Error {
             S3Error::BadRequest(e) => e.status(),
             S3Error::InvalidRequest(_) => 400,
             S3Error::MethodNotAllowed => 405,
-            S3Error::NoSuchBucket | S3Error::NoSuchKey => 404,
+            S3Error::NoSuchBucket | S3Error::NoSuchKey | S3Error::NoSuchKeyAtOrigin => 404,
             S3Error::PreconditionFailed => 412,
             S3Error::InvalidRange { .. } => 416,
             S3Error::MirrorFailed(_) => 424,
@@ -55,7 +57,7 @@ impl S3Error {
             S3Error::InvalidRequest(_) => "InvalidRequest",
             S3Error::MethodNotAllowed => "MethodNotAllowed",
             S3Error::NoSuchBucket => "NoSuchBucket",
-            S3Error::NoSuchKey => "NoSuchKey",
+            S3Error::NoSuchKey | S3Error::NoSuchKeyAtOrigin => "NoSuchKey",
             S3Error::PreconditionFailed => "PreconditionFailed",
             S3Error::InvalidRange { .. } => "InvalidRange",
             S3Error::MirrorFailed(_) => "MirrorFailed",
@@ -69,12 +71,21 @@ impl S3Error {
             S3Error::InvalidRequest(m) => (*m).into(),
             S3Error::MethodNotAllowed => "the method is not allowed against this resource".into(),
             S3Error::NoSuchBucket => "the specified bucket does not exist".into(),
-            S3Error::NoSuchKey => "the specified key does not exist".into(),
+            S3Error::NoSuchKey | S3Error::NoSuchKeyAtOrigin => "the specified key does not exist".into(),
             S3Error::PreconditionFailed => "at least one of the preconditions you specified did not hold".into(),
             S3Error::InvalidRange { .. } => "the requested range is not satisfiable".into(),
             // The origin's failure reason goes to the log, not to the client.
             S3Error::MirrorFailed(_) => "the object could not be fetched from the mirror origin".into(),
             S3Error::Internal(_) => "we encountered an internal error; please try again".into(),
+        }
+    }
+
+    /// The `x-edgemirror-source` of the error response: `origin` when the origin's answer
+    /// decided it (its 404, or its failure), `edge` when the node decided it alone.
+    pub fn source(&self) -> &'static str {
+        match self {
+            S3Error::NoSuchKeyAtOrigin | S3Error::MirrorFailed(_) => "origin",
+            _ => "edge",
         }
     }
 

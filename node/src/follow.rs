@@ -38,7 +38,7 @@ pub async fn follow(
         let phase = rx.borrow_and_update().clone();
         match phase {
             Phase::Fetching => {}
-            Phase::Refused(Refusal::NotFound) => return Err(S3Error::NoSuchKey),
+            Phase::Refused(Refusal::NotFound) => return Err(S3Error::NoSuchKeyAtOrigin),
             Phase::Refused(Refusal::Failed(reason)) => return Err(S3Error::MirrorFailed(reason)),
             Phase::Refused(Refusal::Redirect { status, location }) => {
                 return pass_redirect(worker, conn, req, status, &location).await;

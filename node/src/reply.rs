@@ -22,7 +22,8 @@ use crate::error::S3Error;
 
 /// Value of the `Server` header.
 pub const SERVER: &str = "edgemirror";
-/// Response header naming the tier that produced the bytes: memory, disk-cache, store, origin.
+/// Response header naming the tier that produced the bytes: memory, disk-cache, store, origin;
+/// on an error, `origin` when the origin's answer decided it, else `edge`.
 pub const SOURCE_HEADER: &str = "x-edgemirror-source";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -218,6 +219,7 @@ pub fn error(
     let body = edgemirror_proto::s3_error_xml(err.code(), &err.message(), key, &id.to_string());
     start(out, err.status(), date, id);
     header(out, "Content-Type", b"application/xml");
+    header(out, SOURCE_HEADER, err.source().as_bytes());
     match err {
         S3Error::MethodNotAllowed => header(out, "Allow", b"GET, HEAD"),
         // RFC 9110 §15.5.17: a 416 names the current length.

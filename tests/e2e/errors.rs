@@ -155,3 +155,25 @@ fn unknown_config_key_stops_startup_naming_the_key() {
     assert!(!exited.status.success(), "exit status {:?}", exited.status);
     assert!(exited.stderr.contains("no_such_knob"), "stderr does not name the unknown key:\n{}", exited.stderr);
 }
+
+#[test]
+fn error_responses_say_who_decided_them_in_the_source_header() {
+    let (origin, node) = origin_and_node();
+    let addr = node.data_addr();
+    origin.set("/dir1/gone.txt", Reply::status(404));
+    origin.set("/dir1/broken.txt", Reply::status(500));
+    let cases = [
+        ("/no-such-bucket/k".to_string(), 404, "edge"),
+        (object_path("gone.txt"), 404, "origin"),
+        (object_path("broken.txt"), 424, "origin"),
+        (object_path("w/..%2fx"), 400, "edge"),
+    ];
+    for (path, status, source) in cases {
+        let resp = get(addr, &path, &[]).expect("GET");
+        assert_eq!(resp.status, status, "{path}: {resp:?}");
+        assert_eq!(source_of(&resp), source, "{path}: {resp:?}");
+    }
+    let raw = crate::support::client::send_raw(addr, b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 400") && text.contains("x-edgemirror-source: edge"), "{text}");
+}
