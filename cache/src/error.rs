@@ -7,6 +7,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A conditional commit lost: the key got a newer version (a PUT, a delete) after the
+    /// writer's pin. Not a failure of the store; the record is simply not kept.
+    #[error("superseded: the key changed after this write began")]
+    Superseded,
     /// Bytes on disk failed a magic/length/checksum check.
     #[error("corrupt record in segment {segment} at offset {offset}: {what}")]
     Corrupt { segment: u64, offset: u64, what: &'static str },

@@ -161,6 +161,13 @@ impl HotCache {
         self.cache.insert(key, value);
     }
 
+    /// Drops the key's copy from both tiers (a purge, a delete, or a copy found stale). Readers
+    /// also check a copy's version against the store, so a copy this misses (the disk tier's
+    /// removal is asynchronous) is never served.
+    pub fn remove(&self, key: ObjectKeyRef<'_>) {
+        self.cache.remove(&hot_key(key));
+    }
+
     /// Bytes held by the memory tier.
     pub fn memory_usage(&self) -> usize {
         self.cache.memory().usage()
@@ -179,7 +186,9 @@ impl HotObject {
     }
 }
 
-/// Disk-tier encoding: `len-prefixed bucket | key | record meta | size u64 | md5 | body`.
+/// Disk-tier encoding: `len-prefixed bucket | key | record meta | size u64 | md5 | seq u64 |
+/// body len u64 | body`. The sequence number lets a reader tell a copy of a deleted or
+/// overwritten version from the current one, across restarts too.
 impl Code for HotObject {
     fn encode(&self, w: &mut impl std::io::Write) -> foyer::Result<()> {
         let mut meta = Vec::with_capacity(64);
@@ -191,6 +200,7 @@ impl Code for HotObject {
         }
         head.put_u64_le(self.meta.size);
         head.put_slice(&self.meta.md5);
+        head.put_u64_le(self.meta.seq);
         head.put_u64_le(self.body.len() as u64);
         w.write_all(&head).map_err(foyer::Error::io_error)?;
         w.write_all(&self.body).map_err(foyer::Error::io_error)
@@ -212,12 +222,13 @@ impl Code for HotObject {
         let bucket = read_part(r, 1024)?;
         let key = read_part(r, 4096)?;
         let meta = read_part(r, 1 << 20)?;
-        let mut fixed = [0u8; 8 + 16 + 8];
+        let mut fixed = [0u8; 8 + 16 + 8 + 8];
         r.read_exact(&mut fixed).map_err(foyer::Error::io_error)?;
         let mut fixed = &fixed[..];
         let size = fixed.get_u64_le();
         let mut md5 = [0u8; 16];
         fixed.copy_to_slice(&mut md5);
+        let seq = fixed.get_u64_le();
         let body_len = fixed.get_u64_le();
         if body_len != size || body_len > HotConfig::MAX_OBJECT_BYTES as u64 {
             return Err(bad("body length"));
@@ -228,7 +239,7 @@ impl Code for HotObject {
         let key = String::from_utf8(key).map_err(|_| bad("key utf-8"))?;
         let record = RecordMeta::decode(&meta).map_err(|_| bad("record meta"))?;
         Ok(HotObject {
-            meta: Arc::new(ObjectMeta { bucket: bucket.into(), key: key.into(), size, md5, record }),
+            meta: Arc::new(ObjectMeta { bucket: bucket.into(), key: key.into(), size, md5, record, seq }),
             body: Bytes::from(body),
         })
     }
@@ -248,7 +259,14 @@ mod tests {
         let mut record = RecordMeta::new(SystemTime::now());
         record.headers.push((SavedHeader::CacheControl, Bytes::from_static(b"max-age=60")));
         StoredObject {
-            meta: Arc::new(ObjectMeta { bucket: "b".into(), key: key.into(), size: len as u64, md5: [7; 16], record }),
+            meta: Arc::new(ObjectMeta {
+                bucket: "b".into(),
+                key: key.into(),
+                size: len as u64,
+                md5: [7; 16],
+                record,
+                seq: 3,
+            }),
             body: Bytes::from(vec![b'x'; len]),
         }
     }

@@ -28,4 +28,7 @@ pub use error::{Error, Result};
 pub use hot::{HotCache, HotConfig, HotObject, HotTier};
 pub use key::{ObjectKey, ObjectKeyRef};
 pub use meta::{ObjectMeta, RecordMeta, SavedHeader, StorageClass};
-pub use segment::{random_u64, FillReader, RecordWriter, RecoveryReport, Store, StoreConfig, StoredObject, SyncPolicy};
+pub use segment::{
+    random_u64, CommitRule, FillReader, RecordWriter, RecoveryReport, Store, StoreConfig, StoredObject, SyncPolicy,
+    VersionPin,
+};

@@ -152,6 +152,9 @@ pub struct ObjectMeta {
     pub size: u64,
     pub md5: [u8; 16],
     pub record: RecordMeta,
+    /// The commit's sequence number: this version of the key. A cached copy whose `seq` is not
+    /// the store's current one for the key is stale (the key was deleted or overwritten).
+    pub seq: u64,
 }
 
 impl ObjectMeta {
@@ -198,6 +201,7 @@ mod tests {
             size: 5,
             md5: Md5::digest(b"hello").into(),
             record: RecordMeta::new(UNIX_EPOCH),
+            seq: 1,
         };
         assert_eq!(meta.etag(), "\"5d41402abc4b2a76b9719d911017c592\"");
     }

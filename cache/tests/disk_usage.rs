@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use edgemirror_cache::{ObjectKeyRef, RecordMeta, Store, StoreConfig, SyncPolicy};
+use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, Store, StoreConfig, SyncPolicy};
 
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
@@ -30,7 +30,7 @@ fn body(n: usize, seed: u8) -> Bytes {
 }
 
 fn begin(store: &Arc<Store>, key: &str, len: Option<u64>) -> edgemirror_cache::RecordWriter {
-    store.begin(0, ObjectKeyRef::new("b", key), RecordMeta::new(SystemTime::now()), len).unwrap()
+    store.begin(0, ObjectKeyRef::new("b", key), RecordMeta::new(SystemTime::now()), len, CommitRule::LastWins).unwrap()
 }
 
 /// Sum of `st_size` over the segment files, and how many there are.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use edgemirror_cache::{ObjectKeyRef, RecordMeta, SavedHeader, Store, StoreConfig, SyncPolicy};
+use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, SavedHeader, Store, StoreConfig, SyncPolicy};
 
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
@@ -35,7 +35,7 @@ fn put(store: &Arc<Store>, key: &str, data: &Bytes, announce: bool) {
     let mut meta = RecordMeta::new(SystemTime::now());
     meta.headers.push((SavedHeader::ContentType, Bytes::from_static(b"text/plain")));
     let len = announce.then_some(data.len() as u64);
-    let mut w = store.begin(0, ObjectKeyRef::new("b", key), meta, len).unwrap();
+    let mut w = store.begin(0, ObjectKeyRef::new("b", key), meta, len, CommitRule::LastWins).unwrap();
     for piece in data.chunks(1000) {
         w.append(&Bytes::copy_from_slice(piece)).unwrap();
     }
@@ -80,16 +80,20 @@ fn committed_objects_survive_reopen_with_metadata() {
 }
 
 #[test]
-fn first_commit_wins_and_is_never_replaced() {
+fn the_last_commit_wins_and_stays_the_winner_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     put(&store, "k", &body(100, 1), true);
-    let mut w = store.begin(1, ObjectKeyRef::new("b", "k"), RecordMeta::new(SystemTime::now()), Some(50)).unwrap();
+    // Another lane (another core's segment file): the order on disk is not the commit order.
+    let mut w = store
+        .begin(1, ObjectKeyRef::new("b", "k"), RecordMeta::new(SystemTime::now()), Some(50), CommitRule::LastWins)
+        .unwrap();
     w.append(&body(50, 9)).unwrap();
     let winner = w.commit().unwrap();
-    assert_eq!(winner.body, body(100, 1), "the object stored first is what readers get");
+    assert_eq!(winner.body, body(50, 9), "the later commit is what readers get");
+    assert_eq!(get(&store, "k").unwrap(), body(50, 9));
     drop(store);
-    assert_eq!(get(&open(dir.path()), "k").unwrap(), body(100, 1));
+    assert_eq!(get(&open(dir.path()), "k").unwrap(), body(50, 9));
 }
 
 #[test]
@@ -98,11 +102,15 @@ fn abandoned_writers_are_invisible_before_and_after_restart() {
     let store = open(dir.path());
     put(&store, "before", &body(2000, 1), true);
     // Known length, half written (origin cut mid-body).
-    let mut w = store.begin(0, ObjectKeyRef::new("b", "cut"), RecordMeta::new(SystemTime::now()), Some(4000)).unwrap();
+    let mut w = store
+        .begin(0, ObjectKeyRef::new("b", "cut"), RecordMeta::new(SystemTime::now()), Some(4000), CommitRule::LastWins)
+        .unwrap();
     w.append(&body(2000, 2)).unwrap();
     assert!(w.commit().is_err(), "a short body must not commit");
     // Unknown length spilled to a solo segment, then abandoned.
-    let mut w = store.begin(0, ObjectKeyRef::new("b", "spill"), RecordMeta::new(SystemTime::now()), None).unwrap();
+    let mut w = store
+        .begin(0, ObjectKeyRef::new("b", "spill"), RecordMeta::new(SystemTime::now()), None, CommitRule::LastWins)
+        .unwrap();
     w.append(&body(3 << 20, 3)).unwrap();
     drop(w);
     put(&store, "after", &body(2000, 4), true);
@@ -121,7 +129,9 @@ fn abandoned_writers_are_invisible_before_and_after_restart() {
 fn more_bytes_than_announced_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let mut w = store.begin(0, ObjectKeyRef::new("b", "k"), RecordMeta::new(SystemTime::now()), Some(10)).unwrap();
+    let mut w = store
+        .begin(0, ObjectKeyRef::new("b", "k"), RecordMeta::new(SystemTime::now()), Some(10), CommitRule::LastWins)
+        .unwrap();
     assert!(w.append(&body(11, 0)).is_err());
 }
 
@@ -222,7 +232,13 @@ fn fill_reader_follows_the_writer() {
     ] {
         let data = body(len, 5);
         let mut w = store
-            .begin(0, ObjectKeyRef::new("b", name), RecordMeta::new(SystemTime::now()), announce.then_some(len as u64))
+            .begin(
+                0,
+                ObjectKeyRef::new("b", name),
+                RecordMeta::new(SystemTime::now()),
+                announce.then_some(len as u64),
+                CommitRule::LastWins,
+            )
             .unwrap();
         let reader = w.reader();
         assert!(reader.read(0, 10).unwrap().is_none(), "{name}: nothing before the first append");
@@ -246,12 +262,16 @@ fn md5_mismatch_refuses_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let data = body(1000, 1);
-    let mut w = store.begin(0, ObjectKeyRef::new("b", "bad"), RecordMeta::new(SystemTime::now()), Some(1000)).unwrap();
+    let mut w = store
+        .begin(0, ObjectKeyRef::new("b", "bad"), RecordMeta::new(SystemTime::now()), Some(1000), CommitRule::LastWins)
+        .unwrap();
     w.expect_md5([0; 16]);
     w.append(&data).unwrap();
     assert!(w.commit().is_err());
     assert!(get(&store, "bad").is_none());
-    let mut w = store.begin(0, ObjectKeyRef::new("b", "good"), RecordMeta::new(SystemTime::now()), Some(1000)).unwrap();
+    let mut w = store
+        .begin(0, ObjectKeyRef::new("b", "good"), RecordMeta::new(SystemTime::now()), Some(1000), CommitRule::LastWins)
+        .unwrap();
     w.expect_md5(Md5::digest(&data).into());
     w.append(&data).unwrap();
     w.commit().unwrap();
@@ -266,7 +286,15 @@ fn deferred_md5_commit() {
     let store = open(dir.path());
     let data = body(70_000, 3);
     let digest: [u8; 16] = Md5::digest(&data).into();
-    let begin = |k: &str| store.begin(0, ObjectKeyRef::new("b", k), RecordMeta::new(SystemTime::now()), Some(70_000));
+    let begin = |k: &str| {
+        store.begin(
+            0,
+            ObjectKeyRef::new("b", k),
+            RecordMeta::new(SystemTime::now()),
+            Some(70_000),
+            CommitRule::LastWins,
+        )
+    };
 
     let mut w = begin("no-digest").unwrap();
     w.defer_md5();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use edgemirror_cache::{Error, ObjectKeyRef, RecordMeta, Store, StoreConfig, SyncPolicy};
+use edgemirror_cache::{CommitRule, Error, ObjectKeyRef, RecordMeta, Store, StoreConfig, SyncPolicy};
 
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
@@ -31,7 +31,8 @@ fn body(n: usize, seed: u8) -> Bytes {
 
 fn put(store: &Arc<Store>, key: &str, data: &Bytes) {
     let meta = RecordMeta::new(SystemTime::now());
-    let mut w = store.begin(0, ObjectKeyRef::new("b", key), meta, Some(data.len() as u64)).unwrap();
+    let mut w =
+        store.begin(0, ObjectKeyRef::new("b", key), meta, Some(data.len() as u64), CommitRule::LastWins).unwrap();
     w.append(data).unwrap();
     w.commit().unwrap();
 }
@@ -65,8 +66,9 @@ fn second_open_of_a_store_dir_is_refused_and_the_first_store_is_untouched() {
     // An unknown-length body past the in-memory buffer: a solo segment with nothing committed
     // yet, which is exactly what recovery deletes.
     let spilled = body(3 << 20, 2);
-    let mut w =
-        store.begin(0, ObjectKeyRef::new("b", "in-progress"), RecordMeta::new(SystemTime::now()), None).unwrap();
+    let mut w = store
+        .begin(0, ObjectKeyRef::new("b", "in-progress"), RecordMeta::new(SystemTime::now()), None, CommitRule::LastWins)
+        .unwrap();
     w.append(&spilled.slice(..2 << 20)).unwrap();
     let files = segment_files(dir.path());
     assert_eq!(files.len(), 2);

@@ -33,7 +33,7 @@ pub fn spawn(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
 /// The fill task: fetch from the origin (following redirects), write the body to the store,
 /// publish progress, commit. Runs to the end even when every client has gone (unless
 /// `origin.complete_on_client_abort` is off).
-async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
+async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     let metrics = worker.metrics();
     metrics.origin_fetches.inc();
     let shared = &worker.shared;
@@ -110,8 +110,9 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
 
     let meta = saved_meta(&resp);
     let length = resp.body.content_length();
+    let rule = guard.commit_rule();
     let key = ObjectKeyRef::new(&guard.fill().key.bucket, &guard.fill().key.key);
-    let mut writer = match shared.store.begin(worker.id, key, meta.clone(), length) {
+    let mut writer = match shared.store.begin(worker.id, key, meta.clone(), length, rule) {
         Ok(w) => w,
         Err(e) => {
             metrics.fill_store_failures.inc();
@@ -156,6 +157,7 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
         }
     }
     resp.body.release(&worker.pool);
+    let writer_len = writer.written();
     let committed = match hasher {
         None => writer.commit(),
         Some(h) => match h.finish().await {
@@ -172,6 +174,13 @@ async fn run(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
             // Release the followers' last byte first; warming the hot cache copies the body.
             guard.finish(Phase::Complete { written: obj.meta.size });
             shared.hot.insert(&obj);
+        }
+        Err(edgemirror_cache::Error::Superseded) => {
+            // A PUT or a purge landed while this fill ran: it wins and what was fetched is not
+            // stored. The clients were sent a whole, verified body: they complete normally.
+            metrics.fills_superseded.inc();
+            tracing::info!(request_id = %rid, "the key changed while it was fetched; the fetched copy is not stored");
+            guard.finish(Phase::Complete { written: writer_len });
         }
         Err(e @ edgemirror_cache::Error::BodyMismatch(_)) => {
             metrics.origin_body_failures.inc();

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use edgemirror_cache::{FillReader, ObjectKey, ObjectKeyRef, RecordMeta, Store};
+use edgemirror_cache::{CommitRule, FillReader, ObjectKey, ObjectKeyRef, RecordMeta, Store, VersionPin};
 use tokio::sync::watch;
 
 const SHARDS: usize = 16;
@@ -122,19 +122,46 @@ impl FillTable {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
-    pub fn join(self: &Arc<Self>, key: ObjectKeyRef<'_>, store: &Store) -> Join {
+    /// The miss path: follow the key's fill, or find the object stored meanwhile, or lead a
+    /// new fill. The leader's fill commits only if the key does not change after this moment
+    /// (a PUT or a purge that lands while it fetches wins over it): the version is pinned
+    /// before the store is checked, so no commit can slip between the two.
+    pub fn join(self: &Arc<Self>, key: ObjectKeyRef<'_>, store: &Arc<Store>) -> Join {
         let owned = ObjectKey::new(key.bucket, key.key);
         let mut shard = self.shard(&owned).lock().unwrap_or_else(|e| e.into_inner());
         if let Some(fill) = shard.get(&owned) {
             return Join::Follow(fill.clone());
         }
+        let pin = store.pin_version();
         if store.contains(key) {
             return Join::Stored;
         }
+        Join::Lead(self.insert(&mut shard, owned, pin))
+    }
+
+    /// A forced re-fetch (purge with `refetch`): leads a fill even though the key is stored;
+    /// the new copy replaces the old one when it commits, and the old one is served until then.
+    /// `None` when a fill of the key is already running (it fetches afresh anyway).
+    pub fn lead_refetch(self: &Arc<Self>, key: ObjectKeyRef<'_>, store: &Arc<Store>) -> Option<FillGuard> {
+        let owned = ObjectKey::new(key.bucket, key.key);
+        let mut shard = self.shard(&owned).lock().unwrap_or_else(|e| e.into_inner());
+        if shard.contains_key(&owned) {
+            return None;
+        }
+        let pin = store.pin_version();
+        Some(self.insert(&mut shard, owned, pin))
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        shard: &mut HashMap<ObjectKey, Arc<Fill>, ahash::RandomState>,
+        key: ObjectKey,
+        pin: VersionPin,
+    ) -> FillGuard {
         let (phase, _) = watch::channel(Phase::Fetching);
-        let fill = Arc::new(Fill { key: owned.clone(), phase, body: OnceLock::new() });
-        shard.insert(owned, fill.clone());
-        Join::Lead(FillGuard { table: self.clone(), fill })
+        let fill = Arc::new(Fill { key: key.clone(), phase, body: OnceLock::new() });
+        shard.insert(key, fill.clone());
+        FillGuard { table: self.clone(), fill, pin: Some(pin) }
     }
 
     /// Fills in flight (for tests and metrics).
@@ -159,11 +186,22 @@ impl FillTable {
 pub struct FillGuard {
     table: Arc<FillTable>,
     fill: Arc<Fill>,
+    /// The store's version when the fill was decided; its record commits only if the key has
+    /// not changed since.
+    pin: Option<VersionPin>,
 }
 
 impl FillGuard {
     pub fn fill(&self) -> &Arc<Fill> {
         &self.fill
+    }
+
+    /// The rule the fill's record commits under (taken once, by the producer).
+    pub fn commit_rule(&mut self) -> CommitRule {
+        match self.pin.take() {
+            Some(pin) => CommitRule::IfUnchangedSince(pin),
+            None => CommitRule::LastWins,
+        }
     }
 
     /// Ends the fill with `phase` (terminal) and removes it from the table.
@@ -223,7 +261,8 @@ mod tests {
         let (_d, store) = store();
         let table = Arc::new(FillTable::default());
         let key = ObjectKeyRef::new("b", "k");
-        let mut w = store.begin(0, key, RecordMeta::new(std::time::SystemTime::now()), Some(1)).unwrap();
+        let mut w =
+            store.begin(0, key, RecordMeta::new(std::time::SystemTime::now()), Some(1), CommitRule::LastWins).unwrap();
         w.append(&Bytes::from_static(b"x")).unwrap();
         w.commit().unwrap();
         assert!(matches!(table.join(key, &store), Join::Stored));

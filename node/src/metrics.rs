@@ -38,6 +38,10 @@ pub struct Metrics {
     /// full), written or committed. The store's own count of failed writes and syncs is
     /// `edgemirror_store_write_failures_total`.
     pub fill_store_failures: Counter,
+    /// Fills whose copy was not stored because the key changed meanwhile (a PUT, a purge).
+    pub fills_superseded: Counter,
+    /// Objects removed by the purge API.
+    pub objects_purged: Counter,
     pub objects_mirrored: Counter,
     pub bytes_from_origin: Counter,
 }
@@ -46,7 +50,7 @@ impl Metrics {
     /// Renders the counters, plus the counters and gauges kept elsewhere (the store's), in
     /// Prometheus text format.
     pub fn render(&self, counters_elsewhere: &[(&str, u64)], gauges: &[(&str, u64)]) -> String {
-        let counters: [(&str, &Counter); 16] = [
+        let counters: [(&str, &Counter); 18] = [
             ("edgemirror_connections_accepted_total", &self.connections_accepted),
             ("edgemirror_connections_refused_total", &self.connections_refused),
             ("edgemirror_requests_total", &self.requests),
@@ -61,6 +65,8 @@ impl Metrics {
             ("edgemirror_origin_failures_total", &self.origin_failures),
             ("edgemirror_origin_body_failures_total", &self.origin_body_failures),
             ("edgemirror_fill_store_failures_total", &self.fill_store_failures),
+            ("edgemirror_fills_superseded_total", &self.fills_superseded),
+            ("edgemirror_objects_purged_total", &self.objects_purged),
             ("edgemirror_objects_mirrored_total", &self.objects_mirrored),
             ("edgemirror_origin_bytes_total", &self.bytes_from_origin),
         ];

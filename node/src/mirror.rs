@@ -61,6 +61,13 @@ pub fn plan(rule: &MirrorRule, key: &str, req: &Request<'_>) -> Result<FetchPlan
     })
 }
 
+/// The origin request for `key` under `rule` made by the node itself (a forced re-fetch, a
+/// backfill): no client headers, no query string; the headers the rule sets are sent.
+pub fn plan_without_client(rule: &MirrorRule, key: &str, request_id: RequestId) -> Result<FetchPlan, S3Error> {
+    let (extra, client_host) = origin_headers(&rule.headers, std::iter::empty());
+    Ok(FetchPlan { rule: rule.clone(), path: origin_path(rule, key, None)?, extra, client_host, request_id })
+}
+
 /// The origin request path for `key` under `rule`: MirrorURL's path + the percent-encoded origin
 /// key (after the rule's key rewrite), + the client's query string when the rule allows it.
 pub fn origin_path(rule: &MirrorRule, key: &str, query: Option<&[u8]>) -> Result<String, S3Error> {

@@ -102,7 +102,16 @@ async fn serve_object(
     }
     let okey = ObjectKeyRef::new(bucket, key);
 
-    if let Some((obj, tier)) = shared.hot.get(okey).await {
+    // A cached copy is served only while it is the key's current version: a purge, a delete or
+    // an overwrite makes it stale at once (also a copy the disk tier kept across a restart).
+    let hot = match shared.hot.get(okey).await {
+        Some((obj, _)) if shared.store.version(okey) != Some(obj.meta.seq) => {
+            shared.hot.remove(okey);
+            None
+        }
+        hit => hit,
+    };
+    if let Some((obj, tier)) = hot {
         match tier {
             edgemirror_cache::HotTier::Memory => worker.metrics().hits_memory.inc(),
             edgemirror_cache::HotTier::Disk => worker.metrics().hits_disk_cache.inc(),

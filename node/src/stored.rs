@@ -184,6 +184,7 @@ mod tests {
             size: 1,
             md5: [1; 16],
             record: RecordMeta::new(UNIX_EPOCH + Duration::from_secs(1_000_000_000)),
+            seq: 1,
         };
         let etag = meta.etag();
         assert!(if_range_holds(None, &etag, &meta));

@@ -10,6 +10,8 @@
 //! - `store`: what happens once an object is stored: hits, HEAD, keep-alive, pipelining,
 //!   restarts and crashes.
 //! - `errors`: origin failures (404, 5xx, refused, slow, truncated), bad requests, bad configs.
+//! - `purge`: the purge API: no tier serves a purged object, across restarts too; fills racing
+//!   a purge are not stored; refetch serves the old copy until the new one commits.
 //! - `rules`: the backSource admin API (auth, validation naming fields, persistence) and every
 //!   rule field against a recording origin (key rewrites, query, headers, redirects, pooling).
 //! - `coalesce`: one origin fetch per object (200 concurrent misses, late joiners, leavers,
@@ -32,6 +34,7 @@ mod harness;
 mod hostile;
 mod internals;
 mod mirror;
+mod purge;
 mod rules;
 mod store;
 mod tls;

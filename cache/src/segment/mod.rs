@@ -43,12 +43,12 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use index::IndexEntry;
-pub use writer::{FillReader, RecordWriter};
+pub use writer::{CommitRule, FillReader, RecordWriter, VersionPin};
 
-use crate::key::ObjectKeyRef;
+use crate::key::{ObjectKey, ObjectKeyRef};
 use crate::meta::ObjectMeta;
 use crate::{Error, Result};
-use format::{FileHeader, FILE_HEADER_LEN, FLAG_SOLO};
+use format::{FileHeader, Trailer, FILE_HEADER_LEN, FLAG_SOLO, FLAG_TOMBSTONE, FORMAT_VERSION};
 use verify::Claim;
 
 /// When the store calls `fdatasync`. A killed process loses nothing committed under any policy
@@ -114,6 +114,7 @@ impl Segment {
             Error::write(&path, e)
         })?;
         let header = FileHeader {
+            version: FORMAT_VERSION,
             flags: if solo { FLAG_SOLO } else { 0 },
             segment_id: id,
             nonce: random_u64(),
@@ -232,6 +233,8 @@ pub struct StoreStats {
     pub objects_committed: AtomicU64,
     pub bytes_committed: AtomicU64,
     pub records_abandoned: AtomicU64,
+    /// Objects removed by a delete or a purge.
+    pub objects_deleted: AtomicU64,
     /// Entries whose body failed its first-read check (each counted once, then dropped).
     pub corrupt_reads: AtomicU64,
     /// Segment file creations, writes and fdatasyncs that failed (full disk, I/O error).
@@ -252,6 +255,13 @@ pub struct Store {
     /// Shared with every segment (which counts its writes) and the verifier threads.
     pub stats: Arc<StoreStats>,
     verifier: verify::Verifier,
+    /// The next commit's sequence number (recovery starts it past the highest found).
+    next_seq: AtomicU64,
+    /// Pins held by conditional writers: pinned sequence -> how many. The oldest bounds which
+    /// deletions the index must remember.
+    pins: Mutex<std::collections::BTreeMap<u64, usize>>,
+    /// Deletions made since the index last forgot the ones no pin needs.
+    tombstones_since_prune: AtomicU64,
     /// Exclusive ownership of `config.dir`; last, so it is released after everything else.
     _lock: lock::DirLock,
 }
@@ -266,8 +276,12 @@ impl std::fmt::Debug for Store {
 #[derive(Debug, Default, Clone)]
 pub struct RecoveryReport {
     pub segments: usize,
+    /// Objects in the index (current versions).
     pub objects: usize,
+    /// Bytes of their bodies.
     pub bytes: u64,
+    /// Deletion records found.
+    pub tombstones: usize,
     pub torn_or_abandoned: usize,
     pub removed_files: usize,
 }
@@ -299,6 +313,9 @@ impl Store {
             unsynced: Mutex::new(Vec::new()),
             stats,
             verifier,
+            next_seq: AtomicU64::new(recovered.next_seq),
+            pins: Mutex::new(std::collections::BTreeMap::new()),
+            tombstones_since_prune: AtomicU64::new(0),
             _lock: dir_lock,
         });
         if let SyncPolicy::Interval(period) = store.config.sync {
@@ -343,6 +360,103 @@ impl Store {
 
     pub fn contains(&self, key: ObjectKeyRef<'_>) -> bool {
         self.index.get(key).is_some()
+    }
+
+    /// The version (commit sequence number) of the key's current object, if it has one. A
+    /// cached copy whose `meta.seq` differs is stale: the key was deleted or overwritten.
+    pub fn version(&self, key: ObjectKeyRef<'_>) -> Option<u64> {
+        self.index.object_seq(key)
+    }
+
+    /// The keys of `bucket` starting with `prefix` that hold an object now, in no order. Scans
+    /// the whole index: for admin operations, not the request path.
+    pub fn keys_with_prefix(&self, bucket: &str, prefix: &str) -> Vec<ObjectKey> {
+        self.index.keys_with_prefix(bucket, prefix)
+    }
+
+    /// Deletes `key`: writes a tombstone record (crash-safe like a commit: until its trailer is
+    /// written it does not exist; once written, recovery never brings the object back) and
+    /// removes the object from the index. Returns the deleted object's metadata, or `None` when
+    /// the key held no object (a tombstone is still written if a conditional writer is pinned,
+    /// so that a fill which began before this delete cannot store what it fetched).
+    pub fn delete(&self, lane: usize, key: ObjectKeyRef<'_>) -> Result<Option<Arc<ObjectMeta>>> {
+        key.validate()?;
+        if !self.contains(key) && self.oldest_pin().is_none() {
+            return Ok(None);
+        }
+        let now = SystemTime::now();
+        let (created_ms, meta) = (unix_ms(now), crate::meta::RecordMeta::new(now));
+        let encode =
+            |nonce| format::encode_record_head(key.bucket, key.key, &meta, 0, FLAG_TOMBSTONE, nonce, created_ms);
+        // The header goes down before the key is locked (it may roll to a new segment file);
+        // until the trailer is written the record does not exist.
+        let total = encode(0).1.total_len();
+        let (segment, offset) = self.reserve(lane, total, |nonce| encode(nonce).0)?;
+        let (_, header, header_crc) = encode(segment.nonce);
+        let mut lock = self.index.lock_key(key);
+        let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
+        let trailer = Trailer { body_crc: 0, md5: [0; 16], seq, header_crc };
+        segment.write_at(&trailer.encode(), offset + header.trailer_start())?;
+        match self.config.sync {
+            SyncPolicy::Always => segment.sync()?,
+            SyncPolicy::Interval(_) => self.mark_dirty(&segment),
+            SyncPolicy::Never => {}
+        }
+        let removed = lock.delete(seq);
+        drop(lock);
+        self.stats.objects_deleted.fetch_add(removed.is_some() as u64, Ordering::Relaxed);
+        self.tombstones_since_prune.fetch_add(1, Ordering::Relaxed);
+        self.prune_tombstones();
+        Ok(removed.map(|e| e.meta.clone()))
+    }
+
+    /// Takes a pin at the current point of the sequence (see [`VersionPin`]).
+    fn pin(&self, _store: &Arc<Store>) -> u64 {
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        let since = self.next_seq.load(Ordering::Acquire);
+        *pins.entry(since).or_default() += 1;
+        since
+    }
+
+    fn unpin(&self, since: u64) {
+        {
+            let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = pins.get_mut(&since) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(&since);
+                }
+            }
+        }
+        self.prune_tombstones();
+    }
+
+    fn oldest_pin(&self) -> Option<u64> {
+        self.pins.lock().unwrap_or_else(|e| e.into_inner()).keys().next().copied()
+    }
+
+    /// Lets the index forget deletions that no pinned writer can be refused by.
+    fn prune_tombstones(&self) {
+        if self.tombstones_since_prune.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let below = self.oldest_pin().unwrap_or(u64::MAX);
+        self.tombstones_since_prune.store(0, Ordering::Relaxed);
+        self.index.prune_tombstones(below);
+        if below != u64::MAX {
+            // Some are still needed: look again when the pin goes.
+            self.tombstones_since_prune.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Deletions the index remembers (for tests and metrics).
+    pub fn remembered_tombstones(&self) -> usize {
+        self.index.tombstones()
+    }
+
+    /// Bytes of the bodies of the objects in the index.
+    pub fn live_bytes(&self) -> u64 {
+        self.index.live_bytes()
     }
 
     /// Looks up a committed object. The first read of a body in this process checks its CRC on
@@ -545,7 +659,8 @@ mod tests {
 
     fn put(store: &Arc<Store>, key: &str, data: &Bytes) {
         let meta = RecordMeta::new(SystemTime::now());
-        let mut w = store.begin(0, ObjectKeyRef::new("b", key), meta, Some(data.len() as u64)).unwrap();
+        let mut w =
+            store.begin(0, ObjectKeyRef::new("b", key), meta, Some(data.len() as u64), CommitRule::LastWins).unwrap();
         w.append(data).unwrap();
         w.commit().unwrap();
     }

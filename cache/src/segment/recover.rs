@@ -8,6 +8,10 @@
 //! segment is sealed and new writes go to new segments. Body CRCs are checked lazily, on first
 //! read ([`super::Store::lookup`]), so start-up time does not grow with the bytes stored.
 //!
+//! The version of a key is its committed record (object or tombstone) with the highest commit
+//! sequence number; a tombstone there leaves the key absent. Every record is applied to the
+//! index with that rule, so the result does not depend on the order files are read in.
+//!
 //! Files that hold nothing committed (a crash right after creation, a solo segment whose object
 //! never finished, a segment of abandoned records) are removed.
 
@@ -17,17 +21,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 
 use super::format::{
-    FileHeader, RecordHeader, Trailer, ALIGN, FILE_HEADER_LEN, FLAG_SOLO, RECORD_HEADER_LEN, TRAILER_LEN,
+    trailer_len, FileHeader, RecordHeader, Trailer, ALIGN, FILE_HEADER_LEN, FLAG_SOLO, RECORD_HEADER_LEN,
 };
 use super::index::{Index, IndexEntry};
 use super::verify::BodyCheck;
 use super::{sys, RecoveryReport, Segment, StoreStats};
+use crate::key::ObjectKeyRef;
 use crate::meta::{ObjectMeta, RecordMeta};
 use crate::{Error, Result};
 
 pub(crate) struct Recovered {
     pub report: RecoveryReport,
     pub next_segment_id: u64,
+    /// One past the highest commit sequence number found.
+    pub next_seq: u64,
     /// Sum of the lengths of the segment files kept.
     pub disk_bytes: u64,
 }
@@ -45,36 +52,43 @@ pub(crate) fn recover_dir(dir: &Path, index: &Index, stats: &Arc<StoreStats>) ->
             paths.push((id, path));
         }
     }
-    // Oldest first: when a key was committed twice (two concurrent fetches), the first wins.
+    // Oldest first. The version of a key is its record with the highest sequence number, wherever
+    // it lies; the order matters only among version 1 records (all sequence 0: the first wins).
     paths.sort();
-    let mut out = Recovered { report: RecoveryReport::default(), next_segment_id: 1, disk_bytes: 0 };
+    let mut out = Recovered { report: RecoveryReport::default(), next_segment_id: 1, next_seq: 1, disk_bytes: 0 };
     for (id, path) in paths {
         out.next_segment_id = out.next_segment_id.max(id + 1);
         let file = File::options().read(true).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let found = scan_segment(id, &path, file, len, index, stats)?;
         out.report.torn_or_abandoned += found.skipped;
-        if found.committed == 0 {
+        out.next_seq = out.next_seq.max(found.max_seq + 1);
+        out.report.tombstones += found.tombstones;
+        if found.committed == 0 && found.tombstones == 0 {
             fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             out.report.removed_files += 1;
             continue;
         }
         out.report.segments += 1;
-        out.report.objects += found.committed;
-        out.report.bytes += found.bytes;
         out.disk_bytes += len;
     }
+    // No writer is running yet: no deletion needs remembering once it has done its work here.
+    index.prune_tombstones(u64::MAX);
+    out.report.objects = index.len();
+    out.report.bytes = index.live_bytes();
     Ok(out)
 }
 
 struct Scan {
+    /// Committed object records (current versions or not).
     committed: usize,
+    tombstones: usize,
     skipped: usize,
-    bytes: u64,
+    max_seq: u64,
 }
 
 fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats: &Arc<StoreStats>) -> Result<Scan> {
-    let mut scan = Scan { committed: 0, skipped: 0, bytes: 0 };
+    let mut scan = Scan { committed: 0, tombstones: 0, skipped: 0, max_seq: 0 };
     let map = sys::map_file(&file, len).map_err(|e| Error::io(path, e))?;
     let Some(fh) = FileHeader::decode(&map) else {
         if len > FILE_HEADER_LEN {
@@ -103,7 +117,7 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats
     let mut off = FILE_HEADER_LEN;
     while off + RECORD_HEADER_LEN <= len {
         let at = off as usize;
-        let Some((h, header_crc)) = RecordHeader::decode(&map[at..], fh.nonce) else {
+        let Some((h, header_crc)) = RecordHeader::decode(&map[at..], fh.nonce, fh.version) else {
             off += ALIGN;
             continue;
         };
@@ -127,16 +141,23 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats
             continue;
         }
         let trailer_at = (off + h.trailer_start()) as usize;
-        let Some(trailer) = Trailer::decode(&map[trailer_at..trailer_at + TRAILER_LEN as usize], header_crc) else {
+        let trailer_end = trailer_at + trailer_len(fh.version) as usize;
+        let Some(trailer) = Trailer::decode(&map[trailer_at..trailer_end], header_crc, fh.version) else {
             // Started but never committed.
             scan.skipped += 1;
             off = end;
             continue;
         };
         match decode_names(names, &h) {
+            Some((bucket, key, _)) if h.is_tombstone() => {
+                index.recover_tombstone(ObjectKeyRef::new(&bucket, &key), trailer.seq);
+                scan.tombstones += 1;
+                scan.max_seq = scan.max_seq.max(trailer.seq);
+            }
             Some((bucket, key, record)) => {
-                let meta = Arc::new(ObjectMeta { bucket, key, size: h.body_len, md5: trailer.md5, record });
-                index.insert_if_absent(Arc::new(IndexEntry {
+                let seq = trailer.seq;
+                let meta = Arc::new(ObjectMeta { bucket, key, size: h.body_len, md5: trailer.md5, record, seq });
+                index.recover_object(Arc::new(IndexEntry {
                     meta,
                     segment: segment.clone(),
                     body_offset: off + h.body_start(),
@@ -144,7 +165,7 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats
                     check: BodyCheck::unverified(),
                 }));
                 scan.committed += 1;
-                scan.bytes += h.body_len;
+                scan.max_seq = scan.max_seq.max(seq);
             }
             None => scan.skipped += 1,
         }

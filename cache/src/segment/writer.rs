@@ -41,6 +41,7 @@ enum Target {
 pub struct RecordWriter {
     store: Arc<Store>,
     lane: usize,
+    rule: CommitRule,
     bucket: Box<str>,
     key: Box<str>,
     meta: RecordMeta,
@@ -144,14 +145,49 @@ impl View {
     }
 }
 
+/// When a record may become its key's version.
+#[derive(Debug)]
+pub enum CommitRule {
+    /// Whatever happened to the key meanwhile: the last commit wins (an S3 PUT).
+    LastWins,
+    /// Only if the key has not changed since the pin was taken (a mirror fill takes it when it
+    /// decides on the miss): a PUT, a delete or a purge committed after that wins over the fill,
+    /// whose bytes are then not stored ([`Error::Superseded`]).
+    IfUnchangedSince(VersionPin),
+}
+
+/// A mark in the sequence of commits, held by a writer that will commit conditionally
+/// ([`CommitRule::IfUnchangedSince`]). While a pin is held the store remembers every deletion
+/// made after it, so that the writer can be refused; dropping the pin lets it forget them.
+#[derive(Debug)]
+pub struct VersionPin {
+    store: Arc<Store>,
+    /// Versions committed from now on have a sequence number of at least this.
+    pub(crate) since: u64,
+}
+
+impl Drop for VersionPin {
+    fn drop(&mut self) {
+        self.store.unpin(self.since);
+    }
+}
+
 impl Store {
-    /// Starts a record for `key`. `body_len` is the origin's Content-Length, when it sent one.
+    /// Pins the current point of the commit sequence for a conditional writer.
+    pub fn pin_version(self: &Arc<Self>) -> VersionPin {
+        let since = self.pin(self);
+        VersionPin { store: self.clone(), since }
+    }
+
+    /// Starts a record for `key`. `body_len` is the origin's Content-Length, when it sent one;
+    /// `rule` says whether the commit may replace a version committed meanwhile.
     pub fn begin(
         self: &Arc<Self>,
         lane: usize,
         key: ObjectKeyRef<'_>,
         meta: RecordMeta,
         body_len: Option<u64>,
+        rule: CommitRule,
     ) -> Result<RecordWriter> {
         key.validate()?;
         if let Some(len) = body_len {
@@ -161,6 +197,7 @@ impl Store {
         let mut w = RecordWriter {
             store: self.clone(),
             lane,
+            rule,
             bucket: key.bucket.into(),
             key: key.key.into(),
             meta,
@@ -314,8 +351,9 @@ impl RecordWriter {
         self.written
     }
 
-    /// Finishes the record: checks the length, writes the trailer, makes the object visible.
-    /// If the key was committed meanwhile by another writer, that object wins and is returned.
+    /// Finishes the record: checks the length, writes the trailer, makes the object the key's
+    /// version. Under [`CommitRule::IfUnchangedSince`], a version committed after the pin (a
+    /// PUT, a delete) wins instead: [`Error::Superseded`], and the record stays invalid.
     pub fn commit(self) -> Result<StoredObject> {
         if self.md5_deferred {
             return Err(Error::BodyMismatch("commit without the deferred MD5".into()));
@@ -362,16 +400,31 @@ impl RecordWriter {
             header.flags &= !FLAG_LEN_PENDING;
             header_crc = header.encode().1;
         }
-        let trailer = Trailer { body_crc: self.crc, md5, header_crc };
+        let body_offset = record_offset + header.body_start();
+        let store = self.store.clone();
+        let key = ObjectKeyRef::new(&self.bucket, &self.key);
+        // From the decision to the index update, the key is locked: commits of one key are
+        // decided, numbered, written and published one at a time, so the index changes in
+        // sequence order, the order recovery replays. The trailer write is a few dozen bytes
+        // into the page cache (plus an fdatasync under the Always policy).
+        let mut lock = store.index.lock_key(key);
+        if let CommitRule::IfUnchangedSince(pin) = &self.rule {
+            if lock.current_seq().is_some_and(|current| current >= pin.since) {
+                // No trailer: the record never becomes valid; the winner stays.
+                return Err(Error::Superseded);
+            }
+        }
+        let seq = store.next_seq.fetch_add(1, Ordering::AcqRel);
+        let trailer = Trailer { body_crc: self.crc, md5, seq, header_crc };
         segment.write_at(&trailer.encode(), record_offset + header.trailer_start())?;
         if pending {
             // Trailer first, then the header that points at it: a crash in between leaves the
             // header still LEN_PENDING, which recovery discards.
             segment.write_at(&header.encode().0, record_offset)?;
         }
-        match self.store.config.sync {
+        match store.config.sync {
             SyncPolicy::Always => segment.sync()?,
-            SyncPolicy::Interval(_) => self.store.mark_dirty(&segment),
+            SyncPolicy::Interval(_) => store.mark_dirty(&segment),
             SyncPolicy::Never => {}
         }
         if segment.map.get().is_none() {
@@ -386,25 +439,26 @@ impl RecordWriter {
             size: self.written,
             md5,
             record: self.meta.clone(),
+            seq,
         });
+        let body = segment.body(body_offset, self.written).ok_or(Error::Corrupt {
+            segment: segment.id,
+            offset: body_offset,
+            what: "body outside mapping",
+        })?;
         let entry = Arc::new(IndexEntry {
-            meta,
+            meta: meta.clone(),
             segment,
-            body_offset: record_offset + header.body_start(),
+            body_offset,
             body_crc: self.crc,
             check: BodyCheck::verified(),
         });
+        lock.put(entry);
+        drop(lock);
         self.committed = true;
-        let store = self.store.clone();
-        let winner = store.index.insert_if_absent(entry);
         store.stats.objects_committed.fetch_add(1, Ordering::Relaxed);
         store.stats.bytes_committed.fetch_add(self.written, Ordering::Relaxed);
-        let body = winner.segment.body(winner.body_offset, winner.meta.size).ok_or(Error::Corrupt {
-            segment: winner.segment.id,
-            offset: winner.body_offset,
-            what: "body outside mapping",
-        })?;
-        Ok(StoredObject { meta: winner.meta.clone(), body })
+        Ok(StoredObject { meta, body })
     }
 }
 
@@ -453,7 +507,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         // Unknown length and nothing appended: still buffered, not placed.
-        let w = store.begin(0, ObjectKeyRef::new("b", "k"), meta(), None).unwrap();
+        let w = store.begin(0, ObjectKeyRef::new("b", "k"), meta(), None, CommitRule::LastWins).unwrap();
         let err = w.write_body_at(0, b"x").unwrap_err();
         assert!(matches!(err, Error::Invariant("body write before placement")), "{err:?}");
         let err = w.placement("commit before placement").unwrap_err();
@@ -469,7 +523,7 @@ mod tests {
     fn spilled_body_is_read_without_holding_the_view_lock() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let mut w = store.begin(0, ObjectKeyRef::new("b", "spill"), meta(), None).unwrap();
+        let mut w = store.begin(0, ObjectKeyRef::new("b", "spill"), meta(), None, CommitRule::LastWins).unwrap();
         let first: Bytes = (0..BUFFER_UNKNOWN_LEN_BYTES as usize + 4096).map(|i| i as u8).collect::<Vec<_>>().into();
         w.append(&first).unwrap();
         let reader = w.reader();

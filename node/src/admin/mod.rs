@@ -2,6 +2,9 @@
 //!
 //! - `GET /health` -> 200 `ok` (no auth: for load balancers and probes).
 //! - `GET /metrics` -> Prometheus text.
+//! - `POST /v1/regions/{regionId}/buckets/{bucketName}/purge`: removes objects from every tier
+//!   (`{"keys": [...]}` or `{"prefix": "..."}`), or re-fetches them (`"refetch": true`); see
+//!   `purge.rs`.
 //! - `PUT|GET|DELETE /v1/regions/{regionId}/buckets/{bucketName}/backSource`: the mirror rules of
 //!   a bucket, JSON, as the reference OSS open API. PUT replaces the whole list (that is also how
 //!   rules are edited, deleted one by one and re-ordered); DELETE removes them all. A bucket
@@ -17,6 +20,7 @@
 //! plane's cores.
 
 use std::fmt::Write as _;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +34,9 @@ use serde_json::json;
 
 use crate::reply;
 use crate::rules::{self, BackSourceBody, RuleSource};
-use crate::worker::Shared;
+use crate::worker::{Shared, Worker};
+
+mod purge;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest admin request body: five rules fit in a few KiB.
@@ -39,6 +45,9 @@ const MAX_ADMIN_BODY_BYTES: u64 = 64 * 1024;
 static ADMIN_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
+    // The admin thread's own worker state: forced re-fetches run their fills here, with their
+    // own origin connections, off the data plane's cores.
+    let worker = Rc::new(Worker::new(shared.config.server.workers, shared));
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -49,7 +58,7 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                monoio::spawn(serve_conn(stream, shared.clone()));
+                monoio::spawn(serve_conn(stream, worker.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -95,7 +104,7 @@ impl Answer {
     }
 }
 
-async fn serve_conn(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_conn(mut stream: TcpStream, worker: Rc<Worker>) {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         let head = loop {
@@ -135,7 +144,7 @@ async fn serve_conn(mut stream: TcpStream, shared: Arc<Shared>) {
             }
         }
         let body = &buf[head.head_len..head.head_len + body_len];
-        let answer = route(&shared, &head, &buf, body);
+        let answer = route(&worker, &head, &buf, body);
         let keep_alive = head.keep_alive;
         if respond(&mut stream, answer, keep_alive).await.is_err() || !keep_alive {
             let _ = stream.shutdown().await;
@@ -164,7 +173,8 @@ fn next_id() -> String {
     format!("admin-{:08x}", ADMIN_REQUESTS.fetch_add(1, Ordering::Relaxed) + 1)
 }
 
-fn route(shared: &Shared, head: &proto::RequestHead, buf: &[u8], body: &[u8]) -> Answer {
+fn route(worker: &Rc<Worker>, head: &proto::RequestHead, buf: &[u8], body: &[u8]) -> Answer {
+    let shared = &*worker.shared;
     let path = head.path.get(buf);
     let token = &shared.config.admin.token;
     let auth = head.headers.get(buf, "authorization");
@@ -177,7 +187,7 @@ fn route(shared: &Shared, head: &proto::RequestHead, buf: &[u8], body: &[u8]) ->
         }
         return Answer { status: 200, content_type: "text/plain; version=0.0.4", body: metrics(shared) };
     }
-    let Some(bucket) = back_source_bucket(path) else {
+    let Some((bucket, resource)) = bucket_resource(path) else {
         return Answer::text(404, "not found");
     };
     let id = next_id();
@@ -193,9 +203,20 @@ fn route(shared: &Shared, head: &proto::RequestHead, buf: &[u8], body: &[u8]) ->
     if shared.config.bucket(bucket).is_none() {
         return Answer::error(404, &id, &format!("no such bucket: {bucket}"));
     }
+    match resource {
+        b"backSource" => back_source(shared, &id, bucket, head.method, body),
+        b"purge" if head.method == Method::Post => purge::handle(worker, &id, bucket, body),
+        b"purge" => Answer::error(405, &id, "use POST"),
+        _ => Answer::error(404, &id, "no such resource: use backSource or purge"),
+    }
+}
+
+/// `PUT|GET|DELETE .../buckets/{bucket}/backSource`: the bucket's mirror rules.
+fn back_source(shared: &Shared, id: &str, bucket: &str, method: Method, body: &[u8]) -> Answer {
+    let id = id.to_string();
     let table = shared.rules.load();
     let source = table.rules(bucket).map(|b| b.source).unwrap_or_default();
-    match head.method {
+    match method {
         Method::Get => {
             let spec = table.rules(bucket).map(|b| b.spec.clone()).unwrap_or_default();
             Answer::json(200, json!({"requestId": id, "result": {"backSourceRules": spec, "managedBy": source.as_str()}}))
@@ -243,14 +264,16 @@ fn update(
     Answer::json(200, json!({"requestId": id}))
 }
 
-/// `/v1/regions/{regionId}/buckets/{bucketName}/backSource` -> bucketName.
-fn back_source_bucket(path: &[u8]) -> Option<&[u8]> {
+/// `/v1/regions/{regionId}/buckets/{bucketName}/{resource}` -> (bucketName, resource).
+fn bucket_resource(path: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = path.strip_prefix(b"/v1/regions/")?;
     let slash = rest.iter().position(|&c| c == b'/')?;
     let (region, rest) = rest.split_at(slash);
     let rest = rest.strip_prefix(b"/buckets/")?;
-    let bucket = rest.strip_suffix(b"/backSource")?;
-    (!region.is_empty() && !bucket.is_empty() && !bucket.contains(&b'/')).then_some(bucket)
+    let slash = rest.iter().position(|&c| c == b'/')?;
+    let (bucket, resource) = (&rest[..slash], &rest[slash + 1..]);
+    let ok = !region.is_empty() && !bucket.is_empty() && !resource.is_empty() && !resource.contains(&b'/');
+    ok.then_some((bucket, resource))
 }
 
 /// True when the request carries `Bearer <token>` (compared in constant time: it is a secret).
@@ -304,9 +327,11 @@ mod tests {
 
     #[test]
     fn back_source_paths() {
-        assert_eq!(back_source_bucket(b"/v1/regions/cn-north-1/buckets/b1/backSource"), Some(&b"b1"[..]));
-        assert_eq!(back_source_bucket(b"/v1/regions//buckets/b1/backSource"), None);
-        assert_eq!(back_source_bucket(b"/v1/regions/r/buckets/b1/backSourceX"), None);
-        assert_eq!(back_source_bucket(b"/v1/regions/r/buckets/a/b/backSource"), None);
+        let br = |p: &'static [u8]| bucket_resource(p);
+        assert_eq!(br(b"/v1/regions/cn-north-1/buckets/b1/backSource"), Some((&b"b1"[..], &b"backSource"[..])));
+        assert_eq!(br(b"/v1/regions/r/buckets/b1/purge"), Some((&b"b1"[..], &b"purge"[..])));
+        assert_eq!(br(b"/v1/regions//buckets/b1/backSource"), None);
+        assert_eq!(br(b"/v1/regions/r/buckets/b1/"), None);
+        assert_eq!(br(b"/v1/regions/r/buckets/a/b/backSource"), None);
     }
 }

@@ -1,0 +1,182 @@
+//! Purge, the CDN "refresh" (`POST /v1/regions/{r}/buckets/{b}/purge`), end to end.
+//!
+//! An operator who changed files at the origin purges them: no tier may serve the old copy
+//! afterwards (RAM, the disk cache, the store; across a restart too), and the next GET mirrors
+//! the new one. A purge that lands while a fill of the key is running keeps that fill's copy out
+//! of the store (it may predate the change). A purge with `refetch` keeps serving the old copy
+//! until the new one has committed, and keeps it if the origin fails.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::client::get;
+use crate::support::node::Node;
+use crate::support::origin::{Origin, Reply};
+use crate::support::{
+    admin_json, admin_request, assert_origin_count, get_stored, object_path, origin_and_node, pattern_body, source_of,
+    ADMIN_TOKEN, BUCKET,
+};
+
+fn purge_path() -> String {
+    format!("/v1/regions/cn-north-1/buckets/{BUCKET}/purge")
+}
+
+/// POSTs a purge and returns its `result` object (asserting a 200).
+fn purge(node: &Node, body: Value) -> Value {
+    let resp = admin_request(node.admin_addr(), "POST", &purge_path(), Some(ADMIN_TOKEN), Some(&body.to_string()));
+    assert_eq!(resp.status, 200, "purge {body}: {resp:?} {}", resp.text());
+    admin_json(&resp)["result"].clone()
+}
+
+fn get_body(node: &Node, key: &str) -> (Vec<u8>, String) {
+    let resp = get(node.data_addr(), &object_path(key), &[]).expect("GET");
+    assert_eq!(resp.status, 200, "GET {key}: {resp:?}");
+    let source = source_of(&resp).to_string();
+    (resp.body, source)
+}
+
+#[test]
+fn purged_keys_are_mirrored_again_and_others_stay() {
+    let (origin, node) = origin_and_node();
+    for (k, seed) in [("a.txt", 1), ("b.txt", 2)] {
+        origin.set(&format!("/dir1/{k}"), Reply::ok(pattern_body(2000, seed)));
+        get_stored(node.data_addr(), &object_path(k), &pattern_body(2000, seed));
+    }
+    let result = purge(&node, json!({"keys": ["a.txt", "never-stored.txt"]}));
+    assert_eq!(result["purged"], 1, "{result}");
+
+    origin.set("/dir1/a.txt", Reply::ok("the new a"));
+    let (body, source) = get_body(&node, "a.txt");
+    assert_eq!((body.as_slice(), source.as_str()), (&b"the new a"[..], "origin"), "no tier served the purged copy");
+    let (body, source) = get_body(&node, "b.txt");
+    assert_eq!(body, pattern_body(2000, 2));
+    assert_ne!(source, "origin");
+    assert_origin_count(&origin, "/dir1/a.txt", 2);
+    assert_origin_count(&origin, "/dir1/b.txt", 1);
+
+    let metrics = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None).text();
+    assert!(metrics.contains("edgemirror_objects_purged_total 1"), "{metrics}");
+}
+
+#[test]
+fn a_prefix_purge_takes_every_key_under_it() {
+    let (origin, node) = origin_and_node();
+    for k in ["img/1.jpg", "img/2.jpg", "img2/3.jpg", "doc/4.txt"] {
+        origin.set(&format!("/dir1/{k}"), Reply::ok(k.as_bytes().to_vec()));
+        get_stored(node.data_addr(), &object_path(k), k.as_bytes());
+    }
+    assert_eq!(purge(&node, json!({"prefix": "img/"}))["purged"], 2);
+    for k in ["img/1.jpg", "img/2.jpg", "img2/3.jpg", "doc/4.txt"] {
+        let (_, source) = get_body(&node, k);
+        let purged = k.starts_with("img/");
+        assert_eq!(source == "origin", purged, "{k}: {source}");
+    }
+}
+
+#[test]
+fn a_purge_survives_a_restart() {
+    let (origin, mut node) = origin_and_node();
+    let body = pattern_body(50_000, 3);
+    origin.set("/dir1/k.bin", Reply::ok(body.clone()));
+    get_stored(node.data_addr(), &object_path("k.bin"), &body);
+    assert_eq!(purge(&node, json!({"keys": ["k.bin"]}))["purged"], 1);
+    node.restart();
+    let (got, source) = get_body(&node, "k.bin");
+    assert_eq!(source, "origin", "the purged object came back after a restart");
+    assert!(got == body);
+    assert_origin_count(&origin, "/dir1/k.bin", 2);
+}
+
+#[test]
+fn a_fill_running_during_a_purge_is_not_stored() {
+    let (origin, node) = origin_and_node();
+    let body = pattern_body(200_000, 4);
+    // 20 pieces, 50 ms apart: the fill runs for about a second.
+    origin.set("/dir1/slow.bin", Reply::ok(body.clone()).with_paced(10_000, Duration::from_millis(50)));
+    let addr = node.data_addr();
+    let client = std::thread::spawn(move || get(addr, &object_path("slow.bin"), &[]).expect("GET"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.count("/dir1/slow.bin") == 0 {
+        assert!(Instant::now() < deadline, "the fill never reached the origin");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    purge(&node, json!({"keys": ["slow.bin"]}));
+    let resp = client.join().unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(resp.body == body, "the client still got the whole body");
+
+    origin.set("/dir1/slow.bin", Reply::ok("after the purge"));
+    let (got, source) = get_body(&node, "slow.bin");
+    assert_eq!((got.as_slice(), source.as_str()), (&b"after the purge"[..], "origin"));
+    let metrics = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None).text();
+    assert!(metrics.contains("edgemirror_fills_superseded_total 1"), "{metrics}");
+}
+
+#[test]
+fn a_refetch_serves_the_old_copy_until_the_new_one_commits() {
+    let (origin, node) = origin_and_node();
+    origin.set("/dir1/page.html", Reply::ok("version 1"));
+    get_stored(node.data_addr(), &object_path("page.html"), b"version 1");
+    origin.set("/dir1/page.html", Reply::ok("version 2").with_head_delay(Duration::from_millis(800)));
+    let result = purge(&node, json!({"keys": ["page.html"], "refetch": true}));
+    assert_eq!((result["refetching"].as_u64(), result["noRule"].as_u64()), (Some(1), Some(0)), "{result}");
+    let (body, _) = get_body(&node, "page.html");
+    assert_eq!(body, b"version 1", "the old copy is served while the new one is fetched");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (body, _) = get_body(&node, "page.html");
+        if body == b"version 2" {
+            break;
+        }
+        assert_eq!(body, b"version 1");
+        assert!(Instant::now() < deadline, "the new copy never replaced the old one");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_origin_count(&origin, "/dir1/page.html", 2);
+}
+
+#[test]
+fn a_failed_refetch_keeps_the_old_copy() {
+    let (origin, node) = origin_and_node();
+    origin.set("/dir1/k.txt", Reply::ok("the good copy"));
+    get_stored(node.data_addr(), &object_path("k.txt"), b"the good copy");
+    origin.set("/dir1/k.txt", Reply::status(500));
+    purge(&node, json!({"keys": ["k.txt"], "refetch": true}));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.count("/dir1/k.txt") < 2 {
+        assert!(Instant::now() < deadline, "the refetch never reached the origin");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let (body, _) = get_body(&node, "k.txt");
+    assert_eq!(body, b"the good copy");
+}
+
+#[test]
+fn bad_purge_requests_are_refused_with_a_reason() {
+    let origin = Origin::start();
+    let node = crate::support::node::NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), "img/").start();
+    let admin = node.admin_addr();
+    let body = json!({"keys": ["a"]}).to_string();
+    let resp = admin_request(admin, "POST", &purge_path(), None, Some(&body));
+    assert_eq!(resp.status, 401);
+    let resp = admin_request(admin, "GET", &purge_path(), Some(ADMIN_TOKEN), None);
+    assert_eq!(resp.status, 405);
+    let too_many: Vec<String> = (0..1001).map(|i| format!("k{i}")).collect();
+    for (body, field) in [
+        (json!({"keys": ["a"], "prefix": "b"}), "either keys or prefix"),
+        (json!({}), "either keys or prefix"),
+        (json!({"keys": too_many}), "keys"),
+        (json!({"keys": [""]}), "keys[0]"),
+        (json!({"keys": ["a"], "bogus": 1}), "bogus"),
+    ] {
+        let resp = admin_request(admin, "POST", &purge_path(), Some(ADMIN_TOKEN), Some(&body.to_string()));
+        assert_eq!(resp.status, 400, "{body}: {}", resp.text());
+        assert!(resp.text().contains(field), "{body}: {}", resp.text());
+    }
+    // A refetch of a key no rule covers cannot be done: counted, not fetched.
+    let result = purge(&node, json!({"keys": ["img/x", "doc/y"], "refetch": true}));
+    assert_eq!((result["refetching"].as_u64(), result["noRule"].as_u64()), (Some(1), Some(1)), "{result}");
+}
