@@ -20,6 +20,9 @@ fn config(dir: &Path) -> StoreConfig {
         lanes: 2,
         sync: SyncPolicy::Never,
         max_object_bytes: 1 << 30,
+        max_bytes: 0,
+        min_free_bytes: 0,
+        compaction: edgemirror_cache::CompactionConfig::default(),
     }
 }
 

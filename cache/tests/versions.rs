@@ -21,6 +21,9 @@ fn open(dir: &Path) -> Arc<Store> {
         lanes: 2,
         sync: SyncPolicy::Never,
         max_object_bytes: 1 << 30,
+        max_bytes: 0,
+        min_free_bytes: 0,
+        compaction: edgemirror_cache::CompactionConfig::default(),
     };
     Store::open(config).expect("open store").0
 }

@@ -123,6 +123,16 @@ pub struct RawStore {
     /// Threads computing the MD5 (ETag) of mirrored bodies off the workers; 0 hashes inline.
     pub hash_threads: usize,
     pub sync_interval_ms: u64,
+    /// Most bytes of segment files; 0 = no limit but the disk's.
+    pub max_bytes: u64,
+    /// Free space left on the store's filesystem; writes that would eat into it are refused.
+    pub min_free_bytes: u64,
+    /// How often compaction looks for segments to rewrite; 0 = never in the background.
+    pub compaction_interval_ms: u64,
+    /// A sealed segment is rewritten once this share of its bytes is dead (0.0-1.0).
+    pub compaction_min_dead_ratio: f64,
+    /// Compaction's copy rate limit.
+    pub compaction_bytes_per_sec: u64,
 }
 
 impl Default for RawStore {
@@ -134,6 +144,11 @@ impl Default for RawStore {
             sync: "interval".into(),
             hash_threads: 1,
             sync_interval_ms: 1000,
+            max_bytes: 0,
+            min_free_bytes: 256 << 20,
+            compaction_interval_ms: 30_000,
+            compaction_min_dead_ratio: 0.5,
+            compaction_bytes_per_sec: 64 << 20,
         }
     }
 }
@@ -464,7 +479,23 @@ impl RawConfig {
             lanes: workers,
             sync,
             max_object_bytes: s.max_object_bytes,
+            max_bytes: s.max_bytes,
+            min_free_bytes: s.min_free_bytes,
+            compaction: edgemirror_cache::CompactionConfig {
+                interval: Duration::from_millis(s.compaction_interval_ms),
+                min_dead_ratio: s.compaction_min_dead_ratio,
+                bytes_per_sec: s.compaction_bytes_per_sec,
+            },
         };
+        if !(0.0..=1.0).contains(&s.compaction_min_dead_ratio) {
+            bail!("store.compaction_min_dead_ratio: {} is outside 0.0..=1.0", s.compaction_min_dead_ratio);
+        }
+        if s.compaction_bytes_per_sec < (1 << 20) {
+            bail!("store.compaction_bytes_per_sec: must be at least 1048576 (1 MiB/s)");
+        }
+        if s.max_bytes != 0 && s.max_bytes < 2 * s.segment_bytes {
+            bail!("store.max_bytes: must be 0 (no limit) or at least two segments ({})", 2 * s.segment_bytes);
+        }
 
         let c = self.cache;
         if c.max_object_bytes as usize > HotConfig::MAX_OBJECT_BYTES {

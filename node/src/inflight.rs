@@ -237,6 +237,9 @@ mod tests {
             lanes: 1,
             sync: SyncPolicy::Never,
             max_object_bytes: 1 << 30,
+            max_bytes: 0,
+            min_free_bytes: 0,
+            compaction: edgemirror_cache::CompactionConfig::default(),
         };
         let store = Store::open(cfg).unwrap().0;
         (dir, store)

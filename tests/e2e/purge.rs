@@ -180,3 +180,53 @@ fn bad_purge_requests_are_refused_with_a_reason() {
     let result = purge(&node, json!({"keys": ["img/x", "doc/y"], "refetch": true}));
     assert_eq!((result["refetching"].as_u64(), result["noRule"].as_u64()), (Some(1), Some(1)), "{result}");
 }
+
+fn metric(node: &Node, name: &str) -> u64 {
+    let text = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn churn_through_purges_keeps_disk_use_near_the_live_bytes() {
+    let origin = Origin::start();
+    let mut node = crate::support::node::NodeBuilder::new()
+        .mirror(&format!("{}/dir1/", origin.url()), "")
+        .with_line("store", "segment_bytes = 1048576")
+        .with_line("store", "compaction_interval_ms = 100")
+        .with_line("store", "min_free_bytes = 0")
+        .start();
+    let addr = node.data_addr();
+    let (keys, size) = (30, 100_000);
+    // Six rounds of the same keys, each purged before the next: ~18 MB mirrored, 3 MB live.
+    for round in 0..6u8 {
+        for i in 0..keys {
+            origin.set(&format!("/dir1/k{i}"), Reply::ok(pattern_body(size, round.wrapping_mul(40) + i as u8)));
+        }
+        for i in 0..keys {
+            get_stored(addr, &object_path(&format!("k{i}")), &pattern_body(size, round.wrapping_mul(40) + i as u8));
+        }
+        if round < 5 {
+            assert_eq!(purge(&node, json!({"prefix": "k"}))["purged"], keys);
+        }
+    }
+    let live = (keys * size) as u64;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let disk = loop {
+        let disk = metric(&node, "edgemirror_store_disk_bytes");
+        if disk < live * 2 {
+            break disk;
+        }
+        assert!(Instant::now() < deadline, "disk use stayed at {disk} bytes for {live} live bytes");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(metric(&node, "edgemirror_store_compactions_total") > 0);
+    eprintln!("churn: {disk} bytes on disk for {live} live bytes ({:.2}x)", disk as f64 / live as f64);
+    node.restart();
+    for i in 0..keys {
+        let (body, source) = get_body(&node, &format!("k{i}"));
+        assert!(body == pattern_body(size, 5 * 40 + i as u8), "k{i} after compaction and restart");
+        assert_ne!(source, "origin", "k{i} was lost");
+    }
+}

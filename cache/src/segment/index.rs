@@ -66,6 +66,11 @@ impl KeyLock<'_> {
         object.max(deleted)
     }
 
+    /// The key's current object, if any.
+    pub fn current_entry(&self) -> Option<&Arc<IndexEntry>> {
+        self.maps.objects.get(&self.key)
+    }
+
     /// Makes `entry` the key's version. Returns the object it replaced.
     pub fn put(&mut self, entry: Arc<IndexEntry>) -> Option<Arc<IndexEntry>> {
         self.maps.deleted.remove(&self.key);
@@ -177,6 +182,14 @@ impl Index {
 
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().unwrap_or_else(|e| e.into_inner()).objects.len()).sum()
+    }
+
+    /// Calls `f` with every object entry (shard by shard, each under its read lock).
+    pub fn for_each_object(&self, mut f: impl FnMut(&Arc<IndexEntry>)) {
+        for shard in self.shards.iter() {
+            let maps = shard.read().unwrap_or_else(|e| e.into_inner());
+            maps.objects.values().for_each(&mut f);
+        }
     }
 
     /// Bytes of the bodies of the objects in the index.

@@ -24,6 +24,7 @@
 //! A read is [`Store::lookup`] (async: a first read's body check runs on a verifier thread) or
 //! [`Store::get`] (sync: the check runs on the caller's thread); both share one check per entry.
 
+mod compact;
 pub mod format;
 mod index;
 mod lock;
@@ -42,6 +43,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+pub use compact::{CompactReport, CompactionConfig};
 pub use index::IndexEntry;
 pub use writer::{CommitRule, FillReader, RecordWriter, VersionPin};
 
@@ -50,6 +52,9 @@ use crate::meta::ObjectMeta;
 use crate::{Error, Result};
 use format::{FileHeader, Trailer, FILE_HEADER_LEN, FLAG_SOLO, FLAG_TOMBSTONE, FORMAT_VERSION};
 use verify::Claim;
+
+/// How often the free space of the store's filesystem is read (statvfs).
+const FREE_SPACE_CHECK: Duration = Duration::from_secs(1);
 
 /// When the store calls `fdatasync`. A killed process loses nothing committed under any policy
 /// (committed bytes are in the page cache); the policy decides what a power loss may take.
@@ -74,6 +79,13 @@ pub struct StoreConfig {
     pub sync: SyncPolicy,
     /// Largest object the store accepts.
     pub max_object_bytes: u64,
+    /// The most bytes of segment files the store holds (0: no limit but the disk's). A record
+    /// that would pass it is refused with [`Error::NoSpace`]; compaction brings the total down.
+    pub max_bytes: u64,
+    /// Free space the store leaves on its filesystem (other users of the disk, the foyer disk
+    /// tier, logs): a record that would eat into it is refused with [`Error::NoSpace`].
+    pub min_free_bytes: u64,
+    pub compaction: CompactionConfig,
 }
 
 /// A committed object as a reader sees it: metadata and a zero-copy slice of its body.
@@ -103,6 +115,12 @@ pub struct Segment {
     /// The file was unlinked ([`Segment::discard`]); its length leaves `stats.disk_bytes` when
     /// this, the last handle, is dropped and the kernel frees the blocks.
     discarded: AtomicBool,
+    /// Nothing is appended to it any more (a lane moved on, its solo record committed, or it was
+    /// found at start): compaction may rewrite it.
+    sealed: AtomicBool,
+    /// The lowest commit sequence number of the records in it (`u64::MAX`: none yet). Decides
+    /// which tombstones compaction must keep.
+    min_seq: AtomicU64,
     stats: Arc<StoreStats>,
 }
 
@@ -132,6 +150,8 @@ impl Segment {
             dirty: AtomicBool::new(true),
             file_len: AtomicU64::new(0),
             discarded: AtomicBool::new(false),
+            sealed: AtomicBool::new(false),
+            min_seq: AtomicU64::new(u64::MAX),
             stats: stats.clone(),
         };
         if let Err(e) = seg.write_at(&header.encode(), 0) {
@@ -203,6 +223,24 @@ impl Segment {
         }
     }
 
+    /// The file's length as this process made it (or found it).
+    pub(crate) fn len(&self) -> u64 {
+        self.file_len.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn seal(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    /// A record with commit sequence `seq` now lies in this segment.
+    pub(crate) fn note_seq(&self, seq: u64) {
+        self.min_seq.fetch_min(seq, Ordering::AcqRel);
+    }
+
     fn body(&self, offset: u64, len: u64) -> Option<Bytes> {
         let map = self.map.get()?;
         let end = offset.checked_add(len)?;
@@ -239,6 +277,12 @@ pub struct StoreStats {
     pub corrupt_reads: AtomicU64,
     /// Segment file creations, writes and fdatasyncs that failed (full disk, I/O error).
     pub write_failures: AtomicU64,
+    /// Segments compacted, and the bytes copied and removed doing it.
+    pub compactions: AtomicU64,
+    pub compaction_bytes_copied: AtomicU64,
+    pub compaction_bytes_removed: AtomicU64,
+    /// Records refused because the store reached `max_bytes` or the free-space watermark.
+    pub capacity_refusals: AtomicU64,
     /// See [`Store::disk_bytes`]. Private: it moves only with the files.
     disk_bytes: AtomicU64,
 }
@@ -262,6 +306,13 @@ pub struct Store {
     pins: Mutex<std::collections::BTreeMap<u64, usize>>,
     /// Deletions made since the index last forgot the ones no pin needs.
     tombstones_since_prune: AtomicU64,
+    /// Every segment file the store holds, by id (what compaction chooses from).
+    segments: Mutex<std::collections::BTreeMap<u64, Arc<Segment>>>,
+    /// One compaction pass at a time (the background thread, or a direct call).
+    compacting: Mutex<()>,
+    /// The filesystem's free bytes and when they were read (statvfs at most every
+    /// [`FREE_SPACE_CHECK`]).
+    free_space: Mutex<(u64, Option<std::time::Instant>)>,
     /// Exclusive ownership of `config.dir`; last, so it is released after everything else.
     _lock: lock::DirLock,
 }
@@ -316,8 +367,25 @@ impl Store {
             next_seq: AtomicU64::new(recovered.next_seq),
             pins: Mutex::new(std::collections::BTreeMap::new()),
             tombstones_since_prune: AtomicU64::new(0),
+            segments: Mutex::new(recovered.segments.into_iter().map(|s| (s.id, s)).collect()),
+            compacting: Mutex::new(()),
+            free_space: Mutex::new((0, None)),
             _lock: dir_lock,
         });
+        if !store.config.compaction.interval.is_zero() {
+            let weak = Arc::downgrade(&store);
+            let period = store.config.compaction.interval;
+            std::thread::Builder::new()
+                .name("store-compact".into())
+                .spawn(move || loop {
+                    std::thread::sleep(period);
+                    let Some(store) = weak.upgrade() else { return };
+                    if let Err(e) = store.compact() {
+                        tracing::warn!(error = %e, "compaction pass failed; retried next pass");
+                    }
+                })
+                .map_err(|e| Error::io(&store.config.dir, e))?;
+        }
         if let SyncPolicy::Interval(period) = store.config.sync {
             let weak = Arc::downgrade(&store);
             std::thread::Builder::new()
@@ -397,6 +465,7 @@ impl Store {
         let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
         let trailer = Trailer { body_crc: 0, md5: [0; 16], seq, header_crc };
         segment.write_at(&trailer.encode(), offset + header.trailer_start())?;
+        segment.note_seq(seq);
         match self.config.sync {
             SyncPolicy::Always => segment.sync()?,
             SyncPolicy::Interval(_) => self.mark_dirty(&segment),
@@ -567,10 +636,16 @@ impl Store {
     fn reserve(&self, lane: usize, len: u64, head: impl FnOnce(u64) -> Vec<u8>) -> Result<(Arc<Segment>, u64)> {
         let mut slot = self.lanes[lane % self.lanes.len()].lock().unwrap_or_else(|e| e.into_inner());
         let fits = |a: &Active| a.next_offset.checked_add(len).is_some_and(|end| end <= a.segment.capacity);
+        self.check_capacity(len)?;
         let active = match slot.take() {
             Some(active) if fits(&active) => slot.insert(active),
             full => match self.new_segment(self.config.segment_bytes, false) {
-                Ok(segment) => slot.insert(Active { segment, next_offset: FILE_HEADER_LEN }),
+                Ok(segment) => {
+                    if let Some(old) = full {
+                        old.segment.seal();
+                    }
+                    slot.insert(Active { segment, next_offset: FILE_HEADER_LEN })
+                }
                 Err(e) => {
                     // Keep the old segment: a smaller record may still fit in it.
                     *slot = full;
@@ -586,8 +661,85 @@ impl Store {
     }
 
     fn new_segment(&self, capacity: u64, solo: bool) -> Result<Arc<Segment>> {
+        if solo {
+            self.check_capacity(capacity.max(FILE_HEADER_LEN))?;
+        }
         let id = self.next_segment_id.fetch_add(1, Ordering::Relaxed);
-        Segment::create(&self.segments_dir, id, capacity, solo, &self.stats)
+        let segment = Segment::create(&self.segments_dir, id, capacity, solo, &self.stats)?;
+        self.segments.lock().unwrap_or_else(|e| e.into_inner()).insert(id, segment.clone());
+        Ok(segment)
+    }
+
+    /// Refuses `len` more bytes when they would take the store past `max_bytes` or the
+    /// filesystem below `min_free_bytes`.
+    fn check_capacity(&self, len: u64) -> Result<()> {
+        let max = self.config.max_bytes;
+        if max > 0 && self.disk_bytes().saturating_add(len) > max {
+            self.stats.capacity_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::NoSpace(format!(
+                "the store holds {} bytes; store.max_bytes is {max}",
+                self.disk_bytes()
+            )));
+        }
+        let min_free = self.config.min_free_bytes;
+        if min_free > 0 {
+            let free = self.free_bytes();
+            if free < min_free.saturating_add(len) {
+                self.stats.capacity_refusals.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::NoSpace(format!(
+                    "{free} bytes free on the store's filesystem; store.min_free_bytes is {min_free}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Free bytes on the store's filesystem, read at most every [`FREE_SPACE_CHECK`] (bytes
+    /// written since are subtracted from the last reading meanwhile).
+    fn free_bytes(&self) -> u64 {
+        let mut cached = self.free_space.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = cached.1.is_some_and(|at| at.elapsed() < FREE_SPACE_CHECK);
+        if !fresh {
+            match sys::free_bytes(&self.segments_dir) {
+                Ok(free) => *cached = (free.saturating_add(self.disk_bytes()), Some(std::time::Instant::now())),
+                Err(e) => tracing::warn!(error = %e, "statvfs of the store directory failed"),
+            }
+        }
+        // Stored as "free + our bytes at the reading", so our own writes since count at once.
+        cached.0.saturating_sub(self.disk_bytes())
+    }
+
+    /// A snapshot of the segment registry.
+    fn segments_snapshot(&self) -> Vec<Arc<Segment>> {
+        self.segments.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Drops a segment from the registry (its file is about to be unlinked).
+    pub(crate) fn forget_segment(&self, id: u64) {
+        self.segments.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    /// The lowest commit sequence number in any segment but `except`.
+    fn oldest_seq_except(&self, except: u64) -> Option<u64> {
+        let segments = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+        segments
+            .values()
+            .filter(|s| s.id != except)
+            .map(|s| s.min_seq.load(Ordering::Acquire))
+            .filter(|s| *s != u64::MAX)
+            .min()
+    }
+
+    /// fsync of the segments directory, so an unlink (or a new file) survives a power loss.
+    fn sync_segments_dir(&self) {
+        if let Err(e) = File::open(&self.segments_dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(error = %e, "fsync of the segments directory failed");
+        }
+    }
+
+    /// Segment files the store holds.
+    pub fn segment_count(&self) -> usize {
+        self.segments.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Records larger than this get a segment of their own.
@@ -649,6 +801,9 @@ mod tests {
             lanes: 1,
             sync: SyncPolicy::Never,
             max_object_bytes: 1 << 30,
+            max_bytes: 0,
+            min_free_bytes: 0,
+            compaction: CompactionConfig::default(),
         };
         Store::open(config).unwrap().0
     }
@@ -708,6 +863,8 @@ mod tests {
             dirty: AtomicBool::new(false),
             file_len: AtomicU64::new(0),
             discarded: AtomicBool::new(false),
+            sealed: AtomicBool::new(false),
+            min_seq: AtomicU64::new(u64::MAX),
             stats: stats.clone(),
         };
         let err = seg.write_at(b"body bytes", 0).unwrap_err();

@@ -37,6 +37,8 @@ pub(crate) struct Recovered {
     pub next_seq: u64,
     /// Sum of the lengths of the segment files kept.
     pub disk_bytes: u64,
+    /// The segments kept, all sealed.
+    pub segments: Vec<Arc<Segment>>,
 }
 
 pub(crate) fn recover_dir(dir: &Path, index: &Index, stats: &Arc<StoreStats>) -> Result<Recovered> {
@@ -55,7 +57,13 @@ pub(crate) fn recover_dir(dir: &Path, index: &Index, stats: &Arc<StoreStats>) ->
     // Oldest first. The version of a key is its record with the highest sequence number, wherever
     // it lies; the order matters only among version 1 records (all sequence 0: the first wins).
     paths.sort();
-    let mut out = Recovered { report: RecoveryReport::default(), next_segment_id: 1, next_seq: 1, disk_bytes: 0 };
+    let mut out = Recovered {
+        report: RecoveryReport::default(),
+        next_segment_id: 1,
+        next_seq: 1,
+        disk_bytes: 0,
+        segments: Vec::new(),
+    };
     for (id, path) in paths {
         out.next_segment_id = out.next_segment_id.max(id + 1);
         let file = File::options().read(true).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
@@ -71,6 +79,7 @@ pub(crate) fn recover_dir(dir: &Path, index: &Index, stats: &Arc<StoreStats>) ->
         }
         out.report.segments += 1;
         out.disk_bytes += len;
+        out.segments.extend(found.segment);
     }
     // No writer is running yet: no deletion needs remembering once it has done its work here.
     index.prune_tombstones(u64::MAX);
@@ -80,6 +89,7 @@ pub(crate) fn recover_dir(dir: &Path, index: &Index, stats: &Arc<StoreStats>) ->
 }
 
 struct Scan {
+    segment: Option<Arc<Segment>>,
     /// Committed object records (current versions or not).
     committed: usize,
     tombstones: usize,
@@ -88,7 +98,7 @@ struct Scan {
 }
 
 fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats: &Arc<StoreStats>) -> Result<Scan> {
-    let mut scan = Scan { committed: 0, tombstones: 0, skipped: 0, max_seq: 0 };
+    let mut scan = Scan { segment: None, committed: 0, tombstones: 0, skipped: 0, max_seq: 0 };
     let map = sys::map_file(&file, len).map_err(|e| Error::io(path, e))?;
     let Some(fh) = FileHeader::decode(&map) else {
         if len > FILE_HEADER_LEN {
@@ -111,6 +121,8 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats
         dirty: AtomicBool::new(false),
         file_len: AtomicU64::new(len),
         discarded: AtomicBool::new(false),
+        sealed: AtomicBool::new(true),
+        min_seq: AtomicU64::new(u64::MAX),
         stats: stats.clone(),
     });
     let _ = segment.map.set(map.clone());
@@ -151,6 +163,7 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats
         match decode_names(names, &h) {
             Some((bucket, key, _)) if h.is_tombstone() => {
                 index.recover_tombstone(ObjectKeyRef::new(&bucket, &key), trailer.seq);
+                segment.note_seq(trailer.seq);
                 scan.tombstones += 1;
                 scan.max_seq = scan.max_seq.max(trailer.seq);
             }
@@ -166,11 +179,13 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats
                 }));
                 scan.committed += 1;
                 scan.max_seq = scan.max_seq.max(seq);
+                segment.note_seq(seq);
             }
             None => scan.skipped += 1,
         }
         off = end;
     }
+    scan.segment = Some(segment);
     Ok(scan)
 }
 

@@ -3,6 +3,7 @@
 //! - `mmap` of segment files ([`map_file`]). A mapping turns into refcounted [`Bytes`]
 //!   (`Bytes::from_owner`), so a hit hands the socket a slice of the page cache without copying,
 //!   and the mapping lives as long as any slice of it.
+//! - `statvfs` of the store's filesystem ([`free_bytes`]), for the free-space watermark.
 //! - `flock` of the store directory's LOCK file ([`try_lock_exclusive`]), so one store directory
 //!   has one owner ([`super::lock`]).
 
@@ -52,6 +53,26 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
             _ => return Err(err),
         }
     }
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `path` (`statvfs`: `f_bavail`
+/// blocks of `f_frsize`).
+pub(crate) fn free_bytes(path: &std::path::Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call; `st` is a properly
+    // sized, writable statvfs the call fills in; it is read only after the call succeeded.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised the struct.
+    let st = unsafe { st.assume_init() };
+    // Both are c_ulong: u64 on the 64-bit Linux this runs on.
+    #[allow(clippy::unnecessary_cast, reason = "c_ulong is u32 on 32-bit targets")]
+    let (blocks, size) = (st.f_bavail as u64, st.f_frsize as u64);
+    Ok(blocks.saturating_mul(size))
 }
 
 #[cfg(test)]

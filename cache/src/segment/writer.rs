@@ -245,6 +245,7 @@ impl RecordWriter {
             let capacity = if pending { 0 } else { FILE_HEADER_LEN + total };
             let segment = store.new_segment(capacity, true)?;
             if let Err(e) = segment.write_at(&encode(segment.nonce).0, FILE_HEADER_LEN) {
+                store.forget_segment(segment.id);
                 segment.discard();
                 return Err(e);
             }
@@ -417,6 +418,11 @@ impl RecordWriter {
         let seq = store.next_seq.fetch_add(1, Ordering::AcqRel);
         let trailer = Trailer { body_crc: self.crc, md5, seq, header_crc };
         segment.write_at(&trailer.encode(), record_offset + header.trailer_start())?;
+        segment.note_seq(seq);
+        if segment.solo {
+            // Its one record is complete: nothing more is appended.
+            segment.seal();
+        }
         if pending {
             // Trailer first, then the header that points at it: a crash in between leaves the
             // header still LEN_PENDING, which recovery discards.
@@ -473,6 +479,7 @@ impl Drop for RecordWriter {
         // the space twice. A shared segment's reservation stays (no compaction).
         if let Target::Placed { segment, .. } = &self.target {
             if segment.solo {
+                self.store.forget_segment(segment.id);
                 segment.discard();
             }
         }
@@ -492,6 +499,9 @@ mod tests {
             lanes: 1,
             sync: SyncPolicy::Never,
             max_object_bytes: 1 << 30,
+            max_bytes: 0,
+            min_free_bytes: 0,
+            compaction: crate::segment::CompactionConfig::default(),
         };
         Store::open(config).unwrap().0
     }

@@ -285,11 +285,22 @@ pub fn authorized(token: &str, header: Option<&[u8]>) -> bool {
 }
 
 fn metrics(shared: &Shared) -> String {
+    let store = &shared.store;
+    let stats = &store.stats;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     shared.metrics.render(
-        &[("edgemirror_store_write_failures_total", shared.store.write_failures())],
         &[
-            ("edgemirror_store_objects", shared.store.object_count() as u64),
-            ("edgemirror_store_disk_bytes", shared.store.disk_bytes()),
+            ("edgemirror_store_write_failures_total", store.write_failures()),
+            ("edgemirror_store_compactions_total", load(&stats.compactions)),
+            ("edgemirror_store_compaction_bytes_copied_total", load(&stats.compaction_bytes_copied)),
+            ("edgemirror_store_compaction_bytes_removed_total", load(&stats.compaction_bytes_removed)),
+            ("edgemirror_store_capacity_refusals_total", load(&stats.capacity_refusals)),
+            ("edgemirror_store_objects_deleted_total", load(&stats.objects_deleted)),
+        ],
+        &[
+            ("edgemirror_store_objects", store.object_count() as u64),
+            ("edgemirror_store_disk_bytes", store.disk_bytes()),
+            ("edgemirror_store_segments", store.segment_count() as u64),
             ("edgemirror_hot_memory_bytes", shared.hot.memory_usage() as u64),
         ],
     )

@@ -1,0 +1,256 @@
+//! Compaction: rewriting segments whose bytes are mostly dead, so the store's disk use follows
+//! its live bytes instead of growing for ever.
+//!
+//! Dead bytes are deleted and overwritten objects, records of fills that never committed
+//! (abandoned or superseded), and tombstones nothing older needs any more. A sealed segment (no
+//! lane appends to it, no writer holds it) whose dead share reaches
+//! [`CompactionConfig::min_dead_ratio`] is compacted:
+//!
+//! 1. its live records are copied into a new segment, each under its own sequence number (so a
+//!    copy and its original are the same version: recovery keeps either, they are equal), with
+//!    the body's CRC checked on the way (a body that fails is dropped, not copied: compaction
+//!    scrubs too), at most [`CompactionConfig::bytes_per_sec`];
+//! 2. the new segment is synced (whatever `store.sync` says: the old copy goes next);
+//! 3. each index entry that still points at the old record is swapped to the copy, under its
+//!    key's lock (an entry changed meanwhile is left alone: its copy is dead on arrival);
+//! 4. the old file is unlinked. Readers still holding slices of its mapping keep reading them;
+//!    the kernel frees the blocks when the last one lets go.
+//!
+//! A crash at any step leaves either the old file (with or without a partial copy, whose torn
+//! records recovery skips) or both (equal versions), never neither: the next pass starts over.
+//!
+//! Tombstones: one with sequence `t` is copied while some other segment may still hold an older
+//! record of its key, i.e. while another segment's oldest sequence is below `t`.
+//!
+//! Runs on its own thread (`store-compact`), never on a serving core; the only lock it shares
+//! with the request path is a key's index shard, for the swap of one entry.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::format::{trailer_len, FileHeader, RecordHeader, Trailer, ALIGN, FILE_HEADER_LEN, RECORD_HEADER_LEN};
+use super::index::IndexEntry;
+use super::verify::BodyCheck;
+use super::{Segment, Store};
+use crate::key::ObjectKeyRef;
+use crate::{Error, Result};
+
+/// When and how fast compaction runs.
+#[derive(Clone, Debug)]
+pub struct CompactionConfig {
+    /// How often the background thread looks for work; zero turns it off (compaction then runs
+    /// only when asked, [`Store::compact`]).
+    pub interval: Duration,
+    /// A sealed segment is compacted once at least this share of its bytes is dead.
+    pub min_dead_ratio: f64,
+    /// Copy rate limit, so compaction's reads and writes leave the disk to the request path.
+    pub bytes_per_sec: u64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig { interval: Duration::from_secs(30), min_dead_ratio: 0.5, bytes_per_sec: 64 << 20 }
+    }
+}
+
+/// What one compaction pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    pub segments_compacted: usize,
+    /// Live records copied (objects and tombstones still needed).
+    pub records_copied: usize,
+    pub bytes_copied: u64,
+    /// File bytes of the segments removed.
+    pub bytes_removed: u64,
+    /// Bodies that failed their CRC while being copied (dropped from the index).
+    pub corrupt_dropped: usize,
+}
+
+/// A live record found in a segment being compacted.
+struct Live {
+    /// Offset of the record in the old segment.
+    offset: u64,
+    header: RecordHeader,
+    trailer: Trailer,
+    /// The index entry it backs (objects); `None` for a tombstone.
+    entry: Option<Arc<IndexEntry>>,
+}
+
+impl Store {
+    /// One compaction pass over every sealed segment whose dead share is high enough. Called by
+    /// the `store-compact` thread; tests and the admin API may call it directly.
+    pub fn compact(&self) -> Result<CompactReport> {
+        let _one_at_a_time = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut report = CompactReport::default();
+        for segment in self.compaction_candidates() {
+            let started = Instant::now();
+            match self.compact_segment(&segment, &mut report) {
+                Ok(()) => {
+                    report.segments_compacted += 1;
+                    tracing::info!(
+                        segment = segment.id,
+                        bytes = segment.len(),
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "segment compacted"
+                    );
+                }
+                Err(e) => {
+                    // The old segment is intact (it is removed last); the next pass retries.
+                    tracing::warn!(segment = segment.id, error = %e, "compaction of a segment failed");
+                    return Err(e);
+                }
+            }
+        }
+        let stats = &self.stats;
+        stats.compactions.fetch_add(report.segments_compacted as u64, Ordering::Relaxed);
+        stats.compaction_bytes_copied.fetch_add(report.bytes_copied, Ordering::Relaxed);
+        stats.compaction_bytes_removed.fetch_add(report.bytes_removed, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// Sealed segments at or past the dead-ratio threshold, most dead first.
+    fn compaction_candidates(&self) -> Vec<Arc<Segment>> {
+        let mut live: HashMap<u64, u64> = HashMap::new();
+        self.index.for_each_object(|entry| {
+            *live.entry(entry.segment.id).or_default() += entry.meta.size;
+        });
+        let min_dead = self.config.compaction.min_dead_ratio.clamp(0.0, 1.0);
+        let mut out: Vec<(f64, Arc<Segment>)> = self
+            .segments_snapshot()
+            .into_iter()
+            .filter(|s| s.is_sealed())
+            .filter_map(|s| {
+                let len = s.len().saturating_sub(FILE_HEADER_LEN);
+                let live = live.get(&s.id).copied().unwrap_or(0);
+                let dead = if len == 0 { 1.0 } else { 1.0 - (live as f64 / len as f64).min(1.0) };
+                (dead >= min_dead && dead > 0.0).then_some((dead, s))
+            })
+            .collect();
+        out.sort_by(|a, b| b.0.total_cmp(&a.0));
+        out.into_iter().map(|(_, s)| s).collect()
+    }
+
+    fn compact_segment(&self, old: &Arc<Segment>, report: &mut CompactReport) -> Result<()> {
+        let map = old.map.get().cloned().ok_or(Error::Invariant("sealed segment without a mapping"))?;
+        let len = (old.len() as usize).min(map.len());
+        let map = map.slice(..len);
+        let fh = FileHeader::decode(&map).ok_or(Error::Corrupt { segment: old.id, offset: 0, what: "file header" })?;
+        let oldest_other = self.oldest_seq_except(old.id);
+        let mut live = Vec::new();
+        let mut off = FILE_HEADER_LEN;
+        while off + RECORD_HEADER_LEN <= len as u64 {
+            let at = off as usize;
+            let Some((h, header_crc)) = RecordHeader::decode(&map[at..], fh.nonce, fh.version) else {
+                off += ALIGN;
+                continue;
+            };
+            let Some(end) = off.checked_add(h.total_len()).filter(|e| *e <= len as u64) else { break };
+            let trailer_at = (off + h.trailer_start()) as usize;
+            let trailer = if h.is_len_pending() {
+                None
+            } else {
+                Trailer::decode(&map[trailer_at..trailer_at + trailer_len(fh.version) as usize], header_crc, fh.version)
+            };
+            if let Some(trailer) = trailer {
+                let names = &map[at + RECORD_HEADER_LEN as usize..];
+                let bucket = std::str::from_utf8(&names[..h.bucket_len as usize]).unwrap_or("");
+                let key = std::str::from_utf8(&names[h.bucket_len as usize..(h.bucket_len + h.key_len) as usize])
+                    .unwrap_or("");
+                if h.is_tombstone() {
+                    if oldest_other.is_some_and(|oldest| oldest < trailer.seq) {
+                        live.push(Live { offset: off, header: h, trailer, entry: None });
+                    }
+                } else if let Some(entry) = self.index.get(ObjectKeyRef::new(bucket, key)) {
+                    if entry.segment.id == old.id && entry.body_offset == off + h.body_start() {
+                        live.push(Live { offset: off, header: h, trailer, entry: Some(entry) });
+                    }
+                }
+            }
+            off = end;
+        }
+
+        // Copy, into as many fresh segments as it takes (records of a regular segment are at most
+        // a quarter of a segment each).
+        let mut outputs: Vec<Arc<Segment>> = Vec::new();
+        let mut next = 0u64;
+        let mut swaps: Vec<(Arc<IndexEntry>, Arc<Segment>, u64)> = Vec::new();
+        let budget_start = Instant::now();
+        let mut copied_bytes = 0u64;
+        for rec in &live {
+            let total = rec.header.total_len() - trailer_len(rec.header.version) + trailer_len(super::FORMAT_VERSION);
+            let fits = outputs.last().is_some_and(|o| next + total <= o.capacity);
+            if !fits {
+                let seg = self.new_segment(self.config.segment_bytes.max(FILE_HEADER_LEN + total), false)?;
+                seg.note_seq(rec.trailer.seq);
+                outputs.push(seg);
+                next = FILE_HEADER_LEN;
+            }
+            let out = outputs.last().ok_or(Error::Invariant("no output segment"))?;
+            let src = rec.offset as usize;
+            let body_start = rec.header.body_start() as usize;
+            let body = &map[src + body_start..src + body_start + rec.header.body_len as usize];
+            if rec.entry.is_some() && crc32c::crc32c(body) != rec.trailer.body_crc {
+                report.corrupt_dropped += 1;
+                if let Some(entry) = &rec.entry {
+                    super::settle(&self.index, &self.stats, entry, false);
+                }
+                continue;
+            }
+            // The same record under the new segment's nonce: header, names and body as they
+            // were, a trailer bound to the new header, the same sequence number.
+            let mut header = rec.header;
+            header.nonce = out.nonce;
+            header.version = super::FORMAT_VERSION;
+            let (hb, header_crc) = header.encode();
+            let mut head = Vec::with_capacity(body_start);
+            head.extend_from_slice(&hb);
+            head.extend_from_slice(&map[src + RECORD_HEADER_LEN as usize..src + body_start]);
+            out.write_at(&head, next)?;
+            out.write_at(body, next + body_start as u64)?;
+            let trailer = Trailer { header_crc, ..rec.trailer };
+            out.write_at(&trailer.encode(), next + header.trailer_start())?;
+            out.note_seq(rec.trailer.seq);
+            if let Some(entry) = &rec.entry {
+                swaps.push((entry.clone(), out.clone(), next + body_start as u64));
+            }
+            next += header.total_len();
+            report.records_copied += 1;
+            report.bytes_copied += header.total_len();
+            copied_bytes += header.total_len();
+            self.throttle(budget_start, copied_bytes);
+        }
+        for out in &outputs {
+            out.sync()?;
+            out.seal();
+        }
+        for (old_entry, segment, body_offset) in swaps {
+            let key = ObjectKeyRef::new(&old_entry.meta.bucket, &old_entry.meta.key);
+            let mut lock = self.index.lock_key(key);
+            if lock.current_entry().is_some_and(|current| Arc::ptr_eq(current, &old_entry)) {
+                lock.put(Arc::new(IndexEntry {
+                    meta: old_entry.meta.clone(),
+                    segment,
+                    body_offset,
+                    body_crc: old_entry.body_crc,
+                    check: BodyCheck::verified(),
+                }));
+            }
+        }
+        report.bytes_removed += old.len();
+        self.forget_segment(old.id);
+        old.discard();
+        self.sync_segments_dir();
+        Ok(())
+    }
+
+    /// Sleeps as needed to keep `copied` bytes since `start` within the configured rate.
+    fn throttle(&self, start: Instant, copied: u64) {
+        let rate = self.config.compaction.bytes_per_sec.max(1);
+        let due = Duration::from_secs_f64(copied as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
