@@ -98,7 +98,7 @@ pub fn start(config: Config) -> Result<Node> {
     let hot = HotCache::open(&config.cache).context("opening the hot cache")?;
     tracing::info!(
         memory_bytes = config.cache.memory_bytes,
-        disk_bytes = config.cache.disk_bytes,
+        disk_bytes = hot.disk_bytes(),
         dir = %config.cache.dir.display(),
         "hot cache ready"
     );

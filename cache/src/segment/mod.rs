@@ -53,6 +53,11 @@ use crate::{Error, Result};
 use format::{FileHeader, Trailer, FILE_HEADER_LEN, FLAG_SOLO, FLAG_TOMBSTONE, FORMAT_VERSION};
 use verify::Claim;
 
+/// Bytes available to unprivileged users on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    sys::free_bytes(path)
+}
+
 /// How often the free space of the store's filesystem is read (statvfs).
 const FREE_SPACE_CHECK: Duration = Duration::from_secs(1);
 
