@@ -23,6 +23,7 @@ fn config(dir: &Path) -> StoreConfig {
         max_bytes: 0,
         min_free_bytes: 0,
         compaction: edgemirror_cache::CompactionConfig::default(),
+        evictable_buckets: Vec::new(),
     }
 }
 

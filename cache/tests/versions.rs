@@ -24,6 +24,7 @@ fn open(dir: &Path) -> Arc<Store> {
         max_bytes: 0,
         min_free_bytes: 0,
         compaction: edgemirror_cache::CompactionConfig::default(),
+        evictable_buckets: Vec::new(),
     };
     Store::open(config).expect("open store").0
 }

@@ -213,10 +213,19 @@ impl Default for RawOrigin {
 #[serde(deny_unknown_fields)]
 pub struct RawBucket {
     pub name: String,
+    /// "mirror" (default: the stored copy is the source of truth, never evicted) or "cache"
+    /// (an edge cache: under capacity pressure its objects are evicted, oldest first, and
+    /// mirrored again on the next GET).
+    #[serde(default = "mirror_mode")]
+    pub mode: String,
     /// `[[buckets.mirror]]`: rules in their TOML spelling, read into the API's rule type by
     /// [`toml_rule`].
     #[serde(default)]
     pub mirror: Vec<toml::Table>,
+}
+
+fn mirror_mode() -> String {
+    "mirror".into()
 }
 
 /// How a TOML mirror rule spells the fields of the API's rule ([`BackSourceRule`]): the TOML
@@ -297,6 +306,15 @@ pub fn toml_names(message: &str) -> String {
         .unwrap_or_else(|| message.to_string())
 }
 
+/// What a bucket's stored copies are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BucketMode {
+    /// The seed's semantics: the stored copy is the source of truth and is never evicted.
+    Mirror,
+    /// An edge cache: objects may be evicted under capacity pressure and mirrored again.
+    Cache,
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -360,6 +378,7 @@ impl OriginConfig {
 #[derive(Clone, Debug)]
 pub struct BucketConfig {
     pub name: String,
+    pub mode: BucketMode,
     /// The bucket's mirror rules from TOML, in the API's wire form, when the config manages
     /// them (it has `[[buckets.mirror]]`). `None`: the admin API manages them (persisted in
     /// `store.dir/rules.json`). Never both: see [`crate::rules`] on precedence.
@@ -486,6 +505,8 @@ impl RawConfig {
                 min_dead_ratio: s.compaction_min_dead_ratio,
                 bytes_per_sec: s.compaction_bytes_per_sec,
             },
+            // Filled in below, once the buckets are read.
+            evictable_buckets: Vec::new(),
         };
         if !(0.0..=1.0).contains(&s.compaction_min_dead_ratio) {
             bail!("store.compaction_min_dead_ratio: {} is outside 0.0..=1.0", s.compaction_min_dead_ratio);
@@ -562,8 +583,16 @@ impl RawConfig {
                 mirror_seed.push(rule);
             }
             let config_rules = (!mirror_seed.is_empty()).then_some(mirror_seed);
-            buckets.push(BucketConfig { name: b.name, config_rules });
+            let mode = match b.mode.as_str() {
+                "mirror" => BucketMode::Mirror,
+                "cache" => BucketMode::Cache,
+                other => bail!("{field}.mode: '{other}' is not mirror or cache"),
+            };
+            buckets.push(BucketConfig { name: b.name, mode, config_rules });
         }
+        let mut store = store;
+        store.evictable_buckets =
+            buckets.iter().filter(|b| b.mode == BucketMode::Cache).map(|b| b.name.clone()).collect();
         if s.hash_threads > 64 {
             bail!("store.hash_threads: {} is more than 64", s.hash_threads);
         }

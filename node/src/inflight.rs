@@ -240,6 +240,7 @@ mod tests {
             max_bytes: 0,
             min_free_bytes: 0,
             compaction: edgemirror_cache::CompactionConfig::default(),
+            evictable_buckets: Vec::new(),
         };
         let store = Store::open(cfg).unwrap().0;
         (dir, store)

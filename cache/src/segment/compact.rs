@@ -66,6 +66,9 @@ pub struct CompactReport {
     pub bytes_removed: u64,
     /// Bodies that failed their CRC while being copied (dropped from the index).
     pub corrupt_dropped: usize,
+    /// Objects of cache-mode buckets evicted before the pass, and their bytes.
+    pub evicted: usize,
+    pub evicted_bytes: u64,
 }
 
 /// A live record found in a segment being compacted.
@@ -84,7 +87,11 @@ impl Store {
     pub fn compact(&self) -> Result<CompactReport> {
         let _one_at_a_time = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
         let mut report = CompactReport::default();
-        for segment in self.compaction_candidates() {
+        // Cache-mode buckets give up their least recently read objects first under pressure;
+        // the pass below then reclaims their records.
+        let pressure = self.under_pressure();
+        (report.evicted, report.evicted_bytes) = self.evict_for_space();
+        for segment in self.compaction_candidates(pressure) {
             let started = Instant::now();
             match self.compact_segment(&segment, &mut report) {
                 Ok(()) => {
@@ -110,13 +117,14 @@ impl Store {
         Ok(report)
     }
 
-    /// Sealed segments at or past the dead-ratio threshold, most dead first.
-    fn compaction_candidates(&self) -> Vec<Arc<Segment>> {
+    /// Sealed segments at or past the dead-ratio threshold, most dead first. Under capacity
+    /// pressure any segment with dead bytes qualifies: space matters more than the copying.
+    fn compaction_candidates(&self, pressure: bool) -> Vec<Arc<Segment>> {
         let mut live: HashMap<u64, u64> = HashMap::new();
         self.index.for_each_object(|entry| {
             *live.entry(entry.segment.id).or_default() += entry.meta.size;
         });
-        let min_dead = self.config.compaction.min_dead_ratio.clamp(0.0, 1.0);
+        let min_dead = if pressure { f64::MIN_POSITIVE } else { self.config.compaction.min_dead_ratio.clamp(0.0, 1.0) };
         let mut out: Vec<(f64, Arc<Segment>)> = self
             .segments_snapshot()
             .into_iter()
@@ -235,6 +243,7 @@ impl Store {
                     body_offset,
                     body_crc: old_entry.body_crc,
                     check: BodyCheck::verified(),
+                    last_access: std::sync::atomic::AtomicU32::new(old_entry.last_access.load(Ordering::Relaxed)),
                 }));
             }
         }

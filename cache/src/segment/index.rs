@@ -8,6 +8,7 @@
 //! numbers written on disk, and recovery (highest sequence wins) rebuilds what was visible.
 //! hashbrown's `Equivalent` lets a borrowed key probe the map, so lookups do not allocate.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 use hashbrown::HashMap;
@@ -30,6 +31,9 @@ pub struct IndexEntry {
     /// checks headers and trailers only; bodies are checked on first read, so start-up does not
     /// read the whole store ([`super::verify`]).
     pub(crate) check: BodyCheck,
+    /// When it was last read, in seconds since the store opened (coarse: for eviction of
+    /// cache-mode buckets, least recently used first).
+    pub(crate) last_access: AtomicU32,
 }
 
 /// One shard: the committed objects, and the keys whose newest version is a deletion, with that
@@ -43,6 +47,16 @@ pub(crate) struct ShardMaps {
 }
 
 type Shard = RwLock<ShardMaps>;
+
+impl IndexEntry {
+    /// Records a read at `now_secs`. Stores only when the second changed, so a hot object's
+    /// cache line is not written on every hit.
+    pub(crate) fn touch(&self, now_secs: u32) {
+        if self.last_access.load(Ordering::Relaxed) != now_secs {
+            self.last_access.store(now_secs, Ordering::Relaxed);
+        }
+    }
+}
 
 pub(crate) struct Index {
     shards: Box<[Shard]>,
@@ -110,9 +124,12 @@ impl Index {
 
     /// The sequence number of the key's current object, if it has one (a cheap check that a
     /// cached copy is still the current version).
-    pub fn object_seq(&self, key: ObjectKeyRef<'_>) -> Option<u64> {
+    pub fn object_seq(&self, key: ObjectKeyRef<'_>, now_secs: u32) -> Option<u64> {
         let shard = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
-        shard.objects.get(&key).map(|e| e.meta.seq)
+        shard.objects.get(&key).map(|e| {
+            e.touch(now_secs);
+            e.meta.seq
+        })
     }
 
     pub fn lock_key<'a>(&'a self, key: ObjectKeyRef<'a>) -> KeyLock<'a> {

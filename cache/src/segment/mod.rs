@@ -25,6 +25,8 @@
 //! [`Store::get`] (sync: the check runs on the caller's thread); both share one check per entry.
 
 mod compact;
+#[cfg(feature = "faults")]
+pub mod faults;
 pub mod format;
 mod index;
 mod lock;
@@ -57,6 +59,9 @@ use verify::Claim;
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
     sys::free_bytes(path)
 }
+
+/// An object read this recently is evicted only after every object not read since.
+const RECENT_READ_SECS: u32 = 60;
 
 /// How often the free space of the store's filesystem is read (statvfs).
 const FREE_SPACE_CHECK: Duration = Duration::from_secs(1);
@@ -91,6 +96,10 @@ pub struct StoreConfig {
     /// tier, logs): a record that would eat into it is refused with [`Error::NoSpace`].
     pub min_free_bytes: u64,
     pub compaction: CompactionConfig,
+    /// Buckets in cache mode: under capacity pressure their least recently read objects are
+    /// evicted (and mirrored again on the next GET). Objects of other buckets (mirror mode)
+    /// are never evicted.
+    pub evictable_buckets: Vec<String>,
 }
 
 /// A committed object as a reader sees it: metadata and a zero-copy slice of its body.
@@ -183,7 +192,7 @@ impl Segment {
     /// A positional write. Counts what the file grew by in `disk_bytes`, and a failure in
     /// `write_failures`; a full disk is [`Error::NoSpace`].
     pub(crate) fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        match self.file.write_all_at(buf, offset) {
+        match self.write_all_at(buf, offset) {
             Ok(()) => {
                 self.grew_to(offset + buf.len() as u64);
                 Ok(())
@@ -199,6 +208,16 @@ impl Segment {
         }
     }
 
+    /// The file write, through the fault plan when tests installed one.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        #[cfg(feature = "faults")]
+        if let Some(landed) = faults::before_write(&self.path, &self.file, offset, buf.len())? {
+            self.file.write_all_at(&buf[..landed], offset)?;
+            return Err(faults::short_write_error(&self.path));
+        }
+        self.file.write_all_at(buf, offset)
+    }
+
     fn grew_to(&self, end: u64) {
         let before = self.file_len.fetch_max(end, Ordering::AcqRel);
         if end > before {
@@ -211,7 +230,10 @@ impl Segment {
         self.file.sync_data().map_err(|e| {
             self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
             Error::write(&self.path, e)
-        })
+        })?;
+        #[cfg(feature = "faults")]
+        faults::after_sync(&self.path);
+        Ok(())
     }
 
     /// Unlinks the file of a segment nothing will ever read (an abandoned solo record). Unlink,
@@ -288,6 +310,9 @@ pub struct StoreStats {
     pub compaction_bytes_removed: AtomicU64,
     /// Records refused because the store reached `max_bytes` or the free-space watermark.
     pub capacity_refusals: AtomicU64,
+    /// Objects of cache-mode buckets evicted under capacity pressure, and their bytes.
+    pub evictions: AtomicU64,
+    pub evicted_bytes: AtomicU64,
     /// See [`Store::disk_bytes`]. Private: it moves only with the files.
     disk_bytes: AtomicU64,
 }
@@ -318,6 +343,8 @@ pub struct Store {
     /// The filesystem's free bytes and when they were read (statvfs at most every
     /// [`FREE_SPACE_CHECK`]).
     free_space: Mutex<(u64, Option<std::time::Instant>)>,
+    /// Reads are timed in seconds since this, for least-recently-used eviction.
+    opened: std::time::Instant,
     /// Exclusive ownership of `config.dir`; last, so it is released after everything else.
     _lock: lock::DirLock,
 }
@@ -375,18 +402,28 @@ impl Store {
             segments: Mutex::new(recovered.segments.into_iter().map(|s| (s.id, s)).collect()),
             compacting: Mutex::new(()),
             free_space: Mutex::new((0, None)),
+            opened: std::time::Instant::now(),
             _lock: dir_lock,
         });
         if !store.config.compaction.interval.is_zero() {
             let weak = Arc::downgrade(&store);
             let period = store.config.compaction.interval;
+            // A pass every `period`, and at once (checked each second) when the store is past a
+            // high-water mark: cache-mode buckets must make room before writes are refused.
             std::thread::Builder::new()
                 .name("store-compact".into())
-                .spawn(move || loop {
-                    std::thread::sleep(period);
-                    let Some(store) = weak.upgrade() else { return };
-                    if let Err(e) = store.compact() {
-                        tracing::warn!(error = %e, "compaction pass failed; retried next pass");
+                .spawn(move || {
+                    let mut last = std::time::Instant::now();
+                    loop {
+                        std::thread::sleep(period.min(Duration::from_secs(1)));
+                        let Some(store) = weak.upgrade() else { return };
+                        if last.elapsed() < period && !store.under_pressure() {
+                            continue;
+                        }
+                        last = std::time::Instant::now();
+                        if let Err(e) = store.compact() {
+                            tracing::warn!(error = %e, "compaction pass failed; retried next pass");
+                        }
                     }
                 })
                 .map_err(|e| Error::io(&store.config.dir, e))?;
@@ -438,7 +475,79 @@ impl Store {
     /// The version (commit sequence number) of the key's current object, if it has one. A
     /// cached copy whose `meta.seq` differs is stale: the key was deleted or overwritten.
     pub fn version(&self, key: ObjectKeyRef<'_>) -> Option<u64> {
-        self.index.object_seq(key)
+        self.index.object_seq(key, self.now_secs())
+    }
+
+    /// How far the store is past its high-water marks: past 90% of `max_bytes` it should come
+    /// down to 80%; under twice `min_free_bytes` free it should get back to three times. Zero
+    /// when under neither.
+    fn bytes_to_free(&self) -> u64 {
+        let disk = self.disk_bytes();
+        let (max, min_free) = (self.config.max_bytes, self.config.min_free_bytes);
+        let mut to_free = 0u64;
+        if max > 0 && disk > max / 10 * 9 {
+            to_free = to_free.max(disk - max / 10 * 8);
+        }
+        if min_free > 0 {
+            let free = self.free_bytes();
+            if free < min_free.saturating_mul(2) {
+                to_free = to_free.max(min_free.saturating_mul(3) - free);
+            }
+        }
+        to_free
+    }
+
+    /// Whether the store is past a high-water mark (see [`Store::evict_for_space`]).
+    pub(crate) fn under_pressure(&self) -> bool {
+        self.bytes_to_free() > 0
+    }
+
+    /// Seconds since the store opened (the clock of `last_access`).
+    pub(crate) fn now_secs(&self) -> u32 {
+        self.opened.elapsed().as_secs().min(u32::MAX as u64) as u32
+    }
+
+    /// Evicts objects of cache-mode buckets (FIFO with a second chance: oldest segment first,
+    /// objects read in the last minute last) while the store is under
+    /// pressure: past 90% of `max_bytes`, or under twice `min_free_bytes` free. It frees down to
+    /// 80% of `max_bytes` and three times `min_free_bytes` free (the gap keeps it from running on
+    /// every write). Only the index entries go here; compaction then reclaims their records. An
+    /// evicted object needs no tombstone: should its record come back at a restart before
+    /// compaction, it is a valid copy of a cached object.
+    pub fn evict_for_space(&self) -> (usize, u64) {
+        let to_free = self.bytes_to_free();
+        if self.config.evictable_buckets.is_empty() || to_free == 0 {
+            return (0, 0);
+        }
+        let mut candidates: Vec<(u32, Arc<IndexEntry>)> = Vec::new();
+        self.index.for_each_object(|e| {
+            if self.config.evictable_buckets.iter().any(|b| **b == *e.meta.bucket) {
+                candidates.push((e.last_access.load(Ordering::Relaxed), e.clone()));
+            }
+        });
+        // FIFO with a second chance: oldest segment first, so evictions empty whole segments
+        // (compaction then removes them without copying); objects read in the last
+        // RECENT_READ_SECS go last, least recently read first among them.
+        let now = self.now_secs();
+        let recent = |at: u32| now.saturating_sub(at) < RECENT_READ_SECS;
+        candidates
+            .sort_by_key(|(at, e)| (recent(*at), if recent(*at) { *at as u64 } else { e.segment.id }, e.body_offset));
+        let (mut count, mut freed) = (0, 0u64);
+        for (_, entry) in candidates {
+            if freed >= to_free {
+                break;
+            }
+            if self.index.remove_entry(&entry) {
+                count += 1;
+                freed += entry.meta.size;
+            }
+        }
+        self.stats.evictions.fetch_add(count as u64, Ordering::Relaxed);
+        self.stats.evicted_bytes.fetch_add(freed, Ordering::Relaxed);
+        if count > 0 {
+            tracing::info!(objects = count, bytes = freed, "evicted from cache-mode buckets under capacity pressure");
+        }
+        (count, freed)
     }
 
     /// The keys of `bucket` starting with `prefix` that hold an object now, in no order. Scans
@@ -542,6 +651,7 @@ impl Store {
         let Some(entry) = self.index.get(key) else {
             return Ok(None);
         };
+        entry.touch(self.now_secs());
         let body = self.mapped_body(&entry)?;
         if !entry.check.is_verified() && !self.check_off_thread(&entry, &body).await? {
             return Err(corrupt_body(&entry));
@@ -809,6 +919,7 @@ mod tests {
             max_bytes: 0,
             min_free_bytes: 0,
             compaction: CompactionConfig::default(),
+            evictable_buckets: Vec::new(),
         };
         Store::open(config).unwrap().0
     }

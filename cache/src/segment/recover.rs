@@ -176,6 +176,7 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats
                     body_offset: off + h.body_start(),
                     body_crc: trailer.body_crc,
                     check: BodyCheck::unverified(),
+                    last_access: std::sync::atomic::AtomicU32::new(0),
                 }));
                 scan.committed += 1;
                 scan.max_seq = scan.max_seq.max(seq);

@@ -458,6 +458,7 @@ impl RecordWriter {
             body_offset,
             body_crc: self.crc,
             check: BodyCheck::verified(),
+            last_access: std::sync::atomic::AtomicU32::new(store.now_secs()),
         });
         lock.put(entry);
         drop(lock);
@@ -502,6 +503,7 @@ mod tests {
             max_bytes: 0,
             min_free_bytes: 0,
             compaction: crate::segment::CompactionConfig::default(),
+            evictable_buckets: Vec::new(),
         };
         Store::open(config).unwrap().0
     }
