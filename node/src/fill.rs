@@ -9,21 +9,38 @@
 //! client takes a short body for a whole one. If the clients go away the fill carries on and
 //! stores the object (unless `origin.complete_on_client_abort` is off).
 //!
+//! When the store cannot take the object (`NoSpace`: the disk or the store is full, or the object
+//! is over `store.max_object_bytes`), the clients still get it: the fill is *unstored*
+//! ([`to_memory`]). The origin's pieces are kept in memory for the followers under the rule in
+//! `inflight.rs`, verified the same way (length, Content-MD5), and never stored; the next miss
+//! tries the store again, so a node stores again as soon as there is room. The store may refuse
+//! at `begin` (the clients are told `x-edgemirror-source: origin-unstored`) or, because segment
+//! files grow as they are written, at an append or the commit when the disk fills up under the
+//! fill (the head already said `origin`; the body still arrives whole). Any other store failure
+//! keeps the rule above: followers are cut. Each refusal is counted
+//! (`edgemirror_fills_unstored_total`) and logged with its reason, at most once per 10 s per
+//! worker ([`UNSTORED_WARN_INTERVAL`]).
+//!
 //! The task owns a [`FillGuard`]: however it ends, even by a panic, the fill leaves the table
 //! of fills in flight with a terminal phase.
 
+use std::cell::Cell;
 use std::rc::Rc;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use edgemirror_cache::{ObjectKeyRef, RecordMeta, SavedHeader};
+use edgemirror_cache::{FillReader, ObjectKeyRef, RecordMeta, RecordWriter, SavedHeader};
 use edgemirror_proto as proto;
+use md5::{Digest as _, Md5};
 
-use crate::inflight::{FillBody, FillGuard, Phase, Refusal};
+use crate::hash::HashJob;
+use crate::inflight::{FillBody, FillGuard, MemoryBody, Phase, Refusal};
 use crate::mirror::{self, FetchPlan};
 use crate::origin::{self, OriginResponse};
+use crate::reply::RequestId;
 use crate::rules::MAX_REDIRECTS;
-use crate::worker::Worker;
+use crate::worker::{Shared, Worker};
 
 /// Starts the fill task for `plan` on this core.
 pub fn spawn(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
@@ -46,7 +63,7 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
         worker.metrics().origin_failures.inc();
         guard.finish(Phase::Refused(Refusal::Failed(reason)));
     };
-    let mut resp = loop {
+    let resp = loop {
         let host = match (&plan.client_host, hops) {
             (Some(h), 0) => h.as_slice(),
             _ => target.host_header.as_bytes(),
@@ -112,39 +129,97 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     let length = resp.body.content_length();
     let rule = guard.commit_rule();
     let key = ObjectKeyRef::new(&guard.fill().key.bucket, &guard.fill().key.key);
-    let mut writer = match shared.store.begin(worker.id, key, meta.clone(), length, rule) {
-        Ok(w) => w,
+    let body = OriginBody { resp, url: origin_url, length, content_md5 };
+    match shared.store.begin(worker.id, key, meta.clone(), length, rule) {
+        Ok(writer) => to_record(&worker, guard, rid, body, meta, writer).await,
+        Err(edgemirror_cache::Error::NoSpace(reason)) => {
+            // Full, or too large for the store: the clients still get the object, unstored.
+            note_unstored(&worker, rid, &reason, 0);
+            let memory = guard.memory_body();
+            guard.fill().set_body(FillBody::unstored(meta, length, memory.clone()));
+            let hash = content_md5.map(|_| BodyHash::start(shared));
+            to_memory(&worker, guard, rid, body, memory, hash, None).await;
+        }
         Err(e) => {
             metrics.fill_store_failures.inc();
             tracing::error!(request_id = %rid, error = %e, "cannot store the mirrored object");
-            return refuse(guard, format!("store: {e}"));
+            refuse(guard, format!("store: {e}"));
         }
-    };
-    if let Some(md5) = content_md5 {
+    }
+}
+
+/// The origin's answer once its head is accepted: the body still to read and what to check it
+/// against.
+struct OriginBody {
+    resp: OriginResponse,
+    url: String,
+    length: Option<u64>,
+    /// The origin's Content-MD5, when the rule checks it.
+    content_md5: Option<[u8; 16]>,
+}
+
+/// The usual fill: every piece goes to the store record, which followers read; commit makes the
+/// object visible. A full disk mid-body hands the rest of the body over to [`to_memory`].
+async fn to_record(
+    worker: &Rc<Worker>,
+    guard: FillGuard,
+    rid: RequestId,
+    mut body: OriginBody,
+    meta: RecordMeta,
+    mut writer: RecordWriter,
+) {
+    let shared = &worker.shared;
+    let metrics = worker.metrics();
+    if let Some(md5) = body.content_md5 {
         writer.expect_md5(md5);
     }
     let mut hasher = shared.hashes.start();
     if hasher.is_some() {
         writer.defer_md5();
     }
-    guard.fill().set_body(FillBody { meta, length, reader: writer.reader() });
+    let reader = writer.reader();
+    guard.fill().set_body(FillBody::recorded(meta, body.length, reader.clone()));
 
     loop {
-        let piece = match resp.body.next().await {
+        let piece = match body.resp.body.next().await {
             Ok(Some(piece)) => piece,
             Ok(None) => break,
             Err(e) => {
                 metrics.origin_body_failures.inc();
-                tracing::warn!(request_id = %rid, origin = %origin_url, error = %e, "origin body failed; object not stored");
+                tracing::warn!(request_id = %rid, origin = %body.url, error = %e, "origin body failed; object not stored");
                 // Dropping the writer abandons the record; followers are cut off before the end.
                 return guard.finish(Phase::Broken);
             }
         };
         metrics.bytes_from_origin.add(piece.len() as u64);
-        if let Err(e) = writer.append(&piece) {
-            metrics.fill_store_failures.inc();
-            tracing::error!(request_id = %rid, error = %e, "store write failed; fill abandoned");
-            return guard.finish(Phase::Broken);
+        match writer.append(&piece) {
+            Ok(()) => {}
+            Err(edgemirror_cache::Error::NoSpace(reason)) => {
+                // The disk filled up under this fill (segment files grow as they are written, so a
+                // full disk shows here rather than at `begin`). The record is abandoned: nothing
+                // partial becomes visible. Its bytes so far stay readable by the followers, and
+                // the rest of the body reaches them from memory.
+                let base = writer.written();
+                drop(writer);
+                note_unstored(worker, rid, &reason, base);
+                let hash = match (body.content_md5, hasher) {
+                    (None, _) => None,
+                    // The hasher has every piece before this one.
+                    (Some(_), Some(job)) => Some(BodyHash::Pool(job)),
+                    // The writer hashed the bytes so far, and took its digest with it.
+                    (Some(_), None) => match md5_of_record(&reader, base) {
+                        Some(md5) => Some(BodyHash::Inline(md5)),
+                        None => return guard.finish(Phase::Broken),
+                    },
+                };
+                let Some(memory) = guard.spill_to_memory(base) else { return guard.finish(Phase::Broken) };
+                return to_memory(worker, guard, rid, body, memory, hash, Some(piece)).await;
+            }
+            Err(e) => {
+                metrics.fill_store_failures.inc();
+                tracing::error!(request_id = %rid, error = %e, "store write failed; fill abandoned");
+                return guard.finish(Phase::Broken);
+            }
         }
         guard.fill().set_written(writer.written());
         if let Some(h) = hasher.as_mut() {
@@ -156,17 +231,21 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
             return guard.finish(Phase::Broken);
         }
     }
-    resp.body.release(&worker.pool);
+    body.resp.body.release(&worker.pool);
     let writer_len = writer.written();
-    let committed = match hasher {
-        None => writer.commit(),
+    let digest = match hasher {
+        None => None,
         Some(h) => match h.finish().await {
-            Some(md5) => writer.commit_with_md5(md5),
+            Some(md5) => Some(md5),
             None => {
                 tracing::error!(request_id = %rid, "the MD5 thread is gone; fill abandoned");
                 return guard.finish(Phase::Broken);
             }
         },
+    };
+    let committed = match digest {
+        None => writer.commit(),
+        Some(md5) => writer.commit_with_md5(md5),
     };
     match committed {
         Ok(obj) => {
@@ -184,14 +263,198 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
         }
         Err(e @ edgemirror_cache::Error::BodyMismatch(_)) => {
             metrics.origin_body_failures.inc();
-            tracing::warn!(request_id = %rid, origin = %origin_url, error = %e, "mirrored object failed verification; not stored");
+            tracing::warn!(request_id = %rid, origin = %body.url, error = %e, "mirrored object failed verification; not stored");
             guard.finish(Phase::Broken);
+        }
+        Err(edgemirror_cache::Error::NoSpace(reason)) => {
+            // The whole body is in the abandoned record, readable by the followers; only keeping
+            // it failed. Where the store gave up before checking the Content-MD5 (an unknown
+            // length placed at commit), check it here, as an unstored fill does.
+            note_unstored(worker, rid, &reason, writer_len);
+            if let Some(expected) = body.content_md5 {
+                let got = digest.or_else(|| md5_of_record(&reader, writer_len).map(|m| m.finalize().into()));
+                if got != Some(expected) {
+                    metrics.origin_body_failures.inc();
+                    tracing::warn!(request_id = %rid, origin = %body.url, "body MD5 differs from the origin's Content-MD5");
+                    return guard.finish(Phase::Broken);
+                }
+            }
+            // Marks the fill unstored (nothing goes to memory): a follower waiting for the store
+            // is told the object will not be there.
+            if guard.spill_to_memory(writer_len).is_none() {
+                return guard.finish(Phase::Broken);
+            }
+            guard.finish(Phase::Complete { written: writer_len });
         }
         Err(e) => {
             metrics.fill_store_failures.inc();
             tracing::error!(request_id = %rid, error = %e, "committing the mirrored object failed; not stored");
             guard.finish(Phase::Broken);
         }
+    }
+}
+
+/// An unstored fill: the pieces go to `memory` (from its base on; `first` is a piece already
+/// read), followers read them there, nothing is stored. Same integrity rule as a stored fill:
+/// the last byte is released only once the length and Content-MD5 are verified.
+async fn to_memory(
+    worker: &Rc<Worker>,
+    guard: FillGuard,
+    rid: RequestId,
+    mut body: OriginBody,
+    memory: Arc<MemoryBody>,
+    mut hash: Option<BodyHash>,
+    mut first: Option<Bytes>,
+) {
+    let metrics = worker.metrics();
+    loop {
+        let piece = match first.take() {
+            Some(piece) => piece,
+            None => match body.resp.body.next().await {
+                Ok(Some(piece)) => {
+                    metrics.bytes_from_origin.add(piece.len() as u64);
+                    piece
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    metrics.origin_body_failures.inc();
+                    tracing::warn!(request_id = %rid, origin = %body.url, error = %e, "origin body failed (unstored fill)");
+                    return guard.finish(Phase::Broken);
+                }
+            },
+        };
+        if let Some(h) = hash.as_mut() {
+            h.update(piece.clone()).await;
+        }
+        // Room first, then the piece: whatever the producer waits for is already readable, so
+        // the followers it waits for are never waiting for it (a follower holding back the last
+        // byte until `Complete` must not pin the piece the producer needs room for).
+        guard.make_room(&memory).await;
+        memory.push(piece);
+        guard.fill().set_written(memory.end());
+        if guard.fill().followers() == 0 {
+            // Nothing will be stored and nobody is reading: finishing the fetch helps no one.
+            tracing::info!(request_id = %rid, "every client left an unstored fill; fetch abandoned");
+            return guard.finish(Phase::Broken);
+        }
+    }
+    body.resp.body.release(&worker.pool);
+    let written = memory.end();
+    if body.length.is_some_and(|len| len != written) {
+        metrics.origin_body_failures.inc();
+        tracing::warn!(request_id = %rid, origin = %body.url, written, "origin body length differs from its Content-Length");
+        return guard.finish(Phase::Broken);
+    }
+    if let (Some(expected), Some(h)) = (body.content_md5, hash) {
+        if h.finish().await != Some(expected) {
+            metrics.origin_body_failures.inc();
+            tracing::warn!(request_id = %rid, origin = %body.url, "body MD5 differs from the origin's Content-MD5 (unstored fill)");
+            return guard.finish(Phase::Broken);
+        }
+    }
+    guard.finish(Phase::Complete { written });
+}
+
+/// The MD5 of an unstored body, needed only to check the origin's Content-MD5 (an unstored
+/// response has no ETag): on the hasher threads when there are any, else inline, as configured.
+enum BodyHash {
+    Pool(HashJob),
+    Inline(Md5),
+}
+
+impl BodyHash {
+    fn start(shared: &Shared) -> BodyHash {
+        match shared.hashes.start() {
+            Some(job) => BodyHash::Pool(job),
+            None => BodyHash::Inline(Md5::new()),
+        }
+    }
+
+    async fn update(&mut self, piece: Bytes) {
+        match self {
+            BodyHash::Pool(job) => {
+                job.update(piece);
+                job.backlog().await;
+            }
+            BodyHash::Inline(md5) => md5.update(&piece),
+        }
+    }
+
+    async fn finish(self) -> Option<[u8; 16]> {
+        match self {
+            BodyHash::Pool(job) => job.finish().await,
+            BodyHash::Inline(md5) => Some(md5.finalize().into()),
+        }
+    }
+}
+
+/// The MD5 state of the first `len` bytes of an abandoned record, read back (on the worker: only
+/// when MD5 is configured inline, and once per fill that the disk cut short).
+fn md5_of_record(reader: &FillReader, len: u64) -> Option<Md5> {
+    let mut md5 = Md5::new();
+    let mut pos = 0;
+    while pos < len {
+        match reader.read(pos, (len - pos).min(1 << 20) as usize) {
+            Ok(Some(piece)) => {
+                md5.update(&piece);
+                pos += piece.len() as u64;
+            }
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(error = %e, "reading an abandoned record back failed");
+                return None;
+            }
+        }
+    }
+    Some(md5)
+}
+
+/// At most one warning per worker in this long about fills the store refused; the ones in
+/// between are counted, and the count goes out with the next warning. A full disk under load
+/// refuses every miss: one line each would flood the log.
+const UNSTORED_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Lets one log line through per interval and counts the ones it holds back.
+#[derive(Clone, Copy, Debug, Default)]
+struct LogThrottle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    /// `Some(lines held back since the last one)` when a line may be logged at `now`.
+    fn admit(&mut self, now: Instant, interval: Duration) -> Option<u64> {
+        if self.last.is_some_and(|last| now.saturating_duration_since(last) < interval) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+thread_local! {
+    /// One throttle per worker thread (fills run on the worker that led them).
+    static UNSTORED_WARNINGS: Cell<LogThrottle> = const { Cell::new(LogThrottle { last: None, suppressed: 0 }) };
+}
+
+/// Counts a fill the store refused and says why, at most once per [`UNSTORED_WARN_INTERVAL`].
+fn note_unstored(worker: &Worker, rid: RequestId, reason: &str, at_byte: u64) {
+    worker.metrics().fills_unstored.inc();
+    let admitted = UNSTORED_WARNINGS.with(|t| {
+        let mut throttle = t.get();
+        let admitted = throttle.admit(Instant::now(), UNSTORED_WARN_INTERVAL);
+        t.set(throttle);
+        admitted
+    });
+    if let Some(suppressed) = admitted {
+        tracing::warn!(
+            request_id = %rid,
+            reason,
+            at_byte,
+            suppressed,
+            "the store cannot take the object; it is served from the origin without being stored"
+        );
     }
 }
 
@@ -216,4 +479,23 @@ fn saved_meta(resp: &OriginResponse) -> RecordMeta {
         }
     }
     meta
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let interval = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let mut throttle = LogThrottle::default();
+        assert_eq!(throttle.admit(t0, interval), Some(0), "the first line goes out");
+        for s in 1..5 {
+            assert_eq!(throttle.admit(t0 + Duration::from_secs(s), interval), None);
+        }
+        assert_eq!(throttle.admit(t0 + interval, interval), Some(4), "the next line says how many were held back");
+        assert_eq!(throttle.admit(t0 + interval + Duration::from_secs(1), interval), None);
+        assert_eq!(throttle.admit(t0 + 3 * interval, interval), Some(1));
+    }
 }

@@ -6,12 +6,20 @@
 //! grows, reading it back from the segment mapping (zero-copy). A slow client only falls behind;
 //! it never slows the fetch or the other clients, and holds no more than one piece in memory.
 //!
+//! An unstored fill (the store could not take the object) is followed the same way, its bytes
+//! read from memory ([`crate::inflight::BodySource`]); its head says
+//! `x-edgemirror-source: origin-unstored`. The follower tells the fill which bytes it still
+//! needs ([`Follower::need`]) before the head goes out and as it moves on, so the producer keeps
+//! them in memory (and, past its budget, waits for this client rather than drop them).
+//!
 //! Integrity: the last byte of a known-length body (the last chunk of a chunked one) is held
 //! back until the fill has verified and committed the object, so a failed check cuts the client
 //! short instead of completing a bad body. One range is served from the bytes as they arrive;
 //! several ranges, or a range of a chunked origin (whose size is known only at the end), wait
-//! for the commit and are answered from the store ([`crate::stored`]).
+//! for the commit and are answered from the store ([`crate::stored`]). An object that will not
+//! be stored is sent whole instead (a server may ignore Range, RFC 9110 §14.2).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -19,11 +27,16 @@ use edgemirror_cache::ObjectKeyRef;
 use edgemirror_proto::{self as proto, RangeRequest, Version};
 
 use crate::error::S3Error;
-use crate::inflight::{Fill, Phase, Refusal};
+use crate::inflight::{Fill, FillBody, Follower, Phase, Refusal};
 use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
 use crate::respond::{Conn, Disposition, Request};
 use crate::stored;
 use crate::worker::Worker;
+
+/// `x-edgemirror-source` of a response streamed from the origin and stored meanwhile.
+pub const SOURCE_ORIGIN: &str = "origin";
+/// `x-edgemirror-source` of a response streamed from the origin that the store could not take.
+pub const SOURCE_ORIGIN_UNSTORED: &str = "origin-unstored";
 
 /// Streams a fill to one client: waits for the head, then sends what the record holds as it
 /// grows. Ranges are answered from the bytes of the whole object as they arrive.
@@ -33,10 +46,9 @@ pub async fn follow(
     req: &Request<'_>,
     fill: &Arc<Fill>,
 ) -> Result<Disposition, S3Error> {
-    let mut rx = fill.subscribe();
+    let mut follower = fill.follow();
     loop {
-        let phase = rx.borrow_and_update().clone();
-        match phase {
+        match follower.phase() {
             Phase::Fetching => {}
             Phase::Refused(Refusal::NotFound) => return Err(S3Error::NoSuchKeyAtOrigin),
             Phase::Refused(Refusal::Failed(reason)) => return Err(S3Error::MirrorFailed(reason)),
@@ -46,11 +58,12 @@ pub async fn follow(
             Phase::Broken => return Err(S3Error::MirrorFailed("the origin body failed".into())),
             Phase::Streaming { .. } | Phase::Complete { .. } => break,
         }
-        if rx.changed().await.is_err() {
+        if !follower.changed().await {
             return Err(S3Error::MirrorFailed("fill ended".into()));
         }
     }
     let Some(body) = fill.body() else { return Err(S3Error::Internal("fill streaming without a body".into())) };
+    let unstored = body.source.is_unstored();
 
     // What to send: the whole object, or one range of it when the length is known up front.
     let mut range = 0..body.length.unwrap_or(u64::MAX);
@@ -62,17 +75,37 @@ pub async fn follow(
                 range = ranges.first();
                 status = 206;
             }
+            // Several ranges of an object that will not be stored: the whole object.
+            RangeRequest::Satisfiable(_) if unstored => {}
             RangeRequest::Satisfiable(_) => {
                 // Several ranges: answered as multipart from the stored object once complete.
-                return wait_then_serve_stored(worker, conn, req, fill, rx).await;
+                return wait_then_serve_stored(worker, conn, req, fill, follower).await;
             }
             RangeRequest::Unsatisfiable => return Err(S3Error::InvalidRange { size }),
         }
-    } else if body.length.is_none() && req.header("range").is_some() {
+    } else if body.length.is_none() && req.header("range").is_some() && !unstored {
         // A chunked origin: the size, and so any Content-Range, is known only at the end.
-        return wait_then_serve_stored(worker, conn, req, fill, rx).await;
+        return wait_then_serve_stored(worker, conn, req, fill, follower).await;
     }
+    send_body(worker, conn, req, &mut follower, body, range, status).await
+}
 
+/// Answers with the head, then sends `range` of the body as the fill makes it readable.
+async fn send_body(
+    worker: &Worker,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    follower: &mut Follower,
+    body: &FillBody,
+    range: Range<u64>,
+    status: u16,
+) -> Result<Disposition, S3Error> {
+    // Claim the bytes before the head goes out: a client that joined an unstored fill after it
+    // dropped them (a rare race with the fill leaving the table) must get an error, not a head
+    // and then a cut.
+    if !req.is_head() && !follower.need(range.clone()) {
+        return Err(S3Error::MirrorFailed("joined an unstored fill after its first bytes were dropped".into()));
+    }
     let http10 = req.head.version == Version::Http10;
     let framing = match body.length {
         Some(_) => Framing::Length(range.end - range.start),
@@ -84,7 +117,7 @@ pub async fn follow(
         status,
         record: &body.meta,
         etag: None,
-        source: "origin",
+        source: if body.source.is_unstored() { SOURCE_ORIGIN_UNSTORED } else { SOURCE_ORIGIN },
         range: (status == 206).then(|| (range.clone(), body.length.unwrap_or(0))),
         framing,
     };
@@ -99,7 +132,7 @@ pub async fn follow(
     let mut pos = range.start;
     let mut chunk_head = BytesMut::with_capacity(16);
     loop {
-        let phase = rx.borrow_and_update().clone();
+        let phase = follower.phase();
         let readable = match phase {
             Phase::Complete { written } => written,
             // Hold the last byte (or the last chunk) back until the object is verified.
@@ -111,7 +144,7 @@ pub async fn follow(
         };
         let end = readable.min(range.end);
         while pos < end {
-            let piece = match body.reader.read(pos, FOLLOW_READ_BYTES.min((end - pos) as usize)) {
+            let piece = match body.source.read(pos, FOLLOW_READ_BYTES.min((end - pos) as usize)) {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
@@ -123,11 +156,13 @@ pub async fn follow(
             if send_piece(conn, framing, piece, &mut chunk_head).await.is_err() {
                 return Ok(Disposition::Close);
             }
+            // Sent: an unstored fill may drop it now. Cannot fail, the bytes left were claimed.
+            follower.need(pos..range.end);
         }
         if matches!(phase, Phase::Complete { .. }) && pos >= end {
             break;
         }
-        if rx.changed().await.is_err() {
+        if !follower.changed().await {
             return Ok(Disposition::Close);
         }
     }
@@ -141,16 +176,25 @@ pub async fn follow(
 const FOLLOW_READ_BYTES: usize = 256 * 1024;
 
 /// Waits for the fill to end, then answers from the store (multipart ranges, ranges of chunked
-/// origins).
+/// origins). If the store refuses the object meanwhile, sends it whole instead.
 async fn wait_then_serve_stored(
     worker: &Worker,
     conn: &mut Conn,
     req: &Request<'_>,
     fill: &Arc<Fill>,
-    mut rx: tokio::sync::watch::Receiver<Phase>,
+    mut follower: Follower,
 ) -> Result<Disposition, S3Error> {
+    // Reads nothing while it waits: an unstored fill must not keep bytes (or wait) for it.
+    follower.need(0..0);
     loop {
-        match rx.borrow_and_update().clone() {
+        let phase = follower.phase();
+        if let Some(body) = fill.body().filter(|b| b.source.is_unstored()) {
+            // It will not be in the store: the whole object, as it arrives (RFC 9110 §14.2 lets
+            // a server ignore Range).
+            let whole = 0..body.length.unwrap_or(u64::MAX);
+            return send_body(worker, conn, req, &mut follower, body, whole, 200).await;
+        }
+        match phase {
             Phase::Complete { .. } => {
                 let key = ObjectKeyRef::new(&fill.key.bucket, &fill.key.key);
                 return stored::serve_from_store(worker, conn, req, key).await;
@@ -158,7 +202,7 @@ async fn wait_then_serve_stored(
             Phase::Broken | Phase::Refused(_) => return Err(S3Error::MirrorFailed("the origin body failed".into())),
             Phase::Fetching | Phase::Streaming { .. } => {}
         }
-        if rx.changed().await.is_err() {
+        if !follower.changed().await {
             return Err(S3Error::MirrorFailed("fill ended".into()));
         }
     }
@@ -175,7 +219,7 @@ async fn pass_redirect(
     let keep_alive = req.head.keep_alive;
     reply::start(&mut conn.out, status, &worker.date, req.id);
     reply::header(&mut conn.out, "Location", location);
-    reply::header(&mut conn.out, SOURCE_HEADER, b"origin");
+    reply::header(&mut conn.out, SOURCE_HEADER, SOURCE_ORIGIN.as_bytes());
     reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))
 }

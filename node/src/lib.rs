@@ -25,7 +25,9 @@
 //!    client follows that record at its own pace ([`follow`]), Range applied. Commit (length and
 //!    Content-MD5 verified) makes the object visible. Origin 404 -> 404, other failures -> 424
 //!    `MirrorFailed` (the reason is logged), a body that breaks mid-way -> client connections
-//!    are cut and nothing is stored.
+//!    are cut and nothing is stored. When the store cannot take the object (full, too large),
+//!    the fill keeps the body in memory for its followers instead (bounded, `inflight`) and
+//!    answers `x-edgemirror-source: origin-unstored`.
 //!
 //! # Writing a response
 //!

@@ -34,10 +34,14 @@ pub struct Metrics {
     pub origin_not_found: Counter,
     pub origin_failures: Counter,
     pub origin_body_failures: Counter,
-    /// Fills whose object could not be stored: the record could not be begun (too large, disk
-    /// full), written or committed. The store's own count of failed writes and syncs is
-    /// `edgemirror_store_write_failures_total`.
+    /// Fills cut short because the store failed (not for lack of space: those are served
+    /// unstored, `fills_unstored`): the record could not be begun, written or committed. The
+    /// store's own count of failed writes and syncs is `edgemirror_store_write_failures_total`.
     pub fill_store_failures: Counter,
+    /// Fills the store could not take (disk or store full, object over
+    /// `store.max_object_bytes`): their clients were served from the origin and nothing was
+    /// stored. Counted when the store refuses, at `begin` or mid-body.
+    pub fills_unstored: Counter,
     /// Fills whose copy was not stored because the key changed meanwhile (a PUT, a purge).
     pub fills_superseded: Counter,
     /// Objects removed by the purge API.
@@ -50,7 +54,7 @@ impl Metrics {
     /// Renders the counters, plus the counters and gauges kept elsewhere (the store's), in
     /// Prometheus text format.
     pub fn render(&self, counters_elsewhere: &[(&str, u64)], gauges: &[(&str, u64)]) -> String {
-        let counters: [(&str, &Counter); 18] = [
+        let counters: [(&str, &Counter); 19] = [
             ("edgemirror_connections_accepted_total", &self.connections_accepted),
             ("edgemirror_connections_refused_total", &self.connections_refused),
             ("edgemirror_requests_total", &self.requests),
@@ -65,6 +69,7 @@ impl Metrics {
             ("edgemirror_origin_failures_total", &self.origin_failures),
             ("edgemirror_origin_body_failures_total", &self.origin_body_failures),
             ("edgemirror_fill_store_failures_total", &self.fill_store_failures),
+            ("edgemirror_fills_unstored_total", &self.fills_unstored),
             ("edgemirror_fills_superseded_total", &self.fills_superseded),
             ("edgemirror_objects_purged_total", &self.objects_purged),
             ("edgemirror_objects_mirrored_total", &self.objects_mirrored),

@@ -22,8 +22,9 @@ use crate::error::S3Error;
 
 /// Value of the `Server` header.
 pub const SERVER: &str = "edgemirror";
-/// Response header naming the tier that produced the bytes: memory, disk-cache, store, origin;
-/// on an error, `origin` when the origin's answer decided it, else `edge`.
+/// Response header naming the tier that produced the bytes: memory, disk-cache, store, origin
+/// (`origin-unstored` when the store could not take the object); on an error, `origin` when the
+/// origin's answer decided it, else `edge`.
 pub const SOURCE_HEADER: &str = "x-edgemirror-source";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -147,7 +148,7 @@ pub struct ObjectHead<'a> {
     /// Absent while the body is still streaming from the origin (it is the MD5 of bytes that
     /// have not arrived yet).
     pub etag: Option<&'a str>,
-    /// The tier that answered: memory, disk-cache, store, origin.
+    /// The tier that answered: memory, disk-cache, store, origin, origin-unstored.
     pub source: &'a str,
     /// A 206's range (`start..end`, end exclusive) of an object of `size` bytes.
     pub range: Option<(Range<u64>, u64)>,

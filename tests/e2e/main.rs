@@ -14,8 +14,13 @@
 //!   a purge are not stored; refetch serves the old copy until the new one commits.
 //! - `rules`: the backSource admin API (auth, validation naming fields, persistence) and every
 //!   rule field against a recording origin (key rewrites, query, headers, redirects, pooling).
+//! - `capacity`: store.max_bytes and bucket modes: a cache-mode bucket evicts to stay within it,
+//!   a mirror-mode bucket keeps everything.
 //! - `coalesce`: one origin fetch per object (200 concurrent misses, late joiners, leavers,
 //!   mid-body failure), slow readers, ranges, conditionals, HEAD, Content-MD5, bounded memory.
+//! - `full_disk`: a store that cannot take an object (a real full tmpfs, objects over
+//!   `store.max_object_bytes`): misses are still answered whole (`origin-unstored`), coalesced,
+//!   verified, not stored; committed objects survive; storing resumes when space returns.
 //! - `hostile`: smuggling, limits, slowloris, idle timeout, pipelining, HTTP/1.0, methods.
 //! - `internals`: defects and holes found by probing (path traversal, keep-alive 304, lingering
 //!   close, idle floods and descriptors, one process per store directory).
@@ -28,8 +33,10 @@
 
 mod support;
 
+mod capacity;
 mod coalesce;
 mod errors;
+mod full_disk;
 mod harness;
 mod hostile;
 mod internals;

@@ -296,6 +296,8 @@ fn metrics(shared: &Shared) -> String {
             ("edgemirror_store_compaction_bytes_removed_total", load(&stats.compaction_bytes_removed)),
             ("edgemirror_store_capacity_refusals_total", load(&stats.capacity_refusals)),
             ("edgemirror_store_objects_deleted_total", load(&stats.objects_deleted)),
+            ("edgemirror_store_evictions_total", load(&stats.evictions)),
+            ("edgemirror_store_evicted_bytes_total", load(&stats.evicted_bytes)),
         ],
         &[
             ("edgemirror_store_objects", store.object_count() as u64),

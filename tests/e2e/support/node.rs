@@ -73,6 +73,8 @@ pub struct NodeBuilder {
     /// with a stand-in script.
     binary: Option<PathBuf>,
     ready_timeout: Duration,
+    /// `store.dir` outside the node's temp dir (a small file system); default `<temp dir>/store`.
+    store_dir: Option<PathBuf>,
 }
 
 impl Default for NodeBuilder {
@@ -99,6 +101,7 @@ impl NodeBuilder {
             files: Vec::new(),
             binary: None,
             ready_timeout: READY_TIMEOUT,
+            store_dir: None,
         }
     }
 
@@ -188,6 +191,13 @@ impl NodeBuilder {
     /// Runs `path` instead of the `edgemirror` binary (harness self-tests only).
     pub fn with_binary(mut self, path: &Path) -> NodeBuilder {
         self.binary = Some(path.to_path_buf());
+        self
+    }
+
+    /// Puts the store at `dir` (e.g. on a small tmpfs the test filled up) instead of
+    /// `<temp dir>/store`. The test owns `dir`; it outlives restarts like the default one.
+    pub fn with_store_dir(mut self, dir: &Path) -> NodeBuilder {
+        self.store_dir = Some(dir.to_path_buf());
         self
     }
 
@@ -290,7 +300,7 @@ impl NodeBuilder {
     /// Creates the temp dir and config file; the node is not started.
     fn prepare(self) -> Node {
         let dir = tempfile::Builder::new().prefix("edgemirror-e2e-").tempdir().expect("create temp dir");
-        let store_dir = dir.path().join("store");
+        let store_dir = self.store_dir.clone().unwrap_or_else(|| dir.path().join("store"));
         let config_path = dir.path().join("edgemirror.toml");
         fs::write(&config_path, self.render(&store_dir)).expect("write config");
         for (rel_path, contents) in &self.files {
