@@ -55,6 +55,9 @@ impl Default for CompactionConfig {
     }
 }
 
+/// A segment is rewritten only if that frees at least this much (a page), whatever the ratio.
+const MIN_RECLAIM_BYTES: u64 = 4096;
+
 /// What one compaction pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompactReport {
@@ -91,10 +94,12 @@ impl Store {
         // the pass below then reclaims their records.
         let pressure = self.under_pressure();
         (report.evicted, report.evicted_bytes) = self.evict_for_space();
-        for segment in self.compaction_candidates(pressure) {
+        let min_dead = if pressure { 0.0 } else { self.config.compaction.min_dead_ratio.clamp(0.0, 1.0) };
+        for segment in self.compaction_candidates(min_dead) {
             let started = Instant::now();
-            match self.compact_segment(&segment, &mut report) {
-                Ok(()) => {
+            match self.compact_segment(&segment, min_dead, &mut report) {
+                Ok(false) => {}
+                Ok(true) => {
                     report.segments_compacted += 1;
                     tracing::info!(
                         segment = segment.id,
@@ -117,14 +122,14 @@ impl Store {
         Ok(report)
     }
 
-    /// Sealed segments at or past the dead-ratio threshold, most dead first. Under capacity
-    /// pressure any segment with dead bytes qualifies: space matters more than the copying.
-    fn compaction_candidates(&self, pressure: bool) -> Vec<Arc<Segment>> {
+    /// Sealed segments at or past the dead-ratio threshold `min_dead`, most dead first. (Under
+    /// capacity pressure the caller passes 0: any segment with dead bytes qualifies, since
+    /// space matters more than the copying.)
+    fn compaction_candidates(&self, min_dead: f64) -> Vec<Arc<Segment>> {
         let mut live: HashMap<u64, u64> = HashMap::new();
         self.index.for_each_object(|entry| {
             *live.entry(entry.segment.id).or_default() += entry.meta.size;
         });
-        let min_dead = if pressure { f64::MIN_POSITIVE } else { self.config.compaction.min_dead_ratio.clamp(0.0, 1.0) };
         let mut out: Vec<(f64, Arc<Segment>)> = self
             .segments_snapshot()
             .into_iter()
@@ -140,7 +145,8 @@ impl Store {
         out.into_iter().map(|(_, s)| s).collect()
     }
 
-    fn compact_segment(&self, old: &Arc<Segment>, report: &mut CompactReport) -> Result<()> {
+    /// Compacts one segment; `false` when it turned out not to be worth it (nothing reclaimed).
+    fn compact_segment(&self, old: &Arc<Segment>, min_dead: f64, report: &mut CompactReport) -> Result<bool> {
         let map = old.map.get().cloned().ok_or(Error::Invariant("sealed segment without a mapping"))?;
         let len = (old.len() as usize).min(map.len());
         let map = map.slice(..len);
@@ -177,6 +183,16 @@ impl Store {
                 }
             }
             off = end;
+        }
+
+        // What the candidate test could not see: tombstones that must be kept count as live. A
+        // segment that would come out (nearly) as big as it went in is left alone, or a segment
+        // of needed tombstones would be copied over and over.
+        let live_bytes: u64 = live.iter().map(|r| r.header.total_len()).sum();
+        let dead_bytes = (len as u64).saturating_sub(FILE_HEADER_LEN + live_bytes);
+        let worth = (len as f64 * min_dead) as u64;
+        if dead_bytes < worth.max(MIN_RECLAIM_BYTES) {
+            return Ok(false);
         }
 
         // Copy, into as many fresh segments as it takes (records of a regular segment are at most
@@ -251,7 +267,7 @@ impl Store {
         self.forget_segment(old.id);
         old.discard();
         self.sync_segments_dir();
-        Ok(())
+        Ok(true)
     }
 
     /// Sleeps as needed to keep `copied` bytes since `start` within the configured rate.
