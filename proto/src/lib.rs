@@ -44,6 +44,7 @@ mod path;
 mod range;
 mod request;
 mod response;
+pub mod s3;
 
 pub use chunked::{encode_chunk_header, Chunk, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 pub use conditional::{etag_matches, fmt_http_date, parse_http_date};
