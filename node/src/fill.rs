@@ -36,10 +36,10 @@ use md5::{Digest as _, Md5};
 
 use crate::hash::HashJob;
 use crate::inflight::{FillBody, FillGuard, MemoryBody, Phase, Refusal};
-use crate::mirror::{self, FetchPlan};
-use crate::origin::{self, OriginResponse};
+use crate::mirror::FetchPlan;
+use crate::origin::{Method, OriginResponse};
 use crate::reply::RequestId;
-use crate::rules::MAX_REDIRECTS;
+use crate::upstream::{self, Upstream};
 use crate::worker::{Shared, Worker};
 
 /// Starts the fill task for `plan` on this core.
@@ -56,51 +56,17 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     let shared = &worker.shared;
     let rid = plan.request_id;
     let rule = &plan.rule;
-    let mut target = rule.origin.clone();
-    let mut path = plan.path.clone();
-    let mut hops = 0;
     let refuse = |guard: FillGuard, reason: String| {
         worker.metrics().origin_failures.inc();
         guard.finish(Phase::Refused(Refusal::Failed(reason)));
     };
-    let resp = loop {
-        let host = match (&plan.client_host, hops) {
-            (Some(h), 0) => h.as_slice(),
-            _ => target.host_header.as_bytes(),
-        };
-        let request = origin::build_request(&path, host, &plan.extra, &shared.via_token);
-        let url = format!("{}://{}{path}", target.scheme(), target.host_header);
-        let resp = match origin::fetch(&target, request, &shared.config.origin, &worker.pool, &shared.network).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(request_id = %rid, origin = %url, error = %e, "mirror fetch failed");
-                return refuse(guard, e.to_string());
-            }
-        };
-        if !mirror::is_redirect(resp.status) {
-            break resp;
-        }
-        let Some(location) = resp.header("location") else {
-            return refuse(guard, format!("origin answered {} without Location", resp.status));
-        };
-        if !rule.follow_redirects {
-            let location = Bytes::copy_from_slice(location);
-            return guard.finish(Phase::Refused(Refusal::Redirect { status: resp.status, location }));
-        }
-        hops += 1;
-        if hops > MAX_REDIRECTS {
-            tracing::warn!(request_id = %rid, origin = %url, "more than {MAX_REDIRECTS} redirects");
-            return refuse(guard, "too many redirects".into());
-        }
-        match mirror::resolve_location(&target, &path, location) {
-            Ok((t, p)) => (target, path) = (t, p),
-            Err(e) => {
-                tracing::warn!(request_id = %rid, origin = %url, error = %e, "unfollowable redirect");
-                return refuse(guard, e);
-            }
+    let (resp, origin_url) = match upstream::exchange(&worker, &plan, Method::Get).await {
+        Ok(r) => r,
+        Err(Upstream::Failed(reason)) => return refuse(guard, reason),
+        Err(Upstream::Redirect { status, location }) => {
+            return guard.finish(Phase::Refused(Refusal::Redirect { status, location }));
         }
     };
-    let origin_url = format!("{}://{}{path}", target.scheme(), target.host_header);
     match resp.status {
         200 => {}
         404 => {

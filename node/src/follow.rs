@@ -209,7 +209,7 @@ async fn wait_then_serve_stored(
 }
 
 /// `followRedirects: false`: the client gets the origin's 3xx and its Location; nothing is stored.
-async fn pass_redirect(
+pub async fn pass_redirect(
     worker: &Worker,
     conn: &mut Conn,
     req: &Request<'_>,

@@ -63,6 +63,7 @@ pub mod server;
 pub mod stored;
 pub mod stream;
 pub mod tls;
+pub mod upstream;
 pub mod worker;
 
 pub use config::Config;

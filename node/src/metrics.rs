@@ -30,6 +30,8 @@ pub struct Metrics {
     pub hits_store: Counter,
     pub misses_no_rule: Counter,
     pub origin_fetches: Counter,
+    /// HEADs of objects not stored, answered from the origin's HEAD.
+    pub origin_heads: Counter,
     pub coalesced_misses: Counter,
     pub origin_not_found: Counter,
     pub origin_failures: Counter,
@@ -54,7 +56,7 @@ impl Metrics {
     /// Renders the counters, plus the counters and gauges kept elsewhere (the store's), in
     /// Prometheus text format.
     pub fn render(&self, counters_elsewhere: &[(&str, u64)], gauges: &[(&str, u64)]) -> String {
-        let counters: [(&str, &Counter); 19] = [
+        let counters: [(&str, &Counter); 20] = [
             ("edgemirror_connections_accepted_total", &self.connections_accepted),
             ("edgemirror_connections_refused_total", &self.connections_refused),
             ("edgemirror_requests_total", &self.requests),
@@ -64,6 +66,7 @@ impl Metrics {
             ("edgemirror_hits_store_total", &self.hits_store),
             ("edgemirror_misses_no_rule_total", &self.misses_no_rule),
             ("edgemirror_origin_fetches_total", &self.origin_fetches),
+            ("edgemirror_origin_heads_total", &self.origin_heads),
             ("edgemirror_coalesced_misses_total", &self.coalesced_misses),
             ("edgemirror_origin_not_found_total", &self.origin_not_found),
             ("edgemirror_origin_failures_total", &self.origin_failures),

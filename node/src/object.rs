@@ -3,8 +3,9 @@
 //! Lookup order, fastest tier first: foyer memory -> foyer disk -> segment store. A store hit is
 //! copied into foyer for next time, and answered by [`crate::stored`]. A GET that misses
 //! everywhere goes to the bucket's first matching mirror rule; with no rule it is a 404
-//! `NoSuchKey`. A HEAD never contacts the origin (SDK existence checks must not trigger
-//! downloads) unless the matching rule opts in with `mirrorHead`.
+//! `NoSuchKey`. A HEAD never triggers a download (SDK existence checks must not): it asks the
+//! origin with HEAD and passes its answer on, storing nothing, unless the matching rule opts in
+//! with `mirrorHead` (then a HEAD mirrors the object like a GET).
 //!
 //! A miss ([`serve_miss`]) joins the fill in flight for its key, on any core, or leads a new
 //! one: [`crate::mirror`] turns the rule into the origin request, [`crate::fill`] starts the
@@ -14,14 +15,17 @@
 use std::borrow::Cow;
 use std::rc::Rc;
 
-use edgemirror_cache::ObjectKeyRef;
+use bytes::Bytes;
+use edgemirror_cache::{ObjectKeyRef, SavedHeader};
 use edgemirror_proto::{self as proto, Method};
 
 use crate::error::S3Error;
 use crate::inflight::Join;
+use crate::origin;
 use crate::reply;
 use crate::respond::{Conn, Disposition, Request};
 use crate::rules::{self, MirrorRule};
+use crate::upstream::{self, Upstream};
 use crate::worker::Worker;
 use crate::{fill, follow, mirror, stored};
 
@@ -132,13 +136,72 @@ async fn serve_object(
     // The table is loaded once per miss; an admin update swaps in a new one for later requests.
     let table = shared.rules.load_full();
     let rule = table.rules(bucket).and_then(|b| rules::match_rule(&b.rules, key));
-    let Some(rule) = rule.filter(|r| !req.is_head() || r.mirror_head) else {
-        if !req.is_head() {
-            worker.metrics().misses_no_rule.inc();
-        }
+    let Some(rule) = rule else {
+        worker.metrics().misses_no_rule.inc();
         return Err(S3Error::NoSuchKey);
     };
+    if req.is_head() && !rule.mirror_head {
+        return head_at_origin(worker, conn, req, key, rule).await;
+    }
     serve_miss(worker, conn, req, okey, rule).await
+}
+
+/// A HEAD of an object not stored yet, under a rule without `mirrorHead`: the origin is asked
+/// with HEAD (same rule, headers and redirects as a GET) and its answer passed on; nothing is
+/// stored. So an SDK's HEAD-then-GET (boto3's `download_file`) works during a migration without
+/// the HEAD triggering a download.
+async fn head_at_origin(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    key: &str,
+    rule: &MirrorRule,
+) -> Result<Disposition, S3Error> {
+    if req.header("via").is_some_and(|v| contains(v, worker.shared.via_token.as_bytes())) {
+        return Err(S3Error::MirrorFailed("mirror loop: the request came from this node".into()));
+    }
+    let plan = mirror::plan(rule, key, req)?;
+    worker.metrics().origin_heads.inc();
+    let (resp, url) = match upstream::exchange(worker, &plan, origin::Method::Head).await {
+        Ok(r) => r,
+        Err(Upstream::Failed(reason)) => return Err(S3Error::MirrorFailed(reason)),
+        Err(Upstream::Redirect { status, location }) => {
+            return follow::pass_redirect(worker, conn, req, status, &location).await;
+        }
+    };
+    let status = resp.status;
+    // A HEAD response has no body: its framing says nothing, its Content-Length is the object's.
+    let length = resp.header("content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    let etag = resp.header("etag").map(Bytes::copy_from_slice);
+    let last_modified = resp.header("last-modified").map(Bytes::copy_from_slice);
+    let saved: Vec<(SavedHeader, Bytes)> = resp
+        .headers()
+        .filter_map(|(name, value)| SavedHeader::from_name(name).map(|h| (h, Bytes::copy_from_slice(value))))
+        .collect();
+    resp.body.release(&worker.pool);
+    match status {
+        200 => {}
+        404 => return Err(S3Error::NoSuchKeyAtOrigin),
+        other => {
+            tracing::warn!(request_id = %req.id, origin = %url, status = other, "origin answered a HEAD with a non-200 status");
+            return Err(S3Error::MirrorFailed(format!("origin status {other} to HEAD")));
+        }
+    }
+    let keep_alive = req.keep_alive();
+    let out = &mut conn.out;
+    reply::start(out, 200, &worker.date, req.id);
+    for (name, value) in &saved {
+        reply::header(out, name.as_str(), value);
+    }
+    for (name, value) in [("ETag", &etag), ("Last-Modified", &last_modified)] {
+        if let Some(v) = value {
+            reply::header(out, name, v);
+        }
+    }
+    reply::header(out, "Accept-Ranges", b"bytes");
+    reply::header(out, reply::SOURCE_HEADER, b"origin");
+    reply::finish(out, length.map_or(reply::Framing::NoBody, reply::Framing::Length), keep_alive);
+    Ok(Disposition::after(conn.flush().await, keep_alive))
 }
 
 /// Answers a GET (or, with `mirrorHead`, a HEAD) for an object the store lacks: joins the fill

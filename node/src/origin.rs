@@ -89,15 +89,32 @@ impl OriginResponse {
     }
 }
 
+/// The methods the node sends to origins: GET to mirror, HEAD to answer a client's HEAD of an
+/// object not stored yet without fetching it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+        }
+    }
+}
+
 /// A header to send to an origin: name and value bytes as the client sent them (or a rule set).
 pub type HeaderPair = (Vec<u8>, Vec<u8>);
 
 /// Builds the request line and headers for a GET of `path_and_query` (already encoded).
 /// `host` is the `Host` value (the origin's, unless a rule passes the client's); `extra` are the
 /// client headers a rule lets through and the headers it sets.
-pub fn build_request(path_and_query: &str, host: &[u8], extra: &[HeaderPair], via: &str) -> Bytes {
+pub fn build_request(method: Method, path_and_query: &str, host: &[u8], extra: &[HeaderPair], via: &str) -> Bytes {
     let mut req = BytesMut::with_capacity(256 + path_and_query.len());
-    let _ = write!(req, "GET {path_and_query} HTTP/1.1\r\nHost: ");
+    let _ = write!(req, "{} {path_and_query} HTTP/1.1\r\nHost: ", method.as_str());
     req.extend_from_slice(host);
     req.extend_from_slice(b"\r\n");
     let mut has_user_agent = false;
@@ -120,6 +137,7 @@ pub fn build_request(path_and_query: &str, host: &[u8], extra: &[HeaderPair], vi
 /// byte; the request is then retried once on a fresh connection (a GET is idempotent).
 pub async fn fetch(
     origin: &OriginAddr,
+    method: Method,
     request: Bytes,
     cfg: &OriginConfig,
     pool: &Pool,
@@ -127,7 +145,7 @@ pub async fn fetch(
 ) -> Result<OriginResponse, OriginError> {
     let key: PoolKey = (origin.host.clone(), origin.port, origin.tls);
     if let Some(stream) = pool.take(&key) {
-        match exchange(stream, request.clone(), cfg, key.clone()).await {
+        match exchange(stream, method, request.clone(), cfg, key.clone()).await {
             Err(Exchange::Stale) => {}
             Err(Exchange::Failed(e)) => return Err(e),
             Ok(resp) => return Ok(resp),
@@ -148,7 +166,7 @@ pub async fn fetch(
     } else {
         OriginStream::Plain(tcp)
     };
-    match exchange(stream, request, cfg, key).await {
+    match exchange(stream, method, request, cfg, key).await {
         Ok(resp) => Ok(resp),
         Err(Exchange::Stale) => Err(OriginError::NoResponse),
         Err(Exchange::Failed(e)) => Err(e),
@@ -182,6 +200,7 @@ enum Exchange {
 
 async fn exchange(
     mut stream: OriginStream,
+    method: Method,
     request: Bytes,
     cfg: &OriginConfig,
     key: PoolKey,
@@ -215,8 +234,8 @@ async fn exchange(
             }
         }
     };
-    let framing =
-        proto::response_framing(&head, &buf, false).map_err(|e| Exchange::Failed(OriginError::Protocol(e)))?;
+    let framing = proto::response_framing(&head, &buf, method == Method::Head)
+        .map_err(|e| Exchange::Failed(OriginError::Protocol(e)))?;
     let head_buf = buf.split_to(head.head_len).freeze();
     let reusable =
         head.keep_alive && matches!(framing, BodyFraming::ContentLength(_) | BodyFraming::Chunked | BodyFraming::None);

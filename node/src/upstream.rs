@@ -1,0 +1,70 @@
+//! One exchange with a mirror origin through a rule: send the planned request, follow redirects
+//! as the rule says (at most [`MAX_REDIRECTS`] hops, every hop resolved and checked again by
+//! the origin client), and hand back the final response.
+//!
+//! Used by the fill's producer (`fill.rs`, GET) and by a HEAD of an object not stored yet
+//! (`object.rs`, HEAD: answered from the origin's head, nothing stored). What to do with the
+//! final status is the caller's business.
+
+use bytes::Bytes;
+
+use crate::mirror::{self, FetchPlan};
+use crate::origin::{self, Method, OriginResponse};
+use crate::rules::MAX_REDIRECTS;
+use crate::worker::Worker;
+
+/// Why no final response came back.
+#[derive(Debug)]
+pub enum Upstream {
+    /// The origin could not be reached or misbehaved: 424, the reason is for the log.
+    Failed(String),
+    /// `followRedirects: false` and the origin redirected: pass its 3xx on.
+    Redirect { status: u16, location: Bytes },
+}
+
+/// The final response to `plan`'s request, and the URL it came from.
+pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Result<(OriginResponse, String), Upstream> {
+    let shared = &worker.shared;
+    let rid = plan.request_id;
+    let rule = &plan.rule;
+    let mut target = rule.origin.clone();
+    let mut path = plan.path.clone();
+    let mut hops = 0;
+    loop {
+        let host = match (&plan.client_host, hops) {
+            (Some(h), 0) => h.as_slice(),
+            _ => target.host_header.as_bytes(),
+        };
+        let request = origin::build_request(method, &path, host, &plan.extra, &shared.via_token);
+        let url = format!("{}://{}{path}", target.scheme(), target.host_header);
+        let resp =
+            match origin::fetch(&target, method, request, &shared.config.origin, &worker.pool, &shared.network).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(request_id = %rid, origin = %url, error = %e, "mirror fetch failed");
+                    return Err(Upstream::Failed(e.to_string()));
+                }
+            };
+        if !mirror::is_redirect(resp.status) {
+            return Ok((resp, url));
+        }
+        let Some(location) = resp.header("location") else {
+            return Err(Upstream::Failed(format!("origin answered {} without Location", resp.status)));
+        };
+        if !rule.follow_redirects {
+            return Err(Upstream::Redirect { status: resp.status, location: Bytes::copy_from_slice(location) });
+        }
+        hops += 1;
+        if hops > MAX_REDIRECTS {
+            tracing::warn!(request_id = %rid, origin = %url, "more than {MAX_REDIRECTS} redirects");
+            return Err(Upstream::Failed("too many redirects".into()));
+        }
+        match mirror::resolve_location(&target, &path, location) {
+            Ok((t, p)) => (target, path) = (t, p),
+            Err(e) => {
+                tracing::warn!(request_id = %rid, origin = %url, error = %e, "unfollowable redirect");
+                return Err(Upstream::Failed(e));
+            }
+        }
+    }
+}
