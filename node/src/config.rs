@@ -37,6 +37,16 @@ pub struct RawConfig {
     pub buckets: Vec<RawBucket>,
     /// The HTTPS listener; absent: plain HTTP only.
     pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub s3: RawS3,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawS3 {
+    /// Virtual-host addressing: `{bucket}.{domain}`; empty = path style only (path style always
+    /// works).
+    pub domain: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,6 +316,13 @@ pub fn toml_names(message: &str) -> String {
         .unwrap_or_else(|| message.to_string())
 }
 
+/// The S3 side of the data plane.
+#[derive(Clone, Debug, Default)]
+pub struct S3Config {
+    /// Virtual-host addressing domain, lower case; empty = path style only.
+    pub domain: String,
+}
+
 /// What a bucket's stored copies are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BucketMode {
@@ -318,6 +335,7 @@ pub enum BucketMode {
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    pub s3: S3Config,
     /// Hasher threads for mirrored bodies (`store.hash_threads`).
     pub hash_threads: usize,
     pub server: ServerConfig,
@@ -596,7 +614,12 @@ impl RawConfig {
         if s.hash_threads > 64 {
             bail!("store.hash_threads: {} is more than 64", s.hash_threads);
         }
-        Ok(Config { hash_threads: s.hash_threads, server, tls, admin, store, cache, origin, buckets })
+        let domain = self.s3.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !domain.is_empty() && rules::parse_host_port(&domain).map_or(true, |(_, port)| port.is_some()) {
+            bail!("s3.domain: '{}' is not a host name (no scheme, port or path)", self.s3.domain);
+        }
+        let s3 = S3Config { domain };
+        Ok(Config { s3, hash_threads: s.hash_threads, server, tls, admin, store, cache, origin, buckets })
     }
 }
 
@@ -632,7 +655,8 @@ mod tests {
     #[test]
     fn the_printed_default_config_shows_every_key_with_its_default() {
         let printed: toml::Table = toml::from_str(DEFAULT_CONFIG).unwrap();
-        let schema: [(&str, toml::Value); 5] = [
+        let schema: [(&str, toml::Value); 6] = [
+            ("s3", toml::Value::try_from(RawS3::default()).unwrap()),
             ("server", toml::Value::try_from(RawServer::default()).unwrap()),
             ("admin", toml::Value::try_from(RawAdmin::default()).unwrap()),
             ("store", toml::Value::try_from(RawStore::default()).unwrap()),

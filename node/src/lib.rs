@@ -10,7 +10,8 @@
 //!    accepts on its own SO_REUSEPORT listener; the state a worker sees is in [`worker`].
 //! 2. [`conn`]: the connection loop reads into a reused buffer; `edgemirror_proto` parses the
 //!    head in place (malformed -> 400 and close). Keep-alive and pipelining loop here.
-//! 3. [`object`]: routes `/{bucket}/{key}` (unknown bucket -> 404 `NoSuchBucket`), then looks the
+//! 3. [`object`]: [`route`] finds the bucket and key (path style `/{bucket}/{key}`, or
+//!    virtual-host `{bucket}.{s3.domain}`; unknown bucket -> 404 `NoSuchBucket`), then looks the
 //!    object up: foyer memory -> foyer disk -> segment store (`edgemirror_cache`). A hit is
 //!    answered by [`stored`] (conditionals, ranges, 304) from the cached `Bytes` or a slice of
 //!    the mapped segment.
@@ -58,6 +59,7 @@ pub mod object;
 pub mod origin;
 pub mod reply;
 pub mod respond;
+pub mod route;
 pub mod rules;
 pub mod server;
 pub mod stored;

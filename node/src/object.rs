@@ -12,12 +12,10 @@
 //! producer task, and every client, the leader included, follows the record
 //! ([`crate::follow`]).
 
-use std::borrow::Cow;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use edgemirror_cache::{ObjectKeyRef, SavedHeader};
-use edgemirror_proto::{self as proto, Method};
 
 use crate::error::S3Error;
 use crate::inflight::Join;
@@ -27,14 +25,14 @@ use crate::respond::{Conn, Disposition, Request};
 use crate::rules::{self, MirrorRule};
 use crate::upstream::{self, Upstream};
 use crate::worker::Worker;
-use crate::{fill, follow, mirror, stored};
+use crate::{fill, follow, mirror, route, stored};
 
 /// Answers one request; returns whether the connection may continue.
 pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>) -> Disposition {
     worker.metrics().requests.inc();
     let keep_alive = req.head.keep_alive;
-    let (key_for_error, result) = match route(req) {
-        Ok((bucket, key)) => {
+    let (key_for_error, result) = match route::route(req, &worker.shared.config.s3.domain) {
+        Ok(route::Target { bucket, key }) => {
             let r = serve_object(worker, conn, req, &bucket, &key).await;
             (Some(key), r)
         }
@@ -62,35 +60,6 @@ pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>) -> 
             Disposition::after(conn.flush().await, keep_alive && !err.closes_connection())
         }
     }
-}
-
-/// Splits `/{bucket}/{key}` and percent-decodes the key (borrowing from the request buffer when
-/// nothing needed decoding, as is usual).
-fn route<'a>(req: &Request<'a>) -> Result<(Cow<'a, str>, Cow<'a, str>), S3Error> {
-    match req.head.method {
-        Method::Get | Method::Head => {}
-        _ => return Err(S3Error::MethodNotAllowed),
-    }
-    let raw = req.head.path.get(req.buf);
-    let Some(rest) = raw.strip_prefix(b"/") else {
-        return Err(S3Error::InvalidRequest("the request target must be an absolute path"));
-    };
-    let (bucket, key) = match rest.iter().position(|&c| c == b'/') {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
-        None => (rest, &b""[..]),
-    };
-    let bucket = proto::decode_path(bucket).map_err(S3Error::BadRequest)?;
-    let key = proto::decode_path(key).map_err(S3Error::BadRequest)?;
-    if bucket.is_empty() {
-        return Err(S3Error::InvalidRequest("listing buckets is not supported"));
-    }
-    if key.is_empty() {
-        return Err(S3Error::InvalidRequest("listing objects is not supported; name a key"));
-    }
-    if key.len() > edgemirror_cache::key::MAX_KEY_BYTES {
-        return Err(S3Error::InvalidRequest("the object key is longer than 1024 bytes"));
-    }
-    Ok((bucket, key))
 }
 
 async fn serve_object(

@@ -301,3 +301,33 @@ fn the_origins_last_modified_is_kept() {
     let t = httpdate::parse_http_date(resp.header("last-modified").expect("Last-Modified")).unwrap();
     assert!(t >= before, "{resp:?}");
 }
+
+#[test]
+fn virtual_host_addressing_names_the_bucket_in_the_host() {
+    let origin = Origin::start();
+    let node = NodeBuilder::new()
+        .mirror(&format!("{}/dir1/", origin.url()), "")
+        .with_extra_toml("[s3]\ndomain = \"s3.test\"")
+        .start();
+    let addr = node.data_addr();
+    let body = pattern_body(3000, 8);
+    origin.set("/dir1/img/a.jpg", Reply::ok(body.clone()));
+    let raw = |host: &str, path: &str| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
+    // The seed's own example form: the bucket in the Host, the key as the whole path.
+    let resp = Conn::new(addr).request(&raw("example-bucket.s3.test", "/img/a.jpg")).expect("GET");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(resp.body == body);
+    // With a port, in any case; and path style keeps working, also on the domain itself.
+    for (host, path) in [
+        ("Example-Bucket.S3.Test:8080", "/img/a.jpg"),
+        ("s3.test", "/example-bucket/img/a.jpg"),
+        ("127.0.0.1", "/example-bucket/img/a.jpg"),
+    ] {
+        let resp = Conn::new(addr).request(&raw(host, path)).expect("GET");
+        assert_eq!(resp.status, 200, "{host} {path}: {resp:?}");
+        assert!(resp.body == body);
+    }
+    let resp = Conn::new(addr).request(&raw("other.s3.test", "/img/a.jpg")).expect("GET");
+    assert_eq!(resp.status, 404, "an unknown virtual-host bucket: {resp:?}");
+    assert_eq!(origin.count("/dir1/img/a.jpg"), 1);
+}
