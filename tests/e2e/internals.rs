@@ -311,7 +311,7 @@ fn a_424_is_logged_with_its_reason() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let log = node.stderr();
-        let line = log.lines().find(|l| l.contains("424") && l.contains(&request_id));
+        let line = log.lines().find(|l| l.contains("424 mirror failed") && l.contains(&request_id));
         if let Some(line) = line {
             assert!(line.contains("origin status 503"), "{line}");
             break;

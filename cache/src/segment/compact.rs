@@ -147,7 +147,7 @@ impl Store {
 
     /// Compacts one segment; `false` when it turned out not to be worth it (nothing reclaimed).
     fn compact_segment(&self, old: &Arc<Segment>, min_dead: f64, report: &mut CompactReport) -> Result<bool> {
-        let map = old.map.get().cloned().ok_or(Error::Invariant("sealed segment without a mapping"))?;
+        let map = old.mapped().ok_or(Error::Invariant("sealed segment without a mapping"))?;
         let len = (old.len() as usize).min(map.len());
         let map = map.slice(..len);
         let fh = FileHeader::decode(&map).ok_or(Error::Corrupt { segment: old.id, offset: 0, what: "file header" })?;

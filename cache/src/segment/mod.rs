@@ -119,8 +119,11 @@ pub struct Segment {
     pub(crate) capacity: u64,
     /// Holds one record only (a big object, or a spilled body of unknown length).
     pub(crate) solo: bool,
-    /// The read-only mapping; set at creation for regular segments, at commit for solo ones.
+    /// The read-only mapping of a regular segment, for its whole life (they are few and large).
+    /// A solo segment (one big object) is never mapped here: see [`MapCache`].
     pub(crate) map: OnceLock<Bytes>,
+    /// Where solo segments' mappings are kept while recently read.
+    maps: Arc<MapCache>,
     /// Written since the last background sync.
     dirty: AtomicBool,
     /// The file's length (st_size) as this process made it: the end of the furthest write.
@@ -139,7 +142,14 @@ pub struct Segment {
 }
 
 impl Segment {
-    fn create(dir: &Path, id: u64, capacity: u64, solo: bool, stats: &Arc<StoreStats>) -> Result<Arc<Segment>> {
+    fn create(
+        dir: &Path,
+        id: u64,
+        capacity: u64,
+        solo: bool,
+        stats: &Arc<StoreStats>,
+        maps: &Arc<MapCache>,
+    ) -> Result<Arc<Segment>> {
         let path = dir.join(format!("{id:016x}.seg"));
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| {
             stats.write_failures.fetch_add(1, Ordering::Relaxed);
@@ -166,16 +176,16 @@ impl Segment {
             discarded: AtomicBool::new(false),
             sealed: AtomicBool::new(false),
             min_seq: AtomicU64::new(u64::MAX),
+            maps: maps.clone(),
             stats: stats.clone(),
         };
         if let Err(e) = seg.write_at(&header.encode(), 0) {
             seg.discard();
             return Err(e);
         }
-        // Mapped now when the size is known (regular segments, and solo segments of a known
-        // length), so readers can follow a record while it is written; a spilled body of
-        // unknown length is mapped at commit.
-        if capacity > 0 {
+        // A regular segment is mapped now, at its full capacity, so readers can follow records
+        // while they are written. A solo segment's writer maps it itself (`map_whole`).
+        if capacity > 0 && !solo {
             match sys::map_file(&seg.file, capacity) {
                 Ok(map) => {
                     let _ = seg.map.set(map);
@@ -268,8 +278,23 @@ impl Segment {
         self.min_seq.fetch_min(seq, Ordering::AcqRel);
     }
 
+    /// Maps the first `len` bytes of the file (for a solo segment's writer and the map cache).
+    pub(crate) fn map_whole(&self, len: u64) -> Result<Bytes> {
+        sys::map_file(&self.file, len).map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// The segment's bytes as mapped: a regular segment's own mapping, or a solo segment's from
+    /// the map cache (mapped again if it was evicted).
+    pub(crate) fn mapped(&self) -> Option<Bytes> {
+        match self.map.get() {
+            Some(map) => Some(map.clone()),
+            None if self.solo && self.is_sealed() => self.maps.get(self),
+            None => None,
+        }
+    }
+
     fn body(&self, offset: u64, len: u64) -> Option<Bytes> {
-        let map = self.map.get()?;
+        let map = self.mapped()?;
         let end = offset.checked_add(len)?;
         if end > map.len() as u64 {
             return None;
@@ -283,6 +308,81 @@ impl Drop for Segment {
         if *self.discarded.get_mut() {
             self.stats.disk_bytes.fetch_sub(*self.file_len.get_mut(), Ordering::Relaxed);
         }
+    }
+}
+
+/// The mappings of recently read solo segments (big objects, one file each), least recently
+/// used evicted past [`MAPPED_SOLO_SEGMENTS`].
+///
+/// Mapping every solo segment for its whole life made `vm.max_map_count` (65,530 by default)
+/// the cap on how many big objects a store could hold. Now the mappings alive are the cached
+/// ones plus those whose slices readers still hold: an evicted mapping lives on in its readers'
+/// `Bytes` and goes when the last one does; a later read maps the file again (the pages stay in
+/// the page cache, so that costs a system call and minor faults, not disk reads).
+#[derive(Debug)]
+pub(crate) struct MapCache {
+    inner: Mutex<MapCacheInner>,
+    cap: usize,
+}
+
+impl Default for MapCache {
+    fn default() -> Self {
+        MapCache { inner: Mutex::default(), cap: MAPPED_SOLO_SEGMENTS }
+    }
+}
+
+#[derive(Debug, Default)]
+struct MapCacheInner {
+    /// Segment id -> (mapping, last use).
+    maps: std::collections::HashMap<u64, (Bytes, u64)>,
+    tick: u64,
+}
+
+/// Solo-segment mappings kept while recently read; the rest of `vm.max_map_count` is headroom.
+pub(crate) const MAPPED_SOLO_SEGMENTS: usize = 4096;
+
+impl MapCache {
+    fn get(&self, segment: &Segment) -> Option<Bytes> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.tick += 1;
+        let tick = inner.tick;
+        if let Some((map, used)) = inner.maps.get_mut(&segment.id) {
+            *used = tick;
+            return Some(map.clone());
+        }
+        drop(inner);
+        let map = match segment.map_whole(segment.len()) {
+            Ok(map) => map,
+            Err(e) => {
+                tracing::warn!(segment = segment.id, error = %e, "cannot map a segment");
+                return None;
+            }
+        };
+        self.insert(segment.id, map.clone());
+        Some(map)
+    }
+
+    /// Keeps `map` as segment `id`'s mapping, evicting the least recently used past the cap.
+    pub(crate) fn insert(&self, id: u64, map: Bytes) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.tick += 1;
+        let tick = inner.tick;
+        inner.maps.insert(id, (map, tick));
+        if inner.maps.len() > self.cap {
+            if let Some(oldest) = inner.maps.iter().min_by_key(|(_, (_, used))| *used).map(|(id, _)| *id) {
+                inner.maps.remove(&oldest);
+            }
+        }
+    }
+
+    /// Drops segment `id`'s mapping (its file is going).
+    pub(crate) fn forget(&self, id: u64) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).maps.remove(&id);
+    }
+
+    /// Mappings held (for tests and metrics).
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).maps.len()
     }
 }
 
@@ -336,6 +436,8 @@ pub struct Store {
     pins: Mutex<std::collections::BTreeMap<u64, usize>>,
     /// Deletions made since the index last forgot the ones no pin needs.
     tombstones_since_prune: AtomicU64,
+    /// Mappings of recently read solo segments.
+    maps: Arc<MapCache>,
     /// Every segment file the store holds, by id (what compaction chooses from).
     segments: Mutex<std::collections::BTreeMap<u64, Arc<Segment>>>,
     /// One compaction pass at a time (the background thread, or a direct call).
@@ -383,7 +485,8 @@ impl Store {
         fs::create_dir_all(&segments_dir).map_err(|e| Error::io(&segments_dir, e))?;
         let index = Arc::new(index::Index::new());
         let stats = Arc::new(StoreStats::default());
-        let recovered = recover::recover_dir(&segments_dir, &index, &stats)?;
+        let maps = Arc::new(MapCache::default());
+        let recovered = recover::recover_dir(&segments_dir, &index, &stats, &maps)?;
         stats.disk_bytes.fetch_add(recovered.disk_bytes, Ordering::Relaxed);
         let verifier = verify::Verifier::start(verify::VERIFIER_THREADS).map_err(|e| Error::io(&config.dir, e))?;
         let lanes = (0..config.lanes.max(1)).map(|_| Mutex::new(None)).collect();
@@ -399,6 +502,7 @@ impl Store {
             next_seq: AtomicU64::new(recovered.next_seq),
             pins: Mutex::new(std::collections::BTreeMap::new()),
             tombstones_since_prune: AtomicU64::new(0),
+            maps,
             segments: Mutex::new(recovered.segments.into_iter().map(|s| (s.id, s)).collect()),
             compacting: Mutex::new(()),
             free_space: Mutex::new((0, None)),
@@ -780,7 +884,7 @@ impl Store {
             self.check_capacity(capacity.max(FILE_HEADER_LEN))?;
         }
         let id = self.next_segment_id.fetch_add(1, Ordering::Relaxed);
-        let segment = Segment::create(&self.segments_dir, id, capacity, solo, &self.stats)?;
+        let segment = Segment::create(&self.segments_dir, id, capacity, solo, &self.stats, &self.maps)?;
         self.segments.lock().unwrap_or_else(|e| e.into_inner()).insert(id, segment.clone());
         Ok(segment)
     }
@@ -829,9 +933,15 @@ impl Store {
         self.segments.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
-    /// Drops a segment from the registry (its file is about to be unlinked).
+    /// Drops a segment from the registry and the map cache (its file is about to be unlinked).
     pub(crate) fn forget_segment(&self, id: u64) {
         self.segments.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.maps.forget(id);
+    }
+
+    /// Solo-segment mappings the store keeps now (see [`MapCache`]).
+    pub fn cached_mappings(&self) -> usize {
+        self.maps.len()
     }
 
     /// The lowest commit sequence number in any segment but `except`.
@@ -962,6 +1072,53 @@ mod tests {
     }
 
     #[test]
+    fn the_map_cache_keeps_the_most_recently_used_mappings() {
+        let cache = MapCache { inner: Mutex::default(), cap: 2 };
+        for id in 1..=3 {
+            cache.insert(id, Bytes::from(vec![id as u8]));
+        }
+        assert_eq!(cache.len(), 2, "the least recently used went");
+        let ids: Vec<u64> = cache.inner.lock().unwrap().maps.keys().copied().collect();
+        assert!(!ids.contains(&1), "{ids:?}");
+        cache.forget(3);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn solo_segments_are_mapped_only_while_read_recently() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 1 << 20,
+            lanes: 1,
+            sync: SyncPolicy::Never,
+            max_object_bytes: 1 << 30,
+            max_bytes: 0,
+            min_free_bytes: 0,
+            compaction: CompactionConfig { interval: Duration::ZERO, ..Default::default() },
+            evictable_buckets: Vec::new(),
+        };
+        let store = Store::open(config.clone()).unwrap().0;
+        // Each over a quarter segment: a solo segment, a file of its own.
+        for i in 0..40 {
+            put(&store, &format!("big{i}"), &body(300_000, i as u8));
+        }
+        drop(store);
+        let store = Store::open(config).unwrap().0;
+        assert_eq!(store.cached_mappings(), 0, "nothing is mapped at start");
+        let mapped = |dir: &Path| {
+            let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+            maps.lines().filter(|l| l.contains(dir.to_str().unwrap())).count()
+        };
+        assert_eq!(mapped(dir.path()), 0, "no segment of this store is mapped");
+        for i in 0..40 {
+            let got = store.get(ObjectKeyRef::new("b", &format!("big{i}"))).unwrap().unwrap();
+            assert_eq!(got.body, body(300_000, i as u8));
+        }
+        assert_eq!(store.cached_mappings(), 40);
+    }
+
+    #[test]
     fn write_to_a_full_disk_is_no_space_and_counted() {
         let Ok(file) = OpenOptions::new().write(true).open("/dev/full") else {
             eprintln!("no /dev/full here; skipped");
@@ -981,6 +1138,7 @@ mod tests {
             discarded: AtomicBool::new(false),
             sealed: AtomicBool::new(false),
             min_seq: AtomicU64::new(u64::MAX),
+            maps: Arc::new(MapCache::default()),
             stats: stats.clone(),
         };
         let err = seg.write_at(b"body bytes", 0).unwrap_err();

@@ -25,7 +25,7 @@ use super::format::{
 };
 use super::index::{Index, IndexEntry};
 use super::verify::BodyCheck;
-use super::{sys, RecoveryReport, Segment, StoreStats};
+use super::{sys, MapCache, RecoveryReport, Segment, StoreStats};
 use crate::key::ObjectKeyRef;
 use crate::meta::{ObjectMeta, RecordMeta};
 use crate::{Error, Result};
@@ -41,7 +41,12 @@ pub(crate) struct Recovered {
     pub segments: Vec<Arc<Segment>>,
 }
 
-pub(crate) fn recover_dir(dir: &Path, index: &Index, stats: &Arc<StoreStats>) -> Result<Recovered> {
+pub(crate) fn recover_dir(
+    dir: &Path,
+    index: &Index,
+    stats: &Arc<StoreStats>,
+    maps: &Arc<MapCache>,
+) -> Result<Recovered> {
     let mut paths: Vec<(u64, PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
@@ -68,7 +73,7 @@ pub(crate) fn recover_dir(dir: &Path, index: &Index, stats: &Arc<StoreStats>) ->
         out.next_segment_id = out.next_segment_id.max(id + 1);
         let file = File::options().read(true).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        let found = scan_segment(id, &path, file, len, index, stats)?;
+        let found = scan_segment(id, &path, file, len, index, stats, maps)?;
         out.report.torn_or_abandoned += found.skipped;
         out.next_seq = out.next_seq.max(found.max_seq + 1);
         out.report.tombstones += found.tombstones;
@@ -97,7 +102,15 @@ struct Scan {
     max_seq: u64,
 }
 
-fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats: &Arc<StoreStats>) -> Result<Scan> {
+fn scan_segment(
+    id: u64,
+    path: &Path,
+    file: File,
+    len: u64,
+    index: &Index,
+    stats: &Arc<StoreStats>,
+    maps: &Arc<MapCache>,
+) -> Result<Scan> {
     let mut scan = Scan { segment: None, committed: 0, tombstones: 0, skipped: 0, max_seq: 0 };
     let map = sys::map_file(&file, len).map_err(|e| Error::io(path, e))?;
     let Some(fh) = FileHeader::decode(&map) else {
@@ -123,9 +136,14 @@ fn scan_segment(id: u64, path: &Path, file: File, len: u64, index: &Index, stats
         discarded: AtomicBool::new(false),
         sealed: AtomicBool::new(true),
         min_seq: AtomicU64::new(u64::MAX),
+        maps: maps.clone(),
         stats: stats.clone(),
     });
-    let _ = segment.map.set(map.clone());
+    // A regular segment keeps its mapping; a solo one is mapped again when read (MapCache), so
+    // a store of many big objects does not hold a mapping per object.
+    if !segment.solo {
+        let _ = segment.map.set(map.clone());
+    }
     let mut off = FILE_HEADER_LEN;
     while off + RECORD_HEADER_LEN <= len {
         let at = off as usize;

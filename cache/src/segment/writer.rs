@@ -22,7 +22,7 @@ use md5::{Digest, Md5};
 
 use super::format::{self, Trailer, FILE_HEADER_LEN, FLAG_LEN_PENDING};
 use super::verify::BodyCheck;
-use super::{sys, unix_ms, IndexEntry, Segment, Store, StoredObject, SyncPolicy};
+use super::{unix_ms, IndexEntry, Segment, Store, StoredObject, SyncPolicy};
 use crate::key::ObjectKeyRef;
 use crate::meta::{ObjectMeta, RecordMeta};
 use crate::{Error, Result};
@@ -33,7 +33,14 @@ pub const BUFFER_UNKNOWN_LEN_BYTES: u64 = 1 << 20;
 
 enum Target {
     /// Written in place: `record_offset` is where the header is.
-    Placed { segment: Arc<Segment>, record_offset: u64, header: format::RecordHeader, header_crc: u32 },
+    Placed {
+        segment: Arc<Segment>,
+        record_offset: u64,
+        header: format::RecordHeader,
+        header_crc: u32,
+        /// The mapping readers use while the record is written (see `View::placed`).
+        map: Option<Bytes>,
+    },
     /// Unknown length, still small: held until commit.
     Buffered { chunks: Vec<Bytes> },
 }
@@ -66,7 +73,10 @@ pub struct RecordWriter {
 /// buffered pieces before that, and how many body bytes are written.
 #[derive(Default)]
 struct View {
-    placed: Option<(Arc<Segment>, u64)>,
+    /// The segment, the body's offset in it, and the mapping to read it from while it is
+    /// written (a regular segment's own; a solo segment's writer's; none for a spilled body of
+    /// unknown length, which is read back with positional reads).
+    placed: Option<(Arc<Segment>, u64, Option<Bytes>)>,
     buffered: Vec<Bytes>,
     written: u64,
     /// Called by [`FillReader::read`] just before it reads a spilled body from the file.
@@ -97,11 +107,11 @@ impl FillReader {
                 return Ok(None);
             }
             let end = view.written.min(pos.saturating_add(max as u64));
-            let Some((segment, body_offset)) = &view.placed else {
+            let Some((segment, body_offset, map)) = &view.placed else {
                 return Ok(view.buffered_slice(pos, end));
             };
             let (from, to) = (body_offset + pos, body_offset + end);
-            if let Some(map) = segment.map.get() {
+            if let Some(map) = map {
                 if to <= map.len() as u64 {
                     return Ok(Some(map.slice(from as usize..to as usize)));
                 }
@@ -241,20 +251,31 @@ impl RecordWriter {
         };
         let total = encode(0).1.total_len();
         let pending = flags & FLAG_LEN_PENDING != 0;
-        let (segment, record_offset) = if pending || total > store.solo_threshold() {
+        let (segment, record_offset, map) = if pending || total > store.solo_threshold() {
             let capacity = if pending { 0 } else { FILE_HEADER_LEN + total };
             let segment = store.new_segment(capacity, true)?;
-            if let Err(e) = segment.write_at(&encode(segment.nonce).0, FILE_HEADER_LEN) {
-                store.forget_segment(segment.id);
-                segment.discard();
-                return Err(e);
+            let written = segment.write_at(&encode(segment.nonce).0, FILE_HEADER_LEN);
+            // A known length is mapped now, so clients can follow the body as it is written.
+            let map = match written {
+                Ok(()) if capacity > 0 => segment.map_whole(capacity).map(Some),
+                Ok(()) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match map {
+                Ok(map) => (segment, FILE_HEADER_LEN, map),
+                Err(e) => {
+                    store.forget_segment(segment.id);
+                    segment.discard();
+                    return Err(e);
+                }
             }
-            (segment, FILE_HEADER_LEN)
         } else {
-            store.reserve(self.lane, total, |nonce| encode(nonce).0)?
+            let (segment, offset) = store.reserve(self.lane, total, |nonce| encode(nonce).0)?;
+            let map = segment.map.get().cloned();
+            (segment, offset, map)
         };
         let (_, header, header_crc) = encode(segment.nonce);
-        Ok(Target::Placed { segment, record_offset, header, header_crc })
+        Ok(Target::Placed { segment, record_offset, header, header_crc, map })
     }
 
     /// A reader of this record's bytes as they are written.
@@ -275,9 +296,9 @@ impl RecordWriter {
 
     /// Tells readers where the body now lies (after the buffered prefix has been written there).
     fn publish_placement(&self) {
-        if let Target::Placed { segment, record_offset, header, .. } = &self.target {
+        if let Target::Placed { segment, record_offset, header, map, .. } = &self.target {
             let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
-            view.placed = Some((segment.clone(), record_offset + header.body_start()));
+            view.placed = Some((segment.clone(), record_offset + header.body_start(), map.clone()));
             view.buffered.clear();
         }
     }
@@ -340,10 +361,18 @@ impl RecordWriter {
     /// a bug in this file: `what` names the caller.
     fn placement(&self, what: &'static str) -> Result<(&Arc<Segment>, u64, &format::RecordHeader, u32)> {
         match &self.target {
-            Target::Placed { segment, record_offset, header, header_crc } => {
+            Target::Placed { segment, record_offset, header, header_crc, .. } => {
                 Ok((segment, *record_offset, header, *header_crc))
             }
             Target::Buffered { .. } => Err(Error::Invariant(what)),
+        }
+    }
+
+    /// The mapping of the placed record, if it has one.
+    fn target_map(&self) -> Option<Bytes> {
+        match &self.target {
+            Target::Placed { map, .. } => map.clone(),
+            Target::Buffered { .. } => None,
         }
     }
 
@@ -433,11 +462,14 @@ impl RecordWriter {
             SyncPolicy::Interval(_) => store.mark_dirty(&segment),
             SyncPolicy::Never => {}
         }
-        if segment.map.get().is_none() {
-            // A solo segment is mapped once its only record is complete.
-            let len = record_offset + header.total_len();
-            let map = sys::map_file(&segment.file, len).map_err(|e| Error::io(&segment.path, e))?;
-            let _ = segment.map.set(map);
+        if segment.solo {
+            // Its record is complete: readers find its mapping in the store's map cache from
+            // now on (the writer's own mapping, when it had one, covers the whole record).
+            let map = match self.target_map() {
+                Some(map) => map,
+                None => segment.map_whole(record_offset + header.total_len())?,
+            };
+            store.maps.insert(segment.id, map);
         }
         let meta = Arc::new(ObjectMeta {
             bucket: self.bucket.clone(),
@@ -541,8 +573,8 @@ mod tests {
         let reader = w.reader();
         {
             let view = reader.view.lock().unwrap();
-            let (segment, _) = view.placed.as_ref().expect("spilled to a solo segment");
-            assert!(segment.map.get().is_none(), "a spilled body is not mapped before commit");
+            let (segment, _, map) = view.placed.as_ref().expect("spilled to a solo segment");
+            assert!(segment.map.get().is_none() && map.is_none(), "a spilled body is not mapped before commit");
         }
 
         let (entered_tx, entered_rx) = mpsc::channel::<()>();
