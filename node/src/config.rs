@@ -80,6 +80,8 @@ pub struct RawServer {
     pub idle_timeout_ms: u64,
     /// How long a write to a client may stall before the connection is dropped.
     pub write_timeout_ms: u64,
+    /// How long a request body (an upload) may stall between two reads.
+    pub body_timeout_ms: u64,
     /// Open client connections one worker holds at most; more are closed on accept.
     pub max_connections_per_worker: usize,
     /// Largest request head (431 above); at most 16384.
@@ -98,6 +100,7 @@ impl Default for RawServer {
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             write_timeout_ms: 30_000,
+            body_timeout_ms: 30_000,
             max_connections_per_worker: 10_000,
             max_head_bytes: edgemirror_proto::MAX_HEAD_BYTES,
             max_headers: edgemirror_proto::MAX_HEADERS,
@@ -354,6 +357,7 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
+    pub body_timeout: Duration,
     pub max_connections_per_worker: usize,
     pub limits: edgemirror_proto::RequestLimits,
 }
@@ -477,6 +481,7 @@ impl RawConfig {
             header_timeout: ms("server.header_timeout_ms", self.server.header_timeout_ms)?,
             idle_timeout: ms("server.idle_timeout_ms", self.server.idle_timeout_ms)?,
             write_timeout: ms("server.write_timeout_ms", self.server.write_timeout_ms)?,
+            body_timeout: ms("server.body_timeout_ms", self.server.body_timeout_ms)?,
             max_connections_per_worker: match self.server.max_connections_per_worker {
                 0 => bail!("server.max_connections_per_worker: must be greater than 0"),
                 n => n,

@@ -21,11 +21,12 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
-use edgemirror_proto::{self as proto, BodyFraming, Status};
+use bytes::BytesMut;
+use edgemirror_proto::{self as proto, Status};
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 
+use crate::body::RequestBody;
 use crate::error::S3Error;
 use crate::object;
 use crate::reply;
@@ -85,16 +86,19 @@ pub async fn serve(stream: ClientStream, worker: Rc<Worker>, accepted: Instant) 
         };
 
         let id = worker.next_request_id();
+        // What was read past the head is the start of the body (and maybe the next request):
+        // the body reader takes it, and gives back what follows the body.
+        let after_head = buf.split_off(head.head_len);
+        let mut body = RequestBody::new(head.body, after_head, cfg.body_timeout);
         let request = Request { buf: &buf, head: &head, id };
-        let disposition = object::handle(&worker, &mut conn, &request).await;
-        // This data plane takes no request bodies; after one, the stream position is unknown
-        // unless we drain it, so the connection ends instead.
-        let has_body = !matches!(head.body, BodyFraming::None | BodyFraming::ContentLength(0));
-        if disposition == Disposition::Close || !head.keep_alive || has_body {
-            let unread = has_body || buf.len() > head.head_len;
-            return conn.close(unread).await;
+        let disposition = object::handle(&worker, &mut conn, &request, &mut body).await;
+        match body.into_leftover() {
+            Some(rest) if disposition == Disposition::KeepAlive && head.keep_alive => buf = rest,
+            // A body the handler did not read (an error answered first), or a close: the client
+            // may still be sending.
+            Some(rest) => return conn.close(!rest.is_empty()).await,
+            None => return conn.close(true).await,
         }
-        buf.advance(head.head_len);
     }
 }
 

@@ -43,6 +43,7 @@
 //! holds the mirror rule model and the rule table; [`metrics`] holds the counters.
 
 pub mod admin;
+pub mod body;
 pub mod config;
 pub mod conn;
 pub mod dns;

@@ -17,6 +17,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use edgemirror_cache::{ObjectKeyRef, SavedHeader};
 
+use crate::body::RequestBody;
 use crate::error::S3Error;
 use crate::inflight::Join;
 use crate::origin;
@@ -28,7 +29,7 @@ use crate::worker::Worker;
 use crate::{fill, follow, mirror, route, stored};
 
 /// Answers one request; returns whether the connection may continue.
-pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>) -> Disposition {
+pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>, _body: &mut RequestBody) -> Disposition {
     worker.metrics().requests.inc();
     let keep_alive = req.head.keep_alive;
     let (key_for_error, result) = match route::route(req, &worker.shared.config.s3.domain) {
