@@ -41,12 +41,29 @@ pub struct RawConfig {
     pub s3: RawS3,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawS3 {
+    /// The region clients sign for (SigV4 scopes naming another are refused).
+    pub region: String,
     /// Virtual-host addressing: `{bucket}.{domain}`; empty = path style only (path style always
     /// works).
     pub domain: String,
+    /// Access keys allowed to sign requests; none = every write is refused.
+    pub keys: Vec<RawS3Key>,
+}
+
+impl Default for RawS3 {
+    fn default() -> Self {
+        RawS3 { region: "us-east-1".into(), domain: String::new(), keys: Vec::new() }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3Key {
+    pub access_key: String,
+    pub secret_key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,10 +248,18 @@ pub struct RawBucket {
     /// mirrored again on the next GET).
     #[serde(default = "mirror_mode")]
     pub mode: String,
+    /// Anonymous GET and HEAD of objects (a CDN serves the public); false = reads need a
+    /// signature too. Writes, deletes and bucket operations always do.
+    #[serde(default = "yes_public")]
+    pub public_read: bool,
     /// `[[buckets.mirror]]`: rules in their TOML spelling, read into the API's rule type by
     /// [`toml_rule`].
     #[serde(default)]
     pub mirror: Vec<toml::Table>,
+}
+
+fn yes_public() -> bool {
+    true
 }
 
 fn mirror_mode() -> String {
@@ -322,8 +347,11 @@ pub fn toml_names(message: &str) -> String {
 /// The S3 side of the data plane.
 #[derive(Clone, Debug, Default)]
 pub struct S3Config {
+    pub region: String,
     /// Virtual-host addressing domain, lower case; empty = path style only.
     pub domain: String,
+    /// Access key id -> secret key.
+    pub keys: std::collections::HashMap<String, String>,
 }
 
 /// What a bucket's stored copies are.
@@ -401,6 +429,7 @@ impl OriginConfig {
 pub struct BucketConfig {
     pub name: String,
     pub mode: BucketMode,
+    pub public_read: bool,
     /// The bucket's mirror rules from TOML, in the API's wire form, when the config manages
     /// them (it has `[[buckets.mirror]]`). `None`: the admin API manages them (persisted in
     /// `store.dir/rules.json`). Never both: see [`crate::rules`] on precedence.
@@ -611,7 +640,7 @@ impl RawConfig {
                 "cache" => BucketMode::Cache,
                 other => bail!("{field}.mode: '{other}' is not mirror or cache"),
             };
-            buckets.push(BucketConfig { name: b.name, mode, config_rules });
+            buckets.push(BucketConfig { name: b.name, mode, public_read: b.public_read, config_rules });
         }
         let mut store = store;
         store.evictable_buckets =
@@ -623,7 +652,23 @@ impl RawConfig {
         if !domain.is_empty() && rules::parse_host_port(&domain).map_or(true, |(_, port)| port.is_some()) {
             bail!("s3.domain: '{}' is not a host name (no scheme, port or path)", self.s3.domain);
         }
-        let s3 = S3Config { domain };
+        let region = self.s3.region.trim().to_string();
+        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            bail!("s3.region: '{}' is not a region name (letters, digits, '-')", self.s3.region);
+        }
+        let mut keys = std::collections::HashMap::new();
+        for (i, k) in self.s3.keys.into_iter().enumerate() {
+            if k.access_key.is_empty() || !k.access_key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                bail!("s3.keys[{i}].access_key: must be non-empty letters and digits");
+            }
+            if k.secret_key.len() < 8 || k.secret_key.chars().any(|c| c.is_control() || c == ' ') {
+                bail!("s3.keys[{i}].secret_key: at least 8 characters, no spaces or control characters");
+            }
+            if keys.insert(k.access_key.clone(), k.secret_key).is_some() {
+                bail!("s3.keys[{i}].access_key: '{}' is listed twice", k.access_key);
+            }
+        }
+        let s3 = S3Config { region, domain, keys };
         Ok(Config { s3, hash_threads: s.hash_threads, server, tls, admin, store, cache, origin, buckets })
     }
 }

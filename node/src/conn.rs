@@ -28,9 +28,9 @@ use monoio::io::AsyncReadRent;
 
 use crate::body::RequestBody;
 use crate::error::S3Error;
-use crate::object;
 use crate::reply;
 use crate::respond::{Conn, Disposition, Request};
+use crate::s3;
 use crate::stream::ClientStream;
 use crate::tls;
 use crate::worker::Worker;
@@ -91,7 +91,7 @@ pub async fn serve(stream: ClientStream, worker: Rc<Worker>, accepted: Instant) 
         let after_head = buf.split_off(head.head_len);
         let mut body = RequestBody::new(head.body, after_head, cfg.body_timeout);
         let request = Request { buf: &buf, head: &head, id };
-        let disposition = object::handle(&worker, &mut conn, &request, &mut body).await;
+        let disposition = s3::handle(&worker, &mut conn, &request, &mut body).await;
         match body.into_leftover() {
             Some(rest) if disposition == Disposition::KeepAlive && head.keep_alive => buf = rest,
             // A body the handler did not read (an error answered first), or a close: the client

@@ -30,6 +30,29 @@ pub enum S3Error {
     MirrorFailed(String),
     /// Ours: a bug or an I/O error on our side.
     Internal(String),
+    /// Downstream: the request's signature (or its absence) does not allow it.
+    Auth(edgemirror_proto::s3::sigv4::SigV4Error),
+    /// Downstream: a write, delete or bucket operation without any signature.
+    AccessDenied(&'static str),
+    /// Downstream: an access key not in `[[s3.keys]]`.
+    InvalidAccessKeyId,
+    /// Downstream: an S3 operation this node does not offer (yet).
+    NotImplemented(&'static str),
+    /// Downstream: an upload without Content-Length (and not aws-chunked).
+    MissingContentLength,
+    /// Downstream: an upload larger than `store.max_object_bytes`.
+    EntityTooLarge,
+    /// Downstream: Content-MD5 is not a base64 MD5.
+    InvalidDigest,
+    /// Downstream: the body's MD5 differs from Content-MD5.
+    BadDigest,
+    /// Downstream: the body's SHA-256 differs from x-amz-content-sha256.
+    ContentSha256Mismatch,
+    /// Downstream: the body stopped short of its announced length, or stalled.
+    IncompleteBody(String),
+    /// Ours: the store cannot take the object now (full: `store.max_bytes`, the free-space
+    /// watermark, or the disk).
+    StoreFull(String),
 }
 
 impl S3Error {
@@ -43,6 +66,16 @@ impl S3Error {
             S3Error::InvalidRange { .. } => 416,
             S3Error::MirrorFailed(_) => 424,
             S3Error::Internal(_) => 500,
+            S3Error::Auth(e) => e.http_status(),
+            S3Error::AccessDenied(_) | S3Error::InvalidAccessKeyId => 403,
+            S3Error::NotImplemented(_) => 501,
+            S3Error::MissingContentLength => 411,
+            S3Error::EntityTooLarge
+            | S3Error::InvalidDigest
+            | S3Error::BadDigest
+            | S3Error::ContentSha256Mismatch
+            | S3Error::IncompleteBody(_) => 400,
+            S3Error::StoreFull(_) => 507,
         }
     }
 
@@ -62,6 +95,17 @@ impl S3Error {
             S3Error::InvalidRange { .. } => "InvalidRange",
             S3Error::MirrorFailed(_) => "MirrorFailed",
             S3Error::Internal(_) => "InternalError",
+            S3Error::Auth(e) => e.s3_code(),
+            S3Error::AccessDenied(_) => "AccessDenied",
+            S3Error::InvalidAccessKeyId => "InvalidAccessKeyId",
+            S3Error::NotImplemented(_) => "NotImplemented",
+            S3Error::MissingContentLength => "MissingContentLength",
+            S3Error::EntityTooLarge => "EntityTooLarge",
+            S3Error::InvalidDigest => "InvalidDigest",
+            S3Error::BadDigest => "BadDigest",
+            S3Error::ContentSha256Mismatch => "XAmzContentSHA256Mismatch",
+            S3Error::IncompleteBody(_) => "IncompleteBody",
+            S3Error::StoreFull(_) => "InsufficientStorage",
         }
     }
 
@@ -77,6 +121,19 @@ impl S3Error {
             // The origin's failure reason goes to the log, not to the client.
             S3Error::MirrorFailed(_) => "the object could not be fetched from the mirror origin".into(),
             S3Error::Internal(_) => "we encountered an internal error; please try again".into(),
+            S3Error::Auth(e) => e.as_str().into(),
+            S3Error::AccessDenied(why) => (*why).into(),
+            S3Error::InvalidAccessKeyId => "the access key id you provided does not exist in our records".into(),
+            S3Error::NotImplemented(what) => format!("{what} is not implemented").into(),
+            S3Error::MissingContentLength => "you must provide the Content-Length HTTP header".into(),
+            S3Error::EntityTooLarge => "your proposed upload exceeds the maximum allowed object size".into(),
+            S3Error::InvalidDigest => "the Content-MD5 you specified is not valid".into(),
+            S3Error::BadDigest => "the Content-MD5 you specified did not match what we received".into(),
+            S3Error::ContentSha256Mismatch => {
+                "the provided x-amz-content-sha256 does not match what was computed".into()
+            }
+            S3Error::IncompleteBody(why) => format!("you did not provide the number of bytes specified: {why}").into(),
+            S3Error::StoreFull(why) => format!("the store cannot take the object now: {why}").into(),
         }
     }
 

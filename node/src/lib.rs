@@ -62,6 +62,7 @@ pub mod reply;
 pub mod respond;
 pub mod route;
 pub mod rules;
+pub mod s3;
 pub mod server;
 pub mod stored;
 pub mod stream;

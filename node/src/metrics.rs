@@ -48,6 +48,11 @@ pub struct Metrics {
     pub fills_superseded: Counter,
     /// Objects removed by the purge API.
     pub objects_purged: Counter,
+    /// Objects stored by PutObject, and their bytes.
+    pub objects_uploaded: Counter,
+    pub bytes_uploaded: Counter,
+    /// Objects removed by DeleteObject.
+    pub objects_deleted: Counter,
     pub objects_mirrored: Counter,
     pub bytes_from_origin: Counter,
 }
@@ -56,7 +61,7 @@ impl Metrics {
     /// Renders the counters, plus the counters and gauges kept elsewhere (the store's), in
     /// Prometheus text format.
     pub fn render(&self, counters_elsewhere: &[(&str, u64)], gauges: &[(&str, u64)]) -> String {
-        let counters: [(&str, &Counter); 20] = [
+        let counters: [(&str, &Counter); 23] = [
             ("edgemirror_connections_accepted_total", &self.connections_accepted),
             ("edgemirror_connections_refused_total", &self.connections_refused),
             ("edgemirror_requests_total", &self.requests),
@@ -75,6 +80,9 @@ impl Metrics {
             ("edgemirror_fills_unstored_total", &self.fills_unstored),
             ("edgemirror_fills_superseded_total", &self.fills_superseded),
             ("edgemirror_objects_purged_total", &self.objects_purged),
+            ("edgemirror_objects_uploaded_total", &self.objects_uploaded),
+            ("edgemirror_bytes_uploaded_total", &self.bytes_uploaded),
+            ("edgemirror_objects_deleted_total", &self.objects_deleted),
             ("edgemirror_objects_mirrored_total", &self.objects_mirrored),
             ("edgemirror_origin_bytes_total", &self.bytes_from_origin),
         ];

@@ -17,7 +17,6 @@ use std::rc::Rc;
 use bytes::Bytes;
 use edgemirror_cache::{ObjectKeyRef, SavedHeader};
 
-use crate::body::RequestBody;
 use crate::error::S3Error;
 use crate::inflight::Join;
 use crate::origin;
@@ -26,44 +25,10 @@ use crate::respond::{Conn, Disposition, Request};
 use crate::rules::{self, MirrorRule};
 use crate::upstream::{self, Upstream};
 use crate::worker::Worker;
-use crate::{fill, follow, mirror, route, stored};
+use crate::{fill, follow, mirror, stored};
 
-/// Answers one request; returns whether the connection may continue.
-pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>, _body: &mut RequestBody) -> Disposition {
-    worker.metrics().requests.inc();
-    let keep_alive = req.head.keep_alive;
-    let (key_for_error, result) = match route::route(req, &worker.shared.config.s3.domain) {
-        Ok(route::Target { bucket, key }) => {
-            let r = serve_object(worker, conn, req, &bucket, &key).await;
-            (Some(key), r)
-        }
-        Err(e) => (None, Err(e)),
-    };
-    match result {
-        Ok(d) => d,
-        Err(err) => {
-            match &err {
-                S3Error::Internal(reason) => tracing::error!(request_id = %req.id, reason, "internal error"),
-                // The origin's reason is kept from the client (it may name internal hosts) but an
-                // operator needs it: 424s are logged with it.
-                S3Error::MirrorFailed(reason) => tracing::warn!(request_id = %req.id, reason, "424 mirror failed"),
-                _ => {}
-            }
-            reply::error(
-                &mut conn.out,
-                &err,
-                key_for_error.as_deref(),
-                &worker.date,
-                req.id,
-                keep_alive,
-                req.is_head(),
-            );
-            Disposition::after(conn.flush().await, keep_alive && !err.closes_connection())
-        }
-    }
-}
-
-async fn serve_object(
+/// Answers a GET or HEAD of `bucket`/`key` (the bucket exists: the caller checked).
+pub async fn serve(
     worker: &Rc<Worker>,
     conn: &mut Conn,
     req: &Request<'_>,
@@ -71,9 +36,6 @@ async fn serve_object(
     key: &str,
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
-    if shared.config.bucket(bucket).is_none() {
-        return Err(S3Error::NoSuchBucket);
-    }
     let okey = ObjectKeyRef::new(bucket, key);
 
     // A cached copy is served only while it is the key's current version: a purge, a delete or

@@ -222,7 +222,7 @@ pub fn error(
     header(out, "Content-Type", b"application/xml");
     header(out, SOURCE_HEADER, err.source().as_bytes());
     match err {
-        S3Error::MethodNotAllowed => header(out, "Allow", b"GET, HEAD"),
+        S3Error::MethodNotAllowed => header(out, "Allow", b"GET, HEAD, PUT, DELETE"),
         // RFC 9110 §15.5.17: a 416 names the current length.
         S3Error::InvalidRange { size } => content_range(out, None, *size),
         _ => {}

@@ -17,18 +17,51 @@ use edgemirror_proto::{self as proto, Method};
 use crate::error::S3Error;
 use crate::respond::Request;
 
-/// The bucket and key a request names.
+/// The bucket and key a request names, and the S3 operation it is.
 pub struct Target<'a> {
     pub bucket: Cow<'a, str>,
+    /// Empty for a bucket operation.
     pub key: Cow<'a, str>,
+    pub op: Op,
 }
 
-/// Routes a GET or HEAD of an object.
-pub fn route<'a>(req: &Request<'a>, domain: &str) -> Result<Target<'a>, S3Error> {
-    match req.head.method {
-        Method::Get | Method::Head => {}
-        _ => return Err(S3Error::MethodNotAllowed),
+/// The S3 operations the data plane serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    GetObject,
+    HeadObject,
+    PutObject,
+    DeleteObject,
+    HeadBucket,
+}
+
+impl Op {
+    /// Whether the operation changes or reveals the store beyond a public read: it needs a
+    /// valid signature whatever the bucket's `public_read`.
+    pub fn needs_signature(self) -> bool {
+        !matches!(self, Op::GetObject | Op::HeadObject)
     }
+}
+
+/// Query parameters that name a sub-resource this node does not serve yet: answered 501
+/// rather than taken for the plain object operation.
+const SUBRESOURCES: [&str; 12] = [
+    "acl",
+    "tagging",
+    "uploads",
+    "uploadId",
+    "partNumber",
+    "versionId",
+    "versions",
+    "legal-hold",
+    "retention",
+    "restore",
+    "select",
+    "attributes",
+];
+
+/// Routes a request to its bucket, key and operation.
+pub fn route<'a>(req: &Request<'a>, domain: &str) -> Result<Target<'a>, S3Error> {
     let raw = req.head.path.get(req.buf);
     let Some(rest) = raw.strip_prefix(b"/") else {
         return Err(S3Error::InvalidRequest("the request target must be an absolute path"));
@@ -45,16 +78,53 @@ pub fn route<'a>(req: &Request<'a>, domain: &str) -> Result<Target<'a>, S3Error>
         }
     };
     let key = proto::decode_path(key).map_err(S3Error::BadRequest)?;
-    if bucket.is_empty() {
-        return Err(S3Error::InvalidRequest("listing buckets is not supported"));
-    }
-    if key.is_empty() {
-        return Err(S3Error::InvalidRequest("listing objects is not supported; name a key"));
-    }
     if key.len() > edgemirror_cache::key::MAX_KEY_BYTES {
         return Err(S3Error::InvalidRequest("the object key is longer than 1024 bytes"));
     }
-    Ok(Target { bucket, key })
+    let op = operation(req, bucket.is_empty(), key.is_empty())?;
+    Ok(Target { bucket, key, op })
+}
+
+/// The operation of a request, from its method, whether it names a bucket and a key, and its
+/// query. What this node does not offer yet is a 501 `NotImplemented` naming it.
+fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3Error> {
+    let method = req.head.method;
+    if no_bucket {
+        return match method {
+            Method::Get => Err(S3Error::NotImplemented("ListBuckets")),
+            _ => Err(S3Error::MethodNotAllowed),
+        };
+    }
+    if let Some(sub) = subresource(req.query().unwrap_or_default()) {
+        return Err(S3Error::NotImplemented(sub));
+    }
+    if no_key {
+        return match method {
+            Method::Head => Ok(Op::HeadBucket),
+            Method::Get => Err(S3Error::NotImplemented("ListObjects")),
+            Method::Put => Err(S3Error::NotImplemented("CreateBucket")),
+            Method::Delete => Err(S3Error::NotImplemented("DeleteBucket")),
+            Method::Post => Err(S3Error::NotImplemented("DeleteObjects")),
+            _ => Err(S3Error::MethodNotAllowed),
+        };
+    }
+    match method {
+        Method::Get => Ok(Op::GetObject),
+        Method::Head => Ok(Op::HeadObject),
+        Method::Put if req.header("x-amz-copy-source").is_some() => Err(S3Error::NotImplemented("CopyObject")),
+        Method::Put => Ok(Op::PutObject),
+        Method::Delete => Ok(Op::DeleteObject),
+        Method::Post => Err(S3Error::NotImplemented("POST object (multipart upload)")),
+        _ => Err(S3Error::MethodNotAllowed),
+    }
+}
+
+/// The first sub-resource parameter of a query, if any.
+fn subresource(query: &[u8]) -> Option<&'static str> {
+    query.split(|&b| b == b'&').find_map(|pair| {
+        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        SUBRESOURCES.iter().copied().find(|s| s.as_bytes() == name)
+    })
 }
 
 /// The bucket of a virtual-host `Host` (`{bucket}.{domain}[:port]`), if it is one.

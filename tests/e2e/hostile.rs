@@ -447,7 +447,8 @@ fn date_and_server_are_on_every_response() {
     add("404 key", get(addr, &object_path("none"), &[]).expect("404"));
     add("404 head", head(addr, &object_path("none"), &[]).expect("404 head"));
     add("404 bucket", get(addr, "/no-such-bucket/k", &[]).expect("404 bucket"));
-    add("405", request(addr, "DELETE", &object_path("a"), &[]).expect("405"));
+    add("403", request(addr, "DELETE", &object_path("a"), &[]).expect("403"));
+    add("405", request(addr, "PATCH", &object_path("a"), &[]).expect("405"));
     add("424", get(addr, &object_path("fails"), &[]).expect("424"));
     for (what, raw) in [
         ("400", b"GARBAGE\r\n\r\n".to_vec()),
@@ -460,7 +461,7 @@ fn date_and_server_are_on_every_response() {
     }
 
     let statuses: Vec<u16> = responses.iter().map(|(_, r)| r.status).collect();
-    assert_eq!(statuses, [200, 200, 200, 206, 304, 412, 416, 404, 404, 404, 405, 424, 400, 431, 414]);
+    assert_eq!(statuses, [200, 200, 200, 206, 304, 412, 416, 404, 404, 404, 403, 405, 424, 400, 431, 414]);
     for (what, resp) in &responses {
         let date = resp.header("date").unwrap_or_else(|| panic!("{what}: no Date: {resp:?}"));
         httpdate::parse_http_date(date).unwrap_or_else(|e| panic!("{what}: Date {date:?} is not an HTTP date: {e}"));
@@ -470,21 +471,25 @@ fn date_and_server_are_on_every_response() {
 }
 
 #[test]
-fn methods_other_than_get_and_head_are_405() {
+fn unknown_methods_are_405_and_unsigned_writes_are_403() {
     let (origin, node) = origin_and_node();
     let addr = node.data_addr();
     origin.set("/dir1/k", Reply::ok("k"));
-    for method in ["PUT", "POST", "DELETE", "OPTIONS", "PATCH"] {
+    for method in ["OPTIONS", "PATCH"] {
         let resp = request(addr, method, &object_path("k"), &[]).unwrap_or_else(|e| panic!("{method}: {e:?}"));
         assert_s3_error(&resp, 405, Some("MethodNotAllowed"));
-        assert_eq!(resp.header("allow"), Some("GET, HEAD"), "{method}: {resp:?}");
+        assert_eq!(resp.header("allow"), Some("GET, HEAD, PUT, DELETE"), "{method}: {resp:?}");
     }
-    // With a body: answered, then closed (the node does not read request bodies).
+    // S3 writes without a signature: refused, nothing done.
+    for method in ["PUT", "DELETE"] {
+        let resp = request(addr, method, &object_path("k"), &[]).unwrap_or_else(|e| panic!("{method}: {e:?}"));
+        assert_s3_error(&resp, 403, Some("AccessDenied"));
+    }
+    // With a body: answered, then closed (the refused body is not read).
     let mut conn = Conn::new(addr);
     let raw = format!("PUT {} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", object_path("k"));
     let resp = conn.request(raw.as_bytes()).expect("PUT with a body");
-    assert_s3_error(&resp, 405, Some("MethodNotAllowed"));
-    assert_eq!(resp.header("allow"), Some("GET, HEAD"));
-    assert!(conn.peer_closed_within(Duration::from_secs(3)), "connection open after a request body");
+    assert_s3_error(&resp, 403, Some("AccessDenied"));
+    assert!(conn.peer_closed_within(Duration::from_secs(3)), "connection open after an unread request body");
     assert!(origin.requests().is_empty(), "{:?}", origin.requests());
 }

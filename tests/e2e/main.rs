@@ -12,6 +12,8 @@
 //! - `errors`: origin failures (404, 5xx, refused, slow, truncated), bad requests, bad configs.
 //! - `purge`: the purge API: no tier serves a purged object, across restarts too; fills racing
 //!   a purge are not stored; refetch serves the old copy until the new one commits.
+//! - `s3`: the S3 API (PutObject, GetObject, HeadObject, DeleteObject, HeadBucket) signed with
+//!   SigV4, by a Rust signer and by boto3; uploads checked before they are stored.
 //! - `rules`: the backSource admin API (auth, validation naming fields, persistence) and every
 //!   rule field against a recording origin (key rewrites, query, headers, redirects, pooling).
 //! - `capacity`: store.max_bytes and bucket modes: a cache-mode bucket evicts to stay within it,
@@ -43,5 +45,6 @@ mod internals;
 mod mirror;
 mod purge;
 mod rules;
+mod s3;
 mod store;
 mod tls;

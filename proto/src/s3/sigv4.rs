@@ -22,9 +22,9 @@
 //! 4. The body: [`PayloadHash::Sha256`] -> [`Verified::payload_hasher`], checked at the end
 //!    (`XAmzContentSHA256Mismatch`); signed streaming -> [`Verified::chunk_signer`], one
 //!    `update`* + `finish_chunk` per chunk, then `verify_trailer` for the `-TRAILER` variant.
-//!    Chunk data reaches the caller before its signature is checked (the signature can only be
-//!    checked at the chunk's end, and the node must not buffer 64 KiB per upload to wait): the
-//!    node must not commit an object until [`ChunkSigner::is_complete`].
+//!    Chunk data reaches the caller before its signature is checked (that happens at the
+//!    chunk's end, and holding each chunk back until then would buffer 64 KiB or more per
+//!    upload): the node must not commit an object until [`ChunkSigner::is_complete`].
 //!
 //! Canonical request, S3 flavour (<https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html>):
 //! - path: the raw path as received, NOT normalised (no `.`/`..` removal, no slash merging) and
@@ -65,10 +65,13 @@
 //! For a wrong region S3 adds `<Region>expected</Region>` to the error body; the node knows the
 //! region it passed to [`verify`] and adds it when the error is `Malformed::WrongRegion`.
 //!
-//! Allocation: `verify` allocates the `AWS4`+secret key (one small `Vec`) and, when the
-//! request has a query, one `Vec` of encoded pairs to sort. The canonical request itself is
-//! streamed into SHA-256, never built as text (`canonical_request` builds it for tests and
-//! error bodies from the same writer, so the text shown and the hash signed cannot disagree).
+//! Allocation: the canonical request is streamed into SHA-256, never built as text
+//! (`canonical_request` builds it, for tests and error bodies, with the same writer, so the
+//! text shown and the hash signed cannot disagree). `verify` allocates the `AWS4`+secret HMAC
+//! key and, when the request has a query, the encoded pairs it must sort; parsing a presigned
+//! URL allocates only for parameters that had to be percent-decoded; a [`ChunkSigner`] owns a
+//! copy of the scope. A few small allocations per signed request, next to five HMAC-SHA256
+//! computations (four for the signing key, one for the signature).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -133,7 +136,9 @@ pub enum SigV4Error {
     #[error("missing required header for this request: x-amz-content-sha256")]
     MissingContentSha256,
     /// `x-amz-content-sha256` is neither a known token nor 64 hex digits, or appears twice.
-    #[error("x-amz-content-sha256 must be UNSIGNED-PAYLOAD, a STREAMING-* value this server supports, or a SHA-256 in hex")]
+    #[error(
+        "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, a STREAMING-* value this server supports, or a SHA-256 in hex"
+    )]
     InvalidContentSha256,
     /// The path or query has a `%` not followed by two hex digits.
     #[error("the request path or query has invalid percent-encoding")]
@@ -490,6 +495,7 @@ impl fmt::Display for AmzDate {
     }
 }
 
+#[expect(clippy::manual_is_multiple_of, reason = "workspace rust-version is 1.85; is_multiple_of is stable from 1.87")]
 fn is_leap_year(year: u32) -> bool {
     year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
 }
@@ -1627,5 +1633,385 @@ fn write_lines(out: &mut impl Sink, lines: &[&[u8]]) {
             out.put(b"\n");
         }
         out.put(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical_query(query: &str, form: AuthForm) -> Result<String, SigV4Error> {
+        let mut out = Vec::new();
+        write_canonical_query(&mut out, query.as_bytes(), form)?;
+        Ok(String::from_utf8(out).expect("ASCII"))
+    }
+
+    fn canonical_path(path: &str) -> Result<String, SigV4Error> {
+        let mut out = Vec::new();
+        write_uri_encoded(&mut out, path.as_bytes(), true)?;
+        Ok(String::from_utf8(out).expect("ASCII"))
+    }
+
+    #[test]
+    fn query_empty_values_and_order() {
+        let q = |s| canonical_query(s, AuthForm::Header).expect(s);
+        assert_eq!(q("acl"), "acl=");
+        assert_eq!(q("acl="), "acl=");
+        assert_eq!(q(""), "");
+        assert_eq!(q("b=2&a=1"), "a=1&b=2");
+        // Repeated names sorted by value.
+        assert_eq!(q("k=b&k=a&k=c&j=z"), "j=z&k=a&k=b&k=c");
+        assert_eq!(q("k=&k"), "k=&k=");
+        // Empty pieces are dropped.
+        assert_eq!(q("a=1&&b=2&"), "a=1&b=2");
+        // Only the first '=' splits.
+        assert_eq!(q("a=b=c"), "a=b%3Dc");
+        // Sorted by the encoded name, byte order: upper case before lower case, '%' before letters.
+        assert_eq!(q("b=1&B=1&a%20b=1&a-b=1"), "B=1&a%20b=1&a-b=1&b=1");
+    }
+
+    #[test]
+    fn query_encoding() {
+        let q = |s| canonical_query(s, AuthForm::Header).expect(s);
+        // Space is %20 whatever the client sent; '+' is a literal plus, never a space.
+        assert_eq!(q("prefix=a%20b"), "prefix=a%20b");
+        assert_eq!(q("prefix=a+b"), "prefix=a%2Bb");
+        assert_eq!(q("prefix=a%2Bb"), "prefix=a%2Bb");
+        // '*' encoded, '~' not (even when sent encoded), '/' encoded in the query.
+        assert_eq!(q("p=a*b~c"), "p=a%2Ab~c");
+        assert_eq!(q("p=%7e%2a"), "p=~%2A");
+        assert_eq!(q("p=a/b"), "p=a%2Fb");
+        // Lower-case escapes become upper-case; unreserved escapes are decoded.
+        assert_eq!(q("p=%2f%41"), "p=%2FA");
+        // UTF-8 and raw non-ASCII bytes.
+        assert_eq!(q("p=caf%C3%A9"), "p=caf%C3%A9");
+        assert_eq!(q("p=caf\u{e9}"), "p=caf%C3%A9");
+        // Names are encoded the same way.
+        assert_eq!(q("a b=1&x*=2"), "a%20b=1&x%2A=2");
+        for bad in ["p=%", "p=%2", "p=%zz", "p%=1", "p=%%20"] {
+            assert_eq!(canonical_query(bad, AuthForm::Header), Err(SigV4Error::InvalidUriEncoding), "{bad}");
+        }
+    }
+
+    #[test]
+    fn query_signature_parameter_only_left_out_for_presigned() {
+        let query = "X-Amz-Signature=abc&a=1&X-Amz-Date=20130524T000000Z";
+        assert_eq!(canonical_query(query, AuthForm::Query).unwrap(), "X-Amz-Date=20130524T000000Z&a=1");
+        assert_eq!(
+            canonical_query(query, AuthForm::Header).unwrap(),
+            "X-Amz-Date=20130524T000000Z&X-Amz-Signature=abc&a=1"
+        );
+        // Recognised in any spelling, but only with its exact case.
+        assert_eq!(canonical_query("X%2DAmz-Signature=abc&a=1", AuthForm::Query).unwrap(), "a=1");
+        assert_eq!(canonical_query("x-amz-signature=abc", AuthForm::Query).unwrap(), "x-amz-signature=abc");
+    }
+
+    #[test]
+    fn path_is_canonically_encoded_not_normalised() {
+        let p = |s| canonical_path(s).expect(s);
+        assert_eq!(p("/test.txt"), "/test.txt");
+        assert_eq!(p("/test$file.text"), "/test%24file.text");
+        assert_eq!(p("/test%24file.text"), "/test%24file.text");
+        // Not double-encoded, and escapes of unreserved bytes decoded.
+        assert_eq!(p("/a%20b"), "/a%20b");
+        assert_eq!(p("/%7Ea%2e"), "/~a.");
+        // Not normalised: dot segments and empty segments stay.
+        assert_eq!(p("/a/../b/./c//d/"), "/a/../b/./c//d/");
+        // A literal '/' separates; an escaped one is part of a segment and stays escaped.
+        assert_eq!(p("/a%2Fb/c"), "/a%2Fb/c");
+        assert_eq!(p("/a%2fb"), "/a%2Fb");
+        assert_eq!(p("/a b+c*d"), "/a%20b%2Bc%2Ad");
+        assert_eq!(p("/caf\u{e9}"), "/caf%C3%A9");
+        assert_eq!(canonical_path("/a%2"), Err(SigV4Error::InvalidUriEncoding));
+    }
+
+    #[test]
+    fn canonical_headers_trim_collapse_and_join() {
+        let signed = SignedHeaders::parse("host;x-amz-meta-a;x-amz-meta-b".into()).unwrap();
+        let headers = [
+            ("Host", " example.com\t"),
+            ("X-Amz-Meta-A", "  one   two\t\tthree  "),
+            ("x-amz-meta-b", "first"),
+            ("User-Agent", "ignored"),
+            ("X-AMZ-META-B", " second "),
+        ];
+        let text = canonical_request(&CanonicalRequest {
+            method: "GET",
+            path: b"",
+            query: b"",
+            headers: &headers,
+            signed_headers: &signed,
+            payload_hash: UNSIGNED_PAYLOAD,
+            form: AuthForm::Header,
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "GET\n/\n\nhost:example.com\nx-amz-meta-a:one two three\nx-amz-meta-b:first,second\n\n\
+             host;x-amz-meta-a;x-amz-meta-b\nUNSIGNED-PAYLOAD"
+        );
+    }
+
+    #[test]
+    fn signed_headers_rules() {
+        let parse = |s: &'static str| SignedHeaders::parse(s.into());
+        assert!(parse("host").is_ok());
+        assert!(parse("content-md5;host;x-amz-date").is_ok());
+        assert_eq!(parse("range;x-amz-date"), Err(Malformed::SignedHeadersWithoutHost));
+        for bad in ["", ";", "host;", ";host", "Host", "host;host", "x-amz-date;host", "host;a b", "host;a:b"] {
+            assert_eq!(parse(bad), Err(Malformed::BadSignedHeaders), "{bad:?}");
+        }
+        let signed = parse("host;x-amz-date").unwrap();
+        assert!(signed.contains(b"X-Amz-Date"));
+        assert!(!signed.contains(b"x-amz-dat"));
+        assert_eq!(signed.iter().collect::<Vec<_>>(), ["host", "x-amz-date"]);
+    }
+
+    #[test]
+    fn credential_parts() {
+        let c = Credential::parse("AKID/20130524/eu-west-1/s3/aws4_request".into()).unwrap();
+        assert_eq!(
+            (c.access_key(), c.date(), c.region(), c.service(), c.scope()),
+            ("AKID", "20130524", "eu-west-1", "s3", "20130524/eu-west-1/s3/aws4_request")
+        );
+        let parse = |s: &'static str| Credential::parse(s.into());
+        assert_eq!(parse("AKID/20130524/us-east-1/s3"), Err(Malformed::BadCredential));
+        assert_eq!(parse("AKID/20130524/us-east-1/s3/aws4_request/"), Err(Malformed::BadCredential));
+        assert_eq!(parse("AK ID/20130524/us-east-1/s3/aws4_request"), Err(Malformed::BadCredential));
+        assert_eq!(parse("AKID/2013-05-24/us-east-1/s3/aws4_request"), Err(Malformed::BadCredentialDate));
+        assert_eq!(parse("AKID/20130524/us-east-1/S3/aws4_request"), Err(Malformed::WrongService));
+        assert_eq!(parse("AKID/20130524/us-east-1/s3/aws4_Request"), Err(Malformed::WrongTerminator));
+    }
+
+    #[test]
+    fn amz_dates() {
+        let d = AmzDate::parse("20130524T000000Z").unwrap();
+        assert_eq!(d.to_system_time(), UNIX_EPOCH + Duration::from_secs(1_369_353_600));
+        assert_eq!(d.date(), "20130524");
+        assert_eq!(AmzDate::from_system_time(d.to_system_time()), Some(d));
+        assert_eq!(AmzDate::from_http_date("Fri, 24 May 2013 00:00:00 GMT"), Some(d));
+        let leap = AmzDate::parse("20240229T235959Z").unwrap();
+        assert_eq!(AmzDate::from_system_time(leap.to_system_time() + Duration::from_millis(999)), Some(leap));
+        assert_eq!(AmzDate::parse("19700101T000000Z").unwrap().to_system_time(), UNIX_EPOCH);
+        // Every day of a few years round-trips (month lengths, leap years, century rules).
+        for day in 0..(365 * 4 + 1) {
+            for base in [0u64, 946_684_800 - 86_400 * 365, 4_102_444_800 - 86_400 * 365] {
+                let t = UNIX_EPOCH + Duration::from_secs(base + day * 86_400 + 3_723);
+                let d = AmzDate::from_system_time(t).unwrap();
+                assert_eq!(AmzDate::parse(d.as_str()), Some(d));
+                assert_eq!(d.to_system_time(), t);
+            }
+        }
+        for bad in [
+            "20130524T000000",
+            "20130524t000000Z",
+            "20130524 000000Z",
+            "2013-05-24T00:00:00Z",
+            "20131324T000000Z",
+            "20130024T000000Z",
+            "20130230T000000Z",
+            "20230229T000000Z",
+            "21000229T000000Z",
+            "20130524T240000Z",
+            "20130524T006000Z",
+            "20130524T000060Z",
+            "19691231T235959Z",
+            "+0130524T000000Z",
+            "",
+        ] {
+            assert_eq!(AmzDate::parse(bad), None, "{bad}");
+        }
+        assert!(AmzDate::parse("20000229T000000Z").is_some());
+    }
+
+    #[test]
+    fn presigned_parameters() {
+        let good = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20130524%2Fus-east-1%2Fs3%2Faws4_request\
+                    &X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host%3Bx-amz-acl\
+                    &X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404&x-id=GetObject";
+        let p = parse_presigned(good.as_bytes()).unwrap();
+        assert_eq!(p.credential.access_key(), "AKID");
+        assert_eq!(p.credential.scope(), "20130524/us-east-1/s3/aws4_request");
+        assert_eq!(p.signed_headers.as_str(), "host;x-amz-acl");
+        assert_eq!((p.amz_date.as_str(), p.expires_s), ("20130524T000000Z", 86_400));
+        assert_eq!(p.content_sha256, None);
+        // Unencoded '/' and ';' are accepted too.
+        let raw = good.replace("%2F", "/").replace("%3B", ";");
+        assert_eq!(parse_presigned(raw.as_bytes()).unwrap().credential.scope(), "20130524/us-east-1/s3/aws4_request");
+
+        let bad = SigV4Error::QueryMalformed;
+        let without = |name: &str| good.split('&').filter(|p| !p.starts_with(name)).collect::<Vec<_>>().join("&");
+        let cases: Vec<(String, SigV4Error)> = vec![
+            (without("X-Amz-Algorithm"), bad(Malformed::MissingAlgorithm)),
+            (without("X-Amz-Credential"), bad(Malformed::MissingCredential)),
+            (without("X-Amz-Date"), bad(Malformed::MissingDate)),
+            (without("X-Amz-Expires"), bad(Malformed::MissingExpires)),
+            (without("X-Amz-SignedHeaders"), bad(Malformed::MissingSignedHeaders)),
+            (without("X-Amz-Signature"), bad(Malformed::MissingSignature)),
+            (format!("{good}&X-Amz-Date=20130524T000000Z"), bad(Malformed::Duplicate)),
+            (format!("{good}&X-Amz-Signature=00"), bad(Malformed::Duplicate)),
+            (good.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA1"), bad(Malformed::UnsupportedAlgorithm)),
+            (good.replace("X-Amz-Expires=86400", "X-Amz-Expires=0"), bad(Malformed::BadExpires)),
+            (good.replace("X-Amz-Expires=86400", "X-Amz-Expires=-1"), bad(Malformed::BadExpires)),
+            (good.replace("X-Amz-Expires=86400", "X-Amz-Expires=%2B1"), bad(Malformed::BadExpires)),
+            (good.replace("X-Amz-Expires=86400", "X-Amz-Expires="), bad(Malformed::BadExpires)),
+            (good.replace("X-Amz-Expires=86400", "X-Amz-Expires=604801"), bad(Malformed::ExpiresTooLarge)),
+            (good.replace("X-Amz-Expires=86400", "X-Amz-Expires=99999999999"), bad(Malformed::ExpiresTooLarge)),
+            (good.replace("X-Amz-Date=20130524T000000Z", "X-Amz-Date=2013-05-24"), bad(Malformed::BadDate)),
+            (good.replace("%2Fs3%2F", "%2Fs4%2F"), bad(Malformed::WrongService)),
+            (good.replace("%2Fus-east-1", "%zz"), bad(Malformed::BadEncoding)),
+            (good.replace("host%3Bx-amz-acl", "x-amz-acl"), bad(Malformed::SignedHeadersWithoutHost)),
+            (good.replace("aeeed9bb", "aeeed9b"), bad(Malformed::BadSignature)),
+        ];
+        for (query, expected) in cases {
+            assert_eq!(parse_presigned(query.as_bytes()).unwrap_err(), expected, "{query}");
+        }
+        let max = good.replace("X-Amz-Expires=86400", "X-Amz-Expires=604800");
+        assert_eq!(parse_presigned(max.as_bytes()).unwrap().expires_s, MAX_PRESIGNED_EXPIRES_S);
+        let with_hash = format!("{good}&X-Amz-Content-Sha256=UNSIGNED-PAYLOAD");
+        assert_eq!(parse_presigned(with_hash.as_bytes()).unwrap().content_sha256.as_deref(), Some(UNSIGNED_PAYLOAD));
+    }
+
+    #[test]
+    fn auth_detection() {
+        assert!(matches!(parse_auth(None, b""), Ok(None)));
+        assert!(matches!(parse_auth(None, b"acl&versionId=3"), Ok(None)));
+        // A half-presigned URL is an error, not an anonymous request.
+        assert_eq!(
+            parse_auth(None, b"X-Amz-Signature=00").unwrap_err(),
+            SigV4Error::QueryMalformed(Malformed::MissingAlgorithm)
+        );
+        assert_eq!(
+            parse_auth(None, b"X-Amz-Credential=a").unwrap_err(),
+            SigV4Error::QueryMalformed(Malformed::MissingAlgorithm)
+        );
+        assert_eq!(
+            parse_auth(Some(b"AWS4-HMAC-SHA256 x"), b"X-Amz-Algorithm=AWS4-HMAC-SHA256").unwrap_err(),
+            SigV4Error::MultipleAuthMechanisms
+        );
+        assert_eq!(
+            parse_authorization(b"AWS4-HMAC-SHA256 Credential=\xff").unwrap_err(),
+            SigV4Error::HeaderMalformed(Malformed::BadEncoding)
+        );
+        assert_eq!(parse_authorization(b"\xff").unwrap_err(), SigV4Error::UnsupportedAuthorizationType);
+    }
+
+    #[test]
+    fn payload_hash_values() {
+        assert_eq!(PayloadHash::parse(UNSIGNED_PAYLOAD), Ok(PayloadHash::Unsigned));
+        assert_eq!(PayloadHash::parse(STREAMING_PAYLOAD), Ok(PayloadHash::StreamingSigned));
+        assert_eq!(PayloadHash::parse(STREAMING_PAYLOAD_TRAILER), Ok(PayloadHash::StreamingSignedTrailer));
+        assert_eq!(PayloadHash::parse(STREAMING_UNSIGNED_PAYLOAD_TRAILER), Ok(PayloadHash::StreamingUnsignedTrailer));
+        assert_eq!(PayloadHash::parse(EMPTY_SHA256_HEX), Ok(PayloadHash::Sha256(Sha256::digest(b"").into())));
+        for bad in ["", "unsigned-payload", "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD", &EMPTY_SHA256_HEX[1..]] {
+            assert_eq!(PayloadHash::parse(bad), Err(SigV4Error::InvalidContentSha256), "{bad}");
+        }
+        assert!(PayloadHash::StreamingUnsignedTrailer.is_streaming());
+        assert!(!PayloadHash::StreamingUnsignedTrailer.has_signed_chunks());
+        assert!(
+            PayloadHash::StreamingSignedTrailer.has_signed_chunks()
+                && PayloadHash::StreamingSignedTrailer.has_trailer()
+        );
+        assert!(!PayloadHash::Unsigned.is_streaming());
+    }
+
+    #[test]
+    fn presigned_payload_hash_sources() {
+        // A self-signed presigned PUT; the payload line comes from the URL, else a signed
+        // header, else UNSIGNED-PAYLOAD.
+        let key = signing_key("secret", "20240101", "r", "s3");
+        let now = AmzDate::parse("20240101T000000Z").unwrap().to_system_time();
+        let sign = |query: &str, headers: &[(&str, &str)], signed: &str, payload: &str| {
+            let signed = SignedHeaders::parse(signed.into()).unwrap();
+            let text = canonical_request(&CanonicalRequest {
+                method: "PUT",
+                path: b"/k",
+                query: query.as_bytes(),
+                headers,
+                signed_headers: &signed,
+                payload_hash: payload,
+                form: AuthForm::Query,
+            })
+            .unwrap();
+            let sig =
+                to_hex(&signature(&key, &string_to_sign("20240101T000000Z", "20240101/r/s3/aws4_request", &text)));
+            format!("{query}&X-Amz-Signature={sig}")
+        };
+        let base = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=K%2F20240101%2Fr%2Fs3%2Faws4_request\
+                    &X-Amz-Date=20240101T000000Z&X-Amz-Expires=60";
+        let check = |query: &str, headers: &[(&str, &str)]| {
+            let auth = parse_auth(None, query.as_bytes())?.unwrap();
+            verify(&auth, &Request { method: "PUT", path: b"/k", query: query.as_bytes(), headers }, "secret", "r", now)
+        };
+        let host = [("host", "h")];
+        let q = format!("{base}&X-Amz-SignedHeaders=host");
+        assert_eq!(check(&sign(&q, &host, "host", UNSIGNED_PAYLOAD), &host).unwrap().payload, PayloadHash::Unsigned);
+        // Signed for UNSIGNED-PAYLOAD, sent claiming a hash: the signature no longer matches.
+        let q_signed = sign(&q, &host, "host", UNSIGNED_PAYLOAD);
+        let with_hash = [("host", "h"), ("x-amz-content-sha256", EMPTY_SHA256_HEX)];
+        assert_eq!(check(&q_signed, &with_hash).unwrap_err(), SigV4Error::HeadersNotSigned);
+        let q2 = format!("{base}&X-Amz-SignedHeaders=host%3Bx-amz-content-sha256");
+        let q2_signed = sign(&q2, &with_hash, "host;x-amz-content-sha256", EMPTY_SHA256_HEX);
+        assert!(matches!(check(&q2_signed, &with_hash).unwrap().payload, PayloadHash::Sha256(_)));
+        let q3 = format!("{base}&X-Amz-SignedHeaders=host&X-Amz-Content-Sha256={EMPTY_SHA256_HEX}");
+        let q3_signed = sign(&q3, &host, "host", EMPTY_SHA256_HEX);
+        assert!(matches!(check(&q3_signed, &host).unwrap().payload, PayloadHash::Sha256(_)));
+        let q4 = format!("{base}&X-Amz-SignedHeaders=host&X-Amz-Content-Sha256=nope");
+        assert_eq!(check(&sign(&q4, &host, "host", "nope"), &host).unwrap_err(), SigV4Error::InvalidContentSha256);
+    }
+
+    #[test]
+    fn chunk_signer_shotgun_split() {
+        // The 1 KiB chunk of the AWS example split into two pieces at every offset.
+        let key = signing_key("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "20130524", "us-east-1", "s3");
+        let date = AmzDate::parse("20130524T000000Z").unwrap();
+        let scope = "20130524/us-east-1/s3/aws4_request";
+        let previous = decode_hex32(b"ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648").unwrap();
+        let data = [b'a'; 1024];
+        let sig = b"0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497";
+        for split in 0..=data.len() {
+            let mut signer = ChunkSigner::new(key, scope, date, previous, false);
+            signer.update(&data[..split]);
+            signer.update(&data[split..]);
+            assert_eq!(signer.finish_chunk(sig), Ok(()), "split at {split}");
+            assert!(!signer.is_final_chunk_seen());
+        }
+    }
+
+    #[test]
+    fn chunk_signer_debug_hides_the_key() {
+        let key = [0xab; 32];
+        let signer = ChunkSigner::new(key, "s", AmzDate::parse("20130524T000000Z").unwrap(), [0; 32], false);
+        let shown = format!("{signer:?}");
+        assert!(!shown.contains("abab") && !shown.contains("171"), "{shown}");
+    }
+
+    #[test]
+    fn error_mapping_is_total() {
+        let all = [
+            SigV4Error::HeaderMalformed(Malformed::WrongRegion),
+            SigV4Error::QueryMalformed(Malformed::WrongRegion),
+            SigV4Error::UnsupportedAuthorizationType,
+            SigV4Error::MultipleAuthMechanisms,
+            SigV4Error::MissingContentSha256,
+            SigV4Error::InvalidContentSha256,
+            SigV4Error::InvalidUriEncoding,
+            SigV4Error::MissingDate,
+            SigV4Error::RequestTimeTooSkewed,
+            SigV4Error::RequestExpired,
+            SigV4Error::RequestNotYetValid,
+            SigV4Error::HeadersNotSigned,
+            SigV4Error::SignatureDoesNotMatch,
+            SigV4Error::InvalidAccessKeyId,
+            SigV4Error::ContentSha256Mismatch,
+            SigV4Error::ChunkSignatureDoesNotMatch,
+            SigV4Error::ChunkOutOfSequence,
+        ];
+        for e in all {
+            assert!(matches!(e.http_status(), 400 | 403), "{e:?}");
+            assert!(!e.s3_code().is_empty() && !e.as_str().is_empty() && !e.to_string().is_empty());
+        }
+        assert_eq!(SigV4Error::HeaderMalformed(Malformed::WrongRegion).malformed(), Some(Malformed::WrongRegion));
+        assert_eq!(SigV4Error::MissingContentSha256.s3_code(), "InvalidRequest");
     }
 }

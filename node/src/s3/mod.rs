@@ -1,0 +1,112 @@
+//! The data plane's front door: every request is routed ([`crate::route`]) to an S3 operation,
+//! authorised ([`auth`]), and handed to its handler; errors are answered here, in one place, as
+//! S3 XML with the request id.
+//!
+//! - GET / HEAD of an object: [`crate::object`] (the store's tiers, then mirror back-to-origin).
+//!   Anonymous unless the bucket sets `public_read = false`.
+//! - PUT of an object: [`put`]; DELETE of an object and HEAD of a bucket: here. Always signed.
+//! - Everything else S3 has is answered 501 `NotImplemented`, naming the operation.
+
+pub mod auth;
+pub mod put;
+
+use std::rc::Rc;
+
+use edgemirror_cache::ObjectKeyRef;
+
+use crate::body::RequestBody;
+use crate::error::S3Error;
+use crate::object;
+use crate::reply::{self, Framing};
+use crate::respond::{Conn, Disposition, Request};
+use crate::route::{self, Op};
+use crate::worker::Worker;
+
+/// Answers one request; returns whether the connection may continue.
+pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>, body: &mut RequestBody) -> Disposition {
+    worker.metrics().requests.inc();
+    let keep_alive = req.keep_alive();
+    let (key_for_error, result) = match route::route(req, &worker.shared.config.s3.domain) {
+        Ok(target) => {
+            let r = serve(worker, conn, req, body, &target).await;
+            (Some(target.key), r)
+        }
+        Err(e) => (None, Err(e)),
+    };
+    match result {
+        Ok(d) => d,
+        Err(err) => {
+            match &err {
+                S3Error::Internal(reason) => tracing::error!(request_id = %req.id, reason, "internal error"),
+                // The origin's reason is kept from the client (it may name internal hosts) but an
+                // operator needs it: 424s are logged with it.
+                S3Error::MirrorFailed(reason) => tracing::warn!(request_id = %req.id, reason, "424 mirror failed"),
+                S3Error::StoreFull(reason) => tracing::warn!(request_id = %req.id, reason, "507 store full"),
+                _ => {}
+            }
+            let key = key_for_error.as_deref().filter(|k| !k.is_empty());
+            reply::error(&mut conn.out, &err, key, &worker.date, req.id, keep_alive, req.is_head());
+            Disposition::after(conn.flush().await, keep_alive && !err.closes_connection())
+        }
+    }
+}
+
+async fn serve(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    body: &mut RequestBody,
+    target: &route::Target<'_>,
+) -> Result<Disposition, S3Error> {
+    let shared = &worker.shared;
+    let Some(bucket) = shared.config.bucket(&target.bucket) else {
+        // Who may learn which buckets exist: a signed request, or anyone for public reads.
+        if target.op.needs_signature() {
+            auth::authorize(worker, req)?;
+        }
+        return Err(S3Error::NoSuchBucket);
+    };
+    let signed =
+        if target.op.needs_signature() || !bucket.public_read { Some(auth::authorize(worker, req)?) } else { None };
+    match target.op {
+        Op::GetObject | Op::HeadObject => object::serve(worker, conn, req, &target.bucket, &target.key).await,
+        Op::PutObject => {
+            let signed = signed.ok_or(S3Error::Internal("a PUT reached its handler unsigned".into()))?;
+            put::put_object(worker, conn, req, body, &target.bucket, &target.key, signed).await
+        }
+        Op::DeleteObject => delete_object(worker, conn, req, &target.bucket, &target.key).await,
+        Op::HeadBucket => {
+            let keep_alive = req.keep_alive();
+            reply::start(&mut conn.out, 200, &worker.date, req.id);
+            reply::header(&mut conn.out, "x-amz-bucket-region", shared.config.s3.region.as_bytes());
+            reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
+            reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
+            Ok(Disposition::after(conn.flush().await, keep_alive))
+        }
+    }
+}
+
+/// DeleteObject: a tombstone in the store (crash-safe), the object gone from every tier; 204
+/// whether or not it existed, as S3 answers.
+async fn delete_object(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    bucket: &str,
+    key: &str,
+) -> Result<Disposition, S3Error> {
+    let shared = &worker.shared;
+    let okey = ObjectKeyRef::new(bucket, key);
+    match shared.store.delete(worker.id, okey) {
+        Ok(_) => {}
+        Err(edgemirror_cache::Error::NoSpace(why)) => return Err(S3Error::StoreFull(why)),
+        Err(e) => return Err(S3Error::Internal(e.to_string())),
+    }
+    shared.hot.remove(okey);
+    worker.metrics().objects_deleted.inc();
+    let keep_alive = req.keep_alive();
+    reply::start(&mut conn.out, 204, &worker.date, req.id);
+    reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
+    reply::finish(&mut conn.out, Framing::NoBody, keep_alive);
+    Ok(Disposition::after(conn.flush().await, keep_alive))
+}
