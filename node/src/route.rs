@@ -33,6 +33,8 @@ pub enum Op {
     PutObject,
     DeleteObject,
     HeadBucket,
+    /// ListObjectsV2 (`list-type=2`) or ListObjects v1.
+    ListObjects,
 }
 
 impl Op {
@@ -101,7 +103,7 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
     if no_key {
         return match method {
             Method::Head => Ok(Op::HeadBucket),
-            Method::Get => Err(S3Error::NotImplemented("ListObjects")),
+            Method::Get => Ok(Op::ListObjects),
             Method::Put => Err(S3Error::NotImplemented("CreateBucket")),
             Method::Delete => Err(S3Error::NotImplemented("DeleteBucket")),
             Method::Post => Err(S3Error::NotImplemented("DeleteObjects")),

@@ -18,7 +18,8 @@ fn blocks(text: &str, lang: &str) -> Vec<String> {
 #[test]
 fn readme_config_examples_load() {
     let text = readme();
-    let configs: Vec<String> = blocks(&text, "toml").into_iter().filter(|b| b.contains("[[buckets]]")).collect();
+    let configs: Vec<String> =
+        blocks(&text, "toml").into_iter().filter(|b| b.contains("[[buckets]]") || b.contains("[s3]")).collect();
     assert!(!configs.is_empty(), "no config example with [[buckets]] in the README");
     for config in configs {
         Config::from_toml(&config).unwrap_or_else(|e| panic!("README config example does not load: {e:#}\n{config}"));

@@ -660,6 +660,21 @@ impl Store {
         self.index.keys_with_prefix(bucket, prefix)
     }
 
+    /// The objects of `bucket` whose keys start with `prefix` and sort after `after`, in key
+    /// order (byte order of the UTF-8 keys, as S3 lists). A scan and a sort of the bucket's keys:
+    /// correct, but proportional to the bucket's size until the ordered listing index lands.
+    pub fn list(&self, bucket: &str, prefix: &str, after: Option<&str>) -> Vec<Arc<ObjectMeta>> {
+        let mut out = Vec::new();
+        self.index.for_each_object(|e| {
+            let meta = &e.meta;
+            if &*meta.bucket == bucket && meta.key.starts_with(prefix) && after.is_none_or(|a| &*meta.key > a) {
+                out.push(meta.clone());
+            }
+        });
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
     /// Deletes `key`: writes a tombstone record (crash-safe like a commit: until its trailer is
     /// written it does not exist; once written, recovery never brings the object back) and
     /// removes the object from the index. Returns the deleted object's metadata, or `None` when

@@ -4,10 +4,12 @@
 //!
 //! - GET / HEAD of an object: [`crate::object`] (the store's tiers, then mirror back-to-origin).
 //!   Anonymous unless the bucket sets `public_read = false`.
-//! - PUT of an object: [`put`]; DELETE of an object and HEAD of a bucket: here. Always signed.
+//! - PUT of an object: [`put`]; listing a bucket: [`list`]; DELETE of an object and HEAD of a
+//!   bucket: here. Always signed.
 //! - Everything else S3 has is answered 501 `NotImplemented`, naming the operation.
 
 pub mod auth;
+pub mod list;
 pub mod put;
 
 use std::rc::Rc;
@@ -75,6 +77,7 @@ async fn serve(
             put::put_object(worker, conn, req, body, &target.bucket, &target.key, signed).await
         }
         Op::DeleteObject => delete_object(worker, conn, req, &target.bucket, &target.key).await,
+        Op::ListObjects => list::list_objects(worker, conn, req, &target.bucket).await,
         Op::HeadBucket => {
             let keep_alive = req.keep_alive();
             reply::start(&mut conn.out, 200, &worker.date, req.id);

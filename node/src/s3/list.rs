@@ -1,0 +1,200 @@
+//! ListObjectsV2 (`GET /{bucket}?list-type=2`) and ListObjects v1 (`GET /{bucket}`): the keys of
+//! a bucket in order, with `prefix`, `delimiter` (rolled up into CommonPrefixes), `max-keys`
+//! (at most 1000), `start-after` / `marker`, `continuation-token`, `fetch-owner` and
+//! `encoding-type=url`, answered with S3's XML (`proto::s3::xml`).
+//!
+//! A page holds up to `max-keys` entries, keys and common prefixes together, as S3 counts them.
+//! The continuation token is the last entry of the page, base64-encoded: opaque to clients,
+//! and stateless here (the next page starts after it, whatever changed meanwhile; keys under a
+//! common prefix the previous page ended on are skipped, so a prefix is never listed twice).
+
+use std::rc::Rc;
+
+use base64::Engine as _;
+use edgemirror_proto::s3::xml::{self, CommonPrefix, ListObjectsV1Result, ListObjectsV2Result, ListedObject, Owner};
+
+use crate::error::S3Error;
+use crate::reply::{self, Framing};
+use crate::respond::{Conn, Disposition, Request};
+use crate::worker::Worker;
+
+/// S3's ceiling on `max-keys`.
+const MAX_KEYS: u32 = 1000;
+
+/// The query parameters of a listing.
+#[derive(Debug, Default)]
+struct ListQuery {
+    v2: bool,
+    prefix: String,
+    delimiter: Option<String>,
+    max_keys: u32,
+    /// V2: `continuation-token` (decoded) else `start-after`; V1: `marker`.
+    after: Option<String>,
+    continuation_token: Option<String>,
+    start_after: Option<String>,
+    fetch_owner: bool,
+    encode_url: bool,
+}
+
+fn parse_query(query: &[u8]) -> Result<ListQuery, S3Error> {
+    let mut q = ListQuery { max_keys: MAX_KEYS, ..Default::default() };
+    for pair in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let mut it = pair.splitn(2, |&b| b == b'=');
+        let name = it.next().unwrap_or_default();
+        let value = it.next().unwrap_or_default();
+        // Query values are form-decoded by clients' encoders: '+' is a literal plus in S3
+        // signatures, so only %XX is decoded.
+        let value = percent_encoding::percent_decode(value)
+            .decode_utf8()
+            .map_err(|_| S3Error::InvalidRequest("a listing parameter is not UTF-8"))?
+            .into_owned();
+        match name {
+            b"list-type" if value == "2" => q.v2 = true,
+            b"list-type" => return Err(S3Error::InvalidRequest("list-type must be 2")),
+            b"prefix" => q.prefix = value,
+            b"delimiter" => q.delimiter = (!value.is_empty()).then_some(value),
+            b"max-keys" => {
+                q.max_keys = value
+                    .parse::<u32>()
+                    .map_err(|_| S3Error::InvalidRequest("max-keys must be a non-negative integer"))?
+                    .min(MAX_KEYS)
+            }
+            b"continuation-token" => q.continuation_token = Some(value),
+            b"start-after" => q.start_after = Some(value),
+            b"marker" => q.start_after = Some(value),
+            b"fetch-owner" => q.fetch_owner = value == "true",
+            b"encoding-type" if value == "url" => q.encode_url = true,
+            b"encoding-type" => return Err(S3Error::InvalidRequest("encoding-type must be url")),
+            _ => {}
+        }
+    }
+    q.after = match &q.continuation_token {
+        Some(token) if q.v2 => Some(decode_token(token)?),
+        _ => q.start_after.clone(),
+    };
+    Ok(q)
+}
+
+fn encode_token(last: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+}
+
+fn decode_token(token: &str) -> Result<String, S3Error> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| S3Error::InvalidRequest("the continuation token is not one this node gave"))?;
+    String::from_utf8(bytes).map_err(|_| S3Error::InvalidRequest("the continuation token is not one this node gave"))
+}
+
+/// One page of a listing: objects and rolled-up prefixes, in key order.
+struct Page {
+    contents: Vec<ListedObject>,
+    common_prefixes: Vec<CommonPrefix>,
+    /// The last entry (key or prefix) of a truncated page.
+    next_after: Option<String>,
+}
+
+fn page(worker: &Worker, bucket: &str, q: &ListQuery) -> Page {
+    let metas = worker.shared.store.list(bucket, &q.prefix, q.after.as_deref());
+    let owner = q.fetch_owner.then(|| Owner { id: "edgemirror".into(), display_name: Some("edgemirror".into()) });
+    let mut page = Page { contents: Vec::new(), common_prefixes: Vec::new(), next_after: None };
+    let mut count = 0u32;
+    let mut last_prefix: Option<String> = None;
+    for meta in metas {
+        let rolled = q.delimiter.as_deref().and_then(|d| {
+            let rest = &meta.key[q.prefix.len()..];
+            rest.find(d).map(|i| meta.key[..q.prefix.len() + i + d.len()].to_string())
+        });
+        if let Some(p) = &rolled {
+            // Under the prefix just rolled up, or under the one the previous page ended on (its
+            // marker or token): already listed.
+            if last_prefix.as_ref() == Some(p) || q.after.as_ref() == Some(p) {
+                continue;
+            }
+        }
+        if count == q.max_keys {
+            if q.max_keys == 0 {
+                // Nothing asked for: no page to continue from either.
+                break;
+            }
+            page.next_after = Some(match (&last_prefix, page.contents.last()) {
+                (Some(p), Some(o)) => p.clone().max(o.key.clone()),
+                (Some(p), None) => p.clone(),
+                (None, Some(o)) => o.key.clone(),
+                (None, None) => String::new(),
+            });
+            break;
+        }
+        count += 1;
+        match rolled {
+            Some(p) => {
+                page.common_prefixes.push(CommonPrefix { prefix: p.clone() });
+                last_prefix = Some(p);
+            }
+            None => page.contents.push(ListedObject {
+                key: meta.key.to_string(),
+                last_modified: meta.record.last_modified,
+                etag: meta.etag(),
+                size: meta.size,
+                storage_class: meta.record.storage_class.as_str().to_string(),
+                owner: owner.clone(),
+            }),
+        }
+    }
+    page
+}
+
+/// Answers a listing of `bucket`.
+pub async fn list_objects(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    bucket: &str,
+) -> Result<Disposition, S3Error> {
+    let q = parse_query(req.query().unwrap_or_default())?;
+    let page = page(worker, bucket, &q);
+    let body = if q.v2 {
+        let mut result = ListObjectsV2Result {
+            name: bucket.to_string(),
+            prefix: q.prefix.clone(),
+            start_after: q.start_after.clone(),
+            continuation_token: q.continuation_token.clone(),
+            next_continuation_token: page.next_after.as_deref().map(encode_token),
+            key_count: (page.contents.len() + page.common_prefixes.len()) as u32,
+            max_keys: q.max_keys,
+            delimiter: q.delimiter.clone(),
+            encoding_type: None,
+            is_truncated: page.next_after.is_some(),
+            contents: page.contents,
+            common_prefixes: page.common_prefixes,
+        };
+        if q.encode_url {
+            result.encode_url();
+        }
+        xml::to_xml(&result)
+    } else {
+        let mut result = ListObjectsV1Result {
+            name: bucket.to_string(),
+            prefix: q.prefix.clone(),
+            marker: q.start_after.clone().unwrap_or_default(),
+            next_marker: page.next_after.clone().filter(|_| q.delimiter.is_some()),
+            max_keys: q.max_keys,
+            delimiter: q.delimiter.clone(),
+            encoding_type: None,
+            is_truncated: page.next_after.is_some(),
+            contents: page.contents,
+            common_prefixes: page.common_prefixes,
+        };
+        if q.encode_url {
+            result.encode_url();
+        }
+        xml::to_xml(&result)
+    };
+    let keep_alive = req.keep_alive();
+    reply::start(&mut conn.out, 200, &worker.date, req.id);
+    reply::header(&mut conn.out, "Content-Type", b"application/xml");
+    reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
+    reply::finish(&mut conn.out, Framing::Length(body.len() as u64), keep_alive);
+    let sent = if req.is_head() { conn.flush().await } else { conn.send_with_body(body.into()).await };
+    Ok(Disposition::after(sent, keep_alive))
+}
