@@ -50,6 +50,8 @@ pub enum S3Error {
     ContentSha256Mismatch,
     /// Downstream: the body stopped short of its announced length, or stalled.
     IncompleteBody(String),
+    /// Downstream: an XML body that does not parse (the reason for the message).
+    MalformedXml(&'static str),
     /// Ours: the store cannot take the object now (full: `store.max_bytes`, the free-space
     /// watermark, or the disk).
     StoreFull(String),
@@ -74,7 +76,8 @@ impl S3Error {
             | S3Error::InvalidDigest
             | S3Error::BadDigest
             | S3Error::ContentSha256Mismatch
-            | S3Error::IncompleteBody(_) => 400,
+            | S3Error::IncompleteBody(_)
+            | S3Error::MalformedXml(_) => 400,
             S3Error::StoreFull(_) => 507,
         }
     }
@@ -105,6 +108,7 @@ impl S3Error {
             S3Error::BadDigest => "BadDigest",
             S3Error::ContentSha256Mismatch => "XAmzContentSHA256Mismatch",
             S3Error::IncompleteBody(_) => "IncompleteBody",
+            S3Error::MalformedXml(_) => "MalformedXML",
             S3Error::StoreFull(_) => "InsufficientStorage",
         }
     }
@@ -134,6 +138,7 @@ impl S3Error {
             }
             S3Error::IncompleteBody(why) => format!("you did not provide the number of bytes specified: {why}").into(),
             S3Error::StoreFull(why) => format!("the store cannot take the object now: {why}").into(),
+            S3Error::MalformedXml(why) => format!("the XML you provided was not well-formed: {why}").into(),
         }
     }
 

@@ -35,6 +35,8 @@ pub enum Op {
     HeadBucket,
     /// ListObjectsV2 (`list-type=2`) or ListObjects v1.
     ListObjects,
+    /// `POST /{bucket}?delete`: the batch delete.
+    DeleteObjects,
 }
 
 impl Op {
@@ -106,7 +108,8 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
             Method::Get => Ok(Op::ListObjects),
             Method::Put => Err(S3Error::NotImplemented("CreateBucket")),
             Method::Delete => Err(S3Error::NotImplemented("DeleteBucket")),
-            Method::Post => Err(S3Error::NotImplemented("DeleteObjects")),
+            Method::Post if has_param(req.query().unwrap_or_default(), b"delete") => Ok(Op::DeleteObjects),
+            Method::Post => Err(S3Error::NotImplemented("POST to a bucket")),
             _ => Err(S3Error::MethodNotAllowed),
         };
     }
@@ -119,6 +122,11 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
         Method::Post => Err(S3Error::NotImplemented("POST object (multipart upload)")),
         _ => Err(S3Error::MethodNotAllowed),
     }
+}
+
+/// Whether the query has the parameter `name` (with or without a value).
+fn has_param(query: &[u8], name: &[u8]) -> bool {
+    query.split(|&b| b == b'&').any(|pair| pair.split(|&b| b == b'=').next() == Some(name))
 }
 
 /// The first sub-resource parameter of a query, if any.

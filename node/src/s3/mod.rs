@@ -9,12 +9,11 @@
 //! - Everything else S3 has is answered 501 `NotImplemented`, naming the operation.
 
 pub mod auth;
+pub mod delete;
 pub mod list;
 pub mod put;
 
 use std::rc::Rc;
-
-use edgemirror_cache::ObjectKeyRef;
 
 use crate::body::RequestBody;
 use crate::error::S3Error;
@@ -76,8 +75,12 @@ async fn serve(
             let signed = signed.ok_or(S3Error::Internal("a PUT reached its handler unsigned".into()))?;
             put::put_object(worker, conn, req, body, &target.bucket, &target.key, signed).await
         }
-        Op::DeleteObject => delete_object(worker, conn, req, &target.bucket, &target.key).await,
+        Op::DeleteObject => delete::delete_object(worker, conn, req, &target.bucket, &target.key).await,
         Op::ListObjects => list::list_objects(worker, conn, req, &target.bucket).await,
+        Op::DeleteObjects => {
+            let signed = signed.ok_or(S3Error::Internal("a batch delete reached its handler unsigned".into()))?;
+            delete::delete_objects(worker, conn, req, body, &target.bucket, signed).await
+        }
         Op::HeadBucket => {
             let keep_alive = req.keep_alive();
             reply::start(&mut conn.out, 200, &worker.date, req.id);
@@ -87,29 +90,4 @@ async fn serve(
             Ok(Disposition::after(conn.flush().await, keep_alive))
         }
     }
-}
-
-/// DeleteObject: a tombstone in the store (crash-safe), the object gone from every tier; 204
-/// whether or not it existed, as S3 answers.
-async fn delete_object(
-    worker: &Rc<Worker>,
-    conn: &mut Conn,
-    req: &Request<'_>,
-    bucket: &str,
-    key: &str,
-) -> Result<Disposition, S3Error> {
-    let shared = &worker.shared;
-    let okey = ObjectKeyRef::new(bucket, key);
-    match shared.store.delete(worker.id, okey) {
-        Ok(_) => {}
-        Err(edgemirror_cache::Error::NoSpace(why)) => return Err(S3Error::StoreFull(why)),
-        Err(e) => return Err(S3Error::Internal(e.to_string())),
-    }
-    shared.hot.remove(okey);
-    worker.metrics().objects_deleted.inc();
-    let keep_alive = req.keep_alive();
-    reply::start(&mut conn.out, 204, &worker.date, req.id);
-    reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
-    reply::finish(&mut conn.out, Framing::NoBody, keep_alive);
-    Ok(Disposition::after(conn.flush().await, keep_alive))
 }

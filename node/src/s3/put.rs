@@ -68,7 +68,9 @@ pub async fn put_object(
     let mut sha256 = signed.verified.payload_hasher();
     // The client waits for this before sending the body (boto3 does): only now that the request
     // is authorised and its head accepted (RFC 9110 §10.1.1).
-    if req.header("expect").is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue")) && !body.is_done() {
+    // Also for an empty body: botocore waits for the 100 even then, and a final response in its
+    // place left its pooled connection stuck for a minute (boto/botocore#3755).
+    if req.header("expect").is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue")) {
         conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         conn.flush().await.map_err(|e| S3Error::IncompleteBody(e.to_string()))?;
     }
@@ -115,7 +117,7 @@ pub async fn put_object(
 }
 
 /// Content-MD5 is the base64 of the 16-byte digest (RFC 1864).
-fn decode_md5(value: &[u8]) -> Option<[u8; 16]> {
+pub(super) fn decode_md5(value: &[u8]) -> Option<[u8; 16]> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD.decode(value.trim_ascii()).ok()?;
     bytes.try_into().ok()
