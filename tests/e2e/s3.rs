@@ -34,8 +34,21 @@ fn node_with_s3(origin: Option<&Origin>) -> Node {
 /// A request signed in the header form, as SDKs send it: `x-amz-date`, `x-amz-content-sha256`
 /// (the body's SHA-256) and `Authorization`.
 fn signed(method: &str, host: &str, path: &str, body: &[u8], extra: &[(&str, &str)], secret: &str) -> Vec<u8> {
+    signed_with(method, host, path, body, extra, secret, &sigv4::sha256_hex(body))
+}
+
+/// [`signed`] with the `x-amz-content-sha256` value given (`STREAMING-...` for aws-chunked).
+fn signed_with(
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+    secret: &str,
+    payload: &str,
+) -> Vec<u8> {
     let amz = sigv4::AmzDate::from_system_time(SystemTime::now()).expect("a date");
-    let payload = sigv4::sha256_hex(body);
+    let payload = payload.to_string();
     let mut headers: Vec<(String, String)> = vec![
         ("host".into(), host.into()),
         ("x-amz-content-sha256".into(), payload.clone()),
@@ -376,4 +389,69 @@ print("batch ok")
     let host = node.data_addr().to_string();
     let resp = send(&node, &signed("POST", &host, &format!("/{BUCKET}?delete"), b"<Delete><Object>", &[], SECRET));
     assert_s3_error(&resp, 400, Some("MalformedXML"));
+}
+
+#[test]
+fn boto3_over_https_uploads_aws_chunked_with_a_trailing_checksum() {
+    use crate::support::tls::{tls_section, TestCa};
+    let ca = TestCa::new("edgemirror s3 test CA");
+    let leaf = ca.issue(&["127.0.0.1"]);
+    let node = NodeBuilder::new()
+        .bucket(BUCKET)
+        .with_file("pki/ca.pem", ca.cert_pem())
+        .with_file("pki/leaf.pem", leaf.cert_pem.clone())
+        .with_file("pki/leaf.key", leaf.key_pem.clone())
+        .with_extra_toml(&(s3_toml() + &tls_section(&[("pki/leaf.pem", "pki/leaf.key")])))
+        .start();
+    let tls = node.tls_addr().expect("a TLS listener");
+    let ca_path = node.dir().join("pki/ca.pem");
+    let script = format!(
+        r#"
+import boto3, botocore
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="https://{tls}", verify="{ca}",
+                  config=Config(s3={{"addressing_style": "path"}}, retries={{"max_attempts": 1}}))
+for size in (0, 5, 70000, 300000):
+    body = bytes((i * 7) % 251 for i in range(size))
+    for alg in ("CRC32", "SHA256", "SHA1"):  # CRC32C and CRC64NVME need botocore[crt]
+        key = "chunked/%s-%d" % (alg, size)
+        try:
+            s3.put_object(Bucket="{BUCKET}", Key=key, Body=body, ChecksumAlgorithm=alg)
+        except botocore.exceptions.ClientError as e:
+            raise SystemExit("%s %d: %s" % (alg, size, e.response))
+        got = s3.get_object(Bucket="{BUCKET}", Key=key)["Body"].read()
+        assert got == body, (alg, size, len(got))
+print("chunked ok")
+"#,
+        ca = ca_path.display()
+    );
+    let out = run_client(&node, "python3", &["-c", &script]);
+    assert!(out.contains("chunked ok"), "{out}");
+}
+
+#[test]
+fn an_aws_chunked_upload_with_a_wrong_trailing_checksum_stores_nothing() {
+    use base64::Engine as _;
+    let node = node_with_s3(None);
+    let host = node.data_addr().to_string();
+    let data = b"hello world";
+    let crc = base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(data).to_be_bytes());
+    let framed =
+        |checksum: &str| format!("b\r\nhello world\r\n0\r\nx-amz-checksum-crc32:{checksum}\r\n\r\n").into_bytes();
+    let extra = [
+        ("content-encoding", "aws-chunked"),
+        ("x-amz-decoded-content-length", "11"),
+        ("x-amz-trailer", "x-amz-checksum-crc32"),
+    ];
+    let path = format!("/{BUCKET}/chunked.txt");
+    let put = |body: &[u8]| {
+        send(&node, &signed_with("PUT", &host, &path, body, &extra, SECRET, sigv4::STREAMING_UNSIGNED_PAYLOAD_TRAILER))
+    };
+    let resp = put(&framed("AAAAAA=="));
+    assert_s3_error(&resp, 400, Some("BadDigest"));
+    assert_eq!(get(node.data_addr(), &path, &[]).expect("GET").status, 404, "a bad upload was stored");
+    let resp = put(&framed(&crc));
+    assert_eq!(resp.status, 200, "{resp:?} {}", resp.text());
+    let got = get(node.data_addr(), &path, &[]).expect("GET");
+    assert_eq!(got.body, data, "the framing was stored instead of the payload");
 }

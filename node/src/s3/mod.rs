@@ -9,6 +9,7 @@
 //! - Everything else S3 has is answered 501 `NotImplemented`, naming the operation.
 
 pub mod auth;
+pub mod checksum;
 pub mod delete;
 pub mod list;
 pub mod put;

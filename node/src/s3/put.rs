@@ -1,29 +1,58 @@
 //! PutObject: an upload streamed into a store record, piece by piece as it arrives (never
 //! buffered whole), through the same record writer as a mirror fill.
 //!
-//! Checked before the commit: the length (`Content-Length`; a body that stops short is
-//! `IncompleteBody` and nothing is stored), `Content-MD5` when sent (`BadDigest`), and the
-//! SHA-256 the signature covers when the client signed one (`XAmzContentSHA256Mismatch`). The
-//! commit is last-commit-wins: it replaces whatever the key held, and a mirror fill of the key
-//! that began before it never replaces it. Saved with the object and returned on reads: the five
-//! saved headers (Content-Type, -Encoding, -Disposition, Cache-Control, Expires).
+//! Bodies come plain (`Content-Length`) or `aws-chunked` (what SDKs send by default over HTTPS:
+//! chunks that each carry a signature chained from the request's, or unsigned chunks with a
+//! trailing checksum; `x-amz-decoded-content-length` gives the object's length). Checked before
+//! the commit: the length (a body that stops short is `IncompleteBody` and nothing is stored),
+//! `Content-MD5` when sent (`BadDigest`), the SHA-256 the signature covers when the client signed
+//! one (`XAmzContentSHA256Mismatch`), every chunk signature and the trailer's
+//! (`SignatureDoesNotMatch`), and the flexible checksum (`x-amz-checksum-*` as a header or a
+//! trailer: `BadDigest`). The commit is last-commit-wins: it replaces whatever the key held, and
+//! a mirror fill of the key that began before it never replaces it. Saved with the object and
+//! returned on reads: the five saved headers (Content-Type, -Encoding, -Disposition,
+//! Cache-Control, Expires).
 //!
-//! Not yet: `aws-chunked` bodies (the streaming signature forms and trailing checksums), which
-//! answer 501 for now, and `x-amz-meta-*` user metadata (ignored).
+//! Not yet: `x-amz-meta-*` user metadata (not kept), returning the checksum on reads.
 
 use std::rc::Rc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, SavedHeader};
-use edgemirror_proto::s3::sigv4::PayloadHash;
+use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, RecordWriter, SavedHeader};
+use edgemirror_proto::s3::aws_chunked::{AwsChunk, AwsChunkedDecoder, AwsChunkedMode};
+use edgemirror_proto::s3::sigv4::{self, ChunkSigner, PayloadHasher};
 
 use super::auth::Signed;
+use super::checksum::{Algorithm, Checksum};
 use crate::body::{BodyError, RequestBody};
 use crate::error::S3Error;
 use crate::reply::{self, Framing};
 use crate::respond::{Conn, Disposition, Request};
 use crate::worker::Worker;
+
+/// What an upload's body is checked against while it streams.
+struct Checks {
+    sha256: Option<PayloadHasher>,
+    /// The flexible checksum being computed, and the value it must have (`None` until the
+    /// trailer that carries it has arrived).
+    checksum: Option<(Algorithm, Checksum, Option<String>)>,
+    signer: Option<ChunkSigner>,
+}
+
+impl Checks {
+    fn data(&mut self, data: &[u8]) {
+        if let Some(h) = self.sha256.as_mut() {
+            h.update(data);
+        }
+        if let Some((_, c, _)) = self.checksum.as_mut() {
+            c.update(data);
+        }
+        if let Some(s) = self.signer.as_mut() {
+            s.update(data);
+        }
+    }
+}
 
 pub async fn put_object(
     worker: &Rc<Worker>,
@@ -35,13 +64,22 @@ pub async fn put_object(
     signed: Signed,
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
-    if signed.verified.payload.is_streaming()
-        || req.header("content-encoding").is_some_and(|v| v.windows(11).any(|w| w.eq_ignore_ascii_case(b"aws-chunked")))
-    {
-        return Err(S3Error::NotImplemented("aws-chunked uploads (streaming signatures, trailing checksums)"));
+    let chunked_encoding =
+        req.header("content-encoding").is_some_and(|v| v.windows(11).any(|w| w.eq_ignore_ascii_case(b"aws-chunked")));
+    let content_sha256 = req.header("x-amz-content-sha256").unwrap_or_default();
+    let mode = AwsChunkedMode::from_content_sha256(content_sha256);
+    if chunked_encoding && mode.is_none() || signed.verified.payload.is_streaming() && mode.is_none() {
+        return Err(S3Error::NotImplemented("this aws-chunked payload form"));
     }
-    let Some(length) = body.content_length() else {
-        return Err(S3Error::MissingContentLength);
+    let length = match mode {
+        Some(_) => {
+            let value = req.header("x-amz-decoded-content-length").ok_or(S3Error::MissingContentLength)?;
+            std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(S3Error::MissingContentLength)?
+        }
+        None => body.content_length().ok_or(S3Error::MissingContentLength)?,
     };
     if length > shared.config.store.max_object_bytes {
         return Err(S3Error::EntityTooLarge);
@@ -50,6 +88,22 @@ pub async fn put_object(
         None => None,
         Some(v) => Some(decode_md5(v).ok_or(S3Error::InvalidDigest)?),
     };
+    let mut checks =
+        Checks { sha256: signed.verified.payload_hasher(), checksum: None, signer: signed.verified.chunk_signer };
+    // A flexible checksum: its value in a header now, or named by x-amz-trailer for later.
+    for h in req.head.headers.iter() {
+        let (name, value) = (h.name.get(req.buf), h.value.get(req.buf));
+        if let Some(alg) = Algorithm::from_header(name) {
+            let expected = String::from_utf8_lossy(value.trim_ascii()).into_owned();
+            checks.checksum = Some((alg, Checksum::new(alg), Some(expected)));
+        }
+    }
+    if let Some(trailer) = req.header("x-amz-trailer") {
+        if let Some(alg) = Algorithm::from_header(trailer.trim_ascii()) {
+            checks.checksum = Some((alg, Checksum::new(alg), None));
+        }
+    }
+
     let mut meta = RecordMeta::new(SystemTime::now());
     for h in SavedHeader::ALL {
         if let Some(v) = req.header(h.as_str()) {
@@ -65,37 +119,34 @@ pub async fn put_object(
     if let Some(md5) = content_md5 {
         writer.expect_md5(md5);
     }
-    let mut sha256 = signed.verified.payload_hasher();
     // The client waits for this before sending the body (boto3 does): only now that the request
-    // is authorised and its head accepted (RFC 9110 §10.1.1).
-    // Also for an empty body: botocore waits for the 100 even then, and a final response in its
-    // place left its pooled connection stuck for a minute (boto/botocore#3755).
+    // is authorised and its head accepted (RFC 9110 §10.1.1). Also for an empty body: botocore
+    // waits for the 100 even then, and a final response in its place left its pooled connection
+    // stuck for a minute (boto/botocore#3755).
     if req.header("expect").is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue")) {
         conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         conn.flush().await.map_err(|e| S3Error::IncompleteBody(e.to_string()))?;
     }
-    loop {
-        let piece = match body.next(conn).await {
-            Ok(Some(piece)) => piece,
-            Ok(None) => break,
-            Err(BodyError::Truncated { got }) => {
-                return Err(S3Error::IncompleteBody(format!("{got} of {length} bytes arrived")));
-            }
-            Err(e) => return Err(S3Error::IncompleteBody(e.to_string())),
-        };
-        if let Some(h) = sha256.as_mut() {
-            h.update(&piece);
-        }
-        match writer.append(&piece) {
-            Ok(()) => {}
-            Err(edgemirror_cache::Error::NoSpace(why)) => return Err(S3Error::StoreFull(why)),
-            Err(e) => return Err(S3Error::Internal(e.to_string())),
-        }
+
+    match mode {
+        None => read_plain(conn, body, &mut writer, &mut checks, length).await?,
+        Some(mode) => read_aws_chunked(conn, body, &mut writer, &mut checks, mode, length).await?,
     }
-    if let Some(h) = sha256 {
+    if let Some(h) = checks.sha256 {
         h.finish().map_err(|_| S3Error::ContentSha256Mismatch)?;
     }
-    debug_assert!(!matches!(signed.verified.payload, PayloadHash::Sha256(_)) || body.is_done());
+    if let Some(signer) = &checks.signer {
+        if !signer.is_complete() {
+            return Err(S3Error::IncompleteBody("the final chunk or the trailer signature is missing".into()));
+        }
+    }
+    if let Some((alg, computed, expected)) = checks.checksum {
+        let expected =
+            expected.ok_or(S3Error::IncompleteBody(format!("the {} trailer is missing", alg.header_name())))?;
+        if computed.finish() != expected {
+            return Err(S3Error::BadDigest);
+        }
+    }
     let stored = match writer.commit() {
         Ok(obj) => obj,
         Err(edgemirror_cache::Error::BodyMismatch(why)) if why.contains("MD5") => return Err(S3Error::BadDigest),
@@ -114,6 +165,96 @@ pub async fn put_object(
     reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
     reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))
+}
+
+/// The next raw piece of the request body.
+async fn next_piece(conn: &mut Conn, body: &mut RequestBody, length: u64) -> Result<Option<Bytes>, S3Error> {
+    match body.next(conn).await {
+        Ok(piece) => Ok(piece),
+        Err(BodyError::Truncated { got }) => Err(S3Error::IncompleteBody(format!("{got} of {length} bytes arrived"))),
+        Err(e) => Err(S3Error::IncompleteBody(e.to_string())),
+    }
+}
+
+fn append(writer: &mut RecordWriter, data: &Bytes) -> Result<(), S3Error> {
+    match writer.append(data) {
+        Ok(()) => Ok(()),
+        Err(edgemirror_cache::Error::NoSpace(why)) => Err(S3Error::StoreFull(why)),
+        Err(edgemirror_cache::Error::BodyMismatch(why)) => Err(S3Error::IncompleteBody(why)),
+        Err(e) => Err(S3Error::Internal(e.to_string())),
+    }
+}
+
+async fn read_plain(
+    conn: &mut Conn,
+    body: &mut RequestBody,
+    writer: &mut RecordWriter,
+    checks: &mut Checks,
+    length: u64,
+) -> Result<(), S3Error> {
+    while let Some(piece) = next_piece(conn, body, length).await? {
+        checks.data(&piece);
+        append(writer, &piece)?;
+    }
+    Ok(())
+}
+
+/// Decodes an `aws-chunked` body as it streams: payload bytes go to the record (sliced out of
+/// the read pieces, not copied), chunk signatures and trailers are checked as they come.
+async fn read_aws_chunked(
+    conn: &mut Conn,
+    body: &mut RequestBody,
+    writer: &mut RecordWriter,
+    checks: &mut Checks,
+    mode: AwsChunkedMode,
+    length: u64,
+) -> Result<(), S3Error> {
+    let mut decoder = AwsChunkedDecoder::new(mode).with_decoded_length(length);
+    let mut trailers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let framing = |e: edgemirror_proto::s3::aws_chunked::AwsChunkedError| S3Error::IncompleteBody(e.as_str().into());
+    while !decoder.is_done() {
+        let Some(piece) = next_piece(conn, body, length).await? else {
+            return Err(S3Error::IncompleteBody("the aws-chunked body ended early".into()));
+        };
+        let mut at = 0;
+        while at < piece.len() || decoder.is_done() {
+            let (consumed, event) = decoder.decode(&piece[at..]).map_err(framing)?;
+            match event {
+                AwsChunk::Data { start, end } => {
+                    let data = piece.slice(at + start..at + end);
+                    checks.data(&data);
+                    append(writer, &data)?;
+                }
+                AwsChunk::ChunkEnd { signature } => {
+                    if let (Some(signer), Some(sig)) = (checks.signer.as_mut(), signature) {
+                        signer.finish_chunk(sigv4::to_hex(&sig).as_bytes()).map_err(S3Error::Auth)?;
+                    }
+                }
+                AwsChunk::Trailer(field) => {
+                    if let Some((alg, _, expected)) = checks.checksum.as_mut() {
+                        if Algorithm::from_header(field.name()) == Some(*alg) {
+                            *expected = Some(String::from_utf8_lossy(field.value().trim_ascii()).into_owned());
+                        }
+                    }
+                    trailers.push((field.name().to_vec(), field.value().to_vec()));
+                }
+                AwsChunk::TrailerSignature { signature } => {
+                    if let Some(signer) = checks.signer.as_mut() {
+                        signer
+                            .verify_trailer(&trailers, sigv4::to_hex(&signature).as_bytes())
+                            .map_err(S3Error::Auth)?;
+                    }
+                }
+                AwsChunk::Partial => break,
+                AwsChunk::End => break,
+            }
+            at += consumed;
+            if decoder.is_done() {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Content-MD5 is the base64 of the 16-byte digest (RFC 1864).
