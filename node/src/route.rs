@@ -37,6 +37,10 @@ pub enum Op {
     ListObjects,
     /// `POST /{bucket}?delete`: the batch delete.
     DeleteObjects,
+    /// `GET /`: the buckets this node serves.
+    ListBuckets,
+    /// `GET /{bucket}?location`.
+    GetBucketLocation,
 }
 
 impl Op {
@@ -95,7 +99,7 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
     let method = req.head.method;
     if no_bucket {
         return match method {
-            Method::Get => Err(S3Error::NotImplemented("ListBuckets")),
+            Method::Get => Ok(Op::ListBuckets),
             _ => Err(S3Error::MethodNotAllowed),
         };
     }
@@ -104,6 +108,7 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
     }
     if no_key {
         return match method {
+            Method::Get if has_param(req.query().unwrap_or_default(), b"location") => Ok(Op::GetBucketLocation),
             Method::Head => Ok(Op::HeadBucket),
             Method::Get => Ok(Op::ListObjects),
             Method::Put => Err(S3Error::NotImplemented("CreateBucket")),

@@ -455,3 +455,38 @@ fn an_aws_chunked_upload_with_a_wrong_trailing_checksum_stores_nothing() {
     let got = get(node.data_addr(), &path, &[]).expect("GET");
     assert_eq!(got.body, data, "the framing was stored instead of the payload");
 }
+
+#[test]
+fn boto3_lists_buckets_locates_them_and_uses_presigned_urls() {
+    let node = node_with_s3(None);
+    let script = format!(
+        r#"
+import boto3, urllib.request
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="http://{addr}", config=Config(s3={{"addressing_style": "path"}}, signature_version="s3v4"))
+names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+assert names == ["{BUCKET}"], names
+loc = s3.get_bucket_location(Bucket="{BUCKET}")["LocationConstraint"]
+assert loc in (None, ""), loc
+# A presigned PUT, then a presigned GET, with plain HTTP and no credentials on the client side.
+put_url = s3.generate_presigned_url("put_object", Params={{"Bucket": "{BUCKET}", "Key": "pre/signed.txt"}}, ExpiresIn=300)
+req = urllib.request.Request(put_url, data=b"presigned body", method="PUT")
+assert urllib.request.urlopen(req).status == 200
+get_url = s3.generate_presigned_url("get_object", Params={{"Bucket": "{BUCKET}", "Key": "pre/signed.txt"}}, ExpiresIn=300)
+assert urllib.request.urlopen(get_url).read() == b"presigned body"
+# A tampered presigned URL is refused.
+bad = put_url.replace("pre/signed.txt", "pre/other.txt")
+try:
+    urllib.request.urlopen(urllib.request.Request(bad, data=b"x", method="PUT"))
+    raise SystemExit("a tampered presigned URL was accepted")
+except urllib.error.HTTPError as e:
+    assert e.code == 403, e.code
+print("buckets ok")
+"#,
+        addr = node.data_addr()
+    );
+    assert!(run_client(&node, "python3", &["-c", &script]).contains("buckets ok"));
+    let endpoint = format!("http://{}", node.data_addr());
+    let listing = run_client(&node, "aws", &["s3", "ls", "--endpoint-url", &endpoint]);
+    assert!(listing.contains(BUCKET), "{listing}");
+}

@@ -1,4 +1,5 @@
-//! ListObjectsV2 (`GET /{bucket}?list-type=2`) and ListObjects v1 (`GET /{bucket}`): the keys of
+//! ListBuckets (`GET /`), ListObjectsV2 (`GET /{bucket}?list-type=2`) and ListObjects v1
+//! (`GET /{bucket}`): the keys of
 //! a bucket in order, with `prefix`, `delimiter` (rolled up into CommonPrefixes), `max-keys`
 //! (at most 1000), `start-after` / `marker`, `continuation-token`, `fetch-owner` and
 //! `encoding-type=url`, answered with S3's XML (`proto::s3::xml`).
@@ -11,7 +12,10 @@
 use std::rc::Rc;
 
 use base64::Engine as _;
-use edgemirror_proto::s3::xml::{self, CommonPrefix, ListObjectsV1Result, ListObjectsV2Result, ListedObject, Owner};
+use edgemirror_proto::s3::xml::{
+    self, CommonPrefix, ListAllMyBucketsResult, ListObjectsV1Result, ListObjectsV2Result, ListedBucket, ListedObject,
+    Owner,
+};
 
 use crate::error::S3Error;
 use crate::reply::{self, Framing};
@@ -190,6 +194,31 @@ pub async fn list_objects(
         }
         xml::to_xml(&result)
     };
+    send_xml(worker, conn, req, body).await
+}
+
+/// ListBuckets: the buckets of the config (all of them: any valid key may list them), each dated
+/// by the store directory's creation (the node keeps no per-bucket date yet).
+pub async fn list_buckets(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>) -> Result<Disposition, S3Error> {
+    let config = &worker.shared.config;
+    let created = std::fs::metadata(&config.store.dir)
+        .and_then(|m| m.created().or_else(|_| m.modified()))
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let result = ListAllMyBucketsResult {
+        owner: Owner { id: "edgemirror".into(), display_name: Some("edgemirror".into()) },
+        buckets: config.buckets.iter().map(|b| ListedBucket { name: b.name.clone(), creation_date: created }).collect(),
+        continuation_token: None,
+    };
+    send_xml(worker, conn, req, xml::to_xml(&result)).await
+}
+
+/// A 200 with an XML body.
+pub async fn send_xml(
+    worker: &Worker,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    body: String,
+) -> Result<Disposition, S3Error> {
     let keep_alive = req.keep_alive();
     reply::start(&mut conn.out, 200, &worker.date, req.id);
     reply::header(&mut conn.out, "Content-Type", b"application/xml");

@@ -23,6 +23,7 @@ use crate::reply::{self, Framing};
 use crate::respond::{Conn, Disposition, Request};
 use crate::route::{self, Op};
 use crate::worker::Worker;
+use edgemirror_proto::s3::xml;
 
 /// Answers one request; returns whether the connection may continue.
 pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>, body: &mut RequestBody) -> Disposition {
@@ -61,6 +62,10 @@ async fn serve(
     target: &route::Target<'_>,
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
+    if target.op == Op::ListBuckets {
+        auth::authorize(worker, req)?;
+        return list::list_buckets(worker, conn, req).await;
+    }
     let Some(bucket) = shared.config.bucket(&target.bucket) else {
         // Who may learn which buckets exist: a signed request, or anyone for public reads.
         if target.op.needs_signature() {
@@ -81,6 +86,11 @@ async fn serve(
         Op::DeleteObjects => {
             let signed = signed.ok_or(S3Error::Internal("a batch delete reached its handler unsigned".into()))?;
             delete::delete_objects(worker, conn, req, body, &target.bucket, signed).await
+        }
+        Op::ListBuckets => Err(S3Error::Internal("ListBuckets routed past its handler".into())),
+        Op::GetBucketLocation => {
+            let body = xml::to_xml(&xml::LocationConstraint::for_region(&shared.config.s3.region));
+            list::send_xml(worker, conn, req, body).await
         }
         Op::HeadBucket => {
             let keep_alive = req.keep_alive();
