@@ -21,15 +21,28 @@ pub enum SavedHeader {
     ContentDisposition = 3,
     CacheControl = 4,
     Expires = 5,
+    /// Kept for uploads (S3 keeps it); mirror fills save the seed's five only.
+    ContentLanguage = 6,
 }
 
 impl SavedHeader {
+    /// The five headers the reference feature saves with a mirrored object.
     pub const ALL: [SavedHeader; 5] = [
         SavedHeader::ContentType,
         SavedHeader::ContentEncoding,
         SavedHeader::ContentDisposition,
         SavedHeader::CacheControl,
         SavedHeader::Expires,
+    ];
+
+    /// What an upload keeps: the five, and Content-Language.
+    pub const UPLOADED: [SavedHeader; 6] = [
+        SavedHeader::ContentType,
+        SavedHeader::ContentEncoding,
+        SavedHeader::ContentDisposition,
+        SavedHeader::CacheControl,
+        SavedHeader::Expires,
+        SavedHeader::ContentLanguage,
     ];
 
     /// The canonical header name, as written in responses.
@@ -40,6 +53,7 @@ impl SavedHeader {
             SavedHeader::ContentDisposition => "Content-Disposition",
             SavedHeader::CacheControl => "Cache-Control",
             SavedHeader::Expires => "Expires",
+            SavedHeader::ContentLanguage => "Content-Language",
         }
     }
 
@@ -49,7 +63,7 @@ impl SavedHeader {
     }
 
     fn from_u8(v: u8) -> Option<SavedHeader> {
-        SavedHeader::ALL.into_iter().find(|h| *h as u8 == v)
+        SavedHeader::UPLOADED.into_iter().find(|h| *h as u8 == v)
     }
 }
 
@@ -67,6 +81,10 @@ impl StorageClass {
     }
 }
 
+/// Extension tags of [`RecordMeta::encode`].
+const EXT_USER_META: u8 = 1;
+const EXT_CHECKSUM: u8 = 2;
+
 /// Metadata known before the body: written in the record ahead of the body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordMeta {
@@ -74,6 +92,11 @@ pub struct RecordMeta {
     pub last_modified: SystemTime,
     pub storage_class: StorageClass,
     pub headers: Vec<(SavedHeader, Bytes)>,
+    /// User metadata of an upload (`x-amz-meta-{name}`: name lower-cased, without the prefix).
+    pub user: Vec<(Box<str>, Bytes)>,
+    /// The flexible checksum an upload was verified against: the header name
+    /// (`x-amz-checksum-crc32`) and its base64 value, returned with `x-amz-checksum-mode`.
+    pub checksum: Option<(Box<str>, Bytes)>,
 }
 
 impl RecordMeta {
@@ -84,6 +107,8 @@ impl RecordMeta {
             last_modified: UNIX_EPOCH + Duration::from_secs(secs),
             storage_class: StorageClass::Standard,
             headers: Vec::new(),
+            user: Vec::new(),
+            checksum: None,
         }
     }
 
@@ -92,7 +117,10 @@ impl RecordMeta {
     }
 
     /// Layout: `last_modified_secs u64 | storage_class u8 | count u8 | (id u8, len u16, bytes)*`,
-    /// little endian.
+    /// then extensions `(tag u8, len u16, bytes)*` to the end (1: a user metadata entry
+    /// `name\0value`; 2: the checksum `header-name\0value`), little endian. Records written
+    /// before extensions existed simply end after the headers; a decoder skips tags it does not
+    /// know.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let secs = self.last_modified.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         out.extend_from_slice(&secs.to_le_bytes());
@@ -103,6 +131,22 @@ impl RecordMeta {
             out.push(*name as u8);
             out.extend_from_slice(&(len as u16).to_le_bytes());
             out.extend_from_slice(&value[..len]);
+        }
+        let mut extension = |tag: u8, name: &str, value: &[u8]| {
+            let len = (name.len() + 1 + value.len()).min(u16::MAX as usize);
+            out.push(tag);
+            out.extend_from_slice(&(len as u16).to_le_bytes());
+            let mut entry = Vec::with_capacity(len);
+            entry.extend_from_slice(name.as_bytes());
+            entry.push(0);
+            entry.extend_from_slice(value);
+            out.extend_from_slice(&entry[..len]);
+        };
+        for (name, value) in &self.user {
+            extension(EXT_USER_META, name, value);
+        }
+        if let Some((name, value)) = &self.checksum {
+            extension(EXT_CHECKSUM, name, value);
         }
     }
 
@@ -124,13 +168,26 @@ impl RecordMeta {
             let value = take(&mut b, len).ok_or(bad("meta: short"))?;
             headers.push((name, Bytes::copy_from_slice(value)));
         }
-        if !b.is_empty() {
-            return Err(bad("meta: trailing bytes"));
+        let (mut user, mut checksum) = (Vec::new(), None);
+        while !b.is_empty() {
+            let tag = take(&mut b, 1).ok_or(bad("meta: short"))?[0];
+            let len = take(&mut b, 2).ok_or(bad("meta: short"))?;
+            let entry = take(&mut b, u16::from_le_bytes([len[0], len[1]]) as usize).ok_or(bad("meta: short"))?;
+            let split = entry.iter().position(|&c| c == 0).ok_or(bad("meta: extension without a name"))?;
+            let name = std::str::from_utf8(&entry[..split]).map_err(|_| bad("meta: extension name"))?;
+            let value = Bytes::copy_from_slice(&entry[split + 1..]);
+            match tag {
+                EXT_USER_META => user.push((name.into(), value)),
+                EXT_CHECKSUM => checksum = Some((name.into(), value)),
+                _ => {}
+            }
         }
         Ok(RecordMeta {
             last_modified: UNIX_EPOCH + Duration::from_secs(secs),
             storage_class: StorageClass::Standard,
             headers,
+            user,
+            checksum,
         })
     }
 }
@@ -184,11 +241,20 @@ mod tests {
         let mut m = RecordMeta::new(SystemTime::now());
         m.headers.push((SavedHeader::ContentType, Bytes::from_static(b"image/jpeg")));
         m.headers.push((SavedHeader::Expires, Bytes::from_static(b"Thu, 01 Dec 1994 16:00:00 GMT")));
+        m.headers.push((SavedHeader::ContentLanguage, Bytes::from_static(b"en")));
+        m.user.push(("purpose".into(), Bytes::from_static(b"a test")));
+        m.checksum = Some(("x-amz-checksum-crc32".into(), Bytes::from_static(b"i9aeUg==")));
         let mut buf = Vec::new();
         m.encode(&mut buf);
         assert_eq!(RecordMeta::decode(&buf).unwrap(), m);
+        // A prefix never decodes to something else: it fails, or (cut exactly between
+        // extensions, as a record written before them ends) it is the same headers with fewer
+        // extensions. The record's names CRC is what catches a cut record.
         for cut in 0..buf.len() {
-            assert!(RecordMeta::decode(&buf[..cut]).is_err(), "prefix {cut} must not decode");
+            if let Ok(d) = RecordMeta::decode(&buf[..cut]) {
+                assert_eq!(d.headers, m.headers, "prefix {cut}");
+                assert!(d.user.len() <= m.user.len() && d.checksum.is_none(), "prefix {cut}");
+            }
         }
     }
 

@@ -50,6 +50,8 @@ pub enum S3Error {
     ContentSha256Mismatch,
     /// Downstream: the body stopped short of its announced length, or stalled.
     IncompleteBody(String),
+    /// Downstream: `x-amz-meta-*` over 2 KiB.
+    MetadataTooLarge,
     /// Downstream: an XML body that does not parse (the reason for the message).
     MalformedXml(&'static str),
     /// Ours: the store cannot take the object now (full: `store.max_bytes`, the free-space
@@ -77,7 +79,8 @@ impl S3Error {
             | S3Error::BadDigest
             | S3Error::ContentSha256Mismatch
             | S3Error::IncompleteBody(_)
-            | S3Error::MalformedXml(_) => 400,
+            | S3Error::MalformedXml(_)
+            | S3Error::MetadataTooLarge => 400,
             S3Error::StoreFull(_) => 507,
         }
     }
@@ -109,6 +112,7 @@ impl S3Error {
             S3Error::ContentSha256Mismatch => "XAmzContentSHA256Mismatch",
             S3Error::IncompleteBody(_) => "IncompleteBody",
             S3Error::MalformedXml(_) => "MalformedXML",
+            S3Error::MetadataTooLarge => "MetadataTooLarge",
             S3Error::StoreFull(_) => "InsufficientStorage",
         }
     }
@@ -139,6 +143,9 @@ impl S3Error {
             S3Error::IncompleteBody(why) => format!("you did not provide the number of bytes specified: {why}").into(),
             S3Error::StoreFull(why) => format!("the store cannot take the object now: {why}").into(),
             S3Error::MalformedXml(why) => format!("the XML you provided was not well-formed: {why}").into(),
+            S3Error::MetadataTooLarge => {
+                "your metadata headers exceed the maximum allowed metadata size (2 KiB)".into()
+            }
         }
     }
 

@@ -120,6 +120,7 @@ async fn send_body(
         source: if body.source.is_unstored() { SOURCE_ORIGIN_UNSTORED } else { SOURCE_ORIGIN },
         range: (status == 206).then(|| (range.clone(), body.length.unwrap_or(0))),
         framing,
+        checksum: false,
     };
     reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
     if req.is_head() {

@@ -153,6 +153,8 @@ pub struct ObjectHead<'a> {
     /// A 206's range (`start..end`, end exclusive) of an object of `size` bytes.
     pub range: Option<(Range<u64>, u64)>,
     pub framing: Framing,
+    /// The client sent `x-amz-checksum-mode: ENABLED`: add the stored checksum, if any.
+    pub checksum: bool,
 }
 
 /// Writes the whole head of a response about an object. A 200/206 carries the saved origin
@@ -174,6 +176,13 @@ pub fn object_head(out: &mut BytesMut, h: &ObjectHead<'_>, date: &DateCache, id:
     } else {
         for (name, value) in &h.record.headers {
             header(out, name.as_str(), value);
+        }
+        for (name, value) in &h.record.user {
+            out.put_slice(b"x-amz-meta-");
+            header(out, name, value);
+        }
+        if let (true, Some((name, value))) = (h.checksum, &h.record.checksum) {
+            header(out, name, value);
         }
         if let Some(etag) = h.etag {
             header(out, "ETag", etag.as_bytes());

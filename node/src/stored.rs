@@ -75,6 +75,7 @@ pub async fn send_stored(
         source,
         range: None,
         framing: Framing::Length(meta.size),
+        checksum: req.header("x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case(b"ENABLED")),
     };
     match range {
         RangeRequest::Unsatisfiable => Err(S3Error::InvalidRange { size: meta.size }),
@@ -165,6 +166,7 @@ async fn send_not_modified(
         source,
         range: None,
         framing: Framing::NoBody,
+        checksum: false,
     };
     reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))

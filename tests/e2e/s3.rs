@@ -490,3 +490,31 @@ print("buckets ok")
     let listing = run_client(&node, "aws", &["s3", "ls", "--endpoint-url", &endpoint]);
     assert!(listing.contains(BUCKET), "{listing}");
 }
+
+#[test]
+fn user_metadata_content_language_and_checksums_are_kept_and_returned() {
+    let node = node_with_s3(None);
+    let script = format!(
+        r#"
+import boto3, botocore
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="http://{addr}", config=Config(s3={{"addressing_style": "path"}}))
+r = s3.put_object(Bucket="{BUCKET}", Key="meta.txt", Body=b"Hello world", ContentLanguage="de",
+                  Metadata={{"Purpose": "migration", "owner": "ops"}}, ChecksumAlgorithm="CRC32")
+h = s3.head_object(Bucket="{BUCKET}", Key="meta.txt", ChecksumMode="ENABLED")
+assert h["Metadata"] == {{"purpose": "migration", "owner": "ops"}}, h["Metadata"]
+assert h["ContentLanguage"] == "de", h
+assert h.get("ChecksumCRC32") == "i9aeUg==", h
+g = s3.get_object(Bucket="{BUCKET}", Key="meta.txt")
+assert g["Metadata"]["purpose"] == "migration", g
+try:
+    s3.put_object(Bucket="{BUCKET}", Key="big-meta.txt", Body=b"x", Metadata={{"a": "b" * 3000}})
+    raise SystemExit("3000 bytes of metadata were accepted")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "MetadataTooLarge", e.response
+print("meta ok")
+"#,
+        addr = node.data_addr()
+    );
+    assert!(run_client(&node, "python3", &["-c", &script]).contains("meta ok"));
+}

@@ -13,7 +13,8 @@
 //! returned on reads: the five saved headers (Content-Type, -Encoding, -Disposition,
 //! Cache-Control, Expires).
 //!
-//! Not yet: `x-amz-meta-*` user metadata (not kept), returning the checksum on reads.
+//! Kept and returned: `x-amz-meta-*` (at most 2 KiB, `MetadataTooLarge` past it),
+//! Content-Language, and a checksum sent as a header (with `x-amz-checksum-mode: ENABLED`).
 
 use std::rc::Rc;
 use std::time::SystemTime;
@@ -30,6 +31,9 @@ use crate::error::S3Error;
 use crate::reply::{self, Framing};
 use crate::respond::{Conn, Disposition, Request};
 use crate::worker::Worker;
+
+/// S3's limit on user metadata (`x-amz-meta-*` names and values together).
+const MAX_USER_METADATA_BYTES: usize = 2048;
 
 /// What an upload's body is checked against while it streams.
 struct Checks {
@@ -105,10 +109,28 @@ pub async fn put_object(
     }
 
     let mut meta = RecordMeta::new(SystemTime::now());
-    for h in SavedHeader::ALL {
+    for h in SavedHeader::UPLOADED {
         if let Some(v) = req.header(h.as_str()) {
             meta.headers.push((h, Bytes::copy_from_slice(v)));
         }
+    }
+    let mut user_bytes = 0;
+    for h in req.head.headers.iter() {
+        let (name, value) = (h.name.get(req.buf), h.value.get(req.buf));
+        let lower = name.to_ascii_lowercase();
+        if let Some(user) = lower.strip_prefix(b"x-amz-meta-") {
+            user_bytes += user.len() + value.len();
+            let user = String::from_utf8_lossy(user).into_owned();
+            meta.user.push((user.into(), Bytes::copy_from_slice(value.trim_ascii())));
+        }
+    }
+    if user_bytes > MAX_USER_METADATA_BYTES {
+        return Err(S3Error::MetadataTooLarge);
+    }
+    // A checksum given as a header is kept, and returned with x-amz-checksum-mode (one sent as a
+    // trailer arrives after the record's head is written: it is verified, not kept).
+    if let Some((alg, _, Some(expected))) = &checks.checksum {
+        meta.checksum = Some((alg.header_name().into(), Bytes::copy_from_slice(expected.as_bytes())));
     }
     let okey = ObjectKeyRef::new(bucket, key);
     let mut writer = match shared.store.begin(worker.id, okey, meta, Some(length), CommitRule::LastWins) {
