@@ -41,6 +41,8 @@ pub enum Op {
     ListBuckets,
     /// `GET /{bucket}?location`.
     GetBucketLocation,
+    /// A PUT with `x-amz-copy-source`: a copy within the node.
+    CopyObject,
 }
 
 impl Op {
@@ -121,7 +123,7 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
     match method {
         Method::Get => Ok(Op::GetObject),
         Method::Head => Ok(Op::HeadObject),
-        Method::Put if req.header("x-amz-copy-source").is_some() => Err(S3Error::NotImplemented("CopyObject")),
+        Method::Put if req.header("x-amz-copy-source").is_some() => Ok(Op::CopyObject),
         Method::Put => Ok(Op::PutObject),
         Method::Delete => Ok(Op::DeleteObject),
         Method::Post => Err(S3Error::NotImplemented("POST object (multipart upload)")),

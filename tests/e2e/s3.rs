@@ -518,3 +518,51 @@ print("meta ok")
     );
     assert!(run_client(&node, "python3", &["-c", &script]).contains("meta ok"));
 }
+
+#[test]
+fn copy_object_copies_within_the_node_with_copied_or_replaced_metadata() {
+    let node = node_with_s3(None);
+    let script = format!(
+        r#"
+import boto3, botocore
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="http://{addr}", config=Config(s3={{"addressing_style": "path"}}))
+body = bytes(range(256)) * 5000
+s3.put_object(Bucket="{BUCKET}", Key="src/a b.bin", Body=body, ContentType="application/x-src", Metadata={{"k": "v"}})
+r = s3.copy_object(Bucket="{BUCKET}", Key="dst/copied.bin", CopySource={{"Bucket": "{BUCKET}", "Key": "src/a b.bin"}})
+assert r["CopyObjectResult"]["ETag"].strip('"'), r
+g = s3.get_object(Bucket="{BUCKET}", Key="dst/copied.bin")
+assert g["Body"].read() == body
+assert g["ContentType"] == "application/x-src" and g["Metadata"] == {{"k": "v"}}, g
+s3.copy_object(Bucket="{BUCKET}", Key="dst/replaced.bin", CopySource="{BUCKET}/src/a b.bin",
+               MetadataDirective="REPLACE", ContentType="text/plain", Metadata={{"n": "2"}})
+h = s3.head_object(Bucket="{BUCKET}", Key="dst/replaced.bin")
+assert h["ContentType"] == "text/plain" and h["Metadata"] == {{"n": "2"}}, h
+try:
+    s3.copy_object(Bucket="{BUCKET}", Key="x", CopySource="{BUCKET}/no/such/key")
+    raise SystemExit("a copy of a missing key succeeded")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "NoSuchKey", e.response
+# The CLI's server-side copy.
+print("copy ok")
+"#,
+        addr = node.data_addr()
+    );
+    assert!(run_client(&node, "python3", &["-c", &script]).contains("copy ok"));
+    let endpoint = format!("http://{}", node.data_addr());
+    run_client(
+        &node,
+        "aws",
+        &[
+            "s3",
+            "cp",
+            &format!("s3://{BUCKET}/dst/copied.bin"),
+            &format!("s3://{BUCKET}/cli/copy.bin"),
+            "--endpoint-url",
+            &endpoint,
+        ],
+    );
+    let resp = get(node.data_addr(), &format!("/{BUCKET}/cli/copy.bin"), &[]).expect("GET");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), 256 * 5000);
+}

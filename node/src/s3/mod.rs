@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod checksum;
+pub mod copy;
 pub mod delete;
 pub mod list;
 pub mod put;
@@ -87,6 +88,7 @@ async fn serve(
             let signed = signed.ok_or(S3Error::Internal("a batch delete reached its handler unsigned".into()))?;
             delete::delete_objects(worker, conn, req, body, &target.bucket, signed).await
         }
+        Op::CopyObject => copy::copy_object(worker, conn, req, &target.bucket, &target.key).await,
         Op::ListBuckets => Err(S3Error::Internal("ListBuckets routed past its handler".into())),
         Op::GetBucketLocation => {
             let body = xml::to_xml(&xml::LocationConstraint::for_region(&shared.config.s3.region));
