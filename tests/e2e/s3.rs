@@ -566,3 +566,60 @@ print("copy ok")
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body.len(), 256 * 5000);
 }
+
+#[test]
+fn rclone_copies_lists_checks_and_deletes() {
+    let node = node_with_s3(None);
+    let src = tempfile::tempdir().unwrap();
+    for (i, rel) in ["a.txt", "dir/b.bin", "dir/sub/c.bin"].iter().enumerate() {
+        let path = src.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, pattern_body(5_000 + i * 40_000, i as u8)).unwrap();
+    }
+    let remote = format!("edge:{BUCKET}/rc");
+    let env_args = |cmd: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        v.extend(
+            [
+                "--s3-provider=Other",
+                &format!("--s3-endpoint=http://{}", node.data_addr()),
+                &format!("--s3-access-key-id={ACCESS}"),
+                &format!("--s3-secret-access-key={SECRET}"),
+                &format!("--s3-region={REGION}"),
+                "--s3-force-path-style=true",
+                "--retries=1",
+                "--low-level-retries=1",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        v
+    };
+    let rclone = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut full = vec!["--config", "/dev/null"];
+        full.extend(refs);
+        // `edge:` is an on-the-fly remote of type s3 (the flags above configure it).
+        std::process::Command::new("rclone")
+            .args(&full)
+            .env("RCLONE_CONFIG_EDGE_TYPE", "s3")
+            // A CA bundle from the environment makes the AWS SDK in rclone refuse plain HTTP.
+            .env_remove("AWS_CA_BUNDLE")
+            .output()
+            .expect("run rclone")
+    };
+    let check = |out: std::process::Output, what: &str| {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "rclone {what} failed:\n{text}\nnode:\n{}", node.stderr());
+        text
+    };
+    check(rclone(env_args(&["copy", src.path().to_str().unwrap(), &remote])), "copy");
+    let listing = check(rclone(env_args(&["lsf", "-R", &remote])), "lsf");
+    for rel in ["a.txt", "dir/b.bin", "dir/sub/c.bin"] {
+        assert!(listing.lines().any(|l| l == rel), "{rel} not listed: {listing}");
+    }
+    check(rclone(env_args(&["check", src.path().to_str().unwrap(), &remote])), "check");
+    check(rclone(env_args(&["delete", &remote])), "delete");
+    let listing = check(rclone(env_args(&["lsf", "-R", &remote])), "lsf after delete");
+    assert!(!listing.lines().any(|l| l.ends_with(".txt") || l.ends_with(".bin")), "{listing}");
+}
