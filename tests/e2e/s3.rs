@@ -326,22 +326,43 @@ fn the_aws_cli_syncs_a_tree_lists_and_copies_back() {
     std::thread::sleep(Duration::from_millis(1100));
     let endpoint = format!("http://{}", node.data_addr());
     let target = format!("s3://{BUCKET}/tree/");
-    run_client(&node, "aws", &["s3", "sync", src.path().to_str().unwrap(), &target, "--endpoint-url", &endpoint]);
-    let listing = run_client(&node, "aws", &["s3", "ls", &target, "--recursive", "--endpoint-url", &endpoint]);
+    run_client(
+        &node,
+        "python3",
+        &["-m", "awscli", "s3", "sync", src.path().to_str().unwrap(), &target, "--endpoint-url", &endpoint],
+    );
+    let listing = run_client(
+        &node,
+        "python3",
+        &["-m", "awscli", "s3", "ls", &target, "--recursive", "--endpoint-url", &endpoint],
+    );
     let mut listed: Vec<String> =
         listing.lines().filter_map(|l| l.split_whitespace().nth(3).map(String::from)).collect();
     listed.sort();
     expected.sort();
     assert_eq!(listed, expected, "{listing}");
     // A second sync has nothing to do; a copy back matches byte for byte.
-    let again =
-        run_client(&node, "aws", &["s3", "sync", src.path().to_str().unwrap(), &target, "--endpoint-url", &endpoint]);
+    let again = run_client(
+        &node,
+        "python3",
+        &["-m", "awscli", "s3", "sync", src.path().to_str().unwrap(), &target, "--endpoint-url", &endpoint],
+    );
     assert!(again.trim().is_empty(), "the second sync uploaded again: {again}");
     let back = tempfile::tempdir().unwrap();
     run_client(
         &node,
-        "aws",
-        &["s3", "cp", &target, back.path().to_str().unwrap(), "--recursive", "--endpoint-url", &endpoint],
+        "python3",
+        &[
+            "-m",
+            "awscli",
+            "s3",
+            "cp",
+            &target,
+            back.path().to_str().unwrap(),
+            "--recursive",
+            "--endpoint-url",
+            &endpoint,
+        ],
     );
     for rel in ["index.html", "css/site.css", "img/a.jpg", "img/b.jpg", "img/deep/c.png"] {
         let a = std::fs::read(src.path().join(rel)).unwrap();
@@ -375,14 +396,25 @@ print("batch ok")
     let endpoint = format!("http://{}", node.data_addr());
     run_client(
         &node,
-        "aws",
-        &["s3", "rm", &format!("s3://{BUCKET}/batch/"), "--recursive", "--endpoint-url", &endpoint],
+        "python3",
+        &["-m", "awscli", "s3", "rm", &format!("s3://{BUCKET}/batch/"), "--recursive", "--endpoint-url", &endpoint],
     );
     // (`aws s3 ls` exits 1 when nothing matches: ask the API directly.)
     let listing = run_client(
         &node,
-        "aws",
-        &["s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", "batch/", "--endpoint-url", &endpoint],
+        "python3",
+        &[
+            "-m",
+            "awscli",
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            "batch/",
+            "--endpoint-url",
+            &endpoint,
+        ],
     );
     assert!(!listing.contains("\"Key\""), "{listing}");
     // A malformed body is S3's MalformedXML, and deletes nothing.
@@ -487,7 +519,7 @@ print("buckets ok")
     );
     assert!(run_client(&node, "python3", &["-c", &script]).contains("buckets ok"));
     let endpoint = format!("http://{}", node.data_addr());
-    let listing = run_client(&node, "aws", &["s3", "ls", "--endpoint-url", &endpoint]);
+    let listing = run_client(&node, "python3", &["-m", "awscli", "s3", "ls", "--endpoint-url", &endpoint]);
     assert!(listing.contains(BUCKET), "{listing}");
 }
 
@@ -552,8 +584,10 @@ print("copy ok")
     let endpoint = format!("http://{}", node.data_addr());
     run_client(
         &node,
-        "aws",
+        "python3",
         &[
+            "-m",
+            "awscli",
             "s3",
             "cp",
             &format!("s3://{BUCKET}/dst/copied.bin"),
