@@ -84,6 +84,7 @@ impl StorageClass {
 /// Extension tags of [`RecordMeta::encode`].
 const EXT_USER_META: u8 = 1;
 const EXT_CHECKSUM: u8 = 2;
+const EXT_PARTS: u8 = 3;
 
 /// Metadata known before the body: written in the record ahead of the body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +98,9 @@ pub struct RecordMeta {
     /// The flexible checksum an upload was verified against: the header name
     /// (`x-amz-checksum-crc32`) and its base64 value, returned with `x-amz-checksum-mode`.
     pub checksum: Option<(Box<str>, Bytes)>,
+    /// Parts of a multipart upload (0: a single-part object). The object's MD5 is then the MD5
+    /// of the parts' MD5s, and its ETag ends in `-{parts}` as S3's.
+    pub parts: u32,
 }
 
 impl RecordMeta {
@@ -109,6 +113,7 @@ impl RecordMeta {
             headers: Vec::new(),
             user: Vec::new(),
             checksum: None,
+            parts: 0,
         }
     }
 
@@ -148,6 +153,9 @@ impl RecordMeta {
         if let Some((name, value)) = &self.checksum {
             extension(EXT_CHECKSUM, name, value);
         }
+        if self.parts > 0 {
+            extension(EXT_PARTS, "parts", self.parts.to_string().as_bytes());
+        }
     }
 
     pub fn decode(mut b: &[u8]) -> Result<RecordMeta> {
@@ -168,7 +176,7 @@ impl RecordMeta {
             let value = take(&mut b, len).ok_or(bad("meta: short"))?;
             headers.push((name, Bytes::copy_from_slice(value)));
         }
-        let (mut user, mut checksum) = (Vec::new(), None);
+        let (mut user, mut checksum, mut parts) = (Vec::new(), None, 0);
         while !b.is_empty() {
             let tag = take(&mut b, 1).ok_or(bad("meta: short"))?[0];
             let len = take(&mut b, 2).ok_or(bad("meta: short"))?;
@@ -179,6 +187,9 @@ impl RecordMeta {
             match tag {
                 EXT_USER_META => user.push((name.into(), value)),
                 EXT_CHECKSUM => checksum = Some((name.into(), value)),
+                EXT_PARTS => {
+                    parts = std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok()).ok_or(bad("meta: parts"))?
+                }
                 _ => {}
             }
         }
@@ -188,6 +199,7 @@ impl RecordMeta {
             headers,
             user,
             checksum,
+            parts,
         })
     }
 }
@@ -215,20 +227,40 @@ pub struct ObjectMeta {
 }
 
 impl ObjectMeta {
-    /// The S3 ETag of a single-part object: the quoted hex MD5 of the body.
+    /// The S3 ETag: the quoted hex MD5 of the body, or for a multipart upload the MD5 of the
+    /// parts' MD5s with `-{parts}`.
     pub fn etag(&self) -> String {
-        String::from_utf8_lossy(&self.etag_bytes()).into_owned()
+        self.etag_bytes().as_str().to_string()
     }
 
     /// The ETag rendered on the stack (the request path writes it without allocating).
-    pub fn etag_bytes(&self) -> [u8; 34] {
+    pub fn etag_bytes(&self) -> Etag {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [b'"'; 34];
+        let mut out = Etag { bytes: [b'"'; 48], len: 34 };
         for (i, b) in self.md5.iter().enumerate() {
-            out[1 + 2 * i] = HEX[(b >> 4) as usize];
-            out[2 + 2 * i] = HEX[(b & 0xf) as usize];
+            out.bytes[1 + 2 * i] = HEX[(b >> 4) as usize];
+            out.bytes[2 + 2 * i] = HEX[(b & 0xf) as usize];
+        }
+        if self.record.parts > 0 {
+            let suffix = format!("-{}\"", self.record.parts);
+            out.bytes[33..33 + suffix.len()].copy_from_slice(suffix.as_bytes());
+            out.len = 33 + suffix.len();
         }
         out
+    }
+}
+
+/// An ETag on the stack: `"` + 32 hex digits (+ `-N`) + `"`.
+#[derive(Clone, Copy, Debug)]
+pub struct Etag {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Etag {
+    pub fn as_str(&self) -> &str {
+        // Quotes, hex digits, '-' and decimal digits only.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
     }
 }
 

@@ -163,6 +163,8 @@ pub struct RawStore {
     pub compaction_min_dead_ratio: f64,
     /// Compaction's copy rate limit.
     pub compaction_bytes_per_sec: u64,
+    /// Multipart uploads neither completed nor aborted after this long are aborted.
+    pub multipart_max_age_s: u64,
 }
 
 impl Default for RawStore {
@@ -179,6 +181,7 @@ impl Default for RawStore {
             compaction_interval_ms: 30_000,
             compaction_min_dead_ratio: 0.5,
             compaction_bytes_per_sec: 64 << 20,
+            multipart_max_age_s: 7 * 24 * 3600,
         }
     }
 }
@@ -367,6 +370,8 @@ pub enum BucketMode {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub s3: S3Config,
+    /// `store.multipart_max_age_s`.
+    pub multipart_max_age: Duration,
     /// Hasher threads for mirrored bodies (`store.hash_threads`).
     pub hash_threads: usize,
     pub server: ServerConfig,
@@ -669,7 +674,19 @@ impl RawConfig {
             }
         }
         let s3 = S3Config { region, domain, keys };
-        Ok(Config { s3, hash_threads: s.hash_threads, server, tls, admin, store, cache, origin, buckets })
+        let multipart_max_age = Duration::from_secs(s.multipart_max_age_s.max(60));
+        Ok(Config {
+            s3,
+            multipart_max_age,
+            hash_threads: s.hash_threads,
+            server,
+            tls,
+            admin,
+            store,
+            cache,
+            origin,
+            buckets,
+        })
     }
 }
 

@@ -52,6 +52,14 @@ pub enum S3Error {
     IncompleteBody(String),
     /// Downstream: `x-amz-meta-*` over 2 KiB.
     MetadataTooLarge,
+    /// Downstream: no multipart upload with that id (for that key).
+    NoSuchUpload,
+    /// Downstream: a part listed in CompleteMultipartUpload is missing or its ETag differs.
+    InvalidPart,
+    /// Downstream: the parts of CompleteMultipartUpload are not in ascending order.
+    InvalidPartOrder,
+    /// Downstream: a part other than the last is under 5 MiB.
+    EntityTooSmall,
     /// Downstream: an XML body that does not parse (the reason for the message).
     MalformedXml(&'static str),
     /// Ours: the store cannot take the object now (full: `store.max_bytes`, the free-space
@@ -65,7 +73,8 @@ impl S3Error {
             S3Error::BadRequest(e) => e.status(),
             S3Error::InvalidRequest(_) => 400,
             S3Error::MethodNotAllowed => 405,
-            S3Error::NoSuchBucket | S3Error::NoSuchKey | S3Error::NoSuchKeyAtOrigin => 404,
+            S3Error::NoSuchBucket | S3Error::NoSuchKey | S3Error::NoSuchKeyAtOrigin | S3Error::NoSuchUpload => 404,
+            S3Error::InvalidPart | S3Error::InvalidPartOrder | S3Error::EntityTooSmall => 400,
             S3Error::PreconditionFailed => 412,
             S3Error::InvalidRange { .. } => 416,
             S3Error::MirrorFailed(_) => 424,
@@ -113,6 +122,10 @@ impl S3Error {
             S3Error::IncompleteBody(_) => "IncompleteBody",
             S3Error::MalformedXml(_) => "MalformedXML",
             S3Error::MetadataTooLarge => "MetadataTooLarge",
+            S3Error::NoSuchUpload => "NoSuchUpload",
+            S3Error::InvalidPart => "InvalidPart",
+            S3Error::InvalidPartOrder => "InvalidPartOrder",
+            S3Error::EntityTooSmall => "EntityTooSmall",
             S3Error::StoreFull(_) => "InsufficientStorage",
         }
     }
@@ -146,6 +159,10 @@ impl S3Error {
             S3Error::MetadataTooLarge => {
                 "your metadata headers exceed the maximum allowed metadata size (2 KiB)".into()
             }
+            S3Error::NoSuchUpload => "the specified multipart upload does not exist".into(),
+            S3Error::InvalidPart => "one or more of the specified parts could not be found or its ETag differs".into(),
+            S3Error::InvalidPartOrder => "the list of parts was not in ascending order".into(),
+            S3Error::EntityTooSmall => "a part other than the last is smaller than 5 MiB".into(),
         }
     }
 

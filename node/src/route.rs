@@ -43,6 +43,12 @@ pub enum Op {
     GetBucketLocation,
     /// A PUT with `x-amz-copy-source`: a copy within the node.
     CopyObject,
+    CreateMultipartUpload,
+    UploadPart,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
+    ListMultipartUploads,
 }
 
 impl Op {
@@ -105,7 +111,27 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
             _ => Err(S3Error::MethodNotAllowed),
         };
     }
-    if let Some(sub) = subresource(req.query().unwrap_or_default()) {
+    let query = req.query().unwrap_or_default();
+    // Multipart uploads first: their parameters (uploadId, partNumber) are sub-resources
+    // otherwise.
+    if has_param(query, b"uploadId") && !no_key {
+        return match method {
+            Method::Put if req.header("x-amz-copy-source").is_some() => Err(S3Error::NotImplemented("UploadPartCopy")),
+            Method::Put => Ok(Op::UploadPart),
+            Method::Post => Ok(Op::CompleteMultipartUpload),
+            Method::Delete => Ok(Op::AbortMultipartUpload),
+            Method::Get => Ok(Op::ListParts),
+            _ => Err(S3Error::MethodNotAllowed),
+        };
+    }
+    if has_param(query, b"uploads") {
+        return match (method, no_key) {
+            (Method::Post, false) => Ok(Op::CreateMultipartUpload),
+            (Method::Get, true) => Ok(Op::ListMultipartUploads),
+            _ => Err(S3Error::MethodNotAllowed),
+        };
+    }
+    if let Some(sub) = subresource(query) {
         return Err(S3Error::NotImplemented(sub));
     }
     if no_key {
@@ -126,7 +152,7 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
         Method::Put if req.header("x-amz-copy-source").is_some() => Ok(Op::CopyObject),
         Method::Put => Ok(Op::PutObject),
         Method::Delete => Ok(Op::DeleteObject),
-        Method::Post => Err(S3Error::NotImplemented("POST object (multipart upload)")),
+        Method::Post => Err(S3Error::NotImplemented("this POST to an object")),
         _ => Err(S3Error::MethodNotAllowed),
     }
 }

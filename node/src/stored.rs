@@ -41,9 +41,8 @@ pub async fn send_stored(
     body: Bytes,
     source: &str,
 ) -> Result<Disposition, S3Error> {
-    let etag_bytes = meta.etag_bytes();
-    // Hex digits and quotes only: always UTF-8.
-    let etag = std::str::from_utf8(&etag_bytes).unwrap_or_default();
+    let etag_buf = meta.etag_bytes();
+    let etag = etag_buf.as_str();
     let last_modified = meta.record.last_modified;
     // RFC 9110 §13.2.2: evaluation order.
     if let Some(v) = req.header("if-match") {

@@ -657,3 +657,78 @@ fn rclone_copies_lists_checks_and_deletes() {
     let listing = check(rclone(env_args(&["lsf", "-R", &remote])), "lsf after delete");
     assert!(!listing.lines().any(|l| l.ends_with(".txt") || l.ends_with(".bin")), "{listing}");
 }
+
+#[test]
+fn multipart_uploads_from_boto3_and_the_cli() {
+    let node = node_with_s3(None);
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, pattern_body(20 << 20, 7)).unwrap();
+    let script = format!(
+        r#"
+import boto3, botocore, hashlib
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="http://{addr}", config=Config(s3={{"addressing_style": "path"}}))
+cfg = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024)
+s3.upload_file("{big}", "{BUCKET}", "mp/big.bin", Config=cfg, ExtraArgs={{"ContentType": "application/x-big", "Metadata": {{"m": "1"}}}})
+h = s3.head_object(Bucket="{BUCKET}", Key="mp/big.bin")
+assert h["ContentLength"] == 20 * 1024 * 1024, h
+assert h["ETag"].endswith('-3"'), h["ETag"]
+assert h["ContentType"] == "application/x-big" and h["Metadata"] == {{"m": "1"}}, h
+s3.download_file("{BUCKET}", "mp/big.bin", "{big}.back")
+assert hashlib.md5(open("{big}", "rb").read()).digest() == hashlib.md5(open("{big}.back", "rb").read()).digest()
+# By hand: list the parts and the uploads, then abort; a part too small is refused at completion.
+u = s3.create_multipart_upload(Bucket="{BUCKET}", Key="mp/manual.bin")["UploadId"]
+e1 = s3.upload_part(Bucket="{BUCKET}", Key="mp/manual.bin", UploadId=u, PartNumber=1, Body=b"a" * 1000)["ETag"]
+e2 = s3.upload_part(Bucket="{BUCKET}", Key="mp/manual.bin", UploadId=u, PartNumber=2, Body=b"b" * 1000)["ETag"]
+parts = s3.list_parts(Bucket="{BUCKET}", Key="mp/manual.bin", UploadId=u)["Parts"]
+assert [p["PartNumber"] for p in parts] == [1, 2] and parts[0]["ETag"] == e1, parts
+ups = s3.list_multipart_uploads(Bucket="{BUCKET}")["Uploads"]
+assert [x["UploadId"] for x in ups] == [u], ups
+for bad, code in (([{{"PartNumber": 1, "ETag": e1}}, {{"PartNumber": 2, "ETag": e2}}], "EntityTooSmall"),
+                  ([{{"PartNumber": 1, "ETag": '"00000000000000000000000000000000"'}}], "InvalidPart"),
+                  ([{{"PartNumber": 2, "ETag": e2}}, {{"PartNumber": 1, "ETag": e1}}], "InvalidPartOrder")):
+    try:
+        s3.complete_multipart_upload(Bucket="{BUCKET}", Key="mp/manual.bin", UploadId=u, MultipartUpload={{"Parts": bad}})
+        raise SystemExit("completed although " + code)
+    except botocore.exceptions.ClientError as e:
+        assert e.response["Error"]["Code"] == code, e.response
+# A single small part is a valid upload.
+s3.complete_multipart_upload(Bucket="{BUCKET}", Key="mp/manual.bin", UploadId=u, MultipartUpload={{"Parts": [{{"PartNumber": 2, "ETag": e2}}]}})
+assert s3.get_object(Bucket="{BUCKET}", Key="mp/manual.bin")["Body"].read() == b"b" * 1000
+u2 = s3.create_multipart_upload(Bucket="{BUCKET}", Key="mp/aborted.bin")["UploadId"]
+s3.upload_part(Bucket="{BUCKET}", Key="mp/aborted.bin", UploadId=u2, PartNumber=1, Body=b"z" * 100)
+s3.abort_multipart_upload(Bucket="{BUCKET}", Key="mp/aborted.bin", UploadId=u2)
+assert not s3.list_multipart_uploads(Bucket="{BUCKET}").get("Uploads"), "uploads left"
+try:
+    s3.upload_part(Bucket="{BUCKET}", Key="mp/aborted.bin", UploadId=u2, PartNumber=2, Body=b"z")
+    raise SystemExit("a part of an aborted upload was accepted")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "NoSuchUpload", e.response
+print("multipart ok")
+"#,
+        addr = node.data_addr(),
+        big = big.display()
+    );
+    assert!(run_client(&node, "python3", &["-c", &script]).contains("multipart ok"));
+    // The CLI's own multipart upload of the same file, and a copy back.
+    let endpoint = format!("http://{}", node.data_addr());
+    run_client(
+        &node,
+        "python3",
+        &[
+            "-m",
+            "awscli",
+            "s3",
+            "cp",
+            big.to_str().unwrap(),
+            &format!("s3://{BUCKET}/cli/big.bin"),
+            "--endpoint-url",
+            &endpoint,
+        ],
+    );
+    let got = get(node.data_addr(), &format!("/{BUCKET}/cli/big.bin"), &[]).expect("GET");
+    assert_eq!(got.status, 200);
+    assert!(got.body == pattern_body(20 << 20, 7), "the CLI's multipart upload differs");
+}

@@ -48,6 +48,16 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     // The admin thread's own worker state: forced re-fetches run their fills here, with their
     // own origin connections, off the data plane's cores.
     let worker = Rc::new(Worker::new(shared.config.server.workers, shared));
+    // Multipart uploads nobody finished: aborted once they are older than the configured age,
+    // checked hourly (or more often for a shorter age).
+    let reclaimer = worker.clone();
+    monoio::spawn(async move {
+        let max_age = reclaimer.shared.config.multipart_max_age;
+        loop {
+            monoio::time::sleep(max_age.min(Duration::from_secs(3600)) / 2).await;
+            crate::s3::multipart::reclaim_abandoned(&reclaimer, max_age);
+        }
+    });
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {

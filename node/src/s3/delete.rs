@@ -65,33 +65,7 @@ pub async fn delete_objects(
     bucket: &str,
     signed: Signed,
 ) -> Result<Disposition, S3Error> {
-    if signed.verified.payload.is_streaming() {
-        return Err(S3Error::NotImplemented("aws-chunked bodies"));
-    }
-    if body.content_length().is_some_and(|n| n > xml::MAX_XML_BODY_BYTES as u64) {
-        return Err(S3Error::InvalidRequest("the delete request body is larger than 4 MiB"));
-    }
-    let mut bytes = Vec::new();
-    let mut sha256 = signed.verified.payload_hasher();
-    while let Some(piece) = body.next(conn).await.map_err(|e| S3Error::IncompleteBody(e.to_string()))? {
-        if bytes.len() + piece.len() > xml::MAX_XML_BODY_BYTES {
-            return Err(S3Error::InvalidRequest("the delete request body is larger than 4 MiB"));
-        }
-        if let Some(h) = sha256.as_mut() {
-            h.update(&piece);
-        }
-        bytes.extend_from_slice(&piece);
-    }
-    if let Some(h) = sha256 {
-        h.finish().map_err(|_| S3Error::ContentSha256Mismatch)?;
-    }
-    if let Some(md5) = req.header("content-md5") {
-        use md5::Digest as _;
-        let expected = super::put::decode_md5(md5).ok_or(S3Error::InvalidDigest)?;
-        if md5::Md5::digest(&bytes).as_slice() != expected {
-            return Err(S3Error::BadDigest);
-        }
-    }
+    let bytes = read_xml_body(conn, req, body, &signed).await?;
     let request: Delete = xml::from_xml(&bytes).map_err(|e| S3Error::MalformedXml(e.as_str()))?;
     let mut result = DeleteResult::default();
     for object in request.objects {
@@ -128,4 +102,42 @@ pub async fn delete_objects(
     reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
     reply::finish(&mut conn.out, Framing::Length(body.len() as u64), keep_alive);
     Ok(Disposition::after(conn.send_with_body(body.into()).await, keep_alive))
+}
+
+/// Reads a request's XML body whole (at most 4 MiB), checking Content-MD5 and the signed SHA-256
+/// when given.
+pub(super) async fn read_xml_body(
+    conn: &mut Conn,
+    req: &Request<'_>,
+    body: &mut RequestBody,
+    signed: &Signed,
+) -> Result<Vec<u8>, S3Error> {
+    if signed.verified.payload.is_streaming() {
+        return Err(S3Error::NotImplemented("aws-chunked bodies"));
+    }
+    if body.content_length().is_some_and(|n| n > xml::MAX_XML_BODY_BYTES as u64) {
+        return Err(S3Error::InvalidRequest("the delete request body is larger than 4 MiB"));
+    }
+    let mut bytes = Vec::new();
+    let mut sha256 = signed.verified.payload_hasher();
+    while let Some(piece) = body.next(conn).await.map_err(|e| S3Error::IncompleteBody(e.to_string()))? {
+        if bytes.len() + piece.len() > xml::MAX_XML_BODY_BYTES {
+            return Err(S3Error::InvalidRequest("the delete request body is larger than 4 MiB"));
+        }
+        if let Some(h) = sha256.as_mut() {
+            h.update(&piece);
+        }
+        bytes.extend_from_slice(&piece);
+    }
+    if let Some(h) = sha256 {
+        h.finish().map_err(|_| S3Error::ContentSha256Mismatch)?;
+    }
+    if let Some(md5) = req.header("content-md5") {
+        use md5::Digest as _;
+        let expected = super::put::decode_md5(md5).ok_or(S3Error::InvalidDigest)?;
+        if md5::Md5::digest(&bytes).as_slice() != expected {
+            return Err(S3Error::BadDigest);
+        }
+    }
+    Ok(bytes)
 }

@@ -13,6 +13,7 @@ pub mod checksum;
 pub mod copy;
 pub mod delete;
 pub mod list;
+pub mod multipart;
 pub mod put;
 
 use std::rc::Rc;
@@ -89,6 +90,18 @@ async fn serve(
             delete::delete_objects(worker, conn, req, body, &target.bucket, signed).await
         }
         Op::CopyObject => copy::copy_object(worker, conn, req, &target.bucket, &target.key).await,
+        Op::CreateMultipartUpload => multipart::create(worker, conn, req, &target.bucket, &target.key).await,
+        Op::UploadPart | Op::CompleteMultipartUpload => {
+            let signed = signed.ok_or(S3Error::Internal("a multipart write reached its handler unsigned".into()))?;
+            if target.op == Op::UploadPart {
+                multipart::upload_part(worker, conn, req, body, &target.bucket, &target.key, signed).await
+            } else {
+                multipart::complete(worker, conn, req, body, &target.bucket, &target.key, signed).await
+            }
+        }
+        Op::AbortMultipartUpload => multipart::abort(worker, conn, req, &target.bucket, &target.key).await,
+        Op::ListParts => multipart::list_parts(worker, conn, req, &target.bucket, &target.key).await,
+        Op::ListMultipartUploads => multipart::list_uploads(worker, conn, req, &target.bucket).await,
         Op::ListBuckets => Err(S3Error::Internal("ListBuckets routed past its handler".into())),
         Op::GetBucketLocation => {
             let body = xml::to_xml(&xml::LocationConstraint::for_region(&shared.config.s3.region));

@@ -183,7 +183,7 @@ pub async fn put_object(
     let etag = stored.meta.etag_bytes();
     let keep_alive = req.keep_alive();
     reply::start(&mut conn.out, 200, &worker.date, req.id);
-    reply::header(&mut conn.out, "ETag", &etag);
+    reply::header(&mut conn.out, "ETag", etag.as_str().as_bytes());
     reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
     reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))

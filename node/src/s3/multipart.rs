@@ -1,0 +1,350 @@
+//! Multipart upload: CreateMultipartUpload, UploadPart, CompleteMultipartUpload,
+//! AbortMultipartUpload, ListParts, ListMultipartUploads.
+//!
+//! Where the pieces live: in the store itself, under an internal bucket no S3 request can name
+//! (`_multipart`: an underscore is not allowed in bucket names). An upload is a record keyed by
+//! its id whose body names the target (`bucket\0key`) and whose metadata is the final object's
+//! (saved headers, `x-amz-meta-*`, from the create request); each part is a record keyed
+//! `{upload id}/{part number:05}`, written by the same streaming path as a PutObject. So parts
+//! survive restarts and crashes like any object, and compaction reclaims them once deleted.
+//!
+//! Complete checks the list against the parts (ascending, each ETag matching, every part but
+//! the last at least 5 MiB: `InvalidPart`, `InvalidPartOrder`, `EntityTooSmall`), then writes
+//! the object as one record, copying the parts' bytes in order, with S3's ETag (the MD5 of the
+//! parts' MD5s, `-{count}`); the last commit wins as for any write. The upload's records are then
+//! deleted. Abort deletes them at once; uploads left alone are aborted after
+//! `store.multipart_max_age_s` by the admin thread.
+
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use edgemirror_cache::{CommitRule, ObjectKeyRef, ObjectMeta, RecordMeta, SavedHeader, Store};
+use edgemirror_proto::s3::xml::{self, CompleteMultipartUpload, ListedPart, ListedUpload, Owner};
+use md5::{Digest as _, Md5};
+
+use super::auth::Signed;
+use super::list::send_xml;
+use crate::body::RequestBody;
+use crate::error::S3Error;
+use crate::reply::{self, Framing};
+use crate::respond::{Conn, Disposition, Request};
+use crate::worker::Worker;
+
+/// The internal bucket of uploads in progress.
+pub const MPU_BUCKET: &str = "_multipart";
+/// S3's smallest part, but for the last one.
+const MIN_PART_BYTES: u64 = 5 << 20;
+/// S3's part numbers.
+const MAX_PART_NUMBER: u32 = 10_000;
+
+fn owner() -> Owner {
+    Owner { id: "edgemirror".into(), display_name: Some("edgemirror".into()) }
+}
+
+/// A query parameter's value, percent-decoded.
+pub fn param(query: &[u8], name: &str) -> Option<String> {
+    query.split(|&b| b == b'&').find_map(|pair| {
+        let mut it = pair.splitn(2, |&b| b == b'=');
+        (it.next()? == name.as_bytes())
+            .then(|| percent_encoding::percent_decode(it.next().unwrap_or_default()).decode_utf8_lossy().into_owned())
+    })
+}
+
+fn new_upload_id() -> String {
+    format!("{:016x}{:016x}", edgemirror_cache::random_u64(), edgemirror_cache::random_u64())
+}
+
+/// The upload `id`'s record, if it exists and targets `bucket`/`key`.
+fn upload(store: &Store, id: &str, bucket: &str, key: &str) -> Result<std::sync::Arc<ObjectMeta>, S3Error> {
+    let valid_id = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let found = valid_id.then(|| store.get(ObjectKeyRef::new(MPU_BUCKET, id)).ok().flatten()).flatten();
+    match found {
+        Some(obj) if obj.body.as_ref() == format!("{bucket}\0{key}").as_bytes() => Ok(obj.meta),
+        _ => Err(S3Error::NoSuchUpload),
+    }
+}
+
+fn part_key(id: &str, number: u32) -> String {
+    format!("{id}/{number:05}")
+}
+
+/// The parts of upload `id`, in part-number order: (number, object).
+fn parts(store: &Store, id: &str) -> Vec<(u32, std::sync::Arc<ObjectMeta>)> {
+    store
+        .list(MPU_BUCKET, &format!("{id}/"), None)
+        .into_iter()
+        .filter_map(|m| m.key.rsplit('/').next()?.parse::<u32>().ok().map(|n| (n, m)))
+        .collect()
+}
+
+fn store_error(e: edgemirror_cache::Error) -> S3Error {
+    match e {
+        edgemirror_cache::Error::NoSpace(why) => S3Error::StoreFull(why),
+        e => S3Error::Internal(e.to_string()),
+    }
+}
+
+/// `POST /{bucket}/{key}?uploads`.
+pub async fn create(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    bucket: &str,
+    key: &str,
+) -> Result<Disposition, S3Error> {
+    let store = &worker.shared.store;
+    let id = new_upload_id();
+    let mut meta = RecordMeta::new(SystemTime::now());
+    for h in SavedHeader::UPLOADED {
+        if let Some(v) = req.header(h.as_str()) {
+            meta.headers.push((h, Bytes::copy_from_slice(v)));
+        }
+    }
+    for h in req.head.headers.iter() {
+        let lower = h.name.get(req.buf).to_ascii_lowercase();
+        if let Some(user) = lower.strip_prefix(b"x-amz-meta-") {
+            let value = Bytes::copy_from_slice(h.value.get(req.buf).trim_ascii());
+            meta.user.push((String::from_utf8_lossy(user).into_owned().into(), value));
+        }
+    }
+    let target = Bytes::from(format!("{bucket}\0{key}"));
+    let okey = ObjectKeyRef::new(MPU_BUCKET, &id);
+    let mut w =
+        store.begin(worker.id, okey, meta, Some(target.len() as u64), CommitRule::LastWins).map_err(store_error)?;
+    w.append(&target).map_err(store_error)?;
+    w.commit().map_err(store_error)?;
+    let result = xml::InitiateMultipartUploadResult { bucket: bucket.into(), key: key.into(), upload_id: id };
+    send_xml(worker, conn, req, xml::to_xml(&result)).await
+}
+
+/// `PUT /{bucket}/{key}?partNumber=N&uploadId=ID`: the part streams in like a PutObject.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_part(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    body: &mut RequestBody,
+    bucket: &str,
+    key: &str,
+    signed: Signed,
+) -> Result<Disposition, S3Error> {
+    let query = req.query().unwrap_or_default();
+    let id = param(query, "uploadId").unwrap_or_default();
+    let number = param(query, "partNumber")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or(S3Error::InvalidRequest("partNumber must be an integer from 1 to 10000"))?;
+    upload(&worker.shared.store, &id, bucket, key)?;
+    super::put::put_object(worker, conn, req, body, MPU_BUCKET, &part_key(&id, number), signed).await
+}
+
+/// `POST /{bucket}/{key}?uploadId=ID` with the list of parts.
+#[allow(clippy::too_many_arguments)]
+pub async fn complete(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    body: &mut RequestBody,
+    bucket: &str,
+    key: &str,
+    signed: Signed,
+) -> Result<Disposition, S3Error> {
+    let shared = &worker.shared;
+    let id = param(req.query().unwrap_or_default(), "uploadId").unwrap_or_default();
+    let upload_meta = upload(&shared.store, &id, bucket, key)?;
+    let bytes = super::delete::read_xml_body(conn, req, body, &signed).await?;
+    let list: CompleteMultipartUpload = xml::from_xml(&bytes).map_err(|e| S3Error::MalformedXml(e.as_str()))?;
+    if list.parts.is_empty() {
+        return Err(S3Error::MalformedXml("no parts"));
+    }
+    if !list.is_ascending() {
+        return Err(S3Error::InvalidPartOrder);
+    }
+    let stored = parts(&shared.store, &id);
+    let mut chosen = Vec::with_capacity(list.parts.len());
+    for (i, part) in list.parts.iter().enumerate() {
+        let Some((_, meta)) = stored.iter().find(|(n, _)| *n == part.part_number) else {
+            return Err(S3Error::InvalidPart);
+        };
+        if meta.etag().trim_matches('"') != part.etag_unquoted() {
+            return Err(S3Error::InvalidPart);
+        }
+        if i + 1 < list.parts.len() && meta.size < MIN_PART_BYTES {
+            return Err(S3Error::EntityTooSmall);
+        }
+        chosen.push(meta.clone());
+    }
+    let total: u64 = chosen.iter().map(|m| m.size).sum();
+    if total > shared.config.store.max_object_bytes {
+        return Err(S3Error::EntityTooLarge);
+    }
+    let mut md5s = Md5::new();
+    for m in &chosen {
+        md5s.update(m.md5);
+    }
+    let md5: [u8; 16] = md5s.finalize().into();
+    let mut meta = upload_meta.record.clone();
+    meta.last_modified = RecordMeta::new(SystemTime::now()).last_modified;
+    meta.parts = chosen.len() as u32;
+    meta.checksum = None;
+    let okey = ObjectKeyRef::new(bucket, key);
+    let mut writer =
+        shared.store.begin(worker.id, okey, meta, Some(total), CommitRule::LastWins).map_err(store_error)?;
+    writer.defer_md5();
+    for m in &chosen {
+        let part = shared
+            .store
+            .lookup(ObjectKeyRef::new(MPU_BUCKET, &m.key))
+            .await
+            .map_err(|e| S3Error::Internal(e.to_string()))?
+            .ok_or(S3Error::InvalidPart)?;
+        let mut at = 0;
+        while at < part.body.len() {
+            let end = (at + (1 << 20)).min(part.body.len());
+            writer.append(&part.body.slice(at..end)).map_err(store_error)?;
+            at = end;
+        }
+    }
+    let obj = writer.commit_with_md5(md5).map_err(store_error)?;
+    shared.hot.remove(okey);
+    drop_upload(worker, &id);
+    worker.metrics().objects_uploaded.inc();
+    worker.metrics().bytes_uploaded.add(total);
+    let result = xml::CompleteMultipartUploadResult {
+        location: format!("/{bucket}/{key}"),
+        bucket: bucket.into(),
+        key: key.into(),
+        etag: obj.meta.etag(),
+        ..Default::default()
+    };
+    send_xml(worker, conn, req, xml::to_xml(&result)).await
+}
+
+/// Deletes an upload's records: its parts, then the upload itself.
+fn drop_upload(worker: &Worker, id: &str) {
+    let store = &worker.shared.store;
+    for (_, part) in parts(store, id) {
+        let _ = store.delete(worker.id, ObjectKeyRef::new(MPU_BUCKET, &part.key));
+    }
+    let _ = store.delete(worker.id, ObjectKeyRef::new(MPU_BUCKET, id));
+}
+
+/// `DELETE /{bucket}/{key}?uploadId=ID`: 204.
+pub async fn abort(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    bucket: &str,
+    key: &str,
+) -> Result<Disposition, S3Error> {
+    let id = param(req.query().unwrap_or_default(), "uploadId").unwrap_or_default();
+    upload(&worker.shared.store, &id, bucket, key)?;
+    drop_upload(worker, &id);
+    let keep_alive = req.keep_alive();
+    reply::start(&mut conn.out, 204, &worker.date, req.id);
+    reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
+    reply::finish(&mut conn.out, Framing::NoBody, keep_alive);
+    Ok(Disposition::after(conn.flush().await, keep_alive))
+}
+
+/// `GET /{bucket}/{key}?uploadId=ID`: the parts uploaded so far (all of them: at most 10,000).
+pub async fn list_parts(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    bucket: &str,
+    key: &str,
+) -> Result<Disposition, S3Error> {
+    let id = param(req.query().unwrap_or_default(), "uploadId").unwrap_or_default();
+    upload(&worker.shared.store, &id, bucket, key)?;
+    let listed: Vec<ListedPart> = parts(&worker.shared.store, &id)
+        .into_iter()
+        .map(|(n, m)| ListedPart {
+            part_number: n,
+            last_modified: m.record.last_modified,
+            etag: m.etag(),
+            size: m.size,
+            checksum_crc32: None,
+            checksum_crc32c: None,
+            checksum_crc64nvme: None,
+            checksum_sha1: None,
+            checksum_sha256: None,
+        })
+        .collect();
+    let result = xml::ListPartsResult {
+        bucket: bucket.into(),
+        key: key.into(),
+        upload_id: id,
+        initiator: Some(owner()),
+        owner: Some(owner()),
+        storage_class: "STANDARD".into(),
+        max_parts: MAX_PART_NUMBER,
+        parts: listed,
+        ..Default::default()
+    };
+    send_xml(worker, conn, req, xml::to_xml(&result)).await
+}
+
+/// The uploads in progress: (id, bucket, key, started).
+fn uploads(store: &Store) -> Vec<(String, String, String, SystemTime)> {
+    store
+        .list(MPU_BUCKET, "", None)
+        .into_iter()
+        .filter(|m| !m.key.contains('/'))
+        .filter_map(|m| {
+            let obj = store.get(ObjectKeyRef::new(MPU_BUCKET, &m.key)).ok().flatten()?;
+            let target = std::str::from_utf8(&obj.body).ok()?;
+            let (b, k) = target.split_once('\0')?;
+            Some((m.key.to_string(), b.to_string(), k.to_string(), m.record.last_modified))
+        })
+        .collect()
+}
+
+/// `GET /{bucket}?uploads`: the uploads in progress into `bucket` (at most 1000).
+pub async fn list_uploads(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    bucket: &str,
+) -> Result<Disposition, S3Error> {
+    let prefix = param(req.query().unwrap_or_default(), "prefix").unwrap_or_default();
+    let mut listed: Vec<ListedUpload> = uploads(&worker.shared.store)
+        .into_iter()
+        .filter(|(_, b, k, _)| b == bucket && k.starts_with(&prefix))
+        .map(|(id, _, key, started)| ListedUpload {
+            key,
+            upload_id: id,
+            initiator: Some(owner()),
+            owner: Some(owner()),
+            storage_class: "STANDARD".into(),
+            initiated: started,
+        })
+        .collect();
+    listed.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+    listed.truncate(1000);
+    let result = xml::ListMultipartUploadsResult {
+        bucket: bucket.into(),
+        prefix: (!prefix.is_empty()).then_some(prefix),
+        max_uploads: 1000,
+        uploads: listed,
+        ..Default::default()
+    };
+    send_xml(worker, conn, req, xml::to_xml(&result)).await
+}
+
+/// Aborts the uploads started more than `max_age` ago (the admin thread calls this hourly).
+pub fn reclaim_abandoned(worker: &Worker, max_age: Duration) -> usize {
+    let now = SystemTime::now();
+    let mut reclaimed = 0;
+    for (id, _, _, started) in uploads(&worker.shared.store) {
+        if now.duration_since(started).is_ok_and(|age| age > max_age) {
+            drop_upload(worker, &id);
+            reclaimed += 1;
+        }
+    }
+    if reclaimed > 0 {
+        tracing::info!(reclaimed, max_age_s = max_age.as_secs(), "abandoned multipart uploads aborted");
+    }
+    reclaimed
+}
