@@ -62,6 +62,14 @@ pub enum S3Error {
     EntityTooSmall,
     /// Downstream: an XML body that does not parse (the reason for the message).
     MalformedXml(&'static str),
+    /// Downstream: CreateBucket of a bucket that exists (every key owns every bucket here).
+    BucketAlreadyOwnedByYou,
+    /// Downstream: DeleteBucket of a bucket that still holds objects.
+    BucketNotEmpty,
+    /// Downstream: CreateBucket with a name S3 does not allow (the reason).
+    InvalidBucketName(String),
+    /// Downstream: CreateBucket asking for a region other than `s3.region`.
+    InvalidLocationConstraint,
     /// Ours: the store cannot take the object now (full: `store.max_bytes`, the free-space
     /// watermark, or the disk).
     StoreFull(String),
@@ -91,6 +99,8 @@ impl S3Error {
             | S3Error::MalformedXml(_)
             | S3Error::MetadataTooLarge => 400,
             S3Error::StoreFull(_) => 507,
+            S3Error::BucketAlreadyOwnedByYou | S3Error::BucketNotEmpty => 409,
+            S3Error::InvalidBucketName(_) | S3Error::InvalidLocationConstraint => 400,
         }
     }
 
@@ -127,6 +137,10 @@ impl S3Error {
             S3Error::InvalidPartOrder => "InvalidPartOrder",
             S3Error::EntityTooSmall => "EntityTooSmall",
             S3Error::StoreFull(_) => "InsufficientStorage",
+            S3Error::BucketAlreadyOwnedByYou => "BucketAlreadyOwnedByYou",
+            S3Error::BucketNotEmpty => "BucketNotEmpty",
+            S3Error::InvalidBucketName(_) => "InvalidBucketName",
+            S3Error::InvalidLocationConstraint => "InvalidLocationConstraint",
         }
     }
 
@@ -163,6 +177,12 @@ impl S3Error {
             S3Error::InvalidPart => "one or more of the specified parts could not be found or its ETag differs".into(),
             S3Error::InvalidPartOrder => "the list of parts was not in ascending order".into(),
             S3Error::EntityTooSmall => "a part other than the last is smaller than 5 MiB".into(),
+            S3Error::BucketAlreadyOwnedByYou => "the bucket you tried to create already exists, and you own it".into(),
+            S3Error::BucketNotEmpty => "the bucket you tried to delete is not empty".into(),
+            S3Error::InvalidBucketName(why) => format!("the specified bucket is not valid: {why}").into(),
+            S3Error::InvalidLocationConstraint => {
+                "the specified location constraint is not this node's region (s3.region)".into()
+            }
         }
     }
 

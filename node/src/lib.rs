@@ -40,10 +40,12 @@
 //!
 //! [`admin`] serves health, metrics and the rule API (`/v1/regions/{region}/buckets/{bucket}/
 //! backSource`) on a separate listener; [`config`] turns TOML into validated types; [`rules`]
-//! holds the mirror rule model and the rule table; [`metrics`] holds the counters.
+//! holds the mirror rule model and the rule table; [`buckets`] the bucket table (declared in the
+//! config, or created through S3); [`metrics`] holds the counters.
 
 pub mod admin;
 pub mod body;
+pub mod buckets;
 pub mod config;
 pub mod conn;
 pub mod dns;

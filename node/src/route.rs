@@ -39,6 +39,10 @@ pub enum Op {
     DeleteObjects,
     /// `GET /`: the buckets this node serves.
     ListBuckets,
+    /// `PUT /{bucket}`.
+    CreateBucket,
+    /// `DELETE /{bucket}`.
+    DeleteBucket,
     /// `GET /{bucket}?location`.
     GetBucketLocation,
     /// A PUT with `x-amz-copy-source`: a copy within the node.
@@ -139,8 +143,8 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
             Method::Get if has_param(req.query().unwrap_or_default(), b"location") => Ok(Op::GetBucketLocation),
             Method::Head => Ok(Op::HeadBucket),
             Method::Get => Ok(Op::ListObjects),
-            Method::Put => Err(S3Error::NotImplemented("CreateBucket")),
-            Method::Delete => Err(S3Error::NotImplemented("DeleteBucket")),
+            Method::Put => Ok(Op::CreateBucket),
+            Method::Delete => Ok(Op::DeleteBucket),
             Method::Post if has_param(req.query().unwrap_or_default(), b"delete") => Ok(Op::DeleteObjects),
             Method::Post => Err(S3Error::NotImplemented("POST to a bucket")),
             _ => Err(S3Error::MethodNotAllowed),

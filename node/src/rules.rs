@@ -460,6 +460,13 @@ impl RuleTable {
         t.buckets.insert(bucket.to_string(), BucketRules { source, spec, rules });
         t
     }
+
+    /// This table without `bucket`'s rules (its DeleteBucket).
+    pub fn without_bucket(&self, bucket: &str) -> RuleTable {
+        let mut t = self.clone();
+        t.buckets.remove(bucket);
+        t
+    }
 }
 
 /// On-disk form of the persisted rules.
@@ -490,7 +497,6 @@ pub fn load_persisted(store_dir: &Path) -> anyhow::Result<PersistedRules> {
 /// the old file or the new one, never a mix. Config-managed buckets are not written: the file
 /// holds only what the API set.
 pub fn persist(store_dir: &Path, table: &RuleTable) -> std::io::Result<()> {
-    use std::io::Write;
     let persisted = PersistedRules {
         version: 1,
         buckets: table
@@ -501,14 +507,20 @@ pub fn persist(store_dir: &Path, table: &RuleTable) -> std::io::Result<()> {
             .collect(),
     };
     let json = serde_json::to_vec_pretty(&persisted).map_err(std::io::Error::other)?;
-    std::fs::create_dir_all(store_dir)?;
-    let path = rules_path(store_dir);
+    replace_file(store_dir, &rules_path(store_dir), &json)
+}
+
+/// Replaces `path` (a file in `dir`) with `bytes` atomically and durably: write a temporary
+/// file, fsync it, rename it over `path`, fsync the directory.
+pub fn replace_file(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&json)?;
+    f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(store_dir)?.sync_all()
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

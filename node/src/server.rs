@@ -21,6 +21,7 @@ use anyhow::{anyhow, Context, Result};
 use arc_swap::ArcSwap;
 use edgemirror_cache::{HotCache, Store};
 
+use crate::buckets::BucketTable;
 use crate::config::Config;
 use crate::dns::{Resolver, ResolverConfig};
 use crate::hash::HashPool;
@@ -145,7 +146,8 @@ pub fn start(config: Config) -> Result<Node> {
         interfaces = policy.interface_count(),
         "origin address policy"
     );
-    let table = initial_rules(&config, &policy)?;
+    let buckets = BucketTable::load(&config)?;
+    let table = initial_rules(&config, &buckets, &policy)?;
     let resolver = Resolver::new(ResolverConfig::default()).context("starting the DNS resolver threads")?;
     let via_token = format!("edgemirror-{:016x}", edgemirror_cache::random_u64());
     let hashes = HashPool::new(config.hash_threads).context("starting the MD5 threads")?;
@@ -154,6 +156,8 @@ pub fn start(config: Config) -> Result<Node> {
         store,
         hot,
         metrics: Metrics::default(),
+        buckets: ArcSwap::from_pointee(buckets),
+        buckets_update: Mutex::new(()),
         rules: ArcSwap::from_pointee(table),
         rules_update: Mutex::new(()),
         network: origin::Network { resolver, policy },
@@ -190,10 +194,10 @@ pub fn start(config: Config) -> Result<Node> {
 /// the config when it has any, else what the admin API saved in `rules.json` (see
 /// `rules.rs` on precedence). Every rule is validated again now that the node's own addresses
 /// are known.
-fn initial_rules(config: &Config, policy: &AddressPolicy) -> Result<RuleTable> {
+fn initial_rules(config: &Config, buckets: &BucketTable, policy: &AddressPolicy) -> Result<RuleTable> {
     let persisted = rules::load_persisted(&config.store.dir)?;
     let mut table = RuleTable::default();
-    for bucket in &config.buckets {
+    for bucket in buckets.iter().map(|b| &b.config) {
         let saved = persisted.buckets.get(&bucket.name);
         let (spec, source) = match (&bucket.config_rules, saved) {
             (Some(spec), saved) => {
@@ -214,8 +218,8 @@ fn initial_rules(config: &Config, policy: &AddressPolicy) -> Result<RuleTable> {
         table = table.with_bucket(&bucket.name, source, spec, validated);
     }
     for name in persisted.buckets.keys() {
-        if config.bucket(name).is_none() {
-            tracing::warn!(bucket = %name, "rules.json names a bucket that is not configured; ignored");
+        if buckets.get(name).is_none() {
+            tracing::warn!(bucket = %name, "rules.json names a bucket that is neither configured nor created; ignored");
         }
     }
     Ok(table)

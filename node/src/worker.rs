@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use edgemirror_cache::{HotCache, Store};
 
+use crate::buckets::{Bucket, BucketTable};
 use crate::config::Config;
 use crate::hash::HashPool;
 use crate::inflight::FillTable;
@@ -28,6 +29,10 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub hot: HotCache,
     pub metrics: Metrics,
+    /// The buckets: declared in the config, or created through S3 (replaced whole on a change).
+    pub buckets: ArcSwap<BucketTable>,
+    /// Serialises bucket creation and deletion (read-modify-write of the table and its file).
+    pub buckets_update: Mutex<()>,
     /// Mirror rules of every bucket; replaced whole by the admin API.
     pub rules: ArcSwap<RuleTable>,
     /// Serialises rule updates (read-modify-write of the table and its file).
@@ -41,6 +46,13 @@ pub struct Shared {
     pub fills: Arc<FillTable>,
     /// MD5 of mirrored bodies, off the workers.
     pub hashes: HashPool,
+}
+
+impl Shared {
+    /// The bucket named `name`, if this node serves it.
+    pub fn bucket(&self, name: &str) -> Option<Arc<Bucket>> {
+        self.buckets.load().get(name).cloned()
+    }
 }
 
 /// One core's state. Lives on its thread, shared by that core's tasks through `Rc`.

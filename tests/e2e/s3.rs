@@ -732,3 +732,83 @@ print("multipart ok")
     assert_eq!(got.status, 200);
     assert!(got.body == pattern_body(20 << 20, 7), "the CLI's multipart upload differs");
 }
+
+#[test]
+fn buckets_are_created_and_deleted_through_s3_and_survive_a_restart() {
+    let mut node = node_with_s3(None);
+    let script = format!(
+        r#"
+import boto3, botocore
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="http://{addr}", config=Config(s3={{"addressing_style": "path"}}))
+def code(call, **kw):
+    try:
+        call(**kw)
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+    raise SystemExit(f"{{call.__name__}} {{kw}} succeeded")
+s3.create_bucket(Bucket="made-by-s3")
+assert code(s3.create_bucket, Bucket="made-by-s3") == "BucketAlreadyOwnedByYou"
+assert code(s3.create_bucket, Bucket="{BUCKET}") == "BucketAlreadyOwnedByYou"
+assert code(s3.create_bucket, Bucket="Bad_Name") == "InvalidBucketName"
+assert code(s3.create_bucket, Bucket="elsewhere", CreateBucketConfiguration={{"LocationConstraint": "eu-west-1"}}) == "InvalidLocationConstraint"
+names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+assert names == ["{BUCKET}", "made-by-s3"], names
+s3.head_bucket(Bucket="made-by-s3")
+s3.put_object(Bucket="made-by-s3", Key="k/one", Body=b"first object")
+mpu = s3.create_multipart_upload(Bucket="made-by-s3", Key="unfinished")["UploadId"]
+s3.upload_part(Bucket="made-by-s3", Key="unfinished", UploadId=mpu, PartNumber=1, Body=b"x" * 1000)
+assert code(s3.delete_bucket, Bucket="made-by-s3") == "BucketNotEmpty"
+assert code(s3.delete_bucket, Bucket="{BUCKET}") == "AccessDenied"
+assert code(s3.delete_bucket, Bucket="never-made") == "NoSuchBucket"
+s3.create_bucket(Bucket="kept-across-restart")
+s3.put_object(Bucket="kept-across-restart", Key="kept", Body=b"still here")
+print("phase one ok")
+"#,
+        addr = node.data_addr()
+    );
+    assert!(run_client(&node, "python3", &["-c", &script]).contains("phase one ok"));
+
+    node.restart();
+    let script = format!(
+        r#"
+import boto3, botocore
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="http://{addr}", config=Config(s3={{"addressing_style": "path"}}))
+names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+assert names == ["{BUCKET}", "kept-across-restart", "made-by-s3"], names
+assert s3.get_object(Bucket="made-by-s3", Key="k/one")["Body"].read() == b"first object"
+assert s3.get_object(Bucket="kept-across-restart", Key="kept")["Body"].read() == b"still here"
+s3.delete_object(Bucket="made-by-s3", Key="k/one")
+s3.delete_bucket(Bucket="made-by-s3")
+try:
+    s3.head_bucket(Bucket="made-by-s3")
+    raise SystemExit("a deleted bucket still answers")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "404", e.response
+# Re-created, it starts empty: no objects, no uploads left from before.
+s3.create_bucket(Bucket="made-by-s3")
+assert s3.list_objects_v2(Bucket="made-by-s3")["KeyCount"] == 0
+assert s3.list_multipart_uploads(Bucket="made-by-s3").get("Uploads", []) == []
+print("phase two ok")
+"#,
+        addr = node.data_addr()
+    );
+    assert!(run_client(&node, "python3", &["-c", &script]).contains("phase two ok"));
+
+    // The AWS CLI's mb and rb, and rb --force (delete every object, then the bucket).
+    let endpoint = format!("http://{}", node.data_addr());
+    let cli = |args: &[&str]| {
+        let mut all = vec!["-m", "awscli", "s3"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--endpoint-url", &endpoint]);
+        run_client(&node, "python3", &all)
+    };
+    cli(&["mb", "s3://cli-bucket"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f.bin"), pattern_body(70_000, 3)).unwrap();
+    cli(&["cp", src.path().join("f.bin").to_str().unwrap(), "s3://cli-bucket/f.bin"]);
+    cli(&["rb", "--force", "s3://cli-bucket"]);
+    let listing = cli(&["ls"]);
+    assert!(!listing.contains("cli-bucket") && listing.contains("kept-across-restart"), "{listing}");
+}

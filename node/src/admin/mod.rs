@@ -210,7 +210,7 @@ fn route(worker: &Rc<Worker>, head: &proto::RequestHead, buf: &[u8], body: &[u8]
     let Ok(bucket) = std::str::from_utf8(bucket) else {
         return Answer::error(404, &id, "no such bucket");
     };
-    if shared.config.bucket(bucket).is_none() {
+    if shared.bucket(bucket).is_none() {
         return Answer::error(404, &id, &format!("no such bucket: {bucket}"));
     }
     match resource {

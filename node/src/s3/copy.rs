@@ -34,7 +34,7 @@ pub async fn copy_object(
     let Some((src_bucket, src_key)) = source.split_once('/') else {
         return Err(S3Error::InvalidRequest("x-amz-copy-source must be /bucket/key"));
     };
-    if shared.config.bucket(src_bucket).is_none() {
+    if shared.bucket(src_bucket).is_none() {
         return Err(S3Error::NoSuchBucket);
     }
     let src = match shared.store.lookup(ObjectKeyRef::new(src_bucket, src_key)).await {

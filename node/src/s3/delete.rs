@@ -30,11 +30,7 @@ pub async fn delete_object(
         Err(("InvalidArgument", _)) => return Err(S3Error::InvalidRequest("the key is not a valid object key")),
         Err((_, why)) => return Err(S3Error::Internal(why)),
     }
-    let keep_alive = req.keep_alive();
-    reply::start(&mut conn.out, 204, &worker.date, req.id);
-    reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
-    reply::finish(&mut conn.out, Framing::NoBody, keep_alive);
-    Ok(Disposition::after(conn.flush().await, keep_alive))
+    super::list::send_no_content(worker, conn, req).await
 }
 
 /// Deletes one key; the S3 error code and message when it could not be.

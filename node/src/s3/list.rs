@@ -197,19 +197,25 @@ pub async fn list_objects(
     send_xml(worker, conn, req, body).await
 }
 
-/// ListBuckets: the buckets of the config (all of them: any valid key may list them), each dated
-/// by the store directory's creation (the node keeps no per-bucket date yet).
+/// ListBuckets: every bucket (declared or created; any valid key may list them), with its
+/// creation date.
 pub async fn list_buckets(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>) -> Result<Disposition, S3Error> {
-    let config = &worker.shared.config;
-    let created = std::fs::metadata(&config.store.dir)
-        .and_then(|m| m.created().or_else(|_| m.modified()))
-        .unwrap_or(std::time::UNIX_EPOCH);
+    let table = worker.shared.buckets.load();
     let result = ListAllMyBucketsResult {
         owner: Owner { id: "edgemirror".into(), display_name: Some("edgemirror".into()) },
-        buckets: config.buckets.iter().map(|b| ListedBucket { name: b.name.clone(), creation_date: created }).collect(),
+        buckets: table.iter().map(|b| ListedBucket { name: b.config.name.clone(), creation_date: b.created }).collect(),
         continuation_token: None,
     };
     send_xml(worker, conn, req, xml::to_xml(&result)).await
+}
+
+/// A 204 No Content (a delete or an abort done).
+pub async fn send_no_content(worker: &Worker, conn: &mut Conn, req: &Request<'_>) -> Result<Disposition, S3Error> {
+    let keep_alive = req.keep_alive();
+    reply::start(&mut conn.out, 204, &worker.date, req.id);
+    reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
+    reply::finish(&mut conn.out, Framing::NoBody, keep_alive);
+    Ok(Disposition::after(conn.flush().await, keep_alive))
 }
 
 /// A 200 with an XML body.

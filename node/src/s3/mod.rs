@@ -4,11 +4,12 @@
 //!
 //! - GET / HEAD of an object: [`crate::object`] (the store's tiers, then mirror back-to-origin).
 //!   Anonymous unless the bucket sets `public_read = false`.
-//! - PUT of an object: [`put`]; listing a bucket: [`list`]; DELETE of an object and HEAD of a
-//!   bucket: here. Always signed.
+//! - PUT of an object: [`put`]; listing a bucket: [`list`]; creating and deleting a bucket:
+//!   [`bucket`]; DELETE of an object and HEAD of a bucket: here. Always signed.
 //! - Everything else S3 has is answered 501 `NotImplemented`, naming the operation.
 
 pub mod auth;
+pub mod bucket;
 pub mod checksum;
 pub mod copy;
 pub mod delete;
@@ -68,15 +69,22 @@ async fn serve(
         auth::authorize(worker, req)?;
         return list::list_buckets(worker, conn, req).await;
     }
-    let Some(bucket) = shared.config.bucket(&target.bucket) else {
+    if target.op == Op::CreateBucket {
+        let signed = auth::authorize(worker, req)?;
+        return bucket::create(worker, conn, req, body, &target.bucket, signed).await;
+    }
+    let Some(bucket) = shared.bucket(&target.bucket) else {
         // Who may learn which buckets exist: a signed request, or anyone for public reads.
         if target.op.needs_signature() {
             auth::authorize(worker, req)?;
         }
         return Err(S3Error::NoSuchBucket);
     };
-    let signed =
-        if target.op.needs_signature() || !bucket.public_read { Some(auth::authorize(worker, req)?) } else { None };
+    let signed = if target.op.needs_signature() || !bucket.config.public_read {
+        Some(auth::authorize(worker, req)?)
+    } else {
+        None
+    };
     match target.op {
         Op::GetObject | Op::HeadObject => object::serve(worker, conn, req, &target.bucket, &target.key).await,
         Op::PutObject => {
@@ -102,7 +110,10 @@ async fn serve(
         Op::AbortMultipartUpload => multipart::abort(worker, conn, req, &target.bucket, &target.key).await,
         Op::ListParts => multipart::list_parts(worker, conn, req, &target.bucket, &target.key).await,
         Op::ListMultipartUploads => multipart::list_uploads(worker, conn, req, &target.bucket).await,
-        Op::ListBuckets => Err(S3Error::Internal("ListBuckets routed past its handler".into())),
+        Op::ListBuckets | Op::CreateBucket => {
+            Err(S3Error::Internal("a service operation routed past its handler".into()))
+        }
+        Op::DeleteBucket => bucket::delete(worker, conn, req, &target.bucket).await,
         Op::GetBucketLocation => {
             let body = xml::to_xml(&xml::LocationConstraint::for_region(&shared.config.s3.region));
             list::send_xml(worker, conn, req, body).await

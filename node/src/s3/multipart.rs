@@ -27,7 +27,6 @@ use super::auth::Signed;
 use super::list::send_xml;
 use crate::body::RequestBody;
 use crate::error::S3Error;
-use crate::reply::{self, Framing};
 use crate::respond::{Conn, Disposition, Request};
 use crate::worker::Worker;
 
@@ -241,11 +240,7 @@ pub async fn abort(
     let id = param(req.query().unwrap_or_default(), "uploadId").unwrap_or_default();
     upload(&worker.shared.store, &id, bucket, key)?;
     drop_upload(worker, &id);
-    let keep_alive = req.keep_alive();
-    reply::start(&mut conn.out, 204, &worker.date, req.id);
-    reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
-    reply::finish(&mut conn.out, Framing::NoBody, keep_alive);
-    Ok(Disposition::after(conn.flush().await, keep_alive))
+    super::list::send_no_content(worker, conn, req).await
 }
 
 /// `GET /{bucket}/{key}?uploadId=ID`: the parts uploaded so far (all of them: at most 10,000).
@@ -331,6 +326,18 @@ pub async fn list_uploads(
         ..Default::default()
     };
     send_xml(worker, conn, req, xml::to_xml(&result)).await
+}
+
+/// Aborts every upload into `bucket` (its DeleteBucket); returns how many.
+pub fn abort_bucket_uploads(worker: &Worker, bucket: &str) -> usize {
+    let mut aborted = 0;
+    for (id, b, _, _) in uploads(&worker.shared.store) {
+        if b == bucket {
+            drop_upload(worker, &id);
+            aborted += 1;
+        }
+    }
+    aborted
 }
 
 /// Aborts the uploads started more than `max_age` ago (the admin thread calls this hourly).

@@ -1,0 +1,106 @@
+//! CreateBucket and DeleteBucket: buckets made and removed through S3, next to those the config
+//! file declares ([`crate::buckets`] holds the table and its file).
+//!
+//! - CreateBucket (`PUT /{bucket}`): the name is checked by S3's rules, an optional
+//!   `CreateBucketConfiguration` must name this node's region, and the bucket is persisted
+//!   before it is answered 200. An existing name is 409 `BucketAlreadyOwnedByYou`.
+//! - DeleteBucket (`DELETE /{bucket}`): 204 when the bucket holds no object; its unfinished
+//!   multipart uploads are aborted and its mirror rules dropped. 409 `BucketNotEmpty` otherwise;
+//!   a bucket of the config file is refused (403): edit the file instead.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use edgemirror_proto::s3::xml::{self, CreateBucketConfiguration};
+
+use crate::body::RequestBody;
+use crate::buckets::Refusal;
+use crate::error::S3Error;
+use crate::reply::{self, Framing};
+use crate::respond::{Conn, Disposition, Request};
+use crate::rules;
+use crate::worker::Worker;
+
+use super::auth::Signed;
+use super::delete::read_xml_body;
+use super::multipart;
+
+pub async fn create(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    body: &mut RequestBody,
+    bucket: &str,
+    signed: Signed,
+) -> Result<Disposition, S3Error> {
+    crate::config::validate_bucket_name(bucket).map_err(S3Error::InvalidBucketName)?;
+    let bytes = read_xml_body(conn, req, body, &signed).await?;
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let conf: CreateBucketConfiguration = xml::from_xml(&bytes).map_err(|e| S3Error::MalformedXml(e.as_str()))?;
+        let region = &worker.shared.config.s3.region;
+        // An absent or empty constraint means us-east-1, which any region accepts as "here"
+        // only when it is ours.
+        let asked = conf.location_constraint.filter(|c| !c.is_empty()).unwrap_or_else(|| "us-east-1".into());
+        if asked != *region {
+            return Err(S3Error::InvalidLocationConstraint);
+        }
+    }
+    let shared = &worker.shared;
+    {
+        let _guard = shared.buckets_update.lock().unwrap_or_else(|e| e.into_inner());
+        let next = match shared.buckets.load().with_created(bucket, SystemTime::now()) {
+            Ok(next) => next,
+            Err(_) => return Err(S3Error::BucketAlreadyOwnedByYou),
+        };
+        next.persist(&shared.config.store.dir).map_err(|e| S3Error::Internal(format!("saving buckets.json: {e}")))?;
+        shared.buckets.store(Arc::new(next));
+    }
+    tracing::info!(bucket, request_id = %req.id, "bucket created");
+    let keep_alive = req.keep_alive();
+    reply::start(&mut conn.out, 200, &worker.date, req.id);
+    reply::header(&mut conn.out, "Location", format!("/{bucket}").as_bytes());
+    reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
+    reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
+    Ok(Disposition::after(conn.flush().await, keep_alive))
+}
+
+pub async fn delete(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    bucket: &str,
+) -> Result<Disposition, S3Error> {
+    let shared = &worker.shared;
+    {
+        let _guard = shared.buckets_update.lock().unwrap_or_else(|e| e.into_inner());
+        let next = match shared.buckets.load().without(bucket) {
+            Ok(next) => next,
+            Err(Refusal::Declared) => {
+                return Err(S3Error::AccessDenied(
+                    "this bucket is declared in the config file ([[buckets]]); remove it there and restart",
+                ))
+            }
+            Err(Refusal::NoSuchBucket) | Err(Refusal::AlreadyExists) => return Err(S3Error::NoSuchBucket),
+        };
+        if !shared.store.list(bucket, "", None).is_empty() {
+            return Err(S3Error::BucketNotEmpty);
+        }
+        next.persist(&shared.config.store.dir).map_err(|e| S3Error::Internal(format!("saving buckets.json: {e}")))?;
+        shared.buckets.store(Arc::new(next));
+    }
+    multipart::abort_bucket_uploads(worker, bucket);
+    {
+        let _guard = shared.rules_update.lock().unwrap_or_else(|e| e.into_inner());
+        let table = shared.rules.load();
+        if table.rules(bucket).is_some() {
+            let next = table.without_bucket(bucket);
+            if let Err(e) = rules::persist(&shared.config.store.dir, &next) {
+                tracing::error!(bucket, error = %e, "cannot persist the mirror rules of a deleted bucket");
+            }
+            shared.rules.store(Arc::new(next));
+        }
+    }
+    tracing::info!(bucket, request_id = %req.id, "bucket deleted");
+    super::list::send_no_content(worker, conn, req).await
+}
