@@ -13,6 +13,9 @@
 //!   `store.max_object_bytes` (known length: refused at `begin`; chunked: refused at the append
 //!   that passes the limit) are served whole; concurrent clients and a late joiner share one
 //!   origin fetch; the next GET fetches again; ranges work.
+//! - `uploads_that_find_the_disk_full_are_refused_whole_and_lose_nothing`: the same disk filled
+//!   by S3 PUTs: 507 `InsufficientStorage`, no half object, a refused overwrite keeps the old
+//!   body, uploads are taken again once space returns, restart and SIGKILL lose nothing.
 //! - `a_truncated_or_corrupt_origin_body_of_an_unstored_fill_cuts_the_client`: the integrity rule
 //!   holds for unstored fills too: a client never takes a short or unverified body for a whole
 //!   one.
@@ -389,4 +392,97 @@ fn a_truncated_or_corrupt_origin_body_of_an_unstored_fill_cuts_the_client() {
     origin.set("/dir1/md5.bin", Reply::ok(body.clone()).with_header("Content-MD5", &content_md5(&body)));
     assert_eq!(get_whole(&node, "md5.bin", &body), UNSTORED);
     assert_origin_count(&origin, "/dir1/md5.bin", 2);
+}
+
+/// The full disk again, filled by S3 uploads rather than mirror fills: an upload the disk cannot
+/// take is 507 `InsufficientStorage` and leaves nothing behind (no half object, and an
+/// overwrite that fails keeps the old one); every upload answered 200 before stays whole; the
+/// node takes uploads again once space returns, without a restart; a restart and a SIGKILL lose
+/// nothing committed.
+#[test]
+fn uploads_that_find_the_disk_full_are_refused_whole_and_lose_nothing() {
+    use crate::s3::{put, s3_toml, send, signed, SECRET};
+    use crate::support::{assert_s3_error, BUCKET};
+    const OBJECT: usize = 1 << 20;
+    let Some(disk) = SmallDisk::mount(16 << 20) else { return };
+    let ballast = disk.path().join("ballast");
+    write_ballast(&ballast, 6 << 20);
+    let mut node = NodeBuilder::new()
+        .bucket(BUCKET)
+        .with_extra_toml(&s3_toml())
+        .with_store_dir(&disk.path().join("store"))
+        .with_disk_bytes(0)
+        .with_line("store", "segment_bytes = 4194304")
+        .with_line("store", "min_free_bytes = 0")
+        .start();
+    let read = |node: &Node, key: &str| get(node.data_addr(), &object_path(key), &[]).expect("GET");
+
+    let mut stored: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut refused = Vec::new();
+    for i in 0..40u8 {
+        let key = format!("up{i}");
+        let body = pattern_body(OBJECT, i);
+        let resp = put(&node, &key, &body, &[]);
+        if resp.status == 200 {
+            assert!(refused.is_empty(), "{key} was taken after an earlier upload found the disk full");
+            stored.push((key, body));
+            continue;
+        }
+        assert_s3_error(&resp, 507, Some("InsufficientStorage"));
+        // Nothing of the refused upload is visible.
+        assert_s3_error(&read(&node, &key), 404, Some("NoSuchKey"));
+        refused.push(key);
+        if refused.len() == 3 {
+            break;
+        }
+    }
+    assert!(!stored.is_empty(), "nothing was stored on a 10 MiB store");
+    assert_eq!(refused.len(), 3, "the 16 MiB disk never filled up");
+    eprintln!("full disk through uploads: {} objects of 1 MiB stored before the first 507", stored.len());
+
+    // Not a byte left: an overwrite is refused and the object keeps its old body.
+    fill_to_the_brim(&disk, &disk.path().join("brim"));
+    let first_key = &stored[0].0;
+    assert_s3_error(&put(&node, first_key, &pattern_body(OBJECT, 250), &[]), 507, Some("InsufficientStorage"));
+    assert_s3_error(&put(&node, "small", b"tiny", &[]), 507, Some("InsufficientStorage"));
+    for (key, body) in &stored {
+        let resp = read(&node, key);
+        assert_eq!(resp.status, 200, "{key}: {resp:?}");
+        assert!(resp.body == *body, "{key}: the body changed on a full disk");
+    }
+    // A delete on a disk with no room either lands (204: its tombstone fit) or is refused with
+    // the store's answer; the object is then gone or whole, never damaged.
+    let (del_key, del_body) = stored.pop().expect("an object");
+    let host = node.data_addr().to_string();
+    let deleted = send(&node, &signed("DELETE", &host, &format!("/{BUCKET}/{del_key}"), b"", &[], SECRET));
+    eprintln!("DELETE on a full disk: {}", deleted.status);
+    if deleted.status == 204 {
+        assert_s3_error(&read(&node, &del_key), 404, Some("NoSuchKey"));
+    } else {
+        assert_s3_error(&deleted, 507, Some("InsufficientStorage"));
+        assert!(read(&node, &del_key).body == del_body, "{del_key}: damaged by a refused delete");
+        stored.push((del_key, del_body));
+    }
+    assert!(metric(&node, "edgemirror_store_write_failures_total") > 0, "the disk refused writes");
+
+    // Space comes back: uploads are taken again without a restart.
+    fs::remove_file(&ballast).expect("remove ballast");
+    fs::remove_file(disk.path().join("brim")).expect("remove top-off file");
+    for key in &refused {
+        let body = pattern_body(OBJECT, 150);
+        assert_eq!(put(&node, key, &body, &[]).status, 200, "{key} once space returned");
+        stored.push((key.clone(), body));
+    }
+
+    node.restart();
+    for (key, body) in &stored {
+        let resp = read(&node, key);
+        assert!(resp.status == 200 && resp.body == *body, "{key} after a restart: {resp:?}");
+    }
+    node.kill9();
+    node.restart();
+    for (key, body) in &stored {
+        let resp = read(&node, key);
+        assert!(resp.status == 200 && resp.body == *body, "{key} after SIGKILL: {resp:?}");
+    }
 }

@@ -16,10 +16,10 @@ use crate::support::origin::{Origin, Reply};
 use crate::support::{assert_s3_error, pattern_body, source_of, BUCKET};
 
 const ACCESS: &str = "EMTESTACCESSKEY";
-const SECRET: &str = "em-test-secret-key-0123456789";
+pub(crate) const SECRET: &str = "em-test-secret-key-0123456789";
 const REGION: &str = "us-east-1";
 
-fn s3_toml() -> String {
+pub(crate) fn s3_toml() -> String {
     format!("[s3]\nregion = \"{REGION}\"\n[[s3.keys]]\naccess_key = \"{ACCESS}\"\nsecret_key = \"{SECRET}\"\n")
 }
 
@@ -33,7 +33,14 @@ fn node_with_s3(origin: Option<&Origin>) -> Node {
 
 /// A request signed in the header form, as SDKs send it: `x-amz-date`, `x-amz-content-sha256`
 /// (the body's SHA-256) and `Authorization`.
-fn signed(method: &str, host: &str, path: &str, body: &[u8], extra: &[(&str, &str)], secret: &str) -> Vec<u8> {
+pub(crate) fn signed(
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+    secret: &str,
+) -> Vec<u8> {
     signed_with(method, host, path, body, extra, secret, &sigv4::sha256_hex(body))
 }
 
@@ -90,11 +97,11 @@ fn signed_with(
     out
 }
 
-fn send(node: &Node, raw: &[u8]) -> Response {
+pub(crate) fn send(node: &Node, raw: &[u8]) -> Response {
     Conn::new(node.data_addr()).request(raw).expect("S3 request")
 }
 
-fn put(node: &Node, key: &str, body: &[u8], extra: &[(&str, &str)]) -> Response {
+pub(crate) fn put(node: &Node, key: &str, body: &[u8], extra: &[(&str, &str)]) -> Response {
     let host = node.data_addr().to_string();
     send(node, &signed("PUT", &host, &format!("/{BUCKET}/{key}"), body, extra, SECRET))
 }
