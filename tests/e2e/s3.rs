@@ -663,6 +663,16 @@ fn rclone_copies_lists_checks_and_deletes() {
     check(rclone(env_args(&["delete", &remote])), "delete");
     let listing = check(rclone(env_args(&["lsf", "-R", &remote])), "lsf after delete");
     assert!(!listing.lines().any(|l| l.ends_with(".txt") || l.ends_with(".bin")), "{listing}");
+
+    // A bucket of rclone's own: mkdir creates it, copy fills it, purge empties and removes it.
+    check(rclone(env_args(&["mkdir", "edge:rclone-made"])), "mkdir");
+    check(rclone(env_args(&["copy", src.path().to_str().unwrap(), "edge:rclone-made"])), "copy into the new bucket");
+    check(rclone(env_args(&["check", src.path().to_str().unwrap(), "edge:rclone-made"])), "check the new bucket");
+    let buckets = check(rclone(env_args(&["lsd", "edge:"])), "lsd");
+    assert!(buckets.contains("rclone-made") && buckets.contains(BUCKET), "{buckets}");
+    check(rclone(env_args(&["purge", "edge:rclone-made"])), "purge");
+    let buckets = check(rclone(env_args(&["lsd", "edge:"])), "lsd after purge");
+    assert!(!buckets.contains("rclone-made"), "{buckets}");
 }
 
 #[test]
