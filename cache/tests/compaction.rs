@@ -188,7 +188,7 @@ fn a_corrupt_body_met_by_compaction_is_dropped_not_copied() {
 }
 
 #[test]
-fn max_bytes_refuses_what_does_not_fit_until_compaction_makes_room() {
+fn max_bytes_refuses_what_does_not_fit_but_takes_deletes_until_compaction_makes_room() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path(), 4 << 20)).unwrap().0;
     let mut stored = 0;
@@ -204,7 +204,14 @@ fn max_bytes_refuses_what_does_not_fit_until_compaction_makes_room() {
     for i in 0..stored {
         assert!(get(&store, &format!("k{i}")) == Some(body(100_000, 1)), "bodies differ");
     }
-    // Delete most, compact: room again without a restart.
+    // To the brim: empty objects until not even one fits.
+    let mut empties = 0;
+    while put(&store, &format!("e{empties}"), &Bytes::new()).is_ok() {
+        empties += 1;
+        assert!(empties < 100_000, "max_bytes never refused an empty object");
+    }
+    // Deletes still land at the limit (deleting is how room is made), then compaction makes room
+    // without a restart.
     for i in 0..stored - 2 {
         store.delete(0, ObjectKeyRef::new("b", &format!("k{i}"))).unwrap();
     }

@@ -91,6 +91,7 @@ pub struct StoreConfig {
     pub max_object_bytes: u64,
     /// The most bytes of segment files the store holds (0: no limit but the disk's). A record
     /// that would pass it is refused with [`Error::NoSpace`]; compaction brings the total down.
+    /// Tombstones are taken past it (and past `min_free_bytes`): deletes are how room is made.
     pub max_bytes: u64,
     /// Free space the store leaves on its filesystem (other users of the disk, the foyer disk
     /// tier, logs): a record that would eat into it is refused with [`Error::NoSpace`].
@@ -387,6 +388,16 @@ impl MapCache {
 }
 
 /// The lane's active segment and the next free offset in it.
+/// Whether a record must fit within `store.max_bytes` and `store.min_free_bytes`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// An object: refused (`NoSpace`) past either limit.
+    WithinLimits,
+    /// A tombstone: taken past them, since deleting is how room is made. Only the disk
+    /// itself (ENOSPC) can refuse it.
+    PastLimits,
+}
+
 struct Active {
     segment: Arc<Segment>,
     next_offset: u64,
@@ -692,7 +703,9 @@ impl Store {
         // The header goes down before the key is locked (it may roll to a new segment file);
         // until the trailer is written the record does not exist.
         let total = encode(0).1.total_len();
-        let (segment, offset) = self.reserve(lane, total, |nonce| encode(nonce).0)?;
+        // Past the limits: deleting is how room is made, so a store at `max_bytes` or at the
+        // `min_free_bytes` watermark still takes tombstones (the watermark is their reserve).
+        let (segment, offset) = self.reserve(lane, total, Room::PastLimits, |nonce| encode(nonce).0)?;
         let (_, header, header_crc) = encode(segment.nonce);
         let mut lock = self.index.lock_key(key);
         let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
@@ -867,10 +880,18 @@ impl Store {
     /// Reserves `len` bytes in `lane`'s active segment, rolling to a new segment when it is full,
     /// and writes `head(nonce)` (the record header and names) at the start of the reservation while the
     /// lane is locked, so a reservation never exists on disk without its header.
-    fn reserve(&self, lane: usize, len: u64, head: impl FnOnce(u64) -> Vec<u8>) -> Result<(Arc<Segment>, u64)> {
+    fn reserve(
+        &self,
+        lane: usize,
+        len: u64,
+        room: Room,
+        head: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<(Arc<Segment>, u64)> {
         let mut slot = self.lanes[lane % self.lanes.len()].lock().unwrap_or_else(|e| e.into_inner());
         let fits = |a: &Active| a.next_offset.checked_add(len).is_some_and(|end| end <= a.segment.capacity);
-        self.check_capacity(len)?;
+        if room == Room::WithinLimits {
+            self.check_capacity(len)?;
+        }
         let active = match slot.take() {
             Some(active) if fits(&active) => slot.insert(active),
             full => match self.new_segment(self.config.segment_bytes, false) {

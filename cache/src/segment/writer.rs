@@ -22,7 +22,7 @@ use md5::{Digest, Md5};
 
 use super::format::{self, Trailer, FILE_HEADER_LEN, FLAG_LEN_PENDING};
 use super::verify::BodyCheck;
-use super::{unix_ms, IndexEntry, Segment, Store, StoredObject, SyncPolicy};
+use super::{unix_ms, IndexEntry, Room, Segment, Store, StoredObject, SyncPolicy};
 use crate::key::ObjectKeyRef;
 use crate::meta::{ObjectMeta, RecordMeta};
 use crate::{Error, Result};
@@ -270,7 +270,7 @@ impl RecordWriter {
                 }
             }
         } else {
-            let (segment, offset) = store.reserve(self.lane, total, |nonce| encode(nonce).0)?;
+            let (segment, offset) = store.reserve(self.lane, total, Room::WithinLimits, |nonce| encode(nonce).0)?;
             let map = segment.map.get().cloned();
             (segment, offset, map)
         };
