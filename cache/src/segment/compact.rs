@@ -90,6 +90,8 @@ impl Store {
     pub fn compact(&self) -> Result<CompactReport> {
         let _one_at_a_time = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
         let mut report = CompactReport::default();
+        // A ballast released on a full disk comes back once there is room again.
+        self.ballast.restore(self.config.min_free_bytes);
         // Cache-mode buckets give up their least recently read objects first under pressure;
         // the pass below then reclaims their records.
         let pressure = self.under_pressure();

@@ -24,6 +24,7 @@
 //! A read is [`Store::lookup`] (async: a first read's body check runs on a verifier thread) or
 //! [`Store::get`] (sync: the check runs on the caller's thread); both share one check per entry.
 
+mod ballast;
 mod compact;
 #[cfg(feature = "faults")]
 pub mod faults;
@@ -458,6 +459,8 @@ pub struct Store {
     free_space: Mutex<(u64, Option<std::time::Instant>)>,
     /// Reads are timed in seconds since this, for least-recently-used eviction.
     opened: std::time::Instant,
+    /// Blocks held back for deletes on a disk others filled (see [`ballast`]).
+    ballast: ballast::Ballast,
     /// Exclusive ownership of `config.dir`; last, so it is released after everything else.
     _lock: lock::DirLock,
 }
@@ -492,6 +495,7 @@ impl Store {
         // Before anything else in the directory: recovery deletes files, and ids are handed out
         // from what it finds.
         let dir_lock = lock::DirLock::acquire(&config.dir)?;
+        let ballast = ballast::Ballast::open(&config.dir, config.min_free_bytes);
         let segments_dir = config.dir.join("segments");
         fs::create_dir_all(&segments_dir).map_err(|e| Error::io(&segments_dir, e))?;
         let index = Arc::new(index::Index::new());
@@ -518,6 +522,7 @@ impl Store {
             compacting: Mutex::new(()),
             free_space: Mutex::new((0, None)),
             opened: std::time::Instant::now(),
+            ballast,
             _lock: dir_lock,
         });
         if !store.config.compaction.interval.is_zero() {
@@ -696,6 +701,22 @@ impl Store {
         if !self.contains(key) && self.oldest_pin().is_none() {
             return Ok(None);
         }
+        // A disk other writers filled to its last block: the ballast makes room for this.
+        let (mut lock, seq) = match self.write_tombstone(lane, key) {
+            Err(Error::NoSpace(_)) if self.ballast.release() => self.write_tombstone(lane, key)?,
+            written => written?,
+        };
+        let removed = lock.delete(seq);
+        drop(lock);
+        self.stats.objects_deleted.fetch_add(removed.is_some() as u64, Ordering::Relaxed);
+        self.tombstones_since_prune.fetch_add(1, Ordering::Relaxed);
+        self.prune_tombstones();
+        Ok(removed.map(|e| e.meta.clone()))
+    }
+
+    /// Writes a tombstone record for `key` and returns the key's lock (held, so the caller
+    /// removes the object from the index under it) and the tombstone's sequence number.
+    fn write_tombstone<'a>(&'a self, lane: usize, key: ObjectKeyRef<'a>) -> Result<(index::KeyLock<'a>, u64)> {
         let now = SystemTime::now();
         let (created_ms, meta) = (unix_ms(now), crate::meta::RecordMeta::new(now));
         let encode =
@@ -707,7 +728,7 @@ impl Store {
         // `min_free_bytes` watermark still takes tombstones (the watermark is their reserve).
         let (segment, offset) = self.reserve(lane, total, Room::PastLimits, |nonce| encode(nonce).0)?;
         let (_, header, header_crc) = encode(segment.nonce);
-        let mut lock = self.index.lock_key(key);
+        let lock = self.index.lock_key(key);
         let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
         let trailer = Trailer { body_crc: 0, md5: [0; 16], seq, header_crc };
         segment.write_at(&trailer.encode(), offset + header.trailer_start())?;
@@ -717,12 +738,7 @@ impl Store {
             SyncPolicy::Interval(_) => self.mark_dirty(&segment),
             SyncPolicy::Never => {}
         }
-        let removed = lock.delete(seq);
-        drop(lock);
-        self.stats.objects_deleted.fetch_add(removed.is_some() as u64, Ordering::Relaxed);
-        self.tombstones_since_prune.fetch_add(1, Ordering::Relaxed);
-        self.prune_tombstones();
-        Ok(removed.map(|e| e.meta.clone()))
+        Ok((lock, seq))
     }
 
     /// Takes a pin at the current point of the sequence (see [`VersionPin`]).
