@@ -463,6 +463,7 @@ fn uploads_that_find_the_disk_full_are_refused_whole_and_lose_nothing() {
     }
     assert!(node.stderr().contains("ballast released"), "the release is logged");
     assert!(!node.store_dir().join("BALLAST").exists());
+    assert_eq!(metric(&node, "edgemirror_store_ballast_bytes"), 0, "the release shows in the metrics");
     assert!(metric(&node, "edgemirror_store_write_failures_total") > 0, "the disk refused writes");
 
     // Space comes back: uploads are taken again without a restart, and compaction writes the
@@ -475,10 +476,11 @@ fn uploads_that_find_the_disk_full_are_refused_whole_and_lose_nothing() {
         stored.push((key.clone(), body));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !node.store_dir().join("BALLAST").exists() {
+    while metric(&node, "edgemirror_store_ballast_bytes") == 0 {
         assert!(std::time::Instant::now() < deadline, "the ballast was not written again");
         thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(fs::metadata(node.store_dir().join("BALLAST")).expect("ballast").len(), 4 << 20);
 
     node.restart();
     for (key, body) in &stored {

@@ -1015,6 +1015,16 @@ impl Store {
     }
 
     /// Segment files the store holds.
+    /// Bytes of the ballast in place: [`ballast::BALLAST_BYTES`], or 0 while it is released
+    /// (a delete met a full disk and no room has come back since).
+    pub fn ballast_bytes(&self) -> u64 {
+        if self.ballast.is_present() {
+            ballast::BALLAST_BYTES
+        } else {
+            0
+        }
+    }
+
     pub fn segment_count(&self) -> usize {
         self.segments.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

@@ -313,6 +313,7 @@ fn metrics(shared: &Shared) -> String {
             ("edgemirror_store_objects", store.object_count() as u64),
             ("edgemirror_store_disk_bytes", store.disk_bytes()),
             ("edgemirror_store_segments", store.segment_count() as u64),
+            ("edgemirror_store_ballast_bytes", store.ballast_bytes()),
             ("edgemirror_hot_memory_bytes", shared.hot.memory_usage() as u64),
         ],
     )
