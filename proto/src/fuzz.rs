@@ -24,8 +24,9 @@
 
 use bytes::BytesMut;
 
-use crate::head::{BodyFraming, Method, Span, Status, Version};
+use crate::head::{BodyFraming, Method, Status, Version};
 use crate::limits::{MAX_HEAD_BYTES, MAX_RANGES};
+use crate::span::Span;
 use crate::{
     decode_path, encode_chunk_header, encode_key, encode_request, encode_response, parse_range, parse_request,
     parse_response, response_framing, Chunk, ChunkedDecoder, Headers, ParseError, RangeRequest, RequestHead,

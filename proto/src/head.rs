@@ -1,9 +1,9 @@
 //! Types shared by request and response heads, and the checks both must pass.
 //!
-//! Owns `Status`, `Version`, `Method`, `Span` and `BodyFraming`, plus the crate-internal
-//! validation that is the same for both directions: bare-LF detection (httparse accepts LF line
-//! endings; we do not, RFC 9112 §2.2), mapping httparse errors to `ParseError`, and one pass over
-//! the headers that validates Content-Length / Transfer-Encoding (the request-smuggling surface,
+//! Owns `Status`, `Version`, `Method` and `BodyFraming` (spans live in `span.rs`), plus the
+//! crate-internal validation that is the same for both directions: bare-LF detection (httparse
+//! accepts LF line endings; we do not, RFC 9112 §2.2), mapping httparse errors to `ParseError`,
+//! and one pass over the headers that validates Content-Length / Transfer-Encoding (the request-smuggling surface,
 //! RFC 9112 §6) and reads Connection, Expect and Host. The start lines themselves are parsed in
 //! `request.rs` and `response.rs`.
 
@@ -64,32 +64,6 @@ impl Method {
     }
 }
 
-/// Byte range `start..end` of the buffer a head was parsed from. u32 keeps `HeaderSpan` at 16
-/// bytes; heads are capped at `MAX_HEAD_BYTES`, far below 4 GiB.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Span {
-    pub start: u32,
-    pub end: u32,
-}
-
-impl Span {
-    /// The bytes this span covers. `buf` must be the buffer that was parsed; a span that does
-    /// not fit `buf` yields an empty slice rather than a panic.
-    pub fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
-        buf.get(self.start as usize..self.end as usize).unwrap_or_default()
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.end.saturating_sub(self.start) as usize
-    }
-
-    /// True for an empty span.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// How the body after a head is delimited (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyFraming {
@@ -101,21 +75,6 @@ pub enum BodyFraming {
     Chunked,
     /// The body runs until the peer closes (responses only); the connection cannot be reused.
     CloseDelimited,
-}
-
-/// Span of `part` inside `buf`, from pointer offsets (httparse hands back subslices of the
-/// buffer). A slice not inside `buf` (httparse returns a static "" for a reason phrase with
-/// obs-text) gets an empty span.
-pub(crate) fn span_of(buf: &[u8], part: &[u8]) -> Span {
-    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize);
-    let end = start.and_then(|s| s.checked_add(part.len()));
-    match (start, end) {
-        (Some(start), Some(end)) if end <= buf.len() => match (u32::try_from(start), u32::try_from(end)) {
-            (Ok(start), Ok(end)) => Span { start, end },
-            _ => Span::default(),
-        },
-        _ => Span::default(),
-    }
 }
 
 /// Rejects any LF not preceded by CR in `head` (RFC 9112 §2.2 lets us reject; accepting it lets
@@ -246,21 +205,6 @@ pub(crate) fn parse_decimal(s: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn span_basics() {
-        let buf = b"hello world";
-        let s = span_of(buf, &buf[6..11]);
-        assert_eq!(s, Span { start: 6, end: 11 });
-        assert_eq!(s.get(buf), b"world");
-        assert_eq!(s.len(), 5);
-        assert!(!s.is_empty());
-        assert!(span_of(buf, b"elsewhere").is_empty());
-        // Out of range for a shorter buffer: empty, not a panic.
-        assert_eq!(s.get(b"hi"), b"");
-        let inverted = Span { start: 5, end: 2 };
-        assert!(inverted.is_empty());
-    }
 
     #[test]
     fn method_round_trip() {

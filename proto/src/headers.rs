@@ -5,8 +5,8 @@
 //! semantics live in `head.rs`. No allocation: a stack array of `MAX_HEADERS` spans (1 KiB),
 //! filled once per head from httparse's output.
 
-use crate::head::{span_of, Span};
 use crate::limits::MAX_HEADERS;
+use crate::span::{span_of, Span};
 
 /// One header field: name and value as spans into the buffer the head was parsed from.
 /// The value has leading and trailing whitespace already removed.

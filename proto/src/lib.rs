@@ -45,13 +45,14 @@ mod range;
 mod request;
 mod response;
 pub mod s3;
+mod span;
 
 pub use chunked::{encode_chunk_header, Chunk, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 pub use conditional::{etag_matches, fmt_http_date, parse_http_date};
 pub use encode::{encode_request, encode_response};
 pub use error::ParseError;
 pub use error_body::s3_error_xml;
-pub use head::{BodyFraming, Method, Span, Status, Version};
+pub use head::{BodyFraming, Method, Status, Version};
 pub use headers::{HeaderSpan, Headers};
 pub use limits::{
     RequestLimits, MAX_CHUNK_LINE_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_RANGES, MAX_TRAILER_BYTES, MAX_URI_BYTES,
@@ -60,3 +61,4 @@ pub use path::{decode_path, encode_key, has_dot_segment};
 pub use range::{parse_range, ByteRanges, RangeRequest};
 pub use request::{parse_request, parse_request_with, RequestHead};
 pub use response::{parse_response, response_framing, ResponseHead};
+pub use span::Span;

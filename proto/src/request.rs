@@ -12,9 +12,10 @@
 //! request) starts.
 
 use crate::error::ParseError;
-use crate::head::{check_bare_lf, map_header_error, scan_headers, span_of, BodyFraming, Method, Span, Status, Version};
+use crate::head::{check_bare_lf, map_header_error, scan_headers, BodyFraming, Method, Status, Version};
 use crate::headers::Headers;
 use crate::limits::{RequestLimits, MAX_HEADERS};
+use crate::span::{span_of, Span};
 
 /// A parsed request head. All spans index the buffer given to `parse_request`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,9 +10,10 @@
 //! and parse again) -> `response_framing(&head, buf, request_was_head)` -> read the body.
 
 use crate::error::ParseError;
-use crate::head::{check_bare_lf, map_header_error, scan_headers, span_of, BodyFraming, Span, Status, Version};
+use crate::head::{check_bare_lf, map_header_error, scan_headers, BodyFraming, Status, Version};
 use crate::headers::Headers;
 use crate::limits::{MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::span::{span_of, Span};
 
 /// A parsed response head. All spans index the buffer given to `parse_response`.
 #[derive(Clone, Debug, PartialEq, Eq)]
