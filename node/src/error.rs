@@ -75,6 +75,19 @@ pub enum S3Error {
     StoreFull(String),
 }
 
+/// A store failure as S3 sees it: a full store is 507, a body that is not what was announced
+/// (short, or its MD5 differs from Content-MD5) is the client's, anything else is ours.
+impl From<edgemirror_cache::Error> for S3Error {
+    fn from(e: edgemirror_cache::Error) -> S3Error {
+        match e {
+            edgemirror_cache::Error::NoSpace(why) => S3Error::StoreFull(why),
+            edgemirror_cache::Error::BodyMismatch(why) if why.contains("MD5") => S3Error::BadDigest,
+            edgemirror_cache::Error::BodyMismatch(why) => S3Error::IncompleteBody(why),
+            e => S3Error::Internal(e.to_string()),
+        }
+    }
+}
+
 impl S3Error {
     pub fn status(&self) -> u16 {
         match self {

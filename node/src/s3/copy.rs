@@ -6,8 +6,7 @@
 use std::rc::Rc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, SavedHeader};
+use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta};
 use edgemirror_proto::{self as proto, s3::xml};
 
 use crate::error::S3Error;
@@ -37,53 +36,25 @@ pub async fn copy_object(
     if shared.bucket(src_bucket).is_none() {
         return Err(S3Error::NoSuchBucket);
     }
-    let src = match shared.store.lookup(ObjectKeyRef::new(src_bucket, src_key)).await {
-        Ok(Some(obj)) => obj,
-        Ok(None) => return Err(S3Error::NoSuchKey),
-        Err(e) => return Err(S3Error::Internal(e.to_string())),
-    };
+    let src = shared.store.lookup(ObjectKeyRef::new(src_bucket, src_key)).await?.ok_or(S3Error::NoSuchKey)?;
     let replace = req.header("x-amz-metadata-directive").is_some_and(|v| v.eq_ignore_ascii_case(b"REPLACE"));
     if !replace && src_bucket == bucket && src_key == key {
         return Err(S3Error::InvalidRequest("copying an object onto itself needs x-amz-metadata-directive: REPLACE"));
     }
-    let mut meta = if replace { RecordMeta::new(SystemTime::now()) } else { src.meta.record.clone() };
-    meta.last_modified = RecordMeta::new(SystemTime::now()).last_modified;
-    if replace {
-        for h in SavedHeader::UPLOADED {
-            if let Some(v) = req.header(h.as_str()) {
-                meta.headers.push((h, Bytes::copy_from_slice(v)));
-            }
-        }
-        for h in req.head.headers.iter() {
-            let lower = h.name.get(req.buf).to_ascii_lowercase();
-            if let Some(user) = lower.strip_prefix(b"x-amz-meta-") {
-                let value = Bytes::copy_from_slice(h.value.get(req.buf).trim_ascii());
-                meta.user.push((String::from_utf8_lossy(user).into_owned().into(), value));
-            }
-        }
-    }
-    let okey = ObjectKeyRef::new(bucket, key);
-    let size = src.meta.size;
-    let mut writer = match shared.store.begin(worker.id, okey, meta, Some(size), CommitRule::LastWins) {
-        Ok(w) => w,
-        Err(edgemirror_cache::Error::NoSpace(why)) => return Err(S3Error::StoreFull(why)),
-        Err(e) => return Err(S3Error::Internal(e.to_string())),
+    let meta = if replace {
+        super::put::uploaded_meta(req)?
+    } else {
+        RecordMeta { last_modified: RecordMeta::new(SystemTime::now()).last_modified, ..src.meta.record.clone() }
     };
+    let okey = ObjectKeyRef::new(bucket, key);
+    let mut writer = shared.store.begin(worker.id, okey, meta, Some(src.meta.size), CommitRule::LastWins)?;
     let mut at = 0;
     while at < src.body.len() {
         let end = (at + COPY_PIECE_BYTES).min(src.body.len());
-        match writer.append(&src.body.slice(at..end)) {
-            Ok(()) => {}
-            Err(edgemirror_cache::Error::NoSpace(why)) => return Err(S3Error::StoreFull(why)),
-            Err(e) => return Err(S3Error::Internal(e.to_string())),
-        }
+        writer.append(&src.body.slice(at..end))?;
         at = end;
     }
-    let stored = match writer.commit() {
-        Ok(obj) => obj,
-        Err(edgemirror_cache::Error::NoSpace(why)) => return Err(S3Error::StoreFull(why)),
-        Err(e) => return Err(S3Error::Internal(e.to_string())),
-    };
+    let stored = writer.commit()?;
     shared.hot.remove(okey);
     let result = xml::CopyObjectResult {
         last_modified: stored.meta.record.last_modified,

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use edgemirror_cache::{CommitRule, ObjectKeyRef, ObjectMeta, RecordMeta, SavedHeader, Store};
+use edgemirror_cache::{CommitRule, ObjectKeyRef, ObjectMeta, RecordMeta, Store};
 use edgemirror_proto::s3::xml::{self, CompleteMultipartUpload, ListedPart, ListedUpload, Owner};
 use md5::{Digest as _, Md5};
 
@@ -77,13 +77,6 @@ fn parts(store: &Store, id: &str) -> Vec<(u32, std::sync::Arc<ObjectMeta>)> {
         .collect()
 }
 
-fn store_error(e: edgemirror_cache::Error) -> S3Error {
-    match e {
-        edgemirror_cache::Error::NoSpace(why) => S3Error::StoreFull(why),
-        e => S3Error::Internal(e.to_string()),
-    }
-}
-
 /// `POST /{bucket}/{key}?uploads`.
 pub async fn create(
     worker: &Rc<Worker>,
@@ -94,25 +87,12 @@ pub async fn create(
 ) -> Result<Disposition, S3Error> {
     let store = &worker.shared.store;
     let id = new_upload_id();
-    let mut meta = RecordMeta::new(SystemTime::now());
-    for h in SavedHeader::UPLOADED {
-        if let Some(v) = req.header(h.as_str()) {
-            meta.headers.push((h, Bytes::copy_from_slice(v)));
-        }
-    }
-    for h in req.head.headers.iter() {
-        let lower = h.name.get(req.buf).to_ascii_lowercase();
-        if let Some(user) = lower.strip_prefix(b"x-amz-meta-") {
-            let value = Bytes::copy_from_slice(h.value.get(req.buf).trim_ascii());
-            meta.user.push((String::from_utf8_lossy(user).into_owned().into(), value));
-        }
-    }
+    let meta = super::put::uploaded_meta(req)?;
     let target = Bytes::from(format!("{bucket}\0{key}"));
     let okey = ObjectKeyRef::new(MPU_BUCKET, &id);
-    let mut w =
-        store.begin(worker.id, okey, meta, Some(target.len() as u64), CommitRule::LastWins).map_err(store_error)?;
-    w.append(&target).map_err(store_error)?;
-    w.commit().map_err(store_error)?;
+    let mut w = store.begin(worker.id, okey, meta, Some(target.len() as u64), CommitRule::LastWins)?;
+    w.append(&target)?;
+    w.commit()?;
     let result = xml::InitiateMultipartUploadResult { bucket: bucket.into(), key: key.into(), upload_id: id };
     send_xml(worker, conn, req, xml::to_xml(&result)).await
 }
@@ -188,8 +168,7 @@ pub async fn complete(
     meta.parts = chosen.len() as u32;
     meta.checksum = None;
     let okey = ObjectKeyRef::new(bucket, key);
-    let mut writer =
-        shared.store.begin(worker.id, okey, meta, Some(total), CommitRule::LastWins).map_err(store_error)?;
+    let mut writer = shared.store.begin(worker.id, okey, meta, Some(total), CommitRule::LastWins)?;
     writer.defer_md5();
     for m in &chosen {
         let part = shared
@@ -201,11 +180,11 @@ pub async fn complete(
         let mut at = 0;
         while at < part.body.len() {
             let end = (at + (1 << 20)).min(part.body.len());
-            writer.append(&part.body.slice(at..end)).map_err(store_error)?;
+            writer.append(&part.body.slice(at..end))?;
             at = end;
         }
     }
-    let obj = writer.commit_with_md5(md5).map_err(store_error)?;
+    let obj = writer.commit_with_md5(md5)?;
     shared.hot.remove(okey);
     drop_upload(worker, &id);
     worker.metrics().objects_uploaded.inc();

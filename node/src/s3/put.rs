@@ -108,36 +108,14 @@ pub async fn put_object(
         }
     }
 
-    let mut meta = RecordMeta::new(SystemTime::now());
-    for h in SavedHeader::UPLOADED {
-        if let Some(v) = req.header(h.as_str()) {
-            meta.headers.push((h, Bytes::copy_from_slice(v)));
-        }
-    }
-    let mut user_bytes = 0;
-    for h in req.head.headers.iter() {
-        let (name, value) = (h.name.get(req.buf), h.value.get(req.buf));
-        let lower = name.to_ascii_lowercase();
-        if let Some(user) = lower.strip_prefix(b"x-amz-meta-") {
-            user_bytes += user.len() + value.len();
-            let user = String::from_utf8_lossy(user).into_owned();
-            meta.user.push((user.into(), Bytes::copy_from_slice(value.trim_ascii())));
-        }
-    }
-    if user_bytes > MAX_USER_METADATA_BYTES {
-        return Err(S3Error::MetadataTooLarge);
-    }
+    let mut meta = uploaded_meta(req)?;
     // A checksum given as a header is kept, and returned with x-amz-checksum-mode (one sent as a
     // trailer arrives after the record's head is written: it is verified, not kept).
     if let Some((alg, _, Some(expected))) = &checks.checksum {
         meta.checksum = Some((alg.header_name().into(), Bytes::copy_from_slice(expected.as_bytes())));
     }
     let okey = ObjectKeyRef::new(bucket, key);
-    let mut writer = match shared.store.begin(worker.id, okey, meta, Some(length), CommitRule::LastWins) {
-        Ok(w) => w,
-        Err(edgemirror_cache::Error::NoSpace(why)) => return Err(S3Error::StoreFull(why)),
-        Err(e) => return Err(S3Error::Internal(e.to_string())),
-    };
+    let mut writer = shared.store.begin(worker.id, okey, meta, Some(length), CommitRule::LastWins)?;
     if let Some(md5) = content_md5 {
         writer.expect_md5(md5);
     }
@@ -169,13 +147,7 @@ pub async fn put_object(
             return Err(S3Error::BadDigest);
         }
     }
-    let stored = match writer.commit() {
-        Ok(obj) => obj,
-        Err(edgemirror_cache::Error::BodyMismatch(why)) if why.contains("MD5") => return Err(S3Error::BadDigest),
-        Err(edgemirror_cache::Error::BodyMismatch(why)) => return Err(S3Error::IncompleteBody(why)),
-        Err(edgemirror_cache::Error::NoSpace(why)) => return Err(S3Error::StoreFull(why)),
-        Err(e) => return Err(S3Error::Internal(e.to_string())),
-    };
+    let stored = writer.commit()?;
     // The previous version's cached copies are stale now (readers check the version anyway).
     shared.hot.remove(okey);
     worker.metrics().objects_uploaded.inc();
@@ -189,21 +161,38 @@ pub async fn put_object(
     Ok(Disposition::after(conn.flush().await, keep_alive))
 }
 
+/// The metadata an upload request gives its object (PutObject, CreateMultipartUpload, a
+/// CopyObject that replaces metadata): the saved headers it carries and its `x-amz-meta-*`
+/// (2 KiB at most, `MetadataTooLarge` past it), dated now.
+pub(super) fn uploaded_meta(req: &Request<'_>) -> Result<RecordMeta, S3Error> {
+    let mut meta = RecordMeta::new(SystemTime::now());
+    for h in SavedHeader::UPLOADED {
+        if let Some(v) = req.header(h.as_str()) {
+            meta.headers.push((h, Bytes::copy_from_slice(v)));
+        }
+    }
+    let mut user_bytes = 0;
+    for h in req.head.headers.iter() {
+        let (name, value) = (h.name.get(req.buf), h.value.get(req.buf));
+        let lower = name.to_ascii_lowercase();
+        if let Some(user) = lower.strip_prefix(b"x-amz-meta-") {
+            user_bytes += user.len() + value.len();
+            let user = String::from_utf8_lossy(user).into_owned();
+            meta.user.push((user.into(), Bytes::copy_from_slice(value.trim_ascii())));
+        }
+    }
+    if user_bytes > MAX_USER_METADATA_BYTES {
+        return Err(S3Error::MetadataTooLarge);
+    }
+    Ok(meta)
+}
+
 /// The next raw piece of the request body.
 async fn next_piece(conn: &mut Conn, body: &mut RequestBody, length: u64) -> Result<Option<Bytes>, S3Error> {
     match body.next(conn).await {
         Ok(piece) => Ok(piece),
         Err(BodyError::Truncated { got }) => Err(S3Error::IncompleteBody(format!("{got} of {length} bytes arrived"))),
         Err(e) => Err(S3Error::IncompleteBody(e.to_string())),
-    }
-}
-
-fn append(writer: &mut RecordWriter, data: &Bytes) -> Result<(), S3Error> {
-    match writer.append(data) {
-        Ok(()) => Ok(()),
-        Err(edgemirror_cache::Error::NoSpace(why)) => Err(S3Error::StoreFull(why)),
-        Err(edgemirror_cache::Error::BodyMismatch(why)) => Err(S3Error::IncompleteBody(why)),
-        Err(e) => Err(S3Error::Internal(e.to_string())),
     }
 }
 
@@ -216,7 +205,7 @@ async fn read_plain(
 ) -> Result<(), S3Error> {
     while let Some(piece) = next_piece(conn, body, length).await? {
         checks.data(&piece);
-        append(writer, &piece)?;
+        writer.append(&piece)?;
     }
     Ok(())
 }
@@ -245,7 +234,7 @@ async fn read_aws_chunked(
                 AwsChunk::Data { start, end } => {
                     let data = piece.slice(at + start..at + end);
                     checks.data(&data);
-                    append(writer, &data)?;
+                    writer.append(&data)?;
                 }
                 AwsChunk::ChunkEnd { signature } => {
                     if let (Some(signer), Some(sig)) = (checks.signer.as_mut(), signature) {
