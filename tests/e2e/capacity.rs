@@ -7,16 +7,10 @@
 use std::time::{Duration, Instant};
 
 use crate::support::client::get;
-use crate::support::node::{Node, NodeBuilder};
+use crate::support::metric;
+use crate::support::node::NodeBuilder;
 use crate::support::origin::{Origin, Reply};
 use crate::support::{admin_request, pattern_body, source_of, ADMIN_TOKEN};
-
-fn metric(node: &Node, name: &str) -> u64 {
-    let text = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
 
 #[test]
 fn a_cache_mode_bucket_evicts_to_stay_within_max_bytes_and_a_mirror_mode_one_keeps_everything() {

@@ -35,11 +35,10 @@ use md5::{Digest, Md5};
 use tempfile::TempDir;
 
 use crate::support::client::{get, request_bytes, ClientError, Conn, PartialBody, Response};
+use crate::support::metric;
 use crate::support::node::{Node, NodeBuilder};
 use crate::support::origin::{Origin, Reply};
-use crate::support::{
-    admin_request, assert_origin_count, get_stored, object_path, pattern_body, source_of, ADMIN_TOKEN, STORED_SOURCES,
-};
+use crate::support::{assert_origin_count, get_stored, object_path, pattern_body, source_of, STORED_SOURCES};
 
 /// The answer of a fill the store refused before the head went out.
 const UNSTORED: &str = "origin-unstored";
@@ -128,14 +127,6 @@ fn fill_to_the_brim(disk: &SmallDisk, path: &Path) {
         thread::sleep(Duration::from_millis(100));
     }
     assert!(disk.free_bytes() < 4096, "the disk is not full: {} bytes free", disk.free_bytes());
-}
-
-/// A counter or gauge from the admin `/metrics`.
-fn metric(node: &Node, name: &str) -> u64 {
-    let text = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 /// GETs `key`, requiring a 200 with exactly `body`; returns the source.

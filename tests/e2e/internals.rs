@@ -15,6 +15,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::support::client::{get, Conn};
+use crate::support::metric;
 use crate::support::node::NodeBuilder;
 use crate::support::origin::{Origin, Reply};
 use crate::support::{
@@ -319,15 +320,6 @@ fn a_424_is_logged_with_its_reason() {
         assert!(Instant::now() < deadline, "no 424 line with request id {request_id} and its reason:\n{log}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn metric(node: &crate::support::node::Node, name: &str) -> u64 {
-    let resp = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None);
-    assert_eq!(resp.status, 200);
-    let text = resp.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).map(|v| v.trim().parse().unwrap()))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 fn segment_file_bytes(store_dir: &std::path::Path) -> u64 {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::client::get;
+use crate::support::metric;
 use crate::support::node::Node;
 use crate::support::origin::{Origin, Reply};
 use crate::support::{
@@ -179,13 +180,6 @@ fn bad_purge_requests_are_refused_with_a_reason() {
     // A refetch of a key no rule covers cannot be done: counted, not fetched.
     let result = purge(&node, json!({"keys": ["img/x", "doc/y"], "refetch": true}));
     assert_eq!((result["refetching"].as_u64(), result["noRule"].as_u64()), (Some(1), Some(1)), "{result}");
-}
-
-fn metric(node: &Node, name: &str) -> u64 {
-    let text = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 #[test]

@@ -230,3 +230,13 @@ pub fn get_rules(admin: SocketAddr, bucket: &str) -> Vec<serde_json::Value> {
         .unwrap_or_else(|| panic!("no result.backSourceRules array in {json}"))
         .clone()
 }
+
+/// A counter or gauge of the node's admin `/metrics` (panics, with the page, when absent).
+pub fn metric(node: &node::Node, name: &str) -> u64 {
+    let resp = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None);
+    assert_eq!(resp.status, 200, "GET /metrics");
+    let text = resp.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
