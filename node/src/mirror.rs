@@ -71,12 +71,7 @@ pub fn plan_without_client(rule: &MirrorRule, key: &str, request_id: RequestId) 
 /// The origin request path for `key` under `rule`: MirrorURL's path + the percent-encoded origin
 /// key (after the rule's key rewrite), + the client's query string when the rule allows it.
 pub fn origin_path(rule: &MirrorRule, key: &str, query: Option<&[u8]>) -> Result<String, S3Error> {
-    let origin_key = rule.origin_key(key);
-    if proto::has_dot_segment(&origin_key) {
-        return Err(S3Error::InvalidRequest(
-            "the key holds a '.' or '..' path segment; it cannot be fetched from the mirror origin",
-        ));
-    }
+    let origin_key = fetchable_key(rule, key)?;
     let mut path = String::with_capacity(rule.origin.path.len() + origin_key.len() + 16);
     path.push_str(&rule.origin.path);
     proto::encode_key(&origin_key, &mut path);
@@ -88,6 +83,18 @@ pub fn origin_path(rule: &MirrorRule, key: &str, query: Option<&[u8]>) -> Result
         }
     }
     Ok(path)
+}
+
+/// The origin key of `key` under `rule`, refused when it holds a dot segment (it would leave the
+/// MirrorURL's directory at the origin).
+pub fn fetchable_key(rule: &MirrorRule, key: &str) -> Result<String, S3Error> {
+    let origin_key = rule.origin_key(key);
+    if proto::has_dot_segment(&origin_key) {
+        return Err(S3Error::InvalidRequest(
+            "the key holds a '.' or '..' path segment; it cannot be fetched from the mirror origin",
+        ));
+    }
+    Ok(origin_key)
 }
 
 /// Applies a header rule to the client's headers: which go to the origin, plus the ones the rule

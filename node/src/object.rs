@@ -72,6 +72,11 @@ pub async fn serve(
         worker.metrics().misses_no_rule.inc();
         return Err(S3Error::NoSuchKey);
     };
+    if req.header("via").is_some_and(|v| contains(v, shared.via_token.as_bytes())) {
+        // We are our own origin (a rule whose host name resolves to this node): stop here.
+        worker.metrics().origin_failures.inc();
+        return Err(S3Error::MirrorFailed("mirror loop: the request came from this node".into()));
+    }
     if req.is_head() && !rule.mirror_head {
         return head_at_origin(worker, conn, req, key, rule).await;
     }
@@ -89,9 +94,6 @@ async fn head_at_origin(
     key: &str,
     rule: &MirrorRule,
 ) -> Result<Disposition, S3Error> {
-    if req.header("via").is_some_and(|v| contains(v, worker.shared.via_token.as_bytes())) {
-        return Err(S3Error::MirrorFailed("mirror loop: the request came from this node".into()));
-    }
     let plan = mirror::plan(rule, key, req)?;
     worker.metrics().origin_heads.inc();
     let (resp, url) = match upstream::exchange(worker, &plan, origin::Method::Head).await {
@@ -146,13 +148,9 @@ async fn serve_miss(
     rule: &MirrorRule,
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
-    if req.header("via").is_some_and(|v| contains(v, shared.via_token.as_bytes())) {
-        // We are our own origin (a rule whose host name resolves to this node): stop here.
-        worker.metrics().origin_failures.inc();
-        return Err(S3Error::MirrorFailed("mirror loop: the request came from this node".into()));
-    }
-    // Refuse before joining: a key that cannot be fetched must not occupy the fill table.
-    let plan = mirror::plan(rule, key.key, req)?;
+    // Refuse before joining: a key that cannot be fetched must not occupy the fill table. The
+    // origin request itself is built by the leader only; followers just wait for its body.
+    mirror::fetchable_key(rule, key.key)?;
     let fill = match shared.fills.join(key, &shared.store) {
         Join::Stored => return stored::serve_from_store(worker, conn, req, key).await,
         Join::Follow(fill) => {
@@ -160,6 +158,7 @@ async fn serve_miss(
             fill
         }
         Join::Lead(guard) => {
+            let plan = mirror::plan(rule, key.key, req)?;
             let fill = guard.fill().clone();
             fill::spawn(worker.clone(), guard, plan);
             fill

@@ -55,8 +55,9 @@ pub struct Request<'a> {
     pub id: RequestId,
 }
 
-impl Request<'_> {
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
+impl<'a> Request<'a> {
+    /// A header's value, borrowed from the request buffer (it outlives `self`).
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         self.head.headers.get(self.buf, name)
     }
 

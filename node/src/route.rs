@@ -86,9 +86,11 @@ pub fn route<'a>(req: &Request<'a>, domain: &str) -> Result<Target<'a>, S3Error>
     let Some(rest) = raw.strip_prefix(b"/") else {
         return Err(S3Error::InvalidRequest("the request target must be an absolute path"));
     };
-    let host_bucket = req.header("host").and_then(|h| virtual_host_bucket(h, domain));
+    // No Host scan at all when virtual hosts are off (the usual case).
+    let host_bucket =
+        if domain.is_empty() { None } else { req.header("host").and_then(|h| virtual_host_bucket(h, domain)) };
     let (bucket, key): (Cow<'a, str>, &[u8]) = match host_bucket {
-        Some(bucket) => (Cow::Owned(bucket), rest),
+        Some(bucket) => (bucket, rest),
         None => {
             let (bucket, key) = match rest.iter().position(|&c| c == b'/') {
                 Some(i) => (&rest[..i], &rest[i + 1..]),
@@ -174,8 +176,10 @@ fn subresource(query: &[u8]) -> Option<&'static str> {
     })
 }
 
-/// The bucket of a virtual-host `Host` (`{bucket}.{domain}[:port]`), if it is one.
-fn virtual_host_bucket(host: &[u8], domain: &str) -> Option<String> {
+/// The bucket of a virtual-host `Host` (`{bucket}.{domain}[:port]`), if it is one. `domain` is
+/// lower case (the config made it so); the bucket borrows from the Host unless it needs
+/// lower-casing.
+fn virtual_host_bucket<'a>(host: &'a [u8], domain: &str) -> Option<Cow<'a, str>> {
     if domain.is_empty() {
         return None;
     }
@@ -186,9 +190,17 @@ fn virtual_host_bucket(host: &[u8], domain: &str) -> Option<String> {
     }
     let name =
         host.rsplit_once(':').map_or(host, |(n, port)| if port.bytes().all(|b| b.is_ascii_digit()) { n } else { host });
-    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    let bucket = name.strip_suffix(&domain.to_ascii_lowercase())?.strip_suffix('.')?;
-    (!bucket.is_empty()).then(|| bucket.to_string())
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let cut = name.len().checked_sub(domain.len())?;
+    if !name.is_char_boundary(cut) || !name[cut..].eq_ignore_ascii_case(domain) {
+        return None;
+    }
+    let bucket = name[..cut].strip_suffix('.').filter(|b| !b.is_empty())?;
+    Some(if bucket.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(bucket.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(bucket)
+    })
 }
 
 #[cfg(test)]
@@ -197,7 +209,9 @@ mod tests {
 
     #[test]
     fn virtual_hosts_name_their_bucket() {
-        let b = |h: &str| virtual_host_bucket(h.as_bytes(), "s3.local");
+        fn b(h: &str) -> Option<Cow<'_, str>> {
+            virtual_host_bucket(h.as_bytes(), "s3.local")
+        }
         assert_eq!(b("photos.s3.local").as_deref(), Some("photos"));
         assert_eq!(b("photos.s3.local:8080").as_deref(), Some("photos"));
         assert_eq!(b("Photos.S3.Local.").as_deref(), Some("photos"));

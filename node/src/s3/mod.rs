@@ -73,18 +73,15 @@ async fn serve(
         let signed = auth::authorize(worker, req)?;
         return bucket::create(worker, conn, req, body, &target.bucket, signed).await;
     }
-    let Some(bucket) = shared.bucket(&target.bucket) else {
+    // A borrow of the table snapshot, not a clone of the bucket: no shared refcount per request.
+    let Some(public_read) = shared.buckets.load().get(&target.bucket).map(|b| b.config.public_read) else {
         // Who may learn which buckets exist: a signed request, or anyone for public reads.
         if target.op.needs_signature() {
             auth::authorize(worker, req)?;
         }
         return Err(S3Error::NoSuchBucket);
     };
-    let signed = if target.op.needs_signature() || !bucket.config.public_read {
-        Some(auth::authorize(worker, req)?)
-    } else {
-        None
-    };
+    let signed = if target.op.needs_signature() || !public_read { Some(auth::authorize(worker, req)?) } else { None };
     match target.op {
         Op::GetObject | Op::HeadObject => object::serve(worker, conn, req, &target.bucket, &target.key).await,
         Op::PutObject => {
