@@ -459,10 +459,6 @@ impl Config {
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         Config::from_toml_in(&text, base).with_context(|| format!("invalid config {}", path.display()))
     }
-
-    pub fn bucket(&self, name: &str) -> Option<&BucketConfig> {
-        self.buckets.iter().find(|b| b.name == name)
-    }
 }
 
 fn request_limits(s: &RawServer) -> Result<edgemirror_proto::RequestLimits> {

@@ -425,7 +425,7 @@ fn note_unstored(worker: &Worker, rid: RequestId, reason: &str, at_byte: u64) {
 }
 
 /// Content-MD5 is the base64 of the 16-byte digest (RFC 1864).
-fn decode_md5(value: &[u8]) -> Option<[u8; 16]> {
+pub(crate) fn decode_md5(value: &[u8]) -> Option<[u8; 16]> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD.decode(value.trim_ascii()).ok()?;
     bytes.try_into().ok()

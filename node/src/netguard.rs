@@ -203,11 +203,6 @@ impl AddressPolicy {
         self.interface_ips.len()
     }
 
-    /// Whether private addresses are allowed.
-    pub fn is_private_allowed(&self) -> bool {
-        self.allow_private
-    }
-
     /// Judges one resolved address of `host` (the name from the rule or the redirect, used for
     /// the `allow_link_local` match). Call it right before connecting to `addr`.
     pub fn check(&self, host: &str, addr: SocketAddr) -> Result<(), Refusal> {

@@ -35,8 +35,6 @@ struct State {
     short_by: Option<usize>,
     /// Writes not yet synced, per file: (offset, the bytes there before, the file length before).
     unsynced: HashMap<PathBuf, Vec<(u64, Vec<u8>, u64)>>,
-    /// Writes failed so far.
-    failed: u64,
     /// Writes seen so far (failed or not).
     writes: u64,
 }
@@ -62,11 +60,6 @@ impl Faults {
         let mut s = self.lock();
         s.writes_left = None;
         s.short_by = None;
-    }
-
-    /// Writes that failed so far.
-    pub fn failed_writes(&self) -> u64 {
-        self.lock().failed
     }
 
     /// Writes seen so far, failed or not.
@@ -127,13 +120,10 @@ pub(crate) fn before_write(path: &Path, file: &std::fs::File, offset: u64, len: 
     s.unsynced.entry(path.to_path_buf()).or_default().push((offset, before, file_len));
     match s.writes_left {
         None => Ok(None),
-        Some(0) => {
-            s.failed += 1;
-            match s.short_by.take() {
-                Some(landed) => Ok(Some(landed.min(len))),
-                None => Err(io::Error::from_raw_os_error(s.fail_with)),
-            }
-        }
+        Some(0) => match s.short_by.take() {
+            Some(landed) => Ok(Some(landed.min(len))),
+            None => Err(io::Error::from_raw_os_error(s.fail_with)),
+        },
         Some(n) => {
             s.writes_left = Some(n - 1);
             Ok(None)

@@ -742,7 +742,7 @@ impl Store {
     }
 
     /// Takes a pin at the current point of the sequence (see [`VersionPin`]).
-    fn pin(&self, _store: &Arc<Store>) -> u64 {
+    fn pin(&self) -> u64 {
         let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
         let since = self.next_seq.load(Ordering::Acquire);
         *pins.entry(since).or_default() += 1;

@@ -185,7 +185,7 @@ impl Drop for VersionPin {
 impl Store {
     /// Pins the current point of the commit sequence for a conditional writer.
     pub fn pin_version(self: &Arc<Self>) -> VersionPin {
-        let since = self.pin(self);
+        let since = self.pin();
         VersionPin { store: self.clone(), since }
     }
 

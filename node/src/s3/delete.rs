@@ -11,7 +11,6 @@ use edgemirror_proto::s3::xml::{self, Delete, DeleteError, DeleteResult, Deleted
 use super::auth::Signed;
 use crate::body::RequestBody;
 use crate::error::S3Error;
-use crate::reply::{self, Framing};
 use crate::respond::{Conn, Disposition, Request};
 use crate::worker::Worker;
 
@@ -91,13 +90,7 @@ pub async fn delete_objects(
             }),
         }
     }
-    let body = xml::to_xml(&result);
-    let keep_alive = req.keep_alive();
-    reply::start(&mut conn.out, 200, &worker.date, req.id);
-    reply::header(&mut conn.out, "Content-Type", b"application/xml");
-    reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
-    reply::finish(&mut conn.out, Framing::Length(body.len() as u64), keep_alive);
-    Ok(Disposition::after(conn.send_with_body(body.into()).await, keep_alive))
+    super::list::send_xml(worker, conn, req, xml::to_xml(&result)).await
 }
 
 /// Reads a request's XML body whole (at most 4 MiB), checking Content-MD5 and the signed SHA-256
@@ -130,7 +123,7 @@ pub(super) async fn read_xml_body(
     }
     if let Some(md5) = req.header("content-md5") {
         use md5::Digest as _;
-        let expected = super::put::decode_md5(md5).ok_or(S3Error::InvalidDigest)?;
+        let expected = crate::fill::decode_md5(md5).ok_or(S3Error::InvalidDigest)?;
         if md5::Md5::digest(&bytes).as_slice() != expected {
             return Err(S3Error::BadDigest);
         }

@@ -90,7 +90,7 @@ pub async fn put_object(
     }
     let content_md5 = match req.header("content-md5") {
         None => None,
-        Some(v) => Some(decode_md5(v).ok_or(S3Error::InvalidDigest)?),
+        Some(v) => Some(crate::fill::decode_md5(v).ok_or(S3Error::InvalidDigest)?),
     };
     let mut checks =
         Checks { sha256: signed.verified.payload_hasher(), checksum: None, signer: signed.verified.chunk_signer };
@@ -266,11 +266,4 @@ async fn read_aws_chunked(
         }
     }
     Ok(())
-}
-
-/// Content-MD5 is the base64 of the 16-byte digest (RFC 1864).
-pub(super) fn decode_md5(value: &[u8]) -> Option<[u8; 16]> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(value.trim_ascii()).ok()?;
-    bytes.try_into().ok()
 }
