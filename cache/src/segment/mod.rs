@@ -116,7 +116,11 @@ pub struct StoredObject {
 pub struct Segment {
     pub(crate) id: u64,
     pub(crate) path: PathBuf,
-    pub(crate) file: File,
+    /// The open file. A solo segment closes it once its one record is complete
+    /// ([`Segment::release_file`]): a store of a million big objects must not hold a million
+    /// descriptors (the node's connections share the same limit). Later uses (a mapping
+    /// evicted from the map cache, a deferred sync) open it again for their duration.
+    file: Mutex<Option<Arc<File>>>,
     pub(crate) nonce: u64,
     pub(crate) capacity: u64,
     /// Holds one record only (a big object, or a spilled body of unknown length).
@@ -165,10 +169,11 @@ impl Segment {
             capacity,
             created_ms: unix_ms(SystemTime::now()),
         };
+        let file = Arc::new(file);
         let seg = Segment {
             id,
             path,
-            file,
+            file: Mutex::new(Some(file.clone())),
             nonce: header.nonce,
             capacity,
             solo,
@@ -188,7 +193,7 @@ impl Segment {
         // A regular segment is mapped now, at its full capacity, so readers can follow records
         // while they are written. A solo segment's writer maps it itself (`map_whole`).
         if capacity > 0 && !solo {
-            match sys::map_file(&seg.file, capacity) {
+            match sys::map_file(&file, capacity) {
                 Ok(map) => {
                     let _ = seg.map.set(map);
                 }
@@ -211,7 +216,7 @@ impl Segment {
             }
             Err(e) => {
                 // Part of `buf` may have landed before the error.
-                if let Ok(m) = self.file.metadata() {
+                if let Ok(m) = fs::metadata(&self.path) {
                     self.grew_to(m.len());
                 }
                 self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
@@ -222,12 +227,30 @@ impl Segment {
 
     /// The file write, through the fault plan when tests installed one.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let file = self.file()?;
         #[cfg(feature = "faults")]
-        if let Some(landed) = faults::before_write(&self.path, &self.file, offset, buf.len())? {
-            self.file.write_all_at(&buf[..landed], offset)?;
+        if let Some(landed) = faults::before_write(&self.path, &file, offset, buf.len())? {
+            file.write_all_at(&buf[..landed], offset)?;
             return Err(faults::short_write_error(&self.path));
         }
-        self.file.write_all_at(buf, offset)
+        file.write_all_at(buf, offset)
+    }
+
+    /// The segment's file: the one held open, or (after [`Segment::release_file`]) opened again
+    /// for the caller's use only.
+    pub(crate) fn file(&self) -> std::io::Result<Arc<File>> {
+        if let Some(file) = &*self.file.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(file.clone());
+        }
+        Ok(Arc::new(OpenOptions::new().read(true).write(true).open(&self.path)?))
+    }
+
+    /// Closes a complete solo segment's descriptor (see the `file` field). Regular segments keep
+    /// theirs: they are few, and written until sealed.
+    pub(crate) fn release_file(&self) {
+        if self.solo && self.is_sealed() {
+            *self.file.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
     }
 
     fn grew_to(&self, end: u64) {
@@ -239,7 +262,7 @@ impl Segment {
 
     /// `fdatasync`; a failure counts in `write_failures`.
     pub(crate) fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| {
+        self.file().and_then(|file| file.sync_data()).map_err(|e| {
             self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
             Error::write(&self.path, e)
         })?;
@@ -282,7 +305,7 @@ impl Segment {
 
     /// Maps the first `len` bytes of the file (for a solo segment's writer and the map cache).
     pub(crate) fn map_whole(&self, len: u64) -> Result<Bytes> {
-        sys::map_file(&self.file, len).map_err(|e| Error::io(&self.path, e))
+        self.file().and_then(|file| sys::map_file(&file, len)).map_err(|e| Error::io(&self.path, e))
     }
 
     /// The segment's bytes as mapped: a regular segment's own mapping, or a solo segment's from
@@ -314,45 +337,48 @@ impl Drop for Segment {
 }
 
 /// The mappings of recently read solo segments (big objects, one file each), least recently
-/// used evicted past [`MAPPED_SOLO_SEGMENTS`].
+/// used evicted past a cap ([`MAPPED_SOLO_SEGMENTS`]).
 ///
 /// Mapping every solo segment for its whole life made `vm.max_map_count` (65,530 by default)
 /// the cap on how many big objects a store could hold. Now the mappings alive are the cached
 /// ones plus those whose slices readers still hold: an evicted mapping lives on in its readers'
 /// `Bytes` and goes when the last one does; a later read maps the file again (the pages stay in
-/// the page cache, so that costs a system call and minor faults, not disk reads).
+/// the page cache, so that costs a system call and minor faults, not disk reads; measured in
+/// `bench/RESULTS.md`, `cache/examples/solo_many.rs`).
+///
+/// One mutex for the whole cache, taken once per read of a big object (a quarter segment or
+/// more, so the read itself dwarfs it); every operation under it is O(1) (the `lru` crate: a
+/// hash map threaded with a recency list).
 #[derive(Debug)]
 pub(crate) struct MapCache {
-    inner: Mutex<MapCacheInner>,
-    cap: usize,
+    maps: Mutex<lru::LruCache<u64, Bytes>>,
 }
 
 impl Default for MapCache {
     fn default() -> Self {
-        MapCache { inner: Mutex::default(), cap: MAPPED_SOLO_SEGMENTS }
+        MapCache::with_cap(MAPPED_SOLO_SEGMENTS)
     }
-}
-
-#[derive(Debug, Default)]
-struct MapCacheInner {
-    /// Segment id -> (mapping, last use).
-    maps: std::collections::HashMap<u64, (Bytes, u64)>,
-    tick: u64,
 }
 
 /// Solo-segment mappings kept while recently read; the rest of `vm.max_map_count` is headroom.
 pub(crate) const MAPPED_SOLO_SEGMENTS: usize = 4096;
 
 impl MapCache {
+    pub(crate) fn with_cap(cap: usize) -> Self {
+        let cap = std::num::NonZeroUsize::new(cap).unwrap_or(std::num::NonZeroUsize::MIN);
+        MapCache { maps: Mutex::new(lru::LruCache::new(cap)) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<u64, Bytes>> {
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn get(&self, segment: &Segment) -> Option<Bytes> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.tick += 1;
-        let tick = inner.tick;
-        if let Some((map, used)) = inner.maps.get_mut(&segment.id) {
-            *used = tick;
+        if let Some(map) = self.lock().get(&segment.id) {
             return Some(map.clone());
         }
-        drop(inner);
+        // Mapped outside the lock: two readers may both map a file; the second insert wins and
+        // the first mapping goes with its reader.
         let map = match segment.map_whole(segment.len()) {
             Ok(map) => map,
             Err(e) => {
@@ -366,25 +392,17 @@ impl MapCache {
 
     /// Keeps `map` as segment `id`'s mapping, evicting the least recently used past the cap.
     pub(crate) fn insert(&self, id: u64, map: Bytes) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.tick += 1;
-        let tick = inner.tick;
-        inner.maps.insert(id, (map, tick));
-        if inner.maps.len() > self.cap {
-            if let Some(oldest) = inner.maps.iter().min_by_key(|(_, (_, used))| *used).map(|(id, _)| *id) {
-                inner.maps.remove(&oldest);
-            }
-        }
+        self.lock().put(id, map);
     }
 
     /// Drops segment `id`'s mapping (its file is going).
     pub(crate) fn forget(&self, id: u64) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).maps.remove(&id);
+        self.lock().pop(&id);
     }
 
     /// Mappings held (for tests and metrics).
     pub(crate) fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).maps.len()
+        self.lock().len()
     }
 }
 
@@ -491,6 +509,11 @@ impl Store {
     /// Fails with [`Error::Locked`] while another store (in any process, this one included)
     /// has the directory open; nothing in it is touched then.
     pub fn open(config: StoreConfig) -> Result<(Arc<Store>, RecoveryReport)> {
+        Store::open_with(config, MapCache::default())
+    }
+
+    /// [`Store::open`] with its own cache of solo-segment mappings (tests use a small one).
+    pub(crate) fn open_with(config: StoreConfig, maps: MapCache) -> Result<(Arc<Store>, RecoveryReport)> {
         fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
         // Before anything else in the directory: recovery deletes files, and ids are handed out
         // from what it finds.
@@ -500,7 +523,7 @@ impl Store {
         fs::create_dir_all(&segments_dir).map_err(|e| Error::io(&segments_dir, e))?;
         let index = Arc::new(index::Index::new());
         let stats = Arc::new(StoreStats::default());
-        let maps = Arc::new(MapCache::default());
+        let maps = Arc::new(maps);
         let recovered = recover::recover_dir(&segments_dir, &index, &stats, &maps)?;
         stats.disk_bytes.fetch_add(recovered.disk_bytes, Ordering::Relaxed);
         let verifier = verify::Verifier::start(verify::VERIFIER_THREADS).map_err(|e| Error::io(&config.dir, e))?;
@@ -1135,14 +1158,17 @@ mod tests {
 
     #[test]
     fn the_map_cache_keeps_the_most_recently_used_mappings() {
-        let cache = MapCache { inner: Mutex::default(), cap: 2 };
+        let cache = MapCache::with_cap(2);
         for id in 1..=3 {
             cache.insert(id, Bytes::from(vec![id as u8]));
         }
         assert_eq!(cache.len(), 2, "the least recently used went");
-        let ids: Vec<u64> = cache.inner.lock().unwrap().maps.keys().copied().collect();
-        assert!(!ids.contains(&1), "{ids:?}");
-        cache.forget(3);
+        assert!(!cache.lock().contains(&1));
+        // A read makes 2 the most recent, so 3 goes next.
+        assert!(cache.lock().get(&2).is_some());
+        cache.insert(4, Bytes::from_static(b"4"));
+        assert!(cache.lock().contains(&2) && !cache.lock().contains(&3));
+        cache.forget(4);
         assert_eq!(cache.len(), 1);
     }
 
@@ -1166,18 +1192,31 @@ mod tests {
             put(&store, &format!("big{i}"), &body(300_000, i as u8));
         }
         drop(store);
-        let store = Store::open(config).unwrap().0;
+        let store = Store::open_with(config, MapCache::with_cap(4)).unwrap().0;
         assert_eq!(store.cached_mappings(), 0, "nothing is mapped at start");
         let mapped = |dir: &Path| {
             let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
             maps.lines().filter(|l| l.contains(dir.to_str().unwrap())).count()
         };
         assert_eq!(mapped(dir.path()), 0, "no segment of this store is mapped");
-        for i in 0..40 {
-            let got = store.get(ObjectKeyRef::new("b", &format!("big{i}"))).unwrap().unwrap();
-            assert_eq!(got.body, body(300_000, i as u8));
+        // Forty big objects read through a cache of four mappings: the process never maps more
+        // than those four and the one being read.
+        for round in 0..2 {
+            for i in 0..40 {
+                let got = store.get(ObjectKeyRef::new("b", &format!("big{i}"))).unwrap().unwrap();
+                assert_eq!(got.body, body(300_000, i as u8), "round {round}, object {i}");
+                assert!(mapped(dir.path()) <= 5, "{} mappings", mapped(dir.path()));
+            }
         }
-        assert_eq!(store.cached_mappings(), 40);
+        assert_eq!(store.cached_mappings(), 4);
+        assert_eq!(mapped(dir.path()), 4, "only the cached mappings outlive their readers");
+        // Nor does it hold their files open: the descriptor limit is not the cap either.
+        let open_solo_files = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.unwrap().path()).ok())
+            .filter(|target| target.starts_with(dir.path()) && target.extension().is_some_and(|e| e == "seg"))
+            .count();
+        assert!(open_solo_files <= 1, "{open_solo_files} segment files open (at most the empty active one)");
     }
 
     #[test]
@@ -1190,7 +1229,7 @@ mod tests {
         let seg = Segment {
             id: 1,
             path: "/dev/full".into(),
-            file,
+            file: Mutex::new(Some(Arc::new(file))),
             nonce: 0,
             capacity: 0,
             solo: false,

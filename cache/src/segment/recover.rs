@@ -126,7 +126,7 @@ fn scan_segment(
     let segment = Arc::new(Segment {
         id,
         path: path.to_path_buf(),
-        file,
+        file: std::sync::Mutex::new(Some(std::sync::Arc::new(file))),
         nonce: fh.nonce,
         capacity: len,
         solo: fh.flags & FLAG_SOLO != 0,
@@ -204,6 +204,7 @@ fn scan_segment(
         }
         off = end;
     }
+    segment.release_file();
     scan.segment = Some(segment);
     Ok(scan)
 }

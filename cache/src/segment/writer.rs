@@ -131,7 +131,9 @@ impl FillReader {
         // every other reader of this record take that lock. Bytes below `written` never change,
         // and the `Arc` keeps the file open even if the writer abandons the record meanwhile.
         let mut buf = vec![0u8; (to - from) as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&segment.file, &mut buf, from)
+        segment
+            .file()
+            .and_then(|file| std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, from))
             .map_err(|e| Error::io(&segment.path, e))?;
         Ok(Some(Bytes::from(buf)))
     }
@@ -470,6 +472,7 @@ impl RecordWriter {
                 None => segment.map_whole(record_offset + header.total_len())?,
             };
             store.maps.insert(segment.id, map);
+            segment.release_file();
         }
         let meta = Arc::new(ObjectMeta {
             bucket: self.bucket.clone(),
