@@ -11,6 +11,10 @@ pub enum Error {
     /// writer's pin. Not a failure of the store; the record is simply not kept.
     #[error("superseded: the key changed after this write began")]
     Superseded,
+    /// The commit was called off from outside ([`crate::RecordWriter::cancel_when`]): its bucket
+    /// is being deleted. Nothing is kept.
+    #[error("cancelled: the object's bucket is being deleted")]
+    Cancelled,
     /// Bytes on disk failed a magic/length/checksum check.
     #[error("corrupt record in segment {segment} at offset {offset}: {what}")]
     Corrupt { segment: u64, offset: u64, what: &'static str },

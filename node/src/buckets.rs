@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +25,16 @@ pub struct Bucket {
     pub created: SystemTime,
     /// Declared in the config file (rather than created through S3).
     pub declared: bool,
+    /// Set while a DeleteBucket decides, and for good once it succeeds: every object write
+    /// into this bucket carries it ([`crate::worker::Shared::begin`]) and is refused at commit
+    /// once it is set, so no object is committed into a bucket that is gone.
+    pub deleting: Arc<AtomicBool>,
+}
+
+impl Bucket {
+    fn new(config: BucketConfig, created: SystemTime, declared: bool) -> Bucket {
+        Bucket { config, created, declared, deleting: Arc::default() }
+    }
 }
 
 /// Every bucket, by name.
@@ -49,7 +60,7 @@ impl BucketTable {
             .unwrap_or(UNIX_EPOCH);
         let mut buckets = BTreeMap::new();
         for b in &config.buckets {
-            let bucket = Bucket { config: b.clone(), created: declared_at, declared: true };
+            let bucket = Bucket::new(b.clone(), declared_at, true);
             buckets.insert(b.name.clone(), Arc::new(bucket));
         }
         for (name, saved) in load_persisted(&config.store.dir)?.buckets {
@@ -61,7 +72,7 @@ impl BucketTable {
                 anyhow::bail!("{}: bucket {name:?}: {e}", path(&config.store.dir).display());
             }
             let created = UNIX_EPOCH + Duration::from_secs(saved.created);
-            buckets.insert(name.clone(), Arc::new(Bucket { config: created_config(name), created, declared: false }));
+            buckets.insert(name.clone(), Arc::new(Bucket::new(created_config(name), created, false)));
         }
         Ok(BucketTable { buckets })
     }
@@ -81,7 +92,7 @@ impl BucketTable {
             return Err(Refusal::AlreadyExists);
         }
         let mut buckets = self.buckets.clone();
-        let bucket = Bucket { config: created_config(name.to_string()), created: now, declared: false };
+        let bucket = Bucket::new(created_config(name.to_string()), now, false);
         buckets.insert(name.to_string(), Arc::new(bucket));
         Ok(BucketTable { buckets })
     }

@@ -81,6 +81,7 @@ impl From<edgemirror_cache::Error> for S3Error {
     fn from(e: edgemirror_cache::Error) -> S3Error {
         match e {
             edgemirror_cache::Error::NoSpace(why) => S3Error::StoreFull(why),
+            edgemirror_cache::Error::Cancelled => S3Error::NoSuchBucket,
             edgemirror_cache::Error::BodyMismatch(why) if why.contains("MD5") => S3Error::BadDigest,
             edgemirror_cache::Error::BodyMismatch(why) => S3Error::IncompleteBody(why),
             e => S3Error::Internal(e.to_string()),

@@ -96,7 +96,7 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     let rule = guard.commit_rule();
     let key = ObjectKeyRef::new(&guard.fill().key.bucket, &guard.fill().key.key);
     let body = OriginBody { resp, url: origin_url, length, content_md5 };
-    match shared.store.begin(worker.id, key, meta.clone(), length, rule) {
+    match shared.begin(worker.id, key, meta.clone(), length, rule) {
         Ok(writer) => to_record(&worker, guard, rid, body, meta, writer).await,
         Err(edgemirror_cache::Error::NoSpace(reason)) => {
             // Full, or too large for the store: the clients still get the object, unstored.
@@ -220,9 +220,10 @@ async fn to_record(
             guard.finish(Phase::Complete { written: obj.meta.size });
             shared.hot.insert(&obj);
         }
-        Err(edgemirror_cache::Error::Superseded) => {
-            // A PUT or a purge landed while this fill ran: it wins and what was fetched is not
-            // stored. The clients were sent a whole, verified body: they complete normally.
+        Err(edgemirror_cache::Error::Superseded | edgemirror_cache::Error::Cancelled) => {
+            // A PUT or a purge landed while this fill ran (it wins), or the bucket is being
+            // deleted: what was fetched is not stored. The clients were sent a whole, verified
+            // body: they complete normally.
             metrics.fills_superseded.inc();
             tracing::info!(request_id = %rid, "the key changed while it was fetched; the fetched copy is not stored");
             guard.finish(Phase::Complete { written: writer_len });

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use edgemirror_cache::{HotCache, Store};
+use edgemirror_cache::{CommitRule, HotCache, ObjectKeyRef, RecordMeta, RecordWriter, Store};
 
 use crate::buckets::{Bucket, BucketTable};
 use crate::config::Config;
@@ -52,6 +52,23 @@ impl Shared {
     /// The bucket named `name`, if this node serves it.
     pub fn bucket(&self, name: &str) -> Option<Arc<Bucket>> {
         self.buckets.load().get(name).cloned()
+    }
+
+    /// Starts writing an object of a bucket. The write is tied to the bucket as it is now: if
+    /// the bucket is deleted before the commit, the commit is refused
+    /// ([`edgemirror_cache::Error::Cancelled`]), and a bucket already gone refuses it at once.
+    pub fn begin(
+        &self,
+        lane: usize,
+        key: ObjectKeyRef<'_>,
+        meta: RecordMeta,
+        length: Option<u64>,
+        rule: CommitRule,
+    ) -> edgemirror_cache::Result<RecordWriter> {
+        let bucket = self.bucket(key.bucket).ok_or(edgemirror_cache::Error::Cancelled)?;
+        let mut writer = self.store.begin(lane, key, meta, length, rule)?;
+        writer.cancel_when(bucket.deleting.clone());
+        Ok(writer)
     }
 }
 

@@ -829,3 +829,40 @@ print("phase two ok")
     let listing = cli(&["ls"]);
     assert!(!listing.contains("cli-bucket") && listing.contains("kept-across-restart"), "{listing}");
 }
+
+/// An upload that began before its bucket was deleted must not land in the deleted bucket: it
+/// would be invisible, and come back when the name is created again. DeleteBucket flags the
+/// bucket before it checks that it is empty, and a commit into a flagged bucket is refused.
+#[test]
+fn an_upload_racing_delete_bucket_never_lands_in_the_deleted_bucket() {
+    let node = node_with_s3(None);
+    let host = node.data_addr().to_string();
+    let ok = |raw: Vec<u8>, status: u16| {
+        let r = send(&node, &raw);
+        assert_eq!(r.status, status, "{r:?}");
+    };
+    ok(signed("PUT", &host, "/racing", b"", &[], SECRET), 200);
+
+    // The upload's head and half its body are in; the object's record is being written.
+    let body = pattern_body(100_000, 9);
+    let raw = signed("PUT", &host, "/racing/k", &body, &[], SECRET);
+    let (first, rest) = raw.split_at(raw.len() - 50_000);
+    let mut upload = Conn::new(node.data_addr());
+    upload.send(first).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The bucket holds no committed object yet: it is deleted.
+    ok(signed("DELETE", &host, "/racing", b"", &[], SECRET), 204);
+
+    // The rest of the body arrives: the bucket is gone, and so is the upload.
+    upload.send(rest).unwrap();
+    let answer = upload.read_response().unwrap();
+    assert_s3_error(&answer, 404, Some("NoSuchBucket"));
+
+    // Created again, the bucket is empty.
+    ok(signed("PUT", &host, "/racing", b"", &[], SECRET), 200);
+    let r = send(&node, &signed("GET", &host, "/racing/k", b"", &[], SECRET));
+    assert_s3_error(&r, 404, Some("NoSuchKey"));
+    let listing = send(&node, &signed("GET", &host, "/racing?list-type=2", b"", &[], SECRET));
+    assert!(listing.text().contains("<KeyCount>0</KeyCount>"), "{}", listing.text());
+}

@@ -67,6 +67,9 @@ pub struct RecordWriter {
     md5_deferred: bool,
     /// What concurrent readers see of this record (read-while-write).
     view: Arc<Mutex<View>>,
+    /// Set by someone else to refuse this commit: the bucket is being deleted
+    /// ([`RecordWriter::cancel_when`]).
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The part of an unfinished record that is readable: where its body lies once placed, the
@@ -223,6 +226,7 @@ impl Store {
             expected_md5: None,
             md5_deferred: false,
             view: Arc::new(Mutex::new(View::default())),
+            cancel: None,
         };
         if let Some(len) = body_len {
             w.target = w.place(len, 0)?;
@@ -243,6 +247,13 @@ impl Store {
 }
 
 impl RecordWriter {
+    /// Refuses the commit ([`Error::Cancelled`]) if `flag` is set by then. The check and the
+    /// publication happen under the key's lock, so a deleter that sets the flag and then scans
+    /// the index (DeleteBucket's emptiness check) cannot miss an object committed meanwhile.
+    pub fn cancel_when(&mut self, flag: Arc<std::sync::atomic::AtomicBool>) {
+        self.cancel = Some(flag);
+    }
+
     /// Chooses where a record of `body_len` bytes goes and writes its head there.
     fn place(&self, body_len: u64, flags: u32) -> Result<Target> {
         let store = &self.store;
@@ -440,6 +451,11 @@ impl RecordWriter {
         // sequence order, the order recovery replays. The trailer write is a few dozen bytes
         // into the page cache (plus an fdatasync under the Always policy).
         let mut lock = store.index.lock_key(key);
+        if self.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst)) {
+            // Checked under the key's lock: whoever set the flag and then looks at the index
+            // either finds this object or knows it will never be committed.
+            return Err(Error::Cancelled);
+        }
         if let CommitRule::IfUnchangedSince(pin) = &self.rule {
             if lock.current_seq().is_some_and(|current| current >= pin.since) {
                 // No trailer: the record never becomes valid; the winner stays.

@@ -9,6 +9,7 @@
 //!   a bucket of the config file is refused (403): edit the file instead.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -74,7 +75,8 @@ pub async fn delete(
     let shared = &worker.shared;
     {
         let _guard = shared.buckets_update.lock().unwrap_or_else(|e| e.into_inner());
-        let next = match shared.buckets.load().without(bucket) {
+        let table = shared.buckets.load();
+        let next = match table.without(bucket) {
             Ok(next) => next,
             Err(Refusal::Declared) => {
                 return Err(S3Error::AccessDenied(
@@ -83,10 +85,19 @@ pub async fn delete(
             }
             Err(Refusal::NoSuchBucket) | Err(Refusal::AlreadyExists) => return Err(S3Error::NoSuchBucket),
         };
+        // Flag first, then look: a write in flight either committed before the flag (and is
+        // seen here) or is refused at its commit. Lowered again if the bucket stays.
+        let deleting = &table.get(bucket).ok_or(S3Error::NoSuchBucket)?.deleting;
+        deleting.store(true, Ordering::SeqCst);
+        let stays = |e: S3Error| {
+            deleting.store(false, Ordering::SeqCst);
+            e
+        };
         if !shared.store.list(bucket, "", None).is_empty() {
-            return Err(S3Error::BucketNotEmpty);
+            return Err(stays(S3Error::BucketNotEmpty));
         }
-        next.persist(&shared.config.store.dir).map_err(|e| S3Error::Internal(format!("saving buckets.json: {e}")))?;
+        next.persist(&shared.config.store.dir)
+            .map_err(|e| stays(S3Error::Internal(format!("saving buckets.json: {e}"))))?;
         shared.buckets.store(Arc::new(next));
     }
     multipart::abort_bucket_uploads(worker, bucket);

@@ -168,7 +168,7 @@ pub async fn complete(
     meta.parts = chosen.len() as u32;
     meta.checksum = None;
     let okey = ObjectKeyRef::new(bucket, key);
-    let mut writer = shared.store.begin(worker.id, okey, meta, Some(total), CommitRule::LastWins)?;
+    let mut writer = shared.begin(worker.id, okey, meta, Some(total), CommitRule::LastWins)?;
     writer.defer_md5();
     for m in &chosen {
         let part = shared
