@@ -96,7 +96,7 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     let rule = guard.commit_rule();
     let key = ObjectKeyRef::new(&guard.fill().key.bucket, &guard.fill().key.key);
     let body = OriginBody { resp, url: origin_url, length, content_md5 };
-    match shared.begin(worker.id, key, meta.clone(), length, rule) {
+    match shared.begin(worker.id, key.bucket, key, meta.clone(), length, rule) {
         Ok(writer) => to_record(&worker, guard, rid, body, meta, writer).await,
         Err(edgemirror_cache::Error::NoSpace(reason)) => {
             // Full, or too large for the store: the clients still get the object, unstored.

@@ -54,18 +54,20 @@ impl Shared {
         self.buckets.load().get(name).cloned()
     }
 
-    /// Starts writing an object of a bucket. The write is tied to the bucket as it is now: if
-    /// the bucket is deleted before the commit, the commit is refused
-    /// ([`edgemirror_cache::Error::Cancelled`]), and a bucket already gone refuses it at once.
+    /// Starts writing `key` for bucket `owner` (the key's own bucket, or for a multipart part
+    /// the upload's). The write is tied to that bucket as it is now: if the bucket is deleted
+    /// before the commit, the commit is refused ([`edgemirror_cache::Error::Cancelled`]), and a
+    /// bucket already gone refuses it at once.
     pub fn begin(
         &self,
         lane: usize,
+        owner: &str,
         key: ObjectKeyRef<'_>,
         meta: RecordMeta,
         length: Option<u64>,
         rule: CommitRule,
     ) -> edgemirror_cache::Result<RecordWriter> {
-        let bucket = self.bucket(key.bucket).ok_or(edgemirror_cache::Error::Cancelled)?;
+        let bucket = self.bucket(owner).ok_or(edgemirror_cache::Error::Cancelled)?;
         let mut writer = self.store.begin(lane, key, meta, length, rule)?;
         writer.cancel_when(bucket.deleting.clone());
         Ok(writer)

@@ -47,7 +47,7 @@ pub async fn copy_object(
         RecordMeta { last_modified: RecordMeta::new(SystemTime::now()).last_modified, ..src.meta.record.clone() }
     };
     let okey = ObjectKeyRef::new(bucket, key);
-    let mut writer = shared.begin(worker.id, okey, meta, Some(src.meta.size), CommitRule::LastWins)?;
+    let mut writer = shared.begin(worker.id, bucket, okey, meta, Some(src.meta.size), CommitRule::LastWins)?;
     let mut at = 0;
     while at < src.body.len() {
         let end = (at + COPY_PIECE_BYTES).min(src.body.len());

@@ -86,7 +86,7 @@ async fn serve(
         Op::GetObject | Op::HeadObject => object::serve(worker, conn, req, &target.bucket, &target.key).await,
         Op::PutObject => {
             let signed = signed.ok_or(S3Error::Internal("a PUT reached its handler unsigned".into()))?;
-            put::put_object(worker, conn, req, body, &target.bucket, &target.key, signed).await
+            put::put_object(worker, conn, req, body, &target.bucket, &target.key, &target.bucket, signed).await
         }
         Op::DeleteObject => delete::delete_object(worker, conn, req, &target.bucket, &target.key).await,
         Op::ListObjects => list::list_objects(worker, conn, req, &target.bucket).await,

@@ -115,7 +115,7 @@ pub async fn upload_part(
         .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
         .ok_or(S3Error::InvalidRequest("partNumber must be an integer from 1 to 10000"))?;
     upload(&worker.shared.store, &id, bucket, key)?;
-    super::put::put_object(worker, conn, req, body, MPU_BUCKET, &part_key(&id, number), signed).await
+    super::put::put_object(worker, conn, req, body, MPU_BUCKET, &part_key(&id, number), bucket, signed).await
 }
 
 /// `POST /{bucket}/{key}?uploadId=ID` with the list of parts.
@@ -168,7 +168,7 @@ pub async fn complete(
     meta.parts = chosen.len() as u32;
     meta.checksum = None;
     let okey = ObjectKeyRef::new(bucket, key);
-    let mut writer = shared.begin(worker.id, okey, meta, Some(total), CommitRule::LastWins)?;
+    let mut writer = shared.begin(worker.id, bucket, okey, meta, Some(total), CommitRule::LastWins)?;
     writer.defer_md5();
     for m in &chosen {
         let part = shared

@@ -65,6 +65,7 @@ pub async fn put_object(
     body: &mut RequestBody,
     bucket: &str,
     key: &str,
+    owner: &str,
     signed: Signed,
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
@@ -115,7 +116,7 @@ pub async fn put_object(
         meta.checksum = Some((alg.header_name().into(), Bytes::copy_from_slice(expected.as_bytes())));
     }
     let okey = ObjectKeyRef::new(bucket, key);
-    let mut writer = shared.begin(worker.id, okey, meta, Some(length), CommitRule::LastWins)?;
+    let mut writer = shared.begin(worker.id, owner, okey, meta, Some(length), CommitRule::LastWins)?;
     if let Some(md5) = content_md5 {
         writer.expect_md5(md5);
     }
