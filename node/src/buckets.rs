@@ -26,7 +26,7 @@ pub struct Bucket {
     /// Declared in the config file (rather than created through S3).
     pub declared: bool,
     /// Set while a DeleteBucket decides, and for good once it succeeds: every object write
-    /// into this bucket carries it ([`crate::worker::Shared::begin`]) and is refused at commit
+    /// into this bucket carries it (`Shared::begin` in the worker module) and is refused at commit
     /// once it is set, so no object is committed into a bucket that is gone.
     pub deleting: Arc<AtomicBool>,
 }

@@ -15,6 +15,8 @@ pub enum S3Error {
     BadRequest(ParseError),
     /// Downstream: well-formed but not something we serve.
     InvalidRequest(&'static str),
+    /// Downstream: a parameter or header with a value S3 does not accept.
+    InvalidArgument(&'static str),
     MethodNotAllowed,
     NoSuchBucket,
     NoSuchKey,
@@ -93,7 +95,7 @@ impl S3Error {
     pub fn status(&self) -> u16 {
         match self {
             S3Error::BadRequest(e) => e.status(),
-            S3Error::InvalidRequest(_) => 400,
+            S3Error::InvalidRequest(_) | S3Error::InvalidArgument(_) => 400,
             S3Error::MethodNotAllowed => 405,
             S3Error::NoSuchBucket | S3Error::NoSuchKey | S3Error::NoSuchKeyAtOrigin | S3Error::NoSuchUpload => 404,
             S3Error::InvalidPart | S3Error::InvalidPartOrder | S3Error::EntityTooSmall => 400,
@@ -127,6 +129,7 @@ impl S3Error {
                 _ => "BadRequest",
             },
             S3Error::InvalidRequest(_) => "InvalidRequest",
+            S3Error::InvalidArgument(_) => "InvalidArgument",
             S3Error::MethodNotAllowed => "MethodNotAllowed",
             S3Error::NoSuchBucket => "NoSuchBucket",
             S3Error::NoSuchKey | S3Error::NoSuchKeyAtOrigin => "NoSuchKey",
@@ -161,7 +164,7 @@ impl S3Error {
     pub fn message(&self) -> Cow<'static, str> {
         match self {
             S3Error::BadRequest(e) => format!("malformed request: {}", e.as_str()).into(),
-            S3Error::InvalidRequest(m) => (*m).into(),
+            S3Error::InvalidRequest(m) | S3Error::InvalidArgument(m) => (*m).into(),
             S3Error::MethodNotAllowed => "the method is not allowed against this resource".into(),
             S3Error::NoSuchBucket => "the specified bucket does not exist".into(),
             S3Error::NoSuchKey | S3Error::NoSuchKeyAtOrigin => "the specified key does not exist".into(),

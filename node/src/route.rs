@@ -49,6 +49,8 @@ pub enum Op {
     CopyObject,
     CreateMultipartUpload,
     UploadPart,
+    /// An UploadPart with `x-amz-copy-source`.
+    UploadPartCopy,
     CompleteMultipartUpload,
     AbortMultipartUpload,
     ListParts,
@@ -122,7 +124,7 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
     // otherwise.
     if has_param(query, b"uploadId") && !no_key {
         return match method {
-            Method::Put if req.header("x-amz-copy-source").is_some() => Err(S3Error::NotImplemented("UploadPartCopy")),
+            Method::Put if req.header("x-amz-copy-source").is_some() => Ok(Op::UploadPartCopy),
             Method::Put => Ok(Op::UploadPart),
             Method::Post => Ok(Op::CompleteMultipartUpload),
             Method::Delete => Ok(Op::AbortMultipartUpload),

@@ -18,6 +18,64 @@ use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
 use crate::respond::{Conn, Disposition, Request};
 use crate::worker::Worker;
 
+/// The four conditional headers of a request: its own (a GET or HEAD), or CopyObject's and
+/// UploadPartCopy's about their source (`x-amz-copy-source-if-*`).
+pub struct ConditionHeaders {
+    if_match: &'static str,
+    if_unmodified_since: &'static str,
+    if_none_match: &'static str,
+    if_modified_since: &'static str,
+}
+
+pub const REQUEST_CONDITIONS: ConditionHeaders = ConditionHeaders {
+    if_match: "if-match",
+    if_unmodified_since: "if-unmodified-since",
+    if_none_match: "if-none-match",
+    if_modified_since: "if-modified-since",
+};
+
+pub const COPY_SOURCE_CONDITIONS: ConditionHeaders = ConditionHeaders {
+    if_match: "x-amz-copy-source-if-match",
+    if_unmodified_since: "x-amz-copy-source-if-unmodified-since",
+    if_none_match: "x-amz-copy-source-if-none-match",
+    if_modified_since: "x-amz-copy-source-if-modified-since",
+};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Precondition {
+    Proceed,
+    /// If-None-Match matched, or the object is not newer than If-Modified-Since: a GET answers
+    /// 304, a copy 412.
+    NotModified,
+}
+
+/// Evaluates `names` against an object, in RFC 9110 §13.2.2's order: If-Match, else
+/// If-Unmodified-Since (412 when it fails); then If-None-Match, else If-Modified-Since.
+pub fn preconditions(
+    req: &Request<'_>,
+    names: &ConditionHeaders,
+    etag: &str,
+    meta: &ObjectMeta,
+) -> Result<Precondition, S3Error> {
+    let last_modified = meta.record.last_modified;
+    if let Some(v) = req.header(names.if_match) {
+        if !proto::etag_matches(v, etag, false) {
+            return Err(S3Error::PreconditionFailed);
+        }
+    } else if let Some(since) = req.header(names.if_unmodified_since).and_then(proto::parse_http_date) {
+        if last_modified > since {
+            return Err(S3Error::PreconditionFailed);
+        }
+    }
+    let not_modified = match req.header(names.if_none_match) {
+        Some(v) => proto::etag_matches(v, etag, true),
+        None => {
+            req.header(names.if_modified_since).and_then(proto::parse_http_date).is_some_and(|d| last_modified <= d)
+        }
+    };
+    Ok(if not_modified { Precondition::NotModified } else { Precondition::Proceed })
+}
+
 /// Serves a committed object straight from the store (a miss that raced with the commit).
 pub async fn serve_from_store(
     worker: &Worker,
@@ -43,22 +101,7 @@ pub async fn send_stored(
 ) -> Result<Disposition, S3Error> {
     let etag_buf = meta.etag_bytes();
     let etag = etag_buf.as_str();
-    let last_modified = meta.record.last_modified;
-    // RFC 9110 §13.2.2: evaluation order.
-    if let Some(v) = req.header("if-match") {
-        if !proto::etag_matches(v, etag, false) {
-            return Err(S3Error::PreconditionFailed);
-        }
-    } else if let Some(since) = req.header("if-unmodified-since").and_then(proto::parse_http_date) {
-        if last_modified > since {
-            return Err(S3Error::PreconditionFailed);
-        }
-    }
-    let not_modified = match req.header("if-none-match") {
-        Some(v) => proto::etag_matches(v, etag, true),
-        None => req.header("if-modified-since").and_then(proto::parse_http_date).is_some_and(|d| last_modified <= d),
-    };
-    if not_modified {
+    if preconditions(req, &REQUEST_CONDITIONS, etag, meta)? == Precondition::NotModified {
         return send_not_modified(worker, conn, req, meta, etag, source).await;
     }
 

@@ -866,3 +866,74 @@ fn an_upload_racing_delete_bucket_never_lands_in_the_deleted_bucket() {
     let listing = send(&node, &signed("GET", &host, "/racing?list-type=2", b"", &[], SECRET));
     assert!(listing.text().contains("<KeyCount>0</KeyCount>"), "{}", listing.text());
 }
+
+/// UploadPartCopy (whole sources and `bytes=first-last` ranges, boto3's multipart `copy` of a
+/// large object) and the `x-amz-copy-source-if-*` conditions of both copies.
+#[test]
+fn parts_are_copied_from_stored_objects_with_ranges_and_conditions() {
+    let node = node_with_s3(None);
+    let script = format!(
+        r#"
+import boto3, botocore, hashlib, datetime
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="http://{addr}", config=Config(s3={{"addressing_style": "path"}}))
+def code(call, **kw):
+    try:
+        call(**kw)
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+    raise SystemExit(f"{{call.__name__}} {{kw}} succeeded")
+big = bytes((i * 7) % 251 for i in range(12 * 1024 * 1024))
+s3.put_object(Bucket="{BUCKET}", Key="src/big", Body=big)
+etag = s3.head_object(Bucket="{BUCKET}", Key="src/big")["ETag"]
+
+# By hand: two ranged copies of the source and a whole small one.
+u = s3.create_multipart_upload(Bucket="{BUCKET}", Key="dst/ranged")["UploadId"]
+src = {{"Bucket": "{BUCKET}", "Key": "src/big"}}
+p1 = s3.upload_part_copy(Bucket="{BUCKET}", Key="dst/ranged", UploadId=u, PartNumber=1, CopySource=src, CopySourceRange="bytes=0-5242879")
+p2 = s3.upload_part_copy(Bucket="{BUCKET}", Key="dst/ranged", UploadId=u, PartNumber=2, CopySource=src, CopySourceRange="bytes=6291456-12582911", CopySourceIfMatch=etag)
+s3.put_object(Bucket="{BUCKET}", Key="src/small", Body=b"tail")
+p3 = s3.upload_part_copy(Bucket="{BUCKET}", Key="dst/ranged", UploadId=u, PartNumber=3, CopySource={{"Bucket": "{BUCKET}", "Key": "src/small"}})
+assert p1["CopyPartResult"]["ETag"] == '"' + hashlib.md5(big[:5242880]).hexdigest() + '"', p1
+parts = [{{"PartNumber": n, "ETag": p["CopyPartResult"]["ETag"]}} for n, p in ((1, p1), (2, p2), (3, p3))]
+listed = s3.list_parts(Bucket="{BUCKET}", Key="dst/ranged", UploadId=u)["Parts"]
+assert [p["Size"] for p in listed] == [5242880, 6291456, 4], listed
+s3.complete_multipart_upload(Bucket="{BUCKET}", Key="dst/ranged", UploadId=u, MultipartUpload={{"Parts": parts}})
+got = s3.get_object(Bucket="{BUCKET}", Key="dst/ranged")["Body"].read()
+assert got == big[:5242880] + big[6291456:] + b"tail", len(got)
+
+# Bad ranges and failed conditions are refused with S3's codes, and store no part.
+for bad in ["0-2", "bytes=0", "bytes=hello-world", "bytes=0-2,3-5", "bytes=5-4"]:
+    assert code(s3.upload_part_copy, Bucket="{BUCKET}", Key="dst/ranged", UploadId=u, PartNumber=4, CopySource=src, CopySourceRange=bad) in ("InvalidArgument", "NoSuchUpload"), bad
+u2 = s3.create_multipart_upload(Bucket="{BUCKET}", Key="dst/refused")["UploadId"]
+kw = dict(Bucket="{BUCKET}", Key="dst/refused", UploadId=u2, PartNumber=1, CopySource=src)
+assert code(s3.upload_part_copy, CopySourceRange="bytes=0-12582912", **kw) == "InvalidRange"
+assert code(s3.upload_part_copy, CopySourceIfMatch='"0123"', **kw) == "PreconditionFailed"
+assert code(s3.upload_part_copy, CopySourceIfNoneMatch=etag, **kw) == "PreconditionFailed"
+assert code(s3.upload_part_copy, Bucket="{BUCKET}", Key="dst/refused", UploadId=u2, PartNumber=1, CopySource={{"Bucket": "{BUCKET}", "Key": "src/none"}}) == "NoSuchKey"
+assert code(s3.upload_part_copy, Bucket="{BUCKET}", Key="dst/refused", UploadId="0" * 32, PartNumber=1, CopySource=src) == "NoSuchUpload"
+assert s3.list_parts(Bucket="{BUCKET}", Key="dst/refused", UploadId=u2).get("Parts", []) == []
+s3.abort_multipart_upload(Bucket="{BUCKET}", Key="dst/refused", UploadId=u2)
+
+# CopyObject's source conditions.
+later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+earlier = datetime.datetime(2001, 1, 1, tzinfo=datetime.timezone.utc)
+s3.copy_object(Bucket="{BUCKET}", Key="dst/c1", CopySource=src, CopySourceIfMatch=etag, CopySourceIfModifiedSince=earlier)
+assert code(s3.copy_object, Bucket="{BUCKET}", Key="dst/c2", CopySource=src, CopySourceIfMatch='"0123"') == "PreconditionFailed"
+assert code(s3.copy_object, Bucket="{BUCKET}", Key="dst/c2", CopySource=src, CopySourceIfModifiedSince=later) == "PreconditionFailed"
+assert code(s3.copy_object, Bucket="{BUCKET}", Key="dst/c2", CopySource=src, CopySourceIfUnmodifiedSince=earlier) == "PreconditionFailed"
+assert code(s3.head_object, Bucket="{BUCKET}", Key="dst/c2") == "404"
+
+# boto3's managed copy of a large object: UploadPartCopy in parallel ranges.
+cfg = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+s3.copy(src, "{BUCKET}", "dst/managed", Config=cfg)
+h = s3.head_object(Bucket="{BUCKET}", Key="dst/managed")
+assert h["ETag"].endswith('-3"'), h["ETag"]
+assert s3.get_object(Bucket="{BUCKET}", Key="dst/managed")["Body"].read() == big
+print("part copies ok")
+"#,
+        addr = node.data_addr()
+    );
+    assert!(run_client(&node, "python3", &["-c", &script]).contains("part copies ok"));
+}

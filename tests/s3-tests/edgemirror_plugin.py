@@ -25,7 +25,7 @@ _MAX_EXCHANGES = 60
 _OUT = os.environ.get("EDGEMIRROR_S3T_EXCHANGES")
 
 _REQ_HEADERS_SKIP = {"user-agent", "amz-sdk-invocation-id", "amz-sdk-request", "accept-encoding",
-                     "x-amz-content-sha256", "authorization", "x-amz-date", "connection", "accept"}
+                     "authorization", "x-amz-date", "connection", "accept"}
 
 
 def _text(b, limit):

@@ -86,7 +86,16 @@ async fn serve(
         Op::GetObject | Op::HeadObject => object::serve(worker, conn, req, &target.bucket, &target.key).await,
         Op::PutObject => {
             let signed = signed.ok_or(S3Error::Internal("a PUT reached its handler unsigned".into()))?;
-            put::put_object(worker, conn, req, body, &target.bucket, &target.key, &target.bucket, signed).await
+            put::put_object(
+                worker,
+                conn,
+                req,
+                body,
+                edgemirror_cache::ObjectKeyRef::new(&target.bucket, &target.key),
+                &target.bucket,
+                signed,
+            )
+            .await
         }
         Op::DeleteObject => delete::delete_object(worker, conn, req, &target.bucket, &target.key).await,
         Op::ListObjects => list::list_objects(worker, conn, req, &target.bucket).await,
@@ -95,6 +104,7 @@ async fn serve(
             delete::delete_objects(worker, conn, req, body, &target.bucket, signed).await
         }
         Op::CopyObject => copy::copy_object(worker, conn, req, &target.bucket, &target.key).await,
+        Op::UploadPartCopy => copy::upload_part_copy(worker, conn, req, &target.bucket, &target.key).await,
         Op::CreateMultipartUpload => multipart::create(worker, conn, req, &target.bucket, &target.key).await,
         Op::UploadPart | Op::CompleteMultipartUpload => {
             let signed = signed.ok_or(S3Error::Internal("a multipart write reached its handler unsigned".into()))?;

@@ -64,7 +64,7 @@ fn upload(store: &Store, id: &str, bucket: &str, key: &str) -> Result<std::sync:
     }
 }
 
-fn part_key(id: &str, number: u32) -> String {
+pub fn part_key(id: &str, number: u32) -> String {
     format!("{id}/{number:05}")
 }
 
@@ -97,6 +97,19 @@ pub async fn create(
     send_xml(worker, conn, req, xml::to_xml(&result)).await
 }
 
+/// The upload and part number an UploadPart or UploadPartCopy names, once the upload is known
+/// to exist for `bucket`/`key`.
+pub fn part_of(worker: &Worker, req: &Request<'_>, bucket: &str, key: &str) -> Result<(String, u32), S3Error> {
+    let query = req.query().unwrap_or_default();
+    let id = param(query, "uploadId").unwrap_or_default();
+    let number = param(query, "partNumber")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or(S3Error::InvalidArgument("partNumber must be an integer from 1 to 10000"))?;
+    upload(&worker.shared.store, &id, bucket, key)?;
+    Ok((id, number))
+}
+
 /// `PUT /{bucket}/{key}?partNumber=N&uploadId=ID`: the part streams in like a PutObject.
 #[allow(clippy::too_many_arguments)]
 pub async fn upload_part(
@@ -108,14 +121,17 @@ pub async fn upload_part(
     key: &str,
     signed: Signed,
 ) -> Result<Disposition, S3Error> {
-    let query = req.query().unwrap_or_default();
-    let id = param(query, "uploadId").unwrap_or_default();
-    let number = param(query, "partNumber")
-        .and_then(|n| n.parse::<u32>().ok())
-        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
-        .ok_or(S3Error::InvalidRequest("partNumber must be an integer from 1 to 10000"))?;
-    upload(&worker.shared.store, &id, bucket, key)?;
-    super::put::put_object(worker, conn, req, body, MPU_BUCKET, &part_key(&id, number), bucket, signed).await
+    let (id, number) = part_of(worker, req, bucket, key)?;
+    super::put::put_object(
+        worker,
+        conn,
+        req,
+        body,
+        ObjectKeyRef::new(MPU_BUCKET, &part_key(&id, number)),
+        bucket,
+        signed,
+    )
+    .await
 }
 
 /// `POST /{bucket}/{key}?uploadId=ID` with the list of parts.

@@ -58,13 +58,14 @@ impl Checks {
     }
 }
 
+/// Stores the request's body as `okey` (an object, or a multipart part in the internal
+/// namespace) for bucket `owner` (the object's own; a part's upload's).
 pub async fn put_object(
     worker: &Rc<Worker>,
     conn: &mut Conn,
     req: &Request<'_>,
     body: &mut RequestBody,
-    bucket: &str,
-    key: &str,
+    okey: ObjectKeyRef<'_>,
     owner: &str,
     signed: Signed,
 ) -> Result<Disposition, S3Error> {
@@ -115,7 +116,6 @@ pub async fn put_object(
     if let Some((alg, _, Some(expected))) = &checks.checksum {
         meta.checksum = Some((alg.header_name().into(), Bytes::copy_from_slice(expected.as_bytes())));
     }
-    let okey = ObjectKeyRef::new(bucket, key);
     let mut writer = shared.begin(worker.id, owner, okey, meta, Some(length), CommitRule::LastWins)?;
     if let Some(md5) = content_md5 {
         writer.expect_md5(md5);
