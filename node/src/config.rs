@@ -670,7 +670,10 @@ impl RawConfig {
             }
         }
         let s3 = S3Config { region, domain, keys };
-        let multipart_max_age = Duration::from_secs(s.multipart_max_age_s.max(60));
+        if s.multipart_max_age_s == 0 {
+            bail!("store.multipart_max_age_s: must be at least 1 (seconds an unfinished multipart upload is kept)");
+        }
+        let multipart_max_age = Duration::from_secs(s.multipart_max_age_s);
         Ok(Config {
             s3,
             multipart_max_age,

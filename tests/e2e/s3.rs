@@ -937,3 +937,44 @@ print("part copies ok")
     );
     assert!(run_client(&node, "python3", &["-c", &script]).contains("part copies ok"));
 }
+
+/// A multipart upload nobody finishes is aborted once older than `store.multipart_max_age_s`:
+/// its parts leave the store, and an upload younger than that is left alone.
+#[test]
+fn abandoned_multipart_uploads_are_reclaimed_after_their_age() {
+    let node = NodeBuilder::new()
+        .bucket(BUCKET)
+        .with_line("store", "multipart_max_age_s = 2")
+        .with_extra_toml(&s3_toml())
+        .start();
+    let script = format!(
+        r#"
+import boto3, botocore, time
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="http://{addr}", config=Config(s3={{"addressing_style": "path"}}))
+old = s3.create_multipart_upload(Bucket="{BUCKET}", Key="left/behind")["UploadId"]
+for n in (1, 2):
+    s3.upload_part(Bucket="{BUCKET}", Key="left/behind", UploadId=old, PartNumber=n, Body=b"p" * 100000)
+assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="{BUCKET}")["Uploads"]] == [old]
+print("started")
+time.sleep(4.5)
+young = s3.create_multipart_upload(Bucket="{BUCKET}", Key="still/going")["UploadId"]
+uploads = [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="{BUCKET}").get("Uploads", [])]
+assert uploads == [young], uploads
+try:
+    s3.upload_part(Bucket="{BUCKET}", Key="left/behind", UploadId=old, PartNumber=3, Body=b"late")
+    raise SystemExit("a part of a reclaimed upload was taken")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "NoSuchUpload", e.response
+print("reclaimed ok")
+"#,
+        addr = node.data_addr()
+    );
+    let out = run_client(&node, "python3", &["-c", &script]);
+    assert!(out.contains("reclaimed ok"), "{out}");
+    // The parts are deleted from the store, not only hidden: the young upload's record is all
+    // that is left of either upload.
+    assert_eq!(crate::support::metric(&node, "edgemirror_store_objects"), 1);
+    assert!(crate::support::metric(&node, "edgemirror_store_objects_deleted_total") >= 3);
+    assert!(node.stderr().contains("abandoned multipart uploads aborted"), "{}", node.stderr());
+}
