@@ -8,6 +8,9 @@
 //! - `--cold` ([`cold`]): C concurrent GETs of one key sent at once, per round; reports the time
 //!   to first byte of each and when the last one finished (the miss path and its coalescing).
 //!
+//! Either mode can upload instead: `--put-bytes N --s3-key ACCESS:SECRET` makes every request an
+//! S3 PutObject of N bytes (signed with SigV4), for the store's write path.
+//!
 //! Efficiency, so the generator is not the bottleneck on one core: requests are rendered once
 //! ([`target`]); each thread is one monoio runtime (epoll by default, `--driver io-uring`)
 //! driving many connections; a response is parsed in place and its body is counted, not kept
@@ -85,6 +88,16 @@ struct Args {
     /// Extra request header, 'Name: value' (repeatable).
     #[arg(short = 'H', long = "header")]
     headers: Vec<String>,
+    /// S3 PutObject load: PUT a body of this many bytes to each URL instead of a GET (signed
+    /// with --s3-key; the URLs are /bucket/key paths).
+    #[arg(long)]
+    put_bytes: Option<usize>,
+    /// ACCESS:SECRET of the S3 key that signs --put-bytes requests.
+    #[arg(long)]
+    s3_key: Option<String>,
+    /// Region the --put-bytes requests are signed for.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
     /// Count the values of this response header (e.g. x-edgemirror-source, x-cache-status).
     #[arg(long)]
     count_header: Option<String>,
@@ -131,6 +144,21 @@ fn main() -> Result<()> {
         url_file: args.url_file.clone(),
         host: args.host.clone(),
         headers: args.headers.clone(),
+        upload: match (args.put_bytes, &args.s3_key) {
+            (None, _) => None,
+            (Some(_), None) => bail!("--put-bytes needs --s3-key ACCESS:SECRET"),
+            (Some(bytes), Some(key)) => {
+                let Some((access_key, secret_key)) = key.split_once(':') else {
+                    bail!("--s3-key {key:?}: expected ACCESS:SECRET");
+                };
+                Some(target::Upload {
+                    bytes,
+                    access_key: access_key.into(),
+                    secret_key: secret_key.into(),
+                    region: args.region.clone(),
+                })
+            }
+        },
     })?;
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let read_bytes = args.read_kib.clamp(4, 16 * 1024) * 1024;

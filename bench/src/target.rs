@@ -9,10 +9,13 @@
 //! - `--url-template 'http://127.0.0.1:8080/bucket/obj-{}' --keys N [--key-offset K]`: `{}` is
 //!   replaced by K, K+1, .., K+N-1;
 //! - `--url-file FILE`: one URL per line, or one path per line with `--host HOST:PORT`.
+//!
+//! With `--put-bytes N` each request is an S3 PutObject of N bytes instead of a GET ([`Upload`]).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use anyhow::{bail, Context, Result};
+use edgemirror_proto::s3::sigv4;
 
 /// The placeholder a URL template's key index replaces.
 pub const KEY_PLACEHOLDER: &str = "{}";
@@ -37,6 +40,75 @@ pub struct TargetSpec {
     pub host: Option<String>,
     /// Extra request headers, each `Name: value`.
     pub headers: Vec<String>,
+    /// PUT a body of this many bytes to each URL instead of a GET (see [`Upload`]).
+    pub upload: Option<Upload>,
+}
+
+/// S3 PutObject load: every request uploads `bytes` bytes, signed with AWS Signature V4
+/// (header form, `UNSIGNED-PAYLOAD`) for `region` with `access_key`/`secret_key`. Requests are
+/// signed once, at start-up, with the time then: a run must end within the 15 minutes of clock
+/// skew S3 allows.
+pub struct Upload {
+    pub bytes: usize,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+}
+
+impl Upload {
+    /// A signed PUT of `path` (head, then the body).
+    fn render(&self, authority: &str, path: &str, headers: &[String], amz: &sigv4::AmzDate) -> Result<Vec<u8>> {
+        let payload = "UNSIGNED-PAYLOAD";
+        let length = self.bytes.to_string();
+        let mut signed: Vec<(&str, &str)> = vec![
+            ("content-length", &length),
+            ("host", authority),
+            ("x-amz-content-sha256", payload),
+            ("x-amz-date", amz.as_str()),
+        ];
+        signed.sort();
+        let names: Vec<&str> = signed.iter().map(|(n, _)| *n).collect();
+        let signed_headers =
+            sigv4::SignedHeaders::parse(names.join(";").into()).map_err(|e| anyhow::anyhow!("signed headers: {e:?}"))?;
+        let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
+        let canonical = sigv4::canonical_request(&sigv4::CanonicalRequest {
+            method: "PUT",
+            path: path_only.as_bytes(),
+            query: query.as_bytes(),
+            headers: &signed,
+            signed_headers: &signed_headers,
+            payload_hash: payload,
+            form: sigv4::AuthForm::Header,
+        })
+        .map_err(|e| anyhow::anyhow!("{path}: {e:?}"))?;
+        let scope = format!("{}/{}/s3/aws4_request", amz.date(), self.region);
+        let to_sign = sigv4::string_to_sign(amz.as_str(), &scope, &canonical);
+        let key = sigv4::signing_key(&self.secret_key, amz.date(), &self.region, "s3");
+        let signature = sigv4::to_hex(&sigv4::signature(&key, &to_sign));
+        let mut req = format!("PUT {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: emload\r\n");
+        for (n, v) in &signed {
+            if *n != "host" {
+                req.push_str(&format!("{n}: {v}\r\n"));
+            }
+        }
+        req.push_str(&format!(
+            "Authorization: AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={}, Signature={signature}\r\n",
+            self.access_key,
+            names.join(";")
+        ));
+        for h in headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
+        let mut req = req.into_bytes();
+        let start = req.len();
+        req.resize(start + self.bytes, 0);
+        for (i, b) in req[start..].iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        Ok(req)
+    }
 }
 
 /// Splits `http://host:port/path?query` into (`host:port`, `/path?query`).
@@ -114,13 +186,18 @@ impl Targets {
         let authority = authority.to_string();
         let first_path = first_path.to_string();
         let mut requests = Vec::with_capacity(urls.len());
+        let amz = sigv4::AmzDate::from_system_time(std::time::SystemTime::now())
+            .ok_or_else(|| anyhow::anyhow!("the clock is before 1970"))?;
         for url in &urls {
             let (a, path) = split_url(url)?;
             if a != authority {
                 bail!("{url}: every URL must name the same host:port ({authority})");
             }
-            let req: &'static [u8] = Box::leak(render_request(&authority, path, &spec.headers).into_boxed_slice());
-            requests.push(req);
+            let rendered = match &spec.upload {
+                None => render_request(&authority, path, &spec.headers),
+                Some(upload) => upload.render(&authority, path, &spec.headers, &amz)?,
+            };
+            requests.push(&*Box::leak(rendered.into_boxed_slice()));
         }
         // Resolved once, here: a lookup per connection would block the runtime thread.
         let addr = authority

@@ -18,7 +18,7 @@ def main():
     ap.add_argument("file")
     ap.add_argument("-n", type=int, default=3)
     ap.add_argument("names", nargs="*")
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     for line in open(a.file):
         r = json.loads(line)
         name = r["nodeid"].split("::")[-1]
