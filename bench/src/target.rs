@@ -68,8 +68,8 @@ impl Upload {
         ];
         signed.sort();
         let names: Vec<&str> = signed.iter().map(|(n, _)| *n).collect();
-        let signed_headers =
-            sigv4::SignedHeaders::parse(names.join(";").into()).map_err(|e| anyhow::anyhow!("signed headers: {e:?}"))?;
+        let signed_headers = sigv4::SignedHeaders::parse(names.join(";").into())
+            .map_err(|e| anyhow::anyhow!("signed headers: {e:?}"))?;
         let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
         let canonical = sigv4::canonical_request(&sigv4::CanonicalRequest {
             method: "PUT",

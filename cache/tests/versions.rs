@@ -58,9 +58,9 @@ fn a_committed_delete_never_comes_back() {
     put(&store, "gone", &body(5000, 1));
     put(&store, "kept", &body(300, 2));
     let deleted = store.delete(0, key("gone")).unwrap().expect("it held an object");
-    assert_eq!(deleted.size, 5000);
+    assert_eq!(deleted, 5000);
     assert_eq!(get(&store, "gone"), None);
-    assert_eq!(store.delete(0, key("never-there")).unwrap().map(|m| m.size), None);
+    assert_eq!(store.delete(0, key("never-there")).unwrap(), None);
     drop(store);
     let store = open(dir.path());
     assert_eq!(get(&store, "gone"), None, "the delete survives a restart");

@@ -31,10 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::format::{trailer_len, FileHeader, RecordHeader, Trailer, ALIGN, FILE_HEADER_LEN, RECORD_HEADER_LEN};
-use super::index::IndexEntry;
-use super::verify::BodyCheck;
+use super::index::{Loc, Slot};
 use super::{Segment, Store};
-use crate::key::ObjectKeyRef;
+use crate::key::{ObjectKey, ObjectKeyRef};
 use crate::{Error, Result};
 
 /// When and how fast compaction runs.
@@ -80,8 +79,9 @@ struct Live {
     offset: u64,
     header: RecordHeader,
     trailer: Trailer,
-    /// The index entry it backs (objects); `None` for a tombstone.
-    entry: Option<Arc<IndexEntry>>,
+    /// The object it is the current version of, and that version's index slot; `None` for a
+    /// tombstone.
+    object: Option<(ObjectKey, Loc)>,
 }
 
 impl Store {
@@ -129,8 +129,8 @@ impl Store {
     /// space matters more than the copying.)
     fn compaction_candidates(&self, min_dead: f64) -> Vec<Arc<Segment>> {
         let mut live: HashMap<u64, u64> = HashMap::new();
-        self.index.for_each_object(|entry| {
-            *live.entry(entry.segment.id).or_default() += entry.meta.size;
+        self.index.for_each_object(|_, _, slot| {
+            *live.entry(slot.segment.id).or_default() += slot.size;
         });
         let mut out: Vec<(f64, Arc<Segment>)> = self
             .segments_snapshot()
@@ -176,11 +176,12 @@ impl Store {
                     .unwrap_or("");
                 if h.is_tombstone() {
                     if oldest_other.is_some_and(|oldest| oldest < trailer.seq) {
-                        live.push(Live { offset: off, header: h, trailer, entry: None });
+                        live.push(Live { offset: off, header: h, trailer, object: None });
                     }
-                } else if let Some(entry) = self.index.get(ObjectKeyRef::new(bucket, key)) {
-                    if entry.segment.id == old.id && entry.body_offset == off + h.body_start() {
-                        live.push(Live { offset: off, header: h, trailer, entry: Some(entry) });
+                } else if let Some(loc) = self.index.get(ObjectKeyRef::new(bucket, key)) {
+                    if loc.segment.id == old.id && loc.record_offset == off {
+                        let object = Some((ObjectKey::new(bucket, key), loc));
+                        live.push(Live { offset: off, header: h, trailer, object });
                     }
                 }
             }
@@ -201,7 +202,8 @@ impl Store {
         // a quarter of a segment each).
         let mut outputs: Vec<Arc<Segment>> = Vec::new();
         let mut next = 0u64;
-        let mut swaps: Vec<(Arc<IndexEntry>, Arc<Segment>, u64)> = Vec::new();
+        // (key, old record offset, the copy's slot)
+        let mut swaps: Vec<(ObjectKey, u64, Slot)> = Vec::new();
         let budget_start = Instant::now();
         let mut copied_bytes = 0u64;
         for rec in &live {
@@ -217,10 +219,17 @@ impl Store {
             let src = rec.offset as usize;
             let body_start = rec.header.body_start() as usize;
             let body = &map[src + body_start..src + body_start + rec.header.body_len as usize];
-            if rec.entry.is_some() && crc32c::crc32c(body) != rec.trailer.body_crc {
+            if let Some((key, _)) = rec.object.as_ref().filter(|_| crc32c::crc32c(body) != rec.trailer.body_crc) {
                 report.corrupt_dropped += 1;
-                if let Some(entry) = &rec.entry {
-                    super::settle(&self.index, &self.stats, entry, false);
+                if self.index.remove_entry(key.as_ref(), old.id, rec.offset).is_some() {
+                    self.stats.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        segment = old.id,
+                        offset = rec.offset,
+                        bucket = &*key.bucket,
+                        key = &*key.key,
+                        "stored body failed its checksum while compacted; dropped from the index"
+                    );
                 }
                 continue;
             }
@@ -238,8 +247,9 @@ impl Store {
             let trailer = Trailer { header_crc, ..rec.trailer };
             out.write_at(&trailer.encode(), next + header.trailer_start())?;
             out.note_seq(rec.trailer.seq);
-            if let Some(entry) = &rec.entry {
-                swaps.push((entry.clone(), out.clone(), next + body_start as u64));
+            if let Some((key, loc)) = &rec.object {
+                let slot = Slot::new(out.clone(), next, loc.seq, loc.size, true, loc.last_access);
+                swaps.push((key.clone(), rec.offset, slot));
             }
             next += header.total_len();
             report.records_copied += 1;
@@ -251,19 +261,9 @@ impl Store {
             out.sync()?;
             out.seal();
         }
-        for (old_entry, segment, body_offset) in swaps {
-            let key = ObjectKeyRef::new(&old_entry.meta.bucket, &old_entry.meta.key);
-            let mut lock = self.index.lock_key(key);
-            if lock.current_entry().is_some_and(|current| Arc::ptr_eq(current, &old_entry)) {
-                lock.put(Arc::new(IndexEntry {
-                    meta: old_entry.meta.clone(),
-                    segment,
-                    body_offset,
-                    body_crc: old_entry.body_crc,
-                    check: BodyCheck::verified(),
-                    last_access: std::sync::atomic::AtomicU32::new(old_entry.last_access.load(Ordering::Relaxed)),
-                }));
-            }
+        for (key, offset, slot) in swaps {
+            // Left alone if the key changed meanwhile: the copy is then dead on arrival.
+            self.index.replace_entry(key.as_ref(), old.id, offset, slot);
         }
         report.bytes_removed += old.len();
         self.forget_segment(old.id);

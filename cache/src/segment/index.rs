@@ -1,66 +1,131 @@
 //! The in-memory index `(bucket, key) -> the key's current version`: where its committed record
-//! lies, or (for a while) that it was deleted.
+//! lies, or (for a while) that it was deleted. It also keeps each bucket's keys in order, for
+//! listing.
 //!
-//! Shared by every worker. Sharded `RwLock`s keep cores from queueing on one lock: a lookup
-//! takes one shard's read lock for a hash probe, and writes (one per stored or deleted object)
-//! are rare. A commit or a deletion holds its key's shard ([`KeyLock`]) from deciding whether it
-//! wins to publishing the result, so the index changes in the same order as the sequence
-//! numbers written on disk, and recovery (highest sequence wins) rebuilds what was visible.
-//! hashbrown's `Equivalent` lets a borrowed key probe the map, so lookups do not allocate.
+//! Shared by every worker. Sharded `RwLock`s keep cores from queueing on one lock: a key's shard
+//! is chosen by a hash of `(bucket, key)`, a lookup takes that shard's read lock, and writes
+//! (one per stored or deleted object) are rare. A commit or a deletion holds its key's shard
+//! ([`KeyLock`]) from deciding whether it wins to publishing the result, so the index changes in
+//! the same order as the sequence numbers written on disk, and recovery (highest sequence wins)
+//! rebuilds what was visible.
+//!
+//! Memory: within a shard each bucket's keys are a [`KeyPages`] (keys packed in pages, in
+//! order), and an object costs its key's bytes plus a 40-byte [`Slot`] and a few bytes of page
+//! structure (`cache/examples/index_memory.rs`, `bench/RESULTS.md`). Everything else about an
+//! object (saved headers, MD5, dates) is read back from its record when a reader asks.
+//!
+//! Listing ([`Index::list`]) merges the bucket's keys from every shard in order, under all the
+//! shards' read locks for the page's duration (writers wait that long, readers do not).
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::HashMap;
 
-use super::verify::BodyCheck;
+use super::pages::{self, KeyPages};
 use super::Segment;
 use crate::key::{ObjectKey, ObjectKeyRef};
-use crate::meta::ObjectMeta;
 
 const SHARDS: usize = 64;
 
-/// Where a committed object's body lies, and what we know about it.
+/// What the index keeps of one object, inline in its bucket's key pages.
 #[derive(Debug)]
-pub struct IndexEntry {
-    pub meta: Arc<ObjectMeta>,
-    pub(crate) segment: Arc<Segment>,
-    pub(crate) body_offset: u64,
-    pub(crate) body_crc: u32,
-    /// Whether the body has been read back and matched its CRC in this process. Recovery
-    /// checks headers and trailers only; bodies are checked on first read, so start-up does not
-    /// read the whole store ([`super::verify`]).
-    pub(crate) check: BodyCheck,
-    /// When it was last read, in seconds since the store opened (coarse: for eviction of
-    /// cache-mode buckets, least recently used first).
-    pub(crate) last_access: AtomicU32,
+pub(crate) struct Slot {
+    pub segment: Arc<Segment>,
+    /// Where the object's record starts in `segment`.
+    pub record_offset: u64,
+    /// The commit's sequence number: this version of the key.
+    pub seq: u64,
+    /// Body bytes.
+    pub size: u64,
+    /// Bit 31 ([`VERIFIED`]): the body matched its CRC in this process (recovery checks
+    /// headers and trailers only; bodies on first read, see `verify`). Bits 0-30: when it was
+    /// last read, in seconds since the store opened (coarse: for eviction of cache-mode
+    /// buckets, least recently used first).
+    state: AtomicU32,
 }
 
-/// One shard: the committed objects, and the keys whose newest version is a deletion, with that
-/// deletion's sequence number. Tombstones are kept in memory only while a conditional writer
-/// that began before them may still commit ([`Index::prune_tombstones`]); on disk they stay
-/// until compaction.
-#[derive(Default)]
-pub(crate) struct ShardMaps {
-    objects: HashMap<ObjectKey, Arc<IndexEntry>, ahash::RandomState>,
-    deleted: HashMap<ObjectKey, u64, ahash::RandomState>,
-}
+const VERIFIED: u32 = 1 << 31;
 
-type Shard = RwLock<ShardMaps>;
+impl Slot {
+    pub fn new(segment: Arc<Segment>, record_offset: u64, seq: u64, size: u64, verified: bool, at: u32) -> Slot {
+        let state = (at & !VERIFIED) | if verified { VERIFIED } else { 0 };
+        Slot { segment, record_offset, seq, size, state: AtomicU32::new(state) }
+    }
 
-impl IndexEntry {
-    /// Records a read at `now_secs`. Stores only when the second changed, so a hot object's
-    /// cache line is not written on every hit.
-    pub(crate) fn touch(&self, now_secs: u32) {
-        if self.last_access.load(Ordering::Relaxed) != now_secs {
-            self.last_access.store(now_secs, Ordering::Relaxed);
+    /// Whether this slot is the record at `segment`/`record_offset` (the identity of a version
+    /// as readers and compaction hold it).
+    pub fn is(&self, segment: u64, record_offset: u64) -> bool {
+        self.segment.id == segment && self.record_offset == record_offset
+    }
+
+    pub fn verified(&self) -> bool {
+        self.state.load(Ordering::Acquire) & VERIFIED != 0
+    }
+
+    pub fn last_access(&self) -> u32 {
+        self.state.load(Ordering::Relaxed) & !VERIFIED
+    }
+
+    /// Records a read at `now`. Stores only when the second changed, so a hot object's cache
+    /// line is not written on every hit.
+    fn touch(&self, now: u32) {
+        let now = now & !VERIFIED;
+        let _ = self.state.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+            (s & !VERIFIED != now).then_some((s & VERIFIED) | now)
+        });
+    }
+
+    fn set_verified(&self) {
+        self.state.fetch_or(VERIFIED, Ordering::AcqRel);
+    }
+
+    pub fn loc(&self) -> Loc {
+        Loc {
+            segment: self.segment.clone(),
+            record_offset: self.record_offset,
+            seq: self.seq,
+            size: self.size,
+            verified: self.verified(),
+            last_access: self.last_access(),
         }
     }
 }
 
+/// A copy of a [`Slot`], taken under its shard's lock.
+#[derive(Clone, Debug)]
+pub(crate) struct Loc {
+    pub segment: Arc<Segment>,
+    pub record_offset: u64,
+    pub seq: u64,
+    pub size: u64,
+    pub verified: bool,
+    pub last_access: u32,
+}
+
+/// One shard: each bucket's committed objects in key order, and the keys whose newest version
+/// is a deletion, with that deletion's sequence number. Tombstones are kept in memory only
+/// while a conditional writer that began before them may still commit
+/// ([`Index::prune_tombstones`]); on disk they stay until compaction.
+#[derive(Default)]
+pub(crate) struct ShardMaps {
+    buckets: HashMap<Box<str>, KeyPages<Slot>, ahash::RandomState>,
+    deleted: HashMap<ObjectKey, u64, ahash::RandomState>,
+}
+
+impl ShardMaps {
+    fn get(&self, key: ObjectKeyRef<'_>) -> Option<&Slot> {
+        self.buckets.get(key.bucket)?.get(key.key.as_bytes())
+    }
+}
+
+type Shard = RwLock<ShardMaps>;
+
 pub(crate) struct Index {
     shards: Box<[Shard]>,
     hasher: ahash::RandomState,
+    objects: AtomicU64,
+    live_bytes: AtomicU64,
 }
 
 /// A key's shard, write-locked: what its current version is, and the means to replace it. Held
@@ -69,47 +134,70 @@ pub(crate) struct Index {
 pub(crate) struct KeyLock<'a> {
     maps: RwLockWriteGuard<'a, ShardMaps>,
     key: ObjectKeyRef<'a>,
+    index: &'a Index,
 }
 
 impl KeyLock<'_> {
     /// The sequence number of the key's current version (an object or a deletion still
     /// remembered), if any.
     pub fn current_seq(&self) -> Option<u64> {
-        let object = self.maps.objects.get(&self.key).map(|e| e.meta.seq);
+        let object = self.current().map(|s| s.seq);
         let deleted = self.maps.deleted.get(&self.key).copied();
         object.max(deleted)
     }
 
     /// The key's current object, if any.
-    pub fn current_entry(&self) -> Option<&Arc<IndexEntry>> {
-        self.maps.objects.get(&self.key)
+    pub fn current(&self) -> Option<&Slot> {
+        self.maps.get(self.key)
     }
 
-    /// Makes `entry` the key's version. Returns the object it replaced.
-    pub fn put(&mut self, entry: Arc<IndexEntry>) -> Option<Arc<IndexEntry>> {
+    /// Makes `slot` the key's version. Returns the object it replaced.
+    pub fn put(&mut self, slot: Slot) -> Option<Slot> {
         self.maps.deleted.remove(&self.key);
-        self.maps.objects.insert(ObjectKey::new(self.key.bucket, self.key.key), entry)
+        let size = slot.size;
+        let pages = match self.maps.buckets.get_mut(self.key.bucket) {
+            Some(pages) => pages,
+            None => self.maps.buckets.entry(self.key.bucket.into()).or_default(),
+        };
+        let old = pages.insert(self.key.key.as_bytes(), slot);
+        self.index.counted(old.as_ref(), Some(size));
+        old
     }
 
     /// Records the key's deletion at `seq`. Returns the object it removed.
-    pub fn delete(&mut self, seq: u64) -> Option<Arc<IndexEntry>> {
+    pub fn delete(&mut self, seq: u64) -> Option<Slot> {
         self.maps.deleted.insert(ObjectKey::new(self.key.bucket, self.key.key), seq);
-        self.maps.objects.remove(&self.key)
+        let old = self.remove();
+        self.index.counted(old.as_ref(), None);
+        old
     }
+
+    fn remove(&mut self) -> Option<Slot> {
+        let pages = self.maps.buckets.get_mut(self.key.bucket)?;
+        let old = pages.remove(self.key.key.as_bytes());
+        if pages.is_empty() {
+            self.maps.buckets.remove(self.key.bucket);
+        }
+        old
+    }
+}
+
+/// One page of a listing ([`Index::list`]).
+#[derive(Debug, Default)]
+pub(crate) struct ListPage {
+    /// Keys and where their records are, in key order.
+    pub objects: Vec<(Box<str>, Loc)>,
+    /// The common prefixes keys were rolled up into (with a delimiter), in order.
+    pub prefixes: Vec<String>,
+    /// For a truncated page: its last entry (key or prefix), where the next page starts after.
+    pub next_after: Option<String>,
 }
 
 impl Index {
     pub fn new() -> Self {
         let hasher = ahash::RandomState::new();
-        let shards = (0..SHARDS)
-            .map(|_| {
-                RwLock::new(ShardMaps {
-                    objects: HashMap::with_hasher(hasher.clone()),
-                    deleted: HashMap::with_hasher(hasher.clone()),
-                })
-            })
-            .collect();
-        Index { shards, hasher }
+        let shards = (0..SHARDS).map(|_| RwLock::new(ShardMaps::default())).collect();
+        Index { shards, hasher, objects: AtomicU64::new(0), live_bytes: AtomicU64::new(0) }
     }
 
     fn shard(&self, key: ObjectKeyRef<'_>) -> &Shard {
@@ -117,33 +205,72 @@ impl Index {
         &self.shards[(h as usize) % SHARDS]
     }
 
-    pub fn get(&self, key: ObjectKeyRef<'_>) -> Option<Arc<IndexEntry>> {
-        let shard = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
-        shard.objects.get(&key).cloned()
+    fn read(&self, key: ObjectKeyRef<'_>) -> RwLockReadGuard<'_, ShardMaps> {
+        self.shard(key).read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the object and byte counts: `old` left the index, an object of `new` bytes came.
+    fn counted(&self, old: Option<&Slot>, new: Option<u64>) {
+        if let Some(old) = old {
+            self.objects.fetch_sub(1, Ordering::Relaxed);
+            self.live_bytes.fetch_sub(old.size, Ordering::Relaxed);
+        }
+        if let Some(size) = new {
+            self.objects.fetch_add(1, Ordering::Relaxed);
+            self.live_bytes.fetch_add(size, Ordering::Relaxed);
+        }
+    }
+
+    /// Where the key's current object is, without counting it as read.
+    pub fn get(&self, key: ObjectKeyRef<'_>) -> Option<Loc> {
+        self.read(key).get(key).map(Slot::loc)
+    }
+
+    /// Where the key's current object is, counting a read at `now_secs`.
+    pub fn get_for_read(&self, key: ObjectKeyRef<'_>, now_secs: u32) -> Option<Loc> {
+        let shard = self.read(key);
+        let slot = shard.get(key)?;
+        slot.touch(now_secs);
+        Some(slot.loc())
     }
 
     /// The sequence number of the key's current object, if it has one (a cheap check that a
-    /// cached copy is still the current version).
+    /// cached copy is still the current version), counting a read at `now_secs`.
     pub fn object_seq(&self, key: ObjectKeyRef<'_>, now_secs: u32) -> Option<u64> {
-        let shard = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
-        shard.objects.get(&key).map(|e| {
-            e.touch(now_secs);
-            e.meta.seq
+        let shard = self.read(key);
+        shard.get(key).map(|slot| {
+            slot.touch(now_secs);
+            slot.seq
         })
     }
 
+    /// Whether the key's current object is the record at `segment`/`record_offset` and its
+    /// body has been checked; `None` when the key holds another version or none.
+    pub fn verified(&self, key: ObjectKeyRef<'_>, segment: u64, record_offset: u64) -> Option<bool> {
+        let shard = self.read(key);
+        shard.get(key).filter(|s| s.is(segment, record_offset)).map(Slot::verified)
+    }
+
+    /// Marks the body of the record at `segment`/`record_offset` checked, if it is still the
+    /// key's current object.
+    pub fn set_verified(&self, key: ObjectKeyRef<'_>, segment: u64, record_offset: u64) {
+        let shard = self.read(key);
+        if let Some(slot) = shard.get(key).filter(|s| s.is(segment, record_offset)) {
+            slot.set_verified();
+        }
+    }
+
     pub fn lock_key<'a>(&'a self, key: ObjectKeyRef<'a>) -> KeyLock<'a> {
-        KeyLock { maps: self.shard(key).write().unwrap_or_else(|e| e.into_inner()), key }
+        KeyLock { maps: self.shard(key).write().unwrap_or_else(|e| e.into_inner()), key, index: self }
     }
 
     /// Recovery: applies one committed record found on disk. The highest sequence wins; on a
     /// tie (version 1 records, all sequence 0) the version already there stays, so the first
     /// one found wins as in version 1.
-    pub fn recover_object(&self, entry: Arc<IndexEntry>) {
-        let key = ObjectKeyRef::new(&entry.meta.bucket, &entry.meta.key);
+    pub fn recover_object(&self, key: ObjectKeyRef<'_>, slot: Slot) {
         let mut lock = self.lock_key(key);
-        if lock.current_seq().is_none_or(|current| entry.meta.seq > current) {
-            lock.put(entry.clone());
+        if lock.current_seq().is_none_or(|current| slot.seq > current) {
+            lock.put(slot);
         }
     }
 
@@ -173,47 +300,163 @@ impl Index {
         self.shards.iter().map(|s| s.read().unwrap_or_else(|e| e.into_inner()).deleted.len()).sum()
     }
 
-    /// The keys of `bucket` that start with `prefix`, in no particular order. A scan of every
-    /// shard: for admin operations (purge), not for the request path.
+    /// The keys of `bucket` that start with `prefix`, in no particular order (for admin
+    /// operations: purge).
     pub fn keys_with_prefix(&self, bucket: &str, prefix: &str) -> Vec<ObjectKey> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let maps = shard.read().unwrap_or_else(|e| e.into_inner());
-            out.extend(maps.objects.keys().filter(|k| &*k.bucket == bucket && k.key.starts_with(prefix)).cloned());
+            if let Some(pages) = maps.buckets.get(bucket) {
+                let keys = pages.iter_from(prefix.as_bytes()).take_while(|(k, _)| k.starts_with(prefix.as_bytes()));
+                out.extend(keys.map(|(k, _)| ObjectKey::new(bucket, key_str(k))));
+            }
         }
         out
     }
 
-    /// Removes `entry` if the index still maps its key to that same entry. Removal is by entry,
-    /// not by key: between a reader's lookup and its failed body check, the entry may have been
-    /// dropped by another reader and the key re-filled, and the re-fill's entry must stay.
-    /// Returns whether anything was removed.
-    pub fn remove_entry(&self, entry: &Arc<IndexEntry>) -> bool {
-        let key = ObjectKeyRef::new(&entry.meta.bucket, &entry.meta.key);
-        let mut shard = self.shard(key).write().unwrap_or_else(|e| e.into_inner());
-        match shard.objects.get(&key) {
-            Some(current) if Arc::ptr_eq(current, entry) => shard.objects.remove(&key).is_some(),
-            _ => false,
+    /// Removes the key's object if it is still the record at `segment`/`record_offset` (by
+    /// record, not by key: between a reader's lookup and its failed body check, the key may
+    /// have been re-filled, and the re-fill must stay). Returns what was removed.
+    pub fn remove_entry(&self, key: ObjectKeyRef<'_>, segment: u64, record_offset: u64) -> Option<Slot> {
+        let mut lock = self.lock_key(key);
+        if !lock.current().is_some_and(|s| s.is(segment, record_offset)) {
+            return None;
         }
+        let old = lock.remove();
+        self.counted(old.as_ref(), None);
+        old
+    }
+
+    /// Replaces the key's object by `slot` if it is still the record at `segment`/
+    /// `record_offset` (compaction moving a record). Returns whether it did.
+    pub fn replace_entry(&self, key: ObjectKeyRef<'_>, segment: u64, record_offset: u64, slot: Slot) -> bool {
+        let mut lock = self.lock_key(key);
+        if !lock.current().is_some_and(|s| s.is(segment, record_offset)) {
+            return false;
+        }
+        lock.put(slot);
+        true
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().unwrap_or_else(|e| e.into_inner()).objects.len()).sum()
-    }
-
-    /// Calls `f` with every object entry (shard by shard, each under its read lock).
-    pub fn for_each_object(&self, mut f: impl FnMut(&Arc<IndexEntry>)) {
-        for shard in self.shards.iter() {
-            let maps = shard.read().unwrap_or_else(|e| e.into_inner());
-            maps.objects.values().for_each(&mut f);
-        }
+        self.objects.load(Ordering::Relaxed) as usize
     }
 
     /// Bytes of the bodies of the objects in the index.
     pub fn live_bytes(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).objects.values().map(|e| e.meta.size).sum::<u64>())
-            .sum()
+        self.live_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f` with every object (bucket, key, slot), shard by shard, each under its read
+    /// lock.
+    pub fn for_each_object(&self, mut f: impl FnMut(&str, &str, &Slot)) {
+        for shard in self.shards.iter() {
+            let maps = shard.read().unwrap_or_else(|e| e.into_inner());
+            for (bucket, pages) in maps.buckets.iter() {
+                for (key, slot) in pages.iter() {
+                    f(bucket, key_str(key), slot);
+                }
+            }
+        }
+    }
+
+    /// One page of `bucket`'s keys in byte order: those that start with `prefix` and sort after
+    /// `after`, at most `max` entries (objects and common prefixes together, as S3 counts
+    /// them). With a `delimiter`, keys with it after the prefix are rolled up into the common
+    /// prefix ending at its first occurrence, listed once; a page that starts after such a
+    /// prefix (`after` is the prefix) skips the keys under it.
+    pub fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> ListPage {
+        let guards: Vec<_> = self.shards.iter().map(|s| s.read().unwrap_or_else(|e| e.into_inner())).collect();
+        let maps: Vec<&KeyPages<Slot>> = guards.iter().filter_map(|g| g.buckets.get(bucket)).collect();
+        let mut from = prefix.as_bytes().to_vec();
+        if let Some(after) = after.filter(|a| a.as_bytes() >= prefix.as_bytes()) {
+            // The least key after `after`.
+            from = after.as_bytes().to_vec();
+            from.push(0);
+        }
+        let mut merge = Merge::new(&maps, &from);
+        let mut page = ListPage::default();
+        let mut count = 0;
+        let mut last: Option<String> = None;
+        while let Some((key, slot)) = merge.next() {
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let key = key_str(key);
+            let rolled = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+                let rest = &key[prefix.len()..];
+                rest.find(d).map(|i| &key[..prefix.len() + i + d.len()])
+            });
+            if let Some(p) = rolled.filter(|p| after == Some(*p)) {
+                merge.seek(&past(p));
+                continue;
+            }
+            if count == max {
+                page.next_after = last.filter(|_| max > 0);
+                break;
+            }
+            count += 1;
+            match rolled {
+                Some(p) => {
+                    page.prefixes.push(p.to_string());
+                    last = Some(p.to_string());
+                    merge.seek(&past(p));
+                }
+                None => {
+                    page.objects.push((key.into(), slot.loc()));
+                    last = Some(key.to_string());
+                }
+            }
+        }
+        page
+    }
+}
+
+/// The least byte string above every key that starts with `prefix` (keys are UTF-8, in which
+/// the byte 0xFF never occurs).
+fn past(prefix: &str) -> Vec<u8> {
+    let mut bound = prefix.as_bytes().to_vec();
+    bound.push(0xFF);
+    bound
+}
+
+/// Keys are stored from `&str`s, so they are UTF-8.
+fn key_str(key: &[u8]) -> &str {
+    std::str::from_utf8(key).unwrap_or_default()
+}
+
+/// The keys of several shards' pages of one bucket, merged in order.
+struct Merge<'a> {
+    maps: &'a [&'a KeyPages<Slot>],
+    iters: Vec<pages::Iter<'a, Slot>>,
+    heads: Vec<Option<(&'a [u8], &'a Slot)>>,
+}
+
+impl<'a> Merge<'a> {
+    fn new(maps: &'a [&'a KeyPages<Slot>], from: &[u8]) -> Merge<'a> {
+        let mut merge = Merge { maps, iters: Vec::new(), heads: Vec::new() };
+        merge.seek(from);
+        merge
+    }
+
+    /// Restarts every shard at the first key at or after `from`.
+    fn seek(&mut self, from: &[u8]) {
+        self.iters = self.maps.iter().map(|m| m.iter_from(from)).collect();
+        self.heads = self.iters.iter_mut().map(Iterator::next).collect();
+    }
+
+    fn next(&mut self) -> Option<(&'a [u8], &'a Slot)> {
+        let (i, _) =
+            self.heads.iter().enumerate().filter_map(|(i, h)| h.map(|(k, _)| (i, k))).min_by(|a, b| a.1.cmp(b.1))?;
+        let head = self.heads[i].take();
+        self.heads[i] = self.iters[i].next();
+        head
     }
 }

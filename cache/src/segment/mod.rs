@@ -3,7 +3,8 @@
 //! - [`format`]: the byte layout of segment files and records.
 //! - [`writer`]: [`RecordWriter`], one object being written.
 //! - [`recover`]: rebuilding the index from the files at start.
-//! - [`index`]: the shared `(bucket, key) -> record` map.
+//! - [`index`]: the shared `(bucket, key) -> record` map, each bucket's keys in order
+//!   ([`pages`]: keys packed in pages, about 64 bytes per object beyond the key).
 //! - [`verify`]: the first-read body check, run on `store-verify` threads.
 //! - [`lock`]: `store.dir/LOCK`, so one directory has one owning store.
 //! - [`sys`]: the only `unsafe` (mmap, flock).
@@ -22,7 +23,9 @@
 //! removed at once.
 //!
 //! A read is [`Store::lookup`] (async: a first read's body check runs on a verifier thread) or
-//! [`Store::get`] (sync: the check runs on the caller's thread); both share one check per entry.
+//! [`Store::get`] (sync: the check runs on the caller's thread); both share one check per
+//! record. The index holds where a record is, its version and size; the rest of what a reader
+//! gets (saved headers, MD5, dates) is read back from the record's header and trailer.
 
 mod ballast;
 mod compact;
@@ -31,6 +34,7 @@ pub mod faults;
 pub mod format;
 mod index;
 mod lock;
+mod pages;
 mod recover;
 mod sys;
 mod verify;
@@ -47,14 +51,17 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use compact::{CompactReport, CompactionConfig};
-pub use index::IndexEntry;
 pub use writer::{CommitRule, FillReader, RecordWriter, VersionPin};
 
 use crate::key::{ObjectKey, ObjectKeyRef};
 use crate::meta::ObjectMeta;
 use crate::{Error, Result};
-use format::{FileHeader, Trailer, FILE_HEADER_LEN, FLAG_SOLO, FLAG_TOMBSTONE, FORMAT_VERSION};
-use verify::Claim;
+use format::{
+    trailer_len, FileHeader, RecordHeader, Trailer, FILE_HEADER_LEN, FLAG_SOLO, FLAG_TOMBSTONE, FORMAT_VERSION,
+    RECORD_HEADER_LEN,
+};
+use index::Loc;
+use verify::{Checks, Claim, RecordId};
 
 /// Bytes available to unprivileged users on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
@@ -111,6 +118,38 @@ pub struct StoredObject {
     pub body: Bytes,
 }
 
+/// One page of [`Store::list`]: objects and rolled-up common prefixes, in key order.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub objects: Vec<Arc<ObjectMeta>>,
+    pub prefixes: Vec<String>,
+    /// For a truncated page: its last entry (key or prefix); the next page starts after it.
+    pub next_after: Option<String>,
+}
+
+/// An object as a reader holds it: where its record is (a copy of its index slot) and what
+/// the record says. Built on each lookup from the record's header and trailer in the segment.
+#[derive(Debug)]
+pub(crate) struct IndexEntry {
+    pub(crate) meta: Arc<ObjectMeta>,
+    pub(crate) segment: Arc<Segment>,
+    pub(crate) record_offset: u64,
+    pub(crate) body_offset: u64,
+    pub(crate) body_crc: u32,
+    /// The body had been checked when the entry was looked up.
+    pub(crate) verified: bool,
+}
+
+impl IndexEntry {
+    fn record(&self) -> RecordId {
+        (self.segment.id, self.record_offset)
+    }
+
+    fn key(&self) -> ObjectKeyRef<'_> {
+        ObjectKeyRef::new(&self.meta.bucket, &self.meta.key)
+    }
+}
+
 /// One segment file. Shared by the index entries that point into it and by its lane.
 #[derive(Debug)]
 pub struct Segment {
@@ -122,6 +161,8 @@ pub struct Segment {
     /// evicted from the map cache, a deferred sync) open it again for their duration.
     file: Mutex<Option<Arc<File>>>,
     pub(crate) nonce: u64,
+    /// The file's format version (records are read by it).
+    pub(crate) version: u32,
     pub(crate) capacity: u64,
     /// Holds one record only (a big object, or a spilled body of unknown length).
     pub(crate) solo: bool,
@@ -175,6 +216,7 @@ impl Segment {
             path,
             file: Mutex::new(Some(file.clone())),
             nonce: header.nonce,
+            version: FORMAT_VERSION,
             capacity,
             solo,
             map: OnceLock::new(),
@@ -459,6 +501,8 @@ pub struct Store {
     /// Shared with every segment (which counts its writes) and the verifier threads.
     pub stats: Arc<StoreStats>,
     verifier: verify::Verifier,
+    /// Body checks in flight.
+    checks: Arc<Checks>,
     /// The next commit's sequence number (recovery starts it past the highest found).
     next_seq: AtomicU64,
     /// Pins held by conditional writers: pinned sequence -> how many. The oldest bounds which
@@ -537,6 +581,7 @@ impl Store {
             unsynced: Mutex::new(Vec::new()),
             stats,
             verifier,
+            checks: Arc::default(),
             next_seq: AtomicU64::new(recovered.next_seq),
             pins: Mutex::new(std::collections::BTreeMap::new()),
             tombstones_since_prune: AtomicU64::new(0),
@@ -662,10 +707,11 @@ impl Store {
         if self.config.evictable_buckets.is_empty() || to_free == 0 {
             return (0, 0);
         }
-        let mut candidates: Vec<(u32, Arc<IndexEntry>)> = Vec::new();
-        self.index.for_each_object(|e| {
-            if self.config.evictable_buckets.iter().any(|b| **b == *e.meta.bucket) {
-                candidates.push((e.last_access.load(Ordering::Relaxed), e.clone()));
+        // (last read, segment, record offset, key)
+        let mut candidates: Vec<(u32, u64, u64, ObjectKey)> = Vec::new();
+        self.index.for_each_object(|bucket, key, slot| {
+            if self.config.evictable_buckets.iter().any(|b| **b == *bucket) {
+                candidates.push((slot.last_access(), slot.segment.id, slot.record_offset, ObjectKey::new(bucket, key)));
             }
         });
         // FIFO with a second chance: oldest segment first, so evictions empty whole segments
@@ -673,16 +719,17 @@ impl Store {
         // RECENT_READ_SECS go last, least recently read first among them.
         let now = self.now_secs();
         let recent = |at: u32| now.saturating_sub(at) < RECENT_READ_SECS;
-        candidates
-            .sort_by_key(|(at, e)| (recent(*at), if recent(*at) { *at as u64 } else { e.segment.id }, e.body_offset));
+        candidates.sort_by_key(|(at, segment, offset, _)| {
+            (recent(*at), if recent(*at) { *at as u64 } else { *segment }, *offset)
+        });
         let (mut count, mut freed) = (0, 0u64);
-        for (_, entry) in candidates {
+        for (_, segment, offset, key) in candidates {
             if freed >= to_free {
                 break;
             }
-            if self.index.remove_entry(&entry) {
+            if let Some(slot) = self.index.remove_entry(key.as_ref(), segment, offset) {
                 count += 1;
-                freed += entry.meta.size;
+                freed += slot.size;
             }
         }
         self.stats.evictions.fetch_add(count as u64, Ordering::Relaxed);
@@ -699,27 +746,41 @@ impl Store {
         self.index.keys_with_prefix(bucket, prefix)
     }
 
-    /// The objects of `bucket` whose keys start with `prefix` and sort after `after`, in key
-    /// order (byte order of the UTF-8 keys, as S3 lists). A scan and a sort of the bucket's keys:
-    /// correct, but proportional to the bucket's size until the ordered listing index lands.
-    pub fn list(&self, bucket: &str, prefix: &str, after: Option<&str>) -> Vec<Arc<ObjectMeta>> {
-        let mut out = Vec::new();
-        self.index.for_each_object(|e| {
-            let meta = &e.meta;
-            if &*meta.bucket == bucket && meta.key.starts_with(prefix) && after.is_none_or(|a| &*meta.key > a) {
-                out.push(meta.clone());
-            }
-        });
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        out
+    /// One page of `bucket`'s objects in key order (byte order of the UTF-8 keys, as S3 lists):
+    /// those whose keys start with `prefix` and sort after `after`, at most `max` entries; with
+    /// a `delimiter`, keys are rolled up into common prefixes as S3 does (see
+    /// [`index::Index::list`]). The keys come from the index in order; each listed object's
+    /// metadata is read from its record. A record that no longer reads back is left out (and
+    /// dropped from the index, like a body that fails its check).
+    pub fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> Listing {
+        let page = self.index.list(bucket, prefix, delimiter, after, max);
+        let objects = page
+            .objects
+            .into_iter()
+            .filter_map(|(key, loc)| self.entry_at(ObjectKeyRef::new(bucket, &key), loc).ok().map(|e| e.meta.clone()))
+            .collect();
+        Listing { objects, prefixes: page.prefixes, next_after: page.next_after }
+    }
+
+    /// Every object of `bucket` under `prefix`, in key order (for internal namespaces of a few
+    /// entries, like a multipart upload's parts).
+    pub fn list_all(&self, bucket: &str, prefix: &str) -> Vec<Arc<ObjectMeta>> {
+        self.list(bucket, prefix, None, None, usize::MAX).objects
     }
 
     /// Deletes `key`: writes a tombstone record (crash-safe like a commit: until its trailer is
     /// written it does not exist; once written, recovery never brings the object back) and
-    /// removes the object from the index. Returns the deleted object's metadata, or `None` when
+    /// removes the object from the index. Returns the deleted object's size, or `None` when
     /// the key held no object (a tombstone is still written if a conditional writer is pinned,
     /// so that a fill which began before this delete cannot store what it fetched).
-    pub fn delete(&self, lane: usize, key: ObjectKeyRef<'_>) -> Result<Option<Arc<ObjectMeta>>> {
+    pub fn delete(&self, lane: usize, key: ObjectKeyRef<'_>) -> Result<Option<u64>> {
         key.validate()?;
         if !self.contains(key) && self.oldest_pin().is_none() {
             return Ok(None);
@@ -734,7 +795,7 @@ impl Store {
         self.stats.objects_deleted.fetch_add(removed.is_some() as u64, Ordering::Relaxed);
         self.tombstones_since_prune.fetch_add(1, Ordering::Relaxed);
         self.prune_tombstones();
-        Ok(removed.map(|e| e.meta.clone()))
+        Ok(removed.map(|slot| slot.size))
     }
 
     /// Writes a tombstone record for `key` and returns the key's lock (held, so the caller
@@ -819,12 +880,12 @@ impl Store {
     /// index (and reported as `Corrupt`), so the caller can treat it as missing and fetch it
     /// again.
     pub async fn lookup(&self, key: ObjectKeyRef<'_>) -> Result<Option<StoredObject>> {
-        let Some(entry) = self.index.get(key) else {
+        let Some(loc) = self.index.get_for_read(key, self.now_secs()) else {
             return Ok(None);
         };
-        entry.touch(self.now_secs());
+        let entry = self.entry_at(key, loc)?;
         let body = self.mapped_body(&entry)?;
-        if !entry.check.is_verified() && !self.check_off_thread(&entry, &body).await? {
+        if !entry.verified && !self.check_off_thread(&entry, &body).await? {
             return Err(corrupt_body(&entry));
         }
         Ok(Some(StoredObject { meta: entry.meta.clone(), body }))
@@ -833,28 +894,68 @@ impl Store {
     /// Like [`Store::lookup`], but a first read checks the body on the caller's thread (a
     /// synchronous caller cannot wait for another thread's check).
     pub fn get(&self, key: ObjectKeyRef<'_>) -> Result<Option<StoredObject>> {
-        let Some(entry) = self.index.get(key) else {
+        let Some(loc) = self.index.get(key) else {
             return Ok(None);
         };
+        let entry = self.entry_at(key, loc)?;
         let body = self.checked_body(&entry)?;
         Ok(Some(StoredObject { meta: entry.meta.clone(), body }))
+    }
+
+    /// The object whose index slot `loc` is, read from its record's header and trailer. A
+    /// record that no longer reads back (its bytes changed on disk since recovery checked
+    /// them) is dropped from the index and reported as `Corrupt`.
+    fn entry_at(&self, key: ObjectKeyRef<'_>, loc: Loc) -> Result<Arc<IndexEntry>> {
+        let (segment, offset) = (&loc.segment, loc.record_offset);
+        match read_record(segment, offset) {
+            Some((header, record, trailer)) => Ok(Arc::new(IndexEntry {
+                meta: Arc::new(ObjectMeta {
+                    bucket: key.bucket.into(),
+                    key: key.key.into(),
+                    size: header.body_len,
+                    md5: trailer.md5,
+                    record,
+                    seq: trailer.seq,
+                }),
+                body_offset: offset + header.body_start(),
+                body_crc: trailer.body_crc,
+                segment: loc.segment,
+                record_offset: offset,
+                verified: loc.verified,
+            })),
+            None => {
+                if self.index.remove_entry(key, segment.id, offset).is_some() {
+                    self.stats.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        segment = segment.id,
+                        offset,
+                        bucket = key.bucket,
+                        key = key.key,
+                        "stored record no longer reads back; dropped from the index"
+                    );
+                }
+                Err(Error::Corrupt { segment: segment.id, offset, what: "record head or trailer" })
+            }
+        }
     }
 
     /// `entry`'s body, checked on this thread if no check has an outcome yet.
     fn checked_body(&self, entry: &Arc<IndexEntry>) -> Result<Bytes> {
         let body = self.mapped_body(entry)?;
-        if entry.check.is_verified() {
+        if entry.verified {
             return Ok(body);
         }
-        let matched = match entry.check.claim(None) {
-            Claim::Done(matched) => matched,
-            // Claimed, or another check is in flight: the same bytes, the same answer.
-            Claim::Run | Claim::Wait => {
-                let matched = verify::body_matches(&body, entry.body_crc, &entry.check);
-                settle(&self.index, &self.stats, entry, matched);
-                matched
-            }
-        };
+        let (key, record) = (entry.key(), entry.record());
+        let matched =
+            match self.checks.claim(record, None, || self.index.verified(key, record.0, record.1) == Some(true)) {
+                Claim::Verified => true,
+                // Claimed, or another check is in flight: the same bytes, the same answer.
+                Claim::Run | Claim::Wait => {
+                    let matched = self.checks.body_matches(record, &body, entry.body_crc);
+                    settle(&self.index, &self.stats, &self.checks, entry, matched);
+                    matched
+                }
+            };
         if !matched {
             return Err(corrupt_body(entry));
         }
@@ -864,15 +965,16 @@ impl Store {
     /// Runs (or joins) `entry`'s body check on the verifier pool; `true` when the body matched.
     async fn check_off_thread(&self, entry: &Arc<IndexEntry>, body: &Bytes) -> Result<bool> {
         let (tx, rx) = oneshot::channel();
-        match entry.check.claim(Some(tx)) {
-            Claim::Done(matched) => return Ok(matched),
+        let (key, record) = (entry.key(), entry.record());
+        match self.checks.claim(record, Some(tx), || self.index.verified(key, record.0, record.1) == Some(true)) {
+            Claim::Verified => return Ok(true),
             Claim::Wait => {}
             Claim::Run => {
                 let (entry, body) = (entry.clone(), body.clone());
-                let (index, stats) = (self.index.clone(), self.stats.clone());
+                let (index, stats, checks) = (self.index.clone(), self.stats.clone(), self.checks.clone());
                 self.verifier.submit(Box::new(move || {
-                    let matched = verify::body_matches(&body, entry.body_crc, &entry.check);
-                    settle(&index, &stats, &entry, matched);
+                    let matched = checks.body_matches(entry.record(), &body, entry.body_crc);
+                    settle(&index, &stats, &checks, &entry, matched);
                 }));
             }
         }
@@ -885,7 +987,7 @@ impl Store {
         match entry.segment.body(entry.body_offset, entry.meta.size) {
             Some(body) => Ok(body),
             None => {
-                settle(&self.index, &self.stats, entry, false);
+                settle(&self.index, &self.stats, &self.checks, entry, false);
                 Err(Error::Corrupt {
                     segment: entry.segment.id,
                     offset: entry.body_offset,
@@ -1058,23 +1160,40 @@ impl Store {
     }
 }
 
-/// Records the outcome of `entry`'s body check. A failed body leaves the index (that entry only:
-/// the key may already hold a re-fill's new entry) before any waiter hears of it, so a waiter
-/// that fetches again does not find it; it is counted once, by the call that decided it.
-fn settle(index: &index::Index, stats: &StoreStats, entry: &Arc<IndexEntry>, matched: bool) {
-    if !matched {
-        index.remove_entry(entry);
-    }
-    if entry.check.finish(matched) && !matched {
+/// Records the outcome of `entry`'s body check, then answers whoever waits for it. A failed
+/// body leaves the index (that record only: the key may already hold a re-fill) before any
+/// waiter hears of it, so a waiter that fetches again does not find it; it is counted once, by
+/// the call that removed it.
+fn settle(index: &index::Index, stats: &StoreStats, checks: &Checks, entry: &IndexEntry, matched: bool) {
+    let (key, (segment, offset)) = (entry.key(), entry.record());
+    if matched {
+        index.set_verified(key, segment, offset);
+    } else if index.remove_entry(key, segment, offset).is_some() {
         stats.corrupt_reads.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
-            segment = entry.segment.id,
+            segment,
             offset = entry.body_offset,
             bucket = &*entry.meta.bucket,
             key = &*entry.meta.key,
             "stored body failed its checksum; dropped from the index"
         );
     }
+    checks.finish(entry.record(), matched);
+}
+
+/// The header, metadata and trailer of the committed record at `offset` in `segment`, if they
+/// read back whole.
+fn read_record(segment: &Segment, offset: u64) -> Option<(RecordHeader, crate::meta::RecordMeta, Trailer)> {
+    let map = segment.mapped()?;
+    let at = usize::try_from(offset).ok()?;
+    let (header, header_crc) = RecordHeader::decode(map.get(at..)?, segment.nonce, segment.version)?;
+    let names_at = at + RECORD_HEADER_LEN as usize;
+    let meta_at = names_at + header.bucket_len as usize + header.key_len as usize;
+    let record = crate::meta::RecordMeta::decode(map.get(meta_at..meta_at + header.meta_len as usize)?).ok()?;
+    let trailer_at = at + header.trailer_start() as usize;
+    let trailer = map.get(trailer_at..trailer_at + trailer_len(segment.version) as usize)?;
+    let trailer = Trailer::decode(trailer, header_crc, segment.version)?;
+    Some((header, record, trailer))
 }
 
 fn corrupt_body(entry: &IndexEntry) -> Error {
@@ -1139,7 +1258,7 @@ mod tests {
         drop(store);
         let store = open(dir);
         if damage {
-            let entry = store.index.get(ObjectKeyRef::new("b", key)).unwrap();
+            let entry = entry(&store, ObjectKeyRef::new("b", key));
             let file = OpenOptions::new().write(true).open(&entry.segment.path).unwrap();
             let at = entry.body_offset + data.len() as u64 / 2;
             // The mapping is shared: readers see this byte.
@@ -1152,8 +1271,15 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().build().unwrap()
     }
 
-    fn checked_on(entry: &IndexEntry) -> Vec<String> {
-        entry.check.checked_on.lock().unwrap().clone()
+    /// The key's current object as a reader gets it.
+    fn entry(store: &Store, key: ObjectKeyRef<'_>) -> Arc<IndexEntry> {
+        store.entry_at(key, store.index.get(key).unwrap()).unwrap()
+    }
+
+    /// The threads that checked `entry`'s body, one per check.
+    fn checked_on(store: &Store, entry: &IndexEntry) -> Vec<String> {
+        let checked = store.checks.checked_on.lock().unwrap();
+        checked.iter().filter(|(record, _)| *record == entry.record()).map(|(_, t)| t.clone()).collect()
     }
 
     #[test]
@@ -1231,6 +1357,7 @@ mod tests {
             path: "/dev/full".into(),
             file: Mutex::new(Some(Arc::new(file))),
             nonce: 0,
+            version: FORMAT_VERSION,
             capacity: 0,
             solo: false,
             map: OnceLock::new(),
@@ -1256,18 +1383,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = ObjectKeyRef::new("b", "k");
         let store = reopened_with(dir.path(), "k", &body(5000, 1), true);
-        let old = store.index.get(key).unwrap();
+        let old = entry(&store, key);
 
-        assert!(store.index.remove_entry(&old));
+        assert!(store.index.remove_entry(key, old.segment.id, old.record_offset).is_some());
         put(&store, "k", &body(4000, 2));
-        let new = store.index.get(key).unwrap();
-        assert!(!Arc::ptr_eq(&old, &new));
+        let new = entry(&store, key);
+        assert_ne!(old.record(), new.record());
 
         let err = store.checked_body(&old).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
-        assert!(Arc::ptr_eq(&store.index.get(key).unwrap(), &new), "the re-fill's entry survives");
+        assert_eq!(entry(&store, key).record(), new.record(), "the re-fill's entry survives");
         assert_eq!(store.get(key).unwrap().unwrap().body, body(4000, 2));
-        assert!(!store.index.remove_entry(&old), "an entry no longer in the index is not removed again");
+        assert!(
+            store.index.remove_entry(key, old.segment.id, old.record_offset).is_none(),
+            "an entry no longer in the index is not removed again"
+        );
+        assert_eq!(store.stats.corrupt_reads.load(Ordering::Relaxed), 0, "no object in the index was corrupt");
     }
 
     #[test]
@@ -1276,13 +1407,13 @@ mod tests {
         let key = ObjectKeyRef::new("b", "k");
         let data = body(300_000, 3);
         let store = reopened_with(dir.path(), "k", &data, false);
-        let entry = store.index.get(key).unwrap();
-        assert!(!entry.check.is_verified(), "recovery does not check bodies");
+        let entry = entry(&store, key);
+        assert!(!entry.verified, "recovery does not check bodies");
 
         let obj = runtime().block_on(store.lookup(key)).unwrap().unwrap();
         assert_eq!(obj.body, data);
-        assert!(entry.check.is_verified());
-        assert_eq!(checked_on(&entry), [verify::VERIFIER_THREAD_NAME], "checked once, off the caller's thread");
+        assert!(store.index.get(key).unwrap().verified);
+        assert_eq!(checked_on(&store, &entry), [verify::VERIFIER_THREAD_NAME], "checked once, off the caller's thread");
 
         // Verified: the first poll answers (no thread hop), and nothing is checked again.
         let mut again = pin!(store.lookup(key));
@@ -1291,7 +1422,7 @@ mod tests {
             other => panic!("a verified entry must answer on the first poll: {other:?}"),
         }
         assert_eq!(store.get(key).unwrap().unwrap().body, data, "the sync path shares the state");
-        assert_eq!(checked_on(&entry).len(), 1);
+        assert_eq!(checked_on(&store, &entry).len(), 1);
     }
 
     #[test]
@@ -1300,7 +1431,7 @@ mod tests {
         let key = ObjectKeyRef::new("b", "k");
         let data = body(100_000, 4);
         let store = reopened_with(dir.path(), "k", &data, false);
-        let entry = store.index.get(key).unwrap();
+        let entry = entry(&store, key);
 
         // Occupy every verifier thread, so the check queues behind them until released.
         let (busy_tx, busy_rx) = std::sync::mpsc::channel::<()>();
@@ -1322,8 +1453,8 @@ mod tests {
         let mut b = pin!(store.lookup(key));
         assert!(a.as_mut().poll(&mut cx).is_pending());
         assert!(b.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(entry.check.waiter_count(), 2, "the second lookup joined the first's check");
-        assert!(checked_on(&entry).is_empty(), "the callers did not check the body themselves");
+        assert_eq!(store.checks.waiter_count(entry.record()), 2, "the second lookup joined the first's check");
+        assert!(checked_on(&store, &entry).is_empty(), "the callers did not check the body themselves");
 
         for _ in 0..verify::VERIFIER_THREADS {
             release_tx.send(()).unwrap();
@@ -1331,7 +1462,7 @@ mod tests {
         let (ra, rb) = runtime().block_on(async { (a.await, b.await) });
         assert_eq!(ra.unwrap().unwrap().body, data);
         assert_eq!(rb.unwrap().unwrap().body, data);
-        assert_eq!(checked_on(&entry), [verify::VERIFIER_THREAD_NAME], "one check for both");
+        assert_eq!(checked_on(&store, &entry), [verify::VERIFIER_THREAD_NAME], "one check for both");
     }
 
     #[test]
@@ -1339,18 +1470,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = ObjectKeyRef::new("b", "k");
         let store = reopened_with(dir.path(), "k", &body(70_000, 5), true);
-        let entry = store.index.get(key).unwrap();
+        let entry = entry(&store, key);
 
         let rt = runtime();
         let err = rt.block_on(store.lookup(key)).unwrap_err();
         assert!(matches!(err, Error::Corrupt { what: "body crc mismatch", .. }), "{err:?}");
-        assert_eq!(checked_on(&entry), [verify::VERIFIER_THREAD_NAME]);
+        assert_eq!(checked_on(&store, &entry), [verify::VERIFIER_THREAD_NAME]);
         assert!(!store.contains(key), "dropped, so the node fetches it again");
         assert!(rt.block_on(store.lookup(key)).unwrap().is_none());
         assert_eq!(store.stats.corrupt_reads.load(Ordering::Relaxed), 1);
-        // A reader still holding the old entry gets the settled answer, without a new check.
+        // A reader still holding the old entry checks it again (the index forgot it) and gets
+        // the same answer; it is not counted twice.
         assert!(store.checked_body(&entry).is_err());
-        assert_eq!(checked_on(&entry).len(), 1);
         assert_eq!(store.stats.corrupt_reads.load(Ordering::Relaxed), 1, "counted once");
     }
 }

@@ -23,11 +23,10 @@ use std::sync::{Arc, OnceLock};
 use super::format::{
     trailer_len, FileHeader, RecordHeader, Trailer, ALIGN, FILE_HEADER_LEN, FLAG_SOLO, RECORD_HEADER_LEN,
 };
-use super::index::{Index, IndexEntry};
-use super::verify::BodyCheck;
+use super::index::{Index, Slot};
 use super::{sys, MapCache, RecoveryReport, Segment, StoreStats};
 use crate::key::ObjectKeyRef;
-use crate::meta::{ObjectMeta, RecordMeta};
+use crate::meta::RecordMeta;
 use crate::{Error, Result};
 
 pub(crate) struct Recovered {
@@ -128,6 +127,7 @@ fn scan_segment(
         path: path.to_path_buf(),
         file: std::sync::Mutex::new(Some(std::sync::Arc::new(file))),
         nonce: fh.nonce,
+        version: fh.version,
         capacity: len,
         solo: fh.flags & FLAG_SOLO != 0,
         map: OnceLock::new(),
@@ -185,17 +185,10 @@ fn scan_segment(
                 scan.tombstones += 1;
                 scan.max_seq = scan.max_seq.max(trailer.seq);
             }
-            Some((bucket, key, record)) => {
+            Some((bucket, key, _)) => {
                 let seq = trailer.seq;
-                let meta = Arc::new(ObjectMeta { bucket, key, size: h.body_len, md5: trailer.md5, record, seq });
-                index.recover_object(Arc::new(IndexEntry {
-                    meta,
-                    segment: segment.clone(),
-                    body_offset: off + h.body_start(),
-                    body_crc: trailer.body_crc,
-                    check: BodyCheck::unverified(),
-                    last_access: std::sync::atomic::AtomicU32::new(0),
-                }));
+                let slot = Slot::new(segment.clone(), off, seq, h.body_len, false, 0);
+                index.recover_object(ObjectKeyRef::new(&bucket, &key), slot);
                 scan.committed += 1;
                 scan.max_seq = scan.max_seq.max(seq);
                 segment.note_seq(seq);

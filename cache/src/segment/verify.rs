@@ -7,15 +7,15 @@
 //! pool of `store-verify` threads ([`Verifier`]) and awaits the answer on a
 //! `tokio::sync::oneshot` (runtime-agnostic; monoio's `sync` feature lets another thread wake it).
 //!
-//! Each index entry carries a [`BodyCheck`]: unverified -> verifying -> verified | corrupt.
-//! Concurrent first reads of one entry share one check: the first claims it, later ones add a
-//! waiter. A verified entry answers with one atomic load: no thread hop, no allocation. The
-//! state is per process and per entry: a re-fill of a corrupt object is a new entry.
+//! The index keeps one bit per object: its body was checked in this process. Concurrent first
+//! reads of one record share one check ([`Checks`]): the first claims it, later ones add a
+//! waiter. A checked body answers with one atomic load in the index: no thread hop, no
+//! allocation.
 //!
-//! This file knows nothing of the index or the store; the store decides what a failed check does
-//! (`super::settle`: drop the entry from the index, count it).
+//! This file knows nothing of the index or the store; the store decides what a check's outcome
+//! does (`super::settle`: mark the object checked, or drop it from the index and count it).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::collections::HashMap;
 use std::sync::{mpsc, Mutex};
 
 use tokio::sync::oneshot;
@@ -27,105 +27,81 @@ pub(crate) const VERIFIER_THREADS: usize = 2;
 /// The name of the verifier threads (visible in `top -H` and in test assertions).
 pub(crate) const VERIFIER_THREAD_NAME: &str = "store-verify";
 
-const UNVERIFIED: u8 = 0;
-const VERIFYING: u8 = 1;
-const VERIFIED: u8 = 2;
-const CORRUPT: u8 = 3;
+/// A record: its segment id and offset.
+pub(crate) type RecordId = (u64, u64);
 
-/// What a caller should do about an entry's body check.
+/// What a caller should do about a body's check.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Claim {
-    /// The check has an outcome: `true` when the body matched.
-    Done(bool),
-    /// The caller claimed the check: it must run it and call [`BodyCheck::finish`].
+    /// The body was checked and matched.
+    Verified,
+    /// The caller claimed the check: it must run it and then call [`Checks::finish`].
     Run,
     /// Another caller is running it; the outcome goes to the waiter, if one was given.
     Wait,
 }
 
-/// The first-read check of one entry's body.
-#[derive(Debug)]
-pub(crate) struct BodyCheck {
-    state: AtomicU8,
-    /// Callers awaiting the running check. Transitions out of VERIFYING happen under this lock,
-    /// so a waiter added while VERIFYING is always answered.
-    waiters: Mutex<Vec<oneshot::Sender<bool>>>,
-    /// Names of the threads that computed this body's CRC, so tests can see where it ran.
+/// The body checks in flight, by record, with the callers awaiting each.
+#[derive(Debug, Default)]
+pub(crate) struct Checks {
+    in_flight: Mutex<HashMap<RecordId, Vec<oneshot::Sender<bool>>>>,
+    /// Which threads computed which record's CRC, so tests can see where checks ran.
     #[cfg(test)]
-    pub(crate) checked_on: Mutex<Vec<String>>,
+    pub(crate) checked_on: Mutex<Vec<(RecordId, String)>>,
 }
 
-impl BodyCheck {
-    fn with_state(state: u8) -> Self {
-        BodyCheck {
-            state: AtomicU8::new(state),
-            waiters: Mutex::new(Vec::new()),
-            #[cfg(test)]
-            checked_on: Mutex::new(Vec::new()),
+impl Checks {
+    /// Claims the check of `record`, or joins the one in flight. `verified` is asked under the
+    /// lock that [`Checks::finish`] takes, so a check that finished meanwhile is not run again.
+    /// `waiter`, when given, is answered by `finish` for `Run` and `Wait`.
+    pub(crate) fn claim(
+        &self,
+        record: RecordId,
+        waiter: Option<oneshot::Sender<bool>>,
+        verified: impl FnOnce() -> bool,
+    ) -> Claim {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if verified() {
+            return Claim::Verified;
         }
-    }
-
-    /// For a body this process wrote and checksummed as it arrived.
-    pub(crate) fn verified() -> Self {
-        Self::with_state(VERIFIED)
-    }
-
-    /// For a body found on disk at start.
-    pub(crate) fn unverified() -> Self {
-        Self::with_state(UNVERIFIED)
-    }
-
-    /// The hot path: one load.
-    pub(crate) fn is_verified(&self) -> bool {
-        self.state.load(Ordering::Acquire) == VERIFIED
-    }
-
-    /// Claims the check, joins the one in flight, or reports its outcome. `waiter`, when given,
-    /// is answered by [`BodyCheck::finish`] for `Run` and `Wait` (and dropped for `Done`).
-    pub(crate) fn claim(&self, waiter: Option<oneshot::Sender<bool>>) -> Claim {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        let claim = match self.state.load(Ordering::Acquire) {
-            VERIFIED => return Claim::Done(true),
-            CORRUPT => return Claim::Done(false),
-            UNVERIFIED => {
-                self.state.store(VERIFYING, Ordering::Release);
+        match in_flight.entry(record) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                o.get_mut().extend(waiter);
+                Claim::Wait
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(waiter.into_iter().collect());
                 Claim::Run
             }
-            _ => Claim::Wait,
-        };
-        waiters.extend(waiter);
-        claim
+        }
     }
 
-    /// Records the outcome and answers every waiter. Returns `true` for the call that moved the
-    /// entry out of unverified/verifying; later calls (a synchronous reader that checked the
-    /// same bytes meanwhile) change nothing.
-    pub(crate) fn finish(&self, matched: bool) -> bool {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(self.state.load(Ordering::Acquire), VERIFIED | CORRUPT) {
-            return false;
-        }
-        self.state.store(if matched { VERIFIED } else { CORRUPT }, Ordering::Release);
-        for w in waiters.drain(..) {
+    /// Ends `record`'s check (the caller has recorded its outcome in the index) and answers
+    /// every waiter.
+    pub(crate) fn finish(&self, record: RecordId, matched: bool) {
+        let waiters = self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&record);
+        for w in waiters.into_iter().flatten() {
             // A waiter that went away (its request was cancelled) needs no answer.
             let _ = w.send(matched);
         }
-        true
+    }
+
+    /// Computes the body's CRC-32C and compares it with the one its trailer recorded.
+    pub(crate) fn body_matches(&self, record: RecordId, body: &[u8], crc: u32) -> bool {
+        #[cfg(test)]
+        self.checked_on
+            .lock()
+            .unwrap()
+            .push((record, std::thread::current().name().unwrap_or("<unnamed>").to_string()));
+        #[cfg(not(test))]
+        let _ = record;
+        crc32c::crc32c(body) == crc
     }
 
     #[cfg(test)]
-    pub(crate) fn waiter_count(&self) -> usize {
-        self.waiters.lock().unwrap().len()
+    pub(crate) fn waiter_count(&self, record: RecordId) -> usize {
+        self.in_flight.lock().unwrap().get(&record).map_or(0, Vec::len)
     }
-}
-
-/// Computes the body's CRC-32C and compares it with the one its trailer recorded.
-pub(crate) fn body_matches(body: &[u8], crc: u32, check: &BodyCheck) -> bool {
-    #[cfg(test)]
-    check.checked_on.lock().unwrap().push(std::thread::current().name().unwrap_or("<unnamed>").to_string());
-    #[cfg(not(test))]
-    let _ = check;
-    crc32c::crc32c(body) == crc
 }
 
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
@@ -175,28 +151,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_check_per_entry_and_every_waiter_answered() {
-        let check = BodyCheck::unverified();
+    fn one_check_per_record_and_every_waiter_answered() {
+        let checks = Checks::default();
         let (tx1, mut rx1) = oneshot::channel();
         let (tx2, mut rx2) = oneshot::channel();
-        assert_eq!(check.claim(Some(tx1)), Claim::Run, "the first reader runs the check");
-        assert_eq!(check.claim(Some(tx2)), Claim::Wait, "the second waits for it");
-        assert_eq!(check.claim(None), Claim::Wait);
-        assert!(!check.is_verified());
-        assert!(check.finish(true));
-        assert!(!check.finish(false), "a late second outcome changes nothing");
-        assert!(check.is_verified());
+        assert_eq!(checks.claim((1, 64), Some(tx1), || false), Claim::Run, "the first reader runs the check");
+        assert_eq!(checks.claim((1, 64), Some(tx2), || false), Claim::Wait, "the second waits for it");
+        assert_eq!(checks.claim((1, 64), None, || false), Claim::Wait);
+        assert_eq!(checks.claim((1, 128), None, || false), Claim::Run, "another record is another check");
+        assert_eq!(checks.waiter_count((1, 64)), 2);
+        checks.finish((1, 64), true);
         assert_eq!(rx1.try_recv(), Ok(true));
         assert_eq!(rx2.try_recv(), Ok(true));
-        assert_eq!(check.claim(None), Claim::Done(true));
-    }
-
-    #[test]
-    fn corrupt_is_final() {
-        let check = BodyCheck::unverified();
-        assert_eq!(check.claim(None), Claim::Run);
-        assert!(check.finish(false));
-        assert_eq!(check.claim(None), Claim::Done(false));
-        assert!(!check.is_verified());
+        assert_eq!(checks.claim((1, 64), None, || true), Claim::Verified, "once recorded, no check");
     }
 }

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 
 use super::format::{self, Trailer, FILE_HEADER_LEN, FLAG_LEN_PENDING};
-use super::verify::BodyCheck;
-use super::{unix_ms, IndexEntry, Room, Segment, Store, StoredObject, SyncPolicy};
+use super::index::Slot;
+use super::{unix_ms, Room, Segment, Store, StoredObject, SyncPolicy};
 use crate::key::ObjectKeyRef;
 use crate::meta::{ObjectMeta, RecordMeta};
 use crate::{Error, Result};
@@ -434,7 +434,7 @@ impl RecordWriter {
             }
         }
         let (segment, record_offset, header, header_crc) = self.placement("commit before placement")?;
-        let segment = segment.clone();
+        let (segment, record_offset) = (segment.clone(), record_offset);
         let mut header = *header;
         let mut header_crc = header_crc;
         let pending = header.is_len_pending();
@@ -503,15 +503,7 @@ impl RecordWriter {
             offset: body_offset,
             what: "body outside mapping",
         })?;
-        let entry = Arc::new(IndexEntry {
-            meta: meta.clone(),
-            segment,
-            body_offset,
-            body_crc: self.crc,
-            check: BodyCheck::verified(),
-            last_access: std::sync::atomic::AtomicU32::new(store.now_secs()),
-        });
-        lock.put(entry);
+        lock.put(Slot::new(segment, record_offset, seq, self.written, true, store.now_secs()));
         drop(lock);
         self.committed = true;
         store.stats.objects_committed.fetch_add(1, Ordering::Relaxed);

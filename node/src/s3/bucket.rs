@@ -93,7 +93,7 @@ pub async fn delete(
             deleting.store(false, Ordering::SeqCst);
             e
         };
-        if !shared.store.list(bucket, "", None).is_empty() {
+        if !shared.store.list(bucket, "", None, None, 1).objects.is_empty() {
             return Err(stays(S3Error::BucketNotEmpty));
         }
         next.persist(&shared.config.store.dir)

@@ -99,53 +99,25 @@ struct Page {
 }
 
 fn page(worker: &Worker, bucket: &str, q: &ListQuery) -> Page {
-    let metas = worker.shared.store.list(bucket, &q.prefix, q.after.as_deref());
+    let listing =
+        worker.shared.store.list(bucket, &q.prefix, q.delimiter.as_deref(), q.after.as_deref(), q.max_keys as usize);
     let owner = q.fetch_owner.then(|| Owner { id: "edgemirror".into(), display_name: Some("edgemirror".into()) });
-    let mut page = Page { contents: Vec::new(), common_prefixes: Vec::new(), next_after: None };
-    let mut count = 0u32;
-    let mut last_prefix: Option<String> = None;
-    for meta in metas {
-        let rolled = q.delimiter.as_deref().and_then(|d| {
-            let rest = &meta.key[q.prefix.len()..];
-            rest.find(d).map(|i| meta.key[..q.prefix.len() + i + d.len()].to_string())
-        });
-        if let Some(p) = &rolled {
-            // Under the prefix just rolled up, or under the one the previous page ended on (its
-            // marker or token): already listed.
-            if last_prefix.as_ref() == Some(p) || q.after.as_ref() == Some(p) {
-                continue;
-            }
-        }
-        if count == q.max_keys {
-            if q.max_keys == 0 {
-                // Nothing asked for: no page to continue from either.
-                break;
-            }
-            page.next_after = Some(match (&last_prefix, page.contents.last()) {
-                (Some(p), Some(o)) => p.clone().max(o.key.clone()),
-                (Some(p), None) => p.clone(),
-                (None, Some(o)) => o.key.clone(),
-                (None, None) => String::new(),
-            });
-            break;
-        }
-        count += 1;
-        match rolled {
-            Some(p) => {
-                page.common_prefixes.push(CommonPrefix { prefix: p.clone() });
-                last_prefix = Some(p);
-            }
-            None => page.contents.push(ListedObject {
+    Page {
+        contents: listing
+            .objects
+            .iter()
+            .map(|meta| ListedObject {
                 key: meta.key.to_string(),
                 last_modified: meta.record.last_modified,
                 etag: meta.etag(),
                 size: meta.size,
                 storage_class: meta.record.storage_class.as_str().to_string(),
                 owner: owner.clone(),
-            }),
-        }
+            })
+            .collect(),
+        common_prefixes: listing.prefixes.into_iter().map(|prefix| CommonPrefix { prefix }).collect(),
+        next_after: listing.next_after,
     }
-    page
 }
 
 /// Answers a listing of `bucket`.

@@ -71,7 +71,7 @@ pub fn part_key(id: &str, number: u32) -> String {
 /// The parts of upload `id`, in part-number order: (number, object).
 fn parts(store: &Store, id: &str) -> Vec<(u32, std::sync::Arc<ObjectMeta>)> {
     store
-        .list(MPU_BUCKET, &format!("{id}/"), None)
+        .list_all(MPU_BUCKET, &format!("{id}/"))
         .into_iter()
         .filter_map(|m| m.key.rsplit('/').next()?.parse::<u32>().ok().map(|n| (n, m)))
         .collect()
@@ -279,9 +279,9 @@ pub async fn list_parts(
 /// The uploads in progress: (id, bucket, key, started).
 fn uploads(store: &Store) -> Vec<(String, String, String, SystemTime)> {
     store
-        .list(MPU_BUCKET, "", None)
+        .list(MPU_BUCKET, "", Some("/"), None, usize::MAX)
+        .objects
         .into_iter()
-        .filter(|m| !m.key.contains('/'))
         .filter_map(|m| {
             let obj = store.get(ObjectKeyRef::new(MPU_BUCKET, &m.key)).ok().flatten()?;
             let target = std::str::from_utf8(&obj.body).ok()?;
