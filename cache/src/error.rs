@@ -15,6 +15,10 @@ pub enum Error {
     /// is being deleted. Nothing is kept.
     #[error("cancelled: the object's bucket is being deleted")]
     Cancelled,
+    /// A conditional write ([`crate::RecordWriter::require`]) whose condition did not hold;
+    /// `exists` says whether the key had an object. Nothing is kept.
+    #[error("the write's precondition did not hold")]
+    ConditionNotMet { exists: bool },
     /// Bytes on disk failed a magic/length/checksum check.
     #[error("corrupt record in segment {segment} at offset {offset}: {what}")]
     Corrupt { segment: u64, offset: u64, what: &'static str },

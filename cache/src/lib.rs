@@ -27,8 +27,8 @@ pub mod segment;
 pub use error::{Error, Result};
 pub use hot::{HotCache, HotConfig, HotObject, HotTier};
 pub use key::{ObjectKey, ObjectKeyRef};
-pub use meta::{ObjectMeta, RecordMeta, SavedHeader, StorageClass};
+pub use meta::{Etag, ObjectMeta, RecordMeta, SavedHeader, StorageClass};
 pub use segment::{
     random_u64, CommitRule, CompactReport, CompactionConfig, FillReader, RecordWriter, RecoveryReport, Store,
-    StoreConfig, StoredObject, SyncPolicy, VersionPin,
+    StoreConfig, StoredObject, SyncPolicy, VersionPin, WriteCondition,
 };

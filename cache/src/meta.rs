@@ -85,6 +85,9 @@ impl StorageClass {
 const EXT_USER_META: u8 = 1;
 const EXT_CHECKSUM: u8 = 2;
 const EXT_PARTS: u8 = 3;
+const EXT_PART_SIZES: u8 = 4;
+/// (size u64, count u32) pairs per `EXT_PART_SIZES` entry: what fits its u16 length.
+const PART_RUNS_PER_ENTRY: usize = 5000;
 
 /// Metadata known before the body: written in the record ahead of the body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,9 +104,41 @@ pub struct RecordMeta {
     /// Parts of a multipart upload (0: a single-part object). The object's MD5 is then the MD5
     /// of the parts' MD5s, and its ETag ends in `-{parts}` as S3's.
     pub parts: u32,
+    /// The sizes of a multipart upload's parts, in order, as runs of equal sizes
+    /// `(size, count)` (clients upload equal parts and a shorter last one): what
+    /// `GET ?partNumber=N` serves. Empty for single-part objects and for multipart objects
+    /// written before part sizes were kept.
+    pub part_sizes: Vec<(u64, u32)>,
 }
 
 impl RecordMeta {
+    /// The bytes of part `n` (1-based) of a multipart object, if it has that part.
+    pub fn part_range(&self, n: u32) -> Option<std::ops::Range<u64>> {
+        if n == 0 {
+            return None;
+        }
+        let (mut start, mut first) = (0u64, 1u32);
+        for &(size, count) in &self.part_sizes {
+            if n < first + count {
+                let from = start + size * u64::from(n - first);
+                return Some(from..from + size);
+            }
+            start += size * u64::from(count);
+            first += count;
+        }
+        None
+    }
+
+    /// Records the part sizes, in order (see `part_sizes`).
+    pub fn set_part_sizes(&mut self, sizes: impl IntoIterator<Item = u64>) {
+        self.part_sizes.clear();
+        for size in sizes {
+            match self.part_sizes.last_mut() {
+                Some((last, count)) if *last == size => *count += 1,
+                _ => self.part_sizes.push((size, 1)),
+            }
+        }
+    }
     pub fn new(last_modified: SystemTime) -> Self {
         // HTTP dates have one-second resolution; truncate now so every response agrees.
         let secs = last_modified.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -114,6 +149,7 @@ impl RecordMeta {
             user: Vec::new(),
             checksum: None,
             parts: 0,
+            part_sizes: Vec::new(),
         }
     }
 
@@ -156,6 +192,13 @@ impl RecordMeta {
         if self.parts > 0 {
             extension(EXT_PARTS, "parts", self.parts.to_string().as_bytes());
         }
+        for runs in self.part_sizes.chunks(PART_RUNS_PER_ENTRY) {
+            let bytes: Vec<u8> = runs
+                .iter()
+                .flat_map(|(size, count)| size.to_le_bytes().into_iter().chain(count.to_le_bytes()))
+                .collect();
+            extension(EXT_PART_SIZES, "part-sizes", &bytes);
+        }
     }
 
     pub fn decode(mut b: &[u8]) -> Result<RecordMeta> {
@@ -176,7 +219,7 @@ impl RecordMeta {
             let value = take(&mut b, len).ok_or(bad("meta: short"))?;
             headers.push((name, Bytes::copy_from_slice(value)));
         }
-        let (mut user, mut checksum, mut parts) = (Vec::new(), None, 0);
+        let (mut user, mut checksum, mut parts, mut part_sizes) = (Vec::new(), None, 0, Vec::new());
         while !b.is_empty() {
             let tag = take(&mut b, 1).ok_or(bad("meta: short"))?[0];
             let len = take(&mut b, 2).ok_or(bad("meta: short"))?;
@@ -190,6 +233,13 @@ impl RecordMeta {
                 EXT_PARTS => {
                     parts = std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok()).ok_or(bad("meta: parts"))?
                 }
+                EXT_PART_SIZES => {
+                    for run in value.chunks_exact(12) {
+                        let size = u64::from_le_bytes(run[..8].try_into().unwrap_or_default());
+                        let count = u32::from_le_bytes(run[8..].try_into().unwrap_or_default());
+                        part_sizes.push((size, count));
+                    }
+                }
                 _ => {}
             }
         }
@@ -200,6 +250,7 @@ impl RecordMeta {
             user,
             checksum,
             parts,
+            part_sizes,
         })
     }
 }
@@ -235,14 +286,21 @@ impl ObjectMeta {
 
     /// The ETag rendered on the stack (the request path writes it without allocating).
     pub fn etag_bytes(&self) -> Etag {
+        Etag::new(&self.md5, self.record.parts)
+    }
+}
+
+impl Etag {
+    /// The quoted hex `md5`, with `-{parts}` for a multipart upload's.
+    pub fn new(md5: &[u8; 16], parts: u32) -> Etag {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = Etag { bytes: [b'"'; 48], len: 34 };
-        for (i, b) in self.md5.iter().enumerate() {
+        for (i, b) in md5.iter().enumerate() {
             out.bytes[1 + 2 * i] = HEX[(b >> 4) as usize];
             out.bytes[2 + 2 * i] = HEX[(b & 0xf) as usize];
         }
-        if self.record.parts > 0 {
-            let suffix = format!("-{}\"", self.record.parts);
+        if parts > 0 {
+            let suffix = format!("-{parts}\"");
             out.bytes[33..33 + suffix.len()].copy_from_slice(suffix.as_bytes());
             out.len = 33 + suffix.len();
         }
@@ -267,6 +325,30 @@ impl Etag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn part_sizes_round_trip_and_locate_parts() {
+        let mut m = RecordMeta::new(SystemTime::now());
+        m.parts = 4;
+        m.set_part_sizes([10, 10, 10, 3]);
+        assert_eq!(m.part_sizes, [(10, 3), (3, 1)]);
+        assert_eq!(m.part_range(1), Some(0..10));
+        assert_eq!(m.part_range(3), Some(20..30));
+        assert_eq!(m.part_range(4), Some(30..33));
+        assert_eq!(m.part_range(5), None);
+        assert_eq!(m.part_range(0), None);
+        let mut buf = Vec::new();
+        m.encode(&mut buf);
+        assert_eq!(RecordMeta::decode(&buf).unwrap(), m);
+        // 10,000 parts of different sizes span several extension entries.
+        m.parts = 10_000;
+        m.set_part_sizes((0..10_000u64).map(|i| 5 << 20 | i));
+        let mut buf = Vec::new();
+        m.encode(&mut buf);
+        let back = RecordMeta::decode(&buf).unwrap();
+        assert_eq!(back.part_sizes.len(), 10_000);
+        assert_eq!(back.part_range(10_000), m.part_range(10_000));
+    }
 
     #[test]
     fn record_meta_round_trips() {

@@ -84,6 +84,9 @@ impl From<edgemirror_cache::Error> for S3Error {
         match e {
             edgemirror_cache::Error::NoSpace(why) => S3Error::StoreFull(why),
             edgemirror_cache::Error::Cancelled => S3Error::NoSuchBucket,
+            // A conditional write: If-Match with no object is S3's NoSuchKey, anything else 412.
+            edgemirror_cache::Error::ConditionNotMet { exists: false } => S3Error::NoSuchKey,
+            edgemirror_cache::Error::ConditionNotMet { exists: true } => S3Error::PreconditionFailed,
             edgemirror_cache::Error::BodyMismatch(why) if why.contains("MD5") => S3Error::BadDigest,
             edgemirror_cache::Error::BodyMismatch(why) => S3Error::IncompleteBody(why),
             e => S3Error::Internal(e.to_string()),

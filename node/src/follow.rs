@@ -121,6 +121,8 @@ async fn send_body(
         range: (status == 206).then(|| (range.clone(), body.length.unwrap_or(0))),
         framing,
         checksum: false,
+        overrides: &reply::Overrides::from_query(req.query()),
+        parts_count: None,
     };
     reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
     if req.is_head() {

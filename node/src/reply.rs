@@ -153,8 +153,51 @@ pub struct ObjectHead<'a> {
     /// A 206's range (`start..end`, end exclusive) of an object of `size` bytes.
     pub range: Option<(Range<u64>, u64)>,
     pub framing: Framing,
-    /// The client sent `x-amz-checksum-mode: ENABLED`: add the stored checksum, if any.
+    /// The client sent `x-amz-checksum-mode: ENABLED`: add the stored checksum, if any (on a
+    /// whole object only: it is the whole body's, and a client checks what it received
+    /// against it).
     pub checksum: bool,
+    /// Headers a GetObject asked to have replaced (`response-content-type` and the rest).
+    pub overrides: &'a Overrides,
+    /// For `GET ?partNumber=N` of a multipart object: its number of parts
+    /// (`x-amz-mp-parts-count`).
+    pub parts_count: Option<u32>,
+}
+
+/// GetObject's `response-content-type`, `-content-language`, `-expires`, `-cache-control`,
+/// `-content-disposition` and `-content-encoding` query parameters: the value to send instead
+/// of the stored header (S3 honours them on signed requests only; the caller checks that).
+#[derive(Debug, Default)]
+pub struct Overrides(Vec<(SavedHeader, String)>);
+
+impl Overrides {
+    pub const PARAMS: [(&'static str, SavedHeader); 6] = [
+        ("response-content-type", SavedHeader::ContentType),
+        ("response-content-language", SavedHeader::ContentLanguage),
+        ("response-expires", SavedHeader::Expires),
+        ("response-cache-control", SavedHeader::CacheControl),
+        ("response-content-disposition", SavedHeader::ContentDisposition),
+        ("response-content-encoding", SavedHeader::ContentEncoding),
+    ];
+
+    /// The overrides a request's query asks for (none without a query: no work on a plain GET).
+    pub fn from_query(query: Option<&[u8]>) -> Overrides {
+        let Some(query) = query.filter(|q| q.windows(9).any(|w| w == b"response-")) else {
+            return Overrides::default();
+        };
+        let found = Self::PARAMS.iter().filter_map(|(param, name)| {
+            edgemirror_proto::query_param(query, param).map(|v| (*name, v.replace(['\r', '\n'], " ")))
+        });
+        Overrides(found.collect())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn get(&self, name: SavedHeader) -> Option<&str> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// Writes the whole head of a response about an object. A 200/206 carries the saved origin
@@ -175,13 +218,18 @@ pub fn object_head(out: &mut BytesMut, h: &ObjectHead<'_>, date: &DateCache, id:
         }
     } else {
         for (name, value) in &h.record.headers {
-            header(out, name.as_str(), value);
+            if h.overrides.get(*name).is_none() {
+                header(out, name.as_str(), value);
+            }
+        }
+        for (name, value) in &h.overrides.0 {
+            header(out, name.as_str(), value.as_bytes());
         }
         for (name, value) in &h.record.user {
             out.put_slice(b"x-amz-meta-");
             header(out, name, value);
         }
-        if let (true, Some((name, value))) = (h.checksum, &h.record.checksum) {
+        if let (true, 200, Some((name, value))) = (h.checksum, h.status, &h.record.checksum) {
             header(out, name, value);
         }
         if let Some(etag) = h.etag {
@@ -190,6 +238,9 @@ pub fn object_head(out: &mut BytesMut, h: &ObjectHead<'_>, date: &DateCache, id:
         last_modified(out, h.record.last_modified);
         header(out, "x-amz-storage-class", h.record.storage_class.as_str().as_bytes());
         header(out, "Accept-Ranges", b"bytes");
+        if let Some(parts) = h.parts_count {
+            let _ = write!(out, "x-amz-mp-parts-count: {parts}\r\n");
+        }
         if let Some((range, size)) = &h.range {
             content_range(out, Some(range.clone()), *size);
         }

@@ -51,6 +51,8 @@ pub enum Op {
     UploadPart,
     /// An UploadPart with `x-amz-copy-source`.
     UploadPartCopy,
+    /// A GET or HEAD of an object with `?partNumber=N`: one part of a multipart object.
+    GetObjectPart,
     CompleteMultipartUpload,
     AbortMultipartUpload,
     ListParts,
@@ -61,7 +63,7 @@ impl Op {
     /// Whether the operation changes or reveals the store beyond a public read: it needs a
     /// valid signature whatever the bucket's `public_read`.
     pub fn needs_signature(self) -> bool {
-        !matches!(self, Op::GetObject | Op::HeadObject)
+        !matches!(self, Op::GetObject | Op::HeadObject | Op::GetObjectPart)
     }
 }
 
@@ -139,6 +141,9 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
             _ => Err(S3Error::MethodNotAllowed),
         };
     }
+    if has_param(query, b"partNumber") && !no_key && matches!(method, Method::Get | Method::Head) {
+        return Ok(Op::GetObjectPart);
+    }
     if let Some(sub) = subresource(query) {
         return Err(S3Error::NotImplemented(sub));
     }
@@ -167,7 +172,7 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
 
 /// Whether the query has the parameter `name` (with or without a value).
 fn has_param(query: &[u8], name: &[u8]) -> bool {
-    query.split(|&b| b == b'&').any(|pair| pair.split(|&b| b == b'=').next() == Some(name))
+    std::str::from_utf8(name).is_ok_and(|name| edgemirror_proto::has_query_param(query, name))
 }
 
 /// The first sub-resource parameter of a query, if any.

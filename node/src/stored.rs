@@ -76,6 +76,41 @@ pub fn preconditions(
     Ok(if not_modified { Precondition::NotModified } else { Precondition::Proceed })
 }
 
+/// Answers `GET ?partNumber=N` for a stored object: the bytes of its part `part` (`range`), as
+/// a 206 with `Content-Range` and `x-amz-mp-parts-count` for a multipart object, or the whole
+/// object (part 1 of a single-part one) as a 200. Conditionals apply to the whole object.
+pub async fn send_part(
+    worker: &Worker,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    meta: &ObjectMeta,
+    body: Bytes,
+    range: std::ops::Range<u64>,
+) -> Result<Disposition, S3Error> {
+    let etag_buf = meta.etag_bytes();
+    let etag = etag_buf.as_str();
+    if preconditions(req, &REQUEST_CONDITIONS, etag, meta)? == Precondition::NotModified {
+        return send_not_modified(worker, conn, req, meta, etag, "store").await;
+    }
+    let multipart = meta.record.parts > 0;
+    let keep_alive = req.keep_alive();
+    let head = ObjectHead {
+        status: if multipart { 206 } else { 200 },
+        record: &meta.record,
+        etag: Some(etag),
+        source: "store",
+        range: multipart.then(|| (range.clone(), meta.size)),
+        framing: Framing::Length(range.end - range.start),
+        checksum: !multipart && req.header("x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case(b"ENABLED")),
+        overrides: &reply::Overrides::from_query(req.query()),
+        parts_count: multipart.then_some(meta.record.parts),
+    };
+    reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
+    let part = body.slice(range.start as usize..range.end as usize);
+    let sent = if req.is_head() { conn.flush().await } else { conn.send_with_body(part).await };
+    Ok(Disposition::after(sent, keep_alive))
+}
+
 /// Serves a committed object straight from the store (a miss that raced with the commit).
 pub async fn serve_from_store(
     worker: &Worker,
@@ -118,6 +153,8 @@ pub async fn send_stored(
         range: None,
         framing: Framing::Length(meta.size),
         checksum: req.header("x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case(b"ENABLED")),
+        overrides: &reply::Overrides::from_query(req.query()),
+        parts_count: None,
     };
     match range {
         RangeRequest::Unsatisfiable => Err(S3Error::InvalidRange { size: meta.size }),
@@ -209,6 +246,8 @@ async fn send_not_modified(
         range: None,
         framing: Framing::NoBody,
         checksum: false,
+        overrides: &reply::Overrides::default(),
+        parts_count: None,
     };
     reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))

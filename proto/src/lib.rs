@@ -41,6 +41,7 @@ mod head;
 mod headers;
 pub mod limits;
 mod path;
+mod query;
 mod range;
 mod request;
 mod response;
@@ -58,6 +59,7 @@ pub use limits::{
     RequestLimits, MAX_CHUNK_LINE_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_RANGES, MAX_TRAILER_BYTES, MAX_URI_BYTES,
 };
 pub use path::{decode_path, encode_key, has_dot_segment};
+pub use query::{has_query_param, query_param};
 pub use range::{parse_range, ByteRanges, RangeRequest};
 pub use request::{parse_request, parse_request_with, RequestHead};
 pub use response::{parse_response, response_framing, ResponseHead};

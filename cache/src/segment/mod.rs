@@ -51,7 +51,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use compact::{CompactReport, CompactionConfig};
-pub use writer::{CommitRule, FillReader, RecordWriter, VersionPin};
+pub use writer::{CommitRule, FillReader, RecordWriter, VersionPin, WriteCondition};
 
 use crate::key::{ObjectKey, ObjectKeyRef};
 use crate::meta::ObjectMeta;

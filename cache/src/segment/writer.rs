@@ -70,7 +70,14 @@ pub struct RecordWriter {
     /// Set by someone else to refuse this commit: the bucket is being deleted
     /// ([`RecordWriter::cancel_when`]).
     cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// What the key's current object must be for this commit to go ahead
+    /// ([`RecordWriter::require`]).
+    condition: Option<WriteCondition>,
 }
+
+/// A conditional write's test (S3's `If-Match` / `If-None-Match` on a PUT): given the ETag of
+/// the key's current object (`None`: no object), whether the commit may replace it.
+pub type WriteCondition = Box<dyn FnOnce(Option<&str>) -> bool + Send>;
 
 /// The part of an unfinished record that is readable: where its body lies once placed, the
 /// buffered pieces before that, and how many body bytes are written.
@@ -227,6 +234,7 @@ impl Store {
             md5_deferred: false,
             view: Arc::new(Mutex::new(View::default())),
             cancel: None,
+            condition: None,
         };
         if let Some(len) = body_len {
             w.target = w.place(len, 0)?;
@@ -252,6 +260,13 @@ impl RecordWriter {
     /// the index (DeleteBucket's emptiness check) cannot miss an object committed meanwhile.
     pub fn cancel_when(&mut self, flag: Arc<std::sync::atomic::AtomicBool>) {
         self.cancel = Some(flag);
+    }
+
+    /// Commits only if `condition` holds for the key's current object, tested under the key's
+    /// lock (so two create-only writes of one key cannot both succeed); otherwise the commit
+    /// fails with [`Error::ConditionNotMet`] and nothing is kept.
+    pub fn require(&mut self, condition: WriteCondition) {
+        self.condition = Some(condition);
     }
 
     /// Chooses where a record of `body_len` bytes goes and writes its head there.
@@ -455,6 +470,13 @@ impl RecordWriter {
             // Checked under the key's lock: whoever set the flag and then looks at the index
             // either finds this object or knows it will never be committed.
             return Err(Error::Cancelled);
+        }
+        if let Some(condition) = self.condition.take() {
+            let current = lock.current().and_then(|slot| super::read_record(&slot.segment, slot.record_offset));
+            let etag = current.map(|(_, record, trailer)| crate::meta::Etag::new(&trailer.md5, record.parts));
+            if !condition(etag.as_ref().map(|e| e.as_str())) {
+                return Err(Error::ConditionNotMet { exists: etag.is_some() });
+            }
         }
         if let CommitRule::IfUnchangedSince(pin) = &self.rule {
             if lock.current_seq().is_some_and(|current| current >= pin.since) {

@@ -3,7 +3,8 @@
 //!
 //! - CreateBucket (`PUT /{bucket}`): the name is checked by S3's rules, an optional
 //!   `CreateBucketConfiguration` must name this node's region, and the bucket is persisted
-//!   before it is answered 200. An existing name is 409 `BucketAlreadyOwnedByYou`.
+//!   before it is answered 200. An existing name is 409 `BucketAlreadyOwnedByYou`, except in
+//!   us-east-1, where S3's legacy answer is 200 and nothing changes.
 //! - DeleteBucket (`DELETE /{bucket}`): 204 when the bucket holds no object; its unfinished
 //!   multipart uploads are aborted and its mirror rules dropped. 409 `BucketNotEmpty` otherwise;
 //!   a bucket of the config file is refused (403): edit the file instead.
@@ -48,16 +49,25 @@ pub async fn create(
         }
     }
     let shared = &worker.shared;
-    {
+    let region = &shared.config.s3.region;
+    let created = {
         let _guard = shared.buckets_update.lock().unwrap_or_else(|e| e.into_inner());
-        let next = match shared.buckets.load().with_created(bucket, SystemTime::now()) {
-            Ok(next) => next,
+        match shared.buckets.load().with_created(bucket, SystemTime::now()) {
+            Ok(next) => {
+                next.persist(&shared.config.store.dir)
+                    .map_err(|e| S3Error::Internal(format!("saving buckets.json: {e}")))?;
+                shared.buckets.store(Arc::new(next));
+                true
+            }
+            // S3 keeps a legacy answer in us-east-1: creating a bucket you already own succeeds
+            // and changes nothing. Elsewhere it is 409.
+            Err(_) if region == "us-east-1" => false,
             Err(_) => return Err(S3Error::BucketAlreadyOwnedByYou),
-        };
-        next.persist(&shared.config.store.dir).map_err(|e| S3Error::Internal(format!("saving buckets.json: {e}")))?;
-        shared.buckets.store(Arc::new(next));
+        }
+    };
+    if created {
+        tracing::info!(bucket, request_id = %req.id, "bucket created");
     }
-    tracing::info!(bucket, request_id = %req.id, "bucket created");
     let keep_alive = req.keep_alive();
     reply::start(&mut conn.out, 200, &worker.date, req.id);
     reply::header(&mut conn.out, "Location", format!("/{bucket}").as_bytes());

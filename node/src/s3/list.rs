@@ -60,7 +60,7 @@ fn parse_query(query: &[u8]) -> Result<ListQuery, S3Error> {
             b"max-keys" => {
                 q.max_keys = value
                     .parse::<u32>()
-                    .map_err(|_| S3Error::InvalidRequest("max-keys must be a non-negative integer"))?
+                    .map_err(|_| S3Error::InvalidArgument("max-keys must be a non-negative integer"))?
                     .min(MAX_KEYS)
             }
             b"continuation-token" => q.continuation_token = Some(value),

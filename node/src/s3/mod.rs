@@ -83,7 +83,17 @@ async fn serve(
     };
     let signed = if target.op.needs_signature() || !public_read { Some(auth::authorize(worker, req)?) } else { None };
     match target.op {
-        Op::GetObject | Op::HeadObject => object::serve(worker, conn, req, &target.bucket, &target.key).await,
+        Op::GetObject | Op::HeadObject => {
+            let overrides = req.query().is_some_and(|q| {
+                reply::Overrides::PARAMS.iter().any(|(param, _)| edgemirror_proto::has_query_param(q, param))
+            });
+            if overrides && signed.is_none() {
+                // A public read needs no signature, but S3 takes response-* overrides only
+                // from a signed request: check the one it carries (an anonymous one is refused).
+                auth::authorize(worker, req)?;
+            }
+            object::serve(worker, conn, req, &target.bucket, &target.key).await
+        }
         Op::PutObject => {
             let signed = signed.ok_or(S3Error::Internal("a PUT reached its handler unsigned".into()))?;
             put::put_object(
@@ -104,6 +114,7 @@ async fn serve(
             delete::delete_objects(worker, conn, req, body, &target.bucket, signed).await
         }
         Op::CopyObject => copy::copy_object(worker, conn, req, &target.bucket, &target.key).await,
+        Op::GetObjectPart => multipart::get_part(worker, conn, req, &target.bucket, &target.key).await,
         Op::UploadPartCopy => copy::upload_part_copy(worker, conn, req, &target.bucket, &target.key).await,
         Op::CreateMultipartUpload => multipart::create(worker, conn, req, &target.bucket, &target.key).await,
         Op::UploadPart | Op::CompleteMultipartUpload => {

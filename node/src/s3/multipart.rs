@@ -43,11 +43,7 @@ fn owner() -> Owner {
 
 /// A query parameter's value, percent-decoded.
 pub fn param(query: &[u8], name: &str) -> Option<String> {
-    query.split(|&b| b == b'&').find_map(|pair| {
-        let mut it = pair.splitn(2, |&b| b == b'=');
-        (it.next()? == name.as_bytes())
-            .then(|| percent_encoding::percent_decode(it.next().unwrap_or_default()).decode_utf8_lossy().into_owned())
-    })
+    edgemirror_proto::query_param(query, name)
 }
 
 fn new_upload_id() -> String {
@@ -134,6 +130,30 @@ pub async fn upload_part(
     .await
 }
 
+/// `GET` or `HEAD /{bucket}/{key}?partNumber=N`: one part of a stored object. A single-part
+/// object has one part, itself; a part past the last is 400 `InvalidPart`. Served from the
+/// store only: a part never mirrors.
+pub async fn get_part(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    bucket: &str,
+    key: &str,
+) -> Result<Disposition, S3Error> {
+    let number = param(req.query().unwrap_or_default(), "partNumber")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or(S3Error::InvalidArgument("partNumber must be an integer from 1 to 10000"))?;
+    let object = worker.shared.store.lookup(ObjectKeyRef::new(bucket, key)).await?.ok_or(S3Error::NoSuchKey)?;
+    let meta = &object.meta;
+    let range = match meta.record.parts {
+        0 => (number == 1).then_some(0..meta.size),
+        _ => meta.record.part_range(number),
+    };
+    let range = range.ok_or(S3Error::InvalidPart)?;
+    crate::stored::send_part(worker, conn, req, meta, object.body.clone(), range).await
+}
+
 /// `POST /{bucket}/{key}?uploadId=ID` with the list of parts.
 #[allow(clippy::too_many_arguments)]
 pub async fn complete(
@@ -147,9 +167,19 @@ pub async fn complete(
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
     let id = param(req.query().unwrap_or_default(), "uploadId").unwrap_or_default();
-    let upload_meta = upload(&shared.store, &id, bucket, key)?;
+    let upload_meta = upload(&shared.store, &id, bucket, key);
     let bytes = super::delete::read_xml_body(conn, req, body, &signed).await?;
     let list: CompleteMultipartUpload = xml::from_xml(&bytes).map_err(|e| S3Error::MalformedXml(e.as_str()))?;
+    let upload_meta = match upload_meta {
+        Ok(meta) => meta,
+        // A retry of a Complete that succeeded (its answer was lost): the upload is gone, and
+        // the key holds the object those very parts made. S3 answers it again.
+        Err(S3Error::NoSuchUpload) => match completed_from(shared, bucket, key, &list).await {
+            Some(result) => return send_xml(worker, conn, req, xml::to_xml(&result)).await,
+            None => return Err(S3Error::NoSuchUpload),
+        },
+        Err(e) => return Err(e),
+    };
     if list.parts.is_empty() {
         return Err(S3Error::MalformedXml("no parts"));
     }
@@ -182,9 +212,13 @@ pub async fn complete(
     let mut meta = upload_meta.record.clone();
     meta.last_modified = RecordMeta::new(SystemTime::now()).last_modified;
     meta.parts = chosen.len() as u32;
+    meta.set_part_sizes(chosen.iter().map(|m| m.size));
     meta.checksum = None;
     let okey = ObjectKeyRef::new(bucket, key);
     let mut writer = shared.begin(worker.id, bucket, okey, meta, Some(total), CommitRule::LastWins)?;
+    if let Some(condition) = super::put::write_condition(req) {
+        writer.require(condition);
+    }
     writer.defer_md5();
     for m in &chosen {
         let part = shared
@@ -213,6 +247,36 @@ pub async fn complete(
         ..Default::default()
     };
     send_xml(worker, conn, req, xml::to_xml(&result)).await
+}
+
+/// The result of a Complete of `list` that already happened: the object at `bucket`/`key` is
+/// the one those parts make (its ETag is the MD5 of their MD5s, with their count).
+async fn completed_from(
+    shared: &crate::worker::Shared,
+    bucket: &str,
+    key: &str,
+    list: &CompleteMultipartUpload,
+) -> Option<xml::CompleteMultipartUploadResult> {
+    let mut md5s = Md5::new();
+    for part in &list.parts {
+        let hex = part.etag_unquoted();
+        if hex.len() != 32 {
+            return None;
+        }
+        for i in (0..32).step_by(2) {
+            md5s.update([u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()?]);
+        }
+    }
+    let md5: [u8; 16] = md5s.finalize().into();
+    let expected = edgemirror_cache::Etag::new(&md5, list.parts.len() as u32);
+    let object = shared.store.lookup(ObjectKeyRef::new(bucket, key)).await.ok()??;
+    (object.meta.etag_bytes().as_str() == expected.as_str()).then(|| xml::CompleteMultipartUploadResult {
+        location: format!("/{bucket}/{key}"),
+        bucket: bucket.into(),
+        key: key.into(),
+        etag: expected.as_str().to_string(),
+        ..Default::default()
+    })
 }
 
 /// Deletes an upload's records: its parts, then the upload itself.

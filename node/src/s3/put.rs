@@ -21,6 +21,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, RecordWriter, SavedHeader};
+use edgemirror_proto as proto;
 use edgemirror_proto::s3::aws_chunked::{AwsChunk, AwsChunkedDecoder, AwsChunkedMode};
 use edgemirror_proto::s3::sigv4::{self, ChunkSigner, PayloadHasher};
 
@@ -117,6 +118,10 @@ pub async fn put_object(
         meta.checksum = Some((alg.header_name().into(), Bytes::copy_from_slice(expected.as_bytes())));
     }
     let mut writer = shared.begin(worker.id, owner, okey, meta, Some(length), CommitRule::LastWins)?;
+    // Conditions are about the object; a part (stored for its upload's bucket) takes none.
+    if let Some(condition) = write_condition(req).filter(|_| okey.bucket == owner) {
+        writer.require(condition);
+    }
     if let Some(md5) = content_md5 {
         writer.expect_md5(md5);
     }
@@ -141,12 +146,15 @@ pub async fn put_object(
             return Err(S3Error::IncompleteBody("the final chunk or the trailer signature is missing".into()));
         }
     }
+    // The verified flexible checksum, echoed in the response as S3 does.
+    let mut verified_checksum = None;
     if let Some((alg, computed, expected)) = checks.checksum {
         let expected =
             expected.ok_or(S3Error::IncompleteBody(format!("the {} trailer is missing", alg.header_name())))?;
         if computed.finish() != expected {
             return Err(S3Error::BadDigest);
         }
+        verified_checksum = Some((alg.header_name(), expected));
     }
     let stored = writer.commit()?;
     // The previous version's cached copies are stale now (readers check the version anyway).
@@ -157,9 +165,31 @@ pub async fn put_object(
     let keep_alive = req.keep_alive();
     reply::start(&mut conn.out, 200, &worker.date, req.id);
     reply::header(&mut conn.out, "ETag", etag.as_str().as_bytes());
+    if let Some((name, value)) = &verified_checksum {
+        reply::header(&mut conn.out, name, value.as_bytes());
+        reply::header(&mut conn.out, "x-amz-checksum-type", b"FULL_OBJECT");
+    }
     reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
     reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))
+}
+
+/// S3's conditional writes, tested at commit under the key's lock: `If-None-Match: *` creates
+/// only (412 if the key has an object), `If-None-Match: "etag"` refuses to replace that
+/// version, `If-Match: "etag"` replaces only that version and `If-Match: *` only an existing
+/// object (both 404 `NoSuchKey` when there is none).
+pub(super) fn write_condition(req: &Request<'_>) -> Option<edgemirror_cache::WriteCondition> {
+    let if_match = req.header("if-match").map(<[u8]>::to_vec);
+    let if_none_match = req.header("if-none-match").map(<[u8]>::to_vec);
+    if if_match.is_none() && if_none_match.is_none() {
+        return None;
+    }
+    Some(Box::new(move |current: Option<&str>| {
+        let matched = if_match.as_ref().is_none_or(|m| current.is_some_and(|etag| proto::etag_matches(m, etag, false)));
+        let none_matched =
+            if_none_match.as_ref().is_none_or(|n| current.is_none_or(|etag| !proto::etag_matches(n, etag, true)));
+        matched && none_matched
+    }))
 }
 
 /// The metadata an upload request gives its object (PutObject, CreateMultipartUpload, a
