@@ -279,6 +279,8 @@ pub fn error(
 ) {
     let body = edgemirror_proto::s3_error_xml(err.code(), &err.message(), key, &id.to_string());
     start(out, err.status(), date, id);
+    // The same id under S3's name: SDKs report it with the error (botocore's RequestId).
+    let _ = write!(out, "x-amz-request-id: {id}\r\n");
     header(out, "Content-Type", b"application/xml");
     header(out, SOURCE_HEADER, err.source().as_bytes());
     match err {

@@ -45,6 +45,8 @@ pub enum Op {
     DeleteBucket,
     /// `GET /{bucket}?location`.
     GetBucketLocation,
+    /// `GET /{bucket}?versions`: the node keeps one version per key, `null`.
+    ListObjectVersions,
     /// A PUT with `x-amz-copy-source`: a copy within the node.
     CopyObject,
     CreateMultipartUpload,
@@ -143,6 +145,9 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
     }
     if has_param(query, b"partNumber") && !no_key && matches!(method, Method::Get | Method::Head) {
         return Ok(Op::GetObjectPart);
+    }
+    if has_param(query, b"versions") && no_key && method == Method::Get {
+        return Ok(Op::ListObjectVersions);
     }
     if let Some(sub) = subresource(query) {
         return Err(S3Error::NotImplemented(sub));

@@ -141,6 +141,8 @@ pub async fn send_stored(
     }
 
     let range = match req.header("range") {
+        // No byte range of an empty object is satisfiable (RFC 9110 §14.1.1; S3 answers 416).
+        Some(v) if meta.size == 0 && v.starts_with(b"bytes=") => RangeRequest::Unsatisfiable,
         Some(v) if if_range_holds(req.header("if-range"), etag, meta) => proto::parse_range(v, meta.size),
         _ => RangeRequest::Full,
     };

@@ -449,7 +449,8 @@ fn encoding_type_url_listing() {
     v1.encode_url();
     assert_eq!(
         (v1.prefix.as_str(), v1.marker.as_str(), v1.next_marker.as_deref(), v1.delimiter.as_deref()),
-        ("a+b", "m+n", Some("x+y"), Some("+"))
+        ("a b", "m+n", Some("x+y"), Some("+")),
+        "V1 leaves Prefix as the request gave it"
     );
     assert_eq!(v1.contents[0].key, "k+l");
 

@@ -1058,6 +1058,42 @@ except urllib.error.HTTPError as e:
 
 # Creating a bucket one owns again is S3's legacy 200 in us-east-1.
 s3.create_bucket(Bucket=B)
+
+# ListObjectVersions: every object is its key's one version, null.
+v = s3.list_object_versions(Bucket=B, Prefix="c")
+assert [(x["Key"], x["VersionId"], x["IsLatest"]) for x in v["Versions"]] == [("cond", "null", True)], v
+keys, marker = [], None
+while True:
+    kw = {{"KeyMarker": marker}} if marker else {{}}
+    page = s3.list_object_versions(Bucket=B, MaxKeys=2, **kw)
+    keys += [x["Key"] for x in page.get("Versions", [])]
+    if not page["IsTruncated"]:
+        break
+    marker = page["NextKeyMarker"]
+assert keys == ["cond", "mp", "ranged"], keys
+
+# ListBuckets pages with max-buckets and a continuation token.
+for name in ("page-a", "page-b"):
+    s3.create_bucket(Bucket=name)
+first = s3.list_buckets(MaxBuckets=2)
+assert len(first["Buckets"]) == 2 and "ContinuationToken" in first, first
+rest = s3.list_buckets(MaxBuckets=2, ContinuationToken=first["ContinuationToken"])
+assert [b["Name"] for b in first["Buckets"] + rest["Buckets"]] == sorted([B, "page-a", "page-b"]), rest
+assert "ContinuationToken" not in rest
+
+# A range of an empty object is 416; errors carry x-amz-request-id (botocore's RequestId).
+s3.put_object(Bucket=B, Key="empty", Body=b"")
+try:
+    s3.get_object(Bucket=B, Key="empty", Range="bytes=40-50")
+    raise SystemExit("a range of an empty object was served")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "InvalidRange" and e.response["ResponseMetadata"]["RequestId"], e.response
+
+# Content-Encoding's aws-chunked token is the upload's framing, not the object's.
+s3.put_object(Bucket=B, Key="gz", Body=b"", ContentEncoding="gzip, aws-chunked")
+assert s3.head_object(Bucket=B, Key="gz")["ContentEncoding"] == "gzip"
+s3.put_object(Bucket=B, Key="plain", Body=b"x", ContentEncoding="aws-chunked")
+assert "ContentEncoding" not in s3.head_object(Bucket=B, Key="plain")
 print("conformance ok")
 "#,
         addr = node.data_addr(),

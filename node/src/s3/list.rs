@@ -65,7 +65,7 @@ fn parse_query(query: &[u8]) -> Result<ListQuery, S3Error> {
             }
             b"continuation-token" => q.continuation_token = Some(value),
             b"start-after" => q.start_after = Some(value),
-            b"marker" => q.start_after = Some(value),
+            b"marker" | b"key-marker" => q.start_after = Some(value),
             b"fetch-owner" => q.fetch_owner = value == "true",
             b"encoding-type" if value == "url" => q.encode_url = true,
             b"encoding-type" => return Err(S3Error::InvalidRequest("encoding-type must be url")),
@@ -120,6 +120,53 @@ fn page(worker: &Worker, bucket: &str, q: &ListQuery) -> Page {
     }
 }
 
+/// ListObjectVersions (`GET /{bucket}?versions`). The node keeps no versions, so this is the
+/// listing with every object as its key's one version, `null` and latest: what tools that
+/// empty a bucket through versions (ceph's s3-tests, `aws s3api list-object-versions`) need.
+/// `key-marker` pages as `marker` does; `version-id-marker` has nothing to select.
+pub async fn list_versions(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    bucket: &str,
+) -> Result<Disposition, S3Error> {
+    let mut q = parse_query(req.query().unwrap_or_default())?;
+    q.fetch_owner = true;
+    let page = page(worker, bucket, &q);
+    let mut result = xml::ListVersionsResult {
+        name: bucket.to_string(),
+        prefix: q.prefix.clone(),
+        key_marker: q.start_after.clone().unwrap_or_default(),
+        version_id_marker: String::new(),
+        next_version_id_marker: page.next_after.as_ref().map(|_| "null".to_string()),
+        next_key_marker: page.next_after,
+        max_keys: q.max_keys,
+        delimiter: q.delimiter.clone(),
+        encoding_type: None,
+        is_truncated: false,
+        versions: page
+            .contents
+            .into_iter()
+            .map(|o| xml::ListedVersion {
+                key: o.key,
+                version_id: "null".into(),
+                is_latest: true,
+                last_modified: o.last_modified,
+                etag: o.etag,
+                size: o.size,
+                storage_class: o.storage_class,
+                owner: o.owner,
+            })
+            .collect(),
+        common_prefixes: page.common_prefixes,
+    };
+    result.is_truncated = result.next_key_marker.is_some();
+    if q.encode_url {
+        result.encode_url();
+    }
+    send_xml(worker, conn, req, xml::to_xml(&result)).await
+}
+
 /// Answers a listing of `bucket`.
 pub async fn list_objects(
     worker: &Rc<Worker>,
@@ -172,11 +219,33 @@ pub async fn list_objects(
 /// ListBuckets: every bucket (declared or created; any valid key may list them), with its
 /// creation date.
 pub async fn list_buckets(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>) -> Result<Disposition, S3Error> {
+    // Paginated when asked: `max-buckets` (1-10000), `continuation-token` (the last name of the
+    // previous page, base64 like listing tokens), `prefix`.
+    let query = req.query().unwrap_or_default();
+    let max = match edgemirror_proto::query_param(query, "max-buckets") {
+        None => usize::MAX,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or(S3Error::InvalidArgument("max-buckets must be an integer from 1 to 10000"))?,
+    };
+    let after = edgemirror_proto::query_param(query, "continuation-token").map(|t| decode_token(&t)).transpose()?;
+    let prefix = edgemirror_proto::query_param(query, "prefix").unwrap_or_default();
     let table = worker.shared.buckets.load();
+    let mut names = table
+        .iter()
+        .filter(|b| b.config.name.starts_with(&prefix) && after.as_ref().is_none_or(|a| b.config.name > *a));
+    let buckets: Vec<ListedBucket> = names
+        .by_ref()
+        .take(max)
+        .map(|b| ListedBucket { name: b.config.name.clone(), creation_date: b.created })
+        .collect();
+    let more = names.next().is_some();
     let result = ListAllMyBucketsResult {
         owner: Owner { id: "edgemirror".into(), display_name: Some("edgemirror".into()) },
-        buckets: table.iter().map(|b| ListedBucket { name: b.config.name.clone(), creation_date: b.created }).collect(),
-        continuation_token: None,
+        continuation_token: buckets.last().filter(|_| more).map(|b| encode_token(&b.name)),
+        buckets,
     };
     send_xml(worker, conn, req, xml::to_xml(&result)).await
 }

@@ -109,6 +109,7 @@ async fn serve(
         }
         Op::DeleteObject => delete::delete_object(worker, conn, req, &target.bucket, &target.key).await,
         Op::ListObjects => list::list_objects(worker, conn, req, &target.bucket).await,
+        Op::ListObjectVersions => list::list_versions(worker, conn, req, &target.bucket).await,
         Op::DeleteObjects => {
             let signed = signed.ok_or(S3Error::Internal("a batch delete reached its handler unsigned".into()))?;
             delete::delete_objects(worker, conn, req, body, &target.bucket, signed).await

@@ -71,11 +71,11 @@ pub async fn put_object(
     signed: Signed,
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
-    let chunked_encoding =
-        req.header("content-encoding").is_some_and(|v| v.windows(11).any(|w| w.eq_ignore_ascii_case(b"aws-chunked")));
+    // `Content-Encoding: aws-chunked` with a plain payload hash is a plain body, as S3 takes it;
+    // the framing is decided by x-amz-content-sha256 alone.
     let content_sha256 = req.header("x-amz-content-sha256").unwrap_or_default();
     let mode = AwsChunkedMode::from_content_sha256(content_sha256);
-    if chunked_encoding && mode.is_none() || signed.verified.payload.is_streaming() && mode.is_none() {
+    if signed.verified.payload.is_streaming() && mode.is_none() {
         return Err(S3Error::NotImplemented("this aws-chunked payload form"));
     }
     let length = match mode {
@@ -198,9 +198,21 @@ pub(super) fn write_condition(req: &Request<'_>) -> Option<edgemirror_cache::Wri
 pub(super) fn uploaded_meta(req: &Request<'_>) -> Result<RecordMeta, S3Error> {
     let mut meta = RecordMeta::new(SystemTime::now());
     for h in SavedHeader::UPLOADED {
-        if let Some(v) = req.header(h.as_str()) {
-            meta.headers.push((h, Bytes::copy_from_slice(v)));
+        let Some(v) = req.header(h.as_str()) else { continue };
+        if h == SavedHeader::ContentEncoding {
+            // `aws-chunked` is the upload's framing, not the object's encoding: S3 drops it.
+            let kept: Vec<&str> = std::str::from_utf8(v)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
+                .collect();
+            if !kept.is_empty() {
+                meta.headers.push((h, Bytes::from(kept.join(", "))));
+            }
+            continue;
         }
+        meta.headers.push((h, Bytes::copy_from_slice(v)));
     }
     let mut user_bytes = 0;
     for h in req.head.headers.iter() {
