@@ -460,6 +460,12 @@ for size in (0, 5, 70000, 300000):
             raise SystemExit("%s %d: %s" % (alg, size, e.response))
         got = s3.get_object(Bucket="{BUCKET}", Key=key)["Body"].read()
         assert got == body, (alg, size, len(got))
+        # The trailing checksum is kept with the object and returned (and validated by boto3).
+        head = s3.head_object(Bucket="{BUCKET}", Key=key, ChecksumMode="ENABLED")
+        assert ("Checksum" + alg) in head, (alg, size, head)
+        assert s3.get_object(Bucket="{BUCKET}", Key=key, ChecksumMode="ENABLED")["Body"].read() == body
+        # And the upload's framing is not the object's encoding.
+        assert "ContentEncoding" not in head, head
 print("chunked ok")
 "#,
         ca = ca_path.display()

@@ -269,6 +269,32 @@ impl RecordWriter {
         self.condition = Some(condition);
     }
 
+    /// Replaces the record's metadata before the commit: for what is only known once the body
+    /// has arrived (a checksum sent as an aws-chunked trailer). The new metadata must encode to
+    /// the same length as the old (its space ahead of the body is already laid out): the caller
+    /// reserves it with a placeholder of the right size. The record is not valid until its
+    /// trailer is written, so a crash in between leaves nothing to recover.
+    pub fn replace_meta(&mut self, meta: RecordMeta) -> Result<()> {
+        if let Target::Placed { segment, record_offset, header, header_crc, .. } = &mut self.target {
+            let (head, new_header, new_crc) = format::encode_record_head(
+                &self.bucket,
+                &self.key,
+                &meta,
+                header.body_len,
+                header.flags,
+                segment.nonce,
+                self.created_ms,
+            );
+            if new_header.body_start() != header.body_start() {
+                return Err(Error::Invariant("replaced metadata must keep its encoded length"));
+            }
+            segment.write_at(&head, *record_offset)?;
+            (*header, *header_crc) = (new_header, new_crc);
+        }
+        self.meta = meta;
+        Ok(())
+    }
+
     /// Chooses where a record of `body_len` bytes goes and writes its head there.
     fn place(&self, body_len: u64, flags: u32) -> Result<Target> {
         let store = &self.store;

@@ -14,7 +14,8 @@
 //! Cache-Control, Expires).
 //!
 //! Kept and returned: `x-amz-meta-*` (at most 2 KiB, `MetadataTooLarge` past it),
-//! Content-Language, and a checksum sent as a header (with `x-amz-checksum-mode: ENABLED`).
+//! Content-Language, and the flexible checksum, sent as a header or a trailer (with
+//! `x-amz-checksum-mode: ENABLED`).
 
 use std::rc::Rc;
 use std::time::SystemTime;
@@ -112,11 +113,14 @@ pub async fn put_object(
     }
 
     let mut meta = uploaded_meta(req)?;
-    // A checksum given as a header is kept, and returned with x-amz-checksum-mode (one sent as a
-    // trailer arrives after the record's head is written: it is verified, not kept).
-    if let Some((alg, _, Some(expected))) = &checks.checksum {
-        meta.checksum = Some((alg.header_name().into(), Bytes::copy_from_slice(expected.as_bytes())));
+    // The checksum is kept, and returned with x-amz-checksum-mode. One sent as a trailer arrives
+    // after the record's head is written: its place is held by a value of the same length (the
+    // checksum of nothing) and filled in before the commit.
+    if let Some((alg, _, expected)) = &checks.checksum {
+        let value = expected.clone().unwrap_or_else(|| Checksum::new(*alg).finish());
+        meta.checksum = Some((alg.header_name().into(), Bytes::from(value)));
     }
+    let trailer_meta = checks.checksum.as_ref().is_some_and(|(_, _, v)| v.is_none()).then(|| meta.clone());
     let mut writer = shared.begin(worker.id, owner, okey, meta, Some(length), CommitRule::LastWins)?;
     // Conditions are about the object; a part (stored for its upload's bucket) takes none.
     if let Some(condition) = write_condition(req).filter(|_| okey.bucket == owner) {
@@ -153,6 +157,10 @@ pub async fn put_object(
             expected.ok_or(S3Error::IncompleteBody(format!("the {} trailer is missing", alg.header_name())))?;
         if computed.finish() != expected {
             return Err(S3Error::BadDigest);
+        }
+        if let Some(mut meta) = trailer_meta {
+            meta.checksum = Some((alg.header_name().into(), Bytes::copy_from_slice(expected.as_bytes())));
+            writer.replace_meta(meta)?;
         }
         verified_checksum = Some((alg.header_name(), expected));
     }
