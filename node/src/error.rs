@@ -56,6 +56,8 @@ pub enum S3Error {
     MetadataTooLarge,
     /// Downstream: no multipart upload with that id (for that key).
     NoSuchUpload,
+    /// Downstream: a `versionId` other than `null` (the node keeps one version per key).
+    NoSuchVersion,
     /// Downstream: a part listed in CompleteMultipartUpload is missing or its ETag differs.
     InvalidPart,
     /// Downstream: the parts of CompleteMultipartUpload are not in ascending order.
@@ -100,7 +102,11 @@ impl S3Error {
             S3Error::BadRequest(e) => e.status(),
             S3Error::InvalidRequest(_) | S3Error::InvalidArgument(_) => 400,
             S3Error::MethodNotAllowed => 405,
-            S3Error::NoSuchBucket | S3Error::NoSuchKey | S3Error::NoSuchKeyAtOrigin | S3Error::NoSuchUpload => 404,
+            S3Error::NoSuchBucket
+            | S3Error::NoSuchKey
+            | S3Error::NoSuchKeyAtOrigin
+            | S3Error::NoSuchUpload
+            | S3Error::NoSuchVersion => 404,
             S3Error::InvalidPart | S3Error::InvalidPartOrder | S3Error::EntityTooSmall => 400,
             S3Error::PreconditionFailed => 412,
             S3Error::InvalidRange { .. } => 416,
@@ -153,6 +159,7 @@ impl S3Error {
             S3Error::MalformedXml(_) => "MalformedXML",
             S3Error::MetadataTooLarge => "MetadataTooLarge",
             S3Error::NoSuchUpload => "NoSuchUpload",
+            S3Error::NoSuchVersion => "NoSuchVersion",
             S3Error::InvalidPart => "InvalidPart",
             S3Error::InvalidPartOrder => "InvalidPartOrder",
             S3Error::EntityTooSmall => "EntityTooSmall",
@@ -194,6 +201,9 @@ impl S3Error {
                 "your metadata headers exceed the maximum allowed metadata size (2 KiB)".into()
             }
             S3Error::NoSuchUpload => "the specified multipart upload does not exist".into(),
+            S3Error::NoSuchVersion => {
+                "the specified version does not exist: the node keeps only the null version".into()
+            }
             S3Error::InvalidPart => "one or more of the specified parts could not be found or its ETag differs".into(),
             S3Error::InvalidPartOrder => "the list of parts was not in ascending order".into(),
             S3Error::EntityTooSmall => "a part other than the last is smaller than 5 MiB".into(),

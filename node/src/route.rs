@@ -71,13 +71,12 @@ impl Op {
 
 /// Query parameters that name a sub-resource this node does not serve yet: answered 501
 /// rather than taken for the plain object operation.
-const SUBRESOURCES: [&str; 12] = [
+const SUBRESOURCES: [&str; 11] = [
     "acl",
     "tagging",
     "uploads",
     "uploadId",
     "partNumber",
-    "versionId",
     "versions",
     "legal-hold",
     "retention",
@@ -142,6 +141,10 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
             (Method::Get, true) => Ok(Op::ListMultipartUploads),
             _ => Err(S3Error::MethodNotAllowed),
         };
+    }
+    // One version per key, `null`: naming it is naming the object; any other version is absent.
+    if edgemirror_proto::query_param(query, "versionId").is_some_and(|v| v != "null") {
+        return Err(S3Error::NoSuchVersion);
     }
     if has_param(query, b"partNumber") && !no_key && matches!(method, Method::Get | Method::Head) {
         return Ok(Op::GetObjectPart);

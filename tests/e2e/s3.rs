@@ -1078,6 +1078,14 @@ while True:
     marker = page["NextKeyMarker"]
 assert keys == ["cond", "mp", "ranged"], keys
 
+# The one version of a key is null: it can be named, deleted by it; no other exists.
+assert s3.get_object(Bucket=B, Key="cond", VersionId="null")["Body"].read() == b"two"
+assert code(s3.get_object, Bucket=B, Key="cond", VersionId="3HL4kqtJlcpXroDTDmjVBH40Nrjfkd") == "NoSuchVersion"
+s3.put_object(Bucket=B, Key="versioned-delete", Body=b"x")
+gone = s3.delete_objects(Bucket=B, Delete={{"Objects": [{{"Key": "versioned-delete", "VersionId": "null"}}], "Quiet": True}})
+assert not gone.get("Errors"), gone
+assert code(s3.head_object, Bucket=B, Key="versioned-delete") == "404"
+
 # ListBuckets pages with max-buckets and a continuation token.
 for name in ("page-a", "page-b"):
     s3.create_bucket(Bucket=name)

@@ -32,11 +32,14 @@ const COPY_PIECE_BYTES: usize = 1 << 20;
 /// `x-amz-copy-source-if-*` conditions hold.
 async fn source(worker: &Worker, req: &Request<'_>) -> Result<(String, String, StoredObject), S3Error> {
     let source = req.header("x-amz-copy-source").unwrap_or_default();
-    // `bucket/key` or `/bucket/key`, percent-encoded; a `?versionId=` is refused (no versions).
+    // `bucket/key` or `/bucket/key`, percent-encoded, optionally `?versionId=null`.
     let source = proto::decode_path(source.strip_prefix(b"/").unwrap_or(source)).map_err(S3Error::BadRequest)?;
-    if source.contains("?versionId=") {
-        return Err(S3Error::NotImplemented("copying a version"));
-    }
+    // One version per key, `null`.
+    let source = match source.split_once("?versionId=") {
+        None => source.as_ref(),
+        Some((source, "null")) => source,
+        Some(_) => return Err(S3Error::NoSuchVersion),
+    };
     let Some((bucket, key)) = source.split_once('/') else {
         return Err(S3Error::InvalidArgument("x-amz-copy-source must be /bucket/key"));
     };

@@ -64,8 +64,9 @@ pub async fn delete_objects(
     let request: Delete = xml::from_xml(&bytes).map_err(|e| S3Error::MalformedXml(e.as_str()))?;
     let mut result = DeleteResult::default();
     for object in request.objects {
-        let outcome = if object.version_id.is_some() {
-            Err(("NoSuchVersion", "this store keeps no versions".to_string()))
+        // The node keeps one version per key, `null` (as an unversioned S3 bucket does).
+        let outcome = if object.version_id.as_deref().is_some_and(|v| v != "null") {
+            Err(("NoSuchVersion", "this store keeps no versions but null".to_string()))
         } else if let Some(etag) = &object.etag {
             let current = worker.shared.store.get(ObjectKeyRef::new(bucket, &object.key)).ok().flatten();
             match current {
