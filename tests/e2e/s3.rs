@@ -1116,3 +1116,58 @@ print("conformance ok")
     let out = run_client(&node, "python3", &["-c", &script]);
     assert!(out.contains("conformance ok"), "{out}");
 }
+
+/// s3cmd (pip, installed by `.ci/run`): make a bucket, put (single and multipart), list, sync a
+/// tree, get, delete, remove the bucket. s3cmd signs with SigV4 and lists with ListObjects V1.
+#[test]
+fn s3cmd_puts_lists_syncs_gets_and_deletes() {
+    let node = node_with_s3(None);
+    let work = tempfile::tempdir().unwrap();
+    let find = "import shutil, sysconfig, os\nprint(shutil.which('s3cmd') or os.path.join(sysconfig.get_path('scripts'), 's3cmd'))";
+    let script = run_client(&node, "python3", &["-c", find]).trim().to_string();
+    let cfg = work.path().join("s3cfg");
+    let addr = node.data_addr();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[default]\naccess_key = {ACCESS}\nsecret_key = {SECRET}\nhost_base = {addr}\nhost_bucket = {addr}\n\
+             use_https = False\nsignature_v2 = False\nbucket_location = {REGION}\nmultipart_chunk_size_mb = 5\n"
+        ),
+    )
+    .unwrap();
+    let s3cmd = |args: &[&str]| {
+        let mut all = vec![script.as_str(), "-c", cfg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_client(&node, "python3", &all)
+    };
+    let small = work.path().join("small.txt");
+    std::fs::write(&small, b"hello from s3cmd").unwrap();
+    let big = work.path().join("big.bin");
+    std::fs::write(&big, pattern_body(12 << 20, 5)).unwrap();
+    let tree = work.path().join("tree");
+    for (i, rel) in ["a.txt", "d/b.bin", "d/e/c.bin"].iter().enumerate() {
+        let path = tree.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, pattern_body(1000 + i * 30_000, i as u8)).unwrap();
+    }
+
+    s3cmd(&["mb", "s3://cmd-bucket"]);
+    s3cmd(&["put", small.to_str().unwrap(), "s3://cmd-bucket/small.txt"]);
+    s3cmd(&["put", big.to_str().unwrap(), "s3://cmd-bucket/big.bin"]);
+    s3cmd(&["sync", &format!("{}/", tree.display()), "s3://cmd-bucket/tree/"]);
+    let listing = s3cmd(&["ls", "--recursive", "s3://cmd-bucket"]);
+    for key in ["small.txt", "big.bin", "tree/a.txt", "tree/d/b.bin", "tree/d/e/c.bin"] {
+        assert!(listing.contains(&format!("s3://cmd-bucket/{key}")), "{key} missing:\n{listing}");
+    }
+    let top = s3cmd(&["ls", "s3://cmd-bucket/tree/"]);
+    assert!(top.contains("DIR") && top.contains("s3://cmd-bucket/tree/d/"), "{top}");
+    let back = work.path().join("big.back");
+    s3cmd(&["get", "s3://cmd-bucket/big.bin", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == pattern_body(12 << 20, 5), "the multipart upload differs");
+    // A second sync finds nothing to upload.
+    let again = s3cmd(&["sync", &format!("{}/", tree.display()), "s3://cmd-bucket/tree/"]);
+    assert!(!again.contains("upload:"), "{again}");
+    s3cmd(&["del", "--recursive", "--force", "s3://cmd-bucket"]);
+    s3cmd(&["rb", "s3://cmd-bucket"]);
+    assert!(!s3cmd(&["ls"]).contains("cmd-bucket"));
+}
