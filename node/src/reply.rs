@@ -231,6 +231,10 @@ pub fn object_head(out: &mut BytesMut, h: &ObjectHead<'_>, date: &DateCache, id:
         }
         if let (true, 200, Some((name, value))) = (h.checksum, h.status, &h.record.checksum) {
             header(out, name, value);
+            // A multipart object's composite checksum ends in `-{parts}`; anything else is the
+            // whole body's.
+            let kind: &[u8] = if value.contains(&b'-') { b"COMPOSITE" } else { b"FULL_OBJECT" };
+            header(out, "x-amz-checksum-type", kind);
         }
         if let Some(etag) = h.etag {
             header(out, "ETag", etag.as_bytes());

@@ -1052,6 +1052,38 @@ assert code(s3.get_object, Bucket=B, Key="cond", PartNumber=2) == "InvalidPart"
 # A Complete naming other parts than the object's is still NoSuchUpload.
 assert code(s3.complete_multipart_upload, Bucket=B, Key="mp", UploadId=u, MultipartUpload={{"Parts": parts[:2]}}) == "NoSuchUpload"
 
+# Multipart flexible checksums: COMPOSITE (SHA256 of the parts' SHA256s, -N) and FULL_OBJECT
+# (the CRC32 of the whole body), checked against each part and the client's own value.
+for alg, kind, parts_sums, whole in (
+    ("SHA256", "COMPOSITE", None, None),
+    ("CRC32", "FULL_OBJECT", ["JRTCyQ==", "QoZTGg==", "YAgjqw=="], "WgDhBQ=="),
+):
+    key = "mp-" + alg
+    u = s3.create_multipart_upload(Bucket=B, Key=key, ChecksumAlgorithm=alg, ChecksumType=kind)
+    assert (u["ChecksumAlgorithm"], u["ChecksumType"]) == (alg, kind), u
+    done_parts = []
+    for n, fill in ((1, b"A"), (2, b"B"), (3, b"C")):
+        r = s3.upload_part(Bucket=B, Key=key, UploadId=u["UploadId"], PartNumber=n, Body=fill * (5 << 20), ChecksumAlgorithm=alg)
+        if parts_sums:
+            assert r["Checksum" + alg] == parts_sums[n - 1], r
+        done_parts.append({{"PartNumber": n, "ETag": r["ETag"], "Checksum" + alg: r["Checksum" + alg]}})
+    listed = s3.list_parts(Bucket=B, Key=key, UploadId=u["UploadId"])["Parts"]
+    assert [p["Checksum" + alg] for p in listed] == [p["Checksum" + alg] for p in done_parts], listed
+    missing = [{{"PartNumber": p["PartNumber"], "ETag": p["ETag"]}} for p in done_parts]
+    assert code(s3.complete_multipart_upload, Bucket=B, Key=key, UploadId=u["UploadId"], MultipartUpload={{"Parts": missing}}) == "BadDigest"
+    bad = {{"Checksum" + alg: "AAAAAA=="}}
+    assert code(s3.complete_multipart_upload, Bucket=B, Key=key, UploadId=u["UploadId"], MultipartUpload={{"Parts": done_parts}}, **bad) == "BadDigest"
+    r = s3.complete_multipart_upload(Bucket=B, Key=key, UploadId=u["UploadId"], MultipartUpload={{"Parts": done_parts}})
+    if whole:
+        assert r["Checksum" + alg] == whole, r
+    else:
+        raw = b"".join(__import__("base64").b64decode(p["Checksum" + alg]) for p in done_parts)
+        assert r["Checksum" + alg] == __import__("base64").b64encode(hashlib.sha256(raw).digest()).decode() + "-3", r
+    assert r["ChecksumType"] == kind, r
+    h = s3.head_object(Bucket=B, Key=key, ChecksumMode="ENABLED")
+    assert (h["Checksum" + alg], h["ChecksumType"]) == (r["Checksum" + alg], kind), h
+    assert "Checksum" + alg not in s3.head_object(Bucket=B, Key=key)
+
 # response-* overrides, on signed requests only.
 r = s3.get_object(Bucket=B, Key="cond", ResponseContentType="foo/bar", ResponseContentDisposition="bla",
                   ResponseCacheControl="no-cache", ResponseContentLanguage="esperanto", ResponseExpires="Thu, 01 Dec 1994 16:00:00 GMT")
@@ -1076,7 +1108,7 @@ while True:
     if not page["IsTruncated"]:
         break
     marker = page["NextKeyMarker"]
-assert keys == ["cond", "mp", "ranged"], keys
+assert keys == ["cond", "mp", "mp-CRC32", "mp-SHA256", "ranged"], keys
 
 # The one version of a key is null: it can be named, deleted by it; no other exists.
 assert s3.get_object(Bucket=B, Key="cond", VersionId="null")["Body"].read() == b"two"

@@ -30,6 +30,55 @@ impl Algorithm {
         })
     }
 
+    /// The algorithm `x-amz-checksum-algorithm` names (`SHA256`, any case).
+    pub fn from_name(name: &[u8]) -> Option<Algorithm> {
+        let mut header = b"x-amz-checksum-".to_vec();
+        header.extend_from_slice(name.trim_ascii());
+        Algorithm::from_header(&header)
+    }
+
+    /// Its name in `x-amz-checksum-algorithm` and ListParts: `SHA256`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Crc32 => "CRC32",
+            Algorithm::Crc32c => "CRC32C",
+            Algorithm::Crc64Nvme => "CRC64NVME",
+            Algorithm::Sha1 => "SHA1",
+            Algorithm::Sha256 => "SHA256",
+        }
+    }
+
+    /// Whether a multipart upload may use it as a `FULL_OBJECT` checksum (the CRCs, which S3
+    /// combines across parts), rather than only `COMPOSITE` (a checksum of the parts'
+    /// checksums).
+    pub fn can_be_full_object(self) -> bool {
+        matches!(self, Algorithm::Crc32 | Algorithm::Crc32c | Algorithm::Crc64Nvme)
+    }
+
+    /// A part's value in a CompleteMultipartUpload `<Part>`.
+    pub fn of_part(self, part: &edgemirror_proto::s3::xml::CompletedPart) -> Option<&str> {
+        match self {
+            Algorithm::Crc32 => part.checksum_crc32.as_deref(),
+            Algorithm::Crc32c => part.checksum_crc32c.as_deref(),
+            Algorithm::Crc64Nvme => part.checksum_crc64nvme.as_deref(),
+            Algorithm::Sha1 => part.checksum_sha1.as_deref(),
+            Algorithm::Sha256 => part.checksum_sha256.as_deref(),
+        }
+    }
+
+    /// The one of five optional checksum fields (of a ListParts `<Part>`, a Complete result)
+    /// this algorithm's value goes in.
+    pub fn field(self, fields: [&mut Option<String>; 5]) -> &mut Option<String> {
+        let [crc32, crc32c, crc64nvme, sha1, sha256] = fields;
+        match self {
+            Algorithm::Crc32 => crc32,
+            Algorithm::Crc32c => crc32c,
+            Algorithm::Crc64Nvme => crc64nvme,
+            Algorithm::Sha1 => sha1,
+            Algorithm::Sha256 => sha256,
+        }
+    }
+
     pub fn header_name(self) -> &'static str {
         match self {
             Algorithm::Crc32 => "x-amz-checksum-crc32",
@@ -39,6 +88,16 @@ impl Algorithm {
             Algorithm::Sha256 => "x-amz-checksum-sha256",
         }
     }
+}
+
+/// The `COMPOSITE` checksum of a multipart object: the checksum of its parts' checksums (their
+/// raw bytes, in order), with `-{parts}`. `None` if a part's value is not base64.
+pub fn composite(algorithm: Algorithm, parts: &[&str]) -> Option<String> {
+    let mut sum = Checksum::new(algorithm);
+    for part in parts {
+        sum.update(&base64::engine::general_purpose::STANDARD.decode(part).ok()?);
+    }
+    Some(format!("{}-{}", sum.finish(), parts.len()))
 }
 
 /// A running checksum.

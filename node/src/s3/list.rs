@@ -266,8 +266,22 @@ pub async fn send_xml(
     req: &Request<'_>,
     body: String,
 ) -> Result<Disposition, S3Error> {
+    send_xml_with(worker, conn, req, &[], body).await
+}
+
+/// A 200 with an XML body and `headers` besides the usual ones.
+pub async fn send_xml_with(
+    worker: &Worker,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    headers: &[(&str, &[u8])],
+    body: String,
+) -> Result<Disposition, S3Error> {
     let keep_alive = req.keep_alive();
     reply::start(&mut conn.out, 200, &worker.date, req.id);
+    for (name, value) in headers {
+        reply::header(&mut conn.out, name, value);
+    }
     reply::header(&mut conn.out, "Content-Type", b"application/xml");
     reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
     reply::finish(&mut conn.out, Framing::Length(body.len() as u64), keep_alive);

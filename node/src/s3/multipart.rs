@@ -24,6 +24,7 @@ use edgemirror_proto::s3::xml::{self, CompleteMultipartUpload, ListedPart, Liste
 use md5::{Digest as _, Md5};
 
 use super::auth::Signed;
+use super::checksum::{Algorithm, Checksum};
 use super::list::send_xml;
 use crate::body::RequestBody;
 use crate::error::S3Error;
@@ -83,14 +84,44 @@ pub async fn create(
 ) -> Result<Disposition, S3Error> {
     let store = &worker.shared.store;
     let id = new_upload_id();
-    let meta = super::put::uploaded_meta(req)?;
+    let mut meta = super::put::uploaded_meta(req)?;
+    // The object's flexible checksum, if asked for: kept in the upload's record as
+    // (x-amz-checksum-<algorithm>, its type) until CompleteMultipartUpload computes it.
+    let checksum = requested_checksum(req)?;
+    if let Some((alg, kind)) = checksum {
+        meta.checksum = Some((alg.header_name().into(), Bytes::from_static(kind.as_bytes())));
+    }
     let target = Bytes::from(format!("{bucket}\0{key}"));
     let okey = ObjectKeyRef::new(MPU_BUCKET, &id);
     let mut w = store.begin(worker.id, okey, meta, Some(target.len() as u64), CommitRule::LastWins)?;
     w.append(&target)?;
     w.commit()?;
     let result = xml::InitiateMultipartUploadResult { bucket: bucket.into(), key: key.into(), upload_id: id };
-    send_xml(worker, conn, req, xml::to_xml(&result)).await
+    let headers: Vec<(&str, &[u8])> = match checksum {
+        Some((alg, kind)) => {
+            vec![("x-amz-checksum-algorithm", alg.name().as_bytes()), ("x-amz-checksum-type", kind.as_bytes())]
+        }
+        None => Vec::new(),
+    };
+    super::list::send_xml_with(worker, conn, req, &headers, xml::to_xml(&result)).await
+}
+
+/// CreateMultipartUpload's `x-amz-checksum-algorithm` and `x-amz-checksum-type`: the algorithm,
+/// and `COMPOSITE` (a checksum of the parts' checksums, `-N`; the default but for CRC64NVME) or
+/// `FULL_OBJECT` (the checksum of the whole body; the CRCs only).
+fn requested_checksum(req: &Request<'_>) -> Result<Option<(Algorithm, &'static str)>, S3Error> {
+    let Some(name) = req.header("x-amz-checksum-algorithm") else {
+        return Ok(None);
+    };
+    let alg = Algorithm::from_name(name).ok_or(S3Error::InvalidArgument("unknown x-amz-checksum-algorithm"))?;
+    let kind = match req.header("x-amz-checksum-type").map(<[u8]>::trim_ascii) {
+        None if alg == Algorithm::Crc64Nvme => "FULL_OBJECT",
+        None => "COMPOSITE",
+        Some(t) if t.eq_ignore_ascii_case(b"COMPOSITE") && alg != Algorithm::Crc64Nvme => "COMPOSITE",
+        Some(t) if t.eq_ignore_ascii_case(b"FULL_OBJECT") && alg.can_be_full_object() => "FULL_OBJECT",
+        Some(_) => return Err(S3Error::InvalidRequest("this x-amz-checksum-type is not valid for the algorithm")),
+    };
+    Ok(Some((alg, kind)))
 }
 
 /// The upload and part number an UploadPart or UploadPartCopy names, once the upload is known
@@ -204,6 +235,26 @@ pub async fn complete(
     if total > shared.config.store.max_object_bytes {
         return Err(S3Error::EntityTooLarge);
     }
+    // The upload's flexible checksum: every part must name the value it was uploaded with.
+    let checksum = upload_meta
+        .record
+        .checksum
+        .as_ref()
+        .and_then(|(name, kind)| Some((Algorithm::from_header(name.as_bytes())?, kind.as_ref() == b"FULL_OBJECT")));
+    let mut composite = None;
+    if let Some((alg, full_object)) = checksum {
+        let mut values = Vec::with_capacity(chosen.len());
+        for (part, meta) in list.parts.iter().zip(&chosen) {
+            let stored = meta.record.checksum.as_ref().filter(|(n, _)| **n == *alg.header_name()).map(|(_, v)| v);
+            match (alg.of_part(part), stored) {
+                (Some(given), Some(stored)) if given.as_bytes() == stored.as_ref() => values.push(given),
+                _ => return Err(S3Error::BadDigest),
+            }
+        }
+        if !full_object {
+            composite = Some(super::checksum::composite(alg, &values).ok_or(S3Error::BadDigest)?);
+        }
+    }
     let mut md5s = Md5::new();
     for m in &chosen {
         md5s.update(m.md5);
@@ -213,7 +264,13 @@ pub async fn complete(
     meta.last_modified = RecordMeta::new(SystemTime::now()).last_modified;
     meta.parts = chosen.len() as u32;
     meta.set_part_sizes(chosen.iter().map(|m| m.size));
-    meta.checksum = None;
+    // A composite checksum is known now; a full-object one once the body has been copied: its
+    // place is held by the checksum of nothing (the same length) until then.
+    meta.checksum = checksum.map(|(alg, _)| {
+        let value = composite.clone().unwrap_or_else(|| Checksum::new(alg).finish());
+        (alg.header_name().into(), Bytes::from(value))
+    });
+    let mut full_object = checksum.filter(|(_, full)| *full).map(|(alg, _)| (alg, Checksum::new(alg), meta.clone()));
     let okey = ObjectKeyRef::new(bucket, key);
     let mut writer = shared.begin(worker.id, bucket, okey, meta, Some(total), CommitRule::LastWins)?;
     if let Some(condition) = super::put::write_condition(req) {
@@ -230,8 +287,26 @@ pub async fn complete(
         let mut at = 0;
         while at < part.body.len() {
             let end = (at + (1 << 20)).min(part.body.len());
+            if let Some((_, sum, _)) = full_object.as_mut() {
+                sum.update(&part.body[at..end]);
+            }
             writer.append(&part.body.slice(at..end))?;
             at = end;
+        }
+    }
+    let value = match full_object {
+        Some((alg, sum, mut meta)) => {
+            let value = sum.finish();
+            meta.checksum = Some((alg.header_name().into(), Bytes::from(value.clone())));
+            writer.replace_meta(meta)?;
+            Some(value)
+        }
+        None => composite,
+    };
+    // The client's own value for the whole object, when it sent one, must agree.
+    if let (Some((alg, _)), Some(value)) = (checksum, &value) {
+        if req.header(alg.header_name()).is_some_and(|v| v.trim_ascii() != value.as_bytes()) {
+            return Err(S3Error::BadDigest);
         }
     }
     let obj = writer.commit_with_md5(md5)?;
@@ -239,13 +314,24 @@ pub async fn complete(
     drop_upload(worker, &id);
     worker.metrics().objects_uploaded.inc();
     worker.metrics().bytes_uploaded.add(total);
-    let result = xml::CompleteMultipartUploadResult {
+    let mut result = xml::CompleteMultipartUploadResult {
         location: format!("/{bucket}/{key}"),
         bucket: bucket.into(),
         key: key.into(),
         etag: obj.meta.etag(),
         ..Default::default()
     };
+    if let (Some((alg, full)), Some(value)) = (checksum, value) {
+        let r = &mut result;
+        *alg.field([
+            &mut r.checksum_crc32,
+            &mut r.checksum_crc32c,
+            &mut r.checksum_crc64nvme,
+            &mut r.checksum_sha1,
+            &mut r.checksum_sha256,
+        ]) = Some(value);
+        result.checksum_type = Some(if full { "FULL_OBJECT" } else { "COMPOSITE" }.into());
+    }
     send_xml(worker, conn, req, xml::to_xml(&result)).await
 }
 
@@ -314,16 +400,32 @@ pub async fn list_parts(
     upload(&worker.shared.store, &id, bucket, key)?;
     let listed: Vec<ListedPart> = parts(&worker.shared.store, &id)
         .into_iter()
-        .map(|(n, m)| ListedPart {
-            part_number: n,
-            last_modified: m.record.last_modified,
-            etag: m.etag(),
-            size: m.size,
-            checksum_crc32: None,
-            checksum_crc32c: None,
-            checksum_crc64nvme: None,
-            checksum_sha1: None,
-            checksum_sha256: None,
+        .map(|(n, m)| {
+            let mut part = ListedPart {
+                part_number: n,
+                last_modified: m.record.last_modified,
+                etag: m.etag(),
+                size: m.size,
+                checksum_crc32: None,
+                checksum_crc32c: None,
+                checksum_crc64nvme: None,
+                checksum_sha1: None,
+                checksum_sha256: None,
+            };
+            // The checksum the part was uploaded with, if any.
+            if let Some((name, value)) = &m.record.checksum {
+                if let Some(alg) = Algorithm::from_header(name.as_bytes()) {
+                    let p = &mut part;
+                    *alg.field([
+                        &mut p.checksum_crc32,
+                        &mut p.checksum_crc32c,
+                        &mut p.checksum_crc64nvme,
+                        &mut p.checksum_sha1,
+                        &mut p.checksum_sha256,
+                    ]) = Some(String::from_utf8_lossy(value).into_owned());
+                }
+            }
+            part
         })
         .collect();
     let result = xml::ListPartsResult {
