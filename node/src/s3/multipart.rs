@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use edgemirror_cache::{CommitRule, ObjectKeyRef, ObjectMeta, RecordMeta, Store};
-use edgemirror_proto::s3::xml::{self, CompleteMultipartUpload, ListedPart, ListedUpload, Owner};
+use edgemirror_proto::s3::xml::{self, ChecksumFields, CompleteMultipartUpload, ListedPart, ListedUpload, Owner};
 use md5::{Digest as _, Md5};
 
 use super::auth::Signed;
@@ -322,14 +322,7 @@ pub async fn complete(
         ..Default::default()
     };
     if let (Some((alg, full)), Some(value)) = (checksum, value) {
-        let r = &mut result;
-        *alg.field([
-            &mut r.checksum_crc32,
-            &mut r.checksum_crc32c,
-            &mut r.checksum_crc64nvme,
-            &mut r.checksum_sha1,
-            &mut r.checksum_sha256,
-        ]) = Some(value);
+        *alg.field(result.checksum_fields()) = Some(value);
         result.checksum_type = Some(if full { "FULL_OBJECT" } else { "COMPOSITE" }.into());
     }
     send_xml(worker, conn, req, xml::to_xml(&result)).await
@@ -356,13 +349,25 @@ async fn completed_from(
     let md5: [u8; 16] = md5s.finalize().into();
     let expected = edgemirror_cache::Etag::new(&md5, list.parts.len() as u32);
     let object = shared.store.lookup(ObjectKeyRef::new(bucket, key)).await.ok()??;
-    (object.meta.etag_bytes().as_str() == expected.as_str()).then(|| xml::CompleteMultipartUploadResult {
+    if object.meta.etag_bytes().as_str() != expected.as_str() {
+        return None;
+    }
+    let mut result = xml::CompleteMultipartUploadResult {
         location: format!("/{bucket}/{key}"),
         bucket: bucket.into(),
         key: key.into(),
         etag: expected.as_str().to_string(),
         ..Default::default()
-    })
+    };
+    // The same checksum as the first answer, when the object has one.
+    if let Some((name, value)) = &object.meta.record.checksum {
+        if let Some(alg) = Algorithm::from_header(name.as_bytes()) {
+            *alg.field(result.checksum_fields()) = Some(String::from_utf8_lossy(value).into_owned());
+            let composite = value.contains(&b'-');
+            result.checksum_type = Some(if composite { "COMPOSITE" } else { "FULL_OBJECT" }.into());
+        }
+    }
+    Some(result)
 }
 
 /// Deletes an upload's records: its parts, then the upload itself.
@@ -415,14 +420,7 @@ pub async fn list_parts(
             // The checksum the part was uploaded with, if any.
             if let Some((name, value)) = &m.record.checksum {
                 if let Some(alg) = Algorithm::from_header(name.as_bytes()) {
-                    let p = &mut part;
-                    *alg.field([
-                        &mut p.checksum_crc32,
-                        &mut p.checksum_crc32c,
-                        &mut p.checksum_crc64nvme,
-                        &mut p.checksum_sha1,
-                        &mut p.checksum_sha256,
-                    ]) = Some(String::from_utf8_lossy(value).into_owned());
+                    *alg.field(part.checksum_fields()) = Some(String::from_utf8_lossy(value).into_owned());
                 }
             }
             part

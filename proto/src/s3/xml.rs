@@ -1054,6 +1054,36 @@ pub struct ListedPart {
     pub checksum_sha256: Option<String>,
 }
 
+/// The five optional checksum fields a response element carries (`ChecksumCRC32`,
+/// `ChecksumCRC32C`, `ChecksumCRC64NVME`, `ChecksumSHA1`, `ChecksumSHA256`), in that order.
+pub trait ChecksumFields {
+    fn checksum_fields(&mut self) -> [&mut Option<String>; 5];
+}
+
+impl ChecksumFields for ListedPart {
+    fn checksum_fields(&mut self) -> [&mut Option<String>; 5] {
+        [
+            &mut self.checksum_crc32,
+            &mut self.checksum_crc32c,
+            &mut self.checksum_crc64nvme,
+            &mut self.checksum_sha1,
+            &mut self.checksum_sha256,
+        ]
+    }
+}
+
+impl ChecksumFields for CompleteMultipartUploadResult {
+    fn checksum_fields(&mut self) -> [&mut Option<String>; 5] {
+        [
+            &mut self.checksum_crc32,
+            &mut self.checksum_crc32c,
+            &mut self.checksum_crc64nvme,
+            &mut self.checksum_sha1,
+            &mut self.checksum_sha256,
+        ]
+    }
+}
+
 /// ListParts' response: Bucket, Key, UploadId, Initiator, Owner, StorageClass,
 /// PartNumberMarker, NextPartNumberMarker, MaxParts, IsTruncated, Part...
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
