@@ -86,6 +86,7 @@ const EXT_USER_META: u8 = 1;
 const EXT_CHECKSUM: u8 = 2;
 const EXT_PARTS: u8 = 3;
 const EXT_PART_SIZES: u8 = 4;
+const EXT_PART_CHECKSUMS: u8 = 5;
 /// (size u64, count u32) pairs per `EXT_PART_SIZES` entry: what fits its u16 length.
 const PART_RUNS_PER_ENTRY: usize = 5000;
 
@@ -109,6 +110,9 @@ pub struct RecordMeta {
     /// `GET ?partNumber=N` serves. Empty for single-part objects and for multipart objects
     /// written before part sizes were kept.
     pub part_sizes: Vec<(u64, u32)>,
+    /// The checksums a multipart upload's parts were uploaded with, in order (base64, of the
+    /// algorithm of `checksum`): what `GET ?partNumber=N` and GetObjectAttributes return.
+    pub part_checksums: Vec<Box<str>>,
 }
 
 impl RecordMeta {
@@ -150,6 +154,7 @@ impl RecordMeta {
             checksum: None,
             parts: 0,
             part_sizes: Vec::new(),
+            part_checksums: Vec::new(),
         }
     }
 
@@ -192,6 +197,18 @@ impl RecordMeta {
         if self.parts > 0 {
             extension(EXT_PARTS, "parts", self.parts.to_string().as_bytes());
         }
+        // Comma-separated base64 values, cut into entries that fit a u16 length.
+        let mut entry = String::new();
+        for (i, value) in self.part_checksums.iter().enumerate() {
+            if !entry.is_empty() {
+                entry.push(',');
+            }
+            entry.push_str(value);
+            let last = i + 1 == self.part_checksums.len();
+            if last || entry.len() > 60_000 {
+                extension(EXT_PART_CHECKSUMS, "part-checksums", std::mem::take(&mut entry).as_bytes());
+            }
+        }
         for runs in self.part_sizes.chunks(PART_RUNS_PER_ENTRY) {
             let bytes: Vec<u8> = runs
                 .iter()
@@ -220,6 +237,7 @@ impl RecordMeta {
             headers.push((name, Bytes::copy_from_slice(value)));
         }
         let (mut user, mut checksum, mut parts, mut part_sizes) = (Vec::new(), None, 0, Vec::new());
+        let mut part_checksums = Vec::new();
         while !b.is_empty() {
             let tag = take(&mut b, 1).ok_or(bad("meta: short"))?[0];
             let len = take(&mut b, 2).ok_or(bad("meta: short"))?;
@@ -232,6 +250,10 @@ impl RecordMeta {
                 EXT_CHECKSUM => checksum = Some((name.into(), value)),
                 EXT_PARTS => {
                     parts = std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok()).ok_or(bad("meta: parts"))?
+                }
+                EXT_PART_CHECKSUMS => {
+                    let values = std::str::from_utf8(&value).map_err(|_| bad("meta: part checksums"))?;
+                    part_checksums.extend(values.split(',').map(Box::from));
                 }
                 EXT_PART_SIZES => {
                     for run in value.chunks_exact(12) {
@@ -251,6 +273,7 @@ impl RecordMeta {
             checksum,
             parts,
             part_sizes,
+            part_checksums,
         })
     }
 }
@@ -345,8 +368,12 @@ mod tests {
         m.set_part_sizes((0..10_000u64).map(|i| 5 << 20 | i));
         let mut buf = Vec::new();
         m.encode(&mut buf);
+        m.part_checksums = (0..10_000).map(|i| format!("{i:08}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").into()).collect();
+        let mut buf = Vec::new();
+        m.encode(&mut buf);
         let back = RecordMeta::decode(&buf).unwrap();
         assert_eq!(back.part_sizes.len(), 10_000);
+        assert_eq!(back.part_checksums, m.part_checksums, "440 KB of checksums span several entries");
         assert_eq!(back.part_range(10_000), m.part_range(10_000));
     }
 

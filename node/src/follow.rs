@@ -123,6 +123,7 @@ async fn send_body(
         checksum: false,
         overrides: &reply::Overrides::from_query(req.query()),
         parts_count: None,
+        part_checksum: None,
     };
     reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
     if req.is_head() {

@@ -162,6 +162,19 @@ pub struct ObjectHead<'a> {
     /// For `GET ?partNumber=N` of a multipart object: its number of parts
     /// (`x-amz-mp-parts-count`).
     pub parts_count: Option<u32>,
+    /// For `GET ?partNumber=N`: the part's checksum (header name, value) and the object's
+    /// checksum type.
+    pub part_checksum: Option<(&'a str, &'a str, &'static str)>,
+}
+
+/// The type of a stored checksum value: a multipart object's composite checksum ends in
+/// `-{parts}` (base64 has no `-`); any other is the whole body's.
+pub fn checksum_type(value: &[u8]) -> &'static str {
+    if value.contains(&b'-') {
+        "COMPOSITE"
+    } else {
+        "FULL_OBJECT"
+    }
 }
 
 /// GetObject's `response-content-type`, `-content-language`, `-expires`, `-cache-control`,
@@ -233,8 +246,7 @@ pub fn object_head(out: &mut BytesMut, h: &ObjectHead<'_>, date: &DateCache, id:
             header(out, name, value);
             // A multipart object's composite checksum ends in `-{parts}`; anything else is the
             // whole body's.
-            let kind: &[u8] = if value.contains(&b'-') { b"COMPOSITE" } else { b"FULL_OBJECT" };
-            header(out, "x-amz-checksum-type", kind);
+            header(out, "x-amz-checksum-type", checksum_type(value).as_bytes());
         }
         if let Some(etag) = h.etag {
             header(out, "ETag", etag.as_bytes());
@@ -242,6 +254,10 @@ pub fn object_head(out: &mut BytesMut, h: &ObjectHead<'_>, date: &DateCache, id:
         last_modified(out, h.record.last_modified);
         header(out, "x-amz-storage-class", h.record.storage_class.as_str().as_bytes());
         header(out, "Accept-Ranges", b"bytes");
+        if let Some((name, value, kind)) = h.part_checksum {
+            header(out, name, value.as_bytes());
+            header(out, "x-amz-checksum-type", kind.as_bytes());
+        }
         if let Some(parts) = h.parts_count {
             let _ = write!(out, "x-amz-mp-parts-count: {parts}\r\n");
         }

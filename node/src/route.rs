@@ -55,6 +55,8 @@ pub enum Op {
     UploadPartCopy,
     /// A GET or HEAD of an object with `?partNumber=N`: one part of a multipart object.
     GetObjectPart,
+    /// `GET /{bucket}/{key}?attributes`.
+    GetObjectAttributes,
     CompleteMultipartUpload,
     AbortMultipartUpload,
     ListParts,
@@ -71,19 +73,8 @@ impl Op {
 
 /// Query parameters that name a sub-resource this node does not serve yet: answered 501
 /// rather than taken for the plain object operation.
-const SUBRESOURCES: [&str; 11] = [
-    "acl",
-    "tagging",
-    "uploads",
-    "uploadId",
-    "partNumber",
-    "versions",
-    "legal-hold",
-    "retention",
-    "restore",
-    "select",
-    "attributes",
-];
+const SUBRESOURCES: [&str; 10] =
+    ["acl", "tagging", "uploads", "uploadId", "partNumber", "versions", "legal-hold", "retention", "restore", "select"];
 
 /// Routes a request to its bucket, key and operation.
 pub fn route<'a>(req: &Request<'a>, domain: &str) -> Result<Target<'a>, S3Error> {
@@ -148,6 +139,9 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
     }
     if has_param(query, b"partNumber") && !no_key && matches!(method, Method::Get | Method::Head) {
         return Ok(Op::GetObjectPart);
+    }
+    if has_param(query, b"attributes") && !no_key && method == Method::Get {
+        return Ok(Op::GetObjectAttributes);
     }
     if has_param(query, b"versions") && no_key && method == Method::Get {
         return Ok(Op::ListObjectVersions);

@@ -85,6 +85,7 @@ pub async fn send_part(
     req: &Request<'_>,
     meta: &ObjectMeta,
     body: Bytes,
+    part: u32,
     range: std::ops::Range<u64>,
 ) -> Result<Disposition, S3Error> {
     let etag_buf = meta.etag_bytes();
@@ -104,11 +105,20 @@ pub async fn send_part(
         checksum: !multipart && req.header("x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case(b"ENABLED")),
         overrides: &reply::Overrides::from_query(req.query()),
         parts_count: multipart.then_some(meta.record.parts),
+        part_checksum: part_checksum(meta, part),
     };
     reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
     let part = body.slice(range.start as usize..range.end as usize);
     let sent = if req.is_head() { conn.flush().await } else { conn.send_with_body(part).await };
     Ok(Disposition::after(sent, keep_alive))
+}
+
+/// Part `part`'s checksum (header name, value) and the object's checksum type, when the object
+/// was uploaded with a flexible checksum.
+fn part_checksum(meta: &ObjectMeta, part: u32) -> Option<(&str, &str, &'static str)> {
+    let (name, whole) = meta.record.checksum.as_ref()?;
+    let value = meta.record.part_checksums.get(part.checked_sub(1)? as usize)?;
+    Some((name, value, reply::checksum_type(whole)))
 }
 
 /// Serves a committed object straight from the store (a miss that raced with the commit).
@@ -157,6 +167,7 @@ pub async fn send_stored(
         checksum: req.header("x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case(b"ENABLED")),
         overrides: &reply::Overrides::from_query(req.query()),
         parts_count: None,
+        part_checksum: None,
     };
     match range {
         RangeRequest::Unsatisfiable => Err(S3Error::InvalidRange { size: meta.size }),
@@ -250,6 +261,7 @@ async fn send_not_modified(
         checksum: false,
         overrides: &reply::Overrides::default(),
         parts_count: None,
+        part_checksum: None,
     };
     reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))

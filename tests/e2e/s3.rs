@@ -1024,7 +1024,7 @@ s3.put_object(Bucket=B, Key="cond", Body=b"one", IfNoneMatch="*")
 assert code(s3.put_object, Bucket=B, Key="cond", Body=b"two", IfNoneMatch="*") == "PreconditionFailed"
 etag = s3.head_object(Bucket=B, Key="cond")["ETag"]
 assert code(s3.put_object, Bucket=B, Key="cond", Body=b"two", IfMatch='"00000000000000000000000000000000"') == "PreconditionFailed"
-s3.put_object(Bucket=B, Key="cond", Body=b"two", IfMatch=etag)
+etag_two = s3.put_object(Bucket=B, Key="cond", Body=b"two", IfMatch=etag)["ETag"]
 assert code(s3.put_object, Bucket=B, Key="cond", Body=b"three", IfMatch=etag) == "PreconditionFailed"
 assert code(s3.put_object, Bucket=B, Key="absent", Body=b"x", IfMatch="*") == "NoSuchKey"
 assert s3.get_object(Bucket=B, Key="cond")["Body"].read() == b"two"
@@ -1083,6 +1083,19 @@ for alg, kind, parts_sums, whole in (
     h = s3.head_object(Bucket=B, Key=key, ChecksumMode="ENABLED")
     assert (h["Checksum" + alg], h["ChecksumType"]) == (r["Checksum" + alg], kind), h
     assert "Checksum" + alg not in s3.head_object(Bucket=B, Key=key)
+    # Each part keeps its checksum: by number, and in GetObjectAttributes.
+    p2 = s3.get_object(Bucket=B, Key=key, PartNumber=2)
+    assert (p2["Checksum" + alg], p2["ChecksumType"]) == (done_parts[1]["Checksum" + alg], kind), p2
+    a = s3.get_object_attributes(Bucket=B, Key=key, ObjectAttributes=["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"], MaxParts=2, PartNumberMarker=1)
+    assert a["ETag"] == r["ETag"].strip('"') and a["ObjectSize"] == 15 << 20 and a["StorageClass"] == "STANDARD", a
+    assert (a["Checksum"]["Checksum" + alg], a["Checksum"]["ChecksumType"]) == (r["Checksum" + alg], kind), a
+    op = a["ObjectParts"]
+    assert (op["TotalPartsCount"], op["PartNumberMarker"], op["NextPartNumberMarker"], op["IsTruncated"]) == (3, 1, 3, False), op
+    assert [(x["PartNumber"], x["Size"], x["Checksum" + alg]) for x in op["Parts"]] == [(n, 5 << 20, done_parts[n - 1]["Checksum" + alg]) for n in (2, 3)], op
+
+# GetObjectAttributes of a single-part object: no ObjectParts.
+a = s3.get_object_attributes(Bucket=B, Key="cond", ObjectAttributes=["ETag", "ObjectSize", "ObjectParts"])
+assert a["ObjectSize"] == 3 and a["ETag"] == etag_two.strip('"') and "ObjectParts" not in a, a
 
 # response-* overrides, on signed requests only.
 r = s3.get_object(Bucket=B, Key="cond", ResponseContentType="foo/bar", ResponseContentDisposition="bla",

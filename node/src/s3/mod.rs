@@ -8,6 +8,7 @@
 //!   [`bucket`]; DELETE of an object and HEAD of a bucket: here. Always signed.
 //! - Everything else S3 has is answered 501 `NotImplemented`, naming the operation.
 
+pub mod attributes;
 pub mod auth;
 pub mod bucket;
 pub mod checksum;
@@ -115,6 +116,9 @@ async fn serve(
             delete::delete_objects(worker, conn, req, body, &target.bucket, signed).await
         }
         Op::CopyObject => copy::copy_object(worker, conn, req, &target.bucket, &target.key).await,
+        Op::GetObjectAttributes => {
+            attributes::get_object_attributes(worker, conn, req, &target.bucket, &target.key).await
+        }
         Op::GetObjectPart => multipart::get_part(worker, conn, req, &target.bucket, &target.key).await,
         Op::UploadPartCopy => copy::upload_part_copy(worker, conn, req, &target.bucket, &target.key).await,
         Op::CreateMultipartUpload => multipart::create(worker, conn, req, &target.bucket, &target.key).await,

@@ -182,7 +182,7 @@ pub async fn get_part(
         _ => meta.record.part_range(number),
     };
     let range = range.ok_or(S3Error::InvalidPart)?;
-    crate::stored::send_part(worker, conn, req, meta, object.body.clone(), range).await
+    crate::stored::send_part(worker, conn, req, meta, object.body.clone(), number, range).await
 }
 
 /// `POST /{bucket}/{key}?uploadId=ID` with the list of parts.
@@ -241,7 +241,7 @@ pub async fn complete(
         .checksum
         .as_ref()
         .and_then(|(name, kind)| Some((Algorithm::from_header(name.as_bytes())?, kind.as_ref() == b"FULL_OBJECT")));
-    let mut composite = None;
+    let (mut composite, mut part_checksums) = (None, Vec::new());
     if let Some((alg, full_object)) = checksum {
         let mut values = Vec::with_capacity(chosen.len());
         for (part, meta) in list.parts.iter().zip(&chosen) {
@@ -254,6 +254,7 @@ pub async fn complete(
         if !full_object {
             composite = Some(super::checksum::composite(alg, &values).ok_or(S3Error::BadDigest)?);
         }
+        part_checksums = values.iter().map(|v| Box::from(*v)).collect();
     }
     let mut md5s = Md5::new();
     for m in &chosen {
@@ -264,6 +265,7 @@ pub async fn complete(
     meta.last_modified = RecordMeta::new(SystemTime::now()).last_modified;
     meta.parts = chosen.len() as u32;
     meta.set_part_sizes(chosen.iter().map(|m| m.size));
+    meta.part_checksums = part_checksums;
     // A composite checksum is known now; a full-object one once the body has been copied: its
     // place is held by the checksum of nothing (the same length) until then.
     meta.checksum = checksum.map(|(alg, _)| {
@@ -363,8 +365,7 @@ async fn completed_from(
     if let Some((name, value)) = &object.meta.record.checksum {
         if let Some(alg) = Algorithm::from_header(name.as_bytes()) {
             *alg.field(result.checksum_fields()) = Some(String::from_utf8_lossy(value).into_owned());
-            let composite = value.contains(&b'-');
-            result.checksum_type = Some(if composite { "COMPOSITE" } else { "FULL_OBJECT" }.into());
+            result.checksum_type = Some(crate::reply::checksum_type(value).into());
         }
     }
     Some(result)

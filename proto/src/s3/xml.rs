@@ -796,6 +796,108 @@ impl ListVersionsResult {
 }
 
 // ---------------------------------------------------------------------------------------------
+// GetObjectAttributes
+// ---------------------------------------------------------------------------------------------
+
+/// The object's checksum in GetObjectAttributes, with its type.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributesChecksum {
+    #[serde(rename = "ChecksumCRC32", default, skip_serializing_if = "Option::is_none")]
+    pub checksum_crc32: Option<String>,
+    #[serde(rename = "ChecksumCRC32C", default, skip_serializing_if = "Option::is_none")]
+    pub checksum_crc32c: Option<String>,
+    #[serde(rename = "ChecksumCRC64NVME", default, skip_serializing_if = "Option::is_none")]
+    pub checksum_crc64nvme: Option<String>,
+    #[serde(rename = "ChecksumSHA1", default, skip_serializing_if = "Option::is_none")]
+    pub checksum_sha1: Option<String>,
+    #[serde(rename = "ChecksumSHA256", default, skip_serializing_if = "Option::is_none")]
+    pub checksum_sha256: Option<String>,
+    #[serde(rename = "ChecksumType", default, skip_serializing_if = "Option::is_none")]
+    pub checksum_type: Option<String>,
+}
+
+/// One `<Part>` of GetObjectAttributes' ObjectParts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributesPart {
+    #[serde(rename = "PartNumber", deserialize_with = "trimmed::number")]
+    pub part_number: u32,
+    #[serde(rename = "Size", deserialize_with = "trimmed::number")]
+    pub size: u64,
+    #[serde(rename = "ChecksumCRC32", default, skip_serializing_if = "Option::is_none")]
+    pub checksum_crc32: Option<String>,
+    #[serde(rename = "ChecksumCRC32C", default, skip_serializing_if = "Option::is_none")]
+    pub checksum_crc32c: Option<String>,
+    #[serde(rename = "ChecksumCRC64NVME", default, skip_serializing_if = "Option::is_none")]
+    pub checksum_crc64nvme: Option<String>,
+    #[serde(rename = "ChecksumSHA1", default, skip_serializing_if = "Option::is_none")]
+    pub checksum_sha1: Option<String>,
+    #[serde(rename = "ChecksumSHA256", default, skip_serializing_if = "Option::is_none")]
+    pub checksum_sha256: Option<String>,
+}
+
+/// GetObjectAttributes' ObjectParts: a page of a multipart object's parts. The count is
+/// `<PartsCount>` on the wire (botocore's `TotalPartsCount`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributesParts {
+    #[serde(rename = "PartsCount", deserialize_with = "trimmed::number")]
+    pub parts_count: u32,
+    #[serde(rename = "PartNumberMarker", deserialize_with = "trimmed::number")]
+    pub part_number_marker: u32,
+    #[serde(rename = "NextPartNumberMarker", deserialize_with = "trimmed::number")]
+    pub next_part_number_marker: u32,
+    #[serde(rename = "MaxParts", deserialize_with = "trimmed::number")]
+    pub max_parts: u32,
+    #[serde(rename = "IsTruncated", deserialize_with = "trimmed::boolean")]
+    pub is_truncated: bool,
+    #[serde(rename = "Part", default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<AttributesPart>,
+}
+
+/// GetObjectAttributes' response: the attributes asked for in `x-amz-object-attributes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetObjectAttributesResponse {
+    /// Without quotes.
+    #[serde(rename = "ETag", default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(rename = "Checksum", default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<AttributesChecksum>,
+    #[serde(rename = "ObjectParts", default, skip_serializing_if = "Option::is_none")]
+    pub object_parts: Option<AttributesParts>,
+    #[serde(rename = "StorageClass", default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    #[serde(rename = "ObjectSize", default, skip_serializing_if = "Option::is_none")]
+    pub object_size: Option<u64>,
+}
+
+impl XmlDocument for GetObjectAttributesResponse {
+    const ROOT: &'static str = "GetObjectAttributesResponse";
+}
+
+impl ChecksumFields for AttributesChecksum {
+    fn checksum_fields(&mut self) -> [&mut Option<String>; 5] {
+        [
+            &mut self.checksum_crc32,
+            &mut self.checksum_crc32c,
+            &mut self.checksum_crc64nvme,
+            &mut self.checksum_sha1,
+            &mut self.checksum_sha256,
+        ]
+    }
+}
+
+impl ChecksumFields for AttributesPart {
+    fn checksum_fields(&mut self) -> [&mut Option<String>; 5] {
+        [
+            &mut self.checksum_crc32,
+            &mut self.checksum_crc32c,
+            &mut self.checksum_crc64nvme,
+            &mut self.checksum_sha1,
+            &mut self.checksum_sha256,
+        ]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // ListBuckets
 // ---------------------------------------------------------------------------------------------
 
