@@ -190,7 +190,7 @@ impl S3Error {
             S3Error::MissingContentLength => "you must provide the Content-Length HTTP header".into(),
             S3Error::EntityTooLarge => "your proposed upload exceeds the maximum allowed object size".into(),
             S3Error::InvalidDigest => "the Content-MD5 you specified is not valid".into(),
-            S3Error::BadDigest => "the Content-MD5 you specified did not match what we received".into(),
+            S3Error::BadDigest => "the Content-MD5 or checksum you specified did not match what we received".into(),
             S3Error::ContentSha256Mismatch => {
                 "the provided x-amz-content-sha256 does not match what was computed".into()
             }

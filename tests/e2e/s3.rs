@@ -1069,11 +1069,13 @@ for alg, kind, parts_sums, whole in (
         done_parts.append({{"PartNumber": n, "ETag": r["ETag"], "Checksum" + alg: r["Checksum" + alg]}})
     listed = s3.list_parts(Bucket=B, Key=key, UploadId=u["UploadId"])["Parts"]
     assert [p["Checksum" + alg] for p in listed] == [p["Checksum" + alg] for p in done_parts], listed
-    missing = [{{"PartNumber": p["PartNumber"], "ETag": p["ETag"]}} for p in done_parts]
-    assert code(s3.complete_multipart_upload, Bucket=B, Key=key, UploadId=u["UploadId"], MultipartUpload={{"Parts": missing}}) == "BadDigest"
+    wrong = [dict(p, **{{"Checksum" + alg: done_parts[0]["Checksum" + alg]}}) for p in done_parts]
+    assert code(s3.complete_multipart_upload, Bucket=B, Key=key, UploadId=u["UploadId"], MultipartUpload={{"Parts": wrong}}) == "BadDigest"
     bad = {{"Checksum" + alg: "AAAAAA=="}}
     assert code(s3.complete_multipart_upload, Bucket=B, Key=key, UploadId=u["UploadId"], MultipartUpload={{"Parts": done_parts}}, **bad) == "BadDigest"
-    r = s3.complete_multipart_upload(Bucket=B, Key=key, UploadId=u["UploadId"], MultipartUpload={{"Parts": done_parts}})
+    # Parts listed without their checksums take the ones they were uploaded with.
+    listed_plain = done_parts if alg == "SHA256" else [{{"PartNumber": p["PartNumber"], "ETag": p["ETag"]}} for p in done_parts]
+    r = s3.complete_multipart_upload(Bucket=B, Key=key, UploadId=u["UploadId"], MultipartUpload={{"Parts": listed_plain}})
     if whole:
         assert r["Checksum" + alg] == whole, r
     else:
