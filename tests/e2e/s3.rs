@@ -1218,3 +1218,44 @@ fn s3cmd_puts_lists_syncs_gets_and_deletes() {
     s3cmd(&["rb", "s3://cmd-bucket"]);
     assert!(!s3cmd(&["ls"]).contains("cmd-bucket"));
 }
+
+/// A plain `Transfer-Encoding: chunked` upload (no Content-Length, as `curl -T -` sends): stored
+/// whole once its last chunk arrives, with the signed SHA-256 checked; cut short, nothing.
+#[test]
+fn a_chunked_upload_without_content_length_is_stored() {
+    let node = node_with_s3(None);
+    let host = node.data_addr().to_string();
+    let body = pattern_body(300_000, 4);
+    let chunked = |body: &[u8], pieces: &[usize], finish: bool| {
+        // Signed over the body's hash, framed as chunks instead of a Content-Length.
+        let path = format!("/{BUCKET}/chunked");
+        let raw = signed_with("PUT", &host, &path, b"", &[], SECRET, &sigv4::sha256_hex(body));
+        let text = String::from_utf8(raw).unwrap().replace("content-length: 0\r\n", "transfer-encoding: chunked\r\n");
+        let mut out = text.into_bytes();
+        let mut at = 0;
+        for &n in pieces {
+            out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            out.extend_from_slice(&body[at..at + n]);
+            out.extend_from_slice(b"\r\n");
+            at += n;
+        }
+        if finish {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        out
+    };
+    let r = send(&node, &chunked(&body, &[100_000, 150_000, 50_000], true));
+    assert_eq!(r.status, 200, "{r:?}");
+    let got = get(node.data_addr(), &format!("/{BUCKET}/chunked"), &[]).unwrap();
+    assert_eq!(got.status, 200);
+    assert!(got.body == body, "the chunked upload differs");
+
+    // The same upload stopping after its second chunk: nothing replaces the stored object.
+    let mut conn = Conn::new(node.data_addr());
+    conn.send(&chunked(&pattern_body(300_000, 9), &[100_000, 150_000], false)).unwrap();
+    conn.shutdown_write();
+    let cut = conn.read_response();
+    assert!(cut.map(|r| r.status != 200).unwrap_or(true), "a cut body must not succeed");
+    let after = get(node.data_addr(), &format!("/{BUCKET}/chunked"), &[]).unwrap();
+    assert!(after.body == body, "the stored object changed");
+}

@@ -79,17 +79,18 @@ pub async fn put_object(
     if signed.verified.payload.is_streaming() && mode.is_none() {
         return Err(S3Error::NotImplemented("this aws-chunked payload form"));
     }
-    let length = match mode {
+    // The object's length: x-amz-decoded-content-length for aws-chunked, else Content-Length.
+    // A plain body without one (`Transfer-Encoding: chunked`, as `curl -T -` sends) is sized at
+    // the commit, and the size limit is checked as its bytes arrive.
+    let known = match mode {
         Some(_) => {
             let value = req.header("x-amz-decoded-content-length").ok_or(S3Error::MissingContentLength)?;
-            std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(S3Error::MissingContentLength)?
+            let length = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            Some(length.ok_or(S3Error::MissingContentLength)?)
         }
-        None => body.content_length().ok_or(S3Error::MissingContentLength)?,
+        None => body.content_length(),
     };
-    if length > shared.config.store.max_object_bytes {
+    if known.is_some_and(|length| length > shared.config.store.max_object_bytes) {
         return Err(S3Error::EntityTooLarge);
     }
     let content_md5 = match req.header("content-md5") {
@@ -121,7 +122,7 @@ pub async fn put_object(
         meta.checksum = Some((alg.header_name().into(), Bytes::from(value)));
     }
     let trailer_meta = checks.checksum.as_ref().is_some_and(|(_, _, v)| v.is_none()).then(|| meta.clone());
-    let mut writer = shared.begin(worker.id, owner, okey, meta, Some(length), CommitRule::LastWins)?;
+    let mut writer = shared.begin(worker.id, owner, okey, meta, known, CommitRule::LastWins)?;
     // Conditions are about the object; a part (stored for its upload's bucket) takes none.
     if let Some(condition) = write_condition(req).filter(|_| okey.bucket == owner) {
         writer.require(condition);
@@ -139,8 +140,8 @@ pub async fn put_object(
     }
 
     match mode {
-        None => read_plain(conn, body, &mut writer, &mut checks, length).await?,
-        Some(mode) => read_aws_chunked(conn, body, &mut writer, &mut checks, mode, length).await?,
+        None => read_plain(conn, body, &mut writer, &mut checks, known, shared.config.store.max_object_bytes).await?,
+        Some(mode) => read_aws_chunked(conn, body, &mut writer, &mut checks, mode, known.unwrap_or(0)).await?,
     }
     if let Some(h) = checks.sha256 {
         h.finish().map_err(|_| S3Error::ContentSha256Mismatch)?;
@@ -168,7 +169,7 @@ pub async fn put_object(
     // The previous version's cached copies are stale now (readers check the version anyway).
     shared.hot.remove(okey);
     worker.metrics().objects_uploaded.inc();
-    worker.metrics().bytes_uploaded.add(length);
+    worker.metrics().bytes_uploaded.add(stored.meta.size);
     let etag = stored.meta.etag_bytes();
     let keep_alive = req.keep_alive();
     reply::start(&mut conn.out, 200, &worker.date, req.id);
@@ -239,10 +240,13 @@ pub(super) fn uploaded_meta(req: &Request<'_>) -> Result<RecordMeta, S3Error> {
 }
 
 /// The next raw piece of the request body.
-async fn next_piece(conn: &mut Conn, body: &mut RequestBody, length: u64) -> Result<Option<Bytes>, S3Error> {
+async fn next_piece(conn: &mut Conn, body: &mut RequestBody, length: Option<u64>) -> Result<Option<Bytes>, S3Error> {
     match body.next(conn).await {
         Ok(piece) => Ok(piece),
-        Err(BodyError::Truncated { got }) => Err(S3Error::IncompleteBody(format!("{got} of {length} bytes arrived"))),
+        Err(BodyError::Truncated { got }) => Err(S3Error::IncompleteBody(match length {
+            Some(length) => format!("{got} of {length} bytes arrived"),
+            None => format!("the body stopped after {got} bytes"),
+        })),
         Err(e) => Err(S3Error::IncompleteBody(e.to_string())),
     }
 }
@@ -252,9 +256,15 @@ async fn read_plain(
     body: &mut RequestBody,
     writer: &mut RecordWriter,
     checks: &mut Checks,
-    length: u64,
+    length: Option<u64>,
+    max_bytes: u64,
 ) -> Result<(), S3Error> {
+    let mut received = 0u64;
     while let Some(piece) = next_piece(conn, body, length).await? {
+        received += piece.len() as u64;
+        if received > max_bytes {
+            return Err(S3Error::EntityTooLarge);
+        }
         checks.data(&piece);
         writer.append(&piece)?;
     }
@@ -275,7 +285,7 @@ async fn read_aws_chunked(
     let mut trailers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let framing = |e: edgemirror_proto::s3::aws_chunked::AwsChunkedError| S3Error::IncompleteBody(e.as_str().into());
     while !decoder.is_done() {
-        let Some(piece) = next_piece(conn, body, length).await? else {
+        let Some(piece) = next_piece(conn, body, Some(length)).await? else {
             return Err(S3Error::IncompleteBody("the aws-chunked body ended early".into()));
         };
         let mut at = 0;
