@@ -225,6 +225,12 @@ pub struct RawOrigin {
     /// Host names or IPs allowed although they resolve to link-local or cloud metadata
     /// addresses (169.254.169.254 ...), which are refused otherwise.
     pub allow_link_local: Vec<String>,
+    /// Failures (unreachable, timed out, 5xx) of one origin within `breaker_window_ms` that
+    /// open its circuit breaker; 0 turns breakers off.
+    pub breaker_failures: u32,
+    pub breaker_window_ms: u64,
+    /// How long an open breaker answers 424 before it lets one probe through.
+    pub breaker_open_ms: u64,
 }
 
 impl Default for RawOrigin {
@@ -238,6 +244,9 @@ impl Default for RawOrigin {
             insecure_skip_verify: false,
             allow_private: true,
             allow_link_local: Vec::new(),
+            breaker_failures: 5,
+            breaker_window_ms: 10_000,
+            breaker_open_ms: 10_000,
         }
     }
 }
@@ -419,6 +428,7 @@ pub struct OriginConfig {
     pub insecure_skip_verify: bool,
     pub allow_private: bool,
     pub allow_link_local: Vec<String>,
+    pub breaker: crate::breaker::BreakerConfig,
 }
 
 impl OriginConfig {
@@ -597,6 +607,11 @@ impl RawConfig {
             insecure_skip_verify: self.origin.insecure_skip_verify,
             allow_private: self.origin.allow_private,
             allow_link_local: self.origin.allow_link_local,
+            breaker: crate::breaker::BreakerConfig {
+                failures: self.origin.breaker_failures,
+                window: ms("origin.breaker_window_ms", self.origin.breaker_window_ms)?,
+                open: ms("origin.breaker_open_ms", self.origin.breaker_open_ms)?,
+            },
         };
         for (i, name) in origin.allow_link_local.iter().enumerate() {
             if rules::parse_host_port(name).is_err() || name.contains(':') && !name.starts_with('[') {

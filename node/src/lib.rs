@@ -45,6 +45,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod breaker;
 pub mod buckets;
 pub mod config;
 pub mod conn;

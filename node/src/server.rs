@@ -151,6 +151,7 @@ pub fn start(config: Config) -> Result<Node> {
     let resolver = Resolver::new(ResolverConfig::default()).context("starting the DNS resolver threads")?;
     let via_token = format!("edgemirror-{:016x}", edgemirror_cache::random_u64());
     let hashes = HashPool::new(config.hash_threads).context("starting the MD5 threads")?;
+    let breaker = config.origin.breaker;
     let shared = Arc::new(Shared {
         config,
         store,
@@ -164,6 +165,7 @@ pub fn start(config: Config) -> Result<Node> {
         via_token,
         fills: Arc::new(FillTable::default()),
         hashes,
+        breakers: crate::breaker::Breakers::new(breaker),
     });
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     tracing::info!(driver = driver_name(), workers, cores, listen = %data_addr, admin = %admin_addr, "starting workers");

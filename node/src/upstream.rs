@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use crate::breaker::Admit;
 use crate::mirror::{self, FetchPlan};
 use crate::origin::{self, Method, OriginResponse};
 use crate::rules::MAX_REDIRECTS;
@@ -36,15 +37,24 @@ pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Resu
             _ => target.host_header.as_bytes(),
         };
         let request = origin::build_request(method, &path, host, &plan.extra, &shared.via_token);
-        let url = format!("{}://{}{path}", target.scheme(), target.host_header);
-        let resp =
-            match origin::fetch(&target, method, request, &shared.config.origin, &worker.pool, &shared.network).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(request_id = %rid, origin = %url, error = %e, "mirror fetch failed");
-                    return Err(Upstream::Failed(e.to_string()));
-                }
-            };
+        let origin_name = format!("{}://{}", target.scheme(), target.host_header);
+        let url = format!("{origin_name}{path}");
+        if let Admit::Refuse { retry_in } = shared.breakers.admit(&origin_name) {
+            return Err(Upstream::Failed(format!(
+                "origin {origin_name} is failing: its circuit is open (next probe in {} ms)",
+                retry_in.as_millis()
+            )));
+        }
+        let fetched =
+            origin::fetch(&target, method, request, &shared.config.origin, &worker.pool, &shared.network).await;
+        shared.breakers.record(&origin_name, fetched.as_ref().is_ok_and(|r| r.status < 500));
+        let resp = match fetched {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(request_id = %rid, origin = %url, error = %e, "mirror fetch failed");
+                return Err(Upstream::Failed(e.to_string()));
+            }
+        };
         if !mirror::is_redirect(resp.status) {
             return Ok((resp, url));
         }

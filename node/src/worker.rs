@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use edgemirror_cache::{CommitRule, HotCache, ObjectKeyRef, RecordMeta, RecordWriter, Store};
 
+use crate::breaker::Breakers;
 use crate::buckets::{Bucket, BucketTable};
 use crate::config::Config;
 use crate::hash::HashPool;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub fills: Arc<FillTable>,
     /// MD5 of mirrored bodies, off the workers.
     pub hashes: HashPool,
+    /// A circuit breaker per origin.
+    pub breakers: Breakers,
 }
 
 impl Shared {

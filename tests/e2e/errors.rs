@@ -177,3 +177,50 @@ fn error_responses_say_who_decided_them_in_the_source_header() {
     let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 400") && text.contains("x-edgemirror-source: edge"), "{text}");
 }
+
+/// A failing origin opens its circuit breaker: after `breaker_failures` failures within the
+/// window, misses answer 424 without contacting it; after `breaker_open_ms` one probe goes, and
+/// its success closes the breaker. 404 is an answer, not a failure.
+#[test]
+fn a_failing_origin_opens_its_breaker_and_a_good_probe_closes_it() {
+    let origin = Origin::start();
+    let node = NodeBuilder::new()
+        .mirror(&format!("{}/dir1/", origin.url()), "")
+        .with_line("origin", "breaker_failures = 3")
+        .with_line("origin", "breaker_window_ms = 60000")
+        .with_line("origin", "breaker_open_ms = 1500")
+        .start();
+    let addr = node.data_addr();
+    origin.set("/dir1/missing", Reply::status(404));
+    for _ in 0..4 {
+        assert_s3_error(&get(addr, &object_path("missing"), &[]).unwrap(), 404, Some("NoSuchKey"));
+    }
+    origin.set("/dir1/down", Reply::status(503));
+    for _ in 0..3 {
+        assert_s3_error(&get(addr, &object_path("down"), &[]).unwrap(), 424, Some("MirrorFailed"));
+    }
+    assert_origin_count(&origin, "/dir1/down", 3);
+
+    // Open: refused at once, for every key of that origin, and the origin sees nothing.
+    origin.set("/dir1/down", Reply::ok("back"));
+    origin.set("/dir1/other", Reply::ok("other"));
+    let started = Instant::now();
+    for key in ["down", "other", "down"] {
+        assert_s3_error(&get(addr, &object_path(key), &[]).unwrap(), 424, Some("MirrorFailed"));
+    }
+    assert!(started.elapsed() < Duration::from_millis(500), "an open breaker answers at once");
+    assert_origin_count(&origin, "/dir1/down", 3);
+    assert_origin_count(&origin, "/dir1/other", 0);
+    assert_eq!(crate::support::metric(&node, "edgemirror_origin_breakers_open"), 1);
+    assert!(crate::support::metric(&node, "edgemirror_origin_breaker_rejections_total") >= 3);
+    assert!(node.stderr().contains("origin circuit open"), "{}", node.stderr());
+
+    // After breaker_open_ms, a probe goes through; the origin is back, so it closes.
+    std::thread::sleep(Duration::from_millis(1600));
+    let probe = get(addr, &object_path("down"), &[]).unwrap();
+    assert_eq!((probe.status, probe.body.as_slice()), (200, &b"back"[..]), "{probe:?}");
+    let other = get(addr, &object_path("other"), &[]).unwrap();
+    assert_eq!(other.status, 200, "closed again: {other:?}");
+    assert_eq!(crate::support::metric(&node, "edgemirror_origin_breakers_open"), 0);
+    assert!(node.stderr().contains("origin circuit closed"), "{}", node.stderr());
+}

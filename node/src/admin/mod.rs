@@ -308,6 +308,8 @@ fn metrics(shared: &Shared) -> String {
             ("edgemirror_store_objects_deleted_total", load(&stats.objects_deleted)),
             ("edgemirror_store_evictions_total", load(&stats.evictions)),
             ("edgemirror_store_evicted_bytes_total", load(&stats.evicted_bytes)),
+            ("edgemirror_origin_breaker_opened_total", load(&shared.breakers.opened)),
+            ("edgemirror_origin_breaker_rejections_total", load(&shared.breakers.rejected)),
         ],
         &[
             ("edgemirror_store_objects", store.object_count() as u64),
@@ -315,6 +317,7 @@ fn metrics(shared: &Shared) -> String {
             ("edgemirror_store_segments", store.segment_count() as u64),
             ("edgemirror_store_ballast_bytes", store.ballast_bytes()),
             ("edgemirror_hot_memory_bytes", shared.hot.memory_usage() as u64),
+            ("edgemirror_origin_breakers_open", shared.breakers.open_count() as u64),
         ],
     )
 }

@@ -1,0 +1,225 @@
+//! Circuit breakers, one per origin (`scheme://host:port`), so a dead or failing origin is not
+//! hammered by every miss.
+//!
+//! - **Closed:** requests go through. A failure (the origin could not be reached, timed out, or
+//!   answered 5xx) is remembered for `origin.breaker_window_ms`; `origin.breaker_failures` of
+//!   them within the window open the breaker.
+//! - **Open:** misses for that origin answer 424 at once, without a connection, for
+//!   `origin.breaker_open_ms`.
+//! - **Half-open:** then one request goes through as a probe (the others are still refused); its
+//!   success closes the breaker, its failure opens it again.
+//!
+//! Shared by every core behind one mutex: it is taken once or twice per origin exchange (a miss),
+//! never on a hit. `breaker_failures = 0` turns breakers off.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// `[origin]` breaker settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Failures within `window` that open a breaker; 0: breakers off.
+    pub failures: u32,
+    pub window: Duration,
+    /// How long an open breaker refuses before it lets a probe through.
+    pub open: Duration,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Closed,
+    Open {
+        until: Instant,
+    },
+    /// `probing`: the one probe is out.
+    HalfOpen {
+        probing: bool,
+    },
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    /// When the failures still in the window happened (closed phase).
+    failures: VecDeque<Instant>,
+}
+
+/// Whether a request to an origin may go.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    Go,
+    /// The breaker is open (or its probe is out): the origin is not contacted.
+    Refuse {
+        retry_in: Duration,
+    },
+}
+
+#[derive(Debug)]
+pub struct Breakers {
+    config: BreakerConfig,
+    states: Mutex<HashMap<String, State>>,
+    /// Requests refused by an open breaker.
+    pub rejected: AtomicU64,
+    /// Times a breaker opened (from closed or after a failed probe).
+    pub opened: AtomicU64,
+}
+
+impl Breakers {
+    pub fn new(config: BreakerConfig) -> Breakers {
+        Breakers { config, states: Mutex::default(), rejected: AtomicU64::new(0), opened: AtomicU64::new(0) }
+    }
+
+    fn enabled(&self) -> bool {
+        self.config.failures > 0
+    }
+
+    /// May a request to `origin` go now?
+    pub fn admit(&self, origin: &str) -> Admit {
+        if !self.enabled() {
+            return Admit::Go;
+        }
+        let now = Instant::now();
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(state) = states.get_mut(origin) else { return Admit::Go };
+        let refuse = match state.phase {
+            Phase::Closed => None,
+            Phase::Open { until } if now >= until => {
+                state.phase = Phase::HalfOpen { probing: true };
+                tracing::info!(origin, "origin circuit half-open: one probe goes through");
+                None
+            }
+            Phase::Open { until } => Some(until - now),
+            Phase::HalfOpen { probing: false } => {
+                state.phase = Phase::HalfOpen { probing: true };
+                None
+            }
+            Phase::HalfOpen { probing: true } => Some(self.config.open),
+        };
+        match refuse {
+            None => Admit::Go,
+            Some(retry_in) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                Admit::Refuse { retry_in }
+            }
+        }
+    }
+
+    /// Records how a request to `origin` that was let through ended.
+    pub fn record(&self, origin: &str, ok: bool) {
+        if !self.enabled() {
+            return;
+        }
+        let now = Instant::now();
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if ok && !states.contains_key(origin) {
+            // The usual case, a healthy origin: nothing to keep.
+            return;
+        }
+        let state = states
+            .entry(origin.to_string())
+            .or_insert_with(|| State { phase: Phase::Closed, failures: VecDeque::new() });
+        match (&state.phase, ok) {
+            (Phase::HalfOpen { .. }, true) => {
+                state.phase = Phase::Closed;
+                state.failures.clear();
+                tracing::info!(origin, "origin circuit closed: the probe succeeded");
+            }
+            (Phase::HalfOpen { .. }, false) => {
+                state.phase = Phase::Open { until: now + self.config.open };
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    origin,
+                    open_ms = self.config.open.as_millis() as u64,
+                    "origin circuit open again: the probe failed"
+                );
+            }
+            (Phase::Closed, false) => {
+                state.failures.push_back(now);
+                while state.failures.front().is_some_and(|t| now.duration_since(*t) > self.config.window) {
+                    state.failures.pop_front();
+                }
+                if state.failures.len() >= self.config.failures as usize {
+                    state.phase = Phase::Open { until: now + self.config.open };
+                    state.failures.clear();
+                    self.opened.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        origin,
+                        failures = self.config.failures,
+                        window_ms = self.config.window.as_millis() as u64,
+                        open_ms = self.config.open.as_millis() as u64,
+                        "origin circuit open: misses for it answer 424 without contacting it"
+                    );
+                }
+            }
+            // A success while closed, or a late answer while open: nothing changes.
+            _ => {}
+        }
+        if matches!(state.phase, Phase::Closed) && state.failures.is_empty() {
+            states.remove(origin);
+        }
+    }
+
+    /// Breakers open or half-open now (the gauge `edgemirror_origin_breakers_open`).
+    pub fn open_count(&self) -> usize {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states.values().filter(|s| !matches!(s.phase, Phase::Closed)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breakers(failures: u32, open_ms: u64) -> Breakers {
+        Breakers::new(BreakerConfig { failures, window: Duration::from_secs(60), open: Duration::from_millis(open_ms) })
+    }
+
+    #[test]
+    fn opens_after_n_failures_refuses_then_probes_once_and_closes() {
+        let b = breakers(3, 50);
+        let o = "http://origin:80";
+        for _ in 0..2 {
+            assert_eq!(b.admit(o), Admit::Go);
+            b.record(o, false);
+        }
+        b.record(o, true); // a success does not forgive failures within the window
+        assert_eq!(b.admit(o), Admit::Go);
+        b.record(o, false);
+        assert!(matches!(b.admit(o), Admit::Refuse { .. }), "the third failure opened it");
+        assert_eq!(b.open_count(), 1);
+        assert_eq!(b.admit("http://other:80"), Admit::Go, "breakers are per origin");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.admit(o), Admit::Go, "after open_ms one probe goes");
+        assert!(matches!(b.admit(o), Admit::Refuse { .. }), "and only one");
+        b.record(o, false);
+        assert!(matches!(b.admit(o), Admit::Refuse { .. }), "a failed probe opens it again");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.admit(o), Admit::Go);
+        b.record(o, true);
+        assert_eq!(b.admit(o), Admit::Go, "a good probe closes it");
+        assert_eq!(b.admit(o), Admit::Go);
+        assert_eq!(b.open_count(), 0);
+        assert_eq!(b.opened.load(Ordering::Relaxed), 2);
+        assert!(b.rejected.load(Ordering::Relaxed) >= 3);
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_count_and_zero_turns_it_off() {
+        let b = Breakers::new(BreakerConfig {
+            failures: 2,
+            window: Duration::from_millis(30),
+            open: Duration::from_secs(60),
+        });
+        b.record("o", false);
+        std::thread::sleep(Duration::from_millis(40));
+        b.record("o", false);
+        assert_eq!(b.admit("o"), Admit::Go, "the first failure left the window");
+        let off = breakers(0, 50);
+        for _ in 0..10 {
+            off.record("o", false);
+        }
+        assert_eq!(off.admit("o"), Admit::Go);
+    }
+}
