@@ -231,6 +231,11 @@ pub struct RawOrigin {
     pub breaker_window_ms: u64,
     /// How long an open breaker answers 424 before it lets one probe through.
     pub breaker_open_ms: u64,
+    /// How long an origin's 404 for a key is remembered (answered without asking it again);
+    /// 0 turns the negative cache off.
+    pub negative_ttl_ms: u64,
+    /// Most keys the negative cache remembers.
+    pub negative_entries: u64,
 }
 
 impl Default for RawOrigin {
@@ -247,6 +252,8 @@ impl Default for RawOrigin {
             breaker_failures: 5,
             breaker_window_ms: 10_000,
             breaker_open_ms: 10_000,
+            negative_ttl_ms: 0,
+            negative_entries: 100_000,
         }
     }
 }
@@ -429,6 +436,9 @@ pub struct OriginConfig {
     pub allow_private: bool,
     pub allow_link_local: Vec<String>,
     pub breaker: crate::breaker::BreakerConfig,
+    /// Origin 404s remembered this long (zero: not at all), at most `negative_entries` keys.
+    pub negative_ttl: Duration,
+    pub negative_entries: usize,
 }
 
 impl OriginConfig {
@@ -611,6 +621,11 @@ impl RawConfig {
                 failures: self.origin.breaker_failures,
                 window: ms("origin.breaker_window_ms", self.origin.breaker_window_ms)?,
                 open: ms("origin.breaker_open_ms", self.origin.breaker_open_ms)?,
+            },
+            negative_ttl: Duration::from_millis(self.origin.negative_ttl_ms),
+            negative_entries: match self.origin.negative_entries {
+                0 => bail!("origin.negative_entries: must be at least 1"),
+                n => usize::try_from(n).map_err(|_| anyhow!("origin.negative_entries: too large"))?,
             },
         };
         for (i, name) in origin.allow_link_local.iter().enumerate() {

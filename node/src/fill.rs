@@ -71,6 +71,8 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
         200 => {}
         404 => {
             metrics.origin_not_found.inc();
+            let key = &guard.fill().key;
+            shared.negative.remember(ObjectKeyRef::new(&key.bucket, &key.key));
             return guard.finish(Phase::Refused(Refusal::NotFound));
         }
         status => {

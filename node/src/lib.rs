@@ -58,6 +58,7 @@ pub mod inflight;
 pub mod iovec;
 pub mod metrics;
 pub mod mirror;
+pub mod negative;
 pub mod netguard;
 pub mod object;
 pub mod origin;

@@ -77,8 +77,12 @@ pub async fn serve(
         worker.metrics().origin_failures.inc();
         return Err(S3Error::MirrorFailed("mirror loop: the request came from this node".into()));
     }
+    if shared.negative.is_missing(okey) {
+        // The origin said 404 for this key less than origin.negative_ttl_ms ago.
+        return Err(S3Error::NoSuchKeyAtOrigin);
+    }
     if req.is_head() && !rule.mirror_head {
-        return head_at_origin(worker, conn, req, key, rule).await;
+        return head_at_origin(worker, conn, req, okey, rule).await;
     }
     serve_miss(worker, conn, req, okey, rule).await
 }
@@ -91,9 +95,10 @@ async fn head_at_origin(
     worker: &Rc<Worker>,
     conn: &mut Conn,
     req: &Request<'_>,
-    key: &str,
+    okey: ObjectKeyRef<'_>,
     rule: &MirrorRule,
 ) -> Result<Disposition, S3Error> {
+    let key = okey.key;
     let plan = mirror::plan(rule, key, req)?;
     worker.metrics().origin_heads.inc();
     let (resp, url) = match upstream::exchange(worker, &plan, origin::Method::Head).await {
@@ -115,7 +120,10 @@ async fn head_at_origin(
     resp.body.release(&worker.pool);
     match status {
         200 => {}
-        404 => return Err(S3Error::NoSuchKeyAtOrigin),
+        404 => {
+            worker.shared.negative.remember(okey);
+            return Err(S3Error::NoSuchKeyAtOrigin);
+        }
         other => {
             tracing::warn!(request_id = %req.id, origin = %url, status = other, "origin answered a HEAD with a non-200 status");
             return Err(S3Error::MirrorFailed(format!("origin status {other} to HEAD")));

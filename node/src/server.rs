@@ -152,6 +152,7 @@ pub fn start(config: Config) -> Result<Node> {
     let via_token = format!("edgemirror-{:016x}", edgemirror_cache::random_u64());
     let hashes = HashPool::new(config.hash_threads).context("starting the MD5 threads")?;
     let breaker = config.origin.breaker;
+    let negative = crate::negative::NegativeCache::new(config.origin.negative_ttl, config.origin.negative_entries);
     let shared = Arc::new(Shared {
         config,
         store,
@@ -166,6 +167,7 @@ pub fn start(config: Config) -> Result<Node> {
         fills: Arc::new(FillTable::default()),
         hashes,
         breakers: crate::breaker::Breakers::new(breaker),
+        negative,
     });
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     tracing::info!(driver = driver_name(), workers, cores, listen = %data_addr, admin = %admin_addr, "starting workers");

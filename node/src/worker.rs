@@ -49,6 +49,8 @@ pub struct Shared {
     pub hashes: HashPool,
     /// A circuit breaker per origin.
     pub breakers: Breakers,
+    /// Origin 404s, remembered for `origin.negative_ttl_ms`.
+    pub negative: crate::negative::NegativeCache,
 }
 
 impl Shared {

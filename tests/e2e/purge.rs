@@ -224,3 +224,36 @@ fn churn_through_purges_keeps_disk_use_near_the_live_bytes() {
         assert_ne!(source, "origin", "k{i} was lost");
     }
 }
+
+/// `origin.negative_ttl_ms`: an origin 404 is remembered for the TTL (the origin is asked once),
+/// asked again after it, and a purge forgets it at once.
+#[test]
+fn origin_404s_are_remembered_for_the_negative_ttl_and_purge_forgets_them() {
+    let origin = Origin::start();
+    let node = crate::support::node::NodeBuilder::new()
+        .mirror(&format!("{}/dir1/", origin.url()), "")
+        .with_line("origin", "negative_ttl_ms = 700")
+        .start();
+    origin.set("/dir1/absent", Reply::status(404));
+    let missing = |node: &Node| {
+        let resp = get(node.data_addr(), &object_path("absent"), &[]).expect("GET");
+        assert_eq!(resp.status, 404, "{resp:?}");
+    };
+    for _ in 0..5 {
+        missing(&node);
+    }
+    assert_origin_count(&origin, "/dir1/absent", 1);
+    assert_eq!(metric(&node, "edgemirror_origin_negative_hits_total"), 4);
+    assert_eq!(metric(&node, "edgemirror_origin_negative_entries"), 1);
+
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    missing(&node);
+    assert_origin_count(&origin, "/dir1/absent", 2);
+
+    // The file appears at the origin: still a 404 within the TTL, until a purge.
+    origin.set("/dir1/absent", Reply::ok("arrived"));
+    missing(&node);
+    assert_eq!(purge(&node, json!({"keys": ["absent"]}))["purged"], 0);
+    assert_eq!(get_body(&node, "absent").0, b"arrived");
+    assert_origin_count(&origin, "/dir1/absent", 3);
+}

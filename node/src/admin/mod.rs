@@ -310,6 +310,7 @@ fn metrics(shared: &Shared) -> String {
             ("edgemirror_store_evicted_bytes_total", load(&stats.evicted_bytes)),
             ("edgemirror_origin_breaker_opened_total", load(&shared.breakers.opened)),
             ("edgemirror_origin_breaker_rejections_total", load(&shared.breakers.rejected)),
+            ("edgemirror_origin_negative_hits_total", load(&shared.negative.hits)),
         ],
         &[
             ("edgemirror_store_objects", store.object_count() as u64),
@@ -318,6 +319,7 @@ fn metrics(shared: &Shared) -> String {
             ("edgemirror_store_ballast_bytes", store.ballast_bytes()),
             ("edgemirror_hot_memory_bytes", shared.hot.memory_usage() as u64),
             ("edgemirror_origin_breakers_open", shared.breakers.open_count() as u64),
+            ("edgemirror_origin_negative_entries", shared.negative.len() as u64),
         ],
     )
 }

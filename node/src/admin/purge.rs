@@ -75,6 +75,7 @@ pub(super) fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, body: &[u8]) -
             }
         }
         shared.hot.remove(okey);
+        shared.negative.forget(okey);
     }
     worker.metrics().objects_purged.add(purged);
     tracing::info!(request_id = id, bucket, purged, named = keys.len(), "purge");

@@ -45,6 +45,7 @@ fn delete_one(worker: &Worker, bucket: &str, key: &str) -> Result<(), (&'static 
         Err(e) => return Err(("InternalError", e.to_string())),
     }
     shared.hot.remove(okey);
+    shared.negative.forget(okey);
     worker.metrics().objects_deleted.inc();
     Ok(())
 }
