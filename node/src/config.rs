@@ -231,6 +231,9 @@ pub struct RawOrigin {
     pub breaker_window_ms: u64,
     /// How long an open breaker answers 424 before it lets one probe through.
     pub breaker_open_ms: u64,
+    /// The whole exchange with an origin, connect to last body byte; 0: no limit but the
+    /// other timeouts.
+    pub total_timeout_ms: u64,
     /// How long an origin's 404 for a key is remembered (answered without asking it again);
     /// 0 turns the negative cache off.
     pub negative_ttl_ms: u64,
@@ -254,6 +257,7 @@ impl Default for RawOrigin {
             breaker_open_ms: 10_000,
             negative_ttl_ms: 0,
             negative_entries: 100_000,
+            total_timeout_ms: 3_600_000,
         }
     }
 }
@@ -436,6 +440,8 @@ pub struct OriginConfig {
     pub allow_private: bool,
     pub allow_link_local: Vec<String>,
     pub breaker: crate::breaker::BreakerConfig,
+    /// The whole exchange's deadline (`None`: `origin.total_timeout_ms = 0`).
+    pub total_timeout: Option<Duration>,
     /// Origin 404s remembered this long (zero: not at all), at most `negative_entries` keys.
     pub negative_ttl: Duration,
     pub negative_entries: usize,
@@ -622,6 +628,8 @@ impl RawConfig {
                 window: ms("origin.breaker_window_ms", self.origin.breaker_window_ms)?,
                 open: ms("origin.breaker_open_ms", self.origin.breaker_open_ms)?,
             },
+            total_timeout: (self.origin.total_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.origin.total_timeout_ms)),
             negative_ttl: Duration::from_millis(self.origin.negative_ttl_ms),
             negative_entries: match self.origin.negative_entries {
                 0 => bail!("origin.negative_entries: must be at least 1"),

@@ -144,8 +144,10 @@ pub async fn fetch(
     net: &Network,
 ) -> Result<OriginResponse, OriginError> {
     let key: PoolKey = (origin.host.clone(), origin.port, origin.tls);
+    // The whole exchange, connect to last body byte, within origin.total_timeout_ms.
+    let total = cfg.total_timeout.map(|t| Instant::now() + t);
     if let Some(stream) = pool.take(&key) {
-        match exchange(stream, method, request.clone(), cfg, key.clone()).await {
+        match exchange(stream, method, request.clone(), cfg, key.clone(), total).await {
             Err(Exchange::Stale) => {}
             Err(Exchange::Failed(e)) => return Err(e),
             Ok(resp) => return Ok(resp),
@@ -166,7 +168,7 @@ pub async fn fetch(
     } else {
         OriginStream::Plain(tcp)
     };
-    match exchange(stream, method, request, cfg, key).await {
+    match exchange(stream, method, request, cfg, key, total).await {
         Ok(resp) => Ok(resp),
         Err(Exchange::Stale) => Err(OriginError::NoResponse),
         Err(Exchange::Failed(e)) => Err(e),
@@ -204,8 +206,10 @@ async fn exchange(
     request: Bytes,
     cfg: &OriginConfig,
     key: PoolKey,
+    total: Option<Instant>,
 ) -> Result<OriginResponse, Exchange> {
-    let deadline = Instant::now() + cfg.first_byte_timeout;
+    let first_byte = Instant::now() + cfg.first_byte_timeout;
+    let deadline = total.map_or(first_byte, |total| total.min(first_byte));
     match monoio::time::timeout(cfg.first_byte_timeout, stream.write_all(request)).await {
         Ok((Ok(_), _)) => {}
         Ok((Err(_), _)) => return Err(Exchange::Stale),
@@ -251,6 +255,7 @@ async fn exchange(
         received: 0,
         done: framing == BodyFraming::None || framing == BodyFraming::ContentLength(0),
         idle_timeout: cfg.idle_timeout,
+        deadline: total,
         pool_key: reusable.then_some(key),
     };
     Ok(OriginResponse { status: head.status, head_buf, head, body })
@@ -291,6 +296,8 @@ pub struct BodyReader {
     received: u64,
     done: bool,
     idle_timeout: Duration,
+    /// The exchange's total deadline (`origin.total_timeout_ms`), if any.
+    deadline: Option<Instant>,
     /// Set when the connection may be reused once the body has been read to its end.
     pool_key: Option<PoolKey>,
 }
@@ -385,7 +392,21 @@ impl BodyReader {
         } else {
             std::mem::take(&mut self.buf)
         };
-        let (_, buf) = read_more(&mut self.stream, buf, self.idle_timeout, "reading the origin body").await?;
+        let (limit, what) = match self.deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(OriginError::Timeout("the origin's total deadline (origin.total_timeout_ms)"));
+                }
+                if left < self.idle_timeout {
+                    (left, "the origin's total deadline (origin.total_timeout_ms)")
+                } else {
+                    (self.idle_timeout, "reading the origin body")
+                }
+            }
+            None => (self.idle_timeout, "reading the origin body"),
+        };
+        let (_, buf) = read_more(&mut self.stream, buf, limit, what).await?;
         self.buf = buf;
         Ok(())
     }

@@ -224,3 +224,31 @@ fn a_failing_origin_opens_its_breaker_and_a_good_probe_closes_it() {
     assert_eq!(crate::support::metric(&node, "edgemirror_origin_breakers_open"), 0);
     assert!(node.stderr().contains("origin circuit closed"), "{}", node.stderr());
 }
+
+/// `origin.total_timeout_ms` bounds the whole exchange: an origin that keeps sending, each piece
+/// well within the idle timeout, but too slowly overall, is cut; nothing is stored.
+#[test]
+fn an_origin_slower_than_the_total_deadline_is_cut_and_nothing_is_stored() {
+    let origin = Origin::start();
+    let node = NodeBuilder::new()
+        .mirror(&format!("{}/dir1/", origin.url()), "")
+        .with_line("origin", "total_timeout_ms = 600")
+        .start();
+    let body = pattern_body(40_000, 3);
+    origin.set("/dir1/slow.bin", Reply::ok(body.clone()).with_paced(4_000, Duration::from_millis(150)));
+    let started = Instant::now();
+    let first = get(node.data_addr(), &object_path("slow.bin"), &[]);
+    let elapsed = started.elapsed();
+    match first {
+        Ok(resp) => assert_ne!(resp.body, body, "a whole body after the deadline: {resp:?}"),
+        Err(e) => assert!(e.is_incomplete_body(), "{e:?}"),
+    }
+    assert!(elapsed < Duration::from_millis(1_400), "cut near the deadline, not after the 1.5 s body: {elapsed:?}");
+    assert!(node.stderr().contains("total deadline"), "{}", node.stderr());
+    // Nothing was stored: the next GET asks the origin again.
+    origin.set("/dir1/slow.bin", Reply::ok(body.clone()));
+    let again = get(node.data_addr(), &object_path("slow.bin"), &[]).unwrap();
+    assert_eq!(again.status, 200);
+    assert!(again.body == body);
+    assert_origin_count(&origin, "/dir1/slow.bin", 2);
+}
