@@ -234,6 +234,8 @@ pub struct RawOrigin {
     /// The whole exchange with an origin, connect to last body byte; 0: no limit but the
     /// other timeouts.
     pub total_timeout_ms: u64,
+    /// Exchanges with one origin in flight at once, across cores; 0: no cap.
+    pub max_fetches_per_origin: u32,
     /// How long an origin's 404 for a key is remembered (answered without asking it again);
     /// 0 turns the negative cache off.
     pub negative_ttl_ms: u64,
@@ -258,6 +260,7 @@ impl Default for RawOrigin {
             negative_ttl_ms: 0,
             negative_entries: 100_000,
             total_timeout_ms: 3_600_000,
+            max_fetches_per_origin: 0,
         }
     }
 }
@@ -439,9 +442,11 @@ pub struct OriginConfig {
     pub insecure_skip_verify: bool,
     pub allow_private: bool,
     pub allow_link_local: Vec<String>,
-    pub breaker: crate::breaker::BreakerConfig,
+    pub breaker: crate::protect::BreakerConfig,
     /// The whole exchange's deadline (`None`: `origin.total_timeout_ms = 0`).
     pub total_timeout: Option<Duration>,
+    /// Exchanges with one origin at once (0: no cap).
+    pub max_fetches_per_origin: usize,
     /// Origin 404s remembered this long (zero: not at all), at most `negative_entries` keys.
     pub negative_ttl: Duration,
     pub negative_entries: usize,
@@ -623,13 +628,14 @@ impl RawConfig {
             insecure_skip_verify: self.origin.insecure_skip_verify,
             allow_private: self.origin.allow_private,
             allow_link_local: self.origin.allow_link_local,
-            breaker: crate::breaker::BreakerConfig {
+            breaker: crate::protect::BreakerConfig {
                 failures: self.origin.breaker_failures,
                 window: ms("origin.breaker_window_ms", self.origin.breaker_window_ms)?,
                 open: ms("origin.breaker_open_ms", self.origin.breaker_open_ms)?,
             },
             total_timeout: (self.origin.total_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.origin.total_timeout_ms)),
+            max_fetches_per_origin: self.origin.max_fetches_per_origin as usize,
             negative_ttl: Duration::from_millis(self.origin.negative_ttl_ms),
             negative_entries: match self.origin.negative_entries {
                 0 => bail!("origin.negative_entries: must be at least 1"),

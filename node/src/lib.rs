@@ -45,7 +45,6 @@
 
 pub mod admin;
 pub mod body;
-pub mod breaker;
 pub mod buckets;
 pub mod config;
 pub mod conn;
@@ -62,6 +61,7 @@ pub mod negative;
 pub mod netguard;
 pub mod object;
 pub mod origin;
+pub mod protect;
 pub mod reply;
 pub mod respond;
 pub mod route;

@@ -256,6 +256,7 @@ async fn exchange(
         done: framing == BodyFraming::None || framing == BodyFraming::ContentLength(0),
         idle_timeout: cfg.idle_timeout,
         deadline: total,
+        slot: None,
         pool_key: reusable.then_some(key),
     };
     Ok(OriginResponse { status: head.status, head_buf, head, body })
@@ -298,11 +299,18 @@ pub struct BodyReader {
     idle_timeout: Duration,
     /// The exchange's total deadline (`origin.total_timeout_ms`), if any.
     deadline: Option<Instant>,
+    /// The origin's fetch slot (`origin.max_fetches_per_origin`), released with the body.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Set when the connection may be reused once the body has been read to its end.
     pool_key: Option<PoolKey>,
 }
 
 impl BodyReader {
+    /// Keeps `slot` (a fetch slot of the origin) until this body is released or dropped.
+    pub fn hold(&mut self, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
+        self.slot = slot;
+    }
+
     /// Hands the connection back to the pool if the body was read to its end and the origin
     /// allows keep-alive; otherwise the connection is dropped (closed).
     pub fn release(self, pool: &Pool) {

@@ -152,6 +152,7 @@ pub fn start(config: Config) -> Result<Node> {
     let via_token = format!("edgemirror-{:016x}", edgemirror_cache::random_u64());
     let hashes = HashPool::new(config.hash_threads).context("starting the MD5 threads")?;
     let breaker = config.origin.breaker;
+    let fetch_slots = config.origin.max_fetches_per_origin;
     let negative = crate::negative::NegativeCache::new(config.origin.negative_ttl, config.origin.negative_entries);
     let shared = Arc::new(Shared {
         config,
@@ -166,7 +167,8 @@ pub fn start(config: Config) -> Result<Node> {
         via_token,
         fills: Arc::new(FillTable::default()),
         hashes,
-        breakers: crate::breaker::Breakers::new(breaker),
+        breakers: crate::protect::Breakers::new(breaker),
+        fetch_slots: crate::protect::FetchSlots::new(fetch_slots),
         negative,
     });
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

@@ -8,9 +8,9 @@
 
 use bytes::Bytes;
 
-use crate::breaker::Admit;
 use crate::mirror::{self, FetchPlan};
 use crate::origin::{self, Method, OriginResponse};
+use crate::protect::Admit;
 use crate::rules::MAX_REDIRECTS;
 use crate::worker::Worker;
 
@@ -45,11 +45,20 @@ pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Resu
                 retry_in.as_millis()
             )));
         }
-        let fetched =
-            origin::fetch(&target, method, request, &shared.config.origin, &worker.pool, &shared.network).await;
+        let cfg = &shared.config.origin;
+        let Some(slot) = shared.fetch_slots.acquire(&origin_name, cfg.first_byte_timeout).await else {
+            return Err(Upstream::Failed(format!(
+                "origin {origin_name} is busy: origin.max_fetches_per_origin fetches in flight"
+            )));
+        };
+        let fetched = origin::fetch(&target, method, request, cfg, &worker.pool, &shared.network).await;
         shared.breakers.record(&origin_name, fetched.as_ref().is_ok_and(|r| r.status < 500));
         let resp = match fetched {
-            Ok(r) => r,
+            Ok(mut r) => {
+                // The slot stays taken until the body has been read or dropped.
+                r.body.hold(slot);
+                r
+            }
             Err(e) => {
                 tracing::warn!(request_id = %rid, origin = %url, error = %e, "mirror fetch failed");
                 return Err(Upstream::Failed(e.to_string()));

@@ -14,13 +14,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use edgemirror_cache::{CommitRule, HotCache, ObjectKeyRef, RecordMeta, RecordWriter, Store};
 
-use crate::breaker::Breakers;
 use crate::buckets::{Bucket, BucketTable};
 use crate::config::Config;
 use crate::hash::HashPool;
 use crate::inflight::FillTable;
 use crate::metrics::Metrics;
 use crate::origin;
+use crate::protect::Breakers;
 use crate::reply::{DateCache, RequestId};
 use crate::rules::RuleTable;
 
@@ -49,6 +49,8 @@ pub struct Shared {
     pub hashes: HashPool,
     /// A circuit breaker per origin.
     pub breakers: Breakers,
+    /// A cap on the exchanges in flight per origin.
+    pub fetch_slots: crate::protect::FetchSlots,
     /// Origin 404s, remembered for `origin.negative_ttl_ms`.
     pub negative: crate::negative::NegativeCache,
 }

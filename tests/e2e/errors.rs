@@ -252,3 +252,31 @@ fn an_origin_slower_than_the_total_deadline_is_cut_and_nothing_is_stored() {
     assert!(again.body == body);
     assert_origin_count(&origin, "/dir1/slow.bin", 2);
 }
+
+/// `origin.max_fetches_per_origin`: at most that many exchanges with one origin at a time, across
+/// cores; the others wait for a slot (and all succeed).
+#[test]
+fn fetches_from_one_origin_are_capped_and_wait_for_a_slot() {
+    let origin = Origin::start();
+    let node = NodeBuilder::new()
+        .mirror(&format!("{}/dir1/", origin.url()), "")
+        .with_workers(2)
+        .with_line("origin", "max_fetches_per_origin = 1")
+        .start();
+    for i in 0..3 {
+        origin
+            .set(&format!("/dir1/slow{i}"), Reply::ok(format!("body {i}")).with_head_delay(Duration::from_millis(300)));
+    }
+    let addr = node.data_addr();
+    let started = Instant::now();
+    let clients: Vec<_> = (0..3)
+        .map(|i| std::thread::spawn(move || get(addr, &object_path(&format!("slow{i}")), &[]).unwrap()))
+        .collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        let resp = c.join().unwrap();
+        assert_eq!((resp.status, resp.body), (200, format!("body {i}").into_bytes()));
+    }
+    // One at a time: three 300 ms heads take 900 ms (in parallel they would take 300).
+    assert!(started.elapsed() >= Duration::from_millis(850), "{:?}", started.elapsed());
+    assert!(crate::support::metric(&node, "edgemirror_origin_fetch_slot_waits_total") >= 2);
+}

@@ -1,6 +1,7 @@
-//! Circuit breakers, one per origin (`scheme://host:port`), so a dead or failing origin is not
-//! hammered by every miss.
+//! Protecting origins from the node: a circuit breaker per origin ([`Breakers`]) and a cap on
+//! the fetches in flight to each ([`FetchSlots`]). An origin is `scheme://host:port`.
 //!
+//! Circuit breakers, so a dead or failing origin is not hammered by every miss:
 //! - **Closed:** requests go through. A failure (the origin could not be reached, timed out, or
 //!   answered 5xx) is remembered for `origin.breaker_window_ms`; `origin.breaker_failures` of
 //!   them within the window open the breaker.
@@ -11,11 +12,18 @@
 //!
 //! Shared by every core behind one mutex: it is taken once or twice per origin exchange (a miss),
 //! never on a hit. `breaker_failures = 0` turns breakers off.
+//!
+//! Fetch slots: at most `origin.max_fetches_per_origin` exchanges with one origin at a time,
+//! across all cores (a semaphore per origin); a fetch waits for a slot up to
+//! `origin.first_byte_timeout_ms`, then fails (424). The slot is held until the origin's body has
+//! been read to its end or dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// `[origin]` breaker settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +173,42 @@ impl Breakers {
     pub fn open_count(&self) -> usize {
         let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         states.values().filter(|s| !matches!(s.phase, Phase::Closed)).count()
+    }
+}
+
+/// The fetch slots of every origin (see the module doc).
+#[derive(Debug)]
+pub struct FetchSlots {
+    /// Slots per origin; 0: no cap.
+    per_origin: usize,
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Fetches that had to wait for a slot.
+    pub waited: AtomicU64,
+}
+
+impl FetchSlots {
+    pub fn new(per_origin: usize) -> FetchSlots {
+        FetchSlots { per_origin, slots: Mutex::default(), waited: AtomicU64::new(0) }
+    }
+
+    /// A slot for a fetch from `origin`, waiting up to `wait` for one; `None` when the wait ran
+    /// out. With no cap, `Some(None)` at once.
+    pub async fn acquire(&self, origin: &str, wait: Duration) -> Option<Option<OwnedSemaphorePermit>> {
+        if self.per_origin == 0 {
+            return Some(None);
+        }
+        let semaphore = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.entry(origin.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_origin))).clone()
+        };
+        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+            return Some(Some(permit));
+        }
+        self.waited.fetch_add(1, Ordering::Relaxed);
+        match monoio::time::timeout(wait, semaphore.acquire_owned()).await {
+            Ok(Ok(permit)) => Some(Some(permit)),
+            _ => None,
+        }
     }
 }
 
