@@ -236,6 +236,8 @@ pub struct RawOrigin {
     pub total_timeout_ms: u64,
     /// Exchanges with one origin in flight at once, across cores; 0: no cap.
     pub max_fetches_per_origin: u32,
+    /// Bytes a second read from one origin, across cores; 0: no cap.
+    pub max_bytes_per_sec_per_origin: u64,
     /// How long an origin's 404 for a key is remembered (answered without asking it again);
     /// 0 turns the negative cache off.
     pub negative_ttl_ms: u64,
@@ -261,6 +263,7 @@ impl Default for RawOrigin {
             negative_entries: 100_000,
             total_timeout_ms: 3_600_000,
             max_fetches_per_origin: 0,
+            max_bytes_per_sec_per_origin: 0,
         }
     }
 }
@@ -447,6 +450,8 @@ pub struct OriginConfig {
     pub total_timeout: Option<Duration>,
     /// Exchanges with one origin at once (0: no cap).
     pub max_fetches_per_origin: usize,
+    /// Bytes a second from one origin (0: no cap).
+    pub max_bytes_per_sec_per_origin: u64,
     /// Origin 404s remembered this long (zero: not at all), at most `negative_entries` keys.
     pub negative_ttl: Duration,
     pub negative_entries: usize,
@@ -636,6 +641,7 @@ impl RawConfig {
             total_timeout: (self.origin.total_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.origin.total_timeout_ms)),
             max_fetches_per_origin: self.origin.max_fetches_per_origin as usize,
+            max_bytes_per_sec_per_origin: self.origin.max_bytes_per_sec_per_origin,
             negative_ttl: Duration::from_millis(self.origin.negative_ttl_ms),
             negative_entries: match self.origin.negative_entries {
                 0 => bail!("origin.negative_entries: must be at least 1"),

@@ -257,6 +257,7 @@ async fn exchange(
         idle_timeout: cfg.idle_timeout,
         deadline: total,
         slot: None,
+        pacer: None,
         pool_key: reusable.then_some(key),
     };
     Ok(OriginResponse { status: head.status, head_buf, head, body })
@@ -301,6 +302,8 @@ pub struct BodyReader {
     deadline: Option<Instant>,
     /// The origin's fetch slot (`origin.max_fetches_per_origin`), released with the body.
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The origin's byte-rate cap (`origin.max_bytes_per_sec_per_origin`).
+    pacer: Option<std::sync::Arc<crate::protect::Pacer>>,
     /// Set when the connection may be reused once the body has been read to its end.
     pool_key: Option<PoolKey>,
 }
@@ -309,6 +312,11 @@ impl BodyReader {
     /// Keeps `slot` (a fetch slot of the origin) until this body is released or dropped.
     pub fn hold(&mut self, slot: Option<tokio::sync::OwnedSemaphorePermit>) {
         self.slot = slot;
+    }
+
+    /// Reads this body no faster than `pacer` allows.
+    pub fn pace(&mut self, pacer: Option<std::sync::Arc<crate::protect::Pacer>>) {
+        self.pacer = pacer;
     }
 
     /// Hands the connection back to the pool if the body was read to its end and the origin
@@ -414,8 +422,16 @@ impl BodyReader {
             }
             None => (self.idle_timeout, "reading the origin body"),
         };
+        let before = buf.len();
         let (_, buf) = read_more(&mut self.stream, buf, limit, what).await?;
+        let read = buf.len() - before;
         self.buf = buf;
+        if let Some(pacer) = &self.pacer {
+            let wait = pacer.take(read);
+            if !wait.is_zero() {
+                monoio::time::sleep(wait).await;
+            }
+        }
         Ok(())
     }
 }

@@ -13,6 +13,10 @@
 //! Shared by every core behind one mutex: it is taken once or twice per origin exchange (a miss),
 //! never on a hit. `breaker_failures = 0` turns breakers off.
 //!
+//! Pacers: at most `origin.max_bytes_per_sec_per_origin` bytes a second read from one origin,
+//! across all cores (a token bucket per origin with a tenth of a second of burst); a body read
+//! that runs ahead sleeps off its debt before the next read.
+//!
 //! Fetch slots: at most `origin.max_fetches_per_origin` exchanges with one origin at a time,
 //! across all cores (a semaphore per origin); a fetch waits for a slot up to
 //! `origin.first_byte_timeout_ms`, then fails (424). The slot is held until the origin's body has
@@ -173,6 +177,67 @@ impl Breakers {
     pub fn open_count(&self) -> usize {
         let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         states.values().filter(|s| !matches!(s.phase, Phase::Closed)).count()
+    }
+}
+
+/// The byte-rate caps of every origin (see the module doc).
+#[derive(Debug)]
+pub struct Pacers {
+    /// Bytes a second per origin; 0: no cap.
+    rate: u64,
+    pacers: Mutex<HashMap<String, Arc<Pacer>>>,
+    /// Milliseconds origin reads slept to keep to the cap.
+    pub paced_ms: Arc<AtomicU64>,
+}
+
+/// One origin's token bucket.
+#[derive(Debug)]
+pub struct Pacer {
+    rate: f64,
+    burst: f64,
+    /// (tokens, when last refilled); tokens go negative: a debt the reader sleeps off.
+    state: Mutex<(f64, Instant)>,
+    paced_ms: Arc<AtomicU64>,
+}
+
+impl Pacers {
+    pub fn new(rate: u64) -> Pacers {
+        Pacers { rate, pacers: Mutex::default(), paced_ms: Arc::default() }
+    }
+
+    /// `origin`'s pacer, or `None` without a cap.
+    pub fn get(&self, origin: &str) -> Option<Arc<Pacer>> {
+        if self.rate == 0 {
+            return None;
+        }
+        let mut pacers = self.pacers.lock().unwrap_or_else(|e| e.into_inner());
+        let pacer = pacers.entry(origin.to_string()).or_insert_with(|| {
+            let rate = self.rate as f64;
+            Arc::new(Pacer {
+                rate,
+                burst: rate / 10.0,
+                state: Mutex::new((rate / 10.0, Instant::now())),
+                paced_ms: self.paced_ms.clone(),
+            })
+        });
+        Some(pacer.clone())
+    }
+}
+
+impl Pacer {
+    /// Takes `bytes` just read; how long the reader must wait before reading more.
+    pub fn take(&self, bytes: usize) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let (tokens, last) = *state;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst) - bytes as f64;
+        *state = (tokens, now);
+        if tokens >= 0.0 {
+            return Duration::ZERO;
+        }
+        let wait = Duration::from_secs_f64(-tokens / self.rate);
+        self.paced_ms.fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
+        wait
     }
 }
 

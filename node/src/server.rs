@@ -153,6 +153,7 @@ pub fn start(config: Config) -> Result<Node> {
     let hashes = HashPool::new(config.hash_threads).context("starting the MD5 threads")?;
     let breaker = config.origin.breaker;
     let fetch_slots = config.origin.max_fetches_per_origin;
+    let pace = config.origin.max_bytes_per_sec_per_origin;
     let negative = crate::negative::NegativeCache::new(config.origin.negative_ttl, config.origin.negative_entries);
     let shared = Arc::new(Shared {
         config,
@@ -169,6 +170,7 @@ pub fn start(config: Config) -> Result<Node> {
         hashes,
         breakers: crate::protect::Breakers::new(breaker),
         fetch_slots: crate::protect::FetchSlots::new(fetch_slots),
+        pacers: crate::protect::Pacers::new(pace),
         negative,
     });
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

@@ -57,6 +57,7 @@ pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Resu
             Ok(mut r) => {
                 // The slot stays taken until the body has been read or dropped.
                 r.body.hold(slot);
+                r.body.pace(shared.pacers.get(&origin_name));
                 r
             }
             Err(e) => {

@@ -51,6 +51,8 @@ pub struct Shared {
     pub breakers: Breakers,
     /// A cap on the exchanges in flight per origin.
     pub fetch_slots: crate::protect::FetchSlots,
+    /// A cap on the bytes a second read from each origin.
+    pub pacers: crate::protect::Pacers,
     /// Origin 404s, remembered for `origin.negative_ttl_ms`.
     pub negative: crate::negative::NegativeCache,
 }

@@ -280,3 +280,24 @@ fn fetches_from_one_origin_are_capped_and_wait_for_a_slot() {
     assert!(started.elapsed() >= Duration::from_millis(850), "{:?}", started.elapsed());
     assert!(crate::support::metric(&node, "edgemirror_origin_fetch_slot_waits_total") >= 2);
 }
+
+/// `origin.max_bytes_per_sec_per_origin`: an origin body is read no faster than the cap (a
+/// tenth of a second of burst), and arrives whole.
+#[test]
+fn origin_reads_keep_to_the_byte_rate_cap() {
+    let origin = Origin::start();
+    let node = NodeBuilder::new()
+        .mirror(&format!("{}/dir1/", origin.url()), "")
+        .with_line("origin", "max_bytes_per_sec_per_origin = 4194304")
+        .start();
+    let body = pattern_body(3 << 20, 6);
+    origin.set("/dir1/big.bin", Reply::ok(body.clone()));
+    let started = Instant::now();
+    let resp = get(node.data_addr(), &object_path("big.bin"), &[]).unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(resp.status, 200);
+    assert!(resp.body == body, "the paced body differs");
+    // 3 MiB at 4 MiB/s with 0.4 MiB of burst: about 0.65 s (unpaced, loopback: milliseconds).
+    assert!(elapsed >= Duration::from_millis(550), "{elapsed:?}");
+    assert!(crate::support::metric(&node, "edgemirror_origin_paced_milliseconds_total") >= 500);
+}

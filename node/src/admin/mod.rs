@@ -312,6 +312,7 @@ fn metrics(shared: &Shared) -> String {
             ("edgemirror_origin_breaker_rejections_total", load(&shared.breakers.rejected)),
             ("edgemirror_origin_negative_hits_total", load(&shared.negative.hits)),
             ("edgemirror_origin_fetch_slot_waits_total", load(&shared.fetch_slots.waited)),
+            ("edgemirror_origin_paced_milliseconds_total", load(&shared.pacers.paced_ms)),
         ],
         &[
             ("edgemirror_store_objects", store.object_count() as u64),
