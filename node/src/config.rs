@@ -299,7 +299,7 @@ fn mirror_mode() -> String {
 /// name, and the field's path in the API's JSON. The types, defaults and validation are the
 /// API's; only the names differ (snake_case and flat in TOML, as the rest of the file). `url`
 /// stands for `address.{protocol, hostName, path}` and is handled apart.
-const TOML_RULE_FIELDS: [(&str, &str); 12] = [
+const TOML_RULE_FIELDS: [(&str, &str); 13] = [
     ("key_prefix", "condition.keyPrefixEquals"),
     ("allow_query_string", "allowQueryString"),
     ("follow_redirects", "followRedirects"),
@@ -312,6 +312,7 @@ const TOML_RULE_FIELDS: [(&str, &str); 12] = [
     ("set_headers", "headerRule.setHeaders"),
     ("check_content_md5", "checkContentMd5"),
     ("mirror_head", "mirrorHead"),
+    ("standby_urls", "address.standbyUrls"),
 ];
 
 /// Reads one `[[buckets.mirror]]` table into the API's rule. Errors start with the TOML name of
@@ -860,6 +861,18 @@ mod tests {
             .unwrap_err()
         );
         assert!(e.contains("buckets[0].mirror[0].allow_headers[0]: the header 'range'"), "{e}");
+    }
+
+    #[test]
+    fn toml_rules_take_standby_urls() {
+        let toml = "[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"http://h/a/\"\n\
+                    standby_urls = [\"https://b.example:8443/x\", \"http://c/\"]";
+        let config = Config::from_toml(toml).unwrap();
+        let rules = config.buckets[0].config_rules.as_ref().unwrap();
+        assert_eq!(rules[0].address.standby_urls.len(), 2);
+        let bad = "[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"http://h/\"\nstandby_urls = [\"nope\"]";
+        let err = Config::from_toml(bad).unwrap_err().to_string();
+        assert!(err.contains("buckets[0].mirror[0].standby_urls[0]"), "{err}");
     }
 
     #[test]

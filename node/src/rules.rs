@@ -118,6 +118,10 @@ pub struct Address {
     /// Our extension: the MirrorURL path (`/dir1/` -> origin path `/dir1/<key>`).
     #[serde(default = "root")]
     pub path: String,
+    /// Our extension: standby origins, whole MirrorURLs (`http://backup.example/dir1/`), asked in
+    /// order when the one before failed (unreachable, timed out, breaker open, 5xx).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standby_urls: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +222,8 @@ pub struct HeaderRule {
 pub struct MirrorRule {
     pub key_prefix: String,
     pub origin: OriginAddr,
+    /// Asked in order when the origin before failed.
+    pub standbys: Vec<OriginAddr>,
     pub key_rewrite: KeyRewrite,
     pub allow_query_string: bool,
     pub follow_redirects: bool,
@@ -285,6 +291,17 @@ pub fn validate_rule(rule: &BackSourceRule, policy: &AddressPolicy) -> Result<Mi
     if let Err(refusal) = policy.check_literal(&origin.host, origin.port) {
         return Err(format!("address.hostName: '{}': {refusal}", a.host_name));
     }
+    if a.standby_urls.len() > MAX_STANDBYS {
+        return Err(format!("address.standbyUrls: at most {MAX_STANDBYS} standby origins"));
+    }
+    let mut standbys = Vec::with_capacity(a.standby_urls.len());
+    for (i, url) in a.standby_urls.iter().enumerate() {
+        let standby = parse_mirror_url(url).map_err(|e| format!("address.standbyUrls[{i}]: {e}"))?;
+        if let Err(refusal) = policy.check_literal(&standby.host, standby.port) {
+            return Err(format!("address.standbyUrls[{i}]: '{url}': {refusal}"));
+        }
+        standbys.push(standby);
+    }
     let key_rewrite = match (&a.replace_key_with, &a.replace_key_prefix_with, &a.replace_key_suffix_with) {
         (None, None, None) => KeyRewrite::None,
         (Some(t), None, None) => {
@@ -310,6 +327,7 @@ pub fn validate_rule(rule: &BackSourceRule, policy: &AddressPolicy) -> Result<Mi
     Ok(MirrorRule {
         key_prefix: prefix.clone(),
         origin,
+        standbys,
         key_rewrite,
         allow_query_string: rule.allow_query_string,
         follow_redirects: rule.follow_redirects,
@@ -317,6 +335,26 @@ pub fn validate_rule(rule: &BackSourceRule, policy: &AddressPolicy) -> Result<Mi
         check_content_md5: rule.check_content_md5,
         mirror_head: rule.mirror_head,
     })
+}
+
+/// Standby origins a rule may list.
+pub const MAX_STANDBYS: usize = 4;
+
+/// A whole MirrorURL (`http://host[:port]/path/`) as an origin.
+pub fn parse_mirror_url(url: &str) -> Result<OriginAddr, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("'{url}' is not a URL: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("'{url}' must start with http:// or https://")),
+    };
+    let authority = uri.authority().ok_or_else(|| format!("'{url}' has no host"))?;
+    if uri.query().is_some() {
+        return Err(format!("'{url}': a MirrorURL cannot carry a query string"));
+    }
+    let (host, port) = parse_host_port(authority.as_str())?;
+    let path = if uri.path().ends_with('/') { uri.path().to_string() } else { format!("{}/", uri.path()) };
+    Ok(OriginAddr::new(tls, &host, port, &path))
 }
 
 fn check_key_part(field: &str, v: &str) -> Result<(), String> {

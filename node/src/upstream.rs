@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::mirror::{self, FetchPlan};
 use crate::origin::{self, Method, OriginResponse};
 use crate::protect::Admit;
-use crate::rules::MAX_REDIRECTS;
+use crate::rules::{OriginAddr, MAX_REDIRECTS};
 use crate::worker::Worker;
 
 /// Why no final response came back.
@@ -23,13 +23,46 @@ pub enum Upstream {
     Redirect { status: u16, location: Bytes },
 }
 
-/// The final response to `plan`'s request, and the URL it came from.
+/// The final response to `plan`'s request, and the URL it came from. The rule's origin is asked
+/// first, then its standbys in order while the answer is a failure (unreachable, timed out, its
+/// breaker open, or 5xx); a 404 or any other answer is the answer.
 pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Result<(OriginResponse, String), Upstream> {
+    let rule = &plan.rule;
+    // The plan's path is the primary's MirrorURL path + the key: a standby gets its own path.
+    let key_path = plan.path.strip_prefix(rule.origin.path.as_str()).unwrap_or(&plan.path);
+    let origins: Vec<&OriginAddr> = std::iter::once(&rule.origin).chain(&rule.standbys).collect();
+    let mut outcome = Err(Upstream::Failed("no origin".into()));
+    for (i, origin) in origins.iter().enumerate() {
+        let last = i + 1 == origins.len();
+        outcome = exchange_with(worker, plan, method, (*origin).clone(), format!("{}{key_path}", origin.path)).await;
+        let failure = match &outcome {
+            Ok((resp, _)) if resp.status >= 500 => format!("status {}", resp.status),
+            Err(Upstream::Failed(reason)) => reason.clone(),
+            _ => return outcome,
+        };
+        if !last {
+            tracing::warn!(
+                request_id = %plan.request_id,
+                origin = %format!("{}://{}", origin.scheme(), origin.host_header),
+                failure,
+                "origin failed; trying the next standby"
+            );
+        }
+    }
+    outcome
+}
+
+/// One origin's answer to `plan`'s request for `path`, redirects followed as the rule says.
+async fn exchange_with(
+    worker: &Worker,
+    plan: &FetchPlan,
+    method: Method,
+    mut target: OriginAddr,
+    mut path: String,
+) -> Result<(OriginResponse, String), Upstream> {
     let shared = &worker.shared;
     let rid = plan.request_id;
     let rule = &plan.rule;
-    let mut target = rule.origin.clone();
-    let mut path = plan.path.clone();
     let mut hops = 0;
     loop {
         let host = match (&plan.client_host, hops) {

@@ -635,3 +635,46 @@ fn closed_port_rule_is_accepted_but_fetch_fails() {
     let resp = get(node.data_addr(), &object_path("k"), &[]).expect("GET");
     assert_s3_error(&resp, 424, Some("MirrorFailed"));
 }
+
+/// Standby origins (`address.standbyUrls`): asked in order when the one before fails
+/// (unreachable, 5xx, breaker open), each with its own MirrorURL path; a 404 is an answer and
+/// does not fail over. Bad standby URLs are refused naming the field.
+#[test]
+fn standby_origins_take_over_when_the_primary_fails() {
+    let standby = Origin::start();
+    let second = Origin::start();
+    let dead = crate::support::closed_port_addr();
+    let node = NodeBuilder::new().bucket(BUCKET).start();
+    set_rules(
+        &node,
+        &[json!({
+            "address": {"hostName": dead.to_string(), "path": "/dir1/",
+                        "standbyUrls": [format!("{}/mirror/", second.url()), format!("{}/backup/", standby.url())]},
+        })],
+    );
+    second.set("/mirror/a.txt", Reply::status(503));
+    standby.set("/backup/a.txt", Reply::ok("from the standby"));
+    let resp = get(node.data_addr(), &object_path("a.txt"), &[]).unwrap();
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"from the standby"[..]), "{resp:?}");
+    assert_eq!(second.count("/mirror/a.txt"), 1, "the second origin was asked, and failed");
+    assert!(node.stderr().contains("trying the next standby"), "{}", node.stderr());
+
+    // A 404 is the origin's answer: no failover.
+    second.set("/mirror/gone.txt", Reply::status(404));
+    standby.set("/backup/gone.txt", Reply::ok("should not be asked"));
+    let resp = get(node.data_addr(), &object_path("gone.txt"), &[]).unwrap();
+    assert_eq!(resp.status, 404, "{resp:?}");
+    assert_eq!(standby.count("/backup/gone.txt"), 0);
+
+    // The rule keeps its standbys as given, and bad ones are refused naming the field.
+    let got = admin_request(node.admin_addr(), "GET", &back_source_path(BUCKET), Some(ADMIN_TOKEN), None);
+    let rules = admin_json(&got);
+    let standbys = &rules["result"]["backSourceRules"][0]["address"]["standbyUrls"];
+    assert_eq!(standbys.as_array().map(Vec::len), Some(2), "{rules}");
+    let message = put_refused(
+        &node,
+        &json!({"backSourceRules": [{"address": {"hostName": "127.0.0.1:1", "standbyUrls": ["ftp://x/"]}}]})
+            .to_string(),
+    );
+    assert!(message.contains("address.standbyUrls[0]"), "{message}");
+}
