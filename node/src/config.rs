@@ -299,7 +299,7 @@ fn mirror_mode() -> String {
 /// name, and the field's path in the API's JSON. The types, defaults and validation are the
 /// API's; only the names differ (snake_case and flat in TOML, as the rest of the file). `url`
 /// stands for `address.{protocol, hostName, path}` and is handled apart.
-const TOML_RULE_FIELDS: [(&str, &str); 13] = [
+const TOML_RULE_FIELDS: [(&str, &str); 14] = [
     ("key_prefix", "condition.keyPrefixEquals"),
     ("allow_query_string", "allowQueryString"),
     ("follow_redirects", "followRedirects"),
@@ -313,6 +313,7 @@ const TOML_RULE_FIELDS: [(&str, &str); 13] = [
     ("check_content_md5", "checkContentMd5"),
     ("mirror_head", "mirrorHead"),
     ("standby_urls", "address.standbyUrls"),
+    ("failover_statuses", "failoverStatuses"),
 ];
 
 /// Reads one `[[buckets.mirror]]` table into the API's rule. Errors start with the TOML name of

@@ -92,6 +92,10 @@ pub struct BackSourceRule {
     /// contacting the origin, so SDK existence checks do not cause downloads).
     #[serde(default)]
     pub mirror_head: bool,
+    /// Our extension: the origin statuses that move on to the next standby (`standbyUrls`);
+    /// empty: every 5xx. Unreachable and timed-out origins always move on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover_statuses: Vec<u16>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +228,8 @@ pub struct MirrorRule {
     pub origin: OriginAddr,
     /// Asked in order when the origin before failed.
     pub standbys: Vec<OriginAddr>,
+    /// Statuses that count as failures for the failover (empty: every 5xx).
+    pub failover_statuses: Vec<u16>,
     pub key_rewrite: KeyRewrite,
     pub allow_query_string: bool,
     pub follow_redirects: bool,
@@ -233,6 +239,15 @@ pub struct MirrorRule {
 }
 
 impl MirrorRule {
+    /// Whether an origin's `status` moves on to the next standby.
+    pub fn fails_over(&self, status: u16) -> bool {
+        if self.failover_statuses.is_empty() {
+            status >= 500
+        } else {
+            self.failover_statuses.contains(&status)
+        }
+    }
+
     /// The key to ask the origin for.
     pub fn origin_key(&self, key: &str) -> String {
         match &self.key_rewrite {
@@ -302,6 +317,9 @@ pub fn validate_rule(rule: &BackSourceRule, policy: &AddressPolicy) -> Result<Mi
         }
         standbys.push(standby);
     }
+    if let Some((i, s)) = rule.failover_statuses.iter().enumerate().find(|(_, s)| !(400..=599).contains(*s)) {
+        return Err(format!("failoverStatuses[{i}]: {s} is not an error status (400-599)"));
+    }
     let key_rewrite = match (&a.replace_key_with, &a.replace_key_prefix_with, &a.replace_key_suffix_with) {
         (None, None, None) => KeyRewrite::None,
         (Some(t), None, None) => {
@@ -328,6 +346,7 @@ pub fn validate_rule(rule: &BackSourceRule, policy: &AddressPolicy) -> Result<Mi
         key_prefix: prefix.clone(),
         origin,
         standbys,
+        failover_statuses: rule.failover_statuses.clone(),
         key_rewrite,
         allow_query_string: rule.allow_query_string,
         follow_redirects: rule.follow_redirects,

@@ -36,7 +36,7 @@ pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Resu
         let last = i + 1 == origins.len();
         outcome = exchange_with(worker, plan, method, (*origin).clone(), format!("{}{key_path}", origin.path)).await;
         let failure = match &outcome {
-            Ok((resp, _)) if resp.status >= 500 => format!("status {}", resp.status),
+            Ok((resp, _)) if rule.fails_over(resp.status) => format!("status {}", resp.status),
             Err(Upstream::Failed(reason)) => reason.clone(),
             _ => return outcome,
         };

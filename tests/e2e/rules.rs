@@ -666,11 +666,33 @@ fn standby_origins_take_over_when_the_primary_fails() {
     assert_eq!(resp.status, 404, "{resp:?}");
     assert_eq!(standby.count("/backup/gone.txt"), 0);
 
+    // With failoverStatuses, the statuses named move on (here a 404), and a 5xx not named does not.
+    set_rules(
+        &node,
+        &[json!({
+            "address": {"hostName": second.addr().to_string(), "path": "/mirror/",
+                        "standbyUrls": [format!("{}/backup/", standby.url())]},
+            "failoverStatuses": [404],
+        })],
+    );
+    let resp = get(node.data_addr(), &object_path("gone.txt"), &[]).unwrap();
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"should not be asked"[..]), "{resp:?}");
+    second.set("/mirror/b.txt", Reply::status(503));
+    standby.set("/backup/b.txt", Reply::ok("b"));
+    assert_eq!(get(node.data_addr(), &object_path("b.txt"), &[]).unwrap().status, 424);
+    assert_eq!(standby.count("/backup/b.txt"), 0);
+    let message = put_refused(
+        &node,
+        &json!({"backSourceRules": [{"address": {"hostName": "127.0.0.1:1"}, "failoverStatuses": [200]}]}).to_string(),
+    );
+    assert!(message.contains("failoverStatuses[0]"), "{message}");
+
     // The rule keeps its standbys as given, and bad ones are refused naming the field.
     let got = admin_request(node.admin_addr(), "GET", &back_source_path(BUCKET), Some(ADMIN_TOKEN), None);
     let rules = admin_json(&got);
     let standbys = &rules["result"]["backSourceRules"][0]["address"]["standbyUrls"];
-    assert_eq!(standbys.as_array().map(Vec::len), Some(2), "{rules}");
+    assert_eq!(standbys.as_array().map(Vec::len), Some(1), "{rules}");
+    assert_eq!(rules["result"]["backSourceRules"][0]["failoverStatuses"], json!([404]), "{rules}");
     let message = put_refused(
         &node,
         &json!({"backSourceRules": [{"address": {"hostName": "127.0.0.1:1", "standbyUrls": ["ftp://x/"]}}]})
