@@ -299,7 +299,7 @@ fn mirror_mode() -> String {
 /// name, and the field's path in the API's JSON. The types, defaults and validation are the
 /// API's; only the names differ (snake_case and flat in TOML, as the rest of the file). `url`
 /// stands for `address.{protocol, hostName, path}` and is handled apart.
-const TOML_RULE_FIELDS: [(&str, &str); 14] = [
+const TOML_RULE_FIELDS: [(&str, &str); 19] = [
     ("key_prefix", "condition.keyPrefixEquals"),
     ("allow_query_string", "allowQueryString"),
     ("follow_redirects", "followRedirects"),
@@ -314,6 +314,11 @@ const TOML_RULE_FIELDS: [(&str, &str); 14] = [
     ("mirror_head", "mirrorHead"),
     ("standby_urls", "address.standbyUrls"),
     ("failover_statuses", "failoverStatuses"),
+    ("s3_bucket", "address.s3.bucket"),
+    ("s3_region", "address.s3.region"),
+    ("s3_access_key_id", "address.s3.accessKeyId"),
+    ("s3_secret_access_key", "address.s3.secretAccessKey"),
+    ("s3_virtual_host", "address.s3.virtualHost"),
 ];
 
 /// Reads one `[[buckets.mirror]]` table into the API's rule. Errors start with the TOML name of
@@ -862,6 +867,20 @@ mod tests {
             .unwrap_err()
         );
         assert!(e.contains("buckets[0].mirror[0].allow_headers[0]: the header 'range'"), "{e}");
+    }
+
+    #[test]
+    fn toml_rules_take_a_private_s3_origin() {
+        let toml = "[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"https://s3.example.com/photos/\"\n\
+                    s3_bucket = \"src\"\ns3_region = \"eu-west-1\"\ns3_access_key_id = \"AK\"\n\
+                    s3_secret_access_key = \"SECRET\"";
+        let config = Config::from_toml(toml).unwrap();
+        let rule = &config.buckets[0].config_rules.as_ref().unwrap()[0];
+        let s3 = rule.address.s3.as_ref().unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.region.as_str(), s3.virtual_host), ("src", "eu-west-1", false));
+        let missing = "[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"http://h/\"\ns3_bucket = \"src\"";
+        let err = Config::from_toml(missing).unwrap_err().to_string();
+        assert!(err.contains("s3_access_key_id") || err.contains("accessKeyId"), "{err}");
     }
 
     #[test]

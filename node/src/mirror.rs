@@ -41,6 +41,9 @@ pub struct FetchPlan {
     pub rule: MirrorRule,
     /// Origin request path and query, encoded.
     pub path: String,
+    /// The key asked of the origin (after the rule's rewrite): what a signed S3 origin request
+    /// names.
+    pub origin_key: String,
     /// Client headers the rule passes, and the headers it sets.
     pub extra: Vec<origin::HeaderPair>,
     /// The client's `Host`, when the rule passes it (first hop only).
@@ -55,6 +58,7 @@ pub fn plan(rule: &MirrorRule, key: &str, req: &Request<'_>) -> Result<FetchPlan
     Ok(FetchPlan {
         rule: rule.clone(),
         path: origin_path(rule, key, req.query())?,
+        origin_key: fetchable_key(rule, key)?,
         extra,
         client_host,
         request_id: req.id,
@@ -65,7 +69,14 @@ pub fn plan(rule: &MirrorRule, key: &str, req: &Request<'_>) -> Result<FetchPlan
 /// backfill): no client headers, no query string; the headers the rule sets are sent.
 pub fn plan_without_client(rule: &MirrorRule, key: &str, request_id: RequestId) -> Result<FetchPlan, S3Error> {
     let (extra, client_host) = origin_headers(&rule.headers, std::iter::empty());
-    Ok(FetchPlan { rule: rule.clone(), path: origin_path(rule, key, None)?, extra, client_host, request_id })
+    Ok(FetchPlan {
+        rule: rule.clone(),
+        path: origin_path(rule, key, None)?,
+        origin_key: fetchable_key(rule, key)?,
+        extra,
+        client_host,
+        request_id,
+    })
 }
 
 /// The origin request path for `key` under `rule`: MirrorURL's path + the percent-encoded origin

@@ -126,6 +126,44 @@ pub struct Address {
     /// order when the one before failed (unreachable, timed out, breaker open, 5xx).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub standby_urls: Vec<String>,
+    /// Our extension: the origin is a private S3-compatible bucket at `protocol://hostName`;
+    /// every request to it is signed (AWS Signature V4) with these credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3OriginSpec>,
+}
+
+/// A private S3-compatible origin (`address.s3`). `address.path` is then a key prefix within the
+/// bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct S3OriginSpec {
+    pub bucket: String,
+    #[serde(default = "us_east_1")]
+    pub region: String,
+    pub access_key_id: String,
+    /// Never shown back: GET of the rules answers [`REDACTED`].
+    pub secret_access_key: String,
+    /// `{bucket}.{hostName}` rather than `{hostName}/{bucket}`.
+    #[serde(default)]
+    pub virtual_host: bool,
+}
+
+/// What GET of the rules shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+fn us_east_1() -> String {
+    "us-east-1".into()
+}
+
+impl BackSourceRule {
+    /// The rule as GET of the rules shows it: secrets redacted.
+    pub fn redacted(&self) -> BackSourceRule {
+        let mut rule = self.clone();
+        if let Some(s3) = rule.address.s3.as_mut() {
+            s3.secret_access_key = REDACTED.into();
+        }
+        rule
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +268,8 @@ pub struct MirrorRule {
     pub standbys: Vec<OriginAddr>,
     /// Statuses that count as failures for the failover (empty: every 5xx).
     pub failover_statuses: Vec<u16>,
+    /// A private S3 origin's signer (`address.s3`).
+    pub s3: Option<std::sync::Arc<S3Signer>>,
     pub key_rewrite: KeyRewrite,
     pub allow_query_string: bool,
     pub follow_redirects: bool,
@@ -302,7 +342,19 @@ pub fn validate_rule(rule: &BackSourceRule, policy: &AddressPolicy) -> Result<Mi
             "address.path: must start with '/' and hold no query, fragment, spaces or control characters".into()
         );
     }
-    let origin = OriginAddr::new(tls, &host, port, &a.path);
+    let mut origin = OriginAddr::new(tls, &host, port, &a.path);
+    let s3 = match &a.s3 {
+        None => None,
+        Some(spec) => {
+            if !a.standby_urls.is_empty() || rule.allow_query_string {
+                return Err("address.s3: an S3 origin takes no standbyUrls and no allowQueryString".into());
+            }
+            let signer = S3Signer::new(&origin, spec)?;
+            // Requests go where the signed URL points (the bucket's host in virtual-host style).
+            origin = OriginAddr::new(tls, &signer.host, port, "/");
+            Some(std::sync::Arc::new(signer))
+        }
+    };
     if let Err(refusal) = policy.check_literal(&origin.host, origin.port) {
         return Err(format!("address.hostName: '{}': {refusal}", a.host_name));
     }
@@ -347,6 +399,7 @@ pub fn validate_rule(rule: &BackSourceRule, policy: &AddressPolicy) -> Result<Mi
         origin,
         standbys,
         failover_statuses: rule.failover_statuses.clone(),
+        s3,
         key_rewrite,
         allow_query_string: rule.allow_query_string,
         follow_redirects: rule.follow_redirects,
@@ -354,6 +407,74 @@ pub fn validate_rule(rule: &BackSourceRule, policy: &AddressPolicy) -> Result<Mi
         check_content_md5: rule.check_content_md5,
         mirror_head: rule.mirror_head,
     })
+}
+
+/// Signs requests to a private S3-compatible origin: presigned URLs (the query form of AWS
+/// Signature V4) made by `rusty-s3`, a sans-I/O S3 request builder, so the monoio origin client
+/// sends them as it sends any request.
+pub struct S3Signer {
+    bucket: rusty_s3::Bucket,
+    credentials: rusty_s3::Credentials,
+    /// Key prefix within the bucket (`address.path` without its leading '/').
+    prefix: String,
+    /// The host the signed URLs name (the bucket's own in virtual-host style).
+    host: String,
+}
+
+impl std::fmt::Debug for S3Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Signer").field("bucket", &self.bucket.name()).field("prefix", &self.prefix).finish()
+    }
+}
+
+impl PartialEq for S3Signer {
+    fn eq(&self, other: &S3Signer) -> bool {
+        self.bucket.base_url() == other.bucket.base_url() && self.prefix == other.prefix
+    }
+}
+
+impl Eq for S3Signer {}
+
+/// How long a signed origin request stays valid: it is sent at once.
+const S3_SIGNATURE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl S3Signer {
+    fn new(origin: &OriginAddr, spec: &S3OriginSpec) -> Result<S3Signer, String> {
+        if spec.bucket.is_empty() || spec.access_key_id.is_empty() || spec.secret_access_key.is_empty() {
+            return Err("address.s3: bucket, accessKeyId and secretAccessKey are required".into());
+        }
+        if spec.secret_access_key == REDACTED {
+            return Err("address.s3.secretAccessKey: give the secret (GET of the rules never shows it)".into());
+        }
+        let endpoint = format!("{}://{}", origin.scheme(), origin.host_header);
+        let endpoint = url::Url::parse(&endpoint).map_err(|e| format!("address.hostName: {e}"))?;
+        let style = if spec.virtual_host { rusty_s3::UrlStyle::VirtualHost } else { rusty_s3::UrlStyle::Path };
+        let bucket = rusty_s3::Bucket::new(endpoint, style, spec.bucket.clone(), spec.region.clone())
+            .map_err(|e| format!("address.s3.bucket: {e}"))?;
+        let host = bucket.base_url().host_str().unwrap_or(&origin.host).to_string();
+        Ok(S3Signer {
+            credentials: rusty_s3::Credentials::new(spec.access_key_id.clone(), spec.secret_access_key.clone()),
+            bucket,
+            prefix: origin.path.trim_start_matches('/').to_string(),
+            host,
+        })
+    }
+
+    /// The signed path and query of a GET or HEAD of `key` (the origin key, after the rule's
+    /// rewrite).
+    pub fn signed_path(&self, head: bool, key: &str) -> String {
+        use rusty_s3::S3Action as _;
+        let object = format!("{}{key}", self.prefix);
+        let url = if head {
+            self.bucket.head_object(Some(&self.credentials), &object).sign(S3_SIGNATURE_TTL)
+        } else {
+            self.bucket.get_object(Some(&self.credentials), &object).sign(S3_SIGNATURE_TTL)
+        };
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        }
+    }
 }
 
 /// Standby origins a rule may list.

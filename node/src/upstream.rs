@@ -28,6 +28,11 @@ pub enum Upstream {
 /// breaker open, or 5xx); a 404 or any other answer is the answer.
 pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Result<(OriginResponse, String), Upstream> {
     let rule = &plan.rule;
+    if let Some(s3) = &rule.s3 {
+        // A private S3 origin: the request is a presigned URL for this method and key.
+        let path = s3.signed_path(method == Method::Head, &plan.origin_key);
+        return exchange_with(worker, plan, method, rule.origin.clone(), path).await;
+    }
     // The plan's path is the primary's MirrorURL path + the key: a standby gets its own path.
     let key_path = plan.path.strip_prefix(rule.origin.path.as_str()).unwrap_or(&plan.path);
     let origins: Vec<&OriginAddr> = std::iter::once(&rule.origin).chain(&rule.standbys).collect();
@@ -66,7 +71,8 @@ async fn exchange_with(
     let mut hops = 0;
     loop {
         let host = match (&plan.client_host, hops) {
-            (Some(h), 0) => h.as_slice(),
+            // A signed S3 request names its own host.
+            (Some(h), 0) if rule.s3.is_none() => h.as_slice(),
             _ => target.host_header.as_bytes(),
         };
         let request = origin::build_request(method, &path, host, &plan.extra, &shared.via_token);

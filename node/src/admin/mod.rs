@@ -33,7 +33,7 @@ use monoio::net::TcpStream;
 use serde_json::json;
 
 use crate::reply;
-use crate::rules::{self, BackSourceBody, RuleSource};
+use crate::rules::{self, BackSourceBody, BackSourceRule, RuleSource};
 use crate::worker::{Shared, Worker};
 
 mod purge;
@@ -228,7 +228,8 @@ fn back_source(shared: &Shared, id: &str, bucket: &str, method: Method, body: &[
     let source = table.rules(bucket).map(|b| b.source).unwrap_or_default();
     match method {
         Method::Get => {
-            let spec = table.rules(bucket).map(|b| b.spec.clone()).unwrap_or_default();
+            let spec: Vec<BackSourceRule> =
+                table.rules(bucket).map(|b| b.spec.iter().map(BackSourceRule::redacted).collect()).unwrap_or_default();
             Answer::json(200, json!({"requestId": id, "result": {"backSourceRules": spec, "managedBy": source.as_str()}}))
         }
         Method::Put | Method::Delete if source == RuleSource::Config => Answer::error(
