@@ -92,8 +92,22 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
             None => return refuse(guard, "origin sent a malformed Content-MD5".into()),
         },
     };
+    // An S3 origin's ETag of a single-part object is its body's MD5: a body that differs is a
+    // corrupt transfer, refused like a Content-MD5 mismatch. (Multipart ETags, `-N`, are not.)
+    let s3_origin = rule.s3.is_some();
+    let content_md5 = content_md5.or_else(|| s3_origin.then(|| resp.header("etag").and_then(etag_md5)).flatten());
 
-    let meta = saved_meta(&resp);
+    let mut meta = saved_meta(&resp);
+    if s3_origin {
+        // What S3 keeps with the object comes along: its user metadata.
+        meta.user = resp
+            .headers()
+            .filter_map(|(name, value)| {
+                let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+                Some((name.strip_prefix("x-amz-meta-")?.into(), Bytes::copy_from_slice(value)))
+            })
+            .collect();
+    }
     let length = resp.body.content_length();
     let rule = guard.commit_rule();
     let key = ObjectKeyRef::new(&guard.fill().key.bucket, &guard.fill().key.key);
@@ -434,6 +448,19 @@ pub(crate) fn decode_md5(value: &[u8]) -> Option<[u8; 16]> {
     bytes.try_into().ok()
 }
 
+/// The MD5 an S3 ETag spells (`"<32 hex>"`), if it is a single-part object's.
+fn etag_md5(etag: &[u8]) -> Option<[u8; 16]> {
+    let hex = etag.trim_ascii().strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut md5 = [0u8; 16];
+    for (i, byte) in md5.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?, 16).ok()?;
+    }
+    Some(md5)
+}
+
 /// The seed's saved headers, in the order the origin sent them, and the origin's
 /// `Last-Modified` (the time of mirroring when it sent none or an unparseable one): conditional
 /// requests then use the same validator as at the origin, as S3-style mirrors do.
@@ -453,6 +480,16 @@ fn saved_meta(resp: &OriginResponse) -> RecordMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_part_s3_etags_are_md5s() {
+        let md5 = etag_md5(b"\"0123456789abcdef0123456789ABCDEF\"").unwrap();
+        assert_eq!(md5[0], 0x01);
+        assert_eq!(md5[15], 0xef);
+        assert_eq!(etag_md5(b"\"0123456789abcdef0123456789abcdef-3\""), None, "a multipart ETag");
+        assert_eq!(etag_md5(b"0123456789abcdef0123456789abcdef"), None, "unquoted");
+        assert_eq!(etag_md5(b"W/\"0123456789abcdef0123456789abcdef\""), None, "weak");
+    }
 
     #[test]
     fn the_throttle_lets_one_line_through_per_interval_and_counts_the_rest() {

@@ -1274,7 +1274,8 @@ fn a_private_s3_bucket_is_mirrored_with_signed_requests() {
     };
     ok(signed("PUT", &host, "/privbkt", b"", &[], SECRET), 200);
     let body = pattern_body(200_000, 8);
-    ok(signed("PUT", &host, "/privbkt/assets/logo.png", &body, &[("content-type", "image/png")], SECRET), 200);
+    let meta = [("content-type", "image/png"), ("x-amz-meta-owner", "design team")];
+    ok(signed("PUT", &host, "/privbkt/assets/logo.png", &body, &meta, SECRET), 200);
     ok(signed("PUT", &host, "/privbkt/assets/other.txt", b"other", &[], SECRET), 200);
     // Private indeed: an anonymous read is refused.
     assert_eq!(get(private.data_addr(), "/privbkt/assets/logo.png", &[]).unwrap().status, 403);
@@ -1290,6 +1291,7 @@ fn a_private_s3_bucket_is_mirrored_with_signed_requests() {
     assert_eq!(got.status, 200, "{got:?}\n{}", edge.stderr());
     assert!(got.body == body);
     assert_eq!(got.header("content-type"), Some("image/png"));
+    assert_eq!(got.header("x-amz-meta-owner"), Some("design team"), "S3 user metadata comes along");
     let again = get(edge.data_addr(), &crate::support::object_path("logo.png"), &[]).unwrap();
     assert_eq!(source_of(&again), "memory", "stored after the first fetch");
     // HEAD of an object not stored yet asks the origin with a signed HEAD.
