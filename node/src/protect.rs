@@ -173,6 +173,16 @@ impl Breakers {
         }
     }
 
+    /// `origin`'s breaker now: `closed`, `open` or `half-open` (for the rules' status).
+    pub fn state(&self, origin: &str) -> &'static str {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        match states.get(origin).map(|s| &s.phase) {
+            None | Some(Phase::Closed) => "closed",
+            Some(Phase::Open { until }) if *until > Instant::now() => "open",
+            Some(_) => "half-open",
+        }
+    }
+
     /// Breakers open or half-open now (the gauge `edgemirror_origin_breakers_open`).
     pub fn open_count(&self) -> usize {
         let states = self.states.lock().unwrap_or_else(|e| e.into_inner());

@@ -214,6 +214,16 @@ fn a_failing_origin_opens_its_breaker_and_a_good_probe_closes_it() {
     assert_eq!(crate::support::metric(&node, "edgemirror_origin_breakers_open"), 1);
     assert!(crate::support::metric(&node, "edgemirror_origin_breaker_rejections_total") >= 3);
     assert!(node.stderr().contains("origin circuit open"), "{}", node.stderr());
+    let breaker = |node: &crate::support::node::Node| {
+        let path = format!("/v1/regions/cn-north-1/buckets/{}/backSource", crate::support::BUCKET);
+        let resp =
+            crate::support::admin_request(node.admin_addr(), "GET", &path, Some(crate::support::ADMIN_TOKEN), None);
+        crate::support::admin_json(&resp)["result"]["status"][0]["origins"][0]["breaker"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(breaker(&node), "open", "the rule's status shows the breaker");
 
     // After breaker_open_ms, a probe goes through; the origin is back, so it closes.
     std::thread::sleep(Duration::from_millis(1600));
@@ -223,6 +233,7 @@ fn a_failing_origin_opens_its_breaker_and_a_good_probe_closes_it() {
     assert_eq!(other.status, 200, "closed again: {other:?}");
     assert_eq!(crate::support::metric(&node, "edgemirror_origin_breakers_open"), 0);
     assert!(node.stderr().contains("origin circuit closed"), "{}", node.stderr());
+    assert_eq!(breaker(&node), "closed");
 }
 
 /// `origin.total_timeout_ms` bounds the whole exchange: an origin that keeps sending, each piece

@@ -230,7 +230,29 @@ fn back_source(shared: &Shared, id: &str, bucket: &str, method: Method, body: &[
         Method::Get => {
             let spec: Vec<BackSourceRule> =
                 table.rules(bucket).map(|b| b.spec.iter().map(BackSourceRule::redacted).collect()).unwrap_or_default();
-            Answer::json(200, json!({"requestId": id, "result": {"backSourceRules": spec, "managedBy": source.as_str()}}))
+            // Each rule's origins (primary, then standbys) and their breakers, as of now.
+            let status: Vec<serde_json::Value> = table
+                .rules(bucket)
+                .map(|b| {
+                    b.rules
+                        .iter()
+                        .map(|r| {
+                            let origins: Vec<serde_json::Value> = std::iter::once(&r.origin)
+                                .chain(&r.standbys)
+                                .map(|o| {
+                                    let name = format!("{}://{}", o.scheme(), o.host_header);
+                                    json!({"origin": name, "breaker": shared.breakers.state(&name)})
+                                })
+                                .collect();
+                            json!({"origins": origins})
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Answer::json(
+                200,
+                json!({"requestId": id, "result": {"backSourceRules": spec, "managedBy": source.as_str(), "status": status}}),
+            )
         }
         Method::Put | Method::Delete if source == RuleSource::Config => Answer::error(
             409,
