@@ -257,3 +257,84 @@ fn origin_404s_are_remembered_for_the_negative_ttl_and_purge_forgets_them() {
     assert_eq!(get_body(&node, "absent").0, b"arrived");
     assert_origin_count(&origin, "/dir1/absent", 3);
 }
+
+fn backfill_path() -> String {
+    format!("/v1/regions/cn-north-1/buckets/{BUCKET}/backfill")
+}
+
+fn backfill_status(node: &Node) -> Value {
+    let resp = admin_request(node.admin_addr(), "GET", &backfill_path(), Some(ADMIN_TOKEN), None);
+    assert_eq!(resp.status, 200, "{resp:?} {}", resp.text());
+    admin_json(&resp)["result"].clone()
+}
+
+fn wait_for(node: &Node, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = backfill_status(node);
+        if done(&status) {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A backfill of 2,000 keys from a key list: stored keys are skipped, the rest fetched through
+/// the rule; killed with SIGKILL part-way, the node resumes the job from its checkpoint at start,
+/// and no key that had been stored is fetched again. A 404 and a failing key are listed with
+/// their reasons after the retries; the end state says whether cut-over is safe.
+#[test]
+fn a_backfill_imports_a_key_list_survives_a_kill_and_reports_failures() {
+    let origin = Origin::start();
+    let mut node = crate::support::node::NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), "").start();
+    let keys: Vec<String> = (0..2000).map(|i| format!("site/page-{i:04}.html")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        // Paced, so the kill lands mid-way.
+        origin.set(
+            &format!("/dir1/{key}"),
+            Reply::ok(format!("page {i}")).with_head_delay(std::time::Duration::from_millis(2)),
+        );
+    }
+    origin.set("/dir1/site/missing.html", Reply::status(404));
+    origin.set("/dir1/site/broken.html", Reply::status(500));
+    // One key is already stored: it is skipped.
+    assert_eq!(get_body(&node, "site/page-0000.html").0, b"page 0");
+    let mut all = keys.clone();
+    all.extend(["site/missing.html".to_string(), "site/broken.html".to_string()]);
+    let body = json!({"keys": all, "concurrency": 4}).to_string();
+    let resp = admin_request(node.admin_addr(), "POST", &backfill_path(), Some(ADMIN_TOKEN), Some(&body));
+    assert_eq!(resp.status, 202, "{resp:?} {}", resp.text());
+    let again = admin_request(node.admin_addr(), "POST", &backfill_path(), Some(ADMIN_TOKEN), Some(&body));
+    assert_eq!(again.status, 409, "one job per bucket at a time");
+
+    let part = wait_for(&node, "a third done", |s| s["keys"]["done"].as_u64().unwrap_or(0) >= 600);
+    assert_eq!(part["state"], "running", "{part}");
+    node.kill9();
+    node.restart();
+
+    let end = wait_for(&node, "the resumed job ends", |s| s["state"] != "running");
+    assert!(node.stderr().contains("backfill resumed from its checkpoint"), "{}", node.stderr());
+    assert!(end["keys"]["skipped"].as_u64().unwrap() >= 1, "the stored key is skipped: {end}");
+    assert_eq!(end["state"], "complete_with_failures", "{end}");
+    assert_eq!(end["keys"]["total"], 2002);
+    assert_eq!(end["keys"]["failed"], 2, "{end}");
+    let reasons: Vec<String> =
+        end["failures"].as_array().unwrap().iter().map(|f| format!("{} {}", f["key"], f["reason"])).collect();
+    assert!(reasons.iter().any(|r| r.contains("missing.html") && r.contains("404")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("broken.html") && r.contains("3 tries")), "{reasons:?}");
+    assert_origin_count(&origin, "/dir1/site/broken.html", 3);
+
+    // Every key is stored, and none was fetched twice but those in flight at the kill.
+    let mut twice = 0;
+    for (i, key) in keys.iter().enumerate() {
+        let (body, source) = get_body(&node, key);
+        assert_eq!(body, format!("page {i}").into_bytes());
+        assert_ne!(source, "origin", "{key} was stored by the backfill");
+        let count = origin.count(&format!("/dir1/{key}"));
+        assert!(count <= 2, "{key} fetched {count} times");
+        twice += (count == 2) as usize;
+    }
+    assert!(twice <= 4, "{twice} keys fetched twice: at most the 4 in flight at the kill");
+    assert_eq!(origin.count("/dir1/site/page-0000.html"), 1, "a stored key is skipped");
+}

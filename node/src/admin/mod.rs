@@ -5,6 +5,9 @@
 //! - `POST /v1/regions/{regionId}/buckets/{bucketName}/purge`: removes objects from every tier
 //!   (`{"keys": [...]}` or `{"prefix": "..."}`), or re-fetches them (`"refetch": true`); see
 //!   `purge.rs`.
+//! - `POST|GET|DELETE /v1/regions/{regionId}/buckets/{bucketName}/backfill`: a backfill job (the
+//!   migration's final import of the keys nobody asked for), its report, its cancellation; see
+//!   `backfill.rs`.
 //! - `PUT|GET|DELETE /v1/regions/{regionId}/buckets/{bucketName}/backSource`: the mirror rules of
 //!   a bucket, JSON, as the reference OSS open API. PUT replaces the whole list (that is also how
 //!   rules are edited, deleted one by one and re-ordered); DELETE removes them all. A bucket
@@ -36,11 +39,13 @@ use crate::reply;
 use crate::rules::{self, BackSourceBody, BackSourceRule, RuleSource};
 use crate::worker::{Shared, Worker};
 
+mod backfill;
 mod purge;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest admin request body: five rules fit in a few KiB.
-const MAX_ADMIN_BODY_BYTES: u64 = 64 * 1024;
+/// Largest admin request body: five rules fit in a few KiB; a backfill's key list is the big one
+/// (a hundred thousand keys of 60 bytes).
+const MAX_ADMIN_BODY_BYTES: u64 = 8 << 20;
 
 static ADMIN_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
@@ -48,6 +53,8 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     // The admin thread's own worker state: forced re-fetches run their fills here, with their
     // own origin connections, off the data plane's cores.
     let worker = Rc::new(Worker::new(shared.config.server.workers, shared));
+    // Backfill jobs that were running when the node stopped go on from their checkpoints.
+    backfill::resume_all(&worker);
     // Multipart uploads nobody finished: aborted once they are older than the configured age,
     // checked hourly (or more often for a shorter age).
     let reclaimer = worker.clone();
@@ -217,7 +224,8 @@ fn route(worker: &Rc<Worker>, head: &proto::RequestHead, buf: &[u8], body: &[u8]
         b"backSource" => back_source(shared, &id, bucket, head.method, body),
         b"purge" if head.method == Method::Post => purge::handle(worker, &id, bucket, body),
         b"purge" => Answer::error(405, &id, "use POST"),
-        _ => Answer::error(404, &id, "no such resource: use backSource or purge"),
+        b"backfill" => backfill::handle(worker, &id, bucket, head.method, body),
+        _ => Answer::error(404, &id, "no such resource: use backSource, purge or backfill"),
     }
 }
 

@@ -1,0 +1,385 @@
+//! Backfill jobs: the final import of a migration. `POST .../buckets/{bucket}/backfill` with
+//! `{"keys": [...]}` (and optionally `"concurrency"`) starts one; `GET` reports it; `DELETE`
+//! cancels it. One job per bucket at a time.
+//!
+//! Each key is handled as a GET miss would be: skipped if stored; otherwise fetched through the
+//! bucket's mirror rules (same rule, key rewrite and header rules; the fill table coalesces it
+//! with live misses of the same key), at most `concurrency` at a time. A key the origin fails
+//! on (unreachable, 5xx, a broken body) is tried [`ATTEMPTS`] times with a growing pause; a 404,
+//! or a key no rule matches, fails at once. Failed keys are listed with their reason.
+//!
+//! The job runs on the admin thread. Its checkpoint, `store.dir/backfill/{bucket}.json`
+//! (replaced atomically), holds the keys, the low-water mark (every key below it is finished)
+//! and the counts; it is written every [`CHECKPOINT_EVERY`] keys and at the end. At start the
+//! node resumes every job its checkpoint says was running, from the low-water mark: keys past it
+//! that had finished are stored, so they are skipped, not fetched again.
+//!
+//! States: `running`, then `complete` (every key is stored: cut-over is safe),
+//! `complete_with_failures`, or `cancelled`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use edgemirror_cache::ObjectKeyRef;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use edgemirror_proto as proto;
+
+use super::Answer;
+use crate::inflight::{Join, Phase, Refusal};
+use crate::worker::Worker;
+use crate::{fill, mirror, rules};
+
+/// Tries per key when the origin fails.
+pub const ATTEMPTS: u32 = 3;
+/// Pause before the second try (doubled before each further one).
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Keys finished between two checkpoints.
+const CHECKPOINT_EVERY: usize = 64;
+/// Fetches a job runs at once unless it asks otherwise, and the most it may ask for.
+const DEFAULT_CONCURRENCY: usize = 8;
+const MAX_CONCURRENCY: usize = 64;
+/// Failures the status lists (all are counted).
+const LISTED_FAILURES: usize = 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    keys: Vec<String>,
+    concurrency: Option<usize>,
+}
+
+/// A job's lasting state: its checkpoint file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    bucket: String,
+    keys: Vec<String>,
+    concurrency: usize,
+    state: String,
+    /// Every key below this index is finished.
+    low_water: usize,
+    done: u64,
+    skipped: u64,
+    bytes: u64,
+    failures: Vec<(String, String)>,
+    started_unix: u64,
+    finished_unix: Option<u64>,
+}
+
+struct Job {
+    checkpoint: RefCell<Checkpoint>,
+    /// Keys finished at or past the low-water mark.
+    finished_above: RefCell<BTreeSet<usize>>,
+    since_checkpoint: Cell<usize>,
+    cancelled: Cell<bool>,
+    path: PathBuf,
+}
+
+thread_local! {
+    /// The jobs of this node, by bucket. They live on the admin thread, where every admin
+    /// request and every job runs.
+    static JOBS: RefCell<HashMap<String, Rc<Job>>> = RefCell::new(HashMap::new());
+}
+
+fn dir(worker: &Worker) -> PathBuf {
+    worker.shared.config.store.dir.join("backfill")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `POST|GET|DELETE .../buckets/{bucket}/backfill`.
+pub fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, method: proto::Method, body: &[u8]) -> Answer {
+    let job = JOBS.with(|jobs| jobs.borrow().get(bucket).cloned());
+    match method {
+        proto::Method::Get => match job {
+            Some(job) => Answer::json(200, json!({"requestId": id, "result": status(&job)})),
+            None => Answer::error(404, id, "no backfill job for this bucket"),
+        },
+        proto::Method::Delete => match job {
+            Some(job) => {
+                job.cancelled.set(true);
+                Answer::json(200, json!({"requestId": id, "result": status(&job)}))
+            }
+            None => Answer::error(404, id, "no backfill job for this bucket"),
+        },
+        proto::Method::Post => {
+            if job.is_some_and(|j| j.checkpoint.borrow().state == "running") {
+                return Answer::error(409, id, "a backfill job is running for this bucket: DELETE it first");
+            }
+            let start: StartBody =
+                match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)) {
+                    Ok(b) => b,
+                    Err(e) => return Answer::error(400, id, &format!("{}: {}", e.path(), e.inner())),
+                };
+            if start.keys.is_empty() {
+                return Answer::error(400, id, "keys: give at least one key");
+            }
+            if let Some((i, _)) =
+                start.keys.iter().enumerate().find(|(_, k)| ObjectKeyRef::new(bucket, k).validate().is_err())
+            {
+                return Answer::error(400, id, &format!("keys[{i}]: not a valid object key (1-1024 bytes)"));
+            }
+            let concurrency = start.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+            if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+                return Answer::error(400, id, &format!("concurrency: from 1 to {MAX_CONCURRENCY}"));
+            }
+            let checkpoint = Checkpoint {
+                bucket: bucket.to_string(),
+                keys: start.keys,
+                concurrency,
+                state: "running".into(),
+                low_water: 0,
+                done: 0,
+                skipped: 0,
+                bytes: 0,
+                failures: Vec::new(),
+                started_unix: unix_now(),
+                finished_unix: None,
+            };
+            let job = launch(worker, checkpoint);
+            if let Err(e) = save(&job) {
+                tracing::error!(bucket, error = %e, "cannot write the backfill checkpoint");
+                return Answer::error(500, id, &format!("cannot write the backfill checkpoint: {e}"));
+            }
+            tracing::info!(
+                request_id = id,
+                bucket,
+                keys = job.checkpoint.borrow().keys.len(),
+                concurrency,
+                "backfill started"
+            );
+            Answer::json(202, json!({"requestId": id, "result": status(&job)}))
+        }
+        _ => Answer::error(405, id, "use POST, GET or DELETE"),
+    }
+}
+
+/// Resumes every job the checkpoints in `store.dir/backfill` say was running (at start).
+pub fn resume_all(worker: &Rc<Worker>) {
+    let Ok(entries) = std::fs::read_dir(dir(worker)) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let checkpoint: Checkpoint = match std::fs::read(&path).map(|b| serde_json::from_slice(&b)) {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable backfill checkpoint ignored");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let running = checkpoint.state == "running";
+        let (bucket, next) = (checkpoint.bucket.clone(), checkpoint.low_water);
+        if running {
+            tracing::info!(bucket, from_key = next, "backfill resumed from its checkpoint");
+            launch(worker, checkpoint);
+        } else {
+            // A finished job stays reportable.
+            let job = Rc::new(new_job(worker, checkpoint));
+            JOBS.with(|jobs| jobs.borrow_mut().insert(bucket, job));
+        }
+    }
+}
+
+fn new_job(worker: &Worker, checkpoint: Checkpoint) -> Job {
+    let path = checkpoint_path(&dir(worker), &checkpoint.bucket);
+    Job {
+        checkpoint: RefCell::new(checkpoint),
+        finished_above: RefCell::new(BTreeSet::new()),
+        since_checkpoint: Cell::new(0),
+        cancelled: Cell::new(false),
+        path,
+    }
+}
+
+fn checkpoint_path(dir: &Path, bucket: &str) -> PathBuf {
+    // Bucket names are DNS-like (a-z, 0-9, '-', '.'): safe as a file name.
+    dir.join(format!("{bucket}.json"))
+}
+
+/// Registers `checkpoint` as the bucket's job and starts running it.
+fn launch(worker: &Rc<Worker>, checkpoint: Checkpoint) -> Rc<Job> {
+    let bucket = checkpoint.bucket.clone();
+    let job = Rc::new(new_job(worker, checkpoint));
+    JOBS.with(|jobs| jobs.borrow_mut().insert(bucket, job.clone()));
+    monoio::spawn(run(worker.clone(), job.clone()));
+    job
+}
+
+fn save(job: &Job) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(&*job.checkpoint.borrow()).map_err(std::io::Error::other)?;
+    let dir = job.path.parent().unwrap_or(Path::new("."));
+    rules::replace_file(dir, &job.path, &bytes)
+}
+
+/// How one key ended.
+enum Outcome {
+    Skipped,
+    Fetched(u64),
+    Failed(String),
+}
+
+async fn run(worker: Rc<Worker>, job: Rc<Job>) {
+    let (start, total, concurrency) = {
+        let c = job.checkpoint.borrow();
+        (c.low_water, c.keys.len(), c.concurrency)
+    };
+    let next = Rc::new(Cell::new(start));
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (worker, job, next) = (worker.clone(), job.clone(), next.clone());
+        tasks.push(monoio::spawn(async move {
+            loop {
+                let i = next.get();
+                if i >= total || job.cancelled.get() {
+                    return;
+                }
+                next.set(i + 1);
+                let (bucket, key) = {
+                    let c = job.checkpoint.borrow();
+                    (c.bucket.clone(), c.keys[i].clone())
+                };
+                let outcome = backfill_key(&worker, &bucket, &key).await;
+                record(&job, i, &key, outcome);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await;
+    }
+    let summary = {
+        let mut c = job.checkpoint.borrow_mut();
+        c.state = if job.cancelled.get() {
+            "cancelled"
+        } else if c.failures.is_empty() {
+            "complete"
+        } else {
+            "complete_with_failures"
+        }
+        .into();
+        c.finished_unix = Some(unix_now());
+        (c.bucket.clone(), c.state.clone(), c.done, c.skipped, c.failures.len())
+    };
+    if let Err(e) = save(&job) {
+        tracing::error!(bucket = summary.0, error = %e, "cannot write the backfill checkpoint");
+    }
+    let (bucket, state, done, skipped, failed) = summary;
+    tracing::info!(bucket, state, done, skipped, failed, "backfill ended");
+}
+
+/// Counts a finished key, moves the low-water mark and checkpoints now and then.
+fn record(job: &Job, index: usize, key: &str, outcome: Outcome) {
+    {
+        let mut c = job.checkpoint.borrow_mut();
+        match outcome {
+            Outcome::Skipped => c.skipped += 1,
+            Outcome::Fetched(bytes) => {
+                c.done += 1;
+                c.bytes += bytes;
+            }
+            Outcome::Failed(reason) => c.failures.push((key.to_string(), reason)),
+        }
+        let mut above = job.finished_above.borrow_mut();
+        above.insert(index);
+        while above.remove(&c.low_water) {
+            c.low_water += 1;
+        }
+    }
+    job.since_checkpoint.set(job.since_checkpoint.get() + 1);
+    if job.since_checkpoint.get() >= CHECKPOINT_EVERY {
+        job.since_checkpoint.set(0);
+        if let Err(e) = save(job) {
+            tracing::warn!(error = %e, "cannot write the backfill checkpoint; retried at the next one");
+        }
+    }
+}
+
+/// One key, as a GET miss would take it, tried up to [`ATTEMPTS`] times when the origin fails.
+async fn backfill_key(worker: &Rc<Worker>, bucket: &str, key: &str) -> Outcome {
+    let mut pause = RETRY_PAUSE;
+    let mut last = String::new();
+    for attempt in 1..=ATTEMPTS {
+        match fetch_once(worker, bucket, key).await {
+            Ok(outcome) => return outcome,
+            Err(reason) => last = reason,
+        }
+        if attempt < ATTEMPTS {
+            monoio::time::sleep(pause).await;
+            pause *= 2;
+        }
+    }
+    Outcome::Failed(format!("{last} ({ATTEMPTS} tries)"))
+}
+
+/// One try: `Err` when the origin failed in a way worth trying again.
+async fn fetch_once(worker: &Rc<Worker>, bucket: &str, key: &str) -> Result<Outcome, String> {
+    let shared = &worker.shared;
+    let table = shared.rules.load_full();
+    let bucket_rules = table.rules(bucket).map(|b| b.rules.as_slice()).unwrap_or_default();
+    let Some(rule) = rules::match_rule(bucket_rules, key) else {
+        return Ok(Outcome::Failed("no mirror rule matches the key".into()));
+    };
+    let okey = ObjectKeyRef::new(bucket, key);
+    let mut phase = match shared.fills.join(okey, &shared.store) {
+        Join::Stored => return Ok(Outcome::Skipped),
+        Join::Follow(fill) => fill.subscribe(),
+        Join::Lead(guard) => {
+            let plan = match mirror::plan_without_client(rule, key, worker.next_request_id()) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    guard.finish(Phase::Refused(Refusal::Failed("the key cannot be fetched".into())));
+                    return Ok(Outcome::Failed(e.message().into_owned()));
+                }
+            };
+            let rx = guard.fill().subscribe();
+            fill::spawn(worker.clone(), guard, plan);
+            rx
+        }
+    };
+    loop {
+        let now = phase.borrow_and_update().clone();
+        match now {
+            Phase::Complete { written } => return Ok(Outcome::Fetched(written)),
+            Phase::Refused(Refusal::NotFound) => return Ok(Outcome::Failed("the origin answered 404".into())),
+            Phase::Refused(Refusal::Redirect { status, .. }) => {
+                return Ok(Outcome::Failed(format!("the origin redirected ({status}) and the rule does not follow")))
+            }
+            Phase::Refused(Refusal::Failed(reason)) => return Err(reason),
+            Phase::Broken => return Err("the origin's body broke off or failed its check".into()),
+            _ => {}
+        }
+        if phase.changed().await.is_err() {
+            return Err("the fill ended without an outcome".into());
+        }
+    }
+}
+
+/// The job's report.
+fn status(job: &Job) -> serde_json::Value {
+    let c = job.checkpoint.borrow();
+    let finished = c.done + c.skipped + c.failures.len() as u64;
+    let total = c.keys.len() as u64;
+    let elapsed = c.finished_unix.unwrap_or_else(unix_now).saturating_sub(c.started_unix).max(1);
+    let keys_per_sec = finished as f64 / elapsed as f64;
+    let eta =
+        (c.state == "running" && keys_per_sec > 0.0).then(|| ((total - finished) as f64 / keys_per_sec).ceil() as u64);
+    json!({
+        "bucket": c.bucket,
+        "state": if job.cancelled.get() && c.state == "running" { "cancelling" } else { c.state.as_str() },
+        "keys": {"total": total, "done": c.done, "skipped": c.skipped, "failed": c.failures.len()},
+        "bytes": c.bytes,
+        "bytesPerSecond": c.bytes / elapsed,
+        "keysPerSecond": keys_per_sec,
+        "etaSeconds": eta,
+        "concurrency": c.concurrency,
+        "failures": c.failures.iter().take(LISTED_FAILURES).map(|(k, r)| json!({"key": k, "reason": r})).collect::<Vec<_>>(),
+    })
+}
