@@ -4,8 +4,10 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use edgemirror_node::config::{Config, DEFAULT_CONFIG};
+
+mod backfill_cli;
 
 /// An edge/CDN node with mirror back-to-origin.
 ///
@@ -24,10 +26,21 @@ struct Args {
     /// Validate the config and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a backfill job (import keys nobody asked for) on a running node, and follow it.
+    Backfill(backfill_cli::BackfillArgs),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Backfill(backfill)) = args.command {
+        return backfill_cli::run(backfill);
+    }
     if args.print_default_config {
         print!("{DEFAULT_CONFIG}");
         return ExitCode::SUCCESS;

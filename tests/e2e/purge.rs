@@ -338,3 +338,48 @@ fn a_backfill_imports_a_key_list_survives_a_kill_and_reports_failures() {
     assert!(twice <= 4, "{twice} keys fetched twice: at most the 4 in flight at the kill");
     assert_eq!(origin.count("/dir1/site/page-0000.html"), 1, "a stored key is skipped");
 }
+
+/// `edgemirror backfill --follow`: the operator's CLI starts the job from a key file, follows it
+/// to its end, prints failed keys, and its exit status is the outcome (0 complete, 1 failures).
+#[test]
+fn the_backfill_cli_follows_a_job_to_its_end() {
+    let origin = Origin::start();
+    let node = crate::support::node::NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), "").start();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |keys: &[String]| {
+        let file = dir.path().join("keys.txt");
+        std::fs::write(&file, keys.join("\n") + "\n").unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_edgemirror"))
+            .args(["backfill", "--admin", &format!("http://{}", node.admin_addr()), "--token", ADMIN_TOKEN])
+            .args(["--bucket", BUCKET, "--keys", file.to_str().unwrap(), "--follow"])
+            .output()
+            .expect("run edgemirror backfill")
+    };
+    let keys: Vec<String> = (0..300).map(|i| format!("k/{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        origin.set(&format!("/dir1/{key}"), Reply::ok(vec![b'x'; 100 + i]));
+    }
+    let out = run(&keys);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("backfill complete: 300 fetched, 0 already stored, 0 failed"), "{stdout}");
+
+    origin.set("/dir1/k/missing", Reply::status(404));
+    let mut more = keys[..10].to_vec();
+    more.push("k/missing".into());
+    let out = run(&more);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("0 fetched, 10 already stored, 1 failed") && stdout.contains("failed: k/missing"),
+        "{stdout}"
+    );
+    // A wrong token is a clear error, status 2.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_edgemirror"))
+        .args(["backfill", "--admin", &format!("http://{}", node.admin_addr()), "--token", "wrong"])
+        .args(["--bucket", BUCKET, "--keys", dir.path().join("keys.txt").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("401"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
