@@ -460,6 +460,30 @@ impl S3Signer {
         })
     }
 
+    /// The signed path and query of a ListObjectsV2 page of the rule's prefix in the bucket,
+    /// after `continuation` when given.
+    pub fn signed_list_path(&self, continuation: Option<&str>) -> String {
+        use rusty_s3::S3Action as _;
+        let mut list = self.bucket.list_objects_v2(Some(&self.credentials));
+        if !self.prefix.is_empty() {
+            list.with_prefix(self.prefix.as_str());
+        }
+        if let Some(token) = continuation {
+            list.with_continuation_token(token);
+        }
+        list.with_max_keys(1000);
+        let url = list.sign(S3_SIGNATURE_TTL);
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        }
+    }
+
+    /// The key prefix within the bucket: an origin key is this + the local key.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The signed path and query of a GET or HEAD of `key` (the origin key, after the rule's
     /// rewrite).
     pub fn signed_path(&self, head: bool, key: &str) -> String {

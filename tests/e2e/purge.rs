@@ -383,3 +383,28 @@ fn the_backfill_cli_follows_a_job_to_its_end() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("401"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
+
+/// A backfill whose keys come from a text file at a URL (`keysUrl`), one key per line.
+#[test]
+fn a_backfill_takes_its_keys_from_a_url() {
+    let origin = Origin::start();
+    let node = crate::support::node::NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), "").start();
+    let keys: Vec<String> = (0..50).map(|i| format!("u/{i}")).collect();
+    for key in &keys {
+        origin.set(&format!("/dir1/{key}"), Reply::ok(key.clone()));
+    }
+    origin.set("/lists/keys.txt", Reply::ok(keys.join("\n") + "\n\n"));
+    let body = json!({"keysUrl": format!("{}/lists/keys.txt", origin.url())}).to_string();
+    let resp = admin_request(node.admin_addr(), "POST", &backfill_path(), Some(ADMIN_TOKEN), Some(&body));
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let end = wait_for(&node, "the job ends", |s| !matches!(s["state"].as_str(), Some("listing" | "running")));
+    assert_eq!((end["state"].as_str(), end["keys"]["done"].as_u64()), (Some("complete"), Some(50)), "{end}");
+    assert_eq!(get_body(&node, "u/7").0, b"u/7");
+    // A list that cannot be fetched ends the job as failed, saying why.
+    let body = json!({"keysUrl": format!("{}/lists/none.txt", origin.url())}).to_string();
+    let resp = admin_request(node.admin_addr(), "POST", &backfill_path(), Some(ADMIN_TOKEN), Some(&body));
+    assert_eq!(resp.status, 202);
+    let end = wait_for(&node, "the job fails", |s| s["state"] != "listing");
+    assert_eq!(end["state"], "failed", "{end}");
+    assert!(end["failures"][0]["reason"].as_str().unwrap().contains("keysUrl"), "{end}");
+}

@@ -1314,3 +1314,54 @@ fn a_private_s3_bucket_is_mirrored_with_signed_requests() {
     assert_s3_error(&refused, 424, Some("MirrorFailed"));
     assert!(edge.stderr().contains("status=403"), "{}", edge.stderr());
 }
+
+/// A backfill from the origin's own listing (`listOrigin`, ListObjectsV2 pages of a private S3
+/// bucket, signed) with `verify`: every object under the rule's prefix is imported and checked
+/// against the listing's size and ETag.
+#[test]
+fn a_backfill_lists_a_private_s3_origin_and_verifies_every_object() {
+    let private = node_with_s3(None);
+    let host = private.data_addr().to_string();
+    assert_eq!(send(&private, &signed("PUT", &host, "/srcbkt", b"", &[], SECRET)).status, 200);
+    let mut expected = Vec::new();
+    for i in 0..1500 {
+        let body = pattern_body(10 + i % 700, i as u8);
+        let key = format!("site/p{i:04}");
+        let r = send(&private, &signed("PUT", &host, &format!("/srcbkt/{key}"), &body, &[], SECRET));
+        assert_eq!(r.status, 200, "{r:?}");
+        expected.push((key, body));
+    }
+    // Outside the rule's prefix: not listed for this bucket.
+    assert_eq!(send(&private, &signed("PUT", &host, "/srcbkt/other/x", b"x", &[], SECRET)).status, 200);
+
+    let edge = NodeBuilder::new().bucket(BUCKET).start();
+    let rule = format!(
+        r#"[{{"address": {{"hostName": "{host}", "path": "/site/", "s3": {{"bucket": "srcbkt", "accessKeyId": "{ACCESS}", "secretAccessKey": "{SECRET}"}}}}}}]"#
+    );
+    crate::support::put_rules(edge.admin_addr(), BUCKET, &rule);
+    let path = format!("/v1/regions/cn-north-1/buckets/{BUCKET}/backfill");
+    let token = Some(crate::support::ADMIN_TOKEN);
+    let body = r#"{"listOrigin": true, "verify": true, "concurrency": 16}"#;
+    let started = crate::support::admin_request(edge.admin_addr(), "POST", &path, token, Some(body));
+    assert_eq!(started.status, 202, "{}", started.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let s =
+            crate::support::admin_json(&crate::support::admin_request(edge.admin_addr(), "GET", &path, token, None));
+        if !matches!(s["result"]["state"].as_str(), Some("listing" | "running")) {
+            break s["result"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["state"], "complete", "{status}\n{}", edge.stderr());
+    assert_eq!(status["keys"]["total"], 1500, "two listing pages, the prefix stripped: {status}");
+    assert_eq!(status["keys"]["done"], 1500);
+    for (key, body) in expected.iter().step_by(37) {
+        let local = key.strip_prefix("site/").unwrap();
+        let got = get(edge.data_addr(), &format!("/{BUCKET}/{local}"), &[]).unwrap();
+        assert_eq!(got.status, 200);
+        assert!(got.body == *body, "{key}");
+        assert_ne!(source_of(&got), "origin", "imported by the backfill");
+    }
+}

@@ -1,6 +1,13 @@
-//! Backfill jobs: the final import of a migration. `POST .../buckets/{bucket}/backfill` with
-//! `{"keys": [...]}` (and optionally `"concurrency"`) starts one; `GET` reports it; `DELETE`
-//! cancels it. One job per bucket at a time.
+//! Backfill jobs: the final import of a migration. `POST .../buckets/{bucket}/backfill` starts
+//! one; `GET` reports it; `DELETE` cancels it. One job per bucket at a time. The keys come from:
+//! - `{"keys": [...]}`: the request;
+//! - `{"keysUrl": "http://..."}`: a text file of keys, one per line, fetched by the node;
+//! - `{"listOrigin": true}`: the ListObjectsV2 listing (every page) of the bucket's private S3
+//!   origin (a rule with `address.s3`, no key rewrite), under the rule's key prefix. With
+//!   `"verify": true` each key's stored size and ETag are then compared with the listing's, and
+//!   a mismatch is a failure. (Multipart ETags, `-N`, compare by size only.)
+//!
+//! `"concurrency"` (1-64, default 8) bounds the fetches in flight.
 //!
 //! Each key is handled as a GET miss would be: skipped if stored; otherwise fetched through the
 //! bucket's mirror rules (same rule, key rewrite and header rules; the fill table coalesces it
@@ -47,18 +54,37 @@ const MAX_CONCURRENCY: usize = 64;
 const LISTED_FAILURES: usize = 20;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct StartBody {
-    keys: Vec<String>,
+    keys: Option<Vec<String>>,
+    keys_url: Option<String>,
+    #[serde(default)]
+    list_origin: bool,
+    #[serde(default)]
+    verify: bool,
     concurrency: Option<usize>,
 }
+
+/// Where a job's keys come from, until it has them.
+enum Source {
+    Url(String),
+    Origin,
+}
+
+/// Most bytes of a `keysUrl` file.
+const MAX_KEY_LIST_BYTES: usize = 256 << 20;
 
 /// A job's lasting state: its checkpoint file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Checkpoint {
     bucket: String,
     keys: Vec<String>,
+    /// With `verify`: the origin listing's (size, ETag) of each key, in `keys` order.
+    #[serde(default)]
+    expected: Vec<(u64, String)>,
     concurrency: usize,
+    /// `listing` (gathering its keys), `running`, `complete`, `complete_with_failures`,
+    /// `cancelled`, or `failed` (no keys could be gathered).
     state: String,
     /// Every key below this index is finished.
     low_water: usize,
@@ -117,13 +143,24 @@ pub fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, method: proto::Method
                     Ok(b) => b,
                     Err(e) => return Answer::error(400, id, &format!("{}: {}", e.path(), e.inner())),
                 };
-            if start.keys.is_empty() {
-                return Answer::error(400, id, "keys: give at least one key");
-            }
-            if let Some((i, _)) =
-                start.keys.iter().enumerate().find(|(_, k)| ObjectKeyRef::new(bucket, k).validate().is_err())
-            {
-                return Answer::error(400, id, &format!("keys[{i}]: not a valid object key (1-1024 bytes)"));
+            let source = match (&start.keys, &start.keys_url, start.list_origin) {
+                (Some(keys), None, false) => {
+                    if keys.is_empty() {
+                        return Answer::error(400, id, "keys: give at least one key");
+                    }
+                    if let Some((i, _)) =
+                        keys.iter().enumerate().find(|(_, k)| ObjectKeyRef::new(bucket, k).validate().is_err())
+                    {
+                        return Answer::error(400, id, &format!("keys[{i}]: not a valid object key (1-1024 bytes)"));
+                    }
+                    None
+                }
+                (None, Some(url), false) => Some(Source::Url(url.clone())),
+                (None, None, true) => Some(Source::Origin),
+                _ => return Answer::error(400, id, "give exactly one of keys, keysUrl and listOrigin"),
+            };
+            if start.verify && !start.list_origin {
+                return Answer::error(400, id, "verify: needs listOrigin (the listing says what to expect)");
             }
             let concurrency = start.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
             if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
@@ -131,9 +168,10 @@ pub fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, method: proto::Method
             }
             let checkpoint = Checkpoint {
                 bucket: bucket.to_string(),
-                keys: start.keys,
+                keys: start.keys.unwrap_or_default(),
+                expected: Vec::new(),
                 concurrency,
-                state: "running".into(),
+                state: if source.is_some() { "listing" } else { "running" }.into(),
                 low_water: 0,
                 done: 0,
                 skipped: 0,
@@ -142,7 +180,7 @@ pub fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, method: proto::Method
                 started_unix: unix_now(),
                 finished_unix: None,
             };
-            let job = launch(worker, checkpoint);
+            let job = launch(worker, checkpoint, source.map(|s| (s, start.verify)));
             if let Err(e) = save(&job) {
                 tracing::error!(bucket, error = %e, "cannot write the backfill checkpoint");
                 return Answer::error(500, id, &format!("cannot write the backfill checkpoint: {e}"));
@@ -180,7 +218,7 @@ pub fn resume_all(worker: &Rc<Worker>) {
         let (bucket, next) = (checkpoint.bucket.clone(), checkpoint.low_water);
         if running {
             tracing::info!(bucket, from_key = next, "backfill resumed from its checkpoint");
-            launch(worker, checkpoint);
+            launch(worker, checkpoint, None);
         } else {
             // A finished job stays reportable.
             let job = Rc::new(new_job(worker, checkpoint));
@@ -205,13 +243,116 @@ fn checkpoint_path(dir: &Path, bucket: &str) -> PathBuf {
     dir.join(format!("{bucket}.json"))
 }
 
-/// Registers `checkpoint` as the bucket's job and starts running it.
-fn launch(worker: &Rc<Worker>, checkpoint: Checkpoint) -> Rc<Job> {
+/// Registers `checkpoint` as the bucket's job and starts it: first gathering its keys from
+/// `source` (with whether to verify them), then running it.
+fn launch(worker: &Rc<Worker>, checkpoint: Checkpoint, source: Option<(Source, bool)>) -> Rc<Job> {
     let bucket = checkpoint.bucket.clone();
     let job = Rc::new(new_job(worker, checkpoint));
     JOBS.with(|jobs| jobs.borrow_mut().insert(bucket, job.clone()));
-    monoio::spawn(run(worker.clone(), job.clone()));
+    let (worker, running) = (worker.clone(), job.clone());
+    monoio::spawn(async move {
+        if let Some((source, verify)) = source {
+            gather(&worker, &running, source, verify).await;
+            if running.checkpoint.borrow().state != "running" {
+                return;
+            }
+        }
+        run(worker, running).await
+    });
     job
+}
+
+/// Gathers a job's keys from `source`; the job is `running` after, or `failed` saying why.
+async fn gather(worker: &Worker, job: &Job, source: Source, verify: bool) {
+    let bucket = job.checkpoint.borrow().bucket.clone();
+    let gathered = match source {
+        Source::Url(url) => keys_from_url(worker, &url).await.map(|keys| (keys, Vec::new())),
+        Source::Origin => keys_from_origin(worker, &bucket).await,
+    };
+    {
+        let mut c = job.checkpoint.borrow_mut();
+        match gathered {
+            Ok((keys, expected)) => {
+                tracing::info!(bucket, keys = keys.len(), "backfill keys gathered");
+                c.keys = keys;
+                c.expected = if verify { expected } else { Vec::new() };
+                c.state = "running".into();
+            }
+            Err(reason) => {
+                tracing::warn!(bucket, reason, "backfill could not gather its keys");
+                c.failures.push(("(listing)".into(), reason));
+                c.state = "failed".into();
+                c.finished_unix = Some(unix_now());
+            }
+        }
+    }
+    if let Err(e) = save(job) {
+        tracing::error!(bucket, error = %e, "cannot write the backfill checkpoint");
+    }
+}
+
+/// The keys of a `keysUrl` text file, one per line.
+async fn keys_from_url(worker: &Worker, url: &str) -> Result<Vec<String>, String> {
+    let origin = rules::parse_mirror_url(url).map_err(|e| format!("keysUrl: {e}"))?;
+    let path = url.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])).unwrap_or("/");
+    let text = fetch_text(worker, &origin, path).await.map_err(|e| format!("keysUrl {url}: {e}"))?;
+    let keys: Vec<String> = text.lines().map(str::trim).filter(|k| !k.is_empty()).map(String::from).collect();
+    if keys.is_empty() {
+        return Err(format!("keysUrl {url}: no keys"));
+    }
+    Ok(keys)
+}
+
+/// Every key of the bucket's private S3 origin under its rule's prefix, with the listing's size
+/// and ETag, from ListObjectsV2 pages.
+async fn keys_from_origin(worker: &Worker, bucket: &str) -> Result<(Vec<String>, Vec<(u64, String)>), String> {
+    let table = worker.shared.rules.load_full();
+    let rule = table
+        .rules(bucket)
+        .and_then(|b| b.rules.iter().find(|r| r.s3.is_some() && r.key_rewrite == rules::KeyRewrite::None))
+        .ok_or("listOrigin: the bucket has no rule with a private S3 origin (address.s3) and no key rewrite")?;
+    let signer = rule.s3.as_ref().ok_or("listOrigin: no S3 origin")?;
+    let (mut keys, mut expected, mut token) = (Vec::new(), Vec::new(), None::<String>);
+    loop {
+        let path = signer.signed_list_path(token.as_deref());
+        let text = fetch_text(worker, &rule.origin, &path).await.map_err(|e| format!("listOrigin: {e}"))?;
+        let page: proto::s3::xml::ListObjectsV2Result = proto::s3::xml::from_xml(text.as_bytes())
+            .map_err(|e| format!("listOrigin: the listing: {}", e.as_str()))?;
+        for object in page.contents {
+            // Only what the rule maps back to a local key (the bucket prefix stripped).
+            let Some(local) = object.key.strip_prefix(signer.prefix()) else { continue };
+            if local.starts_with(&rule.key_prefix) && !local.is_empty() {
+                keys.push(local.to_string());
+                expected.push((object.size, object.etag));
+            }
+        }
+        match page.next_continuation_token.filter(|_| page.is_truncated) {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    Ok((keys, expected))
+}
+
+/// A GET of `path` at `origin`, whole, as text.
+async fn fetch_text(worker: &Worker, origin: &rules::OriginAddr, path: &str) -> Result<String, String> {
+    use crate::origin::{self, Method};
+    let shared = &worker.shared;
+    let request = origin::build_request(Method::Get, path, origin.host_header.as_bytes(), &[], &shared.via_token);
+    let mut resp = origin::fetch(origin, Method::Get, request, &shared.config.origin, &worker.pool, &shared.network)
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status != 200 {
+        return Err(format!("status {}", resp.status));
+    }
+    let mut body = Vec::new();
+    while let Some(piece) = resp.body.next().await.map_err(|e| e.to_string())? {
+        body.extend_from_slice(&piece);
+        if body.len() > MAX_KEY_LIST_BYTES {
+            return Err(format!("more than {MAX_KEY_LIST_BYTES} bytes"));
+        }
+    }
+    String::from_utf8(body).map_err(|_| "not UTF-8 text".into())
 }
 
 fn save(job: &Job) -> std::io::Result<()> {
@@ -248,6 +389,12 @@ async fn run(worker: Rc<Worker>, job: Rc<Job>) {
                     (c.bucket.clone(), c.keys[i].clone())
                 };
                 let outcome = backfill_key(&worker, &bucket, &key).await;
+                let expected = job.checkpoint.borrow().expected.get(i).cloned();
+                let outcome = match (outcome, expected) {
+                    (Outcome::Failed(reason), _) => Outcome::Failed(reason),
+                    (outcome, Some(expected)) => verify(&worker, &bucket, &key, &expected).await.unwrap_or(outcome),
+                    (outcome, None) => outcome,
+                };
                 record(&job, i, &key, outcome);
             }
         }));
@@ -300,6 +447,24 @@ fn record(job: &Job, index: usize, key: &str, outcome: Outcome) {
             tracing::warn!(error = %e, "cannot write the backfill checkpoint; retried at the next one");
         }
     }
+}
+
+/// With `verify`: the stored copy against the origin listing's size and ETag; `Some` failure
+/// when they differ.
+async fn verify(worker: &Worker, bucket: &str, key: &str, expected: &(u64, String)) -> Option<Outcome> {
+    let stored = match worker.shared.store.lookup(ObjectKeyRef::new(bucket, key)).await {
+        Ok(Some(object)) => object,
+        _ => return Some(Outcome::Failed("verify: not stored".into())),
+    };
+    let (size, etag) = expected;
+    if stored.meta.size != *size {
+        return Some(Outcome::Failed(format!("verify: {} bytes stored, {size} at the origin", stored.meta.size)));
+    }
+    let ours = stored.meta.etag();
+    if !etag.contains('-') && ours.trim_matches('"') != etag.trim_matches('"') {
+        return Some(Outcome::Failed(format!("verify: ETag {ours} stored, {etag} at the origin")));
+    }
+    None
 }
 
 /// One key, as a GET miss would take it, tried up to [`ATTEMPTS`] times when the origin fails.
@@ -369,8 +534,8 @@ fn status(job: &Job) -> serde_json::Value {
     let total = c.keys.len() as u64;
     let elapsed = c.finished_unix.unwrap_or_else(unix_now).saturating_sub(c.started_unix).max(1);
     let keys_per_sec = finished as f64 / elapsed as f64;
-    let eta =
-        (c.state == "running" && keys_per_sec > 0.0).then(|| ((total - finished) as f64 / keys_per_sec).ceil() as u64);
+    let eta = (c.state == "running" && keys_per_sec > 0.0)
+        .then(|| (total.saturating_sub(finished) as f64 / keys_per_sec).ceil() as u64);
     json!({
         "bucket": c.bucket,
         "state": if job.cancelled.get() && c.state == "running" { "cancelling" } else { c.state.as_str() },
