@@ -49,6 +49,8 @@ pub struct FetchPlan {
     /// The client's `Host`, when the rule passes it (first hop only).
     pub client_host: Option<Vec<u8>>,
     pub request_id: RequestId,
+    /// A byte-rate cap of the fetch's own (a backfill job's), besides its origin's.
+    pub pacer: Option<std::sync::Arc<crate::protect::Pacer>>,
 }
 
 /// The origin request for `key` under `rule`, or why it may not be made.
@@ -62,6 +64,7 @@ pub fn plan(rule: &MirrorRule, key: &str, req: &Request<'_>) -> Result<FetchPlan
         extra,
         client_host,
         request_id: req.id,
+        pacer: None,
     })
 }
 
@@ -76,6 +79,7 @@ pub fn plan_without_client(rule: &MirrorRule, key: &str, request_id: RequestId) 
         extra,
         client_host,
         request_id,
+        pacer: None,
     })
 }
 

@@ -257,7 +257,7 @@ async fn exchange(
         idle_timeout: cfg.idle_timeout,
         deadline: total,
         slot: None,
-        pacer: None,
+        pacers: Vec::new(),
         pool_key: reusable.then_some(key),
     };
     Ok(OriginResponse { status: head.status, head_buf, head, body })
@@ -303,7 +303,7 @@ pub struct BodyReader {
     /// The origin's fetch slot (`origin.max_fetches_per_origin`), released with the body.
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The origin's byte-rate cap (`origin.max_bytes_per_sec_per_origin`).
-    pacer: Option<std::sync::Arc<crate::protect::Pacer>>,
+    pacers: Vec<std::sync::Arc<crate::protect::Pacer>>,
     /// Set when the connection may be reused once the body has been read to its end.
     pool_key: Option<PoolKey>,
 }
@@ -314,9 +314,9 @@ impl BodyReader {
         self.slot = slot;
     }
 
-    /// Reads this body no faster than `pacer` allows.
+    /// Reads this body no faster than `pacer` allows (and any pacer given before).
     pub fn pace(&mut self, pacer: Option<std::sync::Arc<crate::protect::Pacer>>) {
-        self.pacer = pacer;
+        self.pacers.extend(pacer);
     }
 
     /// Hands the connection back to the pool if the body was read to its end and the origin
@@ -426,11 +426,9 @@ impl BodyReader {
         let (_, buf) = read_more(&mut self.stream, buf, limit, what).await?;
         let read = buf.len() - before;
         self.buf = buf;
-        if let Some(pacer) = &self.pacer {
-            let wait = pacer.take(read);
-            if !wait.is_zero() {
-                monoio::time::sleep(wait).await;
-            }
+        let wait = self.pacers.iter().map(|p| p.take(read)).max().unwrap_or_default();
+        if !wait.is_zero() {
+            monoio::time::sleep(wait).await;
         }
         Ok(())
     }

@@ -235,6 +235,12 @@ impl Pacers {
 }
 
 impl Pacer {
+    /// A cap of its own (a backfill job's): `rate` bytes a second, a tenth of a second of burst.
+    pub fn new(rate: u64, paced_ms: Arc<AtomicU64>) -> Pacer {
+        let rate = rate.max(1) as f64;
+        Pacer { rate, burst: rate / 10.0, state: Mutex::new((rate / 10.0, Instant::now())), paced_ms }
+    }
+
     /// Takes `bytes` just read; how long the reader must wait before reading more.
     pub fn take(&self, bytes: usize) -> Duration {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());

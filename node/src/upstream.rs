@@ -97,6 +97,7 @@ async fn exchange_with(
                 // The slot stays taken until the body has been read or dropped.
                 r.body.hold(slot);
                 r.body.pace(shared.pacers.get(&origin_name));
+                r.body.pace(plan.pacer.clone());
                 r
             }
             Err(e) => {

@@ -408,3 +408,24 @@ fn a_backfill_takes_its_keys_from_a_url() {
     assert_eq!(end["state"], "failed", "{end}");
     assert!(end["failures"][0]["reason"].as_str().unwrap().contains("keysUrl"), "{end}");
 }
+
+/// `maxBytesPerSec`: a backfill job reads the origin no faster than its own cap.
+#[test]
+fn a_backfill_keeps_to_its_byte_rate_cap() {
+    let origin = Origin::start();
+    let node = crate::support::node::NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), "").start();
+    let keys: Vec<String> = (0..20).map(|i| format!("big/{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        origin.set(&format!("/dir1/{key}"), Reply::ok(pattern_body(100_000, i as u8)));
+    }
+    let started = std::time::Instant::now();
+    let body = json!({"keys": keys, "concurrency": 8, "maxBytesPerSec": 2_000_000}).to_string();
+    let resp = admin_request(node.admin_addr(), "POST", &backfill_path(), Some(ADMIN_TOKEN), Some(&body));
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let end = wait_for(&node, "the job ends", |s| s["state"] != "running");
+    let elapsed = started.elapsed();
+    assert_eq!(end["state"], "complete", "{end}");
+    assert_eq!(end["bytes"], 2_000_000);
+    // 2 MB at 2 MB/s with 0.2 MB of burst: about 0.9 s (unpaced: milliseconds).
+    assert!(elapsed >= std::time::Duration::from_millis(800), "{elapsed:?}");
+}

@@ -7,7 +7,9 @@
 //!   `"verify": true` each key's stored size and ETag are then compared with the listing's, and
 //!   a mismatch is a failure. (Multipart ETags, `-N`, compare by size only.)
 //!
-//! `"concurrency"` (1-64, default 8) bounds the fetches in flight.
+//! `"concurrency"` (1-64, default 8) bounds the fetches in flight, and `"maxBytesPerSec"` the
+//! bytes a second the job reads from the origin (its own cap, on top of the origin's), so live
+//! traffic keeps priority.
 //!
 //! Each key is handled as a GET miss would be: skipped if stored; otherwise fetched through the
 //! bucket's mirror rules (same rule, key rewrite and header rules; the fill table coalesces it
@@ -63,6 +65,9 @@ struct StartBody {
     #[serde(default)]
     verify: bool,
     concurrency: Option<usize>,
+    /// The job's own cap on the bytes a second it reads from the origin (0: none).
+    #[serde(default)]
+    max_bytes_per_sec: u64,
 }
 
 /// Where a job's keys come from, until it has them.
@@ -83,6 +88,9 @@ struct Checkpoint {
     #[serde(default)]
     expected: Vec<(u64, String)>,
     concurrency: usize,
+    /// The job's byte-rate cap (0: none): live traffic keeps the rest of the origin's capacity.
+    #[serde(default)]
+    max_bytes_per_sec: u64,
     /// `listing` (gathering its keys), `running`, `complete`, `complete_with_failures`,
     /// `cancelled`, or `failed` (no keys could be gathered).
     state: String,
@@ -103,6 +111,8 @@ struct Job {
     since_checkpoint: Cell<usize>,
     cancelled: Cell<bool>,
     path: PathBuf,
+    /// The job's byte-rate cap, shared by its fetches.
+    pacer: Option<std::sync::Arc<crate::protect::Pacer>>,
 }
 
 thread_local! {
@@ -171,6 +181,7 @@ pub fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, method: proto::Method
                 keys: start.keys.unwrap_or_default(),
                 expected: Vec::new(),
                 concurrency,
+                max_bytes_per_sec: start.max_bytes_per_sec,
                 state: if source.is_some() { "listing" } else { "running" }.into(),
                 low_water: 0,
                 done: 0,
@@ -229,7 +240,11 @@ pub fn resume_all(worker: &Rc<Worker>) {
 
 fn new_job(worker: &Worker, checkpoint: Checkpoint) -> Job {
     let path = checkpoint_path(&dir(worker), &checkpoint.bucket);
+    let paced_ms = worker.shared.pacers.paced_ms.clone();
+    let pacer = (checkpoint.max_bytes_per_sec > 0)
+        .then(|| std::sync::Arc::new(crate::protect::Pacer::new(checkpoint.max_bytes_per_sec, paced_ms)));
     Job {
+        pacer,
         checkpoint: RefCell::new(checkpoint),
         finished_above: RefCell::new(BTreeSet::new()),
         since_checkpoint: Cell::new(0),
@@ -388,7 +403,7 @@ async fn run(worker: Rc<Worker>, job: Rc<Job>) {
                     let c = job.checkpoint.borrow();
                     (c.bucket.clone(), c.keys[i].clone())
                 };
-                let outcome = backfill_key(&worker, &bucket, &key).await;
+                let outcome = backfill_key(&worker, &bucket, &key, job.pacer.clone()).await;
                 let expected = job.checkpoint.borrow().expected.get(i).cloned();
                 let outcome = match (outcome, expected) {
                     (Outcome::Failed(reason), _) => Outcome::Failed(reason),
@@ -468,11 +483,16 @@ async fn verify(worker: &Worker, bucket: &str, key: &str, expected: &(u64, Strin
 }
 
 /// One key, as a GET miss would take it, tried up to [`ATTEMPTS`] times when the origin fails.
-async fn backfill_key(worker: &Rc<Worker>, bucket: &str, key: &str) -> Outcome {
+async fn backfill_key(
+    worker: &Rc<Worker>,
+    bucket: &str,
+    key: &str,
+    pacer: Option<std::sync::Arc<crate::protect::Pacer>>,
+) -> Outcome {
     let mut pause = RETRY_PAUSE;
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        match fetch_once(worker, bucket, key).await {
+        match fetch_once(worker, bucket, key, pacer.clone()).await {
             Ok(outcome) => return outcome,
             Err(reason) => last = reason,
         }
@@ -485,7 +505,12 @@ async fn backfill_key(worker: &Rc<Worker>, bucket: &str, key: &str) -> Outcome {
 }
 
 /// One try: `Err` when the origin failed in a way worth trying again.
-async fn fetch_once(worker: &Rc<Worker>, bucket: &str, key: &str) -> Result<Outcome, String> {
+async fn fetch_once(
+    worker: &Rc<Worker>,
+    bucket: &str,
+    key: &str,
+    pacer: Option<std::sync::Arc<crate::protect::Pacer>>,
+) -> Result<Outcome, String> {
     let shared = &worker.shared;
     let table = shared.rules.load_full();
     let bucket_rules = table.rules(bucket).map(|b| b.rules.as_slice()).unwrap_or_default();
@@ -498,7 +523,7 @@ async fn fetch_once(worker: &Rc<Worker>, bucket: &str, key: &str) -> Result<Outc
         Join::Follow(fill) => fill.subscribe(),
         Join::Lead(guard) => {
             let plan = match mirror::plan_without_client(rule, key, worker.next_request_id()) {
-                Ok(plan) => plan,
+                Ok(plan) => mirror::FetchPlan { pacer, ..plan },
                 Err(e) => {
                     guard.finish(Phase::Refused(Refusal::Failed("the key cannot be fetched".into())));
                     return Ok(Outcome::Failed(e.message().into_owned()));
