@@ -22,21 +22,16 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchnode import emload as run_emload, start_node  # noqa: E402
+
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/edgemirror"
 EMLOAD = sys.argv[2] if len(sys.argv) > 2 else "target/release/emload"
 ACCESS, SECRET, TOKEN = "BENCHACCESSKEY", "bench-secret-key-0123456789", "bench-token"
 
 
 def start(work, name, extra):
-    config = os.path.join(work, f"{name}.toml")
-    with open(config, "w") as f:
-        f.write(f"""[server]
-listen = "127.0.0.1:0"
-workers = 1
-[admin]
-listen = "127.0.0.1:0"
-token = "{TOKEN}"
-[store]
+    return start_node(BIN, work, name, f"""[store]
 dir = "{work}/{name}-store"
 min_free_bytes = 0
 [cache]
@@ -46,18 +41,11 @@ region = "us-east-1"
 [[s3.keys]]
 access_key = "{ACCESS}"
 secret_key = "{SECRET}"
-{extra}
-""")
-    log = open(os.path.join(work, f"{name}.log"), "w")
-    proc = subprocess.Popen([BIN, "--config", config], stdout=subprocess.PIPE, stderr=log, text=True)
-    fields = dict(kv.split("=") for kv in proc.stdout.readline().split()[2:])
-    return proc, fields["data"], fields["admin"]
+{extra}""", TOKEN)
 
 
 def emload(args):
-    out = subprocess.run([EMLOAD, "--output", "line", *args], capture_output=True, text=True, check=True).stdout
-    line = next(l for l in out.splitlines() if l.startswith("summary:"))
-    return dict(kv.split("=", 1) for kv in line.split()[1:])
+    return run_emload(EMLOAD, args)
 
 
 def admin(addr, method, path, body=None):

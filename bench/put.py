@@ -26,6 +26,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchnode import emload as run_emload, start_node  # noqa: E402
+
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/edgemirror"
 EMLOAD = sys.argv[2] if len(sys.argv) > 2 else "target/release/emload"
 LIST_KEYS = int(sys.argv[3]) if len(sys.argv) > 3 else 1_000_000
@@ -47,16 +50,8 @@ def dd(work):
     return out
 
 
-def start_node(work):
-    config = os.path.join(work, "edgemirror.toml")
-    with open(config, "w") as f:
-        f.write(f"""[server]
-listen = "127.0.0.1:0"
-workers = 1
-[admin]
-listen = "127.0.0.1:0"
-token = "bench-token"
-[store]
+def start(work):
+    proc, data, _ = start_node(BIN, work, "node", f"""[store]
 dir = "{work}/store"
 min_free_bytes = 0
 [cache]
@@ -71,21 +66,14 @@ name = "bench"
 [[buckets]]
 name = "listing"
 """)
-    log = open(os.path.join(work, "node.log"), "w")
-    node = subprocess.Popen([BIN, "--config", config], stdout=subprocess.PIPE, stderr=log, text=True)
-    line = node.stdout.readline()
-    fields = dict(kv.split("=") for kv in line.split()[2:])
-    return node, fields["data"]
+    return proc, data
 
 
 def emload(addr, template, keys, size, conns, extra):
-    cmd = [
-        EMLOAD, "-c", str(conns), "--url-template", f"http://{addr}{template}", "--keys", str(keys),
-        "--put-bytes", str(size), "--s3-key", f"{ACCESS}:{SECRET}", "--output", "line", *extra,
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    line = next(l for l in out.splitlines() if l.startswith("summary:"))
-    return dict(kv.split("=", 1) for kv in line.split()[1:])
+    return run_emload(EMLOAD, [
+        "-c", str(conns), "--url-template", f"http://{addr}{template}", "--keys", str(keys),
+        "--put-bytes", str(size), "--s3-key", f"{ACCESS}:{SECRET}", *extra,
+    ])
 
 
 def OTHER(s):
@@ -99,7 +87,7 @@ def main():
         limits = dd(work)
         for label, mbs in limits.items():
             print(f"disk, dd 1 GiB {label:<24} {mbs:8.0f} MB/s")
-        node, addr = start_node(work)
+        node, addr = start(work)
         try:
             for size, conns, keys in ((1024, 64, 200_000), (1 << 20, 16, 256)):
                 s = emload(addr, f"/bench/s{size}-{{}}", keys, size, conns, ["-d", "10", "-w", "2"])
