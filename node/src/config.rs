@@ -299,7 +299,7 @@ fn mirror_mode() -> String {
 /// name, and the field's path in the API's JSON. The types, defaults and validation are the
 /// API's; only the names differ (snake_case and flat in TOML, as the rest of the file). `url`
 /// stands for `address.{protocol, hostName, path}` and is handled apart.
-const TOML_RULE_FIELDS: [(&str, &str); 19] = [
+const TOML_RULE_FIELDS: [(&str, &str); 20] = [
     ("key_prefix", "condition.keyPrefixEquals"),
     ("allow_query_string", "allowQueryString"),
     ("follow_redirects", "followRedirects"),
@@ -314,6 +314,7 @@ const TOML_RULE_FIELDS: [(&str, &str); 19] = [
     ("mirror_head", "mirrorHead"),
     ("standby_urls", "address.standbyUrls"),
     ("failover_statuses", "failoverStatuses"),
+    ("origin_weights", "address.originWeights"),
     ("s3_bucket", "address.s3.bucket"),
     ("s3_region", "address.s3.region"),
     ("s3_access_key_id", "address.s3.accessKeyId"),

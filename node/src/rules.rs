@@ -126,6 +126,12 @@ pub struct Address {
     /// order when the one before failed (unreachable, timed out, breaker open, 5xx).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub standby_urls: Vec<String>,
+    /// Our extension: a weighted set instead of a primary and standbys. One weight per origin
+    /// (the MirrorURL, then each standby); a key goes first to the origin its hash picks in
+    /// proportion to the weights (the same origin every time, for the origin's own caches),
+    /// then to the others in order. Weight 0: a standby only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origin_weights: Vec<u32>,
     /// Our extension: the origin is a private S3-compatible bucket at `protocol://hostName`;
     /// every request to it is signed (AWS Signature V4) with these credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,6 +274,8 @@ pub struct MirrorRule {
     pub standbys: Vec<OriginAddr>,
     /// Statuses that count as failures for the failover (empty: every 5xx).
     pub failover_statuses: Vec<u16>,
+    /// `address.originWeights` (empty: primary first, then standbys in order).
+    pub weights: Vec<u32>,
     /// A private S3 origin's signer (`address.s3`).
     pub s3: Option<std::sync::Arc<S3Signer>>,
     pub key_rewrite: KeyRewrite,
@@ -279,6 +287,33 @@ pub struct MirrorRule {
 }
 
 impl MirrorRule {
+    /// The order in which `key`'s origins are asked: indexes into the MirrorURL (0) and the
+    /// standbys (1..). With weights, the first is picked by the key's hash in proportion to
+    /// them (stable across processes: FNV-1a), the rest follow in order.
+    pub fn origin_order(&self, key: &str) -> Vec<usize> {
+        let all: Vec<usize> = (0..=self.standbys.len()).collect();
+        let total: u64 = self.weights.iter().map(|w| u64::from(*w)).sum();
+        if total == 0 {
+            return all;
+        }
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let mut point = hash % total;
+        let first = self
+            .weights
+            .iter()
+            .position(|w| {
+                let w = u64::from(*w);
+                if point < w {
+                    true
+                } else {
+                    point -= w;
+                    false
+                }
+            })
+            .unwrap_or(0);
+        std::iter::once(first).chain(all.into_iter().filter(|i| *i != first)).collect()
+    }
+
     /// Whether an origin's `status` moves on to the next standby.
     pub fn fails_over(&self, status: u16) -> bool {
         if self.failover_statuses.is_empty() {
@@ -372,6 +407,17 @@ pub fn validate_rule(rule: &BackSourceRule, policy: &AddressPolicy) -> Result<Mi
     if let Some((i, s)) = rule.failover_statuses.iter().enumerate().find(|(_, s)| !(400..=599).contains(*s)) {
         return Err(format!("failoverStatuses[{i}]: {s} is not an error status (400-599)"));
     }
+    if !a.origin_weights.is_empty() {
+        if a.origin_weights.len() != 1 + standbys.len() {
+            return Err(format!(
+                "address.originWeights: one weight per origin ({}: the MirrorURL and each standbyUrls)",
+                1 + standbys.len()
+            ));
+        }
+        if a.origin_weights.iter().all(|w| *w == 0) || a.origin_weights.iter().any(|w| *w > 1_000_000) {
+            return Err("address.originWeights: at least one above 0, each at most 1000000".into());
+        }
+    }
     let key_rewrite = match (&a.replace_key_with, &a.replace_key_prefix_with, &a.replace_key_suffix_with) {
         (None, None, None) => KeyRewrite::None,
         (Some(t), None, None) => {
@@ -399,6 +445,7 @@ pub fn validate_rule(rule: &BackSourceRule, policy: &AddressPolicy) -> Result<Mi
         origin,
         standbys,
         failover_statuses: rule.failover_statuses.clone(),
+        weights: a.origin_weights.clone(),
         s3,
         key_rewrite,
         allow_query_string: rule.allow_query_string,

@@ -35,7 +35,8 @@ pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Resu
     }
     // The plan's path is the primary's MirrorURL path + the key: a standby gets its own path.
     let key_path = plan.path.strip_prefix(rule.origin.path.as_str()).unwrap_or(&plan.path);
-    let origins: Vec<&OriginAddr> = std::iter::once(&rule.origin).chain(&rule.standbys).collect();
+    let all: Vec<&OriginAddr> = std::iter::once(&rule.origin).chain(&rule.standbys).collect();
+    let origins: Vec<&OriginAddr> = rule.origin_order(&plan.origin_key).into_iter().map(|i| all[i]).collect();
     let mut outcome = Err(Upstream::Failed("no origin".into()));
     for (i, origin) in origins.iter().enumerate() {
         let last = i + 1 == origins.len();

@@ -700,3 +700,49 @@ fn standby_origins_take_over_when_the_primary_fails() {
     );
     assert!(message.contains("address.standbyUrls[0]"), "{message}");
 }
+
+/// A weighted origin set (`address.originWeights`): each key goes first to the origin its hash
+/// picks, in proportion to the weights (a weight of 0 is a standby only), and fails over to the
+/// others in order.
+#[test]
+fn a_weighted_origin_set_spreads_keys_by_weight_and_fails_over() {
+    let (a, b, c) = (Origin::start(), Origin::start(), Origin::start());
+    let node = NodeBuilder::new().bucket(BUCKET).start();
+    set_rules(
+        &node,
+        &[json!({
+            "address": {"hostName": a.addr().to_string(), "path": "/o/",
+                        "standbyUrls": [format!("{}/o/", b.url()), format!("{}/o/", c.url())],
+                        "originWeights": [1, 3, 0]},
+        })],
+    );
+    for origin in [&a, &b, &c] {
+        for i in 0..400 {
+            origin.set(&format!("/o/k{i}"), Reply::ok(format!("k{i}")));
+        }
+    }
+    for i in 0..400 {
+        let resp = get(node.data_addr(), &object_path(&format!("k{i}")), &[]).unwrap();
+        assert_eq!(resp.body, format!("k{i}").into_bytes());
+    }
+    let count = |o: &Origin| (0..400).map(|i| o.count(&format!("/o/k{i}"))).sum::<usize>();
+    let (on_a, on_b, on_c) = (count(&a), count(&b), count(&c));
+    assert_eq!(on_a + on_b + on_c, 400, "one fetch per key");
+    assert!((60..=140).contains(&on_a) && (260..=340).contains(&on_b) && on_c == 0, "{on_a} {on_b} {on_c}");
+
+    // b fails: its keys go to the next origin in order (a), not to the weight-0 standby first.
+    for i in 400..600 {
+        a.set(&format!("/o/k{i}"), Reply::ok("from a"));
+        b.set(&format!("/o/k{i}"), Reply::status(503));
+        c.set(&format!("/o/k{i}"), Reply::ok("from c"));
+    }
+    for i in 400..600 {
+        let resp = get(node.data_addr(), &object_path(&format!("k{i}")), &[]).unwrap();
+        assert_eq!(resp.body, b"from a", "k{i}");
+    }
+    let message = put_refused(
+        &node,
+        &json!({"backSourceRules": [{"address": {"hostName": "127.0.0.1:1", "originWeights": [1, 2]}}]}).to_string(),
+    );
+    assert!(message.contains("address.originWeights"), "{message}");
+}
