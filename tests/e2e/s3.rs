@@ -1365,3 +1365,87 @@ fn a_backfill_lists_a_private_s3_origin_and_verifies_every_object() {
         assert_ne!(source_of(&got), "origin", "imported by the backfill");
     }
 }
+
+/// A private bucket in a real Garage cluster as the origin: objects mirrored with signed GETs
+/// (and their user metadata), a signed HEAD, a wrong secret refused, and a backfill of the whole
+/// bucket from Garage's own listing, verified.
+#[test]
+fn a_private_garage_bucket_is_mirrored_and_backfilled() {
+    let garage = crate::support::garage::Garage::start(1, "origin-bucket");
+    let script = format!(
+        r#"
+import boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="http://{s3}", aws_access_key_id="{key}", aws_secret_access_key="{secret}",
+                  region_name="garage", config=Config(s3={{"addressing_style": "path"}}))
+for i in range(300):
+    s3.put_object(Bucket="{bucket}", Key=f"site/p{{i:03}}", Body=bytes((j * i) % 251 for j in range(100 + i * 37)),
+                  Metadata={{"n": str(i)}})
+s3.put_object(Bucket="{bucket}", Key="elsewhere/x", Body=b"x")
+print("uploaded")
+"#,
+        s3 = garage.s3[0],
+        key = garage.key,
+        secret = garage.secret,
+        bucket = garage.bucket
+    );
+    let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("uploaded"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let edge = NodeBuilder::new().bucket(BUCKET).start();
+    let rule = |secret: &str| {
+        format!(
+            r#"[{{"address": {{"hostName": "{}", "path": "/site/", "s3": {{"bucket": "{}", "region": "garage", "accessKeyId": "{}", "secretAccessKey": "{secret}"}}}}}}]"#,
+            garage.s3[0], garage.bucket, garage.key
+        )
+    };
+    crate::support::put_rules(edge.admin_addr(), BUCKET, &rule(&garage.secret));
+    let body = |i: usize| (0..100 + i * 37).map(|j| ((j * i) % 251) as u8).collect::<Vec<u8>>();
+    let got = get(edge.data_addr(), &format!("/{BUCKET}/p007"), &[]).unwrap();
+    assert_eq!(got.status, 200, "{got:?}\n{}", edge.stderr());
+    assert!(got.body == body(7));
+    assert_eq!(got.header("x-amz-meta-n"), Some("7"));
+    let head = crate::support::client::head(edge.data_addr(), &format!("/{BUCKET}/p008"), &[]).unwrap();
+    assert_eq!(head.status, 200, "{head:?}");
+
+    // The whole bucket under the prefix, from Garage's listing, verified against it.
+    let path = format!("/v1/regions/garage/buckets/{BUCKET}/backfill");
+    let token = Some(crate::support::ADMIN_TOKEN);
+    let started = crate::support::admin_request(
+        edge.admin_addr(),
+        "POST",
+        &path,
+        token,
+        Some(r#"{"listOrigin": true, "verify": true}"#),
+    );
+    assert_eq!(started.status, 202, "{}", started.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let s =
+            crate::support::admin_json(&crate::support::admin_request(edge.admin_addr(), "GET", &path, token, None));
+        if !matches!(s["result"]["state"].as_str(), Some("listing" | "running")) {
+            break s["result"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["state"], "complete", "{status}\n{}", edge.stderr());
+    assert_eq!(
+        (status["keys"]["total"].as_u64(), status["keys"]["skipped"].as_u64()),
+        (Some(300), Some(1)),
+        "{status}"
+    );
+    let last = get(edge.data_addr(), &format!("/{BUCKET}/p299"), &[]).unwrap();
+    assert!(last.body == body(299));
+    assert_ne!(source_of(&last), "origin");
+
+    // A wrong secret: Garage refuses, the client gets 424, the log says why.
+    crate::support::put_rules(
+        edge.admin_addr(),
+        BUCKET,
+        &rule("0000000000000000000000000000000000000000000000000000000000000000"),
+    );
+    // (a key not imported: everything under the prefix is stored now)
+    assert_s3_error(&get(edge.data_addr(), &format!("/{BUCKET}/p999"), &[]).unwrap(), 424, Some("MirrorFailed"));
+    assert!(edge.stderr().contains("status=403"), "{}", edge.stderr());
+}

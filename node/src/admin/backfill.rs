@@ -333,9 +333,18 @@ async fn keys_from_origin(worker: &Worker, bucket: &str) -> Result<(Vec<String>,
         let text = fetch_text(worker, &rule.origin, &path).await.map_err(|e| format!("listOrigin: {e}"))?;
         let page: proto::s3::xml::ListObjectsV2Result = proto::s3::xml::from_xml(text.as_bytes())
             .map_err(|e| format!("listOrigin: the listing: {}", e.as_str()))?;
+        let encoded = page.encoding_type.as_deref() == Some("url");
         for object in page.contents {
+            // Keys come URL-encoded when the listing says so (rusty-s3 asks for it): `+` is a
+            // space, `%XX` a byte.
+            let key = if encoded {
+                let plus_as_space = object.key.replace('+', " ");
+                percent_encoding::percent_decode_str(&plus_as_space).decode_utf8_lossy().into_owned()
+            } else {
+                object.key
+            };
             // Only what the rule maps back to a local key (the bucket prefix stripped).
-            let Some(local) = object.key.strip_prefix(signer.prefix()) else { continue };
+            let Some(local) = key.strip_prefix(signer.prefix()) else { continue };
             if local.starts_with(&rule.key_prefix) && !local.is_empty() {
                 keys.push(local.to_string());
                 expected.push((object.size, object.etag));

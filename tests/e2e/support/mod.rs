@@ -19,6 +19,7 @@
 )]
 
 pub mod client;
+pub mod garage;
 pub mod node;
 pub mod origin;
 pub mod tls;
