@@ -87,6 +87,7 @@ const EXT_CHECKSUM: u8 = 2;
 const EXT_PARTS: u8 = 3;
 const EXT_PART_SIZES: u8 = 4;
 const EXT_PART_CHECKSUMS: u8 = 5;
+const EXT_ORIGIN_ETAG: u8 = 6;
 /// (size u64, count u32) pairs per `EXT_PART_SIZES` entry: what fits its u16 length.
 const PART_RUNS_PER_ENTRY: usize = 5000;
 
@@ -113,6 +114,9 @@ pub struct RecordMeta {
     /// The checksums a multipart upload's parts were uploaded with, in order (base64, of the
     /// algorithm of `checksum`): what `GET ?partNumber=N` and GetObjectAttributes return.
     pub part_checksums: Vec<Box<str>>,
+    /// A mirrored object's ETag at its origin, as the origin sent it: provenance (the object's
+    /// own ETag is the MD5 of its bytes).
+    pub origin_etag: Option<Box<str>>,
 }
 
 impl RecordMeta {
@@ -155,6 +159,7 @@ impl RecordMeta {
             parts: 0,
             part_sizes: Vec::new(),
             part_checksums: Vec::new(),
+            origin_etag: None,
         }
     }
 
@@ -197,6 +202,9 @@ impl RecordMeta {
         if self.parts > 0 {
             extension(EXT_PARTS, "parts", self.parts.to_string().as_bytes());
         }
+        if let Some(etag) = &self.origin_etag {
+            extension(EXT_ORIGIN_ETAG, "origin-etag", etag.as_bytes());
+        }
         // Comma-separated base64 values, cut into entries that fit a u16 length.
         let mut entry = String::new();
         for (i, value) in self.part_checksums.iter().enumerate() {
@@ -238,6 +246,7 @@ impl RecordMeta {
         }
         let (mut user, mut checksum, mut parts, mut part_sizes) = (Vec::new(), None, 0, Vec::new());
         let mut part_checksums = Vec::new();
+        let mut origin_etag = None;
         while !b.is_empty() {
             let tag = take(&mut b, 1).ok_or(bad("meta: short"))?[0];
             let len = take(&mut b, 2).ok_or(bad("meta: short"))?;
@@ -251,6 +260,7 @@ impl RecordMeta {
                 EXT_PARTS => {
                     parts = std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok()).ok_or(bad("meta: parts"))?
                 }
+                EXT_ORIGIN_ETAG => origin_etag = Some(String::from_utf8_lossy(&value).into()),
                 EXT_PART_CHECKSUMS => {
                     let values = std::str::from_utf8(&value).map_err(|_| bad("meta: part checksums"))?;
                     part_checksums.extend(values.split(',').map(Box::from));
@@ -274,6 +284,7 @@ impl RecordMeta {
             parts,
             part_sizes,
             part_checksums,
+            origin_etag,
         })
     }
 }
@@ -385,6 +396,7 @@ mod tests {
         m.headers.push((SavedHeader::ContentLanguage, Bytes::from_static(b"en")));
         m.user.push(("purpose".into(), Bytes::from_static(b"a test")));
         m.checksum = Some(("x-amz-checksum-crc32".into(), Bytes::from_static(b"i9aeUg==")));
+        m.origin_etag = Some("\"d41d8cd98f00b204e9800998ecf8427e-2\"".into());
         let mut buf = Vec::new();
         m.encode(&mut buf);
         assert_eq!(RecordMeta::decode(&buf).unwrap(), m);
@@ -394,7 +406,9 @@ mod tests {
         for cut in 0..buf.len() {
             if let Ok(d) = RecordMeta::decode(&buf[..cut]) {
                 assert_eq!(d.headers, m.headers, "prefix {cut}");
-                assert!(d.user.len() <= m.user.len() && d.checksum.is_none(), "prefix {cut}");
+                assert!(d.user.len() <= m.user.len(), "prefix {cut}");
+                assert!(d.checksum.is_none() || d.checksum == m.checksum, "prefix {cut}");
+                assert!(d.origin_etag.is_none(), "prefix {cut}: the last extension cannot be whole");
             }
         }
     }

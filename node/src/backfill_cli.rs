@@ -1,4 +1,5 @@
-//! `edgemirror backfill`: starts a backfill job on a running node through its admin API, and with
+//! `edgemirror backfill`: starts a backfill job on a running node through its admin API (keys
+//! from a file, or `--list-origin` from the bucket's private S3 origin), and with
 //! `--follow` draws its progress (keys, bytes, rate, ETA) until it ends. The exit status says how
 //! it ended: 0 `complete`, 1 with failed keys (listed) or cancelled, 2 for a usage or API error.
 //!
@@ -24,8 +25,14 @@ pub struct BackfillArgs {
     #[arg(long)]
     pub bucket: String,
     /// A file of keys, one per line.
-    #[arg(long, value_name = "FILE")]
-    pub keys: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "list_origin", conflicts_with = "list_origin")]
+    pub keys: Option<PathBuf>,
+    /// Take the keys from the bucket's private S3 origin's own listing instead.
+    #[arg(long)]
+    pub list_origin: bool,
+    /// With --list-origin: check each stored object's size and ETag against the listing.
+    #[arg(long, requires = "list_origin")]
+    pub verify: bool,
     /// Fetches at once (1-64).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -45,21 +52,28 @@ pub fn run(args: BackfillArgs) -> ExitCode {
 }
 
 fn start_and_follow(args: &BackfillArgs) -> Result<ExitCode, String> {
-    let text = std::fs::read_to_string(&args.keys).map_err(|e| format!("{}: {e}", args.keys.display()))?;
-    let keys: Vec<&str> = text.lines().map(str::trim).filter(|k| !k.is_empty()).collect();
-    if keys.is_empty() {
-        return Err(format!("{}: no keys", args.keys.display()));
-    }
+    let body = match &args.keys {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let keys: Vec<&str> = text.lines().map(str::trim).filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                return Err(format!("{}: no keys", file.display()));
+            }
+            json!({"keys": keys, "concurrency": args.concurrency})
+        }
+        None => json!({"listOrigin": true, "verify": args.verify, "concurrency": args.concurrency}),
+    };
     let url = format!("{}/v1/regions/local/buckets/{}/backfill", args.admin.trim_end_matches('/'), args.bucket);
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let auth = format!("Bearer {}", args.token);
-    let body = json!({"keys": keys, "concurrency": args.concurrency}).to_string();
-    let started = call(agent.post(&url).header("Authorization", &auth).content_type("application/json").send(body))?;
+    let started =
+        call(agent.post(&url).header("Authorization", &auth).content_type("application/json").send(body.to_string()))?;
     if !args.follow {
         println!("{}", serde_json::to_string_pretty(&started).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    let bar = indicatif::ProgressBar::new(keys.len() as u64);
+    // The total is known once the job has its keys (a listing may take a moment).
+    let bar = indicatif::ProgressBar::new(started["keys"]["total"].as_u64().unwrap_or(0));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} keys {msg} (ETA {eta})",
@@ -69,6 +83,7 @@ fn start_and_follow(args: &BackfillArgs) -> Result<ExitCode, String> {
     let status = loop {
         let status = call(agent.get(&url).header("Authorization", &auth).call())?;
         let finished = ["done", "skipped", "failed"].iter().map(|k| status["keys"][k].as_u64().unwrap_or(0)).sum();
+        bar.set_length(status["keys"]["total"].as_u64().unwrap_or(0));
         bar.set_position(finished);
         bar.set_message(format!(
             "{}, {}/s, {} failed",
@@ -76,7 +91,7 @@ fn start_and_follow(args: &BackfillArgs) -> Result<ExitCode, String> {
             indicatif::HumanBytes(status["bytesPerSecond"].as_u64().unwrap_or(0)),
             status["keys"]["failed"].as_u64().unwrap_or(0)
         ));
-        if !matches!(status["state"].as_str(), Some("running" | "cancelling")) {
+        if !matches!(status["state"].as_str(), Some("listing" | "running" | "cancelling")) {
             break status;
         }
         std::thread::sleep(Duration::from_millis(500));

@@ -98,6 +98,8 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     let content_md5 = content_md5.or_else(|| s3_origin.then(|| resp.header("etag").and_then(etag_md5)).flatten());
 
     let mut meta = saved_meta(&resp);
+    // Provenance: the origin's ETag, whatever the object's own (its MD5) turns out to be.
+    meta.origin_etag = resp.header("etag").and_then(|e| std::str::from_utf8(e).ok()).map(Box::from);
     if s3_origin {
         // What S3 keeps with the object comes along: its user metadata.
         meta.user = resp

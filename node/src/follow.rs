@@ -124,6 +124,7 @@ async fn send_body(
         overrides: &reply::Overrides::from_query(req.query()),
         parts_count: None,
         part_checksum: None,
+        provenance: req.is_head(),
     };
     reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
     if req.is_head() {

@@ -165,6 +165,9 @@ pub struct ObjectHead<'a> {
     /// For `GET ?partNumber=N`: the part's checksum (header name, value) and the object's
     /// checksum type.
     pub part_checksum: Option<(&'a str, &'a str, &'static str)>,
+    /// Add the origin's ETag of a mirrored object (`x-edgemirror-origin-etag`): for HEAD, so
+    /// provenance can be checked without costing every GET the bytes.
+    pub provenance: bool,
 }
 
 /// The type of a stored checksum value: a multipart object's composite checksum ends in
@@ -257,6 +260,9 @@ pub fn object_head(out: &mut BytesMut, h: &ObjectHead<'_>, date: &DateCache, id:
         if let Some((name, value, kind)) = h.part_checksum {
             header(out, name, value.as_bytes());
             header(out, "x-amz-checksum-type", kind.as_bytes());
+        }
+        if let (true, Some(etag)) = (h.provenance, &h.record.origin_etag) {
+            header(out, "x-edgemirror-origin-etag", etag.as_bytes());
         }
         if let Some(parts) = h.parts_count {
             let _ = write!(out, "x-amz-mp-parts-count: {parts}\r\n");

@@ -106,6 +106,7 @@ pub async fn send_part(
         overrides: &reply::Overrides::from_query(req.query()),
         parts_count: multipart.then_some(meta.record.parts),
         part_checksum: part_checksum(meta, part),
+        provenance: req.is_head(),
     };
     reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
     let part = body.slice(range.start as usize..range.end as usize);
@@ -168,6 +169,7 @@ pub async fn send_stored(
         overrides: &reply::Overrides::from_query(req.query()),
         parts_count: None,
         part_checksum: None,
+        provenance: req.is_head(),
     };
     match range {
         RangeRequest::Unsatisfiable => Err(S3Error::InvalidRange { size: meta.size }),
@@ -262,6 +264,7 @@ async fn send_not_modified(
         overrides: &reply::Overrides::default(),
         parts_count: None,
         part_checksum: None,
+        provenance: req.is_head(),
     };
     reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))

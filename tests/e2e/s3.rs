@@ -1357,6 +1357,20 @@ fn a_backfill_lists_a_private_s3_origin_and_verifies_every_object() {
     assert_eq!(status["state"], "complete", "{status}\n{}", edge.stderr());
     assert_eq!(status["keys"]["total"], 1500, "two listing pages, the prefix stripped: {status}");
     assert_eq!(status["keys"]["done"], 1500);
+    // The CLI's --list-origin --verify: the same listing, everything already stored and checked.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_edgemirror"))
+        .args(["backfill", "--admin", &format!("http://{}", edge.admin_addr()), "--token", crate::support::ADMIN_TOKEN])
+        .args(["--bucket", BUCKET, "--list-origin", "--verify", "--follow"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{stdout}
+{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(stdout.contains("backfill complete: 0 fetched, 1500 already stored, 0 failed"), "{stdout}");
     for (key, body) in expected.iter().step_by(37) {
         let local = key.strip_prefix("site/").unwrap();
         let got = get(edge.data_addr(), &format!("/{BUCKET}/{local}"), &[]).unwrap();
@@ -1405,6 +1419,10 @@ print("uploaded")
     assert_eq!(got.status, 200, "{got:?}\n{}", edge.stderr());
     assert!(got.body == body(7));
     assert_eq!(got.header("x-amz-meta-n"), Some("7"));
+    assert_eq!(got.header("x-edgemirror-origin-etag"), None, "provenance is for HEAD only");
+    let stored = crate::support::client::head(edge.data_addr(), &format!("/{BUCKET}/p007"), &[]).unwrap();
+    assert_eq!(stored.header("x-edgemirror-origin-etag"), stored.header("etag"), "Garage's ETag is kept: {stored:?}");
+    assert!(stored.header("etag").is_some_and(|e| e.len() == 34), "{stored:?}");
     let head = crate::support::client::head(edge.data_addr(), &format!("/{BUCKET}/p008"), &[]).unwrap();
     assert_eq!(head.status, 200, "{head:?}");
 
