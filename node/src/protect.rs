@@ -215,6 +215,11 @@ impl Pacers {
         Pacers { rate, pacers: Mutex::default(), paced_ms: Arc::default() }
     }
 
+    /// The cap, in bytes a second (0: none).
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
     /// `origin`'s pacer, or `None` without a cap.
     pub fn get(&self, origin: &str) -> Option<Arc<Pacer>> {
         if self.rate == 0 {
@@ -270,6 +275,16 @@ pub struct FetchSlots {
 impl FetchSlots {
     pub fn new(per_origin: usize) -> FetchSlots {
         FetchSlots { per_origin, slots: Mutex::default(), waited: AtomicU64::new(0) }
+    }
+
+    /// Exchanges with `origin` in flight now, and the cap (`None`: no cap).
+    pub fn in_flight(&self, origin: &str) -> Option<(usize, usize)> {
+        if self.per_origin == 0 {
+            return None;
+        }
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let free = slots.get(origin).map_or(self.per_origin, |s| s.available_permits());
+        Some((self.per_origin - free, self.per_origin))
     }
 
     /// A slot for a fetch from `origin`, waiting up to `wait` for one; `None` when the wait ran

@@ -290,6 +290,15 @@ fn fetches_from_one_origin_are_capped_and_wait_for_a_slot() {
     // One at a time: three 300 ms heads take 900 ms (in parallel they would take 300).
     assert!(started.elapsed() >= Duration::from_millis(850), "{:?}", started.elapsed());
     assert!(crate::support::metric(&node, "edgemirror_origin_fetch_slot_waits_total") >= 2);
+    // The rule's status shows the origin's slots.
+    let path = format!("/v1/regions/cn-north-1/buckets/{}/backSource", crate::support::BUCKET);
+    let resp = crate::support::admin_request(node.admin_addr(), "GET", &path, Some(crate::support::ADMIN_TOKEN), None);
+    let origin_status = &crate::support::admin_json(&resp)["result"]["status"][0]["origins"][0];
+    assert_eq!(
+        (origin_status["fetchesInFlight"].as_u64(), origin_status["maxFetches"].as_u64()),
+        (Some(0), Some(1)),
+        "{origin_status}"
+    );
 }
 
 /// `origin.max_bytes_per_sec_per_origin`: an origin body is read no faster than the cap (a

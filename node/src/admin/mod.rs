@@ -249,7 +249,15 @@ fn back_source(shared: &Shared, id: &str, bucket: &str, method: Method, body: &[
                                 .chain(&r.standbys)
                                 .map(|o| {
                                     let name = format!("{}://{}", o.scheme(), o.host_header);
-                                    json!({"origin": name, "breaker": shared.breakers.state(&name)})
+                                    let mut status = json!({"origin": name, "breaker": shared.breakers.state(&name)});
+                                    if let Some((in_flight, cap)) = shared.fetch_slots.in_flight(&name) {
+                                        status["fetchesInFlight"] = json!(in_flight);
+                                        status["maxFetches"] = json!(cap);
+                                    }
+                                    if shared.pacers.rate() > 0 {
+                                        status["maxBytesPerSec"] = json!(shared.pacers.rate());
+                                    }
+                                    status
                                 })
                                 .collect();
                             json!({"origins": origins})
