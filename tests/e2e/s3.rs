@@ -1315,6 +1315,23 @@ fn a_private_s3_bucket_is_mirrored_with_signed_requests() {
     assert!(edge.stderr().contains("status=403"), "{}", edge.stderr());
 }
 
+/// Starts a backfill on `edge` with `body` (a JSON string) at `path` and waits for its end;
+/// returns its report.
+fn backfill_to_end(edge: &Node, path: &str, body: &str) -> serde_json::Value {
+    let token = Some(crate::support::ADMIN_TOKEN);
+    let started = crate::support::admin_request(edge.admin_addr(), "POST", path, token, Some(body));
+    assert_eq!(started.status, 202, "{}", started.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = crate::support::admin_json(&crate::support::admin_request(edge.admin_addr(), "GET", path, token, None));
+        if !matches!(s["result"]["state"].as_str(), Some("listing" | "running")) {
+            return s["result"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A backfill from the origin's own listing (`listOrigin`, ListObjectsV2 pages of a private S3
 /// bucket, signed) with `verify`: every object under the rule's prefix is imported and checked
 /// against the listing's size and ETag.
@@ -1340,20 +1357,8 @@ fn a_backfill_lists_a_private_s3_origin_and_verifies_every_object() {
     );
     crate::support::put_rules(edge.admin_addr(), BUCKET, &rule);
     let path = format!("/v1/regions/cn-north-1/buckets/{BUCKET}/backfill");
-    let token = Some(crate::support::ADMIN_TOKEN);
     let body = r#"{"listOrigin": true, "verify": true, "concurrency": 16}"#;
-    let started = crate::support::admin_request(edge.admin_addr(), "POST", &path, token, Some(body));
-    assert_eq!(started.status, 202, "{}", started.text());
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let s =
-            crate::support::admin_json(&crate::support::admin_request(edge.admin_addr(), "GET", &path, token, None));
-        if !matches!(s["result"]["state"].as_str(), Some("listing" | "running")) {
-            break s["result"].clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{s}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = backfill_to_end(&edge, &path, body);
     assert_eq!(status["state"], "complete", "{status}\n{}", edge.stderr());
     assert_eq!(status["keys"]["total"], 1500, "two listing pages, the prefix stripped: {status}");
     assert_eq!(status["keys"]["done"], 1500);
@@ -1428,25 +1433,7 @@ print("uploaded")
 
     // The whole bucket under the prefix, from Garage's listing, verified against it.
     let path = format!("/v1/regions/garage/buckets/{BUCKET}/backfill");
-    let token = Some(crate::support::ADMIN_TOKEN);
-    let started = crate::support::admin_request(
-        edge.admin_addr(),
-        "POST",
-        &path,
-        token,
-        Some(r#"{"listOrigin": true, "verify": true}"#),
-    );
-    assert_eq!(started.status, 202, "{}", started.text());
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let s =
-            crate::support::admin_json(&crate::support::admin_request(edge.admin_addr(), "GET", &path, token, None));
-        if !matches!(s["result"]["state"].as_str(), Some("listing" | "running")) {
-            break s["result"].clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{s}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = backfill_to_end(&edge, &path, r#"{"listOrigin": true, "verify": true}"#);
     assert_eq!(status["state"], "complete", "{status}\n{}", edge.stderr());
     assert_eq!(
         (status["keys"]["total"].as_u64(), status["keys"]["skipped"].as_u64()),
