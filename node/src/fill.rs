@@ -452,7 +452,11 @@ pub(crate) fn decode_md5(value: &[u8]) -> Option<[u8; 16]> {
 
 /// The MD5 an S3 ETag spells (`"<32 hex>"`), if it is a single-part object's.
 fn etag_md5(etag: &[u8]) -> Option<[u8; 16]> {
-    let hex = etag.trim_ascii().strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    hex_md5(etag.trim_ascii().strip_prefix(b"\"")?.strip_suffix(b"\"")?)
+}
+
+/// The 16 bytes of an MD5 written as 32 hex digits; `None` for anything else.
+pub(crate) fn hex_md5(hex: &[u8]) -> Option<[u8; 16]> {
     if hex.len() != 32 {
         return None;
     }

@@ -124,15 +124,20 @@ fn requested_checksum(req: &Request<'_>) -> Result<Option<(Algorithm, &'static s
     Ok(Some((alg, kind)))
 }
 
+/// The `partNumber` query parameter: an integer from 1 to 10000.
+fn part_number(query: &[u8]) -> Result<u32, S3Error> {
+    param(query, "partNumber")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or(S3Error::InvalidArgument("partNumber must be an integer from 1 to 10000"))
+}
+
 /// The upload and part number an UploadPart or UploadPartCopy names, once the upload is known
 /// to exist for `bucket`/`key`.
 pub fn part_of(worker: &Worker, req: &Request<'_>, bucket: &str, key: &str) -> Result<(String, u32), S3Error> {
     let query = req.query().unwrap_or_default();
     let id = param(query, "uploadId").unwrap_or_default();
-    let number = param(query, "partNumber")
-        .and_then(|n| n.parse::<u32>().ok())
-        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
-        .ok_or(S3Error::InvalidArgument("partNumber must be an integer from 1 to 10000"))?;
+    let number = part_number(query)?;
     upload(&worker.shared.store, &id, bucket, key)?;
     Ok((id, number))
 }
@@ -171,10 +176,7 @@ pub async fn get_part(
     bucket: &str,
     key: &str,
 ) -> Result<Disposition, S3Error> {
-    let number = param(req.query().unwrap_or_default(), "partNumber")
-        .and_then(|n| n.parse::<u32>().ok())
-        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
-        .ok_or(S3Error::InvalidArgument("partNumber must be an integer from 1 to 10000"))?;
+    let number = part_number(req.query().unwrap_or_default())?;
     let object = worker.shared.store.lookup(ObjectKeyRef::new(bucket, key)).await?.ok_or(S3Error::NoSuchKey)?;
     let meta = &object.meta;
     let range = match meta.record.parts {
@@ -318,17 +320,9 @@ pub async fn complete(
     drop_upload(worker, &id);
     worker.metrics().objects_uploaded.inc();
     worker.metrics().bytes_uploaded.add(total);
-    let mut result = xml::CompleteMultipartUploadResult {
-        location: format!("/{bucket}/{key}"),
-        bucket: bucket.into(),
-        key: key.into(),
-        etag: obj.meta.etag(),
-        ..Default::default()
-    };
-    if let (Some((alg, full)), Some(value)) = (checksum, value) {
-        *alg.field(result.checksum_fields()) = Some(value);
-        result.checksum_type = Some(if full { "FULL_OBJECT" } else { "COMPOSITE" }.into());
-    }
+    let checksum =
+        checksum.zip(value).map(|((alg, full), value)| (alg, value, if full { "FULL_OBJECT" } else { "COMPOSITE" }));
+    let result = complete_result(bucket, key, obj.meta.etag(), checksum);
     send_xml(worker, conn, req, xml::to_xml(&result)).await
 }
 
@@ -342,13 +336,7 @@ async fn completed_from(
 ) -> Option<xml::CompleteMultipartUploadResult> {
     let mut md5s = Md5::new();
     for part in &list.parts {
-        let hex = part.etag_unquoted();
-        if hex.len() != 32 {
-            return None;
-        }
-        for i in (0..32).step_by(2) {
-            md5s.update([u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()?]);
-        }
+        md5s.update(crate::fill::hex_md5(part.etag_unquoted().as_bytes())?);
     }
     let md5: [u8; 16] = md5s.finalize().into();
     let expected = edgemirror_cache::Etag::new(&md5, list.parts.len() as u32);
@@ -356,21 +344,34 @@ async fn completed_from(
     if object.meta.etag_bytes().as_str() != expected.as_str() {
         return None;
     }
+    // The same checksum as the first answer, when the object has one.
+    let checksum = object.meta.record.checksum.as_ref().and_then(|(name, value)| {
+        let alg = Algorithm::from_header(name.as_bytes())?;
+        Some((alg, String::from_utf8_lossy(value).into_owned(), crate::reply::checksum_type(value)))
+    });
+    Some(complete_result(bucket, key, expected.as_str().to_string(), checksum))
+}
+
+/// CompleteMultipartUpload's answer: the object's ETag and, when the upload had one, its
+/// checksum with its type.
+fn complete_result(
+    bucket: &str,
+    key: &str,
+    etag: String,
+    checksum: Option<(Algorithm, String, &str)>,
+) -> xml::CompleteMultipartUploadResult {
     let mut result = xml::CompleteMultipartUploadResult {
         location: format!("/{bucket}/{key}"),
         bucket: bucket.into(),
         key: key.into(),
-        etag: expected.as_str().to_string(),
+        etag,
         ..Default::default()
     };
-    // The same checksum as the first answer, when the object has one.
-    if let Some((name, value)) = &object.meta.record.checksum {
-        if let Some(alg) = Algorithm::from_header(name.as_bytes()) {
-            *alg.field(result.checksum_fields()) = Some(String::from_utf8_lossy(value).into_owned());
-            result.checksum_type = Some(crate::reply::checksum_type(value).into());
-        }
+    if let Some((alg, value, kind)) = checksum {
+        *alg.field(result.checksum_fields()) = Some(value);
+        result.checksum_type = Some(kind.into());
     }
-    Some(result)
+    result
 }
 
 /// Deletes an upload's records: its parts, then the upload itself.
