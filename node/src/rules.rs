@@ -519,11 +519,7 @@ impl S3Signer {
             list.with_continuation_token(token);
         }
         list.with_max_keys(1000);
-        let url = list.sign(S3_SIGNATURE_TTL);
-        match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        }
+        path_and_query(&list.sign(S3_SIGNATURE_TTL))
     }
 
     /// The key prefix within the bucket: an origin key is this + the local key.
@@ -541,10 +537,15 @@ impl S3Signer {
         } else {
             self.bucket.get_object(Some(&self.credentials), &object).sign(S3_SIGNATURE_TTL)
         };
-        match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        }
+        path_and_query(&url)
+    }
+}
+
+/// A signed URL's `path?query`, the request target sent to the origin.
+fn path_and_query(url: &url::Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
     }
 }
 
