@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use edgemirror_proto::{self as proto, Method};
+use edgemirror_proto::{self as proto, has_query_param, Method};
 
 use crate::error::S3Error;
 use crate::respond::Request;
@@ -116,7 +116,7 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
     let query = req.query().unwrap_or_default();
     // Multipart uploads first: their parameters (uploadId, partNumber) are sub-resources
     // otherwise.
-    if has_param(query, b"uploadId") && !no_key {
+    if has_query_param(query, "uploadId") && !no_key {
         return match method {
             Method::Put if req.header("x-amz-copy-source").is_some() => Ok(Op::UploadPartCopy),
             Method::Put => Ok(Op::UploadPart),
@@ -126,7 +126,7 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
             _ => Err(S3Error::MethodNotAllowed),
         };
     }
-    if has_param(query, b"uploads") {
+    if has_query_param(query, "uploads") {
         return match (method, no_key) {
             (Method::Post, false) => Ok(Op::CreateMultipartUpload),
             (Method::Get, true) => Ok(Op::ListMultipartUploads),
@@ -137,13 +137,13 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
     if edgemirror_proto::query_param(query, "versionId").is_some_and(|v| v != "null") {
         return Err(S3Error::NoSuchVersion);
     }
-    if has_param(query, b"partNumber") && !no_key && matches!(method, Method::Get | Method::Head) {
+    if has_query_param(query, "partNumber") && !no_key && matches!(method, Method::Get | Method::Head) {
         return Ok(Op::GetObjectPart);
     }
-    if has_param(query, b"attributes") && !no_key && method == Method::Get {
+    if has_query_param(query, "attributes") && !no_key && method == Method::Get {
         return Ok(Op::GetObjectAttributes);
     }
-    if has_param(query, b"versions") && no_key && method == Method::Get {
+    if has_query_param(query, "versions") && no_key && method == Method::Get {
         return Ok(Op::ListObjectVersions);
     }
     if let Some(sub) = subresource(query) {
@@ -151,12 +151,12 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
     }
     if no_key {
         return match method {
-            Method::Get if has_param(req.query().unwrap_or_default(), b"location") => Ok(Op::GetBucketLocation),
+            Method::Get if has_query_param(req.query().unwrap_or_default(), "location") => Ok(Op::GetBucketLocation),
             Method::Head => Ok(Op::HeadBucket),
             Method::Get => Ok(Op::ListObjects),
             Method::Put => Ok(Op::CreateBucket),
             Method::Delete => Ok(Op::DeleteBucket),
-            Method::Post if has_param(req.query().unwrap_or_default(), b"delete") => Ok(Op::DeleteObjects),
+            Method::Post if has_query_param(req.query().unwrap_or_default(), "delete") => Ok(Op::DeleteObjects),
             Method::Post => Err(S3Error::NotImplemented("POST to a bucket")),
             _ => Err(S3Error::MethodNotAllowed),
         };
@@ -170,11 +170,6 @@ fn operation(req: &Request<'_>, no_bucket: bool, no_key: bool) -> Result<Op, S3E
         Method::Post => Err(S3Error::NotImplemented("this POST to an object")),
         _ => Err(S3Error::MethodNotAllowed),
     }
-}
-
-/// Whether the query has the parameter `name` (with or without a value).
-fn has_param(query: &[u8], name: &[u8]) -> bool {
-    std::str::from_utf8(name).is_ok_and(|name| edgemirror_proto::has_query_param(query, name))
 }
 
 /// The first sub-resource parameter of a query, if any.
