@@ -226,15 +226,8 @@ impl Pacers {
             return None;
         }
         let mut pacers = self.pacers.lock().unwrap_or_else(|e| e.into_inner());
-        let pacer = pacers.entry(origin.to_string()).or_insert_with(|| {
-            let rate = self.rate as f64;
-            Arc::new(Pacer {
-                rate,
-                burst: rate / 10.0,
-                state: Mutex::new((rate / 10.0, Instant::now())),
-                paced_ms: self.paced_ms.clone(),
-            })
-        });
+        let pacer =
+            pacers.entry(origin.to_string()).or_insert_with(|| Arc::new(Pacer::new(self.rate, self.paced_ms.clone())));
         Some(pacer.clone())
     }
 }
