@@ -75,6 +75,24 @@ pub enum Phase {
     Broken,
 }
 
+impl Phase {
+    /// Whether the fill has ended: committed, refused or broken.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Phase::Complete { .. } | Phase::Refused(_) | Phase::Broken)
+    }
+}
+
+/// Waits for a fill's final phase; `None` if the fill went away without one.
+pub async fn final_phase(rx: &mut watch::Receiver<Phase>) -> Option<Phase> {
+    loop {
+        let now = rx.borrow_and_update().clone();
+        if now.is_final() {
+            return Some(now);
+        }
+        rx.changed().await.ok()?;
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Refusal {
     /// Origin 404.
@@ -312,7 +330,7 @@ impl Fill {
     }
 
     fn is_terminal(&self) -> bool {
-        matches!(*self.phase.borrow(), Phase::Complete { .. } | Phase::Refused(_) | Phase::Broken)
+        self.phase.borrow().is_final()
     }
 }
 

@@ -39,7 +39,7 @@ use serde_json::json;
 use edgemirror_proto as proto;
 
 use super::Answer;
-use crate::inflight::{Join, Phase, Refusal};
+use crate::inflight::{self, Join, Phase, Refusal};
 use crate::worker::Worker;
 use crate::{fill, mirror, rules};
 
@@ -543,21 +543,15 @@ async fn fetch_once(
             rx
         }
     };
-    loop {
-        let now = phase.borrow_and_update().clone();
-        match now {
-            Phase::Complete { written } => return Ok(Outcome::Fetched(written)),
-            Phase::Refused(Refusal::NotFound) => return Ok(Outcome::Failed("the origin answered 404".into())),
-            Phase::Refused(Refusal::Redirect { status, .. }) => {
-                return Ok(Outcome::Failed(format!("the origin redirected ({status}) and the rule does not follow")))
-            }
-            Phase::Refused(Refusal::Failed(reason)) => return Err(reason),
-            Phase::Broken => return Err("the origin's body broke off or failed its check".into()),
-            _ => {}
+    match inflight::final_phase(&mut phase).await {
+        Some(Phase::Complete { written }) => Ok(Outcome::Fetched(written)),
+        Some(Phase::Refused(Refusal::NotFound)) => Ok(Outcome::Failed("the origin answered 404".into())),
+        Some(Phase::Refused(Refusal::Redirect { status, .. })) => {
+            Ok(Outcome::Failed(format!("the origin redirected ({status}) and the rule does not follow")))
         }
-        if phase.changed().await.is_err() {
-            return Err("the fill ended without an outcome".into());
-        }
+        Some(Phase::Refused(Refusal::Failed(reason))) => Err(reason),
+        Some(Phase::Broken) => Err("the origin's body broke off or failed its check".into()),
+        Some(Phase::Fetching | Phase::Streaming { .. }) | None => Err("the fill ended without an outcome".into()),
     }
 }
 

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::Answer;
-use crate::inflight::Phase;
+use crate::inflight;
 use crate::worker::Worker;
 use crate::{fill, mirror, rules};
 
@@ -115,11 +115,7 @@ async fn refetch_all(worker: Rc<Worker>, bucket: String, keys: Vec<String>, buck
             fill::spawn(worker.clone(), guard, plan);
         }
         for mut rx in running {
-            while !matches!(*rx.borrow_and_update(), Phase::Complete { .. } | Phase::Refused(_) | Phase::Broken) {
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
+            inflight::final_phase(&mut rx).await;
         }
     }
 }
