@@ -3,10 +3,12 @@
 //!
 //! Steps: origin head (following redirects as the rule says) -> store record begun -> for each
 //! body piece: append to the record, publish how much is written -> verify (length,
-//! Content-MD5) and commit. Commit makes the object visible; the phase `Complete` then releases
-//! the followers' last byte. If the origin breaks mid-body, or the record fails a check, the
-//! record is abandoned (never visible) and the phase `Broken` cuts every follower short, so no
-//! client takes a short body for a whole one. If the clients go away the fill carries on and
+//! Content-MD5) and commit. Verifying releases the followers' last byte (phase `Verified`): with
+//! no Content-MD5 to check that is as soon as the length is right, before the ETag digest and the
+//! commit; with one, at the commit, which checks it. Commit makes the object visible
+//! (`Complete`). If the origin breaks mid-body, or the record fails a check, the record is
+//! abandoned (never visible) and the phase `Broken` cuts every follower short, so no client
+//! takes a short body for a whole one. If the clients go away the fill carries on and
 //! stores the object (unless `origin.complete_on_client_abort` is off).
 //!
 //! When the store cannot take the object (`NoSpace`: the disk or the store is full, or the object
@@ -217,13 +219,34 @@ async fn to_record(
     }
     body.resp.body.release(&worker.pool);
     let writer_len = writer.written();
+    if body.length.is_some_and(|len| len != writer_len) {
+        metrics.origin_body_failures.inc();
+        tracing::warn!(request_id = %rid, origin = %body.url, written = writer_len, "origin body length differs from its Content-Length; not stored");
+        return guard.finish(Phase::Broken);
+    }
+    // The length is right. When no Content-MD5 is to be checked, nothing about the body can fail
+    // any more: the followers get their last byte now, and the ETag digest (MD5, ~1.5 ms per MiB)
+    // and the commit finish off their critical path. From here a store failure only means the
+    // object is not kept; the clients' bodies are whole either way.
+    let released = body.content_md5.is_none();
+    if released {
+        guard.fill().set_verified(writer_len);
+    }
+    // Ends a fill whose body is whole but which cannot be kept: followers still reading finish
+    // from the abandoned record, and one waiting for the store is told it will not be there.
+    let not_kept = |guard: FillGuard| {
+        if guard.spill_to_memory(writer_len).is_none() {
+            return guard.finish(Phase::Broken);
+        }
+        guard.finish(Phase::Complete { written: writer_len });
+    };
     let digest = match hasher {
         None => None,
         Some(h) => match h.finish().await {
             Some(md5) => Some(md5),
             None => {
-                tracing::error!(request_id = %rid, "the MD5 thread is gone; fill abandoned");
-                return guard.finish(Phase::Broken);
+                tracing::error!(request_id = %rid, "the MD5 thread is gone; object not stored");
+                return if released { not_kept(guard) } else { guard.finish(Phase::Broken) };
             }
         },
     };
@@ -246,7 +269,7 @@ async fn to_record(
             tracing::info!(request_id = %rid, "the key changed while it was fetched; the fetched copy is not stored");
             guard.finish(Phase::Complete { written: writer_len });
         }
-        Err(e @ edgemirror_cache::Error::BodyMismatch(_)) => {
+        Err(e @ edgemirror_cache::Error::BodyMismatch(_)) if !released => {
             metrics.origin_body_failures.inc();
             tracing::warn!(request_id = %rid, origin = %body.url, error = %e, "mirrored object failed verification; not stored");
             guard.finish(Phase::Broken);
@@ -266,15 +289,16 @@ async fn to_record(
             }
             // Marks the fill unstored (nothing goes to memory): a follower waiting for the store
             // is told the object will not be there.
-            if guard.spill_to_memory(writer_len).is_none() {
-                return guard.finish(Phase::Broken);
-            }
-            guard.finish(Phase::Complete { written: writer_len });
+            not_kept(guard);
         }
         Err(e) => {
             metrics.fill_store_failures.inc();
             tracing::error!(request_id = %rid, error = %e, "committing the mirrored object failed; not stored");
-            guard.finish(Phase::Broken);
+            if released {
+                not_kept(guard);
+            } else {
+                guard.finish(Phase::Broken);
+            }
         }
     }
 }

@@ -13,14 +13,16 @@
 //! them in memory (and, past its budget, waits for this client rather than drop them).
 //!
 //! Integrity: the last byte of a known-length body (the last chunk of a chunked one) is held
-//! back until the fill has verified and committed the object, so a failed check cuts the client
-//! short instead of completing a bad body. One range is served from the bytes as they arrive;
+//! back until the fill has verified the body (its length, and the origin's Content-MD5 when it
+//! sent one), so a failed check cuts the client short instead of completing a bad body. The
+//! ETag digest and the commit need not finish first ([`Phase::Verified`]). One range is served from the bytes as they arrive;
 //! several ranges, or a range of a chunked origin (whose size is known only at the end), wait
 //! for the commit and are answered from the store ([`crate::stored`]). An object that will not
 //! be stored is sent whole instead (a server may ignore Range, RFC 9110 §14.2).
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use edgemirror_cache::ObjectKeyRef;
@@ -47,6 +49,14 @@ pub async fn follow(
     fill: &Arc<Fill>,
 ) -> Result<Disposition, S3Error> {
     let mut follower = fill.follow();
+    if matches!(follower.phase(), Phase::Verified { .. }) && committed_soon(fill, &mut follower).await {
+        // Joined after the whole body arrived, and the commit followed: this client gets the
+        // stored object, with its ETag, like every client after it. (A follower that was already
+        // waiting streams on as the phase moves to Verified; one that waited in vain streams the
+        // verified body from the record.)
+        let key = ObjectKeyRef::new(&fill.key.bucket, &fill.key.key);
+        return stored::serve_from_store(worker, conn, req, key).await;
+    }
     loop {
         match follower.phase() {
             Phase::Fetching => {}
@@ -56,7 +66,7 @@ pub async fn follow(
                 return pass_redirect(worker, conn, req, status, &location).await;
             }
             Phase::Broken => return Err(S3Error::MirrorFailed("the origin body failed".into())),
-            Phase::Streaming { .. } | Phase::Complete { .. } => break,
+            Phase::Streaming { .. } | Phase::Verified { .. } | Phase::Complete { .. } => break,
         }
         if !follower.changed().await {
             return Err(S3Error::MirrorFailed("fill ended".into()));
@@ -139,7 +149,7 @@ async fn send_body(
     loop {
         let phase = follower.phase();
         let readable = match phase {
-            Phase::Complete { written } => written,
+            Phase::Verified { written } | Phase::Complete { written } => written,
             // Hold the last byte (or the last chunk) back until the object is verified.
             Phase::Streaming { written } => match body.length {
                 Some(len) => written.min(len.saturating_sub(1)),
@@ -164,7 +174,7 @@ async fn send_body(
             // Sent: an unstored fill may drop it now. Cannot fail, the bytes left were claimed.
             follower.need(pos..range.end);
         }
-        if matches!(phase, Phase::Complete { .. }) && pos >= end {
+        if matches!(phase, Phase::Verified { .. } | Phase::Complete { .. }) && pos >= end {
             break;
         }
         if !follower.changed().await {
@@ -175,6 +185,27 @@ async fn send_body(
         conn.out.extend_from_slice(proto::LAST_CHUNK);
     }
     Ok(Disposition::after(conn.flush().await, keep_alive))
+}
+
+/// How long a client that joins a verified fill waits for its commit (the ETag digest runs at
+/// low priority, `hash.rs`) before it is sent the body from the record instead.
+const COMMIT_WAIT: Duration = Duration::from_millis(50);
+
+/// Whether a fill that is `Verified` ends within [`COMMIT_WAIT`] with its object in the store.
+async fn committed_soon(fill: &Fill, follower: &mut Follower) -> bool {
+    let until_final = async {
+        loop {
+            let phase = follower.phase();
+            if phase.is_final() {
+                let unstored = fill.body().is_some_and(|b| b.source.is_unstored());
+                return matches!(phase, Phase::Complete { .. }) && !unstored;
+            }
+            if !follower.changed().await {
+                return false;
+            }
+        }
+    };
+    monoio::time::timeout(COMMIT_WAIT, until_final).await.unwrap_or(false)
 }
 
 /// Largest piece a follower reads from the record at once.
@@ -205,7 +236,8 @@ async fn wait_then_serve_stored(
                 return stored::serve_from_store(worker, conn, req, key).await;
             }
             Phase::Broken | Phase::Refused(_) => return Err(S3Error::MirrorFailed("the origin body failed".into())),
-            Phase::Fetching | Phase::Streaming { .. } => {}
+            // Verified is not yet stored: the commit is still running.
+            Phase::Fetching | Phase::Streaming { .. } | Phase::Verified { .. } => {}
         }
         if !follower.changed().await {
             return Err(S3Error::MirrorFailed("fill ended".into()));
@@ -240,4 +272,44 @@ async fn send_piece(conn: &mut Conn, framing: Framing, piece: Bytes, chunk_head:
     // The CRLF after the data rides with the next chunk's header or the last chunk.
     conn.out.extend_from_slice(proto::CHUNK_END);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::inflight::{FillTable, Join};
+
+    #[test]
+    fn a_client_joining_a_verified_fill_waits_briefly_for_its_commit() {
+        let (_dir, store) = crate::inflight::tests::store();
+        let table = Arc::new(FillTable::default());
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        rt.block_on(async {
+            // The commit lands within the wait: the client is answered from the store.
+            let Join::Lead(guard) = table.join(ObjectKeyRef::new("b", "soon"), &store) else { panic!("leads") };
+            guard.fill().set_verified(10);
+            let fill = guard.fill().clone();
+            let mut follower = fill.follow();
+            monoio::spawn(async move {
+                monoio::time::sleep(Duration::from_millis(5)).await;
+                guard.finish(Phase::Complete { written: 10 });
+            });
+            assert!(committed_soon(&fill, &mut follower).await);
+
+            // No commit in time: the client is sent the verified body instead, after the wait.
+            let Join::Lead(guard) = table.join(ObjectKeyRef::new("b", "late"), &store) else { panic!("leads") };
+            guard.fill().set_verified(10);
+            let fill = guard.fill().clone();
+            let mut follower = fill.follow();
+            let started = Instant::now();
+            assert!(!committed_soon(&fill, &mut follower).await);
+            assert!(started.elapsed() >= COMMIT_WAIT);
+
+            // The fill ends without storing: not in the store either.
+            guard.finish(Phase::Broken);
+            assert!(!committed_soon(&fill, &mut follower).await);
+        });
+    }
 }

@@ -46,6 +46,7 @@ impl HashPool {
         for i in 0..threads {
             let (tx, rx) = mpsc::channel::<Job>();
             std::thread::Builder::new().name(format!("md5-{i}")).spawn(move || {
+                lower_priority();
                 for job in rx {
                     match job {
                         Job::Update(state, data) => {
@@ -72,6 +73,21 @@ impl HashPool {
         let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
         let state = Arc::new(State { md5: Mutex::new(Md5::new()), queued: AtomicU64::new(0) });
         Some(HashJob { lane: self.lanes[lane].clone(), state, broken: false })
+    }
+}
+
+/// Puts the calling hasher thread at the lowest CPU priority (nice 19). No client waits for a
+/// digest unless the origin sent a Content-MD5 (`fill.rs` releases the last byte before the ETag
+/// is known), so on a core shared with a worker the worker always goes first: in back-to-back
+/// cold 1 MiB GETs the previous object's MD5 otherwise took half the core from the next
+/// request. Nice 19 still gets a share of a busy core (1.5% against one worker at nice 0), so
+/// a digest is never starved outright, and a fill whose hasher falls behind stops reading its
+/// origin ([`HashJob::backlog`]).
+fn lower_priority() {
+    // SAFETY: plain syscalls on this thread's own id; no memory is shared with the kernel.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the MD5 thread's priority");
     }
 }
 

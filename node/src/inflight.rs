@@ -67,6 +67,11 @@ pub enum Phase {
     Fetching,
     /// Head received; `written` body bytes are readable.
     Streaming { written: u64 },
+    /// Every byte has arrived and passed the checks that need the bytes themselves (length, and
+    /// the origin's Content-MD5 when it sent one); `written` is the size. Followers may send the
+    /// last byte. The ETag digest and the commit are still running: the object is not yet
+    /// visible in the store, so a follower that must read it from there waits on.
+    Verified { written: u64 },
     /// The object is committed (or, for an unstored fill, verified); `written` is its size.
     Complete { written: u64 },
     /// The fetch ended before a response could start; answer with this.
@@ -323,6 +328,11 @@ impl Fill {
 
     pub fn set_written(&self, written: u64) {
         self.phase.send_replace(Phase::Streaming { written });
+    }
+
+    /// The whole body is here and checked (see [`Phase::Verified`]).
+    pub fn set_verified(&self, written: u64) {
+        self.phase.send_replace(Phase::Verified { written });
     }
 
     fn needs(&self) -> MutexGuard<'_, Vec<Option<Range<u64>>>> {
@@ -590,11 +600,12 @@ impl Drop for FillGuard {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use edgemirror_cache::{StoreConfig, SyncPolicy};
 
-    fn store() -> (tempfile::TempDir, Arc<Store>) {
+    /// An empty store in a temporary directory (also for the tests of `follow.rs`).
+    pub(crate) fn store() -> (tempfile::TempDir, Arc<Store>) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = StoreConfig {
             dir: dir.path().into(),

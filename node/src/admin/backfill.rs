@@ -551,7 +551,9 @@ async fn fetch_once(
         }
         Some(Phase::Refused(Refusal::Failed(reason))) => Err(reason),
         Some(Phase::Broken) => Err("the origin's body broke off or failed its check".into()),
-        Some(Phase::Fetching | Phase::Streaming { .. }) | None => Err("the fill ended without an outcome".into()),
+        Some(Phase::Fetching | Phase::Streaming { .. } | Phase::Verified { .. }) | None => {
+            Err("the fill ended without an outcome".into())
+        }
     }
 }
 
