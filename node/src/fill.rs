@@ -257,9 +257,10 @@ async fn to_record(
     match committed {
         Ok(obj) => {
             metrics.objects_mirrored.inc();
-            // Release the followers' last byte first; warming the hot cache copies the body.
+            // Not copied into the hot cache here: the object enters RAM on its first hit
+            // (`object.rs`), so an object asked for once takes no RAM beyond the page cache its
+            // segment is already in, and the miss path spares a copy of the body.
             guard.finish(Phase::Complete { written: obj.meta.size });
-            shared.hot.insert(&obj);
         }
         Err(edgemirror_cache::Error::Superseded | edgemirror_cache::Error::Cancelled) => {
             // A PUT or a purge landed while this fill ran (it wins), or the bucket is being
