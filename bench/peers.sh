@@ -6,7 +6,7 @@
 #   bash bench/peers.sh serve      # start and warm everything, then wait (SERVE_SECS) to poke at
 #
 # What it does:
-#   1. installs nginx, varnish and wrk with apt-get if they are missing;
+#   1. installs nginx, varnish, wrk and h2load (nghttp2-client) with apt-get if they are missing;
 #   2. builds `edgemirror` and `emload` (release) unless EDGEMIRROR_BIN / EMLOAD_BIN are given;
 #   3. writes objects of 1 KiB, 64 KiB and 1 MiB (random bytes) under $WORK/www;
 #   4. starts, all on 127.0.0.1:
@@ -16,12 +16,16 @@
 #        varnish       Varnish, malloc storage, in front of the origin
 #        edgemirror    the release binary, workers = 1, one bucket mirroring the origin
 #   5. warms every cache (each key fetched once, then checked to be a hit);
-#   6. per size, runs emload against each target for $WARMUP + $DURATION s, $REPEAT times with
-#      the targets taking turns (median shown); wrk cross-checks one 1 KiB key on edgemirror and
-#      nginx-static;
-#   7. the miss path: time to first byte of single cold GETs through each cache vs the origin
-#      directly, then 1000 concurrent cold GETs of one 1 MiB key per cache, with the origin's
-#      request count taken from its access log;
+#   6. runs the phases named in PHASES, in that order (default: all of them):
+#        hit        per size, emload against each target for $WARMUP + $DURATION s, $REPEAT
+#                   times with the targets taking turns (median shown);
+#        clients    the same hit path with wrk and h2load --h1, one key per size, $REPEAT times;
+#        cold       single cold GETs through each cache vs the origin directly: TTFB and
+#                   complete time, p50 and p99 over $COLD_ROUNDS fresh keys;
+#        sustained  $CONNS connections reading distinct cold keys, each once (a cache filled
+#                   after a deploy or a purge), with the origin read directly as the ceiling;
+#        burst      1000 concurrent cold GETs of one 1 MiB key per cache, with the origin's
+#                   request count taken from its access log;
 #   8. prints markdown tables (also saved to $WORK/results.md), stops everything it started.
 #
 # emload runs on epoll (its default): an io_uring client made the servers measurably slower on
@@ -31,7 +35,8 @@
 # can be made: edgemirror pins its worker threads itself with sched_setaffinity, which a taskset
 # mask does not prevent but a cpuset does); emload, wrk and the origin run on core $LOAD_CORE.
 #
-# Knobs (environment): DURATION (10) WARMUP (2) CONNS (64) COLD_ROUNDS (20) BURST (1000)
+# Knobs (environment): PHASES DURATION (10) WARMUP (2) CONNS (64) COLD_ROUNDS (50) BURST (1000)
+# SUS_KEYS_1K (20000) SUS_KEYS_64K (4000) SUS_KEYS_1M (500)
 # PORT_BASE (18080) WORK (/tmp/edgemirror-peers) SERVER_CORE (1) LOAD_CORE (0) MIX (uniform)
 # REPEAT (3 runs per row, median shown) QUIET_MAX_PCT (25) QUIET_WAIT (180: how long to wait for
 # the machine to go idle before each run) KEEP_DATA (0: objects and stores are deleted at the
@@ -43,7 +48,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-64}
-COLD_ROUNDS=${COLD_ROUNDS:-20}
+COLD_ROUNDS=${COLD_ROUNDS:-50}
+PHASES=${PHASES:-hit clients cold sustained burst}
 BURST=${BURST:-1000}
 PORT_BASE=${PORT_BASE:-18080}
 WORK=${WORK:-/tmp/edgemirror-peers}
@@ -58,6 +64,8 @@ KEEP_DATA=${KEEP_DATA:-0}
 SIZES=(1k 64k 1m)
 declare -A BYTES=([1k]=1024 [64k]=65536 [1m]=1048576)
 declare -A KEYS=([1k]=500 [64k]=300 [1m]=100)
+# Distinct keys per size for the sustained-miss phase (each fetched once per target).
+declare -A SUS_KEYS=([1k]=${SUS_KEYS_1K:-20000} [64k]=${SUS_KEYS_64K:-4000} [1m]=${SUS_KEYS_1M:-500})
 
 P_ORIGIN=$PORT_BASE
 P_STATIC=$((PORT_BASE + 1))
@@ -122,6 +130,7 @@ missing=()
 command -v nginx >/dev/null || missing+=(nginx)
 command -v varnishd >/dev/null || missing+=(varnish)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v curl >/dev/null || missing+=(curl)
 [[ -x /usr/bin/time ]] || missing+=(time)
 if ((${#missing[@]})); then
@@ -179,12 +188,14 @@ for s in "${SIZES[@]}"; do
     make_objects "$WWW/$s" "${KEYS[$s]}" "${BYTES[$s]}"
     # Cold keys for the miss path: 4 ranges of COLD_ROUNDS (origin, nginx-proxy, varnish, edge).
     make_objects "$WWW/cold" $((4 * COLD_ROUNDS)) "${BYTES[$s]}" "$s-"
+    # Sustained misses: every target reads the same keys (each cache is cold for them).
+    [[ " $PHASES " == *" sustained "* ]] && make_objects "$WWW/sus/$s" "${SUS_KEYS[$s]}" "${BYTES[$s]}"
 done
 for t in origin nginx-proxy varnish edgemirror; do
     head -c 1048576 /dev/urandom >"$WWW/cold/burst-1m-$t"
 done
 chmod -R a+rX "$WWW"
-cat "$WWW"/*/* >/dev/null # into the page cache
+find "$WWW" -type f -exec cat {} + >/dev/null # into the page cache
 
 # ---------------------------------------------------------------------------------------------
 # 4. Servers
@@ -445,111 +456,236 @@ run_load() {
 }
 
 declare -A RPS
-out "## Hit path: $CONNS keep-alive connections, $MIX keys, ${WARMUP} s warm-up + ${DURATION} s per run"
-out ""
-out "Keys per size: 1k ${KEYS[1k]}, 64k ${KEYS[64k]}, 1m ${KEYS[1m]}. Each row is the median (by req/s) of $REPEAT runs, the targets taking turns; range = slowest and fastest run."
-out "CPU = the server's processes / emload / everything else on the machine, in % of one core over the run (approximate: softirq time is not attributed)."
-out ""
-out "| target | size | req/s | range | GB/s | p50 | p99 | p99.9 | errors / non-2xx | origin reqs | CPU server / emload / other | edgemirror / target |"
-out "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-for s in "${SIZES[@]}"; do
-    for rep in $(seq "$REPEAT"); do
-        for t in "${TARGETS[@]}"; do run_load "$t" "$s" "$rep"; done
+phase_hit() {
+    out "## Hit path: $CONNS keep-alive connections, $MIX keys, ${WARMUP} s warm-up + ${DURATION} s per run"
+    out ""
+    out "Keys per size: 1k ${KEYS[1k]}, 64k ${KEYS[64k]}, 1m ${KEYS[1m]}. Each row is the median (by req/s) of $REPEAT runs, the targets taking turns; range = slowest and fastest run."
+    out "CPU = the server's processes / emload / everything else on the machine, in % of one core over the run (approximate: softirq time is not attributed)."
+    out ""
+    out "| target | size | req/s | range | GB/s | p50 | p99 | p99.9 | errors / non-2xx | origin reqs | CPU server / emload / other | edgemirror / target |"
+    out "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for s in "${SIZES[@]}"; do
+        for rep in $(seq "$REPEAT"); do
+            for t in "${TARGETS[@]}"; do run_load "$t" "$s" "$rep"; done
+        done
+        declare -A MED=()
+        for t in "${TARGETS[@]}"; do
+            sorted=$(sort -t'|' -k1,1g "$WORK/logs/rows-$t-$s")
+            MED[$t]=$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")
+            lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
+            hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
+            MED[$t]+="|$(printf '%.0f–%.0f' "$lo" "$hi")"
+            RPS[$t/$s]=$(cut -d'|' -f1 <<<"${MED[$t]}")
+        done
+        for t in "${TARGETS[@]}"; do
+            IFS='|' read -r rps gbps p50 p99 p999 errs fetched cpu range <<<"${MED[$t]}"
+            out "| $t | $s | $(printf '%.0f' "$rps") | $range | $(printf '%.3f' "$gbps") | $(fmt_us "$p50") | $(fmt_us "$p99") | $(fmt_us "$p999") | $errs | $fetched | $cpu | $(ratio "${RPS[edgemirror/$s]}" "$rps") |"
+        done
     done
-    declare -A MED=()
-    for t in "${TARGETS[@]}"; do
-        sorted=$(sort -t'|' -k1,1g "$WORK/logs/rows-$t-$s")
-        MED[$t]=$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")
-        lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
-        hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
-        MED[$t]+="|$(printf '%.0f–%.0f' "$lo" "$hi")"
-        RPS[$t/$s]=$(cut -d'|' -f1 <<<"${MED[$t]}")
-    done
-    for t in "${TARGETS[@]}"; do
-        IFS='|' read -r rps gbps p50 p99 p999 errs fetched cpu range <<<"${MED[$t]}"
-        out "| $t | $s | $(printf '%.0f' "$rps") | $range | $(printf '%.3f' "$gbps") | $(fmt_us "$p50") | $(fmt_us "$p99") | $(fmt_us "$p999") | $errs | $fetched | $cpu | $(ratio "${RPS[edgemirror/$s]}" "$rps") |"
-    done
-done
-out ""
+    out ""
+}
 
-# wrk cross-check: one 1 KiB key, the same connections and duration, both tools (a Lua script
-# per request would make wrk, not the server, the bottleneck).
+# ---------------------------------------------------------------------------------------------
+# Other load clients on the hit path: wrk and h2load (HTTP/1.1), one key per size.
+
 wrk_us() { # "1.23ms" -> microseconds
     awk -v v="$1" 'BEGIN { m = 1; if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1e6; sub(/[a-z]+$/, "", v); print v * m }'
 }
-out "## Cross-check with wrk: one 1 KiB key, $CONNS connections, ${DURATION} s"
-out ""
-out "| target | tool | req/s | p50 | p99 | CPU of the tool |"
-out "|---|---|---:|---:|---:|---:|"
-for t in edgemirror nginx-static; do
-    url="http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/1k/obj-0"
-    log "cross-check: $t 1k, emload then wrk"
-    line=$(emload -c "$CONNS" -d "$DURATION" -w "$WARMUP" --url "$url" --output line)
-    echo "$line" >"$WORK/logs/xcheck-emload-$t.txt"
-    w=$WORK/logs/xcheck-wrk-$t.txt
-    /usr/bin/time -f "cpu %U %S %e" taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$w" 2>"$w.time"
-    wrps=$(awk '/^Requests\/sec:/ {print $2}' "$w")
-    wp50=$(wrk_us "$(awk '$1 == "50%" {print $2}' "$w")")
-    wp99=$(wrk_us "$(awk '$1 == "99%" {print $2}' "$w")")
-    wcpu=$(awk '/^cpu/ { printf "%.0f", 100 * ($2 + $3) / $4 }' "$w.time")
-    out "| $t | emload | $(printf '%.0f' "$(kv "$line" rps)") | $(fmt_us "$(kv "$line" p50_us)") | $(fmt_us "$(kv "$line" p99_us)") | $(kv "$line" cpu_pct)% |"
-    out "| $t | wrk | $(printf '%.0f' "$wrps") | $(fmt_us "$wp50") | $(fmt_us "$wp99") | ${wcpu}% |"
-done
-out ""
+
+# run_client TOOL TARGET SIZE REP: one run; appends "req/s|MB/s|p50|p99|mean|tool cpu%|server cpu%"
+# to $WORK/logs/client-TOOL-TARGET-SIZE. wrk has no Lua script (one would make wrk, not the
+# server, the bottleneck); h2load reports no percentiles, only its mean.
+run_client() {
+    local tool=$1 t=$2 s=$3 rep=$4 url w pid ticks started ended srv rps mbps p50="" p99="" mean="" cpu
+    url="http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/$s/obj-0"
+    w=$WORK/logs/client-$tool-$t-$s-$rep.txt
+    wait_quiet
+    log "client: $tool $t $s (run $rep of $REPEAT)"
+    pid=$(pid_of "$t")
+    ticks=$(proc_ticks "$pid")
+    started=$(date +%s.%N)
+    case $tool in
+    wrk)
+        /usr/bin/time -f "cpu %U %S %e" -o "$w.time" taskset -c "$LOAD_CORE" \
+            wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$w" 2>&1
+        rps=$(awk '/^Requests\/sec:/ {print $2}' "$w")
+        mbps=$(awk -v r="$rps" -v b="${BYTES[$s]}" 'BEGIN { printf "%.1f", r * b / 1e6 }')
+        p50=$(wrk_us "$(awk '$1 == "50%" {print $2}' "$w")")
+        p99=$(wrk_us "$(awk '$1 == "99%" {print $2}' "$w")")
+        ;;
+    h2load)
+        /usr/bin/time -f "cpu %U %S %e" -o "$w.time" taskset -c "$LOAD_CORE" \
+            h2load --h1 -t1 -c"$CONNS" -D "$DURATION" --warm-up-time="$WARMUP" "$url" >"$w" 2>&1
+        rps=$(awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($i == "req/s,") print $(i - 1) }' "$w")
+        mbps=$(awk -v r="$rps" -v b="${BYTES[$s]}" 'BEGIN { printf "%.1f", r * b / 1e6 }')
+        mean=$(wrk_us "$(awk '/^time for request:/ {print $6}' "$w")")
+        grep -q "0 failed, 0 errored" "$w" || log "warning: h2load saw failures: $(grep '^requests:' "$w")"
+        ;;
+    esac
+    ended=$(date +%s.%N)
+    srv=$(($(proc_ticks "$pid") - ticks))
+    cpu=$(awk '/^cpu/ { printf "%.0f", 100 * ($2 + $3) / $4 }' "$w.time")
+    srv=$(awk -v a="$started" -v b="$ended" -v s="$srv" 'BEGIN { printf "%.0f", s / (b - a) }')
+    echo "${rps:-0}|$mbps|$p50|$p99|$mean|$cpu|$srv" >>"$WORK/logs/client-$tool-$t-$s"
+}
+
+phase_clients() {
+    out "## Hit path with wrk and h2load: one key per size, $CONNS connections, ${DURATION} s per run"
+    out ""
+    out "Each row is the median (by req/s) of $REPEAT runs, the targets taking turns. wrk reads 8 KiB at a time; h2load (\`--h1\`, ${WARMUP} s warm-up) reports a mean, no percentiles. CPU = the tool's and the server's, in % of one core: a tool near 100% is the bottleneck, not the server."
+    out ""
+    out "| tool | size | target | req/s | range | MB/s | p50 | p99 | mean | CPU tool / server | edgemirror / target |"
+    out "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    local tool s t rep
+    for tool in wrk h2load; do
+        for s in "${SIZES[@]}"; do
+            for rep in $(seq "$REPEAT"); do
+                for t in "${TARGETS[@]}"; do run_client "$tool" "$t" "$s" "$rep"; done
+            done
+            declare -A CMED=() CRPS=()
+            for t in "${TARGETS[@]}"; do
+                local sorted lo hi
+                sorted=$(sort -t'|' -k1,1g "$WORK/logs/client-$tool-$t-$s")
+                CMED[$t]=$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")
+                lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
+                hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
+                CMED[$t]+="|$(printf '%.0f–%.0f' "$lo" "$hi")"
+                CRPS[$t]=$(cut -d'|' -f1 <<<"${CMED[$t]}")
+            done
+            for t in "${TARGETS[@]}"; do
+                IFS='|' read -r rps mbps p50 p99 mean cpu srv range <<<"${CMED[$t]}"
+                out "| $tool | $s | $t | $(printf '%.0f' "$rps") | $range | $mbps | $(fmt_us "$p50") | $(fmt_us "$p99") | $(fmt_us "$mean") | $cpu% / $srv% | $(ratio "${CRPS[edgemirror]}" "$rps") |"
+            done
+        done
+    done
+    out ""
+}
 
 # ---------------------------------------------------------------------------------------------
 # 7. Miss path
 
-out "## Miss path: one cold GET at a time, $COLD_ROUNDS fresh keys per row (TTFB from the request)"
-out ""
-out "| target | size | TTFB p50 | TTFB max | complete p50 | complete max | TTFB / origin direct | served from |"
-out "|---|---|---:|---:|---:|---:|---:|---|"
-declare -A COLD_BASE=([origin]=0 [nginx-proxy]=$COLD_ROUNDS [varnish]=$((2 * COLD_ROUNDS))
-    [edgemirror]=$((3 * COLD_ROUNDS)))
-for s in "${SIZES[@]}"; do
-    base_ttfb=""
+phase_cold() {
+    out "## Miss path: one cold GET at a time, $COLD_ROUNDS fresh keys per row"
+    out ""
+    out "TTFB and complete are timed from the request; \"vs best peer\" = edgemirror's complete time over the lower of nginx-proxy's and Varnish's (below 1 is faster)."
+    out ""
+    out "| target | size | TTFB p50 | TTFB p99 | complete p50 | complete p99 | complete max | edgemirror vs best peer (p50 / p99) | served from |"
+    out "|---|---|---:|---:|---:|---:|---:|---:|---|"
+    declare -A COLD_BASE=([origin]=0 [nginx-proxy]=$COLD_ROUNDS [varnish]=$((2 * COLD_ROUNDS))
+        [edgemirror]=$((3 * COLD_ROUNDS)))
+    local s t
+    for s in "${SIZES[@]}"; do
+        declare -A C50=() C99=() LINE=()
+        for t in origin nginx-proxy varnish edgemirror; do
+            local hdr=()
+            [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
+            wait_quiet
+            log "cold: $t $s"
+            emload --cold -c 1 --rounds "$COLD_ROUNDS" --keys "$COLD_ROUNDS" --key-offset "${COLD_BASE[$t]}" \
+                --url-template "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/cold/$s-{}" "${hdr[@]}" \
+                --csv "$WORK/logs/cold-$t-$s.csv" >"$WORK/logs/cold-$t-$s.txt"
+            LINE[$t]=$(grep '^summary:' "$WORK/logs/cold-$t-$s.txt")
+            C50[$t]=$(kv "${LINE[$t]}" total_p50_us)
+            C99[$t]=$(kv "${LINE[$t]}" total_p99_us)
+        done
+        local best50 best99
+        best50=$(awk -v a="${C50[nginx-proxy]}" -v b="${C50[varnish]}" 'BEGIN { print (a < b) ? a : b }')
+        best99=$(awk -v a="${C99[nginx-proxy]}" -v b="${C99[varnish]}" 'BEGIN { print (a < b) ? a : b }')
+        for t in origin nginx-proxy varnish edgemirror; do
+            local line=${LINE[$t]} tags vs="-"
+            tags=$(tr ' ' '\n' <<<"$line" | { grep '^tag_' || true; } | sed 's/^tag_//' | paste -sd, -)
+            [[ $(kv "$line" ok) == "$COLD_ROUNDS" ]] || tags+=" (ok=$(kv "$line" ok) errors=$(kv "$line" errors) non2xx=$(kv "$line" non2xx))"
+            [[ $t == edgemirror ]] && vs="$(ratio "${C50[$t]}" "$best50") / $(ratio "${C99[$t]}" "$best99")"
+            out "| $t | $s | $(fmt_us "$(kv "$line" ttfb_p50_us)") | $(fmt_us "$(kv "$line" ttfb_p99_us)") | $(fmt_us "${C50[$t]}") | $(fmt_us "${C99[$t]}") | $(fmt_us "$(kv "$line" total_max_us)") | $vs | ${tags:--} |"
+        done
+    done
+    out ""
+}
+
+# Sustained misses: a cache being filled after a deploy or a purge. Every key once, $CONNS
+# connections; the origin read directly by the same client is the ceiling.
+phase_sustained() {
+    out "## Sustained misses: ${SUS_KEYS[1k]} / ${SUS_KEYS[64k]} / ${SUS_KEYS[1m]} distinct cold keys (1k / 64k / 1m), each once, $CONNS connections"
+    out ""
+    out "\"origin direct\" is the same client reading the origin itself: the ceiling (the origin and the client share core $LOAD_CORE). Each cache starts cold for these keys; origin requests are counted in the origin's access log."
+    out ""
+    out "| target | size | req/s | GB/s | p50 | p99 | errors / non-2xx | origin reqs | CPU server / emload | edgemirror / target |"
+    out "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    local s t
+    for s in "${SIZES[@]}"; do
+        declare -A SRPS=() SROW=()
+        for t in origin nginx-proxy varnish edgemirror; do
+            local hdr=() before pid ticks started ended line srv em fetched
+            [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
+            wait_quiet
+            log "sustained misses: $t $s"
+            before=$(origin_requests)
+            pid=$(pid_of "$t")
+            ticks=$(proc_ticks "$pid")
+            started=$(date +%s.%N)
+            /usr/bin/time -f "cpu %U %S" -o "$WORK/logs/sus-$t-$s.time" taskset -c "$LOAD_CORE" \
+                "$EMLOAD_BIN" -c "$CONNS" -n "${SUS_KEYS[$s]}" --mix seq --timeout-ms 60000 \
+                --url-template "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/sus/$s/obj-{}" \
+                --keys "${SUS_KEYS[$s]}" "${hdr[@]}" >"$WORK/logs/sus-$t-$s.txt"
+            ended=$(date +%s.%N)
+            sleep 0.3 # fills that outlive their client reach the origin's log
+            srv=$(($(proc_ticks "$pid") - ticks))
+            [[ $t == origin ]] && srv=0
+            em=$(awk '/^cpu/ { printf "%.0f", 100 * ($2 + $3) }' "$WORK/logs/sus-$t-$s.time")
+            fetched=$(($(origin_requests) - before))
+            line=$(grep '^summary:' "$WORK/logs/sus-$t-$s.txt")
+            read -r srv em < <(awk -v a="$started" -v b="$ended" -v s="$srv" -v e="$em" \
+                'BEGIN { w = b - a; printf "%.0f %.0f\n", s / w, e / w }')
+            SRPS[$t]=$(kv "$line" rps)
+            SROW[$t]="$(printf '%.0f' "$(kv "$line" rps)") | $(printf '%.3f' "$(kv "$line" gbps)") | $(fmt_us "$(kv "$line" p50_us)") | $(fmt_us "$(kv "$line" p99_us)") | $(kv "$line" errors) / $(kv "$line" non2xx) | $fetched | $srv% / $em%"
+        done
+        for t in origin nginx-proxy varnish edgemirror; do
+            local name=$t
+            [[ $t == origin ]] && name="origin direct"
+            out "| $name | $s | ${SROW[$t]} | $(ratio "${SRPS[edgemirror]}" "${SRPS[$t]}") |"
+        done
+    done
+    out ""
+}
+
+phase_burst() {
+    out "## Miss path: $BURST concurrent cold GETs of one 1 MiB key (sent at once; times from the burst start)"
+    out ""
+    out "| target | ok | errors / non-2xx | TTFB p50 | TTFB p99 | TTFB max | last finished | origin requests | served from |"
+    out "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    local t
     for t in origin nginx-proxy varnish edgemirror; do
-        hdr=()
+        local hdr=() line fetched tags
         [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
         wait_quiet
-        log "cold: $t $s"
-        emload --cold -c 1 --rounds "$COLD_ROUNDS" --keys "$COLD_ROUNDS" --key-offset "${COLD_BASE[$t]}" \
-            --url-template "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/cold/$s-{}" "${hdr[@]}" \
-            --csv "$WORK/logs/cold-$t-$s.csv" >"$WORK/logs/cold-$t-$s.txt"
-        line=$(grep '^summary:' "$WORK/logs/cold-$t-$s.txt")
-        ttfb=$(kv "$line" ttfb_p50_us)
-        [[ $t == origin ]] && base_ttfb=$ttfb
+        log "burst: $t"
+        emload --cold -c "$BURST" --timeout-ms 60000 \
+            --url "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/cold/burst-1m-$t" "${hdr[@]}" \
+            --csv "$WORK/logs/burst-$t.csv" >"$WORK/logs/burst-$t.txt"
+        sleep 0.5 # let the origin's log catch up with fills that outlive their client
+        line=$(grep '^summary:' "$WORK/logs/burst-$t.txt")
+        fetched=$(grep -c "GET /cold/burst-1m-$t " "$ORIGIN_LOG" || true)
         tags=$(tr ' ' '\n' <<<"$line" | { grep '^tag_' || true; } | sed 's/^tag_//' | paste -sd, -)
-        [[ $(kv "$line" ok) == "$COLD_ROUNDS" ]] || tags+=" (ok=$(kv "$line" ok) errors=$(kv "$line" errors) non2xx=$(kv "$line" non2xx))"
-        out "| $t | $s | $(fmt_us "$ttfb") | $(fmt_us "$(kv "$line" ttfb_max_us)") | $(fmt_us "$(kv "$line" total_p50_us)") | $(fmt_us "$(kv "$line" total_max_us)") | $(ratio "$ttfb" "$base_ttfb") | ${tags:--} |"
+        out "| $t | $(kv "$line" ok) | $(kv "$line" errors) / $(kv "$line" non2xx) | $(fmt_us "$(kv "$line" ttfb_p50_us)") | $(fmt_us "$(kv "$line" ttfb_p99_us)") | $(fmt_us "$(kv "$line" ttfb_max_us)") | $(fmt_us "$(kv "$line" last_max_us)") | $fetched | ${tags:--} |"
     done
-done
-out ""
+    out ""
+}
 
-out "## Miss path: $BURST concurrent cold GETs of one 1 MiB key (sent at once; times from the burst start)"
-out ""
-out "| target | ok | errors / non-2xx | TTFB p50 | TTFB p99 | TTFB max | last finished | origin requests | served from |"
-out "|---|---:|---:|---:|---:|---:|---:|---:|---|"
-for t in origin nginx-proxy varnish edgemirror; do
-    hdr=()
-    [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
-    wait_quiet
-    log "burst: $t"
-    emload --cold -c "$BURST" --timeout-ms 60000 \
-        --url "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/cold/burst-1m-$t" "${hdr[@]}" \
-        --csv "$WORK/logs/burst-$t.csv" >"$WORK/logs/burst-$t.txt"
-    sleep 0.5 # let the origin's log catch up with fills that outlive their client
-    line=$(grep '^summary:' "$WORK/logs/burst-$t.txt")
-    fetched=$(grep -c "GET /cold/burst-1m-$t " "$ORIGIN_LOG" || true)
-    tags=$(tr ' ' '\n' <<<"$line" | { grep '^tag_' || true; } | sed 's/^tag_//' | paste -sd, -)
-    out "| $t | $(kv "$line" ok) | $(kv "$line" errors) / $(kv "$line" non2xx) | $(fmt_us "$(kv "$line" ttfb_p50_us)") | $(fmt_us "$(kv "$line" ttfb_p99_us)") | $(fmt_us "$(kv "$line" ttfb_max_us)") | $(fmt_us "$(kv "$line" last_max_us)") | $fetched | ${tags:--} |"
+for phase in $PHASES; do
+    case $phase in
+    hit) phase_hit ;;
+    clients) phase_clients ;;
+    cold) phase_cold ;;
+    sustained) phase_sustained ;;
+    burst) phase_burst ;;
+    *) die "unknown phase $phase (PHASES: hit clients cold sustained burst)" ;;
+    esac
 done
-out ""
 
 curl -s "http://127.0.0.1:$P_EDGE_ADMIN/metrics" >"$WORK/logs/edgemirror-metrics.txt" || true
 du -sh "$WORK/edgemirror/store" >"$WORK/logs/edgemirror-store-size.txt" 2>&1 || true
 
 out "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); repo at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty'); edgemirror binary $EDGEMIRROR_BIN built $(date -u -r "$EDGEMIRROR_BIN" '+%H:%M UTC'); $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)); kernel $(uname -r)"
-out "Versions: $(nginx -v 2>&1 | sed 's/.*: //'); $(varnishd -V 2>&1 | head -1 | sed 's/ revision.*//;s/(//'); $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'); emload driver $(kv "$line" driver)"
+out "Versions: $(nginx -v 2>&1 | sed 's/.*: //'); $(varnishd -V 2>&1 | head -1 | sed 's/ revision.*//;s/(//'); $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'); emload driver $(kv "${line:-}" driver)"
 out "Pinning: servers on core $SERVER_CORE ($([[ -n $CG ]] && echo "cpuset cgroup + taskset" || echo "taskset only")), load and origin on core $LOAD_CORE; edgemirror threads: ${EDGE_AFFINITY%, }"
 out "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); logs in $WORK/logs"
