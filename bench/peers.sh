@@ -20,12 +20,18 @@
 #        hit        per size, emload against each target for $WARMUP + $DURATION s, $REPEAT
 #                   times with the targets taking turns (median shown);
 #        clients    the same hit path with wrk and h2load --h1, one key per size, $REPEAT times;
+#        tls        the HTTPS hit path, nginx against edgemirror (same certificate, TLS 1.3,
+#                   AES-128-GCM), with wrk and h2load;
 #        cold       single cold GETs through each cache vs the origin directly: TTFB and
 #                   complete time, p50 and p99 over $COLD_ROUNDS fresh keys;
 #        sustained  $CONNS connections reading distinct cold keys, each once (a cache filled
 #                   after a deploy or a purge), with the origin read directly as the ceiling;
 #        burst      1000 concurrent cold GETs of one 1 MiB key per cache, with the origin's
 #                   request count taken from its access log;
+#        disk       a working set several times the memory each server may use: DISK_KEYS
+#                   objects of DISK_BYTES, DISK_MIX keys, every server in a memory cgroup of
+#                   DISK_MEM bytes (page cache included), Varnish with file storage, the page
+#                   cache dropped after filling the caches;
 #   8. prints markdown tables (also saved to $WORK/results.md), stops everything it started.
 #
 # emload runs on epoll (its default): an io_uring client made the servers measurably slower on
@@ -36,7 +42,8 @@
 # mask does not prevent but a cpuset does); emload, wrk and the origin run on core $LOAD_CORE.
 #
 # Knobs (environment): PHASES DURATION (10) WARMUP (2) CONNS (64) COLD_ROUNDS (50) BURST (1000)
-# SUS_KEYS_1K (20000) SUS_KEYS_64K (4000) SUS_KEYS_1M (500)
+# SUS_KEYS_1K (20000) SUS_KEYS_64K (4000) SUS_KEYS_1M (500) DISK_KEYS (32768) DISK_BYTES (65536)
+# DISK_MEM (512 MiB) DISK_MIX (zipf:0.99)
 # PORT_BASE (18080) WORK (/tmp/edgemirror-peers) SERVER_CORE (1) LOAD_CORE (0) MIX (uniform)
 # REPEAT (3 runs per row, median shown) QUIET_MAX_PCT (25) QUIET_WAIT (180: how long to wait for
 # the machine to go idle before each run) KEEP_DATA (0: objects and stores are deleted at the
@@ -49,7 +56,11 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-64}
 COLD_ROUNDS=${COLD_ROUNDS:-50}
-PHASES=${PHASES:-hit clients cold sustained burst}
+PHASES=${PHASES:-hit clients tls cold sustained burst disk}
+DISK_KEYS=${DISK_KEYS:-32768}
+DISK_BYTES=${DISK_BYTES:-65536}
+DISK_MEM=${DISK_MEM:-$((512 << 20))}
+DISK_MIX=${DISK_MIX:-zipf:0.99}
 BURST=${BURST:-1000}
 PORT_BASE=${PORT_BASE:-18080}
 WORK=${WORK:-/tmp/edgemirror-peers}
@@ -74,21 +85,27 @@ P_VARNISH=$((PORT_BASE + 3))
 P_EDGE=$((PORT_BASE + 4))
 P_EDGE_ADMIN=$((PORT_BASE + 5))
 P_VARNISH_ADMIN=$((PORT_BASE + 6))
+P_VARNISH_FILE=$((PORT_BASE + 7))
+P_VARNISH_FILE_ADMIN=$((PORT_BASE + 8))
+P_STATIC_TLS=$((PORT_BASE + 9))
+P_EDGE_TLS=$((PORT_BASE + 10))
+declare -A TLS_PORT=([nginx-static]=$P_STATIC_TLS [edgemirror]=$P_EDGE_TLS)
 
 TARGETS=(nginx-static nginx-proxy varnish edgemirror)
 declare -A PORT=([origin]=$P_ORIGIN [nginx-static]=$P_STATIC [nginx-proxy]=$P_PROXY
-    [varnish]=$P_VARNISH [edgemirror]=$P_EDGE)
+    [varnish]=$P_VARNISH [varnish-file]=$P_VARNISH_FILE [edgemirror]=$P_EDGE)
 # Path prefix in front of "/<size>/obj-N": edgemirror serves /{bucket}/{key}.
-declare -A PREFIX=([origin]="" [nginx-static]="" [nginx-proxy]="" [varnish]="" [edgemirror]="/bench")
+declare -A PREFIX=([origin]="" [nginx-static]="" [nginx-proxy]="" [varnish]="" [varnish-file]="" [edgemirror]="/bench")
 # Response header that says hit or miss (counted by emload), where the server has one.
 declare -A TAG=([origin]="" [nginx-static]="" [nginx-proxy]="x-cache-status" [varnish]=""
-    [edgemirror]="x-edgemirror-source")
+    [varnish-file]="" [edgemirror]="x-edgemirror-source")
 
 log() { printf '[peers %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 PIDS=()
 CG=""
+MEMCGS=() # memory cgroups made by the disk phase
 
 cleanup() {
     local status=$?
@@ -114,8 +131,9 @@ cleanup() {
         sleep 0.2
         rmdir "$CG" 2>/dev/null || log "could not remove cgroup $CG"
     fi
+    for g in "${MEMCGS[@]}"; do rmdir "$g" 2>/dev/null || log "could not remove cgroup $g"; done
     if [[ $KEEP_DATA != 1 && -d $WORK ]]; then
-        rm -rf "$WORK/www" "$WORK/edgemirror/store" "$WORK/nginx-proxy/cache" "$WORK/varnish"
+        rm -rf "$WORK/www" "$WORK/edgemirror/store" "$WORK/nginx-proxy/cache" "$WORK/varnish" "$WORK/varnish-file"
     fi
     exit "$status"
 }
@@ -154,7 +172,8 @@ fi
 [[ -x $EDGEMIRROR_BIN ]] || die "no edgemirror binary at $EDGEMIRROR_BIN"
 [[ -x $EMLOAD_BIN ]] || die "no emload binary at $EMLOAD_BIN"
 
-for p in "$P_ORIGIN" "$P_STATIC" "$P_PROXY" "$P_VARNISH" "$P_EDGE" "$P_EDGE_ADMIN" "$P_VARNISH_ADMIN"; do
+for p in "$P_ORIGIN" "$P_STATIC" "$P_PROXY" "$P_VARNISH" "$P_EDGE" "$P_EDGE_ADMIN" "$P_VARNISH_ADMIN" \
+    "$P_VARNISH_FILE" "$P_VARNISH_FILE_ADMIN" "$P_STATIC_TLS" "$P_EDGE_TLS"; do
     if ss -Htln "sport = :$p" | grep -q .; then
         die "port $p is in use; set PORT_BASE"
     fi
@@ -199,6 +218,24 @@ find "$WWW" -type f -exec cat {} + >/dev/null # into the page cache
 
 # ---------------------------------------------------------------------------------------------
 # 4. Servers
+
+# One certificate for every HTTPS listener (ECDSA P-256), and an OpenSSL config that makes wrk
+# offer TLS 1.3 with AES-128-GCM only (h2load is given the same with --tls13-ciphers).
+TLS_DIR=$WORK/tls
+mkdir -p "$TLS_DIR"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+    -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+chmod -R a+rX "$TLS_DIR"
+cat >"$TLS_DIR/openssl-client.cnf" <<CNF
+openssl_conf = default_conf
+[default_conf]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+MinProtocol = TLSv1.3
+Ciphersuites = TLS_AES_128_GCM_SHA256
+CNF
 
 make_cgroup() {
     local v1=/sys/fs/cgroup/cpuset
@@ -276,7 +313,12 @@ EOF
 ORIGIN_LOG=$WORK/origin/access.log
 conf=$(nginx_conf origin "$P_ORIGIN" "root $WWW; access_log $WORK/origin/access.log;")
 start origin "$LOAD_CORE" nginx -c "$conf"
-conf=$(nginx_conf nginx-static "$P_STATIC" "root $WWW;")
+conf=$(nginx_conf nginx-static "$P_STATIC" "root $WWW;
+        listen 127.0.0.1:$P_STATIC_TLS ssl;
+        ssl_certificate $TLS_DIR/cert.pem;
+        ssl_certificate_key $TLS_DIR/key.pem;
+        ssl_protocols TLSv1.3;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;")
 start nginx-static "$SERVER_CORE" nginx -c "$conf"
 # sendfile off for the proxy: with sendfile + tcp_nopush on, every 64 KiB response served from
 # the cache stalled ~44 ms (1.4k req/s vs 19.7k with sendfile off, 64 connections, in a probe);
@@ -311,6 +353,12 @@ listen = "127.0.0.1:$P_EDGE_ADMIN"
 
 [store]
 dir = "$WORK/edgemirror/store"
+
+[tls]
+listen = "127.0.0.1:$P_EDGE_TLS"
+[[tls.certs]]
+cert = "$TLS_DIR/cert.pem"
+key = "$TLS_DIR/key.pem"
 
 [[buckets]]
 name = "bench"
@@ -439,7 +487,7 @@ run_load() {
     mticks=$(machine_ticks)
     started=$(date +%s.%N)
     /usr/bin/time -f "cpu %U %S" -o "$WORK/logs/load-$t-$s-$rep.time" taskset -c "$LOAD_CORE" \
-        "$EMLOAD_BIN" -c "$CONNS" -d "$DURATION" -w "$WARMUP" --mix "$MIX" --seed "$rep" \
+        "$EMLOAD_BIN" -c "$CONNS" -d "$DURATION" -w "$WARMUP" --mix "${LOAD_MIX:-$MIX}" --seed "$rep" \
         --url-template "$(url_of "$t" "$s")" --keys "${KEYS[$s]}" "${hdr[@]}" \
         >"$WORK/logs/load-$t-$s-$rep.txt"
     ended=$(date +%s.%N)
@@ -456,6 +504,29 @@ run_load() {
 }
 
 declare -A RPS
+# load_rows SIZE TARGET...: REPEAT runs per target (taking turns), then one table row each
+# (median by req/s, with the range), the last column edgemirror's ratio to the row.
+load_rows() {
+    local s=$1 rep t sorted lo hi
+    shift
+    for rep in $(seq "$REPEAT"); do
+        for t in "$@"; do run_load "$t" "$s" "$rep"; done
+    done
+    declare -A MED=()
+    for t in "$@"; do
+        sorted=$(sort -t'|' -k1,1g "$WORK/logs/rows-$t-$s")
+        MED[$t]=$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")
+        lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
+        hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
+        MED[$t]+="|$(printf '%.0f–%.0f' "$lo" "$hi")"
+        RPS[$t/$s]=$(cut -d'|' -f1 <<<"${MED[$t]}")
+    done
+    for t in "$@"; do
+        IFS='|' read -r rps gbps p50 p99 p999 errs fetched cpu range <<<"${MED[$t]}"
+        out "| $t | $s | $(printf '%.0f' "$rps") | $range | $(printf '%.3f' "$gbps") | $(fmt_us "$p50") | $(fmt_us "$p99") | $(fmt_us "$p999") | $errs | $fetched | $cpu | $(ratio "${RPS[edgemirror/$s]}" "$rps") |"
+    done
+}
+
 phase_hit() {
     out "## Hit path: $CONNS keep-alive connections, $MIX keys, ${WARMUP} s warm-up + ${DURATION} s per run"
     out ""
@@ -464,24 +535,8 @@ phase_hit() {
     out ""
     out "| target | size | req/s | range | GB/s | p50 | p99 | p99.9 | errors / non-2xx | origin reqs | CPU server / emload / other | edgemirror / target |"
     out "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for s in "${SIZES[@]}"; do
-        for rep in $(seq "$REPEAT"); do
-            for t in "${TARGETS[@]}"; do run_load "$t" "$s" "$rep"; done
-        done
-        declare -A MED=()
-        for t in "${TARGETS[@]}"; do
-            sorted=$(sort -t'|' -k1,1g "$WORK/logs/rows-$t-$s")
-            MED[$t]=$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")
-            lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
-            hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
-            MED[$t]+="|$(printf '%.0f–%.0f' "$lo" "$hi")"
-            RPS[$t/$s]=$(cut -d'|' -f1 <<<"${MED[$t]}")
-        done
-        for t in "${TARGETS[@]}"; do
-            IFS='|' read -r rps gbps p50 p99 p999 errs fetched cpu range <<<"${MED[$t]}"
-            out "| $t | $s | $(printf '%.0f' "$rps") | $range | $(printf '%.3f' "$gbps") | $(fmt_us "$p50") | $(fmt_us "$p99") | $(fmt_us "$p999") | $errs | $fetched | $cpu | $(ratio "${RPS[edgemirror/$s]}" "$rps") |"
-        done
-    done
+    local s
+    for s in "${SIZES[@]}"; do load_rows "$s" "${TARGETS[@]}"; done
     out ""
 }
 
@@ -496,9 +551,10 @@ wrk_us() { # "1.23ms" -> microseconds
 # to $WORK/logs/client-TOOL-TARGET-SIZE. wrk has no Lua script (one would make wrk, not the
 # server, the bottleneck); h2load reports no percentiles, only its mean.
 run_client() {
-    local tool=$1 t=$2 s=$3 rep=$4 url w pid ticks started ended srv rps mbps p50="" p99="" mean="" cpu
+    local tool=$1 t=$2 s=$3 rep=$4 scheme=${5:-http} url w pid ticks started ended srv rps mbps p50="" p99="" mean="" cpu
     url="http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/$s/obj-0"
-    w=$WORK/logs/client-$tool-$t-$s-$rep.txt
+    [[ $scheme == https ]] && url="https://127.0.0.1:${TLS_PORT[$t]}${PREFIX[$t]}/$s/obj-0"
+    w=$WORK/logs/client-$scheme-$tool-$t-$s-$rep.txt
     wait_quiet
     log "client: $tool $t $s (run $rep of $REPEAT)"
     pid=$(pid_of "$t")
@@ -506,8 +562,8 @@ run_client() {
     started=$(date +%s.%N)
     case $tool in
     wrk)
-        /usr/bin/time -f "cpu %U %S %e" -o "$w.time" taskset -c "$LOAD_CORE" \
-            wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$w" 2>&1
+        OPENSSL_CONF=$TLS_DIR/openssl-client.cnf /usr/bin/time -f "cpu %U %S %e" -o "$w.time" \
+            taskset -c "$LOAD_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$w" 2>&1
         rps=$(awk '/^Requests\/sec:/ {print $2}' "$w")
         mbps=$(awk -v r="$rps" -v b="${BYTES[$s]}" 'BEGIN { printf "%.1f", r * b / 1e6 }')
         p50=$(wrk_us "$(awk '$1 == "50%" {print $2}' "$w")")
@@ -515,7 +571,8 @@ run_client() {
         ;;
     h2load)
         /usr/bin/time -f "cpu %U %S %e" -o "$w.time" taskset -c "$LOAD_CORE" \
-            h2load --h1 -t1 -c"$CONNS" -D "$DURATION" --warm-up-time="$WARMUP" "$url" >"$w" 2>&1
+            h2load --h1 -t1 -c"$CONNS" -D "$DURATION" --warm-up-time="$WARMUP" \
+            --tls13-ciphers=TLS_AES_128_GCM_SHA256 "$url" >"$w" 2>&1
         rps=$(awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($i == "req/s,") print $(i - 1) }' "$w")
         mbps=$(awk -v r="$rps" -v b="${BYTES[$s]}" 'BEGIN { printf "%.1f", r * b / 1e6 }')
         mean=$(wrk_us "$(awk '/^time for request:/ {print $6}' "$w")")
@@ -526,7 +583,29 @@ run_client() {
     srv=$(($(proc_ticks "$pid") - ticks))
     cpu=$(awk '/^cpu/ { printf "%.0f", 100 * ($2 + $3) / $4 }' "$w.time")
     srv=$(awk -v a="$started" -v b="$ended" -v s="$srv" 'BEGIN { printf "%.0f", s / (b - a) }')
-    echo "${rps:-0}|$mbps|$p50|$p99|$mean|$cpu|$srv" >>"$WORK/logs/client-$tool-$t-$s"
+    echo "${rps:-0}|$mbps|$p50|$p99|$mean|$cpu|$srv" >>"$WORK/logs/client-$scheme-$tool-$t-$s"
+}
+
+# client_rows SCHEME TOOL SIZE TARGET...: REPEAT runs per target, then a row each (median).
+client_rows() {
+    local scheme=$1 tool=$2 s=$3 rep t sorted lo hi
+    shift 3
+    for rep in $(seq "$REPEAT"); do
+        for t in "$@"; do run_client "$tool" "$t" "$s" "$rep" "$scheme"; done
+    done
+    declare -A CMED=() CRPS=()
+    for t in "$@"; do
+        sorted=$(sort -t'|' -k1,1g "$WORK/logs/client-$scheme-$tool-$t-$s")
+        CMED[$t]=$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")
+        lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
+        hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
+        CMED[$t]+="|$(printf '%.0f–%.0f' "$lo" "$hi")"
+        CRPS[$t]=$(cut -d'|' -f1 <<<"${CMED[$t]}")
+    done
+    for t in "$@"; do
+        IFS='|' read -r rps mbps p50 p99 mean cpu srv range <<<"${CMED[$t]}"
+        out "| $tool | $s | $t | $(printf '%.0f' "$rps") | $range | $mbps | $(fmt_us "$p50") | $(fmt_us "$p99") | $(fmt_us "$mean") | $cpu% / $srv% | $(ratio "${CRPS[edgemirror]}" "$rps") |"
+    done
 }
 
 phase_clients() {
@@ -536,27 +615,27 @@ phase_clients() {
     out ""
     out "| tool | size | target | req/s | range | MB/s | p50 | p99 | mean | CPU tool / server | edgemirror / target |"
     out "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    local tool s t rep
+    local tool s
     for tool in wrk h2load; do
-        for s in "${SIZES[@]}"; do
-            for rep in $(seq "$REPEAT"); do
-                for t in "${TARGETS[@]}"; do run_client "$tool" "$t" "$s" "$rep"; done
-            done
-            declare -A CMED=() CRPS=()
-            for t in "${TARGETS[@]}"; do
-                local sorted lo hi
-                sorted=$(sort -t'|' -k1,1g "$WORK/logs/client-$tool-$t-$s")
-                CMED[$t]=$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")
-                lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
-                hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
-                CMED[$t]+="|$(printf '%.0f–%.0f' "$lo" "$hi")"
-                CRPS[$t]=$(cut -d'|' -f1 <<<"${CMED[$t]}")
-            done
-            for t in "${TARGETS[@]}"; do
-                IFS='|' read -r rps mbps p50 p99 mean cpu srv range <<<"${CMED[$t]}"
-                out "| $tool | $s | $t | $(printf '%.0f' "$rps") | $range | $mbps | $(fmt_us "$p50") | $(fmt_us "$p99") | $(fmt_us "$mean") | $cpu% / $srv% | $(ratio "${CRPS[edgemirror]}" "$rps") |"
-            done
-        done
+        for s in "${SIZES[@]}"; do client_rows http "$tool" "$s" "${TARGETS[@]}"; done
+    done
+    out ""
+}
+
+# The HTTPS hit path: nginx (static files; sendfile does not apply under TLS) against the node,
+# same certificate, TLS 1.3, AES-128-GCM.
+phase_tls() {
+    local cipher_nginx cipher_edge tool s
+    cipher_nginx=$(OPENSSL_CONF=$TLS_DIR/openssl-client.cnf openssl s_client -connect "127.0.0.1:$P_STATIC_TLS" </dev/null 2>/dev/null | awk '/Cipher is/ {print $NF; exit}')
+    cipher_edge=$(OPENSSL_CONF=$TLS_DIR/openssl-client.cnf openssl s_client -connect "127.0.0.1:$P_EDGE_TLS" </dev/null 2>/dev/null | awk '/Cipher is/ {print $NF; exit}')
+    out "## HTTPS hit path: one key per size, $CONNS connections, ${DURATION} s per run, TLS 1.3"
+    out ""
+    out "Same ECDSA P-256 certificate; negotiated (OpenSSL s_client): nginx $cipher_nginx, edgemirror $cipher_edge. Each row is the median of $REPEAT runs. No kernel TLS on either side: this kernel has no \`tls\` ULP (/proc/sys/net/ipv4/tcp_available_ulp: $(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null))."
+    out ""
+    out "| tool | size | target | req/s | range | MB/s | p50 | p99 | mean | CPU tool / server | edgemirror / target |"
+    out "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for tool in wrk h2load; do
+        for s in "${SIZES[@]}"; do client_rows https "$tool" "$s" nginx-static edgemirror; done
     done
     out ""
 }
@@ -648,6 +727,99 @@ phase_sustained() {
     out ""
 }
 
+# ---------------------------------------------------------------------------------------------
+# From disk: a working set several times the memory each server may use.
+
+# memcg NAME PID...: puts the processes (and their children) in a memory cgroup of their own,
+# limited to DISK_MEM bytes (page cache included), on the server core; its path is left in
+# MEMCG. cgroup v1 or v2.
+memcg() {
+    local name=$1 g p q
+    shift
+    if [[ -w /sys/fs/cgroup/memory ]]; then
+        g=/sys/fs/cgroup/memory/edgemirror-bench-$$-$name
+        mkdir -p "$g" && echo "$DISK_MEM" >"$g/memory.limit_in_bytes"
+    elif grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+        echo "+memory +cpuset" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+        g=/sys/fs/cgroup/edgemirror-bench-$$-$name
+        mkdir -p "$g" && echo "$SERVER_CORE" >"$g/cpuset.cpus" && echo "$DISK_MEM" >"$g/memory.max"
+    else
+        die "no memory cgroup controller: the disk phase needs one"
+    fi
+    MEMCGS+=("$g")
+    for p in "$@"; do
+        for q in "$p" $(ps -o pid= --ppid "$p"); do echo "$q" >"$g/cgroup.procs"; done
+    done
+    MEMCG=$g
+}
+# Memory the cgroup holds now: "total / page cache", in MiB.
+memcg_use() {
+    awk '$1 == "cache" || $1 == "file" { c = $2 } $1 == "rss" || $1 == "anon" { r = $2 }
+        END { printf "%.0f / %.0f MiB", (c + r) / 1048576, c / 1048576 }' "$1/memory.stat"
+}
+# Bytes read from storage by a process and its children so far (/proc/PID/io).
+proc_read_bytes() {
+    local total=0 p b
+    for p in "$1" $(ps -o pid= --ppid "$1"); do
+        b=$(awk '/^read_bytes:/ { print $2 }' "/proc/$p/io" 2>/dev/null || echo 0)
+        total=$((total + ${b:-0}))
+    done
+    echo "$total"
+}
+
+phase_disk() {
+    local n=$DISK_KEYS t g
+    log "disk phase: $n objects of $DISK_BYTES bytes, servers limited to $((DISK_MEM >> 20)) MiB each"
+    python3 - "$WWW/disk" "$n" "$DISK_BYTES" <<'PY'
+import os, sys
+d, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.makedirs(d, exist_ok=True)
+for i in range(n):
+    with open(f"{d}/obj-{i}", "wb") as f:
+        f.write(os.urandom(size))
+PY
+    chmod -R a+rX "$WWW/disk"
+    BYTES[disk]=$DISK_BYTES
+    KEYS[disk]=$n
+    # Varnish with file storage (the malloc one above holds everything in RAM).
+    mkdir -p "$WORK/varnish-file"
+    start varnish-file "$SERVER_CORE" varnishd -F -n "$WORK/varnish-file/n" -a "127.0.0.1:$P_VARNISH_FILE" \
+        -T "127.0.0.1:$P_VARNISH_FILE_ADMIN" -b "127.0.0.1:$P_ORIGIN" \
+        -s "file,$WORK/varnish-file/storage.bin,$(( (n * DISK_BYTES * 3 / 2) >> 20 ))M" -t 86400
+    wait_http varnish-file "http://127.0.0.1:$P_VARNISH_FILE/1k/obj-0"
+    local targets=(nginx-static nginx-proxy varnish-file edgemirror)
+    declare -A CGOF=()
+    for t in "${targets[@]}"; do
+        memcg "$t" "$(pid_of "$t")"
+        CGOF[$t]=$MEMCG
+    done
+    # Every object into every cache once (from the origin), then nothing in the page cache: each
+    # server starts from its own files and keeps what its memory limit lets it.
+    for t in nginx-proxy varnish-file edgemirror; do
+        log "disk phase: filling $t"
+        emload --mix seq -n "$n" -c 8 -d 600 --url-template "$(url_of "$t" disk)" --keys "$n" \
+            --output line >>"$WORK/logs/warm-disk.log"
+    done
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    out "## From disk: $n objects of $((DISK_BYTES >> 10)) KiB ($(( (n * DISK_BYTES) >> 20 )) MiB), keys ${DISK_MIX}, each server limited to $((DISK_MEM >> 20)) MiB (memory cgroup, page cache included)"
+    out ""
+    out "Every cache was filled with every object, then the page cache was dropped. Each row is the median of $REPEAT runs of ${WARMUP} s + ${DURATION} s, the targets taking turns; \"read from disk\" is what the server's processes read from storage over its runs (/proc/PID/io), \"memory\" the cgroup's use after them (total / page cache)."
+    out ""
+    out "| target | size | req/s | range | GB/s | p50 | p99 | p99.9 | errors / non-2xx | origin reqs | CPU server / emload / other | edgemirror / target |"
+    out "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    declare -A READ0=()
+    for t in "${targets[@]}"; do READ0[$t]=$(proc_read_bytes "$(pid_of "$t")"); done
+    LOAD_MIX=$DISK_MIX load_rows disk "${targets[@]}"
+    out ""
+    out "| target | read from disk over its runs | memory after |"
+    out "|---|---:|---:|"
+    for t in "${targets[@]}"; do
+        out "| $t | $(( ($(proc_read_bytes "$(pid_of "$t")") - READ0[$t]) >> 20 )) MiB | $(memcg_use "${CGOF[$t]}") |"
+    done
+    out ""
+}
+
 phase_burst() {
     out "## Miss path: $BURST concurrent cold GETs of one 1 MiB key (sent at once; times from the burst start)"
     out ""
@@ -678,7 +850,9 @@ for phase in $PHASES; do
     cold) phase_cold ;;
     sustained) phase_sustained ;;
     burst) phase_burst ;;
-    *) die "unknown phase $phase (PHASES: hit clients cold sustained burst)" ;;
+    disk) phase_disk ;;
+    tls) phase_tls ;;
+    *) die "unknown phase $phase (PHASES: hit clients tls cold sustained burst disk)" ;;
     esac
 done
 
