@@ -985,7 +985,10 @@ impl Store {
     /// segment's mapping can never be served: it is dropped like a body that fails its CRC.
     fn mapped_body(&self, entry: &Arc<IndexEntry>) -> Result<Bytes> {
         match entry.segment.body(entry.body_offset, entry.meta.size) {
-            Some(body) => Ok(body),
+            Some(body) => {
+                sys::will_need(&body);
+                Ok(body)
+            }
             None => {
                 settle(&self.index, &self.stats, &self.checks, entry, false);
                 Err(Error::Corrupt {
