@@ -11,7 +11,7 @@
 //!
 //! Memory: within a shard each bucket's keys are a [`KeyPages`] (keys packed in pages, in
 //! order), and an object costs its key's bytes plus a 40-byte [`Slot`] and a few bytes of page
-//! structure (`cache/examples/index_memory.rs`, `bench/RESULTS.md`). Everything else about an
+//! structure (`cache/examples/store_scale.rs`, `bench/RESULTS.md`). Everything else about an
 //! object (saved headers, MD5, dates) is read back from its record when a reader asks.
 //!
 //! Listing ([`Index::list`]) merges the bucket's keys from every shard in order, under all the
