@@ -400,15 +400,20 @@ emload() { taskset -c "$LOAD_CORE" "$EMLOAD_BIN" "$@"; }
 # kv LINE KEY: the value of KEY in a `summary:` line (empty if absent).
 kv() { awk -v k="$2" '{for (i = 1; i <= NF; i++) { n = index($i, "="); if (n && substr($i, 1, n - 1) == k) { print substr($i, n + 1); exit } } }' <<<"$1"; }
 
-# CPU ticks (1/100 s) used by a process and its direct children (nginx workers, Varnish child).
-proc_ticks() {
-    local total=0 p t
+# proc_tree_sum PID FILE AWK: the sum, over a process and its direct children (nginx workers,
+# the Varnish child), of the number the AWK program prints from /proc/PID/FILE.
+proc_tree_sum() {
+    local total=0 p v
     for p in "$1" $(ps -o pid= --ppid "$1"); do
-        t=$(awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' "/proc/$p/stat" 2>/dev/null || echo 0)
-        total=$((total + ${t:-0}))
+        v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || echo 0)
+        total=$((total + ${v:-0}))
     done
     echo "$total"
 }
+# CPU ticks (1/100 s) used so far.
+proc_ticks() { proc_tree_sum "$1" stat '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }'; }
+# Bytes read from storage so far (/proc/PID/io).
+proc_read_bytes() { proc_tree_sum "$1" io '/^read_bytes:/ { print $2 }'; }
 pid_of() { local v="PID_${1//-/_}"; echo "${!v}"; }
 
 origin_requests() { if [[ -f $ORIGIN_LOG ]]; then wc -l <"$ORIGIN_LOG"; else echo 0; fi; }
@@ -504,22 +509,28 @@ run_load() {
 }
 
 declare -A RPS
+# median_row FILE: of the runs in FILE (one "req/s|..." line each), the median by req/s, with
+# "|slowest–fastest" req/s appended.
+median_row() {
+    local sorted lo hi
+    sorted=$(sort -t'|' -k1,1g "$1")
+    lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
+    hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
+    echo "$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")|$(printf '%.0f–%.0f' "$lo" "$hi")"
+}
+
 # load_rows SIZE TARGET...: REPEAT runs per target (taking turns), then one table row each
 # (median by req/s, with the range), the last column edgemirror's ratio to the row.
 load_rows() {
-    local s=$1 rep t sorted lo hi
+    local s=$1 rep t
     shift
     for rep in $(seq "$REPEAT"); do
         for t in "$@"; do run_load "$t" "$s" "$rep"; done
     done
     declare -A MED=()
     for t in "$@"; do
-        sorted=$(sort -t'|' -k1,1g "$WORK/logs/rows-$t-$s")
-        MED[$t]=$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")
-        lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
-        hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
-        MED[$t]+="|$(printf '%.0f–%.0f' "$lo" "$hi")"
-        RPS[$t/$s]=$(cut -d'|' -f1 <<<"${MED[$t]}")
+        MED[$t]=$(median_row "$WORK/logs/rows-$t-$s")
+        RPS[$t/$s]=${MED[$t]%%|*}
     done
     for t in "$@"; do
         IFS='|' read -r rps gbps p50 p99 p999 errs fetched cpu range <<<"${MED[$t]}"
@@ -588,19 +599,15 @@ run_client() {
 
 # client_rows SCHEME TOOL SIZE TARGET...: REPEAT runs per target, then a row each (median).
 client_rows() {
-    local scheme=$1 tool=$2 s=$3 rep t sorted lo hi
+    local scheme=$1 tool=$2 s=$3 rep t
     shift 3
     for rep in $(seq "$REPEAT"); do
         for t in "$@"; do run_client "$tool" "$t" "$s" "$rep" "$scheme"; done
     done
     declare -A CMED=() CRPS=()
     for t in "$@"; do
-        sorted=$(sort -t'|' -k1,1g "$WORK/logs/client-$scheme-$tool-$t-$s")
-        CMED[$t]=$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")
-        lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
-        hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
-        CMED[$t]+="|$(printf '%.0f–%.0f' "$lo" "$hi")"
-        CRPS[$t]=$(cut -d'|' -f1 <<<"${CMED[$t]}")
+        CMED[$t]=$(median_row "$WORK/logs/client-$scheme-$tool-$t-$s")
+        CRPS[$t]=${CMED[$t]%%|*}
     done
     for t in "$@"; do
         IFS='|' read -r rps mbps p50 p99 mean cpu srv range <<<"${CMED[$t]}"
@@ -756,15 +763,6 @@ memcg() {
 memcg_use() {
     awk '$1 == "cache" || $1 == "file" { c = $2 } $1 == "rss" || $1 == "anon" { r = $2 }
         END { printf "%.0f / %.0f MiB", (c + r) / 1048576, c / 1048576 }' "$1/memory.stat"
-}
-# Bytes read from storage by a process and its children so far (/proc/PID/io).
-proc_read_bytes() {
-    local total=0 p b
-    for p in "$1" $(ps -o pid= --ppid "$1"); do
-        b=$(awk '/^read_bytes:/ { print $2 }' "/proc/$p/io" 2>/dev/null || echo 0)
-        total=$((total + ${b:-0}))
-    done
-    echo "$total"
 }
 
 phase_disk() {
