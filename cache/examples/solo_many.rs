@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use edgemirror_cache::{CommitRule, CompactionConfig, ObjectKeyRef, RecordMeta, Store, StoreConfig, SyncPolicy};
+use edgemirror_cache::{CommitRule, CompactionConfig, ObjectKeyRef, RecordMeta, Store, StoreConfig};
 
 fn store_mappings(dir: &Path) -> usize {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
@@ -34,15 +34,9 @@ fn main() {
     let max_map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count").unwrap_or_default();
     let dir = std::env::temp_dir().join(format!("edgemirror-solo-many-{}", std::process::id()));
     let config = StoreConfig {
-        dir: dir.clone(),
         segment_bytes: 64 << 10,
-        lanes: 1,
-        sync: SyncPolicy::Never,
-        max_object_bytes: 1 << 30,
-        max_bytes: 0,
-        min_free_bytes: 0,
         compaction: CompactionConfig { interval: std::time::Duration::ZERO, ..Default::default() },
-        evictable_buckets: Vec::new(),
+        ..StoreConfig::new(dir.clone())
     };
     let body = Bytes::from((0..kib << 10).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     let key = |i: usize| format!("big/{i:08}");

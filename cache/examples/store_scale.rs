@@ -17,9 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use edgemirror_cache::{
-    CommitRule, CompactionConfig, ObjectKeyRef, RecordMeta, SavedHeader, Store, StoreConfig, SyncPolicy,
-};
+use edgemirror_cache::{CommitRule, CompactionConfig, ObjectKeyRef, RecordMeta, SavedHeader, Store, StoreConfig};
 
 /// Resident anonymous memory of this process (RssAnon in /proc/self/status), in bytes.
 fn rss_anon() -> u64 {
@@ -33,16 +31,10 @@ fn rss_anon() -> u64 {
 
 fn config(dir: PathBuf) -> StoreConfig {
     StoreConfig {
-        dir,
         segment_bytes: 256 << 20,
-        lanes: 1,
-        sync: SyncPolicy::Never,
-        max_object_bytes: 1 << 30,
-        max_bytes: 0,
-        min_free_bytes: 0,
         // No background compaction during the measurement.
         compaction: CompactionConfig { interval: Duration::ZERO, ..Default::default() },
-        evictable_buckets: Vec::new(),
+        ..StoreConfig::new(dir)
     }
 }
 

@@ -11,25 +11,20 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use edgemirror_cache::{CommitRule, CompactionConfig, Error, ObjectKeyRef, RecordMeta, Store, StoreConfig, SyncPolicy};
+use edgemirror_cache::{CommitRule, CompactionConfig, Error, ObjectKeyRef, RecordMeta, Store, StoreConfig};
 
 fn config(dir: &Path, max_bytes: u64) -> StoreConfig {
     StoreConfig {
-        dir: dir.to_path_buf(),
         // 1 MiB segments: records over 256 KiB get their own file.
         segment_bytes: 1 << 20,
-        lanes: 1,
-        sync: SyncPolicy::Never,
-        max_object_bytes: 1 << 30,
         max_bytes,
-        min_free_bytes: 0,
         // No background thread: the tests call `compact` themselves.
         compaction: CompactionConfig {
             interval: std::time::Duration::ZERO,
             min_dead_ratio: 0.5,
             bytes_per_sec: 1 << 30,
         },
-        evictable_buckets: Vec::new(),
+        ..StoreConfig::new(dir)
     }
 }
 

@@ -12,20 +12,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, Store, StoreConfig, SyncPolicy};
+use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, Store, StoreConfig};
 
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
-        dir: dir.to_path_buf(),
         // Records above a quarter of this (2 MiB) get a solo segment.
         segment_bytes: 8 << 20,
-        lanes: 1,
-        sync: SyncPolicy::Never,
-        max_object_bytes: 1 << 30,
-        max_bytes: 0,
-        min_free_bytes: 0,
-        compaction: edgemirror_cache::CompactionConfig::default(),
-        evictable_buckets: Vec::new(),
+        ..StoreConfig::new(dir)
     }
 }
 

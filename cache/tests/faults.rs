@@ -18,16 +18,11 @@ use edgemirror_cache::{CommitRule, CompactionConfig, Error, ObjectKeyRef, Record
 
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig {
-        dir: dir.to_path_buf(),
         segment_bytes: 1 << 20,
-        lanes: 1,
         // Every success is synced, so a simulated power loss may take only what failed.
         sync: SyncPolicy::Always,
-        max_object_bytes: 1 << 30,
-        max_bytes: 0,
-        min_free_bytes: 0,
         compaction: CompactionConfig { interval: Duration::ZERO, min_dead_ratio: 0.3, bytes_per_sec: 1 << 30 },
-        evictable_buckets: Vec::new(),
+        ..StoreConfig::new(dir)
     }
 }
 

@@ -8,20 +8,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, Store, StoreConfig, SyncPolicy};
+use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, Store, StoreConfig};
 
 fn open(dir: &Path) -> Arc<Store> {
-    let config = StoreConfig {
-        dir: dir.to_path_buf(),
-        segment_bytes: 8 << 20,
-        lanes: 2,
-        sync: SyncPolicy::Never,
-        max_object_bytes: 1 << 30,
-        max_bytes: 0,
-        min_free_bytes: 0,
-        compaction: edgemirror_cache::CompactionConfig::default(),
-        evictable_buckets: Vec::new(),
-    };
+    let config = StoreConfig { lanes: 2, ..StoreConfig::new(dir) };
     Store::open(config).expect("open store").0
 }
 

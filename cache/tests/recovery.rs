@@ -14,17 +14,7 @@ use bytes::Bytes;
 use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, SavedHeader, Store, StoreConfig, SyncPolicy};
 
 fn config(dir: &Path) -> StoreConfig {
-    StoreConfig {
-        dir: dir.to_path_buf(),
-        segment_bytes: 8 << 20,
-        lanes: 2,
-        sync: SyncPolicy::Never,
-        max_object_bytes: 1 << 30,
-        max_bytes: 0,
-        min_free_bytes: 0,
-        compaction: edgemirror_cache::CompactionConfig::default(),
-        evictable_buckets: Vec::new(),
-    }
+    StoreConfig { lanes: 2, ..StoreConfig::new(dir) }
 }
 
 fn open(dir: &Path) -> Arc<Store> {

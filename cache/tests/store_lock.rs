@@ -13,20 +13,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use edgemirror_cache::{CommitRule, Error, ObjectKeyRef, RecordMeta, Store, StoreConfig, SyncPolicy};
+use edgemirror_cache::{CommitRule, Error, ObjectKeyRef, RecordMeta, Store, StoreConfig};
 
 fn config(dir: &Path) -> StoreConfig {
-    StoreConfig {
-        dir: dir.to_path_buf(),
-        segment_bytes: 8 << 20,
-        lanes: 2,
-        sync: SyncPolicy::Never,
-        max_object_bytes: 1 << 30,
-        max_bytes: 0,
-        min_free_bytes: 0,
-        compaction: edgemirror_cache::CompactionConfig::default(),
-        evictable_buckets: Vec::new(),
-    }
+    StoreConfig { lanes: 2, ..StoreConfig::new(dir) }
 }
 
 fn body(n: usize, seed: u8) -> Bytes {

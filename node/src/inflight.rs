@@ -602,22 +602,12 @@ impl Drop for FillGuard {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use edgemirror_cache::{StoreConfig, SyncPolicy};
+    use edgemirror_cache::StoreConfig;
 
     /// An empty store in a temporary directory (also for the tests of `follow.rs`).
     pub(crate) fn store() -> (tempfile::TempDir, Arc<Store>) {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = StoreConfig {
-            dir: dir.path().into(),
-            segment_bytes: 4 << 20,
-            lanes: 1,
-            sync: SyncPolicy::Never,
-            max_object_bytes: 1 << 30,
-            max_bytes: 0,
-            min_free_bytes: 0,
-            compaction: edgemirror_cache::CompactionConfig::default(),
-            evictable_buckets: Vec::new(),
-        };
+        let cfg = StoreConfig { segment_bytes: 4 << 20, ..StoreConfig::new(dir.path()) };
         let store = Store::open(cfg).unwrap().0;
         (dir, store)
     }

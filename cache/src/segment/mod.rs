@@ -111,6 +111,26 @@ pub struct StoreConfig {
     pub evictable_buckets: Vec<String>,
 }
 
+impl StoreConfig {
+    /// A store under `dir`: 8 MiB segments, one write lane, no syncing, objects up to 1 GiB, no
+    /// capacity limit, default compaction, no cache-mode buckets. The starting point of tests,
+    /// benches and tools, which set what they exercise (`StoreConfig { lanes: 2,
+    /// ..StoreConfig::new(dir) }`); the node builds its own from its config file.
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            dir: dir.into(),
+            segment_bytes: 8 << 20,
+            lanes: 1,
+            sync: SyncPolicy::Never,
+            max_object_bytes: 1 << 30,
+            max_bytes: 0,
+            min_free_bytes: 0,
+            compaction: CompactionConfig::default(),
+            evictable_buckets: Vec::new(),
+        }
+    }
+}
+
 /// A committed object as a reader sees it: metadata and a zero-copy slice of its body.
 #[derive(Clone, Debug)]
 pub struct StoredObject {
@@ -1227,17 +1247,7 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     fn open(dir: &Path) -> Arc<Store> {
-        let config = StoreConfig {
-            dir: dir.to_path_buf(),
-            segment_bytes: 8 << 20,
-            lanes: 1,
-            sync: SyncPolicy::Never,
-            max_object_bytes: 1 << 30,
-            max_bytes: 0,
-            min_free_bytes: 0,
-            compaction: CompactionConfig::default(),
-            evictable_buckets: Vec::new(),
-        };
+        let config = StoreConfig::new(dir);
         Store::open(config).unwrap().0
     }
 
@@ -1305,15 +1315,9 @@ mod tests {
     fn solo_segments_are_mapped_only_while_read_recently() {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig {
-            dir: dir.path().to_path_buf(),
             segment_bytes: 1 << 20,
-            lanes: 1,
-            sync: SyncPolicy::Never,
-            max_object_bytes: 1 << 30,
-            max_bytes: 0,
-            min_free_bytes: 0,
             compaction: CompactionConfig { interval: Duration::ZERO, ..Default::default() },
-            evictable_buckets: Vec::new(),
+            ..StoreConfig::new(dir.path())
         };
         let store = Store::open(config.clone()).unwrap().0;
         // Each over a quarter segment: a solo segment, a file of its own.

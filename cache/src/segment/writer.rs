@@ -585,17 +585,7 @@ mod tests {
     use std::sync::mpsc;
 
     fn store(dir: &std::path::Path) -> Arc<Store> {
-        let config = StoreConfig {
-            dir: dir.to_path_buf(),
-            segment_bytes: 8 << 20,
-            lanes: 1,
-            sync: SyncPolicy::Never,
-            max_object_bytes: 1 << 30,
-            max_bytes: 0,
-            min_free_bytes: 0,
-            compaction: crate::segment::CompactionConfig::default(),
-            evictable_buckets: Vec::new(),
-        };
+        let config = StoreConfig::new(dir);
         Store::open(config).unwrap().0
     }
 
