@@ -193,19 +193,10 @@ const COMMIT_WAIT: Duration = Duration::from_millis(50);
 
 /// Whether a fill that is `Verified` ends within [`COMMIT_WAIT`] with its object in the store.
 async fn committed_soon(fill: &Fill, follower: &mut Follower) -> bool {
-    let until_final = async {
-        loop {
-            let phase = follower.phase();
-            if phase.is_final() {
-                let unstored = fill.body().is_some_and(|b| b.source.is_unstored());
-                return matches!(phase, Phase::Complete { .. }) && !unstored;
-            }
-            if !follower.changed().await {
-                return false;
-            }
-        }
-    };
-    monoio::time::timeout(COMMIT_WAIT, until_final).await.unwrap_or(false)
+    match monoio::time::timeout(COMMIT_WAIT, follower.final_phase()).await {
+        Ok(Some(Phase::Complete { .. })) => !fill.body().is_some_and(|b| b.source.is_unstored()),
+        _ => false,
+    }
 }
 
 /// Largest piece a follower reads from the record at once.

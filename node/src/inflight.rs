@@ -363,6 +363,11 @@ impl Follower {
         self.rx.changed().await.is_ok()
     }
 
+    /// Waits for the fill's final phase ([`final_phase`]).
+    pub async fn final_phase(&mut self) -> Option<Phase> {
+        final_phase(&mut self.rx).await
+    }
+
     /// From now on this client needs the body bytes `range` (empty: none). False when some of
     /// them were already dropped from memory (it joined an unstored fill too late); the claim
     /// is then unchanged. Called before the head goes out, and again as the client moves on.
