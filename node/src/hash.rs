@@ -137,30 +137,27 @@ impl Hasher {
     }
 
     fn take(&mut self, job: Job) {
-        let (state, job) = match job {
-            Job::Update(state, piece) => (state, Some(Ok(piece))),
-            Job::Finish(state, reply) => (state, Some(Err(reply))),
-            Job::Forget(state) => (state, None),
-        };
-        let id = Arc::as_ptr(&state) as usize;
-        let Some(job) = job else {
-            if let Some(stream) = self.streams.remove(&id) {
-                for piece in stream.pieces {
-                    stream.state.hashed(piece.len() as u64);
+        match job {
+            Job::Update(state, piece) => self.stream(state).pieces.push_back(piece),
+            Job::Finish(state, reply) => self.stream(state).finish = Some(reply),
+            Job::Forget(state) => {
+                if let Some(stream) = self.streams.remove(&(Arc::as_ptr(&state) as usize)) {
+                    for piece in stream.pieces {
+                        stream.state.hashed(piece.len() as u64);
+                    }
                 }
             }
-            return;
-        };
-        let stream = self.streams.entry(id).or_insert_with(|| Stream {
+        }
+    }
+
+    /// The stream of `state`, begun if this is its first job.
+    fn stream(&mut self, state: Arc<State>) -> &mut Stream {
+        self.streams.entry(Arc::as_ptr(&state) as usize).or_insert_with(|| Stream {
             state,
             md5: Md5State::new(),
             pieces: VecDeque::new(),
             finish: None,
-        });
-        match job {
-            Ok(piece) => stream.pieces.push_back(piece),
-            Err(reply) => stream.finish = Some(reply),
-        }
+        })
     }
 
     /// Hashes the next piece of up to [`LANES`] streams, together.
