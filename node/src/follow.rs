@@ -22,7 +22,6 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use edgemirror_cache::ObjectKeyRef;
@@ -49,11 +48,12 @@ pub async fn follow(
     fill: &Arc<Fill>,
 ) -> Result<Disposition, S3Error> {
     let mut follower = fill.follow();
-    if matches!(follower.phase(), Phase::Verified { .. }) && committed_soon(fill, &mut follower).await {
-        // Joined after the whole body arrived, and the commit followed: this client gets the
-        // stored object, with its ETag, like every client after it. (A follower that was already
-        // waiting streams on as the phase moves to Verified; one that waited in vain streams the
-        // verified body from the record.)
+    if matches!(follower.phase(), Phase::Verified { .. }) && committed(fill, &mut follower).await {
+        // Joined after the whole body arrived (another client may already have all of it and be
+        // asking again): this client waits for the commit and gets the stored object, with its
+        // ETag, like every client after it. (A follower that was already waiting streams on as
+        // the phase moves to Verified; if the object is not kept, the body is streamed from the
+        // record.)
         let key = ObjectKeyRef::new(&fill.key.bucket, &fill.key.key);
         return stored::serve_from_store(worker, conn, req, key).await;
     }
@@ -187,14 +187,18 @@ async fn send_body(
     Ok(Disposition::after(conn.flush().await, keep_alive))
 }
 
-/// How long a client that joins a verified fill waits for its commit (the ETag digest runs at
-/// low priority, `hash.rs`) before it is sent the body from the record instead.
-const COMMIT_WAIT: Duration = Duration::from_millis(50);
+/// Whether `fill` has all of its body and is only finishing its digest and commit
+/// ([`Phase::Verified`]): a request for the key then waits for the stored object ([`follow`]).
+pub fn is_verified(fill: &Fill) -> bool {
+    matches!(*fill.subscribe().borrow(), Phase::Verified { .. })
+}
 
-/// Whether a fill that is `Verified` ends within [`COMMIT_WAIT`] with its object in the store.
-async fn committed_soon(fill: &Fill, follower: &mut Follower) -> bool {
-    match monoio::time::timeout(COMMIT_WAIT, follower.final_phase()).await {
-        Ok(Some(Phase::Complete { .. })) => !fill.body().is_some_and(|b| b.source.is_unstored()),
+/// Whether a fill that is `Verified` ends with its object in the store. No time bound: once a
+/// client has the whole body, the next request must find the object stored (read after
+/// write); the wait is the digest of what is left to hash.
+async fn committed(fill: &Fill, follower: &mut Follower) -> bool {
+    match follower.final_phase().await {
+        Some(Phase::Complete { .. }) => !fill.body().is_some_and(|b| b.source.is_unstored()),
         _ => false,
     }
 }
@@ -267,40 +271,39 @@ async fn send_piece(conn: &mut Conn, framing: Framing, piece: Bytes, chunk_head:
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::inflight::{FillTable, Join};
 
     #[test]
-    fn a_client_joining_a_verified_fill_waits_briefly_for_its_commit() {
+    fn a_client_joining_a_verified_fill_waits_for_its_commit() {
         let (_dir, store) = crate::inflight::tests::store();
         let table = Arc::new(FillTable::default());
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
         rt.block_on(async {
-            // The commit lands within the wait: the client is answered from the store.
-            let Join::Lead(guard) = table.join(ObjectKeyRef::new("b", "soon"), &store) else { panic!("leads") };
+            // The commit lands after a while (a big body's digest): the client waits for it and
+            // is answered from the store.
+            let Join::Lead(guard) = table.join(ObjectKeyRef::new("b", "slow"), &store) else { panic!("leads") };
             guard.fill().set_verified(10);
             let fill = guard.fill().clone();
-            let mut follower = fill.follow();
-            monoio::spawn(async move {
-                monoio::time::sleep(Duration::from_millis(5)).await;
-                guard.finish(Phase::Complete { written: 10 });
-            });
-            assert!(committed_soon(&fill, &mut follower).await);
-
-            // No commit in time: the client is sent the verified body instead, after the wait.
-            let Join::Lead(guard) = table.join(ObjectKeyRef::new("b", "late"), &store) else { panic!("leads") };
-            guard.fill().set_verified(10);
-            let fill = guard.fill().clone();
+            assert!(is_verified(&fill));
             let mut follower = fill.follow();
             let started = Instant::now();
-            assert!(!committed_soon(&fill, &mut follower).await);
-            assert!(started.elapsed() >= COMMIT_WAIT);
+            monoio::spawn(async move {
+                monoio::time::sleep(Duration::from_millis(200)).await;
+                guard.finish(Phase::Complete { written: 10 });
+            });
+            assert!(committed(&fill, &mut follower).await);
+            assert!(started.elapsed() >= Duration::from_millis(200), "it waited for the commit");
 
             // The fill ends without storing: not in the store either.
+            let Join::Lead(guard) = table.join(ObjectKeyRef::new("b", "broken"), &store) else { panic!("leads") };
+            guard.fill().set_verified(10);
+            let fill = guard.fill().clone();
+            let mut follower = fill.follow();
             guard.finish(Phase::Broken);
-            assert!(!committed_soon(&fill, &mut follower).await);
+            assert!(!committed(&fill, &mut follower).await);
         });
     }
 }

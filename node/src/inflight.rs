@@ -454,6 +454,12 @@ impl FillTable {
         Join::Lead(self.insert(&mut shard, owned, pin))
     }
 
+    /// The fill of `key` in flight, if any (joins nothing, leads nothing).
+    pub fn in_flight(&self, key: ObjectKeyRef<'_>) -> Option<Arc<Fill>> {
+        let owned = ObjectKey::new(key.bucket, key.key);
+        self.shard(&owned).lock().unwrap_or_else(|e| e.into_inner()).get(&owned).cloned()
+    }
+
     /// A forced re-fetch (purge with `refetch`): leads a fill even though the key is stored;
     /// the new copy replaces the old one when it commits, and the old one is served until then.
     /// `None` when a fill of the key is already running (it fetches afresh anyway).

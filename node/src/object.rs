@@ -82,6 +82,11 @@ pub async fn serve(
         return Err(S3Error::NoSuchKeyAtOrigin);
     }
     if req.is_head() && !rule.mirror_head {
+        if let Some(fill) = shared.fills.in_flight(okey).filter(|f| follow::is_verified(f)) {
+            // Its body is whole (a client may have all of it and be asking about it): the
+            // answer is the object it is about to store, not the origin's.
+            return follow::follow(worker, conn, req, &fill).await;
+        }
         return head_at_origin(worker, conn, req, okey, rule).await;
     }
     serve_miss(worker, conn, req, okey, rule).await
