@@ -28,7 +28,7 @@ use edgemirror_cache::ObjectKeyRef;
 use edgemirror_proto::{self as proto, RangeRequest, Version};
 
 use crate::error::S3Error;
-use crate::inflight::{Fill, FillBody, Follower, Phase, Refusal};
+use crate::inflight::{final_phase, Fill, FillBody, Follower, Phase, Refusal};
 use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
 use crate::respond::{Conn, Disposition, Request};
 use crate::stored;
@@ -48,15 +48,6 @@ pub async fn follow(
     fill: &Arc<Fill>,
 ) -> Result<Disposition, S3Error> {
     let mut follower = fill.follow();
-    if matches!(follower.phase(), Phase::Verified { .. }) && committed(fill, &mut follower).await {
-        // Joined after the whole body arrived (another client may already have all of it and be
-        // asking again): this client waits for the commit and gets the stored object, with its
-        // ETag, like every client after it. (A follower that was already waiting streams on as
-        // the phase moves to Verified; if the object is not kept, the body is streamed from the
-        // record.)
-        let key = ObjectKeyRef::new(&fill.key.bucket, &fill.key.key);
-        return stored::serve_from_store(worker, conn, req, key).await;
-    }
     loop {
         match follower.phase() {
             Phase::Fetching => {}
@@ -188,19 +179,17 @@ async fn send_body(
 }
 
 /// Whether `fill` has all of its body and is only finishing its digest and commit
-/// ([`Phase::Verified`]): a request for the key then waits for the stored object ([`follow`]).
+/// ([`Phase::Verified`]). A request that finds the key in that state waits for the end
+/// ([`ended`]) and looks again (`object.rs`): once a client has a whole body, the next request
+/// must see the outcome in the store (read after write), whatever the digest takes.
 pub fn is_verified(fill: &Fill) -> bool {
     matches!(*fill.subscribe().borrow(), Phase::Verified { .. })
 }
 
-/// Whether a fill that is `Verified` ends with its object in the store. No time bound: once a
-/// client has the whole body, the next request must find the object stored (read after
-/// write); the wait is the digest of what is left to hash.
-async fn committed(fill: &Fill, follower: &mut Follower) -> bool {
-    match follower.final_phase().await {
-        Some(Phase::Complete { .. }) => !fill.body().is_some_and(|b| b.source.is_unstored()),
-        _ => false,
-    }
+/// Waits until `fill` has ended (it has left the table of fills by then).
+pub async fn ended(fill: &Fill) {
+    let mut rx = fill.subscribe();
+    final_phase(&mut rx).await;
 }
 
 /// Largest piece a follower reads from the record at once.
@@ -277,33 +266,26 @@ mod tests {
     use crate::inflight::{FillTable, Join};
 
     #[test]
-    fn a_client_joining_a_verified_fill_waits_for_its_commit() {
+    fn a_verified_fill_is_waited_for_and_has_left_the_table_when_it_ends() {
         let (_dir, store) = crate::inflight::tests::store();
         let table = Arc::new(FillTable::default());
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
         rt.block_on(async {
-            // The commit lands after a while (a big body's digest): the client waits for it and
-            // is answered from the store.
-            let Join::Lead(guard) = table.join(ObjectKeyRef::new("b", "slow"), &store) else { panic!("leads") };
+            // The commit lands after a while (a big body's digest): the request waits for it.
+            let key = ObjectKeyRef::new("b", "slow");
+            let Join::Lead(guard) = table.join(key, &store) else { panic!("leads") };
             guard.fill().set_verified(10);
             let fill = guard.fill().clone();
             assert!(is_verified(&fill));
-            let mut follower = fill.follow();
             let started = Instant::now();
             monoio::spawn(async move {
                 monoio::time::sleep(Duration::from_millis(200)).await;
                 guard.finish(Phase::Complete { written: 10 });
             });
-            assert!(committed(&fill, &mut follower).await);
-            assert!(started.elapsed() >= Duration::from_millis(200), "it waited for the commit");
-
-            // The fill ends without storing: not in the store either.
-            let Join::Lead(guard) = table.join(ObjectKeyRef::new("b", "broken"), &store) else { panic!("leads") };
-            guard.fill().set_verified(10);
-            let fill = guard.fill().clone();
-            let mut follower = fill.follow();
-            guard.finish(Phase::Broken);
-            assert!(!committed(&fill, &mut follower).await);
+            ended(&fill).await;
+            assert!(started.elapsed() >= Duration::from_millis(200), "it waited for the end");
+            // Looking again finds no ended fill: the next request decides afresh.
+            assert!(table.in_flight(key).is_none());
         });
     }
 }

@@ -363,11 +363,6 @@ impl Follower {
         self.rx.changed().await.is_ok()
     }
 
-    /// Waits for the fill's final phase ([`final_phase`]).
-    pub async fn final_phase(&mut self) -> Option<Phase> {
-        final_phase(&mut self.rx).await
-    }
-
     /// From now on this client needs the body bytes `range` (empty: none). False when some of
     /// them were already dropped from memory (it joined an unstored fill too late); the claim
     /// is then unchanged. Called before the head goes out, and again as the client moves on.
@@ -590,10 +585,13 @@ impl FillGuard {
         kept.charged <= limits.fill_bytes && (kept.charged == 0 || !node_full())
     }
 
-    /// Ends the fill with `phase` (terminal) and removes it from the table.
+    /// Ends the fill with `phase` (terminal) and removes it from the table. The removal comes
+    /// first: a request woken by the final phase that looks the key up again finds the store's
+    /// answer (stored, or a new fill to lead), never this ended fill.
     pub fn finish(self, phase: Phase) {
+        self.table.remove(&self.fill);
         self.fill.phase.send_replace(phase);
-        // Drop removes it.
+        // Drop finds it removed already.
     }
 }
 

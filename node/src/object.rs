@@ -84,8 +84,11 @@ pub async fn serve(
     if req.is_head() && !rule.mirror_head {
         if let Some(fill) = shared.fills.in_flight(okey).filter(|f| follow::is_verified(f)) {
             // Its body is whole (a client may have all of it and be asking about it): the
-            // answer is the object it is about to store, not the origin's.
-            return follow::follow(worker, conn, req, &fill).await;
+            // answer is what it stores, not the origin's.
+            follow::ended(&fill).await;
+            if shared.store.contains(okey) {
+                return stored::serve_from_store(worker, conn, req, okey).await;
+            }
         }
         return head_at_origin(worker, conn, req, okey, rule).await;
     }
@@ -164,17 +167,24 @@ async fn serve_miss(
     // Refuse before joining: a key that cannot be fetched must not occupy the fill table. The
     // origin request itself is built by the leader only; followers just wait for its body.
     mirror::fetchable_key(rule, key.key)?;
-    let fill = match shared.fills.join(key, &shared.store) {
-        Join::Stored => return stored::serve_from_store(worker, conn, req, key).await,
-        Join::Follow(fill) => {
-            worker.metrics().coalesced_misses.inc();
-            fill
-        }
-        Join::Lead(guard) => {
-            let plan = mirror::plan(rule, key.key, req)?;
-            let fill = guard.fill().clone();
-            fill::spawn(worker.clone(), guard, plan);
-            fill
+    let fill = loop {
+        match shared.fills.join(key, &shared.store) {
+            Join::Stored => return stored::serve_from_store(worker, conn, req, key).await,
+            // Its body is whole and only its commit is left: wait for the outcome and look again
+            // (stored: the stored object with its ETag; superseded by a PUT or purge, or not
+            // kept: the miss path afresh), so a client that has just received the whole body
+            // and asks again sees what the store now holds.
+            Join::Follow(fill) if follow::is_verified(&fill) => follow::ended(&fill).await,
+            Join::Follow(fill) => {
+                worker.metrics().coalesced_misses.inc();
+                break fill;
+            }
+            Join::Lead(guard) => {
+                let plan = mirror::plan(rule, key.key, req)?;
+                let fill = guard.fill().clone();
+                fill::spawn(worker.clone(), guard, plan);
+                break fill;
+            }
         }
     };
     follow::follow(worker, conn, req, &fill).await
