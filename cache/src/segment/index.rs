@@ -201,8 +201,7 @@ impl Index {
     }
 
     fn shard(&self, key: ObjectKeyRef<'_>) -> &Shard {
-        let h = self.hasher.hash_one(key);
-        &self.shards[(h as usize) % SHARDS]
+        &self.shards[self.shard_of(key)]
     }
 
     fn read(&self, key: ObjectKeyRef<'_>) -> RwLockReadGuard<'_, ShardMaps> {
@@ -264,22 +263,36 @@ impl Index {
         KeyLock { maps: self.shard(key).write().unwrap_or_else(|e| e.into_inner()), key, index: self }
     }
 
-    /// Recovery: applies one committed record found on disk. The highest sequence wins; on a
-    /// tie (version 1 records, all sequence 0) the version already there stays, so the first
-    /// one found wins as in version 1.
-    pub fn recover_object(&self, key: ObjectKeyRef<'_>, slot: Slot) {
-        let mut lock = self.lock_key(key);
-        if lock.current_seq().is_none_or(|current| slot.seq > current) {
-            lock.put(slot);
-        }
+    /// How many shards the index has (recovery builds them one by one).
+    pub const SHARDS: usize = SHARDS;
+
+    /// The shard `key` belongs to (recovery sorts what it finds by it).
+    pub fn shard_of(&self, key: ObjectKeyRef<'_>) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
     }
 
-    /// Recovery: applies one committed deletion found on disk (same rule as objects).
-    pub fn recover_tombstone(&self, key: ObjectKeyRef<'_>, seq: u64) {
-        let mut lock = self.lock_key(key);
-        if lock.current_seq().is_none_or(|current| seq > current) {
-            lock.delete(seq);
+    /// Recovery: fills the empty shard `shard` with its objects, given in ascending (bucket,
+    /// key) order, one per key, all belonging to it ([`Index::shard_of`]). The pages are built
+    /// in order ([`KeyPages::from_sorted`]).
+    pub fn rebuild_shard<'k>(&self, shard: usize, objects: impl IntoIterator<Item = (&'k str, &'k [u8], Slot)>) {
+        let mut maps = ShardMaps::default();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        let mut objects = objects.into_iter().peekable();
+        while let Some(&(bucket, _, _)) = objects.peek() {
+            let run = std::iter::from_fn(|| objects.next_if(|(b, _, _)| *b == bucket)).map(|(_, key, slot)| {
+                count += 1;
+                bytes += slot.size;
+                (key, slot)
+            });
+            let pages = KeyPages::from_sorted(run);
+            let replaced = maps.buckets.insert(bucket.into(), pages);
+            debug_assert!(replaced.is_none(), "buckets out of order");
         }
+        let mut current = self.shards[shard].write().unwrap_or_else(|e| e.into_inner());
+        debug_assert!(current.buckets.is_empty(), "a shard is rebuilt once, from empty");
+        *current = maps;
+        self.objects.fetch_add(count, Ordering::Relaxed);
+        self.live_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Forgets deletions older than `below`: no writer that could still be refused by them is

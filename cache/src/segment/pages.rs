@@ -19,6 +19,9 @@ use std::ops::Bound::{Excluded, Included, Unbounded};
 
 /// Most keys in a page: a bisection of six steps, and an insert moves at most a few KiB.
 pub(crate) const PAGE_ENTRIES: usize = 64;
+/// Entries per page when pages are built from sorted keys ([`KeyPages::from_sorted`]): three
+/// quarters full, so that later inserts among them do not split every page at once.
+const BUILD_FILL: usize = PAGE_ENTRIES * 3 / 4;
 /// Entries a page's arrays grow by at a time.
 const GROWTH: usize = 8;
 
@@ -141,6 +144,36 @@ impl<V> KeyPages<V> {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Builds the map from entries in strictly ascending key order (recovery, which sorts what
+    /// it found first): each page is filled to [`BUILD_FILL`] entries in one go, with buffers
+    /// of exactly its size, instead of the search, shift and split of an insert per key.
+    pub(crate) fn from_sorted<'k>(entries: impl IntoIterator<Item = (&'k [u8], V)>) -> Self {
+        let mut map = KeyPages::default();
+        let mut batch: Vec<(&[u8], V)> = Vec::with_capacity(BUILD_FILL);
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            batch.extend(entries.by_ref().take(BUILD_FILL));
+            let key_bytes = batch.iter().map(|(k, _)| k.len()).sum();
+            let mut page = Page {
+                keys: Vec::with_capacity(key_bytes),
+                ends: Vec::with_capacity(batch.len()),
+                values: Vec::with_capacity(batch.len()),
+            };
+            for (key, value) in batch.drain(..) {
+                debug_assert!(page.len() == 0 || page.key(page.len() - 1) < key, "keys out of order");
+                page.keys.extend_from_slice(key);
+                page.ends.push(page.keys.len() as u32);
+                page.values.push(value);
+            }
+            // The first page's bound is empty, below every key (the invariant inserts rely on).
+            let bound: Box<[u8]> = if map.pages.is_empty() { Box::default() } else { page.key(0).into() };
+            debug_assert!(map.pages.last_key_value().is_none_or(|(_, p)| p.key(p.len() - 1) < page.key(0)));
+            map.len += page.len();
+            map.pages.insert(bound, page);
+        }
+        map
     }
 
     /// The bound of the page that holds (or would hold) `key`.
@@ -311,6 +344,30 @@ mod tests {
             }
             assert!(pages.is_empty());
             assert!(pages.pages() <= 1, "{} pages left", pages.pages());
+        }
+    }
+
+    #[test]
+    fn built_from_sorted_keys_it_behaves_like_a_btreemap_under_later_changes() {
+        for n in [0usize, 1, BUILD_FILL - 1, BUILD_FILL, BUILD_FILL + 1, 5_000] {
+            let mut next = rng(n as u64 + 1);
+            let mut model: BTreeMap<Vec<u8>, u64> =
+                (0..n as u64).map(|i| (format!("k/{}/{i}", i % 7).into_bytes(), i)).collect();
+            let mut pages = KeyPages::from_sorted(model.iter().map(|(k, v)| (k.as_slice(), *v)));
+            check_same(&pages, &model);
+            assert_eq!(pages.pages(), n.div_ceil(BUILD_FILL), "{n} keys");
+            for k in model.keys().step_by(97) {
+                assert_eq!(pages.get(k), model.get(k));
+            }
+            for step in 0..5_000u64 {
+                let key = format!("k/{}/{}", next() % 8, next() % (n as u64 + 100)).into_bytes();
+                if next().is_multiple_of(3) {
+                    assert_eq!(pages.remove(&key), model.remove(&key), "remove {key:?}");
+                } else {
+                    assert_eq!(pages.insert(&key, step), model.insert(key.clone(), step), "insert {key:?}");
+                }
+            }
+            check_same(&pages, &model);
         }
     }
 

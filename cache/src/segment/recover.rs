@@ -9,16 +9,28 @@
 //! read ([`super::Store::lookup`]), so start-up time does not grow with the bytes stored.
 //!
 //! The version of a key is its committed record (object or tombstone) with the highest commit
-//! sequence number; a tombstone there leaves the key absent. Every record is applied to the
-//! index with that rule, so the result does not depend on the order files are read in.
+//! sequence number; a tombstone there leaves the key absent. On a tie (format version 1 records
+//! all have sequence 0) the record in the oldest segment, then the earliest in it, wins.
+//!
+//! Start-up runs in two steps, each on every core:
+//! 1. Scan: segments are handed out to threads one at a time. Each committed record becomes a
+//!    [`Found`] in its index shard's list, its bucket and key copied to that list's name buffer
+//!    (one buffer per shard and thread: no allocation per record).
+//! 2. Build: shards are handed out to threads. A shard's records are sorted by (bucket, key,
+//!    newest first), the first of each key is its version, and the shard's key pages are built
+//!    from them in order ([`Index::rebuild_shard`]).
+//!
+//! Inserting records one at a time in the order segments hold them (random key order) cost a
+//! search and a shift in a page per record: 33 s for ten million objects, against the goal of
+//! 10 s (`bench/RESULTS.md`).
 //!
 //! Files that hold nothing committed (a crash right after creation, a solo segment whose object
 //! never finished, a segment of abandoned records) are removed.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::format::{
     trailer_len, FileHeader, RecordHeader, Trailer, ALIGN, FILE_HEADER_LEN, FLAG_SOLO, RECORD_HEADER_LEN,
@@ -58,9 +70,32 @@ pub(crate) fn recover_dir(
             paths.push((id, path));
         }
     }
-    // Oldest first. The version of a key is its record with the highest sequence number, wherever
-    // it lies; the order matters only among version 1 records (all sequence 0: the first wins).
+    // Oldest first: a record's segment is known by its place in this list, and that order
+    // breaks ties between version 1 records.
     paths.sort();
+
+    // 1. Scan every segment.
+    let next = AtomicUsize::new(0);
+    let scanned = on_threads(paths.len(), |part| {
+        let mut found = Found::empty_parts();
+        let mut scans = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((id, path)) = paths.get(i) else { break };
+            let at = SegmentAt { list_index: i as u32, part: part as u8 };
+            scans.push((i, scan_segment(*id, path, at, index, &mut found, stats, maps)));
+        }
+        (found, scans)
+    });
+    let mut scans: Vec<Option<Scan>> = (0..paths.len()).map(|_| None).collect();
+    let mut parts = Vec::new();
+    for (found, done) in scanned {
+        parts.push(found);
+        for (i, scan) in done {
+            scans[i] = Some(scan?);
+        }
+    }
+
     let mut out = Recovered {
         report: RecoveryReport::default(),
         next_segment_id: 1,
@@ -68,28 +103,135 @@ pub(crate) fn recover_dir(
         disk_bytes: 0,
         segments: Vec::new(),
     };
-    for (id, path) in paths {
+    let mut segments: Vec<Option<Arc<Segment>>> = Vec::with_capacity(paths.len());
+    for ((id, path), scan) in paths.iter().zip(scans) {
+        let found = scan.expect("every segment was scanned");
         out.next_segment_id = out.next_segment_id.max(id + 1);
-        let file = File::options().read(true).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        let found = scan_segment(id, &path, file, len, index, stats, maps)?;
         out.report.torn_or_abandoned += found.skipped;
         out.next_seq = out.next_seq.max(found.max_seq + 1);
         out.report.tombstones += found.tombstones;
         if found.committed == 0 && found.tombstones == 0 {
-            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            // Nothing of it is in `parts`.
+            fs::remove_file(path).map_err(|e| Error::io(path, e))?;
             out.report.removed_files += 1;
+            segments.push(None);
             continue;
         }
         out.report.segments += 1;
-        out.disk_bytes += len;
-        out.segments.extend(found.segment);
+        out.disk_bytes += found.segment.as_ref().map_or(0, |s| s.capacity);
+        out.segments.extend(found.segment.clone());
+        segments.push(found.segment);
     }
-    // No writer is running yet: no deletion needs remembering once it has done its work here.
-    index.prune_tombstones(u64::MAX);
+
+    // 2. Build every shard of the index from what was found for it.
+    let mut by_shard: Vec<Vec<ShardFound>> = (0..Index::SHARDS).map(|_| Vec::with_capacity(parts.len())).collect();
+    for part in parts {
+        for (shard, found) in part.into_iter().enumerate() {
+            by_shard[shard].push(found);
+        }
+    }
+    let queue = Mutex::new(by_shard.into_iter().enumerate().collect::<Vec<_>>());
+    on_threads(Index::SHARDS, |_| loop {
+        let Some((shard, found)) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop() else { break };
+        build_shard(index, shard, found, &segments);
+    });
     out.report.objects = index.len();
     out.report.bytes = index.live_bytes();
     Ok(out)
+}
+
+/// Runs `f(thread)` on as many threads as there are cores (at most `jobs`), and returns what
+/// each returned.
+fn on_threads<T: Send>(jobs: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(jobs).max(1);
+    if threads == 1 {
+        return vec![f(0)];
+    }
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = (0..threads).map(|t| scope.spawn(move || f(t))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
+}
+
+/// A committed record (object or tombstone) found by the scan, until its shard is built.
+#[derive(Clone, Copy)]
+struct Found {
+    /// Where its bucket starts in the name buffer ([`ShardFound::names`]) of the thread that
+    /// found it; its key follows.
+    names_at: u64,
+    seq: u64,
+    record_offset: u64,
+    body_len: u64,
+    segment: SegmentAt,
+    bucket_len: u16,
+    key_len: u16,
+    tombstone: bool,
+}
+
+/// A segment's place in the scan: its index in the list of segment files (oldest first), and
+/// the scanning thread's number (whose name buffers hold its records' names).
+#[derive(Clone, Copy)]
+struct SegmentAt {
+    list_index: u32,
+    part: u8,
+}
+
+/// What one scanning thread found for one shard.
+#[derive(Default)]
+struct ShardFound {
+    found: Vec<Found>,
+    names: Vec<u8>,
+}
+
+impl Found {
+    fn empty_parts() -> Vec<ShardFound> {
+        (0..Index::SHARDS).map(|_| ShardFound::default()).collect()
+    }
+
+    /// Its (bucket, key), from the name buffers of its shard (one per scanning thread).
+    fn names<'a>(&self, parts: &'a [ShardFound]) -> (&'a [u8], &'a [u8]) {
+        let names = &parts[self.segment.part as usize].names;
+        let at = self.names_at as usize;
+        let bucket_end = at + self.bucket_len as usize;
+        (&names[at..bucket_end], &names[bucket_end..bucket_end + self.key_len as usize])
+    }
+}
+
+/// Sorts a shard's records by (bucket, key), the newest version of each key first, and
+/// rebuilds the shard from each key's newest record, unless that is a tombstone.
+fn build_shard(index: &Index, shard: usize, mut parts: Vec<ShardFound>, segments: &[Option<Arc<Segment>>]) {
+    // Into the longest list, so that the others are copied, not it.
+    let mut found =
+        parts.iter_mut().max_by_key(|p| p.found.len()).map(|p| std::mem::take(&mut p.found)).unwrap_or_default();
+    for part in parts.iter_mut() {
+        found.append(&mut part.found);
+    }
+    let parts = &parts;
+    found.sort_unstable_by(|a, b| {
+        a.names(parts)
+            .cmp(&b.names(parts))
+            .then(b.seq.cmp(&a.seq))
+            .then(a.segment.list_index.cmp(&b.segment.list_index))
+            .then(a.record_offset.cmp(&b.record_offset))
+    });
+    let mut previous: Option<(&[u8], &[u8])> = None;
+    let winners = found.iter().filter_map(|f| {
+        let names = f.names(parts);
+        if previous == Some(names) {
+            return None;
+        }
+        previous = Some(names);
+        if f.tombstone {
+            return None;
+        }
+        let segment = segments[f.segment.list_index as usize].clone().expect("a segment with records is kept");
+        // Checked at the scan.
+        let bucket = std::str::from_utf8(names.0).unwrap_or_default();
+        Some((bucket, names.1, Slot::new(segment, f.record_offset, f.seq, f.body_len, false, 0)))
+    });
+    index.rebuild_shard(shard, winners);
 }
 
 struct Scan {
@@ -101,15 +243,21 @@ struct Scan {
     max_seq: u64,
 }
 
+/// Records smaller than this are read ahead in windows of [`READ_AHEAD`] (below).
+const SMALL_RECORD: u64 = 64 << 10;
+const READ_AHEAD: u64 = 4 << 20;
+
 fn scan_segment(
     id: u64,
     path: &Path,
-    file: File,
-    len: u64,
+    at: SegmentAt,
     index: &Index,
+    found: &mut [ShardFound],
     stats: &Arc<StoreStats>,
     maps: &Arc<MapCache>,
 ) -> Result<Scan> {
+    let file = File::options().read(true).write(true).open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut scan = Scan { segment: None, committed: 0, tombstones: 0, skipped: 0, max_seq: 0 };
     let map = sys::map_file(&file, len).map_err(|e| Error::io(path, e))?;
     let Some(fh) = FileHeader::decode(&map) else {
@@ -144,14 +292,23 @@ fn scan_segment(
     if !segment.solo {
         let _ = segment.map.set(map.clone());
     }
+    // The mapping reads a page per fault (`sys::map_file`): right for a segment of big records,
+    // whose headers are far apart, but a fault per page through a segment of small ones. Where
+    // records are small, the next few MiB are asked for ahead of the scan.
+    let mut read_ahead_to = 0u64;
     let mut off = FILE_HEADER_LEN;
     while off + RECORD_HEADER_LEN <= len {
-        let at = off as usize;
-        let Some((h, header_crc)) = RecordHeader::decode(&map[at..], fh.nonce, fh.version) else {
+        let at_usize = off as usize;
+        let Some((h, header_crc)) = RecordHeader::decode(&map[at_usize..], fh.nonce, fh.version) else {
             off += ALIGN;
             continue;
         };
         let total = h.total_len();
+        if total < SMALL_RECORD && off + READ_AHEAD / 2 > read_ahead_to {
+            let end = (off + READ_AHEAD).min(len);
+            sys::will_need(&map[at_usize..end as usize]);
+            read_ahead_to = end;
+        }
         let Some(end) = off.checked_add(total).filter(|e| *e <= len) else {
             // Torn tail: the record runs past the end of the file.
             scan.skipped += 1;
@@ -163,7 +320,7 @@ fn scan_segment(
             off = end;
             continue;
         }
-        let names_start = at + RECORD_HEADER_LEN as usize;
+        let names_start = at_usize + RECORD_HEADER_LEN as usize;
         let names_end = names_start + h.bucket_len as usize + h.key_len as usize + h.meta_len as usize;
         let names = &map[names_start..names_end];
         if crc32c::crc32c(names) != h.names_crc {
@@ -178,23 +335,31 @@ fn scan_segment(
             off = end;
             continue;
         };
-        match decode_names(names, &h) {
-            Some((bucket, key, _)) if h.is_tombstone() => {
-                index.recover_tombstone(ObjectKeyRef::new(&bucket, &key), trailer.seq);
-                segment.note_seq(trailer.seq);
-                scan.tombstones += 1;
-                scan.max_seq = scan.max_seq.max(trailer.seq);
-            }
-            Some((bucket, key, _)) => {
-                let seq = trailer.seq;
-                let slot = Slot::new(segment.clone(), off, seq, h.body_len, false, 0);
-                index.recover_object(ObjectKeyRef::new(&bucket, &key), slot);
-                scan.committed += 1;
-                scan.max_seq = scan.max_seq.max(seq);
-                segment.note_seq(seq);
-            }
-            None => scan.skipped += 1,
+        let Some((bucket, key)) = decode_names(names, &h) else {
+            scan.skipped += 1;
+            off = end;
+            continue;
+        };
+        let shard = &mut found[index.shard_of(ObjectKeyRef::new(bucket, key))];
+        shard.found.push(Found {
+            names_at: shard.names.len() as u64,
+            seq: trailer.seq,
+            record_offset: off,
+            body_len: h.body_len,
+            segment: at,
+            bucket_len: h.bucket_len,
+            key_len: h.key_len,
+            tombstone: h.is_tombstone(),
+        });
+        shard.names.extend_from_slice(bucket.as_bytes());
+        shard.names.extend_from_slice(key.as_bytes());
+        if h.is_tombstone() {
+            scan.tombstones += 1;
+        } else {
+            scan.committed += 1;
         }
+        segment.note_seq(trailer.seq);
+        scan.max_seq = scan.max_seq.max(trailer.seq);
         off = end;
     }
     segment.release_file();
@@ -202,11 +367,12 @@ fn scan_segment(
     Ok(scan)
 }
 
-fn decode_names(names: &[u8], h: &RecordHeader) -> Option<(Box<str>, Box<str>, RecordMeta)> {
+/// The record's bucket and key, if they are UTF-8 and its metadata decodes.
+fn decode_names<'a>(names: &'a [u8], h: &RecordHeader) -> Option<(&'a str, &'a str)> {
     let (bucket, rest) = names.split_at(h.bucket_len as usize);
     let (key, meta) = rest.split_at(h.key_len as usize);
     let bucket = std::str::from_utf8(bucket).ok()?;
     let key = std::str::from_utf8(key).ok()?;
-    let record = RecordMeta::decode(meta).ok()?;
-    Some((bucket.into(), key.into(), record))
+    RecordMeta::decode(meta).ok()?;
+    Some((bucket, key))
 }
