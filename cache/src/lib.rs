@@ -29,6 +29,6 @@ pub use hot::{HotCache, HotConfig, HotObject, HotTier};
 pub use key::{ObjectKey, ObjectKeyRef};
 pub use meta::{Etag, ObjectMeta, RecordMeta, SavedHeader, StorageClass};
 pub use segment::{
-    random_u64, CommitRule, CompactReport, CompactionConfig, FillReader, RecordWriter, RecoveryReport, Store,
-    StoreConfig, StoredObject, SyncPolicy, VersionPin, WriteCondition,
+    random_u64, ColdSpans, CommitRule, CompactReport, CompactionConfig, FillReader, RecordWriter, RecoveryReport,
+    Store, StoreConfig, StoredObject, SyncPolicy, VersionPin, WriteCondition,
 };

@@ -103,6 +103,13 @@ pub(crate) struct Loc {
     pub last_access: u32,
 }
 
+impl Loc {
+    /// Whether this is the record at `segment`/`record_offset`.
+    pub fn is_record(&self, segment: u64, record_offset: u64) -> bool {
+        self.segment.id == segment && self.record_offset == record_offset
+    }
+}
+
 /// One shard: each bucket's committed objects in key order, and the keys whose newest version
 /// is a deletion, with that deletion's sequence number. Tombstones are kept in memory only
 /// while a conditional writer that began before them may still commit

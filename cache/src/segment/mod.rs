@@ -131,11 +131,30 @@ impl StoreConfig {
     }
 }
 
+/// Bytes of a record before its body that [`Store::cold_spans`] reads with the body: the
+/// header, names and metadata of nearly every object fit.
+pub const COLD_HEAD_ROOM: u64 = 4096;
+/// Bytes after the body it reads: the padding and the trailer.
+const COLD_TAIL_ROOM: u64 = 128;
+
 /// A committed object as a reader sees it: metadata and a zero-copy slice of its body.
 #[derive(Clone, Debug)]
 pub struct StoredObject {
     pub meta: Arc<ObjectMeta>,
     pub body: Bytes,
+}
+
+/// Parts of a record's bytes on disk that are not in memory ([`Store::cold_spans`]): byte
+/// ranges of `file`, for the caller to read asynchronously.
+#[derive(Debug)]
+pub struct ColdSpans {
+    pub file: Arc<File>,
+    /// (offset, length) pairs, ascending. One span, from the record's start, when it holds the
+    /// whole record: the caller may pass what it read to [`Store::lookup_read`].
+    pub spans: Vec<(u64, u64)>,
+    /// The record's segment and offset: which version of the key the spans belong to.
+    segment: u64,
+    record_offset: u64,
 }
 
 /// One page of [`Store::list`]: objects and rolled-up common prefixes, in key order.
@@ -222,6 +241,7 @@ impl Segment {
             stats.write_failures.fetch_add(1, Ordering::Relaxed);
             Error::write(&path, e)
         })?;
+        sys::no_read_ahead(&file);
         let header = FileHeader {
             version: FORMAT_VERSION,
             flags: if solo { FLAG_SOLO } else { 0 },
@@ -304,7 +324,9 @@ impl Segment {
         if let Some(file) = &*self.file.lock().unwrap_or_else(|e| e.into_inner()) {
             return Ok(file.clone());
         }
-        Ok(Arc::new(OpenOptions::new().read(true).write(true).open(&self.path)?))
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        sys::no_read_ahead(&file);
+        Ok(Arc::new(file))
     }
 
     /// Closes a complete solo segment's descriptor (see the `file` field). Regular segments keep
@@ -911,6 +933,71 @@ impl Store {
         Ok(Some(StoredObject { meta: entry.meta.clone(), body }))
     }
 
+    /// The parts of the key's current record that are not in the page cache (`mincore`): its
+    /// head (header, names, metadata; assumed to fit in [`COLD_HEAD_ROOM`]), the first
+    /// `max_body` bytes of its body, and its trailer. `None` when they are all in memory, or
+    /// the key has no object.
+    ///
+    /// For a thread-per-core server: a lookup and a send from the mapping fault on pages not in
+    /// memory, and the whole core waits on the disk. Reading these spans first with an
+    /// asynchronous read (the node: io_uring) lets the core serve other requests meanwhile,
+    /// with many disk reads in flight; the lookup then finds the pages in memory.
+    pub fn cold_spans(&self, key: ObjectKeyRef<'_>, max_body: u64) -> Option<ColdSpans> {
+        let loc = self.index.get(key)?;
+        let map = loc.segment.mapped()?;
+        let file_end = loc.segment.len().min(map.len() as u64);
+        let start = loc.record_offset;
+        let span = |from: u64, len: u64| {
+            let end = from.saturating_add(len).min(file_end);
+            (from < end).then(|| (from, end - from))
+        };
+        let mut parts = Vec::with_capacity(2);
+        if loc.size <= max_body {
+            parts.extend(span(start, COLD_HEAD_ROOM + loc.size + COLD_TAIL_ROOM));
+        } else {
+            parts.extend(span(start, COLD_HEAD_ROOM + max_body));
+            parts.extend(span(start + loc.size, COLD_HEAD_ROOM + COLD_TAIL_ROOM));
+        }
+        parts.retain(|&(from, len)| !sys::resident(&map[from as usize..(from + len) as usize]));
+        if parts.is_empty() {
+            return None;
+        }
+        Some(ColdSpans { file: loc.segment.file().ok()?, spans: parts, segment: loc.segment.id, record_offset: start })
+    }
+
+    /// Like [`Store::lookup`], with the record's bytes as the caller read them from its file
+    /// (`read`: the one span of `cold`, read whole): the body is a slice of `read` rather than
+    /// of the mapping, so a cold record is not copied twice (into the page cache and from it
+    /// to the reader's buffer, then from the mapping to the socket). When the key's version
+    /// changed since [`Store::cold_spans`], or `read` does not hold the whole record, this is
+    /// [`Store::lookup`].
+    pub async fn lookup_read(
+        &self,
+        key: ObjectKeyRef<'_>,
+        cold: &ColdSpans,
+        read: Bytes,
+    ) -> Result<Option<StoredObject>> {
+        let Some(loc) = self.index.get_for_read(key, self.now_secs()) else {
+            return Ok(None);
+        };
+        let same = cold.spans.len() == 1 && loc.is_record(cold.segment, cold.record_offset);
+        let decoded = same.then(|| decode_record(&read, 0, &loc.segment)).flatten();
+        let Some((header, record, trailer)) = decoded.filter(|(_, _, t)| t.seq == loc.seq) else {
+            return self.lookup(key).await;
+        };
+        let body_start = header.body_start() as usize;
+        let body_end = body_start + header.body_len as usize;
+        if body_end > read.len() {
+            return self.lookup(key).await;
+        }
+        let body = read.slice(body_start..body_end);
+        let entry = Arc::new(index_entry(key, loc, header, record, trailer));
+        if !entry.verified && !self.check_off_thread(&entry, &body).await? {
+            return Err(corrupt_body(&entry));
+        }
+        Ok(Some(StoredObject { meta: entry.meta.clone(), body }))
+    }
+
     /// Like [`Store::lookup`], but a first read checks the body on the caller's thread (a
     /// synchronous caller cannot wait for another thread's check).
     pub fn get(&self, key: ObjectKeyRef<'_>) -> Result<Option<StoredObject>> {
@@ -928,21 +1015,7 @@ impl Store {
     fn entry_at(&self, key: ObjectKeyRef<'_>, loc: Loc) -> Result<Arc<IndexEntry>> {
         let (segment, offset) = (&loc.segment, loc.record_offset);
         match read_record(segment, offset) {
-            Some((header, record, trailer)) => Ok(Arc::new(IndexEntry {
-                meta: Arc::new(ObjectMeta {
-                    bucket: key.bucket.into(),
-                    key: key.key.into(),
-                    size: header.body_len,
-                    md5: trailer.md5,
-                    record,
-                    seq: trailer.seq,
-                }),
-                body_offset: offset + header.body_start(),
-                body_crc: trailer.body_crc,
-                segment: loc.segment,
-                record_offset: offset,
-                verified: loc.verified,
-            })),
+            Some((header, record, trailer)) => Ok(Arc::new(index_entry(key, loc, header, record, trailer))),
             None => {
                 if self.index.remove_entry(key, segment.id, offset).is_some() {
                     self.stats.corrupt_reads.fetch_add(1, Ordering::Relaxed);
@@ -1207,8 +1280,12 @@ fn settle(index: &index::Index, stats: &StoreStats, checks: &Checks, entry: &Ind
 /// The header, metadata and trailer of the committed record at `offset` in `segment`, if they
 /// read back whole.
 fn read_record(segment: &Segment, offset: u64) -> Option<(RecordHeader, crate::meta::RecordMeta, Trailer)> {
-    let map = segment.mapped()?;
-    let at = usize::try_from(offset).ok()?;
+    decode_record(&segment.mapped()?, usize::try_from(offset).ok()?, segment)
+}
+
+/// The header, metadata and trailer of the record at `at` in `bytes` (a segment's mapping, or
+/// bytes read from its file), if they are all there and read back whole.
+fn decode_record(map: &[u8], at: usize, segment: &Segment) -> Option<(RecordHeader, crate::meta::RecordMeta, Trailer)> {
     let (header, header_crc) = RecordHeader::decode(map.get(at..)?, segment.nonce, segment.version)?;
     let names_at = at + RECORD_HEADER_LEN as usize;
     let meta_at = names_at + header.bucket_len as usize + header.key_len as usize;
@@ -1217,6 +1294,31 @@ fn read_record(segment: &Segment, offset: u64) -> Option<(RecordHeader, crate::m
     let trailer = map.get(trailer_at..trailer_at + trailer_len(segment.version) as usize)?;
     let trailer = Trailer::decode(trailer, header_crc, segment.version)?;
     Some((header, record, trailer))
+}
+
+/// What a reader knows of the record at `loc`, from its header, metadata and trailer.
+fn index_entry(
+    key: ObjectKeyRef<'_>,
+    loc: Loc,
+    header: RecordHeader,
+    record: crate::meta::RecordMeta,
+    trailer: Trailer,
+) -> IndexEntry {
+    IndexEntry {
+        meta: Arc::new(ObjectMeta {
+            bucket: key.bucket.into(),
+            key: key.key.into(),
+            size: header.body_len,
+            md5: trailer.md5,
+            record,
+            seq: trailer.seq,
+        }),
+        body_offset: loc.record_offset + header.body_start(),
+        body_crc: trailer.body_crc,
+        record_offset: loc.record_offset,
+        verified: loc.verified,
+        segment: loc.segment,
+    }
 }
 
 fn corrupt_body(entry: &IndexEntry) -> Error {

@@ -257,6 +257,7 @@ fn scan_segment(
     maps: &Arc<MapCache>,
 ) -> Result<Scan> {
     let file = File::options().read(true).write(true).open(path).map_err(|e| Error::io(path, e))?;
+    sys::no_read_ahead(&file);
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut scan = Scan { segment: None, committed: 0, tombstones: 0, skipped: 0, max_seq: 0 };
     let map = sys::map_file(&file, len).map_err(|e| Error::io(path, e))?;

@@ -3,7 +3,8 @@
 //! - `mmap` of segment files ([`map_file`]). A mapping turns into refcounted [`Bytes`]
 //!   (`Bytes::from_owner`), so a hit hands the socket a slice of the page cache without copying,
 //!   and the mapping lives as long as any slice of it. `madvise` sets how faults on it read the
-//!   disk ([`map_file`], [`will_need`]).
+//!   disk ([`map_file`], [`will_need`]); `mincore` tells whether reading a range would wait on
+//!   the disk ([`resident`]).
 //! - `statvfs` of the store's filesystem ([`free_bytes`]), for the free-space watermark.
 //! - `flock` of the store directory's LOCK file ([`try_lock_exclusive`]), so one store directory
 //!   has one owner ([`super::lock`]).
@@ -42,6 +43,17 @@ pub(crate) fn map_file(file: &File, len: u64) -> io::Result<Bytes> {
     Ok(Bytes::from_owner(map))
 }
 
+/// Reads of `file` (`pread`, an io_uring read: the node's cold reads, `Store::cold_spans`) read
+/// what they ask for and no more (`POSIX_FADV_RANDOM`): without it a read of one object pulls
+/// in up to `read_ahead_kb` (8 MiB on this VM's disk) of its neighbours. Mappings have their
+/// own advice ([`map_file`]). Best effort: an error only leaves the kernel's default.
+pub(crate) fn no_read_ahead(file: &File) {
+    // SAFETY: fadvise takes a descriptor `file` keeps open for the call, and changes no memory.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
+    }
+}
+
 /// Bodies from this size on are read ahead as a whole ([`will_need`]); a smaller one is a page
 /// or a few, read by its faults.
 pub(crate) const WILL_NEED_MIN_BYTES: usize = 16 << 10;
@@ -63,6 +75,32 @@ pub(crate) fn will_need(body: &[u8]) {
     unsafe {
         libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_WILLNEED);
     }
+}
+
+/// Whether every page under `range` (a slice of a mapping) is in memory (`mincore`), so that
+/// reading it will not wait on the disk. An error counts as resident: the caller then reads
+/// through the mapping as it would have anyway.
+pub(crate) fn resident(range: &[u8]) -> bool {
+    const PAGE: usize = 4096;
+    const PAGES_PER_CALL: usize = 256;
+    let end = range.as_ptr() as usize + range.len();
+    let mut at = range.as_ptr() as usize & !(PAGE - 1);
+    let mut pages = [0u8; PAGES_PER_CALL];
+    while at < end {
+        let len = (end - at).min(PAGES_PER_CALL * PAGE);
+        // SAFETY: [at, at + len) lies within a live mapping (`range` borrows a slice of it),
+        // rounded down to its page; `pages` has room for one byte per page of it
+        // (len / PAGE rounded up is at most PAGES_PER_CALL). mincore reads no memory of ours.
+        let rc = unsafe { libc::mincore(at as *mut libc::c_void, len, pages.as_mut_ptr()) };
+        if rc != 0 {
+            return true;
+        }
+        if pages[..len.div_ceil(PAGE)].iter().any(|p| p & 1 == 0) {
+            return false;
+        }
+        at += len;
+    }
+    true
 }
 
 /// Takes `flock(LOCK_EX | LOCK_NB)` on `file`. `Ok(false)` when another open file description
@@ -119,6 +157,21 @@ mod tests {
         assert_eq!(&map[..4], b"head");
         f.write_all_at(b"tail", 4096).unwrap();
         assert_eq!(&map.slice(4096..4100)[..], b"tail");
+    }
+
+    #[test]
+    fn resident_tells_pages_in_memory_from_pages_on_disk() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&vec![7u8; 3 << 20]).unwrap();
+        let map = map_file(&f, 3 << 20).unwrap();
+        assert!(resident(&map[..]), "just written: in the page cache");
+        // Evicted from the page cache (clean pages of an unmapped-by-no-one range: DONTNEED on
+        // the file itself), the same range is not.
+        f.sync_all().unwrap();
+        // SAFETY: a valid descriptor and range; fadvise changes no memory of ours.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 3 << 20, libc::POSIX_FADV_DONTNEED) };
+        assert!(!resident(&map[(2 << 20) + 100..(2 << 20) + 200]), "dropped from the page cache");
+        assert!(resident(&map[..0]), "an empty range waits for nothing");
     }
 
     #[test]
