@@ -165,6 +165,9 @@ pub struct RawStore {
     pub compaction_bytes_per_sec: u64,
     /// Multipart uploads neither completed nor aborted after this long are aborted.
     pub multipart_max_age_s: u64,
+    /// How a GET reads a stored object whose bytes are not in memory: "async" (an io_uring
+    /// read, the core serving other requests meanwhile) or "fault" (through the mapping).
+    pub cold_reads: String,
 }
 
 impl Default for RawStore {
@@ -182,6 +185,7 @@ impl Default for RawStore {
             compaction_min_dead_ratio: 0.5,
             compaction_bytes_per_sec: 64 << 20,
             multipart_max_age_s: 7 * 24 * 3600,
+            cold_reads: "async".into(),
         }
     }
 }
@@ -408,6 +412,9 @@ pub struct Config {
     pub multipart_max_age: Duration,
     /// Hasher threads for mirrored bodies (`store.hash_threads`).
     pub hash_threads: usize,
+    /// `store.cold_reads = "async"`: a hit on stored bytes that are not in memory reads them
+    /// asynchronously first (`stored::read_cold`).
+    pub cold_reads_async: bool,
     pub server: ServerConfig,
     pub tls: Option<TlsListenConfig>,
     pub admin: AdminConfig,
@@ -732,10 +739,16 @@ impl RawConfig {
             bail!("store.multipart_max_age_s: must be at least 1 (seconds an unfinished multipart upload is kept)");
         }
         let multipart_max_age = Duration::from_secs(s.multipart_max_age_s);
+        let cold_reads_async = match s.cold_reads.as_str() {
+            "async" => true,
+            "fault" => false,
+            other => bail!("store.cold_reads: '{other}' is not async or fault"),
+        };
         Ok(Config {
             s3,
             multipart_max_age,
             hash_threads: s.hash_threads,
+            cold_reads_async,
             server,
             tls,
             admin,
@@ -834,6 +847,7 @@ mod tests {
             ("[server]\nlisten = \"nope\"", "server.listen"),
             ("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1", "bogus"),
             ("[store]\nsync = \"sometimes\"", "store.sync"),
+            ("[store]\ncold_reads = \"mmap\"", "store.cold_reads"),
             ("[[buckets]]\nname = \"Bad_Name\"", "buckets[0].name"),
             ("[[buckets]]\nname = \"abc\"\n[[buckets.mirror]]\nurl = \"ftp://x/\"", "buckets[0].mirror[0].url"),
             ("[cache]\nmax_object_bytes = 99999999999", "cache.max_object_bytes"),

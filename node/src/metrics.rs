@@ -28,6 +28,10 @@ pub struct Metrics {
     pub hits_memory: Counter,
     pub hits_disk_cache: Counter,
     pub hits_store: Counter,
+    /// Store hits whose bytes were not all in memory and were read asynchronously first, and
+    /// the bytes read (`store.cold_reads = "async"`).
+    pub cold_reads: Counter,
+    pub cold_read_bytes: Counter,
     pub misses_no_rule: Counter,
     pub origin_fetches: Counter,
     /// HEADs of objects not stored, answered from the origin's HEAD.
@@ -61,7 +65,7 @@ impl Metrics {
     /// Renders the counters, plus the counters and gauges kept elsewhere (the store's), in
     /// Prometheus text format.
     pub fn render(&self, counters_elsewhere: &[(&str, u64)], gauges: &[(&str, u64)]) -> String {
-        let counters: [(&str, &Counter); 23] = [
+        let counters: [(&str, &Counter); 25] = [
             ("edgemirror_connections_accepted_total", &self.connections_accepted),
             ("edgemirror_connections_refused_total", &self.connections_refused),
             ("edgemirror_requests_total", &self.requests),
@@ -69,6 +73,8 @@ impl Metrics {
             ("edgemirror_hits_memory_total", &self.hits_memory),
             ("edgemirror_hits_disk_cache_total", &self.hits_disk_cache),
             ("edgemirror_hits_store_total", &self.hits_store),
+            ("edgemirror_store_cold_reads_total", &self.cold_reads),
+            ("edgemirror_store_cold_read_bytes_total", &self.cold_read_bytes),
             ("edgemirror_misses_no_rule_total", &self.misses_no_rule),
             ("edgemirror_origin_fetches_total", &self.origin_fetches),
             ("edgemirror_origin_heads_total", &self.origin_heads),

@@ -54,10 +54,28 @@ pub async fn serve(
         }
         return stored::send_stored(worker, conn, req, &obj.meta, obj.body, tier.as_str()).await;
     }
-    match shared.store.lookup(okey).await {
+    let cold = match shared.config.cold_reads_async {
+        // A HEAD needs the record's head and trailer only.
+        true => stored::read_cold(worker, okey, if req.is_head() { 0 } else { stored::COLD_READ_MAX_BODY }).await,
+        false => None,
+    };
+    let found = match &cold {
+        Some((spans, read)) => shared.store.lookup_read(okey, spans, read.clone()).await,
+        None => shared.store.lookup(okey).await,
+    };
+    match found {
         Ok(Some(obj)) => {
             worker.metrics().hits_store.inc();
-            shared.hot.insert(&obj);
+            // A body read from the file (not a slice of the mapping: `lookup_read` falls back
+            // to the mapping) goes into the memory tier as it is, when it is most of the read.
+            let owned = cold.as_ref().is_some_and(|(_, read)| {
+                read.as_ptr_range().contains(&obj.body.as_ptr()) && obj.body.len() >= read.len() * 3 / 4
+            });
+            if owned {
+                shared.hot.insert_owned(&obj);
+            } else {
+                shared.hot.insert(&obj);
+            }
             return stored::send_stored(worker, conn, req, &obj.meta, obj.body, "store").await;
         }
         Ok(None) => {}

@@ -10,13 +10,58 @@
 use std::fmt::Write as _;
 
 use bytes::{Bytes, BytesMut};
-use edgemirror_cache::{ObjectKeyRef, ObjectMeta, SavedHeader};
+use edgemirror_cache::{ColdSpans, ObjectKeyRef, ObjectMeta, SavedHeader};
 use edgemirror_proto::{self as proto, RangeRequest};
+use monoio::buf::IoBufMut;
 
 use crate::error::S3Error;
 use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
 use crate::respond::{Conn, Disposition, Request};
 use crate::worker::Worker;
+
+/// Most body bytes [`read_cold`] reads ahead of a send: a bigger body's rest is read by the
+/// send's faults, behind the kernel's read-ahead of it (`MADV_WILLNEED`).
+pub const COLD_READ_MAX_BODY: u64 = 1 << 20;
+/// Bytes per read of [`read_cold`] (its buffer).
+const COLD_READ_CHUNK: usize = 256 << 10;
+
+/// Reads the parts of `key`'s stored record that are not in memory (its head, up to `max_body`
+/// bytes of its body, its trailer; see `Store::cold_spans`) with asynchronous reads of the
+/// segment file. Through the mapping, the lookup and the send would fault on them and the whole
+/// core would wait on the disk; with io_uring it serves other requests meanwhile, with many
+/// reads in flight. (On the epoll driver monoio's file reads run inline: no worse than faults.)
+///
+/// Returns the record as read when one read held all of it (a body of at most `max_body`), for
+/// `Store::lookup_read` to serve from; otherwise the reads only brought the pages into memory,
+/// and the lookup finds them there. Best effort: after a failed read the lookup reads through
+/// the mapping as before (and reports what it finds there).
+pub async fn read_cold(worker: &Worker, key: ObjectKeyRef<'_>, max_body: u64) -> Option<(ColdSpans, Bytes)> {
+    let cold = worker.shared.store.cold_spans(key, max_body)?;
+    // monoio's File owns its descriptor: it gets a duplicate of the segment's.
+    let file = cold.file.try_clone().and_then(monoio::fs::File::from_std).ok()?;
+    let total: u64 = cold.spans.iter().map(|(_, len)| len).sum();
+    let mut whole = None;
+    if let [(offset, len)] = cold.spans[..] {
+        let (res, buf) = file.read_exact_at(Vec::with_capacity(len as usize), offset).await;
+        whole = res.ok().map(|()| Bytes::from(buf));
+    } else {
+        let mut buf = Vec::with_capacity(COLD_READ_CHUNK);
+        for &(offset, len) in &cold.spans {
+            let mut at = offset;
+            while at < offset + len {
+                let n = ((offset + len - at) as usize).min(COLD_READ_CHUNK);
+                let (res, back) = file.read_exact_at(buf.slice_mut(0..n), at).await;
+                buf = back.into_inner();
+                res.ok()?;
+                at += n as u64;
+            }
+        }
+    }
+    let _ = file.close().await;
+    worker.metrics().cold_reads.inc();
+    worker.metrics().cold_read_bytes.add(total);
+    whole.map(|bytes| (cold, bytes))
+}
 
 /// The four conditional headers of a request: its own (a GET or HEAD), or CopyObject's and
 /// UploadPartCopy's about their source (`x-amz-copy-source-if-*`).

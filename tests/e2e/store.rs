@@ -224,3 +224,72 @@ fn kill9_mid_transfer_leaves_no_torn_object() {
 fn head_after_restart(node: &crate::support::node::Node, path: &str) -> u16 {
     head(node.data_addr(), path, &[]).map(|r| r.status).unwrap_or_else(|e| panic!("HEAD after restart failed: {e:?}"))
 }
+
+/// A hit on stored bytes that are not in memory (the page cache dropped them) is read with an
+/// asynchronous read of the segment file before it is served (`store.cold_reads = "async"`,
+/// the default), so the worker's core is not stalled on page faults; with `"fault"` the
+/// mapping's faults read them. Both serve the same bytes, whole, ranged and to a HEAD.
+#[test]
+fn cold_stored_bytes_are_read_ahead_asynchronously_and_served_whole() {
+    for mode in ["async", "fault"] {
+        let origin = crate::support::origin::Origin::start();
+        let mut node = crate::support::node::NodeBuilder::new()
+            .mirror(&format!("{}/dir1/", origin.url()), "")
+            // No foyer disk tier: after the restart every hit is a store hit.
+            .with_disk_bytes(0)
+            .with_line("store", &format!("cold_reads = \"{mode}\""))
+            .start();
+        // Bodies beyond a page (a cold read of the body) and beyond the 1 MiB read ahead (its
+        // rest comes through the mapping).
+        let objects: Vec<(String, Vec<u8>)> = [200_000usize, 3_000_000]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (format!("cold/{i}.bin"), pattern_body(len, 40 + i as u8)))
+            .collect();
+        for (key, body) in &objects {
+            origin.set(&format!("/dir1/{key}"), Reply::ok(body.clone()));
+            get_stored(node.data_addr(), &object_path(key), body);
+        }
+        node.restart();
+        // Recovery read the records' heads; their bodies it never touched. Dropped from the
+        // page cache, they are on disk only.
+        evict_segments(node.store_dir());
+        for (key, body) in &objects {
+            let resp = get(node.data_addr(), &object_path(key), &[]).expect("GET");
+            assert_eq!(resp.status, 200, "{mode} {key}: {resp:?}");
+            assert!(resp.body == *body, "{mode} {key}: body differs");
+            assert_eq!(source_of(&resp), "store", "{mode} {key}");
+        }
+        let cold_reads = crate::support::metric(&node, "edgemirror_store_cold_reads_total");
+        let cold_bytes = crate::support::metric(&node, "edgemirror_store_cold_read_bytes_total");
+        if mode == "async" {
+            assert_eq!(cold_reads, 2, "one read ahead per object");
+            assert!(cold_bytes >= 200_000 + (1 << 20), "read ahead {cold_bytes} bytes");
+        } else {
+            assert_eq!((cold_reads, cold_bytes), (0, 0), "{mode}");
+        }
+        evict_segments(node.store_dir());
+        for (key, body) in &objects {
+            let path = object_path(key);
+            let resp = get(node.data_addr(), &path, &[("Range", "bytes=150000-150099")]).expect("range GET");
+            assert_eq!(resp.status, 206, "{mode} {key}: {resp:?}");
+            assert!(resp.body == body[150_000..150_100], "{mode} {key}: range differs");
+            let resp = head(node.data_addr(), &path, &[]).expect("HEAD");
+            assert_eq!(resp.status, 200, "{mode} {key}: {resp:?}");
+            assert_eq!(resp.header("content-length"), Some(body.len().to_string().as_str()), "{mode} {key}");
+        }
+    }
+}
+
+/// Drops the pages of the node's segment files from the page cache (those not mapped by a
+/// process: what the node has not read through its mapping).
+fn evict_segments(store_dir: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    for entry in std::fs::read_dir(store_dir.join("segments")).expect("segments dir") {
+        let file = std::fs::File::open(entry.expect("entry").path()).expect("open segment");
+        file.sync_all().expect("fsync segment");
+        // SAFETY: a valid descriptor for the call's duration; fadvise changes no memory of ours.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0, "posix_fadvise");
+    }
+}
