@@ -9,6 +9,8 @@
 //! - `mirror`: back-to-origin on a miss: what the origin sees, what the client gets, rules.
 //! - `store`: what happens once an object is stored: hits, HEAD, keep-alive, pipelining,
 //!   restarts and crashes.
+//! - `deploy`: the systemd unit and production config under `deploy/` (systemd-analyze verify,
+//!   `edgemirror --check`).
 //! - `errors`: origin failures (404, 5xx, refused, slow, truncated), bad requests, bad configs.
 //! - `purge`: the purge API: no tier serves a purged object, across restarts too; fills racing
 //!   a purge are not stored; refetch serves the old copy until the new one commits.
@@ -37,6 +39,7 @@ mod support;
 
 mod capacity;
 mod coalesce;
+mod deploy;
 mod errors;
 mod full_disk;
 mod harness;
