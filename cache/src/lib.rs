@@ -29,6 +29,6 @@ pub use hot::{HotCache, HotConfig, HotObject, HotTier};
 pub use key::{ObjectKey, ObjectKeyRef};
 pub use meta::{Etag, ObjectMeta, RecordMeta, SavedHeader, StorageClass};
 pub use segment::{
-    random_u64, ColdSpans, CommitRule, CompactReport, CompactionConfig, FillReader, RecordWriter, RecoveryReport,
-    Store, StoreConfig, StoredObject, SyncPolicy, VersionPin, WriteCondition,
+    in_memory, random_u64, read_ahead, BodyFile, ColdSpans, CommitRule, CompactReport, CompactionConfig, FillReader,
+    RecordWriter, RecoveryReport, Store, StoreConfig, StoredObject, SyncPolicy, VersionPin, WriteCondition,
 };

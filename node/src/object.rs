@@ -59,9 +59,10 @@ pub async fn serve(
         true => stored::read_cold(worker, okey, if req.is_head() { 0 } else { stored::COLD_READ_MAX_BODY }).await,
         false => None,
     };
-    let found = match &cold {
-        Some((spans, read)) => shared.store.lookup_read(okey, spans, read.clone()).await,
-        None => shared.store.lookup(okey).await,
+    let found = match shared.config.cold_reads_async {
+        // What is not in memory is read here (`read_cold`, `stored::send_body`), not ahead.
+        true => shared.store.lookup_read(okey, cold.as_ref().map(|(spans, read)| (spans, read.clone()))).await,
+        false => shared.store.lookup(okey).await,
     };
     match found {
         Ok(Some(obj)) => {

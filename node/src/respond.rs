@@ -148,6 +148,16 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes `buf` as it is (a body piece read into a buffer the caller reuses), bounded by
+    /// the write timeout, and gives the buffer back.
+    pub async fn write_vec(&mut self, buf: Vec<u8>) -> io::Result<Vec<u8>> {
+        timed(self.write_timeout, async {
+            let (res, buf) = self.stream.write_all(buf).await;
+            res.map(|_| buf)
+        })
+        .await
+    }
+
     /// Writes one buffer as it is (a body piece), bounded by the write timeout.
     pub async fn write_bytes(&mut self, body: Bytes) -> io::Result<()> {
         timed(self.write_timeout, async { self.stream.write_all(body).await.0.map(|_| ()) }).await

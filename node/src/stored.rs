@@ -37,8 +37,7 @@ const COLD_READ_CHUNK: usize = 256 << 10;
 /// the mapping as before (and reports what it finds there).
 pub async fn read_cold(worker: &Worker, key: ObjectKeyRef<'_>, max_body: u64) -> Option<(ColdSpans, Bytes)> {
     let cold = worker.shared.store.cold_spans(key, max_body)?;
-    // monoio's File owns its descriptor: it gets a duplicate of the segment's.
-    let file = cold.file.try_clone().and_then(monoio::fs::File::from_std).ok()?;
+    let file = uring_file(&cold.file)?;
     let total: u64 = cold.spans.iter().map(|(_, len)| len).sum();
     let mut whole = None;
     if let [(offset, len)] = cold.spans[..] {
@@ -61,6 +60,71 @@ pub async fn read_cold(worker: &Worker, key: ObjectKeyRef<'_>, max_body: u64) ->
     worker.metrics().cold_reads.inc();
     worker.metrics().cold_read_bytes.add(total);
     whole.map(|bytes| (cold, bytes))
+}
+
+/// A segment file for monoio's reads (io_uring). monoio's `File` owns its descriptor: it gets a
+/// duplicate of the store's.
+fn uring_file(file: &std::fs::File) -> Option<monoio::fs::File> {
+    file.try_clone().and_then(monoio::fs::File::from_std).ok()
+}
+
+/// Sends the head in `conn.out` and `part` (the bytes from `part_start` of `meta`'s body, as
+/// the `source` tier handed them out). A part from the store may not be in memory:
+/// - with `store.cold_reads = "async"`, a part bigger than [`COLD_READ_MAX_BODY`] (whose first
+///   MiB `read_cold` read with the record's head) goes out in windows of that size: a window in
+///   memory from the mapping, one that is not from an io_uring read of the segment file into a
+///   buffer reused for the next window, so the core never waits in a page fault for it;
+/// - with `"fault"`, the part is sent through the mapping, its faults waiting for the read of
+///   the body that `Store::lookup` started (`MADV_WILLNEED`).
+async fn send_body(
+    worker: &Worker,
+    conn: &mut Conn,
+    meta: &ObjectMeta,
+    part: Bytes,
+    part_start: u64,
+    source: &str,
+) -> std::io::Result<()> {
+    if source != "store" {
+        return conn.send_with_body(part).await;
+    }
+    if !worker.shared.config.cold_reads_async {
+        // `Store::lookup` has started reading the body ahead.
+        return conn.send_with_body(part).await;
+    }
+    let key = ObjectKeyRef::new(&meta.bucket, &meta.key);
+    let windowed = part.len() as u64 > COLD_READ_MAX_BODY;
+    let body_file = windowed.then(|| worker.shared.store.body_file(key, meta.seq)).flatten();
+    let Some((file, body_offset)) = body_file.and_then(|b| Some((uring_file(&b.file)?, b.offset))) else {
+        return conn.send_with_body(part).await;
+    };
+    conn.flush().await?;
+    let window = COLD_READ_MAX_BODY as usize;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut at = 0;
+    while at < part.len() {
+        let end = (at + window).min(part.len());
+        let piece = part.slice(at..end);
+        if edgemirror_cache::in_memory(&piece) {
+            conn.write_bytes(piece).await?;
+        } else {
+            buf.clear();
+            buf.reserve_exact(piece.len());
+            let offset = body_offset + part_start + at as u64;
+            let (res, back) = file.read_exact_at(buf.slice_mut(0..piece.len()), offset).await;
+            buf = back.into_inner();
+            if res.is_ok() {
+                worker.metrics().cold_reads.inc();
+                worker.metrics().cold_read_bytes.add(piece.len() as u64);
+                buf = conn.write_vec(buf).await?;
+            } else {
+                // Through the mapping, which reports what it finds there.
+                conn.write_bytes(piece).await?;
+            }
+        }
+        at = end;
+    }
+    let _ = file.close().await;
+    Ok(())
 }
 
 /// The four conditional headers of a request: its own (a GET or HEAD), or CopyObject's and
@@ -220,7 +284,8 @@ pub async fn send_stored(
         RangeRequest::Unsatisfiable => Err(S3Error::InvalidRange { size: meta.size }),
         RangeRequest::Full => {
             reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
-            let sent = if req.is_head() { conn.flush().await } else { conn.send_with_body(body).await };
+            let sent =
+                if req.is_head() { conn.flush().await } else { send_body(worker, conn, meta, body, 0, source).await };
             Ok(Disposition::after(sent, keep_alive))
         }
         RangeRequest::Satisfiable(ranges) if ranges.len() == 1 => {
@@ -230,7 +295,11 @@ pub async fn send_stored(
             head.framing = Framing::Length(r.end - r.start);
             reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
             let part = body.slice(r.start as usize..r.end as usize);
-            let sent = if req.is_head() { conn.flush().await } else { conn.send_with_body(part).await };
+            let sent = if req.is_head() {
+                conn.flush().await
+            } else {
+                send_body(worker, conn, meta, part, r.start, source).await
+            };
             Ok(Disposition::after(sent, keep_alive))
         }
         RangeRequest::Satisfiable(ranges) => {
@@ -249,6 +318,10 @@ pub async fn send_stored(
                 reply::content_range(&mut h, Some(r.clone()), meta.size);
                 h.extend_from_slice(b"\r\n");
                 parts.push(h.freeze());
+                if source == "store" {
+                    // Sent through the mapping: what is not in memory is read ahead first.
+                    edgemirror_cache::read_ahead(&body[r.start as usize..r.end as usize]);
+                }
                 parts.push(body.slice(r.start as usize..r.end as usize));
             }
             parts.push(Bytes::from(format!("\r\n--{boundary}--\r\n")));

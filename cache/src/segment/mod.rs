@@ -157,6 +157,30 @@ pub struct ColdSpans {
     record_offset: u64,
 }
 
+/// Where a stored body lies in its segment file ([`Store::body_file`]), for reading parts of it
+/// that are not in memory with the caller's own (asynchronous) reads.
+#[derive(Debug)]
+pub struct BodyFile {
+    pub file: Arc<File>,
+    /// The file offset of the body's first byte.
+    pub offset: u64,
+}
+
+/// Whether every page under `part` (a slice of a stored body as the store handed it out: a
+/// slice of a segment mapping) is in memory (`mincore`), so that sending it will not wait on the
+/// disk. Bytes that are not a mapping's are in memory by definition, and `mincore` says so.
+pub fn in_memory(part: &[u8]) -> bool {
+    sys::resident(part)
+}
+
+/// Starts reading `part` (a slice of a stored body as the store handed it out) from disk where
+/// it is not in memory, as one read ahead of the faults that sending it through the mapping
+/// would take page by page (mappings read no more than the faulting page: `MADV_RANDOM`).
+/// `MADV_WILLNEED`; parts under 16 KiB are left to their faults.
+pub fn read_ahead(part: &[u8]) {
+    sys::will_need(part);
+}
+
 /// One page of [`Store::list`]: objects and rolled-up common prefixes, in key order.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -921,12 +945,22 @@ impl Store {
     /// later reads answer at once, without allocating. A body that fails is dropped from the
     /// index (and reported as `Corrupt`), so the caller can treat it as missing and fetch it
     /// again.
+    ///
+    /// The body is a slice of the mapping, and its pages not in memory are being read ahead
+    /// ([`read_ahead`]), for a caller that reads it through the mapping.
     pub async fn lookup(&self, key: ObjectKeyRef<'_>) -> Result<Option<StoredObject>> {
+        self.lookup_mapped(key, true).await
+    }
+
+    async fn lookup_mapped(&self, key: ObjectKeyRef<'_>, read_ahead: bool) -> Result<Option<StoredObject>> {
         let Some(loc) = self.index.get_for_read(key, self.now_secs()) else {
             return Ok(None);
         };
         let entry = self.entry_at(key, loc)?;
         let body = self.mapped_body(&entry)?;
+        if read_ahead {
+            sys::will_need(&body);
+        }
         if !entry.verified && !self.check_off_thread(&entry, &body).await? {
             return Err(corrupt_body(&entry));
         }
@@ -965,30 +999,41 @@ impl Store {
         Some(ColdSpans { file: loc.segment.file().ok()?, spans: parts, segment: loc.segment.id, record_offset: start })
     }
 
-    /// Like [`Store::lookup`], with the record's bytes as the caller read them from its file
-    /// (`read`: the one span of `cold`, read whole): the body is a slice of `read` rather than
-    /// of the mapping, so a cold record is not copied twice (into the page cache and from it
-    /// to the reader's buffer, then from the mapping to the socket). When the key's version
-    /// changed since [`Store::cold_spans`], or `read` does not hold the whole record, this is
-    /// [`Store::lookup`].
+    /// Where the body of the key's current object lies on disk, if it is version `seq` (the one
+    /// the caller looked up). Reads the record's head from the mapping: call it after a lookup,
+    /// which brought the head into memory.
+    pub fn body_file(&self, key: ObjectKeyRef<'_>, seq: u64) -> Option<BodyFile> {
+        let loc = self.index.get(key).filter(|loc| loc.seq == seq)?;
+        let (header, _, _) = read_record(&loc.segment, loc.record_offset)?;
+        Some(BodyFile { file: loc.segment.file().ok()?, offset: loc.record_offset + header.body_start() })
+    }
+
+    /// Like [`Store::lookup`], for a caller that reads what is not in memory itself
+    /// ([`Store::cold_spans`], [`Store::body_file`]): nothing is read ahead. With `read`, the
+    /// bytes it read of the one span of `cold` (the whole record), the body is a slice of them
+    /// rather than of the mapping, so a cold record is not copied twice (into the page cache
+    /// and the caller's buffer, then from the mapping to the socket); when the key's version
+    /// changed since `cold_spans`, or `read` does not hold the whole record, the mapping's.
     pub async fn lookup_read(
         &self,
         key: ObjectKeyRef<'_>,
-        cold: &ColdSpans,
-        read: Bytes,
+        read: Option<(&ColdSpans, Bytes)>,
     ) -> Result<Option<StoredObject>> {
+        let Some((cold, read)) = read else {
+            return self.lookup_mapped(key, false).await;
+        };
         let Some(loc) = self.index.get_for_read(key, self.now_secs()) else {
             return Ok(None);
         };
         let same = cold.spans.len() == 1 && loc.is_record(cold.segment, cold.record_offset);
         let decoded = same.then(|| decode_record(&read, 0, &loc.segment)).flatten();
         let Some((header, record, trailer)) = decoded.filter(|(_, _, t)| t.seq == loc.seq) else {
-            return self.lookup(key).await;
+            return self.lookup_mapped(key, false).await;
         };
         let body_start = header.body_start() as usize;
         let body_end = body_start + header.body_len as usize;
         if body_end > read.len() {
-            return self.lookup(key).await;
+            return self.lookup_mapped(key, false).await;
         }
         let body = read.slice(body_start..body_end);
         let entry = Arc::new(index_entry(key, loc, header, record, trailer));
@@ -1078,10 +1123,7 @@ impl Store {
     /// segment's mapping can never be served: it is dropped like a body that fails its CRC.
     fn mapped_body(&self, entry: &Arc<IndexEntry>) -> Result<Bytes> {
         match entry.segment.body(entry.body_offset, entry.meta.size) {
-            Some(body) => {
-                sys::will_need(&body);
-                Ok(body)
-            }
+            Some(body) => Ok(body),
             None => {
                 settle(&self.index, &self.stats, &self.checks, entry, false);
                 Err(Error::Corrupt {
