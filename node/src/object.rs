@@ -54,15 +54,16 @@ pub async fn serve(
         }
         return stored::send_stored(worker, conn, req, &obj.meta, obj.body, tier.as_str()).await;
     }
-    let cold = match shared.config.cold_reads_async {
-        // A HEAD needs the record's head and trailer only.
-        true => stored::read_cold(worker, okey, if req.is_head() { 0 } else { stored::COLD_READ_MAX_BODY }).await,
-        false => None,
-    };
-    let found = match shared.config.cold_reads_async {
-        // What is not in memory is read here (`read_cold`, `stored::send_body`), not ahead.
-        true => shared.store.lookup_read(okey, cold.as_ref().map(|(spans, read)| (spans, read.clone()))).await,
-        false => shared.store.lookup(okey).await,
+    let (cold, found) = if shared.config.cold_reads_async {
+        // What is not in memory is read here with io_uring (`stored::read_cold`, and for a big
+        // body `stored::send_body`), not by page faults. A HEAD needs the record's head and
+        // trailer only.
+        let max_body = if req.is_head() { 0 } else { stored::COLD_READ_MAX_BODY };
+        let cold = stored::read_cold(worker, okey, max_body).await;
+        let found = shared.store.lookup_read(okey, cold.as_ref().map(|(spans, read)| (spans, read.clone()))).await;
+        (cold, found)
+    } else {
+        (None, shared.store.lookup(okey).await)
     };
     match found {
         Ok(Some(obj)) => {
@@ -77,7 +78,7 @@ pub async fn serve(
             } else {
                 shared.hot.insert(&obj);
             }
-            return stored::send_stored(worker, conn, req, &obj.meta, obj.body, "store").await;
+            return stored::send_stored(worker, conn, req, &obj.meta, obj.body, stored::SOURCE_STORE).await;
         }
         Ok(None) => {}
         // A damaged record was dropped from the index: fetch the object again if a rule allows.

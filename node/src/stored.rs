@@ -19,8 +19,11 @@ use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
 use crate::respond::{Conn, Disposition, Request};
 use crate::worker::Worker;
 
-/// Most body bytes [`read_cold`] reads ahead of a send: a bigger body's rest is read by the
-/// send's faults, behind the kernel's read-ahead of it (`MADV_WILLNEED`).
+/// `x-edgemirror-source` of an answer from the segment store.
+pub const SOURCE_STORE: &str = "store";
+
+/// Most body bytes [`read_cold`] reads with a record's head; a bigger body is sent in windows
+/// of this size, each read when it is not in memory ([`send_body`]).
 pub const COLD_READ_MAX_BODY: u64 = 1 << 20;
 /// Bytes per read of [`read_cold`] (its buffer).
 const COLD_READ_CHUNK: usize = 256 << 10;
@@ -84,11 +87,8 @@ async fn send_body(
     part_start: u64,
     source: &str,
 ) -> std::io::Result<()> {
-    if source != "store" {
-        return conn.send_with_body(part).await;
-    }
-    if !worker.shared.config.cold_reads_async {
-        // `Store::lookup` has started reading the body ahead.
+    // Memory tiers hold their bytes; under "fault", `Store::lookup` started reading the body.
+    if source != SOURCE_STORE || !worker.shared.config.cold_reads_async {
         return conn.send_with_body(part).await;
     }
     let key = ObjectKeyRef::new(&meta.bucket, &meta.key);
@@ -200,7 +200,7 @@ pub async fn send_part(
     let etag_buf = meta.etag_bytes();
     let etag = etag_buf.as_str();
     if preconditions(req, &REQUEST_CONDITIONS, etag, meta)? == Precondition::NotModified {
-        return send_not_modified(worker, conn, req, meta, etag, "store").await;
+        return send_not_modified(worker, conn, req, meta, etag, SOURCE_STORE).await;
     }
     let multipart = meta.record.parts > 0;
     let keep_alive = req.keep_alive();
@@ -208,7 +208,7 @@ pub async fn send_part(
         status: if multipart { 206 } else { 200 },
         record: &meta.record,
         etag: Some(etag),
-        source: "store",
+        source: SOURCE_STORE,
         range: multipart.then(|| (range.clone(), meta.size)),
         framing: Framing::Length(range.end - range.start),
         checksum: !multipart && req.header("x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case(b"ENABLED")),
@@ -239,7 +239,7 @@ pub async fn serve_from_store(
     key: ObjectKeyRef<'_>,
 ) -> Result<Disposition, S3Error> {
     match worker.shared.store.lookup(key).await {
-        Ok(Some(obj)) => send_stored(worker, conn, req, &obj.meta, obj.body, "store").await,
+        Ok(Some(obj)) => send_stored(worker, conn, req, &obj.meta, obj.body, SOURCE_STORE).await,
         Ok(None) => Err(S3Error::NoSuchKey),
         Err(e) => Err(S3Error::Internal(e.to_string())),
     }
@@ -318,7 +318,7 @@ pub async fn send_stored(
                 reply::content_range(&mut h, Some(r.clone()), meta.size);
                 h.extend_from_slice(b"\r\n");
                 parts.push(h.freeze());
-                if source == "store" {
+                if source == SOURCE_STORE {
                     // Sent through the mapping: what is not in memory is read ahead first.
                     edgemirror_cache::read_ahead(&body[r.start as usize..r.end as usize]);
                 }
