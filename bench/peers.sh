@@ -43,7 +43,7 @@
 #
 # Knobs (environment): PHASES DURATION (10) WARMUP (2) CONNS (64) COLD_ROUNDS (50) BURST (1000)
 # SUS_KEYS_1K (20000) SUS_KEYS_64K (4000) SUS_KEYS_1M (500) DISK_KEYS (32768) DISK_BYTES (65536)
-# DISK_MEM (512 MiB) DISK_MIX (zipf:0.99)
+# DISK_MEM (512 MiB) DISK_MIX (zipf:0.99) DISK_RATE (8000: the disk phase's open-loop req/s)
 # PORT_BASE (18080) WORK (/tmp/edgemirror-peers) SERVER_CORE (1) LOAD_CORE (0) MIX (uniform)
 # REPEAT (3 runs per row, median shown) QUIET_MAX_PCT (25) QUIET_WAIT (180: how long to wait for
 # the machine to go idle before each run) KEEP_DATA (0: objects and stores are deleted at the
@@ -61,6 +61,7 @@ DISK_KEYS=${DISK_KEYS:-32768}
 DISK_BYTES=${DISK_BYTES:-65536}
 DISK_MEM=${DISK_MEM:-$((512 << 20))}
 DISK_MIX=${DISK_MIX:-zipf:0.99}
+DISK_RATE=${DISK_RATE:-8000}
 BURST=${BURST:-1000}
 PORT_BASE=${PORT_BASE:-18080}
 WORK=${WORK:-/tmp/edgemirror-peers}
@@ -497,8 +498,11 @@ wait_quiet() {
 
 # run_load TARGET SIZE REP: one emload run; appends a record to $WORK/logs/rows-TARGET-SIZE.
 run_load() {
-    local t=$1 s=$2 rep=$3 hdr=() before pid ticks mticks started ended line srv em bg fetched
+    local t=$1 s=$2 rep=$3 hdr=() before pid ticks mticks started ended line srv em bg fetched rate=()
+    # Open loop at LOAD_RATE req/s when set (rate_rows); its rows go to a file of their own.
+    local k=$t-$s${LOAD_RATE:+-at-$LOAD_RATE}
     [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
+    [[ -n ${LOAD_RATE:-} ]] && rate=(--rate "$LOAD_RATE")
     wait_quiet
     log "load: $t $s (run $rep of $REPEAT)"
     before=$(origin_requests)
@@ -506,21 +510,21 @@ run_load() {
     ticks=$(proc_ticks "$pid")
     mticks=$(machine_ticks)
     started=$(date +%s.%N)
-    /usr/bin/time -f "cpu %U %S" -o "$WORK/logs/load-$t-$s-$rep.time" taskset -c "$LOAD_CORE" \
+    /usr/bin/time -f "cpu %U %S" -o "$WORK/logs/load-$k-$rep.time" taskset -c "$LOAD_CORE" \
         "$EMLOAD_BIN" -c "$CONNS" -d "$DURATION" -w "$WARMUP" --mix "${LOAD_MIX:-$MIX}" --seed "$rep" \
-        --url-template "$(url_of "$t" "$s")" --keys "${KEYS[$s]}" "${hdr[@]}" \
-        >"$WORK/logs/load-$t-$s-$rep.txt"
+        --url-template "$(url_of "$t" "$s")" --keys "${KEYS[$s]}" "${hdr[@]}" "${rate[@]}" \
+        >"$WORK/logs/load-$k-$rep.txt"
     ended=$(date +%s.%N)
     srv=$(($(proc_ticks "$pid") - ticks))
-    em=$(awk '/^cpu/ { printf "%.0f", 100 * ($2 + $3) }' "$WORK/logs/load-$t-$s-$rep.time")
+    em=$(awk '/^cpu/ { printf "%.0f", 100 * ($2 + $3) }' "$WORK/logs/load-$k-$rep.time")
     bg=$(($(machine_ticks) - mticks - srv - em))
     fetched=$(($(origin_requests) - before))
-    line=$(grep '^summary:' "$WORK/logs/load-$t-$s-$rep.txt")
+    line=$(grep '^summary:' "$WORK/logs/load-$k-$rep.txt")
     # CPU shares in % of one core over the whole run (warm-up included).
     read -r srv em bg < <(awk -v a="$started" -v b="$ended" -v s="$srv" -v e="$em" -v g="$bg" \
         'BEGIN { w = b - a; if (g < 0) g = 0; printf "%.0f %.0f %.0f\n", s / w, e / w, g / w }')
     echo "$(kv "$line" rps)|$(kv "$line" gbps)|$(kv "$line" p50_us)|$(kv "$line" p99_us)|$(kv "$line" p999_us)|$(kv "$line" errors) / $(kv "$line" non2xx)|$fetched|$srv% / $em% / $bg%" \
-        >>"$WORK/logs/rows-$t-$s"
+        >>"$WORK/logs/rows-$k"
 }
 
 declare -A RPS
@@ -532,6 +536,22 @@ median_row() {
     lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
     hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
     echo "$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")|$(printf '%.0f–%.0f' "$lo" "$hi")"
+}
+
+# rate_rows SIZE TARGET...: every target at the same offered load, LOAD_RATE req/s in an open
+# loop (emload --rate), REPEAT runs per target taking turns; per target the run with the median
+# p99, and the range of p99 over the runs.
+rate_rows() {
+    local s=$1 rep t sorted p50 p99 p999 errs cpu rps
+    shift
+    for rep in $(seq "$REPEAT"); do
+        for t in "$@"; do run_load "$t" "$s" "$rep"; done
+    done
+    for t in "$@"; do
+        sorted=$(sort -t'|' -k4,4g "$WORK/logs/rows-$t-$s-at-$LOAD_RATE")
+        IFS='|' read -r rps _ p50 p99 p999 errs _ cpu <<<"$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")"
+        out "| $t | $(printf '%.0f' "$rps") | $(fmt_us "$p50") | $(fmt_us "$p99") | $(fmt_us "$(head -1 <<<"$sorted" | cut -d'|' -f4)")–$(fmt_us "$(tail -1 <<<"$sorted" | cut -d'|' -f4)") | $(fmt_us "$p999") | $errs | $cpu |"
+    done
 }
 
 # load_rows SIZE TARGET...: REPEAT runs per target (taking turns), then one table row each
@@ -862,6 +882,12 @@ EOF
     for t in "${targets[@]}"; do
         out "| $t | $(( ($(proc_read_bytes "$(pid_of "$t")") - READ0[$t]) >> 20 )) MiB | $(memcg_use "${CGOF[$t]}") |"
     done
+    out ""
+    out "The same at one offered load for every server: $DISK_RATE req/s in an open loop (emload --rate: each request is due at a fixed time and its latency counts from then, so a server that falls behind is charged for the wait; the client's timer adds up to about 1 ms). Per target the run with the median p99, and the p99 range over $REPEAT runs."
+    out ""
+    out "| target | req/s | p50 | p99 | p99 range | p99.9 | errors / non-2xx | CPU server / emload / other |"
+    out "|---|---:|---:|---:|---:|---:|---:|---:|"
+    LOAD_MIX=$DISK_MIX LOAD_RATE=$DISK_RATE rate_rows disk "${targets[@]}"
     out ""
     out "Where the nodes' answers came from, over the fill and the runs (their /metrics):"
     out ""

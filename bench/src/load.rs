@@ -14,6 +14,11 @@
 //! write to the last body byte. A connection that fails is counted (by kind) and replaced. Being
 //! a closed loop, latency under overload is the server's queueing as seen by N clients, not an
 //! open-loop arrival process (no coordinated-omission correction).
+//!
+//! With `--rate`, requests are due at a fixed rate instead ([`Schedule`], as wrk2 does): a
+//! connection takes the next due time, waits for it, and the latency counts from it, so a
+//! request that waited for a free connection behind a slow server is charged for that wait.
+//! Servers can then be compared at the same offered load.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -46,6 +51,28 @@ pub struct LoadConfig {
     pub timeout: Duration,
     pub read_bytes: usize,
     pub driver: Driver,
+    /// Open loop: requests due per second, in all ([`Schedule`]).
+    pub rate: Option<f64>,
+}
+
+/// When each request of an open-loop thread is due: every `interval` from `first`.
+struct Schedule {
+    first: Instant,
+    interval: Duration,
+    next: Cell<u64>,
+}
+
+impl Schedule {
+    fn new(first: Instant, per_second: f64) -> Schedule {
+        Schedule { first, interval: Duration::from_secs_f64(1.0 / per_second), next: Cell::new(0) }
+    }
+
+    /// The due time of the next request.
+    fn take(&self) -> Instant {
+        let n = self.next.get();
+        self.next.set(n + 1);
+        self.first + self.interval.mul_f64(n as f64)
+    }
 }
 
 pub struct LoadResult {
@@ -124,12 +151,14 @@ struct ThreadCtx {
     timeout: Duration,
     read_bytes: usize,
     last_done: Cell<Instant>,
+    schedule: Option<Schedule>,
 }
 
 impl ThreadCtx {
-    /// The next request to send and the time it starts, or `None` when the run is over.
+    /// The next request to send and the time its latency counts from (when it is due, open
+    /// loop; now, closed loop), or `None` when the run is over.
     fn next_request(&self) -> Option<(&'static [u8], Instant)> {
-        let now = Instant::now();
+        let now = self.schedule.as_ref().map_or_else(Instant::now, Schedule::take);
         if now >= self.end {
             return None;
         }
@@ -167,6 +196,11 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadResult> {
         let count_header = cfg.count_header.clone();
         let seed = cfg.seed.wrapping_add((t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let (timeout, read_bytes, driver) = (cfg.timeout, cfg.read_bytes, cfg.driver);
+        // Each thread its share of the rate, its first request due a little apart from the others'.
+        let schedule = cfg
+            .rate
+            .map(|r| r / threads as f64)
+            .map(|r| move || Schedule::new(start + Duration::from_secs_f64(t as f64 / r / threads as f64), r));
         let handle = std::thread::Builder::new()
             .name(format!("emload-{t}"))
             .spawn(move || -> Result<(Stats, Instant)> {
@@ -183,6 +217,7 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadResult> {
                     timeout,
                     read_bytes,
                     last_done: Cell::new(start),
+                    schedule: schedule.map(|s| s()),
                 });
                 let c = ctx.clone();
                 block_on(driver, conns, async move {
@@ -254,6 +289,10 @@ async fn connection_loop(ctx: Rc<ThreadCtx>) {
             let Some((request, t0)) = ctx.next_request() else {
                 return;
             };
+            // Open loop: not before it is due.
+            if let Some(wait) = t0.checked_duration_since(Instant::now()) {
+                monoio::time::sleep(wait).await;
+            }
             // A timeout drops the exchange mid-way, and the connection with it.
             let res = monoio::time::timeout(ctx.timeout, conn.exchange(request, ctx.tags.as_ref())).await;
             let t1 = Instant::now();
@@ -310,5 +349,17 @@ mod tests {
             x = std::hint::black_box(x.wrapping_add(1));
         }
         assert!(process_cpu_time().unwrap() >= before);
+    }
+
+    #[test]
+    fn an_open_loop_schedule_is_due_at_a_fixed_rate_whatever_the_caller_does() {
+        let first = Instant::now();
+        let schedule = Schedule::new(first, 4000.0);
+        let due: Vec<Duration> = (0..5).map(|_| schedule.take() - first).collect();
+        let want: Vec<Duration> = (0..5).map(|i| Duration::from_micros(250 * i)).collect();
+        assert_eq!(due, want);
+        // Due times do not move with the caller being late: the lateness is the server's.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(schedule.take() - first, Duration::from_micros(1250));
     }
 }

@@ -116,6 +116,11 @@ struct Args {
     /// --cold: write every request (round, status, ttfb, total, ...) to this CSV file.
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Open loop: start this many requests a second in all (spread over the threads), each on
+    /// the next free connection; latency counts from when a request was due, so a server that
+    /// falls behind is charged for the wait (no coordinated omission). 0 = closed loop.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Event driver of the load threads (epoll made the servers faster here; see load.rs).
     #[arg(long, value_enum, default_value_t = load::Driver::Epoll)]
     driver: load::Driver,
@@ -204,6 +209,7 @@ fn main() -> Result<()> {
             timeout,
             read_bytes,
             driver: args.driver,
+            rate: (args.rate > 0.0).then_some(args.rate),
         })?;
         report::load(&info, &result.stats, result.elapsed, result.cpu, args.output)
     };
