@@ -44,6 +44,7 @@
 # Knobs (environment): PHASES DURATION (10) WARMUP (2) CONNS (64) COLD_ROUNDS (50) BURST (1000)
 # SUS_KEYS_1K (20000) SUS_KEYS_64K (4000) SUS_KEYS_1M (500) DISK_KEYS (32768) DISK_BYTES (65536)
 # DISK_MEM (512 MiB) DISK_MIX (zipf:0.99) DISK_RATE (8000: the disk phase's open-loop req/s)
+# DISK_EDGE_MEMORY (DISK_MEM / 8: the RAM tier of the disk phase's two sized nodes)
 # PORT_BASE (18080) WORK (/tmp/edgemirror-peers) SERVER_CORE (1) LOAD_CORE (0) MIX (uniform)
 # REPEAT (3 runs per row, median shown) QUIET_MAX_PCT (25) QUIET_WAIT (180: how long to wait for
 # the machine to go idle before each run) KEEP_DATA (0: objects and stores are deleted at the
@@ -62,6 +63,7 @@ DISK_BYTES=${DISK_BYTES:-65536}
 DISK_MEM=${DISK_MEM:-$((512 << 20))}
 DISK_MIX=${DISK_MIX:-zipf:0.99}
 DISK_RATE=${DISK_RATE:-8000}
+DISK_EDGE_MEMORY=${DISK_EDGE_MEMORY:-$((DISK_MEM / 8))}
 BURST=${BURST:-1000}
 PORT_BASE=${PORT_BASE:-18080}
 WORK=${WORK:-/tmp/edgemirror-peers}
@@ -820,8 +822,8 @@ PY
         -T "127.0.0.1:$P_VARNISH_FILE_ADMIN" -b "127.0.0.1:$P_ORIGIN" \
         -s "file,$WORK/varnish-file/storage.bin,$(( (n * DISK_BYTES * 3 / 2) >> 20 ))M" -t 86400
     wait_http varnish-file "http://127.0.0.1:$P_VARNISH_FILE/1k/obj-0"
-    # Two more nodes configured for the memory they may use: a RAM tier of an eighth of it and
-    # no foyer disk tier (the page cache holds the rest, as it does for nginx and Varnish);
+    # Two more nodes configured for the memory they may use: a RAM tier of DISK_EDGE_MEMORY (an
+    # eighth of it by default) and no foyer disk tier (the page cache holds the rest, as it does for nginx and Varnish);
     # "edgemirror" above keeps the defaults (a 256 MiB RAM tier and a 1 GiB foyer disk tier).
     # One reads bytes not in memory with io_uring before serving them (store.cold_reads =
     # "async", the default), the other through its mapping's page faults ("fault"), which
@@ -844,7 +846,7 @@ dir = "$WORK/$t/store"
 cold_reads = "$v"
 
 [cache]
-memory_bytes = $((DISK_MEM / 8))
+memory_bytes = $DISK_EDGE_MEMORY
 disk_bytes = 0
 
 $BENCH_BUCKET
