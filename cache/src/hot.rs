@@ -187,24 +187,12 @@ impl HotCache {
     /// object then no longer depends on the page cache keeping its pages (a cold mapped page is
     /// a major fault that stalls the core).
     pub fn insert(&self, obj: &StoredObject) {
-        if self.admits(obj.meta.size) {
-            self.put(obj, Bytes::copy_from_slice(&obj.body));
+        if !self.admits(obj.meta.size) {
+            return;
         }
-    }
-
-    /// Like [`HotCache::insert`], keeping `obj.body` as it is rather than a copy: for a body in
-    /// memory of its own (read from the file, `Store::lookup_read`), not a slice of a segment
-    /// mapping, which a copy here would keep mapped. The memory it holds is counted as the
-    /// body's length: the body should be most of its buffer.
-    pub fn insert_owned(&self, obj: &StoredObject) {
-        if self.admits(obj.meta.size) {
-            self.put(obj, obj.body.clone());
-        }
-    }
-
-    fn put(&self, obj: &StoredObject, body: Bytes) {
         let key = hot_key(ObjectKeyRef::new(&obj.meta.bucket, &obj.meta.key));
-        self.cache.insert(key, HotObject { meta: obj.meta.clone(), body });
+        let value = HotObject { meta: obj.meta.clone(), body: Bytes::copy_from_slice(&obj.body) };
+        self.cache.insert(key, value);
     }
 
     /// Drops the key's copy from both tiers (a purge, a delete, or a copy found stale). Readers

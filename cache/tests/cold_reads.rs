@@ -91,7 +91,7 @@ fn a_record_read_from_the_file_is_served_from_what_was_read_while_it_is_the_curr
         (cold, Bytes::from(buf))
     };
     let lookup_read = |k: &str, cold, read: &Bytes| {
-        rt.block_on(store.lookup_read(ObjectKeyRef::new("b", k), Some((cold, read.clone())))).unwrap().expect("stored")
+        rt.block_on(store.lookup_read(ObjectKeyRef::new("b", k), Some((cold, read)))).unwrap().expect("stored")
     };
 
     let (cold, read) = read_cold("whole");

@@ -54,30 +54,20 @@ pub async fn serve(
         }
         return stored::send_stored(worker, conn, req, &obj.meta, obj.body, tier.as_str()).await;
     }
-    let (cold, found) = if shared.config.cold_reads_async {
+    let found = if shared.config.cold_reads_async {
         // What is not in memory is read here with io_uring (`stored::read_cold`, and for a big
         // body `stored::send_body`), not by page faults. A HEAD needs the record's head and
         // trailer only.
         let max_body = if req.is_head() { 0 } else { stored::COLD_READ_MAX_BODY };
         let cold = stored::read_cold(worker, okey, max_body).await;
-        let found = shared.store.lookup_read(okey, cold.as_ref().map(|(spans, read)| (spans, read.clone()))).await;
-        (cold, found)
+        shared.store.lookup_read(okey, cold.as_ref().map(|(spans, read)| (spans, read))).await
     } else {
-        (None, shared.store.lookup(okey).await)
+        shared.store.lookup(okey).await
     };
     match found {
         Ok(Some(obj)) => {
             worker.metrics().hits_store.inc();
-            // A body read from the file (not a slice of the mapping: `lookup_read` falls back
-            // to the mapping) goes into the memory tier as it is, when it is most of the read.
-            let owned = cold.as_ref().is_some_and(|(_, read)| {
-                read.as_ptr_range().contains(&obj.body.as_ptr()) && obj.body.len() >= read.len() * 3 / 4
-            });
-            if owned {
-                shared.hot.insert_owned(&obj);
-            } else {
-                shared.hot.insert(&obj);
-            }
+            shared.hot.insert(&obj);
             return stored::send_stored(worker, conn, req, &obj.meta, obj.body, stored::SOURCE_STORE).await;
         }
         Ok(None) => {}

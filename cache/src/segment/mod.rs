@@ -1017,7 +1017,7 @@ impl Store {
     pub async fn lookup_read(
         &self,
         key: ObjectKeyRef<'_>,
-        read: Option<(&ColdSpans, Bytes)>,
+        read: Option<(&ColdSpans, &Bytes)>,
     ) -> Result<Option<StoredObject>> {
         let Some((cold, read)) = read else {
             return self.lookup_mapped(key, false).await;
@@ -1026,7 +1026,7 @@ impl Store {
             return Ok(None);
         };
         let same = cold.spans.len() == 1 && loc.is_record(cold.segment, cold.record_offset);
-        let decoded = same.then(|| decode_record(&read, 0, &loc.segment)).flatten();
+        let decoded = same.then(|| decode_record(read, 0, &loc.segment)).flatten();
         let Some((header, record, trailer)) = decoded.filter(|(_, _, t)| t.seq == loc.seq) else {
             return self.lookup_mapped(key, false).await;
         };
