@@ -28,7 +28,7 @@ use edgemirror_cache::ObjectKeyRef;
 use edgemirror_proto::{self as proto, RangeRequest, Version};
 
 use crate::error::S3Error;
-use crate::inflight::{final_phase, Fill, FillBody, Follower, Phase, Refusal};
+use crate::inflight::{Fill, FillBody, Follower, Phase, Refusal};
 use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
 use crate::respond::{Conn, Disposition, Request};
 use crate::stored;
@@ -178,20 +178,6 @@ async fn send_body(
     Ok(Disposition::after(conn.flush().await, keep_alive))
 }
 
-/// Whether `fill` has all of its body and is only finishing its digest and commit
-/// ([`Phase::Verified`]). A request that finds the key in that state waits for the end
-/// ([`ended`]) and looks again (`object.rs`): once a client has a whole body, the next request
-/// must see the outcome in the store (read after write), whatever the digest takes.
-pub fn is_verified(fill: &Fill) -> bool {
-    matches!(*fill.subscribe().borrow(), Phase::Verified { .. })
-}
-
-/// Waits until `fill` has ended (it has left the table of fills by then).
-pub async fn ended(fill: &Fill) {
-    let mut rx = fill.subscribe();
-    final_phase(&mut rx).await;
-}
-
 /// Largest piece a follower reads from the record at once.
 const FOLLOW_READ_BYTES: usize = 256 * 1024;
 
@@ -256,36 +242,4 @@ async fn send_piece(conn: &mut Conn, framing: Framing, piece: Bytes, chunk_head:
     // The CRLF after the data rides with the next chunk's header or the last chunk.
     conn.out.extend_from_slice(proto::CHUNK_END);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, Instant};
-
-    use super::*;
-    use crate::inflight::{FillTable, Join};
-
-    #[test]
-    fn a_verified_fill_is_waited_for_and_has_left_the_table_when_it_ends() {
-        let (_dir, store) = crate::inflight::tests::store();
-        let table = Arc::new(FillTable::default());
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
-        rt.block_on(async {
-            // The commit lands after a while (a big body's digest): the request waits for it.
-            let key = ObjectKeyRef::new("b", "slow");
-            let Join::Lead(guard) = table.join(key, &store) else { panic!("leads") };
-            guard.fill().set_verified(10);
-            let fill = guard.fill().clone();
-            assert!(is_verified(&fill));
-            let started = Instant::now();
-            monoio::spawn(async move {
-                monoio::time::sleep(Duration::from_millis(200)).await;
-                guard.finish(Phase::Complete { written: 10 });
-            });
-            ended(&fill).await;
-            assert!(started.elapsed() >= Duration::from_millis(200), "it waited for the end");
-            // Looking again finds no ended fill: the next request decides afresh.
-            assert!(table.in_flight(key).is_none());
-        });
-    }
 }

@@ -292,6 +292,19 @@ impl Fill {
         self.phase.subscribe()
     }
 
+    /// Whether the fill has all of its body and is only finishing its digest and commit
+    /// ([`Phase::Verified`]). A request that finds the key in that state waits for the end
+    /// ([`Fill::ended`]) and looks again (`object.rs`): once a client has a whole body, the next
+    /// request must see the outcome in the store (read after write), whatever the digest takes.
+    pub fn is_verified(&self) -> bool {
+        matches!(*self.phase.borrow(), Phase::Verified { .. })
+    }
+
+    /// Waits until the fill has ended (it has left the table of fills by then).
+    pub async fn ended(&self) {
+        final_phase(&mut self.phase.subscribe()).await;
+    }
+
     /// Joins the fill as a client: its phase, and a claim on every body byte until the client
     /// says which it needs ([`Follower::need`]).
     pub fn follow(self: &Arc<Self>) -> Follower {
@@ -609,12 +622,12 @@ impl Drop for FillGuard {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use edgemirror_cache::StoreConfig;
 
-    /// An empty store in a temporary directory (also for the tests of `follow.rs`).
-    pub(crate) fn store() -> (tempfile::TempDir, Arc<Store>) {
+    /// An empty store in a temporary directory.
+    fn store() -> (tempfile::TempDir, Arc<Store>) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = StoreConfig { segment_bytes: 4 << 20, ..StoreConfig::new(dir.path()) };
         let store = Store::open(cfg).unwrap().0;
@@ -855,5 +868,29 @@ pub(crate) mod tests {
         assert_eq!(read(4), Some(b"efghij".to_vec()));
         assert_eq!(read(10), None);
         assert!(!store.contains(key), "nothing partial is visible");
+    }
+
+    #[test]
+    fn a_verified_fill_is_waited_for_and_has_left_the_table_when_it_ends() {
+        let (_dir, store) = store();
+        let table = Arc::new(FillTable::default());
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().unwrap();
+        rt.block_on(async {
+            // The commit lands after a while (a big body's digest): the request waits for it.
+            let key = ObjectKeyRef::new("b", "slow");
+            let Join::Lead(guard) = table.join(key, &store) else { panic!("leads") };
+            guard.fill().set_verified(10);
+            let fill = guard.fill().clone();
+            assert!(fill.is_verified());
+            let started = std::time::Instant::now();
+            monoio::spawn(async move {
+                monoio::time::sleep(std::time::Duration::from_millis(200)).await;
+                guard.finish(Phase::Complete { written: 10 });
+            });
+            fill.ended().await;
+            assert!(started.elapsed() >= std::time::Duration::from_millis(200), "it waited for the end");
+            // Looking again finds no ended fill: the next request decides afresh.
+            assert!(table.in_flight(key).is_none());
+        });
     }
 }

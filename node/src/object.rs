@@ -92,10 +92,10 @@ pub async fn serve(
         return Err(S3Error::NoSuchKeyAtOrigin);
     }
     if req.is_head() && !rule.mirror_head {
-        if let Some(fill) = shared.fills.in_flight(okey).filter(|f| follow::is_verified(f)) {
+        if let Some(fill) = shared.fills.in_flight(okey).filter(|f| f.is_verified()) {
             // Its body is whole (a client may have all of it and be asking about it): the
             // answer is what it stores, not the origin's.
-            follow::ended(&fill).await;
+            fill.ended().await;
             if shared.store.contains(okey) {
                 return stored::serve_from_store(worker, conn, req, okey).await;
             }
@@ -184,7 +184,7 @@ async fn serve_miss(
             // (stored: the stored object with its ETag; superseded by a PUT or purge, or not
             // kept: the miss path afresh), so a client that has just received the whole body
             // and asks again sees what the store now holds.
-            Join::Follow(fill) if follow::is_verified(&fill) => follow::ended(&fill).await,
+            Join::Follow(fill) if fill.is_verified() => fill.ended().await,
             Join::Follow(fill) => {
                 worker.metrics().coalesced_misses.inc();
                 break fill;
