@@ -25,8 +25,6 @@ pub const SOURCE_STORE: &str = "store";
 /// Most body bytes [`read_cold`] reads with a record's head; a bigger body is sent in windows
 /// of this size, each read when it is not in memory ([`send_body`]).
 pub const COLD_READ_MAX_BODY: u64 = 1 << 20;
-/// Bytes per read of [`read_cold`] (its buffer).
-const COLD_READ_CHUNK: usize = 256 << 10;
 
 /// Reads the parts of `key`'s stored record that are not in memory (its head, up to `max_body`
 /// bytes of its body, its trailer; see `Store::cold_spans`) with asynchronous reads of the
@@ -41,28 +39,17 @@ const COLD_READ_CHUNK: usize = 256 << 10;
 pub async fn read_cold(worker: &Worker, key: ObjectKeyRef<'_>, max_body: u64) -> Option<(ColdSpans, Bytes)> {
     let cold = worker.shared.store.cold_spans(key, max_body)?;
     let file = uring_file(&cold.file)?;
-    let total: u64 = cold.spans.iter().map(|(_, len)| len).sum();
-    let mut whole = None;
-    if let [(offset, len)] = cold.spans[..] {
+    let mut read = None;
+    for &(offset, len) in &cold.spans {
         let (res, buf) = file.read_exact_at(Vec::with_capacity(len as usize), offset).await;
-        whole = res.ok().map(|()| Bytes::from(buf));
-    } else {
-        let mut buf = Vec::with_capacity(COLD_READ_CHUNK);
-        for &(offset, len) in &cold.spans {
-            let mut at = offset;
-            while at < offset + len {
-                let n = ((offset + len - at) as usize).min(COLD_READ_CHUNK);
-                let (res, back) = file.read_exact_at(buf.slice_mut(0..n), at).await;
-                buf = back.into_inner();
-                res.ok()?;
-                at += n as u64;
-            }
-        }
+        res.ok()?;
+        read = Some(Bytes::from(buf));
     }
     let _ = file.close().await;
     worker.metrics().cold_reads.inc();
-    worker.metrics().cold_read_bytes.add(total);
-    whole.map(|bytes| (cold, bytes))
+    worker.metrics().cold_read_bytes.add(cold.spans.iter().map(|(_, len)| len).sum());
+    // One span is the whole record.
+    read.filter(|_| cold.spans.len() == 1).map(|bytes| (cold, bytes))
 }
 
 /// A segment file for monoio's reads (io_uring). monoio's `File` owns its descriptor: it gets a

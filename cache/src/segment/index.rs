@@ -104,8 +104,8 @@ pub(crate) struct Loc {
 }
 
 impl Loc {
-    /// Whether this is the record at `segment`/`record_offset`.
-    pub fn is_record(&self, segment: u64, record_offset: u64) -> bool {
+    /// Whether this is the record at `segment`/`record_offset` ([`Slot::is`], on the copy).
+    pub fn is(&self, segment: u64, record_offset: u64) -> bool {
         self.segment.id == segment && self.record_offset == record_offset
     }
 }

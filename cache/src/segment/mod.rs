@@ -1000,11 +1000,13 @@ impl Store {
     }
 
     /// Where the body of the key's current object lies on disk, if it is version `seq` (the one
-    /// the caller looked up). Reads the record's head from the mapping: call it after a lookup,
-    /// which brought the head into memory.
+    /// the caller looked up). Reads the record's header from the mapping: call it after a
+    /// lookup, which brought it into memory.
     pub fn body_file(&self, key: ObjectKeyRef<'_>, seq: u64) -> Option<BodyFile> {
         let loc = self.index.get(key).filter(|loc| loc.seq == seq)?;
-        let (header, _, _) = read_record(&loc.segment, loc.record_offset)?;
+        let map = loc.segment.mapped()?;
+        let (header, _) =
+            RecordHeader::decode(map.get(loc.record_offset as usize..)?, loc.segment.nonce, loc.segment.version)?;
         Some(BodyFile { file: loc.segment.file().ok()?, offset: loc.record_offset + header.body_start() })
     }
 
@@ -1025,7 +1027,7 @@ impl Store {
         let Some(loc) = self.index.get_for_read(key, self.now_secs()) else {
             return Ok(None);
         };
-        let same = cold.spans.len() == 1 && loc.is_record(cold.segment, cold.record_offset);
+        let same = cold.spans.len() == 1 && loc.is(cold.segment, cold.record_offset);
         let decoded = same.then(|| decode_record(read, 0, &loc.segment)).flatten();
         let Some((header, record, trailer)) = decoded.filter(|(_, _, t)| t.seq == loc.seq) else {
             return self.lookup_mapped(key, false).await;
