@@ -28,8 +28,8 @@ pub struct Metrics {
     pub hits_memory: Counter,
     pub hits_disk_cache: Counter,
     pub hits_store: Counter,
-    /// Store hits whose bytes were not all in memory and were read asynchronously first, and
-    /// the bytes read (`store.cold_reads = "async"`).
+    /// io_uring reads of stored bytes that were not in memory (a record's head and body, or a
+    /// 1 MiB window of a big body), and the bytes read (`store.cold_reads = "async"`).
     pub cold_reads: Counter,
     pub cold_read_bytes: Counter,
     pub misses_no_rule: Counter,
