@@ -39,6 +39,26 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub s3: RawS3,
+    #[serde(default)]
+    pub access_log: RawAccessLog,
+}
+
+/// `[access_log]`: one line per request (see `accesslog.rs`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAccessLog {
+    /// Empty: off; `stdout`; or a file (appended to, reopened on SIGUSR1).
+    pub path: String,
+    /// `json` (default) or `combined`.
+    pub format: String,
+    /// Lines wait at most this long in memory before they are written.
+    pub flush_ms: u64,
+}
+
+impl Default for RawAccessLog {
+    fn default() -> Self {
+        RawAccessLog { path: String::new(), format: "json".into(), flush_ms: 200 }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -422,6 +442,7 @@ pub struct Config {
     pub cache: HotConfig,
     pub origin: OriginConfig,
     pub buckets: Vec<BucketConfig>,
+    pub access_log: crate::accesslog::AccessLogConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -744,6 +765,7 @@ impl RawConfig {
             "fault" => false,
             other => bail!("store.cold_reads: '{other}' is not async or fault"),
         };
+        let access_log = access_log(&self.access_log, base)?;
         Ok(Config {
             s3,
             multipart_max_age,
@@ -756,8 +778,25 @@ impl RawConfig {
             cache,
             origin,
             buckets,
+            access_log,
         })
     }
+}
+
+fn access_log(raw: &RawAccessLog, base: &Path) -> Result<crate::accesslog::AccessLogConfig> {
+    use crate::accesslog::{Format, Target};
+    let format = match raw.format.as_str() {
+        "json" => Format::Json,
+        "combined" => Format::Combined,
+        other => bail!("access_log.format: '{other}' is not json or combined"),
+    };
+    let target = match raw.path.as_str() {
+        "" => None,
+        "stdout" => Some(Target::Stdout),
+        path => Some(Target::File(relative_to(base, Path::new(path)))),
+    };
+    let flush_interval = ms("access_log.flush_ms", raw.flush_ms)?;
+    Ok(crate::accesslog::AccessLogConfig { target, format, flush_interval })
 }
 
 /// S3 bucket naming: 3-63 characters of lowercase letters, digits, '-' and '.', starting and

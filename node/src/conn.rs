@@ -18,6 +18,7 @@
 //! A malformed head is answered with a 400 (431/414 for limits) S3 error body and the connection
 //! is closed, since the stream can no longer be trusted to be in step.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -29,7 +30,7 @@ use monoio::io::AsyncReadRent;
 use crate::body::RequestBody;
 use crate::error::S3Error;
 use crate::reply;
-use crate::respond::{Conn, Disposition, Request};
+use crate::respond::{Conn, Disposition, Request, Tally};
 use crate::s3;
 use crate::stream::ClientStream;
 use crate::tls;
@@ -39,9 +40,11 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Serves one accepted connection until it closes.
 /// `accepted` is when the connection was accepted: its first head is due `header_timeout` later.
-pub async fn serve(stream: ClientStream, worker: Rc<Worker>, accepted: Instant) {
+/// `peer` is the client's address, for the access log.
+pub async fn serve(stream: ClientStream, worker: Rc<Worker>, accepted: Instant, peer: Option<SocketAddr>) {
     let cfg = &worker.shared.config.server;
     let mut conn = Conn::new(stream, cfg.write_timeout);
+    conn.peer = peer;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut first = true;
     loop {
@@ -61,7 +64,10 @@ pub async fn serve(stream: ClientStream, worker: Rc<Worker>, accepted: Instant) 
                     let err = S3Error::BadRequest(e);
                     let id = worker.next_request_id();
                     tracing::debug!(request_id = %id, error = e.as_str(), "malformed request");
+                    conn.tally = Tally::new(head_started.unwrap_or_else(Instant::now));
                     reply::error(&mut conn.out, &err, None, &worker.date, id, false, false);
+                    let _ = conn.flush().await;
+                    s3::record(&worker, &conn, id, None, None);
                     return conn.close(true).await;
                 }
             }
@@ -86,6 +92,7 @@ pub async fn serve(stream: ClientStream, worker: Rc<Worker>, accepted: Instant) 
         };
 
         let id = worker.next_request_id();
+        conn.tally = Tally::new(head_started.unwrap_or_else(Instant::now));
         // What was read past the head is the start of the body (and maybe the next request):
         // the body reader takes it, and gives back what follows the body.
         let after_head = buf.split_off(head.head_len);
@@ -111,6 +118,7 @@ pub async fn tls_handshake(
     worker: &Worker,
 ) -> Option<ClientStream> {
     let limit = worker.shared.config.server.header_timeout;
+    let stream_peer = stream.peer_addr().ok();
     let mut stream = stream;
     let first = vec![0u8; 8];
     let first = match monoio::time::timeout(limit, stream.read(first)).await {
@@ -122,9 +130,12 @@ pub async fn tls_handshake(
     };
     if first[0] != 0x16 {
         let mut conn = Conn::new(ClientStream::Plain(stream), limit);
+        conn.peer = stream_peer;
         let id = worker.next_request_id();
         let err = S3Error::InvalidRequest("a plain HTTP request was sent to the HTTPS port");
         reply::error(&mut conn.out, &err, None, &worker.date, id, false, false);
+        let _ = conn.flush().await;
+        s3::record(worker, &conn, id, None, None);
         conn.close(true).await;
         return None;
     }

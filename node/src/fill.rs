@@ -62,7 +62,12 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
         worker.metrics().origin_failures.inc();
         guard.finish(Phase::Refused(Refusal::Failed(reason)));
     };
-    let (resp, origin_url) = match upstream::exchange(&worker, &plan, Method::Get).await {
+    let asked = Instant::now();
+    let exchanged = upstream::exchange(&worker, &plan, Method::Get).await;
+    let fetch = upstream::outcome(&plan, &exchanged, asked.elapsed());
+    metrics.origins.observe(&fetch);
+    guard.fill().set_origin(fetch);
+    let (resp, origin_url) = match exchanged {
         Ok(r) => r,
         Err(Upstream::Failed(reason)) => return refuse(guard, reason),
         Err(Upstream::Redirect { status, location }) => {

@@ -29,15 +29,11 @@ use edgemirror_proto::{self as proto, RangeRequest, Version};
 
 use crate::error::S3Error;
 use crate::inflight::{Fill, FillBody, Follower, Phase, Refusal};
+use crate::metrics::Source;
 use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
 use crate::respond::{Conn, Disposition, Request};
 use crate::stored;
 use crate::worker::Worker;
-
-/// `x-edgemirror-source` of a response streamed from the origin and stored meanwhile.
-pub const SOURCE_ORIGIN: &str = "origin";
-/// `x-edgemirror-source` of a response streamed from the origin that the store could not take.
-pub const SOURCE_ORIGIN_UNSTORED: &str = "origin-unstored";
 
 /// Streams a fill to one client: waits for the head, then sends what the record holds as it
 /// grows. Ranges are answered from the bytes of the whole object as they arrive.
@@ -107,6 +103,8 @@ async fn send_body(
     if !req.is_head() && !follower.need(range.clone()) {
         return Err(S3Error::MirrorFailed("joined an unstored fill after its first bytes were dropped".into()));
     }
+    let source = if body.source.is_unstored() { Source::OriginUnstored } else { Source::Origin };
+    conn.tally.source = source;
     let http10 = req.head.version == Version::Http10;
     let framing = match body.length {
         Some(_) => Framing::Length(range.end - range.start),
@@ -118,7 +116,7 @@ async fn send_body(
         status,
         record: &body.meta,
         etag: None,
-        source: if body.source.is_unstored() { SOURCE_ORIGIN_UNSTORED } else { SOURCE_ORIGIN },
+        source: source.as_str(),
         range: (status == 206).then(|| (range.clone(), body.length.unwrap_or(0))),
         framing,
         checksum: false,
@@ -226,7 +224,8 @@ pub async fn pass_redirect(
     let keep_alive = req.head.keep_alive;
     reply::start(&mut conn.out, status, &worker.date, req.id);
     reply::header(&mut conn.out, "Location", location);
-    reply::header(&mut conn.out, SOURCE_HEADER, SOURCE_ORIGIN.as_bytes());
+    reply::header(&mut conn.out, SOURCE_HEADER, Source::Origin.as_str().as_bytes());
+    conn.tally.source = Source::Origin;
     reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))
 }

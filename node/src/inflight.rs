@@ -54,6 +54,8 @@ use bytes::Bytes;
 use edgemirror_cache::{CommitRule, FillReader, ObjectKey, ObjectKeyRef, RecordMeta, Store, VersionPin};
 use tokio::sync::{watch, Notify};
 
+use crate::metrics::OriginFetch;
+
 const SHARDS: usize = 16;
 
 /// A kept origin piece is charged at least this much: it may pin the whole read buffer it was
@@ -280,6 +282,9 @@ pub struct Fill {
     pub key: ObjectKey,
     phase: watch::Sender<Phase>,
     body: OnceLock<FillBody>,
+    /// The exchange with the origin, once it has answered (or failed): every client's access
+    /// log line names it.
+    origin: OnceLock<OriginFetch>,
     /// What each follower still needs, by slot (`None`: a free slot).
     needs: Mutex<Vec<Option<Range<u64>>>>,
     /// Rung when a follower moves on or leaves: the producer of an unstored fill may be waiting
@@ -327,6 +332,14 @@ impl Fill {
 
     pub fn body(&self) -> Option<&FillBody> {
         self.body.get()
+    }
+
+    pub fn origin(&self) -> Option<&OriginFetch> {
+        self.origin.get()
+    }
+
+    pub fn set_origin(&self, fetch: OriginFetch) {
+        let _ = self.origin.set(fetch);
     }
 
     /// Clients following this fill right now.
@@ -492,6 +505,7 @@ impl FillTable {
             key: key.clone(),
             phase,
             body: OnceLock::new(),
+            origin: OnceLock::new(),
             needs: Mutex::new(Vec::new()),
             moved: Notify::new(),
         });
@@ -506,6 +520,14 @@ impl FillTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Clients following a fill right now, across every fill (leaders included).
+    pub fn clients(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).values().map(|f| f.followers()).sum::<usize>())
+            .sum()
     }
 
     fn remove(&self, fill: &Arc<Fill>) {

@@ -42,8 +42,13 @@
 //! [`admin`] serves health, metrics and the rule API (`/v1/regions/{region}/buckets/{bucket}/
 //! backSource`) on a separate listener; [`config`] turns TOML into validated types; [`rules`]
 //! holds the mirror rule model and the rule table; [`buckets`] the bucket table (declared in the
-//! config, or created through S3); [`metrics`] holds the counters.
+//! config, or created through S3); [`metrics`] holds the counters and the per-core request
+//! histograms. Every answered request is recorded once, by [`s3::record`]: the connection's
+//! tally ([`respond::Tally`]: status, bytes and first-byte time taken as it writes, the source
+//! and origin exchange set by the handler) goes to the metrics and, when it is on, to the
+//! [`accesslog`] (formatted on the core, written by a background thread).
 
+pub mod accesslog;
 pub mod admin;
 pub mod body;
 pub mod buckets;

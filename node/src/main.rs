@@ -83,18 +83,25 @@ fn main() -> ExitCode {
         None => println!("edgemirror ready data={} admin={}", node.data_addr, node.admin_addr),
     }
     let _ = std::io::stdout().flush();
-    let mut signals =
-        match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("edgemirror: cannot install signal handlers: {e}");
-                node.wait();
-                return ExitCode::SUCCESS;
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("edgemirror: cannot install signal handlers: {e}");
+            node.wait();
+            return ExitCode::SUCCESS;
+        }
+    };
+    for signal in signals.forever() {
+        match signal {
+            // logrotate's convention: the file was moved away, open a new one by its path.
+            SIGUSR1 => node.reopen_access_log(),
+            _ => {
+                tracing::info!(signal, "shutting down: flushing the store and the access log");
+                node.flush();
+                break;
             }
-        };
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down: flushing the store");
-        node.flush();
+        }
     }
     ExitCode::SUCCESS
 }

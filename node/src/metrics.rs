@@ -1,8 +1,17 @@
-//! Counters, shared by all workers and read by the admin API (`GET /metrics`, Prometheus text).
-//! Relaxed atomics: each is an independent tally.
+//! Counters and histograms, shared by all workers and read by the admin API (`GET /metrics`,
+//! Prometheus text). Relaxed atomics: each is an independent tally.
+//!
+//! Requests are observed per worker ([`RequestStats`], one per core, so the hit path never
+//! writes a cache line another core writes): duration and time to first byte as histograms,
+//! and bytes sent, by method, status class and the tier the bytes came from ([`Source`]). Origin
+//! exchanges are observed per origin ([`OriginStats`]). Every label set is bounded: a label is
+//! one of a fixed list, or an origin named in the rules (at most [`MAX_ORIGIN_LABELS`]; any
+//! beyond share the label `other`). No key or URL is ever a label.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -19,8 +28,14 @@ impl Counter {
     }
 }
 
+/// One unlabelled sample: name, help text, value.
+pub type Sample<'a> = (&'a str, &'a str, f64);
+
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Requests by worker (index = worker id).
+    pub workers: Vec<RequestStats>,
+    pub origins: OriginStats,
     pub connections_accepted: Counter,
     pub connections_refused: Counter,
     pub requests: Counter,
@@ -62,46 +77,443 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    pub fn new(workers: usize) -> Metrics {
+        Metrics { workers: (0..workers).map(|_| RequestStats::default()).collect(), ..Metrics::default() }
+    }
+
+    /// The request stats of worker `id` (a worker beyond the list, which only tests create,
+    /// shares the last one).
+    pub fn worker(&self, id: usize) -> Option<&RequestStats> {
+        self.workers.get(id).or(self.workers.last())
+    }
+
     /// Renders the counters, plus the counters and gauges kept elsewhere (the store's), in
-    /// Prometheus text format.
-    pub fn render(&self, counters_elsewhere: &[(&str, u64)], gauges: &[(&str, u64)]) -> String {
-        let counters: [(&str, &Counter); 25] = [
-            ("edgemirror_connections_accepted_total", &self.connections_accepted),
-            ("edgemirror_connections_refused_total", &self.connections_refused),
-            ("edgemirror_requests_total", &self.requests),
-            ("edgemirror_bad_requests_total", &self.bad_requests),
-            ("edgemirror_hits_memory_total", &self.hits_memory),
-            ("edgemirror_hits_disk_cache_total", &self.hits_disk_cache),
-            ("edgemirror_hits_store_total", &self.hits_store),
-            ("edgemirror_store_cold_reads_total", &self.cold_reads),
-            ("edgemirror_store_cold_read_bytes_total", &self.cold_read_bytes),
-            ("edgemirror_misses_no_rule_total", &self.misses_no_rule),
-            ("edgemirror_origin_fetches_total", &self.origin_fetches),
-            ("edgemirror_origin_heads_total", &self.origin_heads),
-            ("edgemirror_coalesced_misses_total", &self.coalesced_misses),
-            ("edgemirror_origin_not_found_total", &self.origin_not_found),
-            ("edgemirror_origin_failures_total", &self.origin_failures),
-            ("edgemirror_origin_body_failures_total", &self.origin_body_failures),
-            ("edgemirror_fill_store_failures_total", &self.fill_store_failures),
-            ("edgemirror_fills_unstored_total", &self.fills_unstored),
-            ("edgemirror_fills_superseded_total", &self.fills_superseded),
-            ("edgemirror_objects_purged_total", &self.objects_purged),
-            ("edgemirror_objects_uploaded_total", &self.objects_uploaded),
-            ("edgemirror_bytes_uploaded_total", &self.bytes_uploaded),
-            ("edgemirror_objects_deleted_total", &self.objects_deleted),
-            ("edgemirror_objects_mirrored_total", &self.objects_mirrored),
-            ("edgemirror_origin_bytes_total", &self.bytes_from_origin),
+    /// Prometheus text format. Every family has its `# HELP` (promtool insists, and so do the
+    /// people reading a dashboard).
+    pub fn render(&self, counters_elsewhere: &[Sample<'_>], gauges: &[Sample<'_>]) -> String {
+        let get = |c: &Counter| c.get() as f64;
+        let counters: [Sample<'_>; 25] = [
+            ("edgemirror_connections_accepted_total", "Client connections accepted.", get(&self.connections_accepted)),
+            (
+                "edgemirror_connections_refused_total",
+                "Client connections shed at accept (over the per-worker cap).",
+                get(&self.connections_refused),
+            ),
+            ("edgemirror_requests_total", "Requests parsed and answered on the data plane.", get(&self.requests)),
+            (
+                "edgemirror_bad_requests_total",
+                "Malformed requests (answered 400/414/431 and closed).",
+                get(&self.bad_requests),
+            ),
+            ("edgemirror_hits_memory_total", "Object reads answered from the RAM tier.", get(&self.hits_memory)),
+            (
+                "edgemirror_hits_disk_cache_total",
+                "Object reads answered from the foyer disk tier.",
+                get(&self.hits_disk_cache),
+            ),
+            ("edgemirror_hits_store_total", "Object reads answered from the segment store.", get(&self.hits_store)),
+            (
+                "edgemirror_store_cold_reads_total",
+                "io_uring reads of stored bytes not in memory.",
+                get(&self.cold_reads),
+            ),
+            ("edgemirror_store_cold_read_bytes_total", "Bytes read by cold reads.", get(&self.cold_read_bytes)),
+            (
+                "edgemirror_misses_no_rule_total",
+                "Reads of absent keys no mirror rule matched (404).",
+                get(&self.misses_no_rule),
+            ),
+            (
+                "edgemirror_origin_fetches_total",
+                "Fills started (one origin fetch each, coalesced misses share one).",
+                get(&self.origin_fetches),
+            ),
+            ("edgemirror_origin_heads_total", "HEADs of absent objects asked of the origin.", get(&self.origin_heads)),
+            (
+                "edgemirror_coalesced_misses_total",
+                "Misses that joined a fill already in flight.",
+                get(&self.coalesced_misses),
+            ),
+            ("edgemirror_origin_not_found_total", "Fills the origin answered 404.", get(&self.origin_not_found)),
+            (
+                "edgemirror_origin_failures_total",
+                "Fills refused for an origin failure (424).",
+                get(&self.origin_failures),
+            ),
+            (
+                "edgemirror_origin_body_failures_total",
+                "Fills whose origin body broke off mid-way.",
+                get(&self.origin_body_failures),
+            ),
+            (
+                "edgemirror_fill_store_failures_total",
+                "Fills cut short because the store failed.",
+                get(&self.fill_store_failures),
+            ),
+            (
+                "edgemirror_fills_unstored_total",
+                "Fills served from the origin that the store could not take.",
+                get(&self.fills_unstored),
+            ),
+            (
+                "edgemirror_fills_superseded_total",
+                "Fills not stored because the key changed meanwhile.",
+                get(&self.fills_superseded),
+            ),
+            ("edgemirror_objects_purged_total", "Objects removed by the purge API.", get(&self.objects_purged)),
+            ("edgemirror_objects_uploaded_total", "Objects stored by S3 writes.", get(&self.objects_uploaded)),
+            ("edgemirror_bytes_uploaded_total", "Bytes stored by S3 writes.", get(&self.bytes_uploaded)),
+            ("edgemirror_objects_deleted_total", "Objects removed by S3 deletes.", get(&self.objects_deleted)),
+            ("edgemirror_objects_mirrored_total", "Objects stored by fills.", get(&self.objects_mirrored)),
+            ("edgemirror_origin_bytes_total", "Body bytes read from origins.", get(&self.bytes_from_origin)),
         ];
-        let mut s = String::with_capacity(2048);
-        for (name, c) in counters {
-            let _ = writeln!(s, "# TYPE {name} counter\n{name} {}", c.get());
+        let mut s = String::with_capacity(16 * 1024);
+        for (kind, samples) in [("counter", counters.as_slice()), ("counter", counters_elsewhere), ("gauge", gauges)] {
+            for (name, help, v) in samples {
+                family(&mut s, name, kind, help);
+                let _ = writeln!(s, "{name} {v}");
+            }
         }
-        for (name, v) in counters_elsewhere {
-            let _ = writeln!(s, "# TYPE {name} counter\n{name} {v}");
-        }
-        for (name, v) in gauges {
-            let _ = writeln!(s, "# TYPE {name} gauge\n{name} {v}");
-        }
+        self.render_requests(&mut s);
+        self.origins.render(&mut s);
         s
+    }
+
+    /// The per-worker request stats, summed over workers: histograms of duration and time to
+    /// first byte, and bytes sent, for every label set that has seen a request.
+    fn render_requests(&self, s: &mut String) {
+        let mut duration = vec![HistogramSnapshot::default(); LABEL_SETS];
+        let mut ttfb = vec![HistogramSnapshot::default(); LABEL_SETS];
+        let mut bytes = [0u64; Source::ALL.len()];
+        for w in &self.workers {
+            for i in 0..LABEL_SETS {
+                duration[i].add(&w.duration[i]);
+                ttfb[i].add(&w.ttfb[i]);
+            }
+            for (b, c) in bytes.iter_mut().zip(&w.bytes) {
+                *b += c.get();
+            }
+        }
+        for (name, help, hists) in [
+            (
+                "edgemirror_request_duration_seconds",
+                "From the first byte of the request head to the last byte of the response.",
+                &duration,
+            ),
+            (
+                "edgemirror_request_ttfb_seconds",
+                "From the first byte of the request head to the first byte of the response.",
+                &ttfb,
+            ),
+        ] {
+            family(s, name, "histogram", help);
+            for (i, h) in hists.iter().enumerate().filter(|(_, h)| h.count > 0) {
+                let (method, class, source) = labels_of(i);
+                let labels = format!("method=\"{method}\",status=\"{class}\",source=\"{source}\"");
+                h.render(s, name, &labels);
+            }
+        }
+        let name = "edgemirror_response_bytes_total";
+        family(s, name, "counter", "Response bytes sent (heads and bodies), by where the body came from.");
+        for (source, b) in Source::ALL.iter().zip(bytes) {
+            let _ = writeln!(s, "{name}{{source=\"{}\"}} {b}", source.as_str());
+        }
+    }
+}
+
+/// Upper bounds of the latency histograms' buckets, in microseconds (100 µs to 10 s; a hit is
+/// well under a millisecond, a 1 MiB miss a few, a slow origin seconds).
+pub const LATENCY_BOUNDS_US: [u64; 15] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    10_000_000,
+];
+
+/// A Prometheus histogram over [`LATENCY_BOUNDS_US`]: a count per bucket (not cumulative; the
+/// render sums), the count and the sum.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_US.partition_point(|&bound| bound < us);
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+/// A histogram's values read at one time (summed over workers).
+#[derive(Clone, Debug, Default)]
+struct HistogramSnapshot {
+    buckets: [u64; LATENCY_BOUNDS_US.len()],
+    count: u64,
+    sum_us: u64,
+}
+
+impl HistogramSnapshot {
+    fn add(&mut self, h: &Histogram) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(&h.buckets) {
+            *mine += theirs.load(Ordering::Relaxed);
+        }
+        self.count += h.count.load(Ordering::Relaxed);
+        self.sum_us += h.sum_us.load(Ordering::Relaxed);
+    }
+
+    fn render(&self, s: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BOUNDS_US.iter().zip(self.buckets) {
+            cumulative += n;
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(s, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        // The count includes observations over the last bound: `+Inf` is the count.
+        let _ = writeln!(s, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(s, "{name}_sum{{{labels}}} {}", self.sum_us as f64 / 1e6);
+        let _ = writeln!(s, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+/// Where a response's body came from: the value of its `x-edgemirror-source` header, the
+/// access log's `source`, and a metric label.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    Memory,
+    DiskCache,
+    Store,
+    /// Streamed from the origin and stored meanwhile.
+    Origin,
+    /// Streamed from the origin; the store could not take it.
+    OriginUnstored,
+    /// Answered by the node itself: errors, S3 writes and listings, redirects passed on.
+    #[default]
+    Edge,
+}
+
+impl Source {
+    pub const ALL: [Source; 6] =
+        [Source::Memory, Source::DiskCache, Source::Store, Source::Origin, Source::OriginUnstored, Source::Edge];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Memory => "memory",
+            Source::DiskCache => "disk-cache",
+            Source::Store => "store",
+            Source::Origin => "origin",
+            Source::OriginUnstored => "origin-unstored",
+            Source::Edge => "edge",
+        }
+    }
+
+    /// The source named by an `x-edgemirror-source` value.
+    pub fn from_header(value: &[u8]) -> Source {
+        Source::ALL.into_iter().find(|s| s.as_str().as_bytes() == value).unwrap_or(Source::Edge)
+    }
+}
+
+/// The method label: the methods the data plane serves, and the rest as `other`.
+pub const METHODS: [&str; 6] = ["GET", "HEAD", "PUT", "POST", "DELETE", "other"];
+/// The status label: its class.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const LABEL_SETS: usize = METHODS.len() * STATUS_CLASSES.len() * Source::ALL.len();
+
+fn label_index(method: &str, status: u16, source: Source) -> usize {
+    let m = METHODS.iter().position(|m| *m == method).unwrap_or(METHODS.len() - 1);
+    let c = (usize::from(status / 100).clamp(1, 5)) - 1;
+    let s = Source::ALL.iter().position(|s| *s == source).unwrap_or(0);
+    (m * STATUS_CLASSES.len() + c) * Source::ALL.len() + s
+}
+
+fn labels_of(i: usize) -> (&'static str, &'static str, &'static str) {
+    let s = i % Source::ALL.len();
+    let c = (i / Source::ALL.len()) % STATUS_CLASSES.len();
+    let m = i / (Source::ALL.len() * STATUS_CLASSES.len());
+    (METHODS[m], STATUS_CLASSES[c], Source::ALL[s].as_str())
+}
+
+/// One worker's requests (written by that worker only).
+#[derive(Debug)]
+pub struct RequestStats {
+    duration: Box<[Histogram]>,
+    ttfb: Box<[Histogram]>,
+    bytes: [Counter; Source::ALL.len()],
+}
+
+impl Default for RequestStats {
+    fn default() -> Self {
+        let hists = || (0..LABEL_SETS).map(|_| Histogram::default()).collect::<Box<[Histogram]>>();
+        RequestStats { duration: hists(), ttfb: hists(), bytes: Default::default() }
+    }
+}
+
+impl RequestStats {
+    /// Records one answered request. `ttfb` is `None` when nothing was sent (the client left).
+    pub fn observe(
+        &self,
+        method: &str,
+        status: u16,
+        source: Source,
+        duration: Duration,
+        ttfb: Option<Duration>,
+        bytes: u64,
+    ) {
+        let i = label_index(method, status, source);
+        self.duration[i].observe(duration);
+        if let Some(t) = ttfb {
+            self.ttfb[i].observe(t);
+        }
+        self.bytes[Source::ALL.iter().position(|s| *s == source).unwrap_or(0)].add(bytes);
+    }
+}
+
+/// Origins named in metrics; exchanges with any further origin (a rule set with more, or
+/// redirects to many hosts) are counted under `other`, so the label set stays bounded.
+pub const MAX_ORIGIN_LABELS: usize = 64;
+
+/// The outcome classes of an exchange with an origin.
+const ORIGIN_OUTCOMES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
+
+/// What one exchange with an origin came to: which origin (`scheme://host[:port]`), its status
+/// (`None`: no answer), and the time to its response head. Kept with the fill for the access
+/// log of every client that followed it.
+#[derive(Clone, Debug)]
+pub struct OriginFetch {
+    pub url: String,
+    pub status: Option<u16>,
+    pub elapsed: Duration,
+}
+
+impl OriginFetch {
+    /// The origin part of the URL: `scheme://authority`.
+    pub fn origin(&self) -> &str {
+        let start = self.url.find("://").map_or(0, |i| i + 3);
+        let end = self.url[start..].find(['/', '?']).map_or(self.url.len(), |i| start + i);
+        &self.url[..end]
+    }
+}
+
+#[derive(Debug, Default)]
+struct OriginEntry {
+    /// Time to the response head (or to the failure).
+    duration: Histogram,
+    outcomes: [Counter; ORIGIN_OUTCOMES.len()],
+}
+
+/// Exchanges with origins, by origin.
+#[derive(Debug, Default)]
+pub struct OriginStats {
+    entries: Mutex<Vec<(String, OriginEntry)>>,
+}
+
+impl OriginStats {
+    /// Records one exchange (a handful per miss: a mutex is cheap next to the exchange).
+    pub fn observe(&self, fetch: &OriginFetch) {
+        let origin = fetch.origin();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let i = match entries.iter().position(|(o, _)| o == origin) {
+            Some(i) => i,
+            None if entries.len() < MAX_ORIGIN_LABELS => {
+                entries.push((origin.to_string(), OriginEntry::default()));
+                entries.len() - 1
+            }
+            None => match entries.iter().position(|(o, _)| o == "other") {
+                Some(i) => i,
+                None => {
+                    entries.push(("other".to_string(), OriginEntry::default()));
+                    entries.len() - 1
+                }
+            },
+        };
+        let entry = &entries[i].1;
+        entry.duration.observe(fetch.elapsed);
+        let outcome = match fetch.status {
+            Some(status) => usize::from(status / 100).clamp(2, 5) - 2,
+            None => ORIGIN_OUTCOMES.len() - 1,
+        };
+        entry.outcomes[outcome].inc();
+    }
+
+    fn render(&self, s: &mut String) {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let name = "edgemirror_origin_fetch_duration_seconds";
+        family(s, name, "histogram", "Time to an origin's response head (or to the failure), by origin.");
+        for (origin, entry) in entries.iter() {
+            let mut snap = HistogramSnapshot::default();
+            snap.add(&entry.duration);
+            snap.render(s, name, &format!("origin=\"{}\"", escape_label(origin)));
+        }
+        let name = "edgemirror_origin_responses_total";
+        family(s, name, "counter", "Exchanges with origins, by origin and status class (error: no answer).");
+        for (origin, entry) in entries.iter() {
+            for (outcome, c) in ORIGIN_OUTCOMES.iter().zip(&entry.outcomes) {
+                let _ = writeln!(s, "{name}{{origin=\"{}\",status=\"{outcome}\"}} {}", escape_label(origin), c.get());
+            }
+        }
+    }
+}
+
+/// Starts a metric family: its `# HELP` and `# TYPE` lines (`kind`: counter, gauge, histogram).
+pub fn family(s: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value as the text format wants it (backslash, quote and newline escaped).
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_indexes_round_trip() {
+        for (m, method) in METHODS.iter().enumerate() {
+            for (c, class) in STATUS_CLASSES.iter().enumerate() {
+                for source in Source::ALL {
+                    let status = (c as u16 + 1) * 100 + 4;
+                    let i = label_index(method, status, source);
+                    assert_eq!(labels_of(i), (METHODS[m], *class, source.as_str()));
+                }
+            }
+        }
+        assert_eq!(labels_of(label_index("PATCH", 999, Source::Edge)), ("other", "5xx", "edge"));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_inf_is_the_count() {
+        let h = Histogram::default();
+        for us in [50, 100, 101, 3_000, 20_000_000] {
+            h.observe(Duration::from_micros(us));
+        }
+        let mut snap = HistogramSnapshot::default();
+        snap.add(&h);
+        let mut s = String::new();
+        snap.render(&mut s, "x", "a=\"b\"");
+        assert!(s.contains("x_bucket{a=\"b\",le=\"0.0001\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{a=\"b\",le=\"0.00025\"} 3\n"), "{s}");
+        assert!(s.contains("x_bucket{a=\"b\",le=\"0.005\"} 4\n"), "{s}");
+        assert!(s.contains("x_bucket{a=\"b\",le=\"10\"} 4\n"), "{s}");
+        assert!(s.contains("x_bucket{a=\"b\",le=\"+Inf\"} 5\n"), "{s}");
+        assert!(s.contains("x_count{a=\"b\"} 5\n"), "{s}");
+    }
+
+    #[test]
+    fn origin_labels_are_bounded() {
+        let stats = OriginStats::default();
+        for i in 0..(MAX_ORIGIN_LABELS + 10) {
+            let url = format!("http://host{i}.example:80/key?x=1");
+            stats.observe(&OriginFetch { url, status: Some(200), elapsed: Duration::from_millis(1) });
+        }
+        let entries = stats.entries.lock().unwrap();
+        assert_eq!(entries.len(), MAX_ORIGIN_LABELS + 1);
+        assert_eq!(entries[0].0, "http://host0.example:80");
+        assert_eq!(entries.last().unwrap().0, "other");
     }
 }

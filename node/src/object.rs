@@ -19,6 +19,7 @@ use edgemirror_cache::{ObjectKeyRef, SavedHeader};
 
 use crate::error::S3Error;
 use crate::inflight::Join;
+use crate::metrics::Source;
 use crate::origin;
 use crate::reply;
 use crate::respond::{Conn, Disposition, Request};
@@ -119,7 +120,13 @@ async fn head_at_origin(
     let key = okey.key;
     let plan = mirror::plan(rule, key, req)?;
     worker.metrics().origin_heads.inc();
-    let (resp, url) = match upstream::exchange(worker, &plan, origin::Method::Head).await {
+    let asked = std::time::Instant::now();
+    let exchanged = upstream::exchange(worker, &plan, origin::Method::Head).await;
+    let fetch = upstream::outcome(&plan, &exchanged, asked.elapsed());
+    worker.metrics().origins.observe(&fetch);
+    conn.tally.origin = Some(fetch);
+    conn.tally.source = Source::Origin;
+    let (resp, url) = match exchanged {
         Ok(r) => r,
         Err(Upstream::Failed(reason)) => return Err(S3Error::MirrorFailed(reason)),
         Err(Upstream::Redirect { status, location }) => {
@@ -197,7 +204,9 @@ async fn serve_miss(
             }
         }
     };
-    follow::follow(worker, conn, req, &fill).await
+    let answered = follow::follow(worker, conn, req, &fill).await;
+    conn.tally.origin = fill.origin().cloned();
+    answered
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

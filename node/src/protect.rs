@@ -183,6 +183,24 @@ impl Breakers {
         }
     }
 
+    /// Every origin whose breaker is not plainly closed (open, half-open, or closed with
+    /// failures counting), and its state.
+    pub fn states(&self) -> Vec<(String, &'static str)> {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        states
+            .iter()
+            .map(|(origin, s)| {
+                let state = match s.phase {
+                    Phase::Closed => "closed",
+                    Phase::Open { until } if until > now => "open",
+                    _ => "half-open",
+                };
+                (origin.clone(), state)
+            })
+            .collect()
+    }
+
     /// Breakers open or half-open now (the gauge `edgemirror_origin_breakers_open`).
     pub fn open_count(&self) -> usize {
         let states = self.states.lock().unwrap_or_else(|e| e.into_inner());

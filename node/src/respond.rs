@@ -15,6 +15,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::iovec::{self, HeadBody, IovecPair};
+use crate::metrics::{OriginFetch, Source};
 use crate::reply::RequestId;
 use crate::stream::ClientStream;
 
@@ -75,9 +76,59 @@ impl<'a> Request<'a> {
     }
 }
 
+/// What the connection sent for the request being answered, and what its handler said about it:
+/// read by the access log and the request metrics once the request is answered, then reset.
+/// Status, byte count and first-byte time are taken by the connection as it writes (so they
+/// are what the client was sent); the handlers set the rest.
+#[derive(Debug)]
+pub struct Tally {
+    /// When the first byte of the request head arrived.
+    pub started: Instant,
+    /// The final status sent (0 until a final response head went out).
+    pub status: u16,
+    /// Bytes handed to the socket, interim responses included (a write that fails counts whole).
+    pub sent: u64,
+    /// When the final response's first byte was written.
+    pub first_byte: Option<Instant>,
+    pub source: Source,
+    /// A miss: the exchange with the origin (shared by every client of the fill).
+    pub origin: Option<OriginFetch>,
+    /// A signed request: its access key.
+    pub access_key: Option<String>,
+}
+
+impl Tally {
+    pub fn new(started: Instant) -> Tally {
+        Tally { started, status: 0, sent: 0, first_byte: None, source: Source::Edge, origin: None, access_key: None }
+    }
+
+    /// Before `len` bytes starting with `first` are written: a write that begins a response head
+    /// (`HTTP/1.1 NNN`, the only form [`crate::reply::start`] writes) gives the status; the first
+    /// write of the final response is its first byte.
+    fn note_write(&mut self, first: &[u8], len: usize) {
+        if self.status < 200 {
+            if let Some(status) = first
+                .strip_prefix(b"HTTP/1.1 ")
+                .and_then(|rest| rest.get(..3))
+                .and_then(|d| std::str::from_utf8(d).ok()?.parse::<u16>().ok())
+            {
+                self.status = status;
+            }
+        }
+        if self.status >= 200 && self.first_byte.is_none() {
+            self.first_byte = Some(Instant::now());
+        }
+        self.sent += len as u64;
+    }
+}
+
 /// The writing half of a connection: the socket and the reused output buffer.
 pub struct Conn {
     pub(crate) stream: ClientStream,
+    /// The client's address (for the access log).
+    pub peer: Option<std::net::SocketAddr>,
+    /// The request being answered (see [`Tally`]).
+    pub tally: Tally,
     /// Response head (and small bodies) being built.
     pub out: BytesMut,
     write_timeout: Duration,
@@ -95,7 +146,14 @@ async fn timed<T>(limit: Duration, write: impl std::future::Future<Output = io::
 
 impl Conn {
     pub fn new(stream: ClientStream, write_timeout: Duration) -> Conn {
-        Conn { stream, out: BytesMut::with_capacity(4096), write_timeout, iov: None }
+        Conn {
+            stream,
+            peer: None,
+            tally: Tally::new(Instant::now()),
+            out: BytesMut::with_capacity(4096),
+            write_timeout,
+            iov: None,
+        }
     }
 
     /// Writes everything in `out` and clears it.
@@ -103,6 +161,7 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.tally.note_write(&self.out, self.out.len());
         let out = std::mem::take(&mut self.out);
         let mut out = timed(self.write_timeout, async {
             let (res, out) = self.stream.write_all(out).await;
@@ -124,6 +183,9 @@ impl Conn {
         let head = std::mem::take(&mut self.out);
         let head_len = head.len();
         let total = head_len + body.len();
+        // Counted here as one write; a short write's remainder below goes through `flush` and
+        // `write_bytes`, which must not count those bytes again.
+        self.tally.note_write(&head, total);
         let pair = HeadBody::new(head, body, self.iov.take().unwrap_or_else(iovec::new_pair));
         let (res, pair) = match monoio::time::timeout(self.write_timeout, self.stream.writev(pair)).await {
             Ok(r) => r,
@@ -135,14 +197,19 @@ impl Conn {
         // A short write (or TLS, whose writev sends only the first buffer): finish plainly.
         if n < head_len {
             head.advance(n);
-            self.out = head;
-            self.flush().await?;
-            self.write_bytes(body).await?;
+            let out = timed(self.write_timeout, async {
+                let (res, out) = self.stream.write_all(head).await;
+                res.map(|_| out)
+            })
+            .await?;
+            self.out = out;
+            self.out.clear();
+            self.write_uncounted(body).await?;
         } else {
             head.clear();
             self.out = head;
             if n < total {
-                self.write_bytes(body.slice(n - head_len..)).await?;
+                self.write_uncounted(body.slice(n - head_len..)).await?;
             }
         }
         Ok(())
@@ -151,6 +218,7 @@ impl Conn {
     /// Writes `buf` as it is (a body piece read into a buffer the caller reuses), bounded by
     /// the write timeout, and gives the buffer back.
     pub async fn write_vec(&mut self, buf: Vec<u8>) -> io::Result<Vec<u8>> {
+        self.tally.note_write(&buf, buf.len());
         timed(self.write_timeout, async {
             let (res, buf) = self.stream.write_all(buf).await;
             res.map(|_| buf)
@@ -160,6 +228,11 @@ impl Conn {
 
     /// Writes one buffer as it is (a body piece), bounded by the write timeout.
     pub async fn write_bytes(&mut self, body: Bytes) -> io::Result<()> {
+        self.tally.note_write(&body, body.len());
+        self.write_uncounted(body).await
+    }
+
+    async fn write_uncounted(&mut self, body: Bytes) -> io::Result<()> {
         timed(self.write_timeout, async { self.stream.write_all(body).await.0.map(|_| ()) }).await
     }
 

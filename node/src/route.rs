@@ -64,6 +64,34 @@ pub enum Op {
 }
 
 impl Op {
+    /// The S3 operation's name, as the access log shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::GetObject => "GetObject",
+            Op::HeadObject => "HeadObject",
+            Op::PutObject => "PutObject",
+            Op::DeleteObject => "DeleteObject",
+            Op::HeadBucket => "HeadBucket",
+            Op::ListObjects => "ListObjects",
+            Op::DeleteObjects => "DeleteObjects",
+            Op::ListBuckets => "ListBuckets",
+            Op::CreateBucket => "CreateBucket",
+            Op::DeleteBucket => "DeleteBucket",
+            Op::GetBucketLocation => "GetBucketLocation",
+            Op::ListObjectVersions => "ListObjectVersions",
+            Op::CopyObject => "CopyObject",
+            Op::CreateMultipartUpload => "CreateMultipartUpload",
+            Op::UploadPart => "UploadPart",
+            Op::UploadPartCopy => "UploadPartCopy",
+            Op::GetObjectPart => "GetObjectPart",
+            Op::GetObjectAttributes => "GetObjectAttributes",
+            Op::CompleteMultipartUpload => "CompleteMultipartUpload",
+            Op::AbortMultipartUpload => "AbortMultipartUpload",
+            Op::ListParts => "ListParts",
+            Op::ListMultipartUploads => "ListMultipartUploads",
+        }
+    }
+
     /// Whether the operation changes or reveals the store beyond a public read: it needs a
     /// valid signature whatever the bucket's `public_read`.
     pub fn needs_signature(self) -> bool {

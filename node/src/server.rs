@@ -21,6 +21,7 @@ use anyhow::{anyhow, Context, Result};
 use arc_swap::ArcSwap;
 use edgemirror_cache::{HotCache, Store};
 
+use crate::accesslog::AccessLog;
 use crate::buckets::BucketTable;
 use crate::config::Config;
 use crate::dns::{Resolver, ResolverConfig};
@@ -62,6 +63,16 @@ impl Node {
     /// abandoned, which is safe: they were never visible.
     pub fn flush(&self) {
         self.shared.store.sync_pass();
+        if let Some(log) = &self.shared.access_log {
+            log.flush();
+        }
+    }
+
+    /// Reopens the access log file by its path (SIGUSR1, after logrotate moved it).
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.shared.access_log {
+            log.reopen();
+        }
     }
 }
 
@@ -155,11 +166,16 @@ pub fn start(config: Config) -> Result<Node> {
     let fetch_slots = config.origin.max_fetches_per_origin;
     let pace = config.origin.max_bytes_per_sec_per_origin;
     let negative = crate::negative::NegativeCache::new(config.origin.negative_ttl, config.origin.negative_entries);
+    let access_log = AccessLog::start(&config.access_log, workers).context("opening access_log.path")?;
+    if let Some(log) = &access_log {
+        tracing::info!(target = ?config.access_log.target, format = log.format().as_str(), "access log on");
+    }
     let shared = Arc::new(Shared {
         config,
         store,
         hot,
-        metrics: Metrics::default(),
+        metrics: Metrics::new(workers),
+        access_log,
         buckets: ArcSwap::from_pointee(buckets),
         buckets_update: Mutex::new(()),
         rules: ArcSwap::from_pointee(table),
@@ -291,7 +307,7 @@ async fn accept_loop(listener: std::net::TcpListener, worker: Rc<Worker>, tls: O
     let max_connections = worker.shared.config.server.max_connections_per_worker;
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 let accepted = Instant::now();
                 worker.metrics().connections_accepted.inc();
                 let Some(slot) = ConnSlot::take(&worker, max_connections) else {
@@ -309,7 +325,7 @@ async fn accept_loop(listener: std::net::TcpListener, worker: Rc<Worker>, tls: O
                         Some(acceptor) => conn::tls_handshake(stream, &acceptor, &w).await,
                     };
                     if let Some(stream) = stream {
-                        conn::serve(stream, w, accepted).await;
+                        conn::serve(stream, w, accepted, Some(peer)).await;
                     }
                     drop(slot);
                 });

@@ -15,6 +15,7 @@ use edgemirror_proto::{self as proto, RangeRequest};
 use monoio::buf::IoBufMut;
 
 use crate::error::S3Error;
+use crate::metrics::Source;
 use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
 use crate::respond::{Conn, Disposition, Request};
 use crate::worker::Worker;
@@ -241,6 +242,7 @@ pub async fn send_stored(
     body: Bytes,
     source: &str,
 ) -> Result<Disposition, S3Error> {
+    conn.tally.source = Source::from_header(source.as_bytes());
     let etag_buf = meta.etag_bytes();
     let etag = etag_buf.as_str();
     if preconditions(req, &REQUEST_CONDITIONS, etag, meta)? == Precondition::NotModified {
@@ -357,6 +359,7 @@ async fn send_not_modified(
     etag: &str,
     source: &str,
 ) -> Result<Disposition, S3Error> {
+    conn.tally.source = Source::from_header(source.as_bytes());
     let keep_alive = req.keep_alive();
     let head = ObjectHead {
         status: 304,

@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use crate::metrics::OriginFetch;
 use crate::mirror::{self, FetchPlan};
 use crate::origin::{self, Method, OriginResponse};
 use crate::protect::Admit;
@@ -56,6 +57,28 @@ pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Resu
         }
     }
     outcome
+}
+
+/// What an exchange came to, for the metrics and the access log: the URL that answered (the
+/// rule's origin when none did), its status, and `elapsed`. A private S3 origin's URL loses its
+/// query: it is a presigned signature, a credential until it expires.
+pub fn outcome(
+    plan: &FetchPlan,
+    exchanged: &Result<(OriginResponse, String), Upstream>,
+    elapsed: std::time::Duration,
+) -> OriginFetch {
+    let primary = || format!("{}://{}{}", plan.rule.origin.scheme(), plan.rule.origin.host_header, plan.path);
+    let (mut url, status) = match exchanged {
+        Ok((resp, url)) => (url.clone(), Some(resp.status)),
+        Err(Upstream::Redirect { status, .. }) => (primary(), Some(*status)),
+        Err(Upstream::Failed(_)) => (primary(), None),
+    };
+    if plan.rule.s3.is_some() {
+        if let Some(q) = url.find('?') {
+            url.truncate(q);
+        }
+    }
+    OriginFetch { url, status, elapsed }
 }
 
 /// One origin's answer to `plan`'s request for `path`, redirects followed as the rule says.

@@ -55,6 +55,8 @@ pub struct Shared {
     pub pacers: crate::protect::Pacers,
     /// Origin 404s, remembered for `origin.negative_ttl_ms`.
     pub negative: crate::negative::NegativeCache,
+    /// One line per request, when `[access_log]` is on.
+    pub access_log: Option<Arc<crate::accesslog::AccessLog>>,
 }
 
 impl Shared {

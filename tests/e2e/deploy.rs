@@ -53,3 +53,55 @@ fn the_production_config_is_accepted_by_the_node() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `deploy/edgemirror.logrotate`, run by the real logrotate against a running node: the file is
+/// moved to `access.log.1` and the postrotate signal (here `kill -USR1` to the node: no systemd
+/// runs in the test) makes the node write new lines to a fresh `access.log`.
+#[test]
+fn the_logrotate_config_rotates_the_access_log_of_a_running_node() {
+    use crate::support::client::get;
+    use crate::support::origin::{Origin, Reply};
+    let origin = Origin::start();
+    origin.set("/dir1/a.txt", Reply::ok(b"abc".to_vec()));
+    let node = crate::support::node::NodeBuilder::new()
+        .mirror(&format!("{}/dir1/", origin.url()), "")
+        .with_extra_toml("[access_log]\npath = \"access.log\"\nflush_ms = 20\n")
+        .start();
+    let path = format!("/{}/a.txt", crate::support::BUCKET);
+    let log = node.dir().join("access.log");
+    let lines_in = |p: &Path| std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0);
+    let wait = |p: &Path, n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while lines_in(p) < n {
+            assert!(std::time::Instant::now() < deadline, "{} has {} lines, not {n}", p.display(), lines_in(p));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(get(node.data_addr(), &path, &[]).expect("GET").status, 200);
+    }
+    wait(&log, 3);
+
+    let shipped = std::fs::read_to_string(repo_file("deploy/edgemirror.logrotate")).expect("logrotate config");
+    assert!(shipped.contains("systemctl kill --signal=USR1 --kill-whom=main edgemirror.service"), "{shipped}");
+    let config = shipped.replace("/var/log/edgemirror/access.log", log.to_str().expect("utf-8 path")).replace(
+        "systemctl kill --signal=USR1 --kill-whom=main edgemirror.service",
+        &format!("kill -USR1 {}", node.pid()),
+    );
+    let conf = node.dir().join("logrotate.conf");
+    std::fs::write(&conf, config).expect("write logrotate.conf");
+    let out = Command::new("logrotate")
+        .arg("--force")
+        .arg("--state")
+        .arg(node.dir().join("logrotate.state"))
+        .arg(&conf)
+        .output()
+        .expect("logrotate (Debian package logrotate; .ci/run installs it)");
+    assert!(out.status.success(), "logrotate: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+
+    let rotated = node.dir().join("access.log.1");
+    assert_eq!(lines_in(&rotated), 3, "delaycompress: the first rotation stays plain text");
+    assert_eq!(get(node.data_addr(), &path, &[]).expect("GET").status, 200);
+    wait(&log, 1);
+    assert_eq!((lines_in(&log), lines_in(&rotated)), (1, 3));
+}

@@ -28,6 +28,8 @@
 //! - `hostile`: smuggling, limits, slowloris, idle timeout, pipelining, HTTP/1.0, methods.
 //! - `internals`: defects and holes found by probing (path traversal, keep-alive 304, lingering
 //!   close, idle floods and descriptors, one process per store directory).
+//! - `operator`: the access log (JSON, combined, SIGUSR1 reopen, flushed at SIGTERM) and the
+//!   Prometheus metrics (histograms by source, origin exchanges; `promtool check metrics`).
 //! - `tls`: the HTTPS listener (SNI, ALPN, versions, plain HTTP on the TLS port), https origins
 //!   (verification, insecure option), certificate config errors.
 //!
@@ -46,6 +48,7 @@ mod harness;
 mod hostile;
 mod internals;
 mod mirror;
+mod operator;
 mod purge;
 mod rules;
 mod s3;

@@ -319,6 +319,12 @@ fn a_backfill_imports_a_key_list_survives_a_kill_and_reports_failures() {
     assert_eq!(end["state"], "complete_with_failures", "{end}");
     assert_eq!(end["keys"]["total"], 2002);
     assert_eq!(end["keys"]["failed"], 2, "{end}");
+    let page = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None).text();
+    crate::support::promtool_check(&page);
+    let series = |s: &str| crate::support::metric_sample(&page, &format!("edgemirror_backfill_{s}"));
+    assert_eq!(series(&format!("keys{{bucket=\"{BUCKET}\",state=\"total\"}}")), 2002.0);
+    assert_eq!(series(&format!("keys{{bucket=\"{BUCKET}\",state=\"failed\"}}")), 2.0);
+    assert_eq!(series(&format!("running{{bucket=\"{BUCKET}\"}}")), 0.0);
     let reasons: Vec<String> =
         end["failures"].as_array().unwrap().iter().map(|f| format!("{} {}", f["key"], f["reason"])).collect();
     assert!(reasons.iter().any(|r| r.contains("missing.html") && r.contains("404")), "{reasons:?}");

@@ -557,6 +557,21 @@ async fn fetch_once(
     }
 }
 
+/// Every job's progress, for `/metrics`: (bucket, keys total, done, skipped, failed, bytes,
+/// running). Jobs live on the admin thread, where `/metrics` is answered.
+pub fn progress() -> Vec<(String, [u64; 5], bool)> {
+    JOBS.with(|jobs| {
+        jobs.borrow()
+            .values()
+            .map(|job| {
+                let c = job.checkpoint.borrow();
+                let keys = [c.keys.len() as u64, c.done, c.skipped, c.failures.len() as u64, c.bytes];
+                (c.bucket.clone(), keys, c.state == "running" || c.state == "listing")
+            })
+            .collect()
+    })
+}
+
 /// The job's report.
 fn status(job: &Job) -> serde_json::Value {
     let c = job.checkpoint.borrow();

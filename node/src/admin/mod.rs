@@ -35,6 +35,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use serde_json::json;
 
+use crate::metrics::{escape_label, family};
 use crate::reply;
 use crate::rules::{self, BackSourceBody, BackSourceRule, RuleSource};
 use crate::worker::{Shared, Worker};
@@ -336,33 +337,142 @@ pub fn authorized(token: &str, header: Option<&[u8]>) -> bool {
 fn metrics(shared: &Shared) -> String {
     let store = &shared.store;
     let stats = &store.stats;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    shared.metrics.render(
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+    let free = edgemirror_cache::segment::free_bytes(&store.config().dir).unwrap_or(0);
+    let text = shared.metrics.render(
         &[
-            ("edgemirror_store_write_failures_total", store.write_failures()),
-            ("edgemirror_store_compactions_total", load(&stats.compactions)),
-            ("edgemirror_store_compaction_bytes_copied_total", load(&stats.compaction_bytes_copied)),
-            ("edgemirror_store_compaction_bytes_removed_total", load(&stats.compaction_bytes_removed)),
-            ("edgemirror_store_capacity_refusals_total", load(&stats.capacity_refusals)),
-            ("edgemirror_store_objects_deleted_total", load(&stats.objects_deleted)),
-            ("edgemirror_store_evictions_total", load(&stats.evictions)),
-            ("edgemirror_store_evicted_bytes_total", load(&stats.evicted_bytes)),
-            ("edgemirror_origin_breaker_opened_total", load(&shared.breakers.opened)),
-            ("edgemirror_origin_breaker_rejections_total", load(&shared.breakers.rejected)),
-            ("edgemirror_origin_negative_hits_total", load(&shared.negative.hits)),
-            ("edgemirror_origin_fetch_slot_waits_total", load(&shared.fetch_slots.waited)),
-            ("edgemirror_origin_paced_milliseconds_total", load(&shared.pacers.paced_ms)),
+            (
+                "edgemirror_store_write_failures_total",
+                "Segment writes and syncs that failed.",
+                store.write_failures() as f64,
+            ),
+            ("edgemirror_store_compactions_total", "Segments rewritten by compaction.", load(&stats.compactions)),
+            (
+                "edgemirror_store_compaction_bytes_copied_total",
+                "Live bytes compaction copied.",
+                load(&stats.compaction_bytes_copied),
+            ),
+            (
+                "edgemirror_store_compaction_bytes_removed_total",
+                "Segment bytes compaction gave back.",
+                load(&stats.compaction_bytes_removed),
+            ),
+            (
+                "edgemirror_store_capacity_refusals_total",
+                "Writes refused for capacity (store.max_bytes, min_free_bytes).",
+                load(&stats.capacity_refusals),
+            ),
+            (
+                "edgemirror_store_objects_deleted_total",
+                "Objects the store removed (deletes, purges, overwrites).",
+                load(&stats.objects_deleted),
+            ),
+            (
+                "edgemirror_store_evictions_total",
+                "Objects of cache-mode buckets evicted for room.",
+                load(&stats.evictions),
+            ),
+            ("edgemirror_store_evicted_bytes_total", "Bytes evicted.", load(&stats.evicted_bytes)),
+            (
+                "edgemirror_origin_breaker_opened_total",
+                "Times an origin's circuit breaker opened.",
+                load(&shared.breakers.opened),
+            ),
+            (
+                "edgemirror_origin_breaker_rejections_total",
+                "Misses answered 424 by an open breaker.",
+                load(&shared.breakers.rejected),
+            ),
+            (
+                "edgemirror_origin_negative_hits_total",
+                "Misses answered 404 from the remembered origin 404s.",
+                load(&shared.negative.hits),
+            ),
+            (
+                "edgemirror_origin_fetch_slot_waits_total",
+                "Fetches that waited for a slot (origin.max_fetches_per_origin).",
+                load(&shared.fetch_slots.waited),
+            ),
+            (
+                "edgemirror_origin_paced_seconds_total",
+                "Time fetches were held back by byte-rate caps.",
+                load(&shared.pacers.paced_ms) / 1e3,
+            ),
         ],
         &[
-            ("edgemirror_store_objects", store.object_count() as u64),
-            ("edgemirror_store_disk_bytes", store.disk_bytes()),
-            ("edgemirror_store_segments", store.segment_count() as u64),
-            ("edgemirror_store_ballast_bytes", store.ballast_bytes()),
-            ("edgemirror_hot_memory_bytes", shared.hot.memory_usage() as u64),
-            ("edgemirror_origin_breakers_open", shared.breakers.open_count() as u64),
-            ("edgemirror_origin_negative_entries", shared.negative.len() as u64),
+            ("edgemirror_store_objects", "Objects in the store.", store.object_count() as f64),
+            ("edgemirror_store_disk_bytes", "Bytes of segment files.", store.disk_bytes() as f64),
+            ("edgemirror_store_live_bytes", "Bytes of live records in the segments.", store.live_bytes() as f64),
+            ("edgemirror_store_free_bytes", "Bytes free for the store's filesystem.", free as f64),
+            ("edgemirror_store_segments", "Segment files.", store.segment_count() as f64),
+            (
+                "edgemirror_store_ballast_bytes",
+                "Bytes of the ballast file kept for a full disk.",
+                store.ballast_bytes() as f64,
+            ),
+            ("edgemirror_hot_memory_bytes", "Bytes in the RAM tier.", shared.hot.memory_usage() as f64),
+            (
+                "edgemirror_origin_breakers_open",
+                "Origin breakers open or half-open.",
+                shared.breakers.open_count() as f64,
+            ),
+            ("edgemirror_origin_negative_entries", "Remembered origin 404s.", shared.negative.len() as f64),
+            ("edgemirror_fills_in_flight", "Origin fetches in flight.", shared.fills.len() as f64),
+            (
+                "edgemirror_fill_clients",
+                "Clients following a fill (the leader and the coalesced waiters).",
+                shared.fills.clients() as f64,
+            ),
         ],
-    )
+    );
+    let mut s = text;
+    if let Some(log) = &shared.access_log {
+        for (name, help, c) in [
+            ("edgemirror_access_log_lines_total", "Access log lines formatted.", &log.lines),
+            ("edgemirror_access_log_dropped_total", "Access log lines dropped: the writer fell behind.", &log.dropped),
+            ("edgemirror_access_log_write_failures_total", "Access log writes that failed.", &log.write_failures),
+        ] {
+            family(&mut s, name, "counter", help);
+            let _ = writeln!(s, "{name} {}", c.get());
+        }
+    }
+    let name = "edgemirror_origin_breaker_state";
+    family(
+        &mut s,
+        name,
+        "gauge",
+        "1 for the state of each origin's breaker (origins without recent failures are closed, unlisted).",
+    );
+    for (origin, state) in shared.breakers.states() {
+        for st in ["closed", "open", "half-open"] {
+            let v = u8::from(st == state);
+            let _ = writeln!(s, "{name}{{origin=\"{}\",state=\"{st}\"}} {v}", escape_label(&origin));
+        }
+    }
+    // Backfill jobs, per bucket: keys by outcome, bytes, and whether it runs (each family's
+    // samples together, as the text format requires).
+    let jobs: Vec<(String, [u64; 5], bool)> =
+        backfill::progress().into_iter().map(|(b, keys, running)| (escape_label(&b), keys, running)).collect();
+    family(
+        &mut s,
+        "edgemirror_backfill_keys",
+        "gauge",
+        "Keys of each bucket's backfill job: total, and finished by outcome.",
+    );
+    for (bucket, keys, _) in &jobs {
+        for (what, v) in ["total", "done", "skipped", "failed"].iter().zip(keys) {
+            let _ = writeln!(s, "edgemirror_backfill_keys{{bucket=\"{bucket}\",state=\"{what}\"}} {v}");
+        }
+    }
+    family(&mut s, "edgemirror_backfill_bytes", "gauge", "Bytes each bucket's backfill job has imported.");
+    for (bucket, keys, _) in &jobs {
+        let _ = writeln!(s, "edgemirror_backfill_bytes{{bucket=\"{bucket}\"}} {}", keys[4]);
+    }
+    family(&mut s, "edgemirror_backfill_running", "gauge", "1 while a bucket's backfill job is listing or importing.");
+    for (bucket, _, running) in &jobs {
+        let _ = writeln!(s, "edgemirror_backfill_running{{bucket=\"{bucket}\"}} {}", u8::from(*running));
+    }
+    s
 }
 
 async fn respond(stream: &mut TcpStream, answer: Answer, keep_alive: bool) -> std::io::Result<()> {

@@ -19,28 +19,32 @@ pub mod multipart;
 pub mod put;
 
 use std::rc::Rc;
+use std::time::{Instant, SystemTime};
 
+use crate::accesslog::Entry;
 use crate::body::RequestBody;
 use crate::error::S3Error;
+use crate::metrics::Source;
 use crate::object;
-use crate::reply::{self, Framing};
+use crate::reply::{self, Framing, RequestId};
 use crate::respond::{Conn, Disposition, Request};
 use crate::route::{self, Op};
 use crate::worker::Worker;
 use edgemirror_proto::s3::xml;
 
-/// Answers one request; returns whether the connection may continue.
+/// Answers one request; returns whether the connection may continue. The answer is recorded
+/// ([`record`]) in the request metrics and the access log.
 pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>, body: &mut RequestBody) -> Disposition {
     worker.metrics().requests.inc();
     let keep_alive = req.keep_alive();
-    let (key_for_error, result) = match route::route(req, &worker.shared.config.s3.domain) {
+    let (target, result) = match route::route(req, &worker.shared.config.s3.domain) {
         Ok(target) => {
             let r = serve(worker, conn, req, body, &target).await;
-            (Some(target.key), r)
+            (Some(target), r)
         }
         Err(e) => (None, Err(e)),
     };
-    match result {
+    let disposition = match result {
         Ok(d) => d,
         Err(err) => {
             match &err {
@@ -51,11 +55,62 @@ pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>, bod
                 S3Error::StoreFull(reason) => tracing::warn!(request_id = %req.id, reason, "507 store full"),
                 _ => {}
             }
-            let key = key_for_error.as_deref().filter(|k| !k.is_empty());
+            let key = target.as_ref().map(|t| &*t.key).filter(|k| !k.is_empty());
+            conn.tally.source = Source::from_header(err.source().as_bytes());
             reply::error(&mut conn.out, &err, key, &worker.date, req.id, keep_alive, req.is_head());
             Disposition::after(conn.flush().await, keep_alive && !err.closes_connection())
         }
+    };
+    record(worker, conn, req.id, Some(req), target.as_ref());
+    disposition
+}
+
+/// Records the request just answered on `conn` (its tally) in the request metrics and, when
+/// it is on, the access log. `req` is `None` for a request that never parsed. A request answered with nothing (the client went away first) is status 499, as nginx
+/// logs it.
+pub fn record(
+    worker: &Worker,
+    conn: &Conn,
+    id: RequestId,
+    req: Option<&Request<'_>>,
+    target: Option<&route::Target<'_>>,
+) {
+    let tally = &conn.tally;
+    let now = Instant::now();
+    let duration = now.saturating_duration_since(tally.started);
+    let ttfb = tally.first_byte.map(|t| t.saturating_duration_since(tally.started));
+    let status = if tally.status == 0 { 499 } else { tally.status };
+    let method = req.map_or("-", |r| r.head.method.as_str());
+    if let Some(stats) = worker.metrics().worker(worker.id) {
+        stats.observe(method, status, tally.source, duration, ttfb, tally.sent);
     }
+    let Some(log) = &worker.shared.access_log else { return };
+    let header = |name: &str| req.and_then(|r| r.header(name)).map(String::from_utf8_lossy);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let origin = tally.origin.as_ref();
+    let entry = Entry {
+        time: SystemTime::now(),
+        request_id: id,
+        client: conn.peer,
+        method,
+        bucket: target.map(|t| &*t.bucket).filter(|b| !b.is_empty()),
+        key: target.map(|t| &*t.key).filter(|k| !k.is_empty()),
+        status,
+        bytes: tally.sent,
+        duration_ms: ms(duration),
+        ttfb_ms: ttfb.map(ms),
+        source: tally.source.as_str(),
+        origin_url: origin.map(|o| o.url.as_str()),
+        origin_status: origin.and_then(|o| o.status),
+        origin_ms: origin.map(|o| ms(o.elapsed)),
+        s3_op: target.map_or("-", |t| t.op.as_str()),
+        access_key: tally.access_key.as_deref(),
+        user_agent: header("user-agent"),
+        referer: header("referer"),
+        path: req.map_or(&b"-"[..], |r| r.head.path.get(r.buf)),
+        query: req.and_then(|r| r.query()),
+    };
+    log.record(worker.id, &entry);
 }
 
 async fn serve(
@@ -67,11 +122,12 @@ async fn serve(
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
     if target.op == Op::ListBuckets {
-        auth::authorize(worker, req)?;
+        conn.tally.access_key = Some(auth::authorize(worker, req)?.access_key);
         return list::list_buckets(worker, conn, req).await;
     }
     if target.op == Op::CreateBucket {
         let signed = auth::authorize(worker, req)?;
+        conn.tally.access_key = Some(signed.access_key.clone());
         return bucket::create(worker, conn, req, body, &target.bucket, signed).await;
     }
     // A borrow of the table snapshot, not a clone of the bucket: no shared refcount per request.
@@ -83,6 +139,9 @@ async fn serve(
         return Err(S3Error::NoSuchBucket);
     };
     let signed = if target.op.needs_signature() || !public_read { Some(auth::authorize(worker, req)?) } else { None };
+    if let Some(s) = &signed {
+        conn.tally.access_key = Some(s.access_key.clone());
+    }
     match target.op {
         Op::GetObject | Op::HeadObject => {
             let overrides = req.query().is_some_and(|q| {

@@ -24,6 +24,7 @@ pub mod node;
 pub mod origin;
 pub mod tls;
 
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
@@ -232,12 +233,44 @@ pub fn get_rules(admin: SocketAddr, bucket: &str) -> Vec<serde_json::Value> {
         .clone()
 }
 
-/// A counter or gauge of the node's admin `/metrics` (panics, with the page, when absent).
+/// A counter or gauge of the node's admin `/metrics` whose value is a whole number (panics,
+/// with the page, when absent).
 pub fn metric(node: &node::Node, name: &str) -> u64 {
+    let v = metric_f64(node, name);
+    assert!(v.fract() == 0.0 && v >= 0.0, "{name} = {v} is not a whole number");
+    v as u64
+}
+
+/// A counter or gauge of the node's admin `/metrics` (panics, with the page, when absent).
+pub fn metric_f64(node: &node::Node, name: &str) -> f64 {
     let resp = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None);
     assert_eq!(resp.status, 200, "GET /metrics");
     let text = resp.text();
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// `promtool check metrics` on the page (it reads stdin): the exposition format and the
+/// naming conventions.
+pub fn promtool_check(page: &str) {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; .ci/run installs it)");
+    child.stdin.take().expect("stdin").write_all(page.as_bytes()).expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.trim().is_empty(), "promtool check metrics:\n{text}\npage:\n{page}");
+}
+
+/// The value of one sample (name with its labels, exactly as rendered).
+pub fn metric_sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{page}"))
 }
