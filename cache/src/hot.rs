@@ -29,7 +29,7 @@ use crate::{Error, Result};
 /// foyer disk-tier block size. An entry must fit in a block minus foyer's own overhead.
 const BLOCK_BYTES: usize = 4 << 20;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HotConfig {
     pub memory_bytes: usize,
     /// 0 disables the disk tier.

@@ -3,9 +3,9 @@
 //!
 //! Each worker appends its lines to its own buffer ([`AccessLog::record`]; the lock is only ever
 //! contended by the writer's swap). The writer thread swaps each buffer for an empty one every
-//! `access_log.flush_ms` (200 ms by default), or sooner when a buffer passes [`WAKE_BYTES`], and writes what it took.
-//! When the writer falls behind and a buffer holds [`MAX_BUFFERED_BYTES`], further lines are
-//! dropped and counted (`edgemirror_access_log_dropped_total`): memory stays bounded and the
+//! `access_log.flush_ms` (200 ms by default), or sooner when a buffer passes `WAKE_BYTES`
+//! (64 KiB), and writes what it took. When the writer falls behind and a buffer holds
+//! `MAX_BUFFERED_BYTES` (8 MiB), further lines are dropped and counted (`edgemirror_access_log_dropped_total`): memory stays bounded and the
 //! request path never waits on the log. Lines are in order within a core; across cores they
 //! may be out of order by up to the flush interval (as with nginx's buffered per-worker logs):
 //! sort by `time` where the order matters.

@@ -77,6 +77,25 @@ impl BucketTable {
         Ok(BucketTable { buckets })
     }
 
+    /// The table a reloaded `config` makes ([`BucketTable::load`]), in which every bucket that
+    /// exists now keeps its identity: its creation time, and the `deleting` flag that writes in
+    /// flight into it carry.
+    pub fn reloaded(&self, config: &Config) -> anyhow::Result<BucketTable> {
+        let mut next = BucketTable::load(config)?;
+        for (name, bucket) in next.buckets.iter_mut() {
+            if let Some(old) = self.buckets.get(name) {
+                let kept = Bucket {
+                    config: bucket.config.clone(),
+                    created: old.created,
+                    declared: bucket.declared,
+                    deleting: old.deleting.clone(),
+                };
+                *bucket = Arc::new(kept);
+            }
+        }
+        Ok(next)
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<Bucket>> {
         self.buckets.get(name)
     }

@@ -42,12 +42,15 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// `accepted` is when the connection was accepted: its first head is due `header_timeout` later.
 /// `peer` is the client's address, for the access log.
 pub async fn serve(stream: ClientStream, worker: Rc<Worker>, accepted: Instant, peer: Option<SocketAddr>) {
-    let cfg = &worker.shared.config.server;
-    let mut conn = Conn::new(stream, cfg.write_timeout);
+    let mut conn = Conn::new(stream, worker.config().server.write_timeout);
     conn.peer = peer;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut first = true;
     loop {
+        // The config is taken per request: a reload applies from the next request on.
+        let config = worker.config();
+        let cfg = &config.server;
+        conn.set_write_timeout(cfg.write_timeout);
         // Read until a whole head is buffered. The first request's clock starts at accept.
         let mut head_started: Option<Instant> = match (first, buf.is_empty()) {
             (true, _) => Some(accepted),
@@ -117,7 +120,7 @@ pub async fn tls_handshake(
     acceptor: &monoio_rustls::TlsAcceptor,
     worker: &Worker,
 ) -> Option<ClientStream> {
-    let limit = worker.shared.config.server.header_timeout;
+    let limit = worker.config().server.header_timeout;
     let stream_peer = stream.peer_addr().ok();
     let mut stream = stream;
     let first = vec![0u8; 8];

@@ -217,7 +217,7 @@ async fn to_record(
             h.update(piece);
             h.backlog().await;
         }
-        if !shared.config.origin.complete_on_client_abort && guard.fill().followers() == 0 {
+        if !worker.config().origin.complete_on_client_abort && guard.fill().followers() == 0 {
             tracing::info!(request_id = %rid, "every client left; fill abandoned");
             return guard.finish(Phase::Broken);
         }

@@ -19,7 +19,7 @@
 //!
 //! # The path of a miss
 //!
-//! 4. [`object::handle`] finds the bucket's first matching rule (none -> 404 `NoSuchKey`);
+//! 4. [`object::serve`] finds the bucket's first matching rule (none -> 404 `NoSuchKey`);
 //!    [`mirror`] turns it into the origin request (refusing keys that would leave the
 //!    MirrorURL's directory). Concurrent misses of one key (any core) share one fetch through
 //!    the table in [`inflight`]: the first starts the producer, [`fill`], which fetches
@@ -39,8 +39,9 @@
 //!
 //! # Around the data plane
 //!
-//! [`admin`] serves health, metrics and the rule API (`/v1/regions/{region}/buckets/{bucket}/
-//! backSource`) on a separate listener; [`config`] turns TOML into validated types; [`rules`]
+//! [`admin`] serves health, metrics, the rule API (`/v1/regions/{region}/buckets/{bucket}/
+//! backSource`) and the web console on a separate listener; [`reload`] reads the config file
+//! again on SIGHUP or `POST /v1/reload` (workers take the config per request: [`worker::Worker::config`]); [`config`] turns TOML into validated types; [`rules`]
 //! holds the mirror rule model and the rule table; [`buckets`] the bucket table (declared in the
 //! config, or created through S3); [`metrics`] holds the counters and the per-core request
 //! histograms. Every answered request is recorded once, by [`s3::record`]: the connection's
@@ -68,6 +69,7 @@ pub mod netguard;
 pub mod object;
 pub mod origin;
 pub mod protect;
+pub mod reload;
 pub mod reply;
 pub mod respond;
 pub mod route;

@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         println!("config ok");
         return ExitCode::SUCCESS;
     }
-    let node = match edgemirror_node::start(config) {
+    let node = match edgemirror_node::start(config, args.config.clone()) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("edgemirror: {e:#}");
@@ -83,8 +83,8 @@ fn main() -> ExitCode {
         None => println!("edgemirror ready data={} admin={}", node.data_addr, node.admin_addr),
     }
     let _ = std::io::stdout().flush();
-    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1]) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("edgemirror: cannot install signal handlers: {e}");
@@ -96,6 +96,8 @@ fn main() -> ExitCode {
         match signal {
             // logrotate's convention: the file was moved away, open a new one by its path.
             SIGUSR1 => node.reopen_access_log(),
+            // Read the config file again; a bad one is refused and the running config stays.
+            SIGHUP => node.reload(),
             _ => {
                 tracing::info!(signal, "shutting down: flushing the store and the access log");
                 node.flush();

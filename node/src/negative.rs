@@ -17,7 +17,8 @@ use edgemirror_cache::ObjectKeyRef;
 
 #[derive(Debug)]
 pub struct NegativeCache {
-    ttl: Duration,
+    /// The TTL in nanoseconds (0: off); a reload replaces it.
+    ttl_ns: AtomicU64,
     entries: Mutex<lru::LruCache<u128, Instant>>,
     /// GETs and HEADs answered 404 from the cache, without asking the origin.
     pub hits: AtomicU64,
@@ -26,7 +27,21 @@ pub struct NegativeCache {
 impl NegativeCache {
     pub fn new(ttl: Duration, capacity: usize) -> NegativeCache {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
-        NegativeCache { ttl, entries: Mutex::new(lru::LruCache::new(capacity)), hits: AtomicU64::new(0) }
+        NegativeCache {
+            ttl_ns: AtomicU64::new(ttl.as_nanos().try_into().unwrap_or(u64::MAX)),
+            entries: Mutex::new(lru::LruCache::new(capacity)),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// A new TTL (a reload): 404s remembered from now on keep it; those remembered already keep
+    /// theirs, unless it is 0 (off: nothing is answered from the cache any more).
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl_ns.store(ttl.as_nanos().try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_nanos(self.ttl_ns.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<u128, Instant>> {
@@ -35,7 +50,7 @@ impl NegativeCache {
 
     /// Whether the origin said 404 for `key` less than a TTL ago.
     pub fn is_missing(&self, key: ObjectKeyRef<'_>) -> bool {
-        if self.ttl.is_zero() {
+        if self.ttl().is_zero() {
             return false;
         }
         let digest = hot_key(key);
@@ -55,14 +70,14 @@ impl NegativeCache {
 
     /// The origin said 404 for `key`.
     pub fn remember(&self, key: ObjectKeyRef<'_>) {
-        if !self.ttl.is_zero() {
-            self.lock().put(hot_key(key), Instant::now() + self.ttl);
+        if !self.ttl().is_zero() {
+            self.lock().put(hot_key(key), Instant::now() + self.ttl());
         }
     }
 
     /// The key was purged or deleted: ask the origin again next time.
     pub fn forget(&self, key: ObjectKeyRef<'_>) {
-        if !self.ttl.is_zero() {
+        if !self.ttl().is_zero() {
             self.lock().pop(&hot_key(key));
         }
     }

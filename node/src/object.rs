@@ -55,7 +55,7 @@ pub async fn serve(
         }
         return stored::send_stored(worker, conn, req, &obj.meta, obj.body, tier.as_str()).await;
     }
-    let found = if shared.config.cold_reads_async {
+    let found = if worker.config().cold_reads_async {
         // What is not in memory is read here with io_uring (`stored::read_cold`, and for a big
         // body `stored::send_body`), not by page faults. A HEAD needs the record's head and
         // trailer only.

@@ -23,7 +23,7 @@
 //! been read to its end or dropped.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,7 +70,8 @@ pub enum Admit {
 
 #[derive(Debug)]
 pub struct Breakers {
-    config: BreakerConfig,
+    /// Replaced by a reload (`set_config`); read under its own lock, never while holding it.
+    config: Mutex<BreakerConfig>,
     states: Mutex<HashMap<String, State>>,
     /// Requests refused by an open breaker.
     pub rejected: AtomicU64,
@@ -80,16 +81,27 @@ pub struct Breakers {
 
 impl Breakers {
     pub fn new(config: BreakerConfig) -> Breakers {
-        Breakers { config, states: Mutex::default(), rejected: AtomicU64::new(0), opened: AtomicU64::new(0) }
+        Breakers {
+            config: Mutex::new(config),
+            states: Mutex::default(),
+            rejected: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+        }
     }
 
-    fn enabled(&self) -> bool {
-        self.config.failures > 0
+    /// New settings (a reload): they apply to the next failure and the next opening.
+    pub fn set_config(&self, config: BreakerConfig) {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
+    fn config(&self) -> BreakerConfig {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// May a request to `origin` go now?
     pub fn admit(&self, origin: &str) -> Admit {
-        if !self.enabled() {
+        let config = self.config();
+        if config.failures == 0 {
             return Admit::Go;
         }
         let now = Instant::now();
@@ -107,7 +119,7 @@ impl Breakers {
                 state.phase = Phase::HalfOpen { probing: true };
                 None
             }
-            Phase::HalfOpen { probing: true } => Some(self.config.open),
+            Phase::HalfOpen { probing: true } => Some(config.open),
         };
         match refuse {
             None => Admit::Go,
@@ -120,7 +132,8 @@ impl Breakers {
 
     /// Records how a request to `origin` that was let through ended.
     pub fn record(&self, origin: &str, ok: bool) {
-        if !self.enabled() {
+        let config = self.config();
+        if config.failures == 0 {
             return;
         }
         let now = Instant::now();
@@ -139,28 +152,28 @@ impl Breakers {
                 tracing::info!(origin, "origin circuit closed: the probe succeeded");
             }
             (Phase::HalfOpen { .. }, false) => {
-                state.phase = Phase::Open { until: now + self.config.open };
+                state.phase = Phase::Open { until: now + config.open };
                 self.opened.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     origin,
-                    open_ms = self.config.open.as_millis() as u64,
+                    open_ms = config.open.as_millis() as u64,
                     "origin circuit open again: the probe failed"
                 );
             }
             (Phase::Closed, false) => {
                 state.failures.push_back(now);
-                while state.failures.front().is_some_and(|t| now.duration_since(*t) > self.config.window) {
+                while state.failures.front().is_some_and(|t| now.duration_since(*t) > config.window) {
                     state.failures.pop_front();
                 }
-                if state.failures.len() >= self.config.failures as usize {
-                    state.phase = Phase::Open { until: now + self.config.open };
+                if state.failures.len() >= config.failures as usize {
+                    state.phase = Phase::Open { until: now + config.open };
                     state.failures.clear();
                     self.opened.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         origin,
-                        failures = self.config.failures,
-                        window_ms = self.config.window.as_millis() as u64,
-                        open_ms = self.config.open.as_millis() as u64,
+                        failures = config.failures,
+                        window_ms = config.window.as_millis() as u64,
+                        open_ms = config.open.as_millis() as u64,
                         "origin circuit open: misses for it answer 424 without contacting it"
                     );
                 }
@@ -212,7 +225,7 @@ impl Breakers {
 #[derive(Debug)]
 pub struct Pacers {
     /// Bytes a second per origin; 0: no cap.
-    rate: u64,
+    rate: AtomicU64,
     pacers: Mutex<HashMap<String, Arc<Pacer>>>,
     /// Milliseconds origin reads slept to keep to the cap.
     pub paced_ms: Arc<AtomicU64>,
@@ -230,22 +243,31 @@ pub struct Pacer {
 
 impl Pacers {
     pub fn new(rate: u64) -> Pacers {
-        Pacers { rate, pacers: Mutex::default(), paced_ms: Arc::default() }
+        Pacers { rate: AtomicU64::new(rate), pacers: Mutex::default(), paced_ms: Arc::default() }
     }
 
     /// The cap, in bytes a second (0: none).
     pub fn rate(&self) -> u64 {
-        self.rate
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// A new cap (a reload): fetches that start from now on keep to it; those reading already
+    /// keep their pacer's.
+    pub fn set_rate(&self, rate: u64) {
+        if self.rate.swap(rate, Ordering::Relaxed) != rate {
+            self.pacers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
     }
 
     /// `origin`'s pacer, or `None` without a cap.
     pub fn get(&self, origin: &str) -> Option<Arc<Pacer>> {
-        if self.rate == 0 {
+        let rate = self.rate();
+        if rate == 0 {
             return None;
         }
         let mut pacers = self.pacers.lock().unwrap_or_else(|e| e.into_inner());
         let pacer =
-            pacers.entry(origin.to_string()).or_insert_with(|| Arc::new(Pacer::new(self.rate, self.paced_ms.clone())));
+            pacers.entry(origin.to_string()).or_insert_with(|| Arc::new(Pacer::new(rate, self.paced_ms.clone())));
         Some(pacer.clone())
     }
 }
@@ -277,7 +299,7 @@ impl Pacer {
 #[derive(Debug)]
 pub struct FetchSlots {
     /// Slots per origin; 0: no cap.
-    per_origin: usize,
+    per_origin: AtomicUsize,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Fetches that had to wait for a slot.
     pub waited: AtomicU64,
@@ -285,28 +307,38 @@ pub struct FetchSlots {
 
 impl FetchSlots {
     pub fn new(per_origin: usize) -> FetchSlots {
-        FetchSlots { per_origin, slots: Mutex::default(), waited: AtomicU64::new(0) }
+        FetchSlots { per_origin: AtomicUsize::new(per_origin), slots: Mutex::default(), waited: AtomicU64::new(0) }
+    }
+
+    /// A new cap (a reload): fetches that start from now on take slots of the new size; those
+    /// in flight give theirs back to the old ones, so for a moment both may be in flight.
+    pub fn set_per_origin(&self, per_origin: usize) {
+        if self.per_origin.swap(per_origin, Ordering::Relaxed) != per_origin {
+            self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
     }
 
     /// Exchanges with `origin` in flight now, and the cap (`None`: no cap).
     pub fn in_flight(&self, origin: &str) -> Option<(usize, usize)> {
-        if self.per_origin == 0 {
+        let per_origin = self.per_origin.load(Ordering::Relaxed);
+        if per_origin == 0 {
             return None;
         }
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let free = slots.get(origin).map_or(self.per_origin, |s| s.available_permits());
-        Some((self.per_origin - free, self.per_origin))
+        let free = slots.get(origin).map_or(per_origin, |s| s.available_permits());
+        Some((per_origin.saturating_sub(free), per_origin))
     }
 
     /// A slot for a fetch from `origin`, waiting up to `wait` for one; `None` when the wait ran
     /// out. With no cap, `Some(None)` at once.
     pub async fn acquire(&self, origin: &str, wait: Duration) -> Option<Option<OwnedSemaphorePermit>> {
-        if self.per_origin == 0 {
+        let per_origin = self.per_origin.load(Ordering::Relaxed);
+        if per_origin == 0 {
             return Some(None);
         }
         let semaphore = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.entry(origin.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_origin))).clone()
+            slots.entry(origin.to_string()).or_insert_with(|| Arc::new(Semaphore::new(per_origin))).clone()
         };
         if let Ok(permit) = semaphore.clone().try_acquire_owned() {
             return Some(Some(permit));

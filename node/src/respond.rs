@@ -156,6 +156,11 @@ impl Conn {
         }
     }
 
+    /// Bounds every write from now on (the running config's `server.write_timeout_ms`).
+    pub fn set_write_timeout(&mut self, limit: Duration) {
+        self.write_timeout = limit;
+    }
+
     /// Writes everything in `out` and clears it.
     pub async fn flush(&mut self) -> io::Result<()> {
         if self.out.is_empty() {

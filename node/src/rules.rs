@@ -157,6 +157,20 @@ pub struct S3OriginSpec {
 /// What GET of the rules shows instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 
+/// Rules sent back as GET showed them (the console edits, re-orders and saves whole lists): a
+/// private S3 origin whose secret is still [`REDACTED`] takes the saved secret of the rule with
+/// the same host, bucket and access key. Any other placeholder stays, and validation refuses it.
+pub fn restore_secrets(rules: &mut [BackSourceRule], saved: &[BackSourceRule]) {
+    for rule in rules {
+        let host = rule.address.host_name.clone();
+        let Some(s3) = rule.address.s3.as_mut().filter(|s| s.secret_access_key == REDACTED) else { continue };
+        let same = saved.iter().filter(|r| r.address.host_name == host).filter_map(|r| r.address.s3.as_ref());
+        if let Some(found) = same.into_iter().find(|o| o.bucket == s3.bucket && o.access_key_id == s3.access_key_id) {
+            s3.secret_access_key = found.secret_access_key.clone();
+        }
+    }
+}
+
 fn us_east_1() -> String {
     "us-east-1".into()
 }
@@ -711,6 +725,11 @@ impl RuleTable {
         t
     }
 
+    /// Rules across every bucket.
+    pub fn rule_count(&self) -> usize {
+        self.buckets.values().map(|b| b.rules.len()).sum()
+    }
+
     /// This table without `bucket`'s rules (its DeleteBucket).
     pub fn without_bucket(&self, bucket: &str) -> RuleTable {
         let mut t = self.clone();
@@ -910,5 +929,25 @@ mod tests {
         let back = load_persisted(dir.path()).unwrap();
         assert_eq!(back.buckets["bkt"].back_source_rules, spec);
         assert!(!back.buckets.contains_key("file"), "config-managed rules are not saved");
+    }
+
+    #[test]
+    fn a_redacted_secret_sent_back_keeps_the_saved_one_of_the_same_origin_only() {
+        let private = |host: &str, key: &str, secret: &str| {
+            rule_json(&format!(
+                r#"{{"address":{{"hostName":"{host}","s3":{{"bucket":"b","accessKeyId":"{key}","secretAccessKey":"{secret}"}}}}}}"#
+            ))
+        };
+        let saved = vec![private("s3.example", "AK1", "real-secret")];
+        let mut sent = vec![
+            private("s3.example", "AK1", REDACTED),
+            private("s3.example", "AK2", REDACTED),
+            private("other.example", "AK1", REDACTED),
+            private("s3.example", "AK1", "a-new-secret"),
+        ];
+        restore_secrets(&mut sent, &saved);
+        let secrets: Vec<&str> =
+            sent.iter().map(|r| r.address.s3.as_ref().unwrap().secret_access_key.as_str()).collect();
+        assert_eq!(secrets, ["real-secret", REDACTED, REDACTED, "a-new-secret"]);
     }
 }

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use edgemirror_cache::{HotCache, Store};
 
@@ -28,10 +28,8 @@ use crate::dns::{Resolver, ResolverConfig};
 use crate::hash::HashPool;
 use crate::inflight::FillTable;
 use crate::metrics::Metrics;
-use crate::netguard::AddressPolicy;
-use crate::rules::{self, RuleSource, RuleTable};
 use crate::stream::ClientStream;
-use crate::worker::{ConnSlot, Shared, Worker};
+use crate::worker::{ConnSlot, LiveConfig, Shared, Worker};
 use crate::{admin, conn, origin};
 
 /// Descriptors kept out of the connection budget: the store's files opened after start, foyer's,
@@ -68,6 +66,12 @@ impl Node {
         }
     }
 
+    /// Reads the config file again and applies it (SIGHUP); see [`crate::reload`]. A refused
+    /// file leaves the running config as it is; either way the outcome is logged.
+    pub fn reload(&self) {
+        crate::reload::log(&crate::reload::reload(&self.shared));
+    }
+
     /// Reopens the access log file by its path (SIGUSR1, after logrotate moved it).
     pub fn reopen_access_log(&self) {
         if let Some(log) = &self.shared.access_log {
@@ -85,7 +89,9 @@ pub fn driver_name() -> &'static str {
     }
 }
 
-pub fn start(config: Config) -> Result<Node> {
+/// Starts a node on `config`, read from `config_path` (`None`: the embedded default), which a
+/// reload reads again.
+pub fn start(config: Config, config_path: Option<std::path::PathBuf>) -> Result<Node> {
     // Every segment file stays open (large objects get one each) and every connection is a
     // descriptor: lift the soft limit to the hard one, as nginx's worker_rlimit_nofile does.
     let nofile = match rlimit::increase_nofile_limit(u64::MAX) {
@@ -95,7 +101,6 @@ pub fn start(config: Config) -> Result<Node> {
             rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024)
         }
     };
-    let mut config = config;
     let (store, recovered) = Store::open(config.store.clone())
         .with_context(|| format!("opening the store in {}", config.store.dir.display()))?;
     tracing::info!(
@@ -117,8 +122,8 @@ pub fn start(config: Config) -> Result<Node> {
 
     let workers = config.server.workers;
     let configured = config.server.max_connections_per_worker;
-    let per_worker = connection_budget(nofile, recovered.segments as u64, workers as u64, configured as u64) as usize;
-    config.server.max_connections_per_worker = per_worker;
+    let budget = connection_budget(nofile, recovered.segments as u64, workers as u64, u64::MAX) as usize;
+    let per_worker = configured.min(budget);
     tracing::info!(nofile, per_worker, configured, "connection cap per worker");
     if per_worker < configured {
         tracing::warn!(
@@ -158,7 +163,7 @@ pub fn start(config: Config) -> Result<Node> {
         "origin address policy"
     );
     let buckets = BucketTable::load(&config)?;
-    let table = initial_rules(&config, &buckets, &policy)?;
+    let table = crate::reload::rule_table(&config, &buckets, &policy)?;
     let resolver = Resolver::new(ResolverConfig::default()).context("starting the DNS resolver threads")?;
     let via_token = format!("edgemirror-{:016x}", edgemirror_cache::random_u64());
     let hashes = HashPool::new(config.hash_threads).context("starting the MD5 threads")?;
@@ -171,7 +176,10 @@ pub fn start(config: Config) -> Result<Node> {
         tracing::info!(target = ?config.access_log.target, format = log.format().as_str(), "access log on");
     }
     let shared = Arc::new(Shared {
-        config,
+        config: LiveConfig::new(config, workers),
+        config_path,
+        reload_lock: Mutex::new(()),
+        connection_budget: budget,
         store,
         hot,
         metrics: Metrics::new(workers),
@@ -214,41 +222,6 @@ pub fn start(config: Config) -> Result<Node> {
     Ok(Node { shared, data_addr, tls_addr, admin_addr, threads })
 }
 
-/// Builds the rule table. A bucket's rules come from one place: its `[[buckets.mirror]]` in
-/// the config when it has any, else what the admin API saved in `rules.json` (see
-/// `rules.rs` on precedence). Every rule is validated again now that the node's own addresses
-/// are known.
-fn initial_rules(config: &Config, buckets: &BucketTable, policy: &AddressPolicy) -> Result<RuleTable> {
-    let persisted = rules::load_persisted(&config.store.dir)?;
-    let mut table = RuleTable::default();
-    for bucket in buckets.iter().map(|b| &b.config) {
-        let saved = persisted.buckets.get(&bucket.name);
-        let (spec, source) = match (&bucket.config_rules, saved) {
-            (Some(spec), saved) => {
-                if saved.is_some_and(|s| !s.back_source_rules.is_empty()) {
-                    tracing::warn!(
-                        bucket = %bucket.name,
-                        "rules.json holds API rules for this bucket, but the config file manages its rules: the API rules are ignored (remove its [[buckets.mirror]] to manage them through the API)"
-                    );
-                }
-                (spec.clone(), RuleSource::Config)
-            }
-            (None, Some(body)) => (body.back_source_rules.clone(), RuleSource::Api),
-            (None, None) => (Vec::new(), RuleSource::Api),
-        };
-        let validated = rules::validate_list(&spec, policy)
-            .map_err(|e| anyhow!("bucket {} (rules from {}): {e}", bucket.name, source.as_str()))?;
-        tracing::info!(bucket = %bucket.name, rules = validated.len(), from = source.as_str(), "bucket");
-        table = table.with_bucket(&bucket.name, source, spec, validated);
-    }
-    for name in persisted.buckets.keys() {
-        if buckets.get(name).is_none() {
-            tracing::warn!(bucket = %name, "rules.json names a bucket that is neither configured nor created; ignored");
-        }
-    }
-    Ok(table)
-}
-
 /// Connections one worker may hold so that all of them, each with an origin socket, plus the
 /// store's segment files and a reserve, stay within `nofile` descriptors. Never more than
 /// `configured`, never less than 1.
@@ -286,17 +259,14 @@ async fn worker_main(
 ) {
     let worker = Rc::new(Worker::new(id, shared));
     if let Some(tls_listener) = tls_listener {
-        if let Some(tls) = &worker.shared.config.tls {
-            let acceptor = monoio_rustls::TlsAcceptor::from(tls.server.clone());
-            monoio::spawn(accept_loop(tls_listener, worker.clone(), Some(acceptor)));
-        }
+        monoio::spawn(accept_loop(tls_listener, worker.clone(), true));
     }
-    accept_loop(listener, worker, None).await;
+    accept_loop(listener, worker, false).await;
 }
 
-/// Accepts connections until the process ends; with an acceptor, each one starts with a TLS
-/// handshake.
-async fn accept_loop(listener: std::net::TcpListener, worker: Rc<Worker>, tls: Option<monoio_rustls::TlsAcceptor>) {
+/// Accepts connections until the process ends; with `tls`, each one starts with a TLS handshake
+/// on the running config's certificates (a reload's new certificates apply to new connections).
+async fn accept_loop(listener: std::net::TcpListener, worker: Rc<Worker>, tls: bool) {
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -304,12 +274,13 @@ async fn accept_loop(listener: std::net::TcpListener, worker: Rc<Worker>, tls: O
             return;
         }
     };
-    let max_connections = worker.shared.config.server.max_connections_per_worker;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let accepted = Instant::now();
                 worker.metrics().connections_accepted.inc();
+                let config = worker.config();
+                let max_connections = config.server.max_connections_per_worker.min(worker.shared.connection_budget);
                 let Some(slot) = ConnSlot::take(&worker, max_connections) else {
                     // Over the cap: shed this connection rather than let it queue behind the rest.
                     worker.metrics().connections_refused.inc();
@@ -318,9 +289,12 @@ async fn accept_loop(listener: std::net::TcpListener, worker: Rc<Worker>, tls: O
                 };
                 let _ = stream.set_nodelay(true);
                 let w = worker.clone();
-                let tls = tls.clone();
+                // The certificates of the config running now (a reload may have changed them).
+                let acceptor =
+                    config.tls.as_ref().filter(|_| tls).map(|t| monoio_rustls::TlsAcceptor::from(t.server.clone()));
+                drop(config);
                 monoio::spawn(async move {
-                    let stream = match tls {
+                    let stream = match acceptor {
                         None => Some(ClientStream::Plain(stream)),
                         Some(acceptor) => conn::tls_handshake(stream, &acceptor, &w).await,
                     };

@@ -76,7 +76,7 @@ async fn send_body(
     source: &str,
 ) -> std::io::Result<()> {
     // Memory tiers hold their bytes; under "fault", `Store::lookup` started reading the body.
-    if source != SOURCE_STORE || !worker.shared.config.cold_reads_async {
+    if source != SOURCE_STORE || !worker.config().cold_reads_async {
         return conn.send_with_body(part).await;
     }
     let key = ObjectKeyRef::new(&meta.bucket, &meta.key);

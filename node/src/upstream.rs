@@ -108,7 +108,8 @@ async fn exchange_with(
                 retry_in.as_millis()
             )));
         }
-        let cfg = &shared.config.origin;
+        let config = worker.config();
+        let cfg = &config.origin;
         let Some(slot) = shared.fetch_slots.acquire(&origin_name, cfg.first_byte_timeout).await else {
             return Err(Upstream::Failed(format!(
                 "origin {origin_name} is busy: origin.max_fetches_per_origin fetches in flight"

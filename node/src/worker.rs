@@ -24,9 +24,48 @@ use crate::protect::Breakers;
 use crate::reply::{DateCache, RequestId};
 use crate::rules::RuleTable;
 
+/// The running config, one copy per worker plus one for every other thread: a reload
+/// (`reload.rs`) stores a fresh copy in each, so a worker taking the config per request
+/// touches no reference count another core touches. Settings that need a restart are the same
+/// in every copy a reload makes (it keeps the running values).
+pub struct LiveConfig {
+    slots: Box<[ArcSwap<Config>]>,
+}
+
+impl LiveConfig {
+    pub fn new(config: Config, workers: usize) -> LiveConfig {
+        LiveConfig { slots: (0..=workers).map(|_| ArcSwap::from_pointee(config.clone())).collect() }
+    }
+
+    /// Worker `id`'s copy (any other id: the copy for other threads).
+    pub fn for_worker(&self, id: usize) -> Arc<Config> {
+        self.slots[id.min(self.slots.len() - 1)].load_full()
+    }
+
+    /// The copy for threads that are not workers (admin, jobs, signals).
+    pub fn get(&self) -> Arc<Config> {
+        self.slots[self.slots.len() - 1].load_full()
+    }
+
+    /// Makes `config` the running config for every request that starts from now on.
+    pub fn store(&self, config: Config) {
+        for slot in self.slots.iter() {
+            slot.store(Arc::new(config.clone()));
+        }
+    }
+}
+
 /// State every worker shares.
 pub struct Shared {
-    pub config: Config,
+    /// The running config (reloadable: take it per request, keep it no longer).
+    pub config: LiveConfig,
+    /// The config file the node was started with (`None`: the embedded default), for reloads.
+    pub config_path: Option<std::path::PathBuf>,
+    /// Serialises reloads.
+    pub reload_lock: Mutex<()>,
+    /// The connection cap per worker the descriptor limit allows (see `server.rs`); a reloaded
+    /// `server.max_connections_per_worker` applies up to it.
+    pub connection_budget: usize,
     pub store: Arc<Store>,
     pub hot: HotCache,
     pub metrics: Metrics,
@@ -60,6 +99,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The running config, for threads that are not workers (a worker uses [`Worker::config`]).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
     /// The bucket named `name`, if this node serves it.
     pub fn bucket(&self, name: &str) -> Option<Arc<Bucket>> {
         self.buckets.load().get(name).cloned()
@@ -120,6 +164,11 @@ impl Worker {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// The running config: taken once per request (a reload applies to the next one).
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config.for_worker(self.id)
     }
 }
 

@@ -22,6 +22,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify_and_is_hardened() {
         "Restart=on-failure",
         "StateDirectory=edgemirror",
         "KillSignal=SIGTERM",
+        "ExecReload=/bin/kill -HUP $MAINPID",
     ] {
         assert!(unit.lines().any(|l| l.trim() == setting), "the unit lacks {setting}");
     }

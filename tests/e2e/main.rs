@@ -30,6 +30,8 @@
 //!   close, idle floods and descriptors, one process per store directory).
 //! - `operator`: the access log (JSON, combined, SIGUSR1 reopen, flushed at SIGTERM) and the
 //!   Prometheus metrics (histograms by source, origin exchanges; `promtool check metrics`).
+//! - `reload`: SIGHUP and `POST /v1/reload`: rules, buckets, keys and certificates for new
+//!   requests, requests in flight finished, bad files refused by field, restart-only settings named.
 //! - `tls`: the HTTPS listener (SNI, ALPN, versions, plain HTTP on the TLS port), https origins
 //!   (verification, insecure option), certificate config errors.
 //!
@@ -50,6 +52,7 @@ mod internals;
 mod mirror;
 mod operator;
 mod purge;
+mod reload;
 mod rules;
 mod s3;
 mod store;

@@ -36,13 +36,6 @@ fn wait_lines(path: &Path, n: usize) -> Vec<String> {
     }
 }
 
-fn send_signal(node: &Node, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(node.pid()).expect("pid fits pid_t");
-    // SAFETY: kill(2) only sends a signal, to our own running child.
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-}
-
 #[test]
 fn the_access_log_has_a_json_line_per_request_with_source_origin_and_s3_fields() {
     let origin = Origin::start();
@@ -145,7 +138,7 @@ fn the_combined_format_is_nginx_s_and_sigusr1_reopens_the_file() {
     // logrotate: move the file away, signal, and the next line goes to a new file.
     let rotated = node.dir().join("access.log.1");
     std::fs::rename(&log, &rotated).expect("rename");
-    send_signal(&node, libc::SIGUSR1);
+    node.signal(libc::SIGUSR1);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !log.exists() {
         assert!(Instant::now() < deadline, "no new access.log after SIGUSR1");
@@ -232,4 +225,81 @@ fn metrics_have_histograms_by_source_and_origin_and_pass_promtool() {
     assert_eq!(sample(&page, &breaker), 1.0);
     // No label carries a key.
     assert!(!page.contains("a.bin") && !page.contains("broken"), "a key leaked into a label");
+}
+
+/// `deploy/grafana/edgemirror-dashboard.json` graphs only what the node exports: every metric
+/// its queries name is a family on a running node's `/metrics` page (histogram series by their
+/// family), so a renamed metric breaks this test rather than a dashboard.
+#[test]
+fn the_grafana_dashboard_queries_metrics_the_node_exports() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/edgemirror-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard file")).expect("dashboard is JSON");
+    let node = NodeBuilder::new().bucket(BUCKET).with_extra_toml("[access_log]\npath = \"access.log\"\n").start();
+    let page = admin_request(node.admin_addr(), "GET", "/metrics", Some(ADMIN_TOKEN), None).text();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    let mut checked = 0;
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let names =
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("edgemirror_"));
+            for name in names {
+                let family = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| page.contains(&format!("# TYPE {f} histogram"))))
+                    .unwrap_or(name);
+                assert!(
+                    page.contains(&format!("# TYPE {family} ")),
+                    "panel {:?} queries {name}, which the node does not export",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} metric names found in the dashboard");
+}
+
+/// The console in a real browser: `tests/browser/console.py` drives headless Chromium (Debian's
+/// `chromium` and `chromium-driver`, through Selenium) through creating, editing, re-ordering
+/// and deleting rules, checking the node's rule API after each step; the screenshot of the end
+/// state is kept in `target/test-artifacts/console.png`.
+#[test]
+fn the_console_creates_edits_reorders_and_deletes_rules_in_a_real_browser() {
+    let origin = Origin::start();
+    let node = NodeBuilder::new().bucket(BUCKET).start();
+    let page = crate::support::client::get(node.admin_addr(), "/console", &[]).expect("GET /console");
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").is_some_and(|t| t.starts_with("text/html")));
+    assert!(
+        !page.text().contains("http://") && !page.text().contains("https://"),
+        "the console loads nothing from elsewhere"
+    );
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let artifacts = root.join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let screenshot = artifacts.join("console.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/browser/console.py"))
+        .args(["--admin", &format!("http://{}", node.admin_addr())])
+        .args(["--token", ADMIN_TOKEN, "--bucket", BUCKET])
+        .args(["--origin", &origin.addr().to_string()])
+        .arg("--screenshot")
+        .arg(&screenshot)
+        .output()
+        .expect("python3 (selenium from pip, chromium and chromium-driver from apt: .ci/run installs them)");
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "console.py failed:\n{log}");
+    assert_eq!(log.matches("ok: ").count(), 9, "{log}");
+    let png = std::fs::read(&screenshot).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "not a screenshot: {} bytes", png.len());
+
+    let rules = crate::support::get_rules(node.admin_addr(), BUCKET);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0]["address"]["path"], "/pictures/");
+    assert_eq!(rules[0]["condition"]["keyPrefixEquals"], "img/");
 }

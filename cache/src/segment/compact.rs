@@ -37,7 +37,7 @@ use crate::key::{ObjectKey, ObjectKeyRef};
 use crate::{Error, Result};
 
 /// When and how fast compaction runs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CompactionConfig {
     /// How often the background thread looks for work; zero turns it off (compaction then runs
     /// only when asked, [`Store::compact`]).

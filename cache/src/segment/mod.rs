@@ -87,7 +87,7 @@ pub enum SyncPolicy {
     Always,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StoreConfig {
     pub dir: PathBuf,
     /// Capacity of a regular segment file.

@@ -122,7 +122,7 @@ thread_local! {
 }
 
 fn dir(worker: &Worker) -> PathBuf {
-    worker.shared.config.store.dir.join("backfill")
+    worker.config().store.dir.join("backfill")
 }
 
 fn unix_now() -> u64 {
@@ -363,7 +363,7 @@ async fn fetch_text(worker: &Worker, origin: &rules::OriginAddr, path: &str) -> 
     use crate::origin::{self, Method};
     let shared = &worker.shared;
     let request = origin::build_request(Method::Get, path, origin.host_header.as_bytes(), &[], &shared.via_token);
-    let mut resp = origin::fetch(origin, Method::Get, request, &shared.config.origin, &worker.pool, &shared.network)
+    let mut resp = origin::fetch(origin, Method::Get, request, &worker.config().origin, &worker.pool, &shared.network)
         .await
         .map_err(|e| e.to_string())?;
     if resp.status != 200 {

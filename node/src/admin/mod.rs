@@ -14,7 +14,12 @@
 //!   whose rules the config file manages answers GET (`managedBy: "config"`) and refuses PUT and
 //!   DELETE with 409 saying why.
 //!
-//! Everything but `/health` needs `Authorization: Bearer <admin.token>` (401 otherwise, nothing
+//! - `GET /v1/buckets`: every bucket, its mode and where its rules come from.
+//! - `POST /v1/reload`: reads the config file again (as SIGHUP; see `crate::reload`).
+//! - `GET /console`: the web console, one self-contained page (`console.html`, no external
+//!   assets) that logs in with the token and uses the endpoints above.
+//!
+//! Everything but `/health` and the console page needs `Authorization: Bearer <admin.token>` (401 otherwise, nothing
 //! changed); with no token configured the rule API is disabled (403). An accepted change is
 //! persisted (atomic replace of `store.dir/rules.json`) before it is swapped in, so a rule the
 //! client was told about survives a restart; every core sees it on its next request.
@@ -36,6 +41,9 @@ use monoio::net::TcpStream;
 use serde_json::json;
 
 use crate::metrics::{escape_label, family};
+
+/// The console (`GET /console`): one self-contained page over this API.
+const CONSOLE_HTML: &str = include_str!("console.html");
 use crate::reply;
 use crate::rules::{self, BackSourceBody, BackSourceRule, RuleSource};
 use crate::worker::{Shared, Worker};
@@ -53,14 +61,14 @@ static ADMIN_REQUESTS: AtomicU64 = AtomicU64::new(0);
 pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     // The admin thread's own worker state: forced re-fetches run their fills here, with their
     // own origin connections, off the data plane's cores.
-    let worker = Rc::new(Worker::new(shared.config.server.workers, shared));
+    let worker = Rc::new(Worker::new(shared.config().server.workers, shared));
     // Backfill jobs that were running when the node stopped go on from their checkpoints.
     backfill::resume_all(&worker);
     // Multipart uploads nobody finished: aborted once they are older than the configured age,
     // checked hourly (or more often for a shorter age).
     let reclaimer = worker.clone();
     monoio::spawn(async move {
-        let max_age = reclaimer.shared.config.multipart_max_age;
+        let max_age = reclaimer.shared.config().multipart_max_age;
         loop {
             monoio::time::sleep(max_age.min(Duration::from_secs(3600)) / 2).await;
             crate::s3::multipart::reclaim_abandoned(&reclaimer, max_age);
@@ -194,7 +202,8 @@ fn next_id() -> String {
 fn route(worker: &Rc<Worker>, head: &proto::RequestHead, buf: &[u8], body: &[u8]) -> Answer {
     let shared = &*worker.shared;
     let path = head.path.get(buf);
-    let token = &shared.config.admin.token;
+    let config = shared.config();
+    let token = &config.admin.token;
     let auth = head.headers.get(buf, "authorization");
     if path == b"/health" {
         return Answer::text(200, "ok");
@@ -205,16 +214,39 @@ fn route(worker: &Rc<Worker>, head: &proto::RequestHead, buf: &[u8], body: &[u8]
         }
         return Answer { status: 200, content_type: "text/plain; version=0.0.4", body: metrics(shared) };
     }
-    let Some((bucket, resource)) = bucket_resource(path) else {
-        return Answer::text(404, "not found");
-    };
+    if path == b"/console" || path == b"/console/" {
+        // The page holds no secret: it asks for the token and calls the API with it.
+        return Answer { status: 200, content_type: "text/html; charset=utf-8", body: CONSOLE_HTML.to_string() };
+    }
     let id = next_id();
+    let resource = bucket_resource(path);
+    if resource.is_none() && path != b"/v1/reload" && path != b"/v1/buckets" {
+        return Answer::text(404, "not found");
+    }
     if token.is_empty() {
         return Answer::error(403, &id, "the admin API is disabled: set admin.token");
     }
     if !authorized(token, auth) {
         return Answer::error(401, &id, "missing or wrong bearer token");
     }
+    if path == b"/v1/buckets" {
+        return list_buckets(shared, &id);
+    }
+    let Some((bucket, resource)) = resource else {
+        // `POST /v1/reload`: as SIGHUP, with the outcome in the answer.
+        if head.method != Method::Post {
+            return Answer::error(405, &id, "use POST");
+        }
+        let outcome = crate::reload::reload(shared);
+        crate::reload::log(&outcome);
+        return match outcome {
+            Ok(r) => Answer::json(
+                200,
+                json!({"requestId": id, "buckets": r.buckets, "rules": r.rules, "restartNeeded": r.restart_needed}),
+            ),
+            Err(e) => Answer::error(400, &id, &format!("{e:#}")),
+        };
+    };
     let Ok(bucket) = std::str::from_utf8(bucket) else {
         return Answer::error(404, &id, "no such bucket");
     };
@@ -228,6 +260,28 @@ fn route(worker: &Rc<Worker>, head: &proto::RequestHead, buf: &[u8], body: &[u8]
         b"backfill" => backfill::handle(worker, &id, bucket, head.method, body),
         _ => Answer::error(404, &id, "no such resource: use backSource, purge or backfill"),
     }
+}
+
+/// `GET /v1/buckets`: every bucket, its settings and where its rules come from.
+fn list_buckets(shared: &Shared, id: &str) -> Answer {
+    let rules = shared.rules.load();
+    let buckets: Vec<serde_json::Value> = shared
+        .buckets
+        .load()
+        .iter()
+        .map(|b| {
+            let bucket_rules = rules.rules(&b.config.name);
+            json!({
+                "name": b.config.name,
+                "mode": match b.config.mode { crate::config::BucketMode::Mirror => "mirror", crate::config::BucketMode::Cache => "cache" },
+                "publicRead": b.config.public_read,
+                "declared": b.declared,
+                "rulesManagedBy": bucket_rules.map(|r| r.source).unwrap_or_default().as_str(),
+                "rules": bucket_rules.map_or(0, |r| r.rules.len()),
+            })
+        })
+        .collect();
+    Answer::json(200, json!({"requestId": id, "result": {"buckets": buckets}}))
 }
 
 /// `PUT|GET|DELETE .../buckets/{bucket}/backSource`: the bucket's mirror rules.
@@ -275,14 +329,16 @@ fn back_source(shared: &Shared, id: &str, bucket: &str, method: Method, body: &[
             409,
             &id,
             &format!(
-                "the rules of bucket {bucket} are managed by the config file ([[buckets.mirror]]); edit the file and restart, or remove its [[buckets.mirror]] to manage them through this API"
+                "the rules of bucket {bucket} are managed by the config file ([[buckets.mirror]]); edit the file and reload it (SIGHUP, or POST /v1/reload), or remove its [[buckets.mirror]] to manage them through this API"
             ),
         ),
         Method::Put => {
-            let parsed: BackSourceBody = match serde_json::from_slice(body) {
+            let mut parsed: BackSourceBody = match serde_json::from_slice(body) {
                 Ok(p) => p,
                 Err(e) => return Answer::error(400, &id, &format!("invalid JSON body: {e}")),
             };
+            let saved = table.rules(bucket).map(|b| b.spec.as_slice()).unwrap_or_default();
+            rules::restore_secrets(&mut parsed.back_source_rules, saved);
             let validated = match rules::validate_list(&parsed.back_source_rules, &shared.network.policy) {
                 Ok(v) => v,
                 Err(e) => return Answer::error(400, &id, &e),
@@ -304,7 +360,7 @@ fn update(
 ) -> Answer {
     let _guard = shared.rules_update.lock().unwrap_or_else(|e| e.into_inner());
     let next = shared.rules.load().with_bucket(bucket, RuleSource::Api, spec, validated);
-    if let Err(e) = rules::persist(&shared.config.store.dir, &next) {
+    if let Err(e) = rules::persist(&shared.config().store.dir, &next) {
         tracing::error!(error = %e, "cannot persist mirror rules");
         return Answer::error(500, id, "the rules could not be saved");
     }

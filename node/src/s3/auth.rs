@@ -24,7 +24,8 @@ pub struct Signed {
 
 /// Checks `req`'s signature; an unsigned request is `AccessDenied`.
 pub fn authorize(worker: &Worker, req: &Request<'_>) -> Result<Signed, S3Error> {
-    let s3 = &worker.shared.config.s3;
+    let config = worker.config();
+    let s3 = &config.s3;
     let query = req.query().unwrap_or_default();
     let Some(auth) = sigv4::parse_auth(req.header("authorization"), query).map_err(S3Error::Auth)? else {
         return Err(S3Error::AccessDenied("this operation needs a signed request (AWS Signature Version 4)"));

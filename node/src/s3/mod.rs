@@ -37,7 +37,7 @@ use edgemirror_proto::s3::xml;
 pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>, body: &mut RequestBody) -> Disposition {
     worker.metrics().requests.inc();
     let keep_alive = req.keep_alive();
-    let (target, result) = match route::route(req, &worker.shared.config.s3.domain) {
+    let (target, result) = match route::route(req, &worker.config().s3.domain) {
         Ok(target) => {
             let r = serve(worker, conn, req, body, &target).await;
             (Some(target), r)
@@ -197,13 +197,13 @@ async fn serve(
         }
         Op::DeleteBucket => bucket::delete(worker, conn, req, &target.bucket).await,
         Op::GetBucketLocation => {
-            let body = xml::to_xml(&xml::LocationConstraint::for_region(&shared.config.s3.region));
+            let body = xml::to_xml(&xml::LocationConstraint::for_region(&worker.config().s3.region));
             list::send_xml(worker, conn, req, body).await
         }
         Op::HeadBucket => {
             let keep_alive = req.keep_alive();
             reply::start(&mut conn.out, 200, &worker.date, req.id);
-            reply::header(&mut conn.out, "x-amz-bucket-region", shared.config.s3.region.as_bytes());
+            reply::header(&mut conn.out, "x-amz-bucket-region", worker.config().s3.region.as_bytes());
             reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
             reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
             Ok(Disposition::after(conn.flush().await, keep_alive))

@@ -90,7 +90,8 @@ pub async fn put_object(
         }
         None => body.content_length(),
     };
-    if known.is_some_and(|length| length > shared.config.store.max_object_bytes) {
+    let max_object_bytes = shared.config().store.max_object_bytes;
+    if known.is_some_and(|length| length > max_object_bytes) {
         return Err(S3Error::EntityTooLarge);
     }
     let content_md5 = match req.header("content-md5") {
@@ -140,7 +141,7 @@ pub async fn put_object(
     }
 
     match mode {
-        None => read_plain(conn, body, &mut writer, &mut checks, known, shared.config.store.max_object_bytes).await?,
+        None => read_plain(conn, body, &mut writer, &mut checks, known, max_object_bytes).await?,
         Some(mode) => read_aws_chunked(conn, body, &mut writer, &mut checks, mode, known.unwrap_or(0)).await?,
     }
     if let Some(h) = checks.sha256 {

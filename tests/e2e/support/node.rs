@@ -399,6 +399,15 @@ impl Node {
         }
     }
 
+    /// Sends `signal` to the running node (SIGHUP: reload, SIGUSR1: reopen the access log).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
+        // SAFETY: kill(2) only sends a signal, to our own child, which is running (we hold its
+        // `Child` and have not waited on it), so the pid cannot have been reused.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
     /// SIGKILL, then wait: the process gets no chance to flush, sync or clean up.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("kill9: node is not running");
