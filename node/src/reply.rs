@@ -37,9 +37,27 @@ pub struct RequestId {
     pub seq: u64,
 }
 
+impl RequestId {
+    /// The id's text: 8 hex digits of the epoch, 4 of the worker, 10 of the sequence.
+    pub fn to_hex(&self) -> [u8; 22] {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let mut out = [0u8; 22];
+        let parts = [(u64::from(self.epoch), 0..8), (u64::from(self.worker), 8..12), (self.seq, 12..22)];
+        for (value, span) in parts {
+            let mut v = value;
+            for i in span.rev() {
+                out[i] = HEX[(v & 0xf) as usize];
+                v >>= 4;
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08X}{:04X}{:010X}", self.epoch, self.worker, self.seq)
+        // ASCII hex digits: always UTF-8.
+        f.write_str(std::str::from_utf8(&self.to_hex()).unwrap_or_default())
     }
 }
 

@@ -85,8 +85,7 @@ pub fn record(
         stats.observe(method, status, tally.source, duration, ttfb, tally.sent);
     }
     let Some(log) = &worker.shared.access_log else { return };
-    let header = |name: &str| req.and_then(|r| r.header(name)).map(String::from_utf8_lossy);
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let header = |name: &str| req.and_then(|r| r.header(name));
     let origin = tally.origin.as_ref();
     let entry = Entry {
         time: SystemTime::now(),
@@ -97,12 +96,12 @@ pub fn record(
         key: target.map(|t| &*t.key).filter(|k| !k.is_empty()),
         status,
         bytes: tally.sent,
-        duration_ms: ms(duration),
-        ttfb_ms: ttfb.map(ms),
+        duration,
+        ttfb,
         source: tally.source.as_str(),
         origin_url: origin.map(|o| o.url.as_str()),
         origin_status: origin.and_then(|o| o.status),
-        origin_ms: origin.map(|o| ms(o.elapsed)),
+        origin_time: origin.map(|o| o.elapsed),
         s3_op: target.map_or("-", |t| t.op.as_str()),
         access_key: tally.access_key.as_deref(),
         user_agent: header("user-agent"),
