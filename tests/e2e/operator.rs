@@ -152,6 +152,21 @@ fn the_combined_format_is_nginx_s_and_sigusr1_reopens_the_file() {
 }
 
 #[test]
+fn the_access_log_can_go_to_stdout() {
+    let origin = Origin::start();
+    origin.set("/dir1/a.txt", Reply::ok(b"abc".to_vec()));
+    let node = NodeBuilder::new()
+        .mirror(&format!("{}/dir1/", origin.url()), "")
+        .with_extra_toml("[access_log]\npath = \"stdout\"\n")
+        .start();
+    let resp = get(node.data_addr(), &format!("/{BUCKET}/a.txt"), &[]).expect("GET");
+    let line = node.next_stdout_line(Duration::from_secs(10)).expect("a line on stdout");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(v["request_id"].as_str(), resp.header("x-request-id"));
+    assert_eq!(v["source"], "origin");
+}
+
+#[test]
 fn lines_buffered_at_sigterm_are_written() {
     let origin = Origin::start();
     origin.set("/dir1/a.txt", Reply::ok(b"abc".to_vec()));

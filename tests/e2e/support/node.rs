@@ -323,6 +323,7 @@ impl NodeBuilder {
             admin: None,
             tls: None,
             starts: 0,
+            stdout: None,
             dir,
         }
     }
@@ -350,6 +351,8 @@ pub struct Node {
     tls: Option<SocketAddr>,
     /// How many times the process was started; labels the stderr log.
     starts: u32,
+    /// The lines the running node printed on stdout after its ready line.
+    stdout: Option<Receiver<String>>,
     dir: TempDir,
 }
 
@@ -406,6 +409,11 @@ impl Node {
         // `Child` and have not waited on it), so the pid cannot have been reused.
         let rc = unsafe { libc::kill(pid, signal) };
         assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// The next line the node prints on stdout after its ready line, waiting up to `timeout`.
+    pub fn next_stdout_line(&self, timeout: Duration) -> Option<String> {
+        self.stdout.as_ref()?.recv_timeout(timeout).ok()
     }
 
     /// SIGKILL, then wait: the process gets no chance to flush, sync or clean up.
@@ -498,6 +506,7 @@ impl Node {
                 self.admin = Some(admin);
                 self.tls = tls;
                 self.child = Some(child);
+                self.stdout = Some(lines);
             }
             Err(why) => {
                 let _ = child.kill();
