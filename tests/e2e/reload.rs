@@ -176,3 +176,30 @@ fn the_reload_endpoint_needs_the_token_and_a_post() {
     let resp = admin_request(node.admin_addr(), "GET", "/v1/reload", Some(ADMIN_TOKEN), None);
     assert_eq!(resp.status, 405);
 }
+
+#[test]
+fn limits_and_origin_settings_apply_after_a_reload() {
+    let origin = Origin::start();
+    origin.set("/dir1/gone", Reply::status(404));
+    let node = NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), "").start();
+    let addr = node.data_addr();
+    let long = format!("/{BUCKET}/{}", "k".repeat(300));
+    assert_eq!(get(addr, &long, &[]).expect("long URI").status, 404, "no limit hit before the reload");
+    for _ in 0..2 {
+        assert_eq!(get(addr, &format!("/{BUCKET}/gone"), &[]).expect("404").status, 404);
+    }
+    assert_origin_count(&origin, "/dir1/gone", 2);
+
+    // A tighter request limit, and origin 404s remembered for a minute.
+    edit_config(&node, |t| {
+        t.replace("[server]\n", "[server]\nmax_uri_bytes = 200\n")
+            .replace("[origin]\n", "[origin]\nnegative_ttl_ms = 60000\n")
+    });
+    let (status, body) = reload(&node);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(addr, &long, &[]).expect("long URI").status, 414);
+    for _ in 0..3 {
+        assert_eq!(get(addr, &format!("/{BUCKET}/gone"), &[]).expect("404").status, 404);
+    }
+    assert_origin_count(&origin, "/dir1/gone", 3);
+}
