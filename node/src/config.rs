@@ -41,6 +41,27 @@ pub struct RawConfig {
     pub s3: RawS3,
     #[serde(default)]
     pub access_log: RawAccessLog,
+    /// A fleet of edges (absent: this node alone).
+    pub fleet: Option<RawFleet>,
+}
+
+/// `[fleet]`: the edges that share the origin's work (see `fleet.rs`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    /// This node's data-plane URL, exactly as it appears in `peers`.
+    #[serde(rename = "self")]
+    pub self_url: String,
+    /// Every node's data-plane URL, this one's included.
+    pub peers: Vec<String>,
+    /// Shared by every node: proves a request came from a peer.
+    pub secret: String,
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+}
+
+fn default_probe_interval_ms() -> u64 {
+    1000
 }
 
 /// `[access_log]`: one line per request (see `accesslog.rs`).
@@ -443,6 +464,8 @@ pub struct Config {
     pub origin: OriginConfig,
     pub buckets: Vec<BucketConfig>,
     pub access_log: crate::accesslog::AccessLogConfig,
+    /// `[fleet]`: `None` for a node alone.
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -766,6 +789,7 @@ impl RawConfig {
             other => bail!("store.cold_reads: '{other}' is not async or fault"),
         };
         let access_log = access_log(&self.access_log, base)?;
+        let fleet = self.fleet.as_ref().map(fleet).transpose()?;
         Ok(Config {
             s3,
             multipart_max_age,
@@ -779,8 +803,31 @@ impl RawConfig {
             origin,
             buckets,
             access_log,
+            fleet,
         })
     }
+}
+
+fn fleet(raw: &RawFleet) -> Result<crate::fleet::FleetConfig> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, url) in raw.peers.iter().enumerate() {
+        crate::fleet::peer_addr(url).map_err(|e| anyhow::anyhow!("fleet.peers[{i}]: {e}"))?;
+        if !seen.insert(url.as_str()) {
+            bail!("fleet.peers[{i}]: '{url}' is listed twice");
+        }
+    }
+    if !raw.peers.contains(&raw.self_url) {
+        bail!("fleet.self: '{}' is not one of fleet.peers (list this node's URL exactly as in peers)", raw.self_url);
+    }
+    if raw.secret.len() < 16 || raw.secret.chars().any(|c| c.is_control() || c == ' ') {
+        bail!("fleet.secret: at least 16 characters, no spaces or control characters");
+    }
+    Ok(crate::fleet::FleetConfig {
+        self_url: raw.self_url.clone(),
+        peers: raw.peers.clone(),
+        secret: raw.secret.clone(),
+        probe_interval: ms("fleet.probe_interval_ms", raw.probe_interval_ms)?,
+    })
 }
 
 fn access_log(raw: &RawAccessLog, base: &Path) -> Result<crate::accesslog::AccessLogConfig> {

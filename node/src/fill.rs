@@ -62,9 +62,26 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
         worker.metrics().origin_failures.inc();
         guard.finish(Phase::Refused(Refusal::Failed(reason)));
     };
-    let asked = Instant::now();
-    let exchanged = upstream::exchange(&worker, &plan, Method::Get).await;
-    let fetch = upstream::outcome(&plan, &exchanged, asked.elapsed());
+    let mut asked = Instant::now();
+    let mut used = &plan;
+    let exchanged = match plan.peers.as_deref() {
+        // In a fleet, the key's owner first (it fetches from the origin once for every edge).
+        Some(peers) => match upstream::exchange(&worker, peers, Method::Get).await {
+            Err(Upstream::Failed(reason)) => {
+                metrics.fleet_peer_failures.inc();
+                tracing::warn!(request_id = %rid, reason, "no fleet peer answered; asking the origin");
+                asked = Instant::now();
+                upstream::exchange(&worker, &plan, Method::Get).await
+            }
+            answered => {
+                metrics.fleet_peer_fetches.inc();
+                used = peers;
+                answered
+            }
+        },
+        None => upstream::exchange(&worker, &plan, Method::Get).await,
+    };
+    let fetch = upstream::outcome(used, &exchanged, asked.elapsed());
     metrics.origins.observe(&fetch);
     guard.fill().set_origin(fetch);
     let (resp, origin_url) = match exchanged {

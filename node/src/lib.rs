@@ -29,7 +29,8 @@
 //!    `MirrorFailed` (the reason is logged), a body that breaks mid-way -> client connections
 //!    are cut and nothing is stored. When the store cannot take the object (full, too large),
 //!    the fill keeps the body in memory for its followers instead (bounded, `inflight`) and
-//!    answers `x-edgemirror-source: origin-unstored`.
+//!    answers `x-edgemirror-source: origin-unstored`. In a fleet ([`fleet`]), a key another node
+//!    owns (rendezvous hashing) is asked of that node first: the fill's origin is its owner.
 //!
 //! # Writing a response
 //!
@@ -58,6 +59,7 @@ pub mod conn;
 pub mod dns;
 pub mod error;
 pub mod fill;
+pub mod fleet;
 pub mod follow;
 pub mod hash;
 pub mod inflight;

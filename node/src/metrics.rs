@@ -74,6 +74,10 @@ pub struct Metrics {
     pub objects_deleted: Counter,
     pub objects_mirrored: Counter,
     pub bytes_from_origin: Counter,
+    /// Fills answered by the fleet peer that owns the key (any status) instead of the origin.
+    pub fleet_peer_fetches: Counter,
+    /// Fills for which no fleet peer answered: this node asked the origin itself.
+    pub fleet_peer_failures: Counter,
 }
 
 impl Metrics {
@@ -92,7 +96,7 @@ impl Metrics {
     /// people reading a dashboard).
     pub fn render(&self, counters_elsewhere: &[Sample<'_>], gauges: &[Sample<'_>]) -> String {
         let get = |c: &Counter| c.get() as f64;
-        let counters: [Sample<'_>; 25] = [
+        let counters: [Sample<'_>; 27] = [
             ("edgemirror_connections_accepted_total", "Client connections accepted.", get(&self.connections_accepted)),
             (
                 "edgemirror_connections_refused_total",
@@ -166,6 +170,16 @@ impl Metrics {
             ("edgemirror_objects_deleted_total", "Objects removed by S3 deletes.", get(&self.objects_deleted)),
             ("edgemirror_objects_mirrored_total", "Objects stored by fills.", get(&self.objects_mirrored)),
             ("edgemirror_origin_bytes_total", "Body bytes read from origins.", get(&self.bytes_from_origin)),
+            (
+                "edgemirror_fleet_peer_fetches_total",
+                "Fills answered by the fleet peer owning the key.",
+                get(&self.fleet_peer_fetches),
+            ),
+            (
+                "edgemirror_fleet_peer_failures_total",
+                "Fills no fleet peer answered (the origin was asked).",
+                get(&self.fleet_peer_failures),
+            ),
         ];
         let mut s = String::with_capacity(16 * 1024);
         for (kind, samples) in [("counter", counters.as_slice()), ("counter", counters_elsewhere), ("gauge", gauges)] {

@@ -51,6 +51,9 @@ pub struct FetchPlan {
     pub request_id: RequestId,
     /// A byte-rate cap of the fetch's own (a backfill job's), besides its origin's.
     pub pacer: Option<std::sync::Arc<crate::protect::Pacer>>,
+    /// In a fleet, when another node owns the key: the request to the owner (and the next up
+    /// peers as its standbys), asked before this plan's origin ([`peer_plan`]).
+    pub peers: Option<Box<FetchPlan>>,
 }
 
 /// The origin request for `key` under `rule`, or why it may not be made.
@@ -65,6 +68,7 @@ pub fn plan(rule: &MirrorRule, key: &str, req: &Request<'_>) -> Result<FetchPlan
         client_host,
         request_id: req.id,
         pacer: None,
+        peers: None,
     })
 }
 
@@ -80,6 +84,54 @@ pub fn plan_without_client(rule: &MirrorRule, key: &str, request_id: RequestId) 
         client_host,
         request_id,
         pacer: None,
+        peers: None,
+    })
+}
+
+/// The request for `bucket`/`key` to the fleet peers that rank before this node for the key
+/// (`peers`, in order: the owner, then the next up peers as its standbys): `GET /{bucket}/{key}`
+/// on a peer's data plane with the fleet's secret in [`crate::fleet::PEER_HEADER`], so the peer
+/// answers it from its tiers or its own origin fill, never from another peer. A 5xx or no answer
+/// moves to the next peer (as standbys); any other answer is the answer. `None` without peers.
+pub fn peer_plan(
+    peers: Vec<OriginAddr>,
+    secret: &str,
+    bucket: &str,
+    key: &str,
+    request_id: RequestId,
+) -> Option<FetchPlan> {
+    let mut peers = peers.into_iter().map(|mut p| {
+        p.path = format!("/{bucket}/");
+        p
+    });
+    let owner = peers.next()?;
+    let rule = MirrorRule {
+        key_prefix: String::new(),
+        origin: owner,
+        standbys: peers.collect(),
+        failover_statuses: Vec::new(),
+        weights: Vec::new(),
+        s3: None,
+        key_rewrite: rules::KeyRewrite::None,
+        allow_query_string: false,
+        // A peer's redirect is its rule's `followRedirects: false`: passed on, as it would.
+        follow_redirects: false,
+        // The secret travels in `extra` below; no client header is passed to a peer.
+        headers: HeaderRule::default(),
+        check_content_md5: true,
+        mirror_head: false,
+    };
+    let mut path = rule.origin.path.clone();
+    proto::encode_key(key, &mut path);
+    Some(FetchPlan {
+        rule,
+        path,
+        origin_key: key.to_string(),
+        extra: vec![(crate::fleet::PEER_HEADER.as_bytes().to_vec(), secret.as_bytes().to_vec())],
+        client_host: None,
+        request_id,
+        pacer: None,
+        peers: None,
     })
 }
 

@@ -197,7 +197,13 @@ async fn serve_miss(
                 break fill;
             }
             Join::Lead(guard) => {
-                let plan = mirror::plan(rule, key.key, req)?;
+                let mut plan = mirror::plan(rule, key.key, req)?;
+                // In a fleet, a key another node owns is asked of that node (unless this request
+                // came from a peer: it is answered here, never passed on).
+                if !shared.fleet.is_peer_request(req.header(crate::fleet::PEER_HEADER)) {
+                    let (peers, secret) = shared.fleet.peers_before_self(key.bucket, key.key);
+                    plan.peers = mirror::peer_plan(peers, &secret, key.bucket, key.key, req.id).map(Box::new);
+                }
                 let fill = guard.fill().clone();
                 fill::spawn(worker.clone(), guard, plan);
                 break fill;

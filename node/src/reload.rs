@@ -7,7 +7,8 @@
 //! that exists now keeps its identity), the rule table (rebuilt by [`rule_table`], the same
 //! function start-up uses, so the precedence is the same: a bucket with `[[buckets.mirror]]` in
 //! the file takes its rules from the file, any other from the rule API's `rules.json`), the
-//! origin protections (breakers, fetch caps, byte-rate caps, the negative cache's TTL), and the
+//! origin protections (breakers, fetch caps, byte-rate caps, the negative cache's TTL), the
+//! fleet's membership, and the
 //! config every new request reads (S3 keys and domain, limits and timeouts, origin settings, TLS
 //! certificates for new connections, the admin token). Requests in flight finish on the config
 //! they started with; no connection is dropped.
@@ -58,6 +59,7 @@ pub fn reload(shared: &Shared) -> Result<Reloaded> {
     shared.fetch_slots.set_per_origin(origin.max_fetches_per_origin);
     shared.pacers.set_rate(origin.max_bytes_per_sec_per_origin);
     shared.negative.set_ttl(origin.negative_ttl);
+    shared.fleet.set(next.fleet.as_ref());
     let reloaded = Reloaded { buckets: buckets.iter().count(), rules: table.rule_count(), restart_needed };
     shared.buckets.store(Arc::new(buckets));
     shared.rules.store(Arc::new(table));

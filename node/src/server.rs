@@ -175,7 +175,14 @@ pub fn start(config: Config, config_path: Option<std::path::PathBuf>) -> Result<
     if let Some(log) = &access_log {
         tracing::info!(target = ?config.access_log.target, format = log.format().as_str(), "access log on");
     }
+    let fleet = Arc::new(crate::fleet::Fleet::new(config.fleet.as_ref()));
+    if let Some(f) = &config.fleet {
+        tracing::info!(peers = f.peers.len(), me = %f.self_url, "fleet");
+    }
+    let prober = fleet.clone();
+    std::thread::Builder::new().name("fleet-probe".into()).spawn(move || prober.probe_forever())?;
     let shared = Arc::new(Shared {
+        fleet,
         config: LiveConfig::new(config, workers),
         config_path,
         reload_lock: Mutex::new(()),

@@ -94,6 +94,8 @@ pub struct Shared {
     pub pacers: crate::protect::Pacers,
     /// Origin 404s, remembered for `origin.negative_ttl_ms`.
     pub negative: crate::negative::NegativeCache,
+    /// The edges this node shares the origin's work with (`[fleet]`; empty when alone).
+    pub fleet: Arc<crate::fleet::Fleet>,
     /// One line per request, when `[access_log]` is on.
     pub access_log: Option<Arc<crate::accesslog::AccessLog>>,
 }

@@ -11,6 +11,8 @@
 //!   restarts and crashes.
 //! - `deploy`: the systemd unit and production config under `deploy/` (systemd-analyze verify,
 //!   `edgemirror --check`).
+//! - `fleet`: three edges in front of one origin: one origin fetch per object across the fleet
+//!   (concurrent misses on every edge included), a dead edge skipped, the peers' secret.
 //! - `errors`: origin failures (404, 5xx, refused, slow, truncated), bad requests, bad configs.
 //! - `purge`: the purge API: no tier serves a purged object, across restarts too; fills racing
 //!   a purge are not stored; refetch serves the old copy until the new one commits.
@@ -45,6 +47,7 @@ mod capacity;
 mod coalesce;
 mod deploy;
 mod errors;
+mod fleet;
 mod full_disk;
 mod harness;
 mod hostile;

@@ -479,6 +479,16 @@ fn metrics(shared: &Shared) -> String {
                 "Clients following a fill (the leader and the coalesced waiters).",
                 shared.fills.clients() as f64,
             ),
+            (
+                "edgemirror_fleet_peers",
+                "Fleet members configured (this node included).",
+                shared.fleet.counts().0 as f64,
+            ),
+            (
+                "edgemirror_fleet_peers_up",
+                "Fleet members up at the last probe (this node included).",
+                shared.fleet.counts().1 as f64,
+            ),
         ],
     );
     let mut s = text;
