@@ -421,7 +421,7 @@ fn combined(buf: &mut Vec<u8>, time: &[u8], e: &Entry<'_>) {
     escaped(buf, e.path);
     if let Some(q) = e.query {
         buf.push(b'?');
-        escaped(buf, q);
+        escaped(buf, &redact_query(q));
     }
     buf.extend_from_slice(b" HTTP/1.1\" ");
     write_int(buf, e.status.into());
@@ -432,6 +432,36 @@ fn combined(buf: &mut Vec<u8>, time: &[u8], e: &Entry<'_>) {
     buf.extend_from_slice(b"\" \"");
     escaped(buf, e.user_agent.unwrap_or(b"-"));
     buf.extend_from_slice(b"\"\n");
+}
+
+/// Query parameters that are credentials (presigned URLs, SigV2 and SigV4, OSS): their values
+/// are logged as `REDACTED`.
+const SECRET_PARAMS: [&str; 6] =
+    ["x-amz-signature", "x-amz-credential", "x-amz-security-token", "signature", "awsaccesskeyid", "ossaccesskeyid"];
+
+/// `query` with the values of [`SECRET_PARAMS`] replaced (names compared without case).
+pub fn redact_query(query: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let secret = |param: &[u8]| {
+        let name = param.split(|&b| b == b'=').next().unwrap_or_default();
+        SECRET_PARAMS.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(name)) && param.contains(&b'=')
+    };
+    if !query.split(|&b| b == b'&').any(secret) {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let mut out = Vec::with_capacity(query.len());
+    for (i, param) in query.split(|&b| b == b'&').enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        match param.iter().position(|&b| b == b'=').filter(|_| secret(param)) {
+            Some(eq) => {
+                out.extend_from_slice(&param[..=eq]);
+                out.extend_from_slice(b"REDACTED");
+            }
+            None => out.extend_from_slice(param),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn escaped(buf: &mut Vec<u8>, s: &[u8]) {
@@ -526,6 +556,16 @@ mod tests {
         assert_eq!(clock.rfc3339(base + Duration::from_micros(999)), b"2026-11-18T11:06:40.123Z");
         assert_eq!(clock.rfc3339(base + Duration::from_millis(1)), b"2026-11-18T11:06:40.124Z");
         assert_eq!(clock.rfc3339(base + Duration::from_secs(86_400)), b"2026-11-19T11:06:40.123Z");
+    }
+
+    #[test]
+    fn credentials_in_queries_are_redacted() {
+        let q = b"X-Amz-Algorithm=AWS4&X-Amz-Credential=AK%2F2026&x-amz-signature=abc&partNumber=2&Signature";
+        assert_eq!(
+            &*redact_query(q),
+            &b"X-Amz-Algorithm=AWS4&X-Amz-Credential=REDACTED&x-amz-signature=REDACTED&partNumber=2&Signature"[..]
+        );
+        assert!(matches!(redact_query(b"a=1&b=2"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

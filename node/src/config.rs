@@ -811,12 +811,13 @@ impl RawConfig {
 fn fleet(raw: &RawFleet) -> Result<crate::fleet::FleetConfig> {
     let mut seen = std::collections::HashSet::new();
     for (i, url) in raw.peers.iter().enumerate() {
-        crate::fleet::peer_addr(url).map_err(|e| anyhow::anyhow!("fleet.peers[{i}]: {e}"))?;
-        if !seen.insert(url.as_str()) {
+        let peer = crate::fleet::normalized(url).map_err(|e| anyhow::anyhow!("fleet.peers[{i}]: {e}"))?;
+        if !seen.insert(peer) {
             bail!("fleet.peers[{i}]: '{url}' is listed twice");
         }
     }
-    if !raw.peers.contains(&raw.self_url) {
+    let me = crate::fleet::normalized(&raw.self_url).map_err(|e| anyhow::anyhow!("fleet.self: {e}"))?;
+    if !raw.peers.iter().any(|p| crate::fleet::normalized(p).is_ok_and(|p| p == me)) {
         bail!("fleet.self: '{}' is not one of fleet.peers (list this node's URL exactly as in peers)", raw.self_url);
     }
     if raw.secret.len() < 16 || raw.secret.chars().any(|c| c.is_control() || c == ' ') {
@@ -1022,5 +1023,18 @@ mod tests {
             assert!(e.contains(expected), "{rule:?}: {e}");
             assert!(!e.contains("headerRule") && !e.contains("address.") && !e.contains("Query"), "{e}");
         }
+    }
+
+    #[test]
+    fn fleet_settings_are_checked_by_field() {
+        let base = "[[buckets]]\nname = \"bkt\"\n[fleet]\nsecret = \"0123456789abcdef\"\n";
+        let err = |fleet: &str| Config::from_toml(&format!("{base}{fleet}")).unwrap_err().to_string();
+        let ok = "self = \"http://a:8080\"\npeers = [\"http://a:8080/\", \"http://b:8080\"]\n";
+        assert!(Config::from_toml(&format!("{base}{ok}")).unwrap().fleet.is_some());
+        assert!(err("self = \"http://c:8080\"\npeers = [\"http://a:8080\"]\n").contains("fleet.self"));
+        assert!(err("self = \"http://a\"\npeers = [\"http://a\", \"http://a:80/\"]\n").contains("fleet.peers[1]"));
+        assert!(err("self = \"http://a\"\npeers = [\"http://a/x/\"]\n").contains("fleet.peers[0]"));
+        let short = "[fleet]\nsecret = \"short\"\nself = \"http://a\"\npeers = [\"http://a\"]\n";
+        assert!(Config::from_toml(short).unwrap_err().to_string().contains("fleet.secret"));
     }
 }

@@ -45,7 +45,8 @@ pub struct FleetConfig {
 /// One member of the fleet.
 #[derive(Debug)]
 pub struct Peer {
-    /// As configured (`http://10.0.0.2:8080`): what the owner's score is computed from.
+    /// `scheme://host[:port]`, normalized (no trailing slash, no default port): what the owner's
+    /// score is computed from, so `http://a:80/` and `http://a` are one peer.
     pub url: String,
     pub addr: OriginAddr,
     pub is_self: bool,
@@ -86,18 +87,16 @@ impl Fleet {
             self.members.store(Arc::new(Members::default()));
             return;
         };
+        let me = normalized(&config.self_url).ok();
         let peers = config
             .peers
             .iter()
             .filter_map(|url| {
                 let addr = peer_addr(url).ok()?;
-                let was_up = old.peers.iter().find(|p| p.url == *url).is_none_or(|p| p.is_up());
-                Some(Arc::new(Peer {
-                    url: url.clone(),
-                    addr,
-                    is_self: *url == config.self_url,
-                    up: AtomicBool::new(was_up),
-                }))
+                let url = format!("{}://{}", addr.scheme(), addr.host_header);
+                let was_up = old.peers.iter().find(|p| p.url == url).is_none_or(|p| p.is_up());
+                let is_self = me.as_deref() == Some(url.as_str());
+                Some(Arc::new(Peer { url, addr, is_self, up: AtomicBool::new(was_up) }))
             })
             .collect();
         self.members.store(Arc::new(Members {
@@ -152,6 +151,8 @@ impl Fleet {
     /// plane must be answered, with any status, within the probe interval (at most 2 s). A
     /// change is logged.
     pub fn probe_forever(self: Arc<Self>) {
+        // The probe carries the secret: a peer configured with another secret is down for this
+        // node (its answers would not be a peer's), and probes are not counted as requests.
         loop {
             let members = self.members.load_full();
             let interval = match members.peers.is_empty() {
@@ -159,7 +160,7 @@ impl Fleet {
                 false => members.probe_interval.max(Duration::from_millis(100)),
             };
             for peer in members.peers.iter().filter(|p| !p.is_self) {
-                let up = probe(&peer.addr, interval.min(Duration::from_secs(2)));
+                let up = probe(&peer.addr, &members.secret, interval.min(Duration::from_secs(2)));
                 if peer.up.swap(up, Ordering::Relaxed) != up {
                     if up {
                         tracing::info!(peer = %peer.url, "fleet peer is up");
@@ -185,6 +186,11 @@ fn score(peer: &str, bucket: &str, key: &str) -> u64 {
     h.digest()
 }
 
+/// A peer URL as the fleet compares them: `scheme://host[:port]`, without a default port.
+pub fn normalized(url: &str) -> Result<String, String> {
+    peer_addr(url).map(|a| format!("{}://{}", a.scheme(), a.host_header))
+}
+
 /// A peer URL's address: `http(s)://host:port` (any path is refused: a peer is a node's data
 /// plane, addressed path-style as `/{bucket}/{key}`).
 pub fn peer_addr(url: &str) -> Result<OriginAddr, String> {
@@ -202,14 +208,17 @@ pub fn peer_addr(url: &str) -> Result<OriginAddr, String> {
     Ok(OriginAddr::new(tls, host, parsed.port(), "/"))
 }
 
-/// One probe: connect, send a HEAD, and wait for a status line.
-fn probe(addr: &OriginAddr, timeout: Duration) -> bool {
+/// One probe: connect, send `HEAD /` with the secret, and wait for a 200 (see `s3::handle`).
+fn probe(addr: &OriginAddr, secret: &str, timeout: Duration) -> bool {
     let Ok(mut targets) = (addr.host.as_str(), addr.port).to_socket_addrs() else { return false };
     let Some(target): Option<SocketAddr> = targets.next() else { return false };
     let Ok(mut stream) = TcpStream::connect_timeout(&target, timeout) else { return false };
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
-    let request = format!("HEAD / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", addr.host_header);
+    let request = format!(
+        "HEAD / HTTP/1.1\r\nHost: {}\r\n{PEER_HEADER}: {secret}\r\nConnection: close\r\n\r\n",
+        addr.host_header
+    );
     if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
@@ -221,7 +230,7 @@ fn probe(addr: &OriginAddr, timeout: Duration) -> bool {
             Ok(n) => got += n,
         }
     }
-    head[..got].starts_with(b"HTTP/1.")
+    head[..got].starts_with(b"HTTP/1.1 200")
 }
 
 #[cfg(test)]
@@ -287,6 +296,19 @@ mod tests {
         assert!(me.is_peer_request(Some(b"s3cret")));
         assert!(!me.is_peer_request(Some(b"s3creT")) && !me.is_peer_request(None));
         assert!(!Fleet::new(None).is_peer_request(Some(b"")), "no fleet: no peer requests");
+    }
+
+    #[test]
+    fn spellings_of_one_url_are_one_peer_and_the_secret_is_never_forwarded() {
+        let a = fleet(&["http://10.0.0.1:80/", "http://10.0.0.2:8080"], "http://10.0.0.1");
+        let b = fleet(&["http://10.0.0.1", "http://10.0.0.2:8080/"], "http://10.0.0.2:8080");
+        for i in 0..200 {
+            let key = format!("k{i}");
+            assert_eq!(a.owner("b", &key), b.owner("b", &key));
+        }
+        assert_eq!(a.counts(), (2, 2));
+        assert!(a.members.load().peers[0].is_self);
+        assert!(crate::rules::is_forbidden_header(PEER_HEADER), "a rule must never pass the secret on");
     }
 
     #[test]

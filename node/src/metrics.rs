@@ -287,10 +287,12 @@ impl HistogramSnapshot {
             let le = *bound as f64 / 1e6;
             let _ = writeln!(s, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
         }
-        // The count includes observations over the last bound: `+Inf` is the count.
-        let _ = writeln!(s, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        // The count includes observations over the last bound: `+Inf` is the count. It is read
+        // apart from the buckets, so a scrape racing an observation could see it behind them.
+        let count = self.count.max(cumulative);
+        let _ = writeln!(s, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
         let _ = writeln!(s, "{name}_sum{{{labels}}} {}", self.sum_us as f64 / 1e6);
-        let _ = writeln!(s, "{name}_count{{{labels}}} {}", self.count);
+        let _ = writeln!(s, "{name}_count{{{labels}}} {count}");
     }
 }
 

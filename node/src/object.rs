@@ -199,8 +199,11 @@ async fn serve_miss(
             Join::Lead(guard) => {
                 let mut plan = mirror::plan(rule, key.key, req)?;
                 // In a fleet, a key another node owns is asked of that node (unless this request
-                // came from a peer: it is answered here, never passed on).
-                if !shared.fleet.is_peer_request(req.header(crate::fleet::PEER_HEADER)) {
+                // came from a peer: it is answered here, never passed on). A rule that passes
+                // the client's headers or query to the origin is fetched here: the owner could
+                // not make the client's request.
+                let passes_client = rule.allow_query_string || rule.headers.allow_all || !rule.headers.allow.is_empty();
+                if !passes_client && !shared.fleet.is_peer_request(req.header(crate::fleet::PEER_HEADER)) {
                     let (peers, secret) = shared.fleet.peers_before_self(key.bucket, key.key);
                     plan.peers = mirror::peer_plan(peers, &secret, key.bucket, key.key, req.id).map(Box::new);
                 }

@@ -38,7 +38,7 @@ pub const MAX_REDIRECTS: usize = 10;
 /// connection and are never forwarded. None of these is ever passed to an origin, even when a
 /// rule passes all headers: `range` in particular would turn a whole-object fill into a partial
 /// one.
-pub const FORBIDDEN_HEADERS: [&str; 14] = [
+pub const FORBIDDEN_HEADERS: [&str; 15] = [
     "authorization",
     "authorization2",
     "content-length",
@@ -53,6 +53,8 @@ pub const FORBIDDEN_HEADERS: [&str; 14] = [
     "upgrade",
     "proxy-authorization",
     "proxy-authenticate",
+    // The fleet's secret (`fleet::PEER_HEADER`): a peer's request never passes it to an origin.
+    "x-edgemirror-fleet",
 ];
 pub const FORBIDDEN_HEADER_PREFIX: &str = "x-oss-";
 

@@ -61,8 +61,16 @@ impl Node {
     /// abandoned, which is safe: they were never visible.
     pub fn flush(&self) {
         self.shared.store.sync_pass();
-        if let Some(log) = &self.shared.access_log {
-            log.flush();
+        if let Some(log) = self.shared.access_log.clone() {
+            // The writer may be stuck (a stdout nobody reads, a hung mount): the exit must not be.
+            let (done, finished) = std::sync::mpsc::channel();
+            let _ = std::thread::Builder::new().name("accesslog-flush".into()).spawn(move || {
+                log.flush();
+                let _ = done.send(());
+            });
+            if finished.recv_timeout(Duration::from_secs(5)).is_err() {
+                tracing::warn!("the access log could not be written within 5 s; exiting without its last lines");
+            }
         }
     }
 

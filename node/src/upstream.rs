@@ -60,8 +60,8 @@ pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Resu
 }
 
 /// What an exchange came to, for the metrics and the access log: the URL that answered (the
-/// rule's origin when none did), its status, and `elapsed`. A private S3 origin's URL loses its
-/// query: it is a presigned signature, a credential until it expires.
+/// rule's origin when none did), its status, and `elapsed`. Credentials in the URL's query (a
+/// private S3 origin's presigned signature, or one an origin redirected to) are redacted.
 pub fn outcome(
     plan: &FetchPlan,
     exchanged: &Result<(OriginResponse, String), Upstream>,
@@ -73,10 +73,10 @@ pub fn outcome(
         Err(Upstream::Redirect { status, .. }) => (primary(), Some(*status)),
         Err(Upstream::Failed(_)) => (primary(), None),
     };
-    if plan.rule.s3.is_some() {
-        if let Some(q) = url.find('?') {
-            url.truncate(q);
-        }
+    if let Some(q) = url.find('?') {
+        let redacted = crate::accesslog::redact_query(&url.as_bytes()[q + 1..]).into_owned();
+        url.truncate(q + 1);
+        url.push_str(&String::from_utf8_lossy(&redacted));
     }
     OriginFetch { url, status, elapsed }
 }

@@ -20,6 +20,13 @@ fn fleet(origin: &Origin, n: usize, extra_toml: &str) -> Vec<Node> {
     let nodes: Vec<Node> = (0..n)
         .map(|_| NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), "").with_extra_toml(extra_toml).start())
         .collect();
+    join(&nodes);
+    nodes
+}
+
+/// Joins running nodes into one fleet: `[fleet]` appended to each config, then a reload.
+fn join(nodes: &[Node]) {
+    let n = nodes.len();
     let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.data_addr())).collect();
     let peers = urls.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");
     for (node, me) in nodes.iter().zip(&urls) {
@@ -33,7 +40,6 @@ fn fleet(origin: &Origin, n: usize, extra_toml: &str) -> Vec<Node> {
         assert_eq!(admin_json(&resp)["restartNeeded"].as_array().map(Vec::len), Some(0), "{}", resp.text());
         assert_eq!(metric(node, "edgemirror_fleet_peers"), n as u64);
     }
-    nodes
 }
 
 fn body_of(key: &str) -> Vec<u8> {
@@ -153,4 +159,52 @@ fn only_the_fleet_secret_makes_a_request_a_peer_s() {
     let peer = get(addr, &path, &[("x-edgemirror-fleet", SECRET)]).expect("peer");
     assert_eq!((peer.status, peer.body.as_slice()), (200, &b"for peers"[..]));
     assert_origin_count(&origin, "/dir1/private.txt", 1);
+}
+
+#[test]
+fn a_peer_without_the_bucket_or_rule_is_no_answer_and_never_sees_the_secret_passed_on() {
+    let origin = Origin::start();
+    for i in 0..16 {
+        origin.set(&format!("/dir1/only/{i}"), Reply::ok(format!("object {i}")));
+        origin.set(&format!("/all/{i}"), Reply::ok(format!("passed {i}")));
+    }
+    // Node 0 has a bucket node 1 lacks; node 0's other bucket passes every client header.
+    let only = format!(
+        "[[buckets]]\nname = \"only-here\"\n[[buckets.mirror]]\nurl = \"{}/dir1/\"\nkey_prefix = \"\"\n",
+        origin.url()
+    );
+    let nodes = vec![
+        NodeBuilder::new()
+            .bucket(BUCKET)
+            .with_extra_toml(&only)
+            .with_extra_toml("[[buckets]]\nname = \"pass-all\"\n")
+            .start(),
+        NodeBuilder::new().bucket(BUCKET).start(),
+    ];
+    join(&nodes);
+    let rule = serde_json::json!([{"address": {"hostName": origin.addr().to_string(), "path": "/all/"},
+        "headerRule": {"allowAllHeaders": true}}]);
+    crate::support::put_rules(nodes[0].admin_addr(), "pass-all", &rule.to_string());
+
+    // Every key of only-here is served by node 0, whichever node owns it: node 1's NoSuchBucket
+    // is its own answer, not the origin's, so node 0 asks the origin itself.
+    for i in 0..16 {
+        let resp = get(nodes[0].data_addr(), &format!("/only-here/only/{i}"), &[]).expect("GET");
+        assert_eq!((resp.status, resp.text()), (200, format!("object {i}")));
+    }
+    assert!(metric(&nodes[0], "edgemirror_fleet_peer_failures_total") > 0, "no key was owned by node 1?");
+    // A peer's request, through a rule that passes every header: the secret stays behind.
+    for i in 0..4 {
+        let resp = get(
+            nodes[0].data_addr(),
+            &format!("/pass-all/{i}"),
+            &[("x-edgemirror-fleet", SECRET), ("x-custom", "yes")],
+        );
+        assert_eq!(resp.expect("GET").status, 200);
+    }
+    let seen = origin.requests();
+    let passed: Vec<_> = seen.iter().filter(|r| r.path.starts_with("/all/")).collect();
+    assert_eq!(passed.len(), 4);
+    assert!(passed.iter().all(|r| r.header("x-custom") == Some("yes")), "the rule passes client headers");
+    assert!(passed.iter().all(|r| r.header("x-edgemirror-fleet").is_none()), "the fleet secret reached an origin");
 }

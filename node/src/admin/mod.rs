@@ -509,7 +509,7 @@ fn metrics(shared: &Shared) -> String {
         "gauge",
         "1 for the state of each origin's breaker (origins without recent failures are closed, unlisted).",
     );
-    for (origin, state) in shared.breakers.states() {
+    for (origin, state) in shared.breakers.states().into_iter().take(crate::metrics::MAX_ORIGIN_LABELS) {
         for st in ["closed", "open", "half-open"] {
             let v = u8::from(st == state);
             let _ = writeln!(s, "{name}{{origin=\"{}\",state=\"{st}\"}} {v}", escape_label(&origin));

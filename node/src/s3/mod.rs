@@ -35,6 +35,16 @@ use edgemirror_proto::s3::xml;
 /// Answers one request; returns whether the connection may continue. The answer is recorded
 /// ([`record`]) in the request metrics and the access log.
 pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>, body: &mut RequestBody) -> Disposition {
+    if req.is_head()
+        && req.head.path.get(req.buf) == b"/"
+        && worker.shared.fleet.is_peer_request(req.header(crate::fleet::PEER_HEADER))
+    {
+        // A fleet peer's probe (`fleet.rs`): answered, not counted nor logged as a request.
+        let keep_alive = req.keep_alive();
+        reply::start(&mut conn.out, 200, &worker.date, req.id);
+        reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
+        return Disposition::after(conn.flush().await, keep_alive);
+    }
     worker.metrics().requests.inc();
     let keep_alive = req.keep_alive();
     let (target, result) = match route::route(req, &worker.config().s3.domain) {
