@@ -21,6 +21,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -46,17 +47,26 @@ def main():
             rules = json.load(resp)["result"]["backSourceRules"]
         return [(r.get("condition", {}).get("keyPrefixEquals", ""), r["address"]["hostName"], r["address"]["path"]) for r in rules]
 
+    def shown(d):
+        """The table's (prefix, origin) rows, or None while it is being re-rendered."""
+        try:
+            rows = d.find_elements(By.CSS_SELECTOR, "#rules tr.rule")
+            return [tuple(td.text for td in r.find_elements(By.TAG_NAME, "td")[1:3]) for r in rows]
+        except StaleElementReferenceException:
+            return None
+
     def expect(step, want):
-        # The console saves, then reloads the list: wait for the table to show the new state.
-        rows = lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rules tr.rule")) == len(want)
-        WebDriverWait(driver, 10).until(rows)
+        # The console saves, then reloads and re-renders the list: wait until it shows `want`
+        # (prefixes and origins, so an edit or a move is seen, not only a count), then read the
+        # node's own state.
+        rows = [(p or "(every key)", f"http://{h}{path}") for p, h, path in want]
+        try:
+            WebDriverWait(driver, 10).until(lambda d: shown(d) == rows)
+        except TimeoutException:
+            raise AssertionError(f"{step}: the console shows {shown(driver)}, expected {rows}")
         got = api_rules()
         if got != want:
             raise AssertionError(f"{step}: the node's rules are {got}, expected {want}")
-        cells = [r.find_elements(By.TAG_NAME, "td")[1].text for r in driver.find_elements(By.CSS_SELECTOR, "#rules tr.rule")]
-        shown = [p or "(every key)" for p, _, _ in want]
-        if cells != shown:
-            raise AssertionError(f"{step}: the console shows prefixes {cells}, expected {shown}")
         print(f"ok: {step}: {got}")
 
     def fill_rule(prefix, path, host=args.origin):
