@@ -40,7 +40,7 @@ use crate::hash::HashJob;
 use crate::inflight::{FillBody, FillGuard, MemoryBody, Phase, Refusal};
 use crate::mirror::FetchPlan;
 use crate::origin::{Method, OriginResponse};
-use crate::reply::{RequestId, SOURCE_HEADER};
+use crate::reply::RequestId;
 use crate::upstream::{self, Upstream};
 use crate::worker::{Shared, Worker};
 
@@ -66,7 +66,7 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     let mut used = &plan;
     let exchanged = match plan.peers.as_deref() {
         // In a fleet, the key's owner first (it fetches from the origin once for every edge).
-        Some(peers) => match peer_answer(&worker, upstream::exchange(&worker, peers, Method::Get).await) {
+        Some(peers) => match upstream::peer_answer(&worker, upstream::exchange(&worker, peers, Method::Get).await) {
             Err(reason) => {
                 metrics.fleet_peer_failures.inc();
                 tracing::warn!(request_id = %rid, reason, "no fleet peer answered for the origin; asking the origin");
@@ -154,27 +154,6 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
             tracing::error!(request_id = %rid, error = %e, "cannot store the mirrored object");
             refuse(guard, format!("store: {e}"));
         }
-    }
-}
-
-/// A fleet peer's answer as the origin's, or why it is not one (then this node asks the origin
-/// itself): no peer answered, every one answered 5xx, or the answer was the peer's own decision
-/// (`x-edgemirror-source: edge`: its config lacks the bucket or the rule, or refused the
-/// request), which says nothing of the origin and must not be remembered as its 404.
-fn peer_answer(
-    worker: &Worker,
-    exchanged: Result<(OriginResponse, String), Upstream>,
-) -> Result<Result<(OriginResponse, String), Upstream>, String> {
-    match exchanged {
-        Err(Upstream::Failed(reason)) => Err(reason),
-        Ok((resp, url))
-            if resp.status >= 500 || (resp.status >= 400 && resp.header(SOURCE_HEADER) == Some(b"edge")) =>
-        {
-            let reason = format!("{url} answered {} on its own", resp.status);
-            resp.body.release(&worker.pool);
-            Err(reason)
-        }
-        other => Ok(other),
     }
 }
 

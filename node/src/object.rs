@@ -120,9 +120,28 @@ async fn head_at_origin(
     let key = okey.key;
     let plan = mirror::plan(rule, key, req)?;
     worker.metrics().origin_heads.inc();
-    let asked = std::time::Instant::now();
-    let exchanged = upstream::exchange(worker, &plan, origin::Method::Head).await;
-    let fetch = upstream::outcome(&plan, &exchanged, asked.elapsed());
+    let mut asked = std::time::Instant::now();
+    // In a fleet, the key's owner first: once it holds the object, a HEAD (boto3's
+    // download_file asks one before its GET) costs the origin nothing.
+    let mut used = &plan;
+    let peers = peer_route(worker, rule, req, okey);
+    let exchanged = match &peers {
+        Some(peers) => {
+            match upstream::peer_answer(worker, upstream::exchange(worker, peers, origin::Method::Head).await) {
+                Ok(answered) => {
+                    used = peers;
+                    answered
+                }
+                Err(reason) => {
+                    tracing::warn!(request_id = %req.id, reason, "no fleet peer answered the HEAD; asking the origin");
+                    asked = std::time::Instant::now();
+                    upstream::exchange(worker, &plan, origin::Method::Head).await
+                }
+            }
+        }
+        None => upstream::exchange(worker, &plan, origin::Method::Head).await,
+    };
+    let fetch = upstream::outcome(used, &exchanged, asked.elapsed());
     worker.metrics().origins.observe(&fetch);
     conn.tally.origin = Some(fetch);
     conn.tally.source = Source::Origin;
@@ -198,15 +217,7 @@ async fn serve_miss(
             }
             Join::Lead(guard) => {
                 let mut plan = mirror::plan(rule, key.key, req)?;
-                // In a fleet, a key another node owns is asked of that node (unless this request
-                // came from a peer: it is answered here, never passed on). A rule that passes
-                // the client's headers or query to the origin is fetched here: the owner could
-                // not make the client's request.
-                let passes_client = rule.allow_query_string || rule.headers.allow_all || !rule.headers.allow.is_empty();
-                if !passes_client && !shared.fleet.is_peer_request(req.header(crate::fleet::PEER_HEADER)) {
-                    let (peers, secret) = shared.fleet.peers_before_self(key.bucket, key.key);
-                    plan.peers = mirror::peer_plan(peers, &secret, key.bucket, key.key, req.id).map(Box::new);
-                }
+                plan.peers = peer_route(worker, rule, req, key).map(Box::new);
                 let fill = guard.fill().clone();
                 fill::spawn(worker.clone(), guard, plan);
                 break fill;
@@ -216,6 +227,25 @@ async fn serve_miss(
     let answered = follow::follow(worker, conn, req, &fill).await;
     conn.tally.origin = fill.origin().cloned();
     answered
+}
+
+/// In a fleet, the request to the peers that rank before this node for `key` (the owner first),
+/// or `None` when this node asks the origin itself: it owns the key, the request came from a
+/// peer (answered here, never passed on), or the rule passes the client's headers or query to
+/// the origin (the owner could not make the client's request).
+fn peer_route(
+    worker: &Worker,
+    rule: &MirrorRule,
+    req: &Request<'_>,
+    key: ObjectKeyRef<'_>,
+) -> Option<mirror::FetchPlan> {
+    let fleet = &worker.shared.fleet;
+    let passes_client = rule.allow_query_string || rule.headers.allow_all || !rule.headers.allow.is_empty();
+    if passes_client || fleet.is_peer_request(req.header(crate::fleet::PEER_HEADER)) {
+        return None;
+    }
+    let (peers, secret) = fleet.peers_before_self(key.bucket, key.key);
+    mirror::peer_plan(peers, &secret, key.bucket, key.key, req.id)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -12,6 +12,7 @@ use crate::metrics::OriginFetch;
 use crate::mirror::{self, FetchPlan};
 use crate::origin::{self, Method, OriginResponse};
 use crate::protect::Admit;
+use crate::reply::SOURCE_HEADER;
 use crate::rules::{OriginAddr, MAX_REDIRECTS};
 use crate::worker::Worker;
 
@@ -57,6 +58,27 @@ pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Resu
         }
     }
     outcome
+}
+
+/// A fleet peer's answer as the origin's, or why it is not one (then this node asks the origin
+/// itself): no peer answered, every one answered 5xx, or the answer was the peer's own decision
+/// (`x-edgemirror-source: edge`: its config lacks the bucket or the rule, or refused the
+/// request), which says nothing of the origin and must not be remembered as its 404.
+pub fn peer_answer(
+    worker: &Worker,
+    exchanged: Result<(OriginResponse, String), Upstream>,
+) -> Result<Result<(OriginResponse, String), Upstream>, String> {
+    match exchanged {
+        Err(Upstream::Failed(reason)) => Err(reason),
+        Ok((resp, url))
+            if resp.status >= 500 || (resp.status >= 400 && resp.header(SOURCE_HEADER) == Some(b"edge")) =>
+        {
+            let reason = format!("{url} answered {} on its own", resp.status);
+            resp.body.release(&worker.pool);
+            Err(reason)
+        }
+        other => Ok(other),
+    }
 }
 
 /// What an exchange came to, for the metrics and the access log: the URL that answered (the

@@ -208,3 +208,31 @@ fn a_peer_without_the_bucket_or_rule_is_no_answer_and_never_sees_the_secret_pass
     assert!(passed.iter().all(|r| r.header("x-custom") == Some("yes")), "the rule passes client headers");
     assert!(passed.iter().all(|r| r.header("x-edgemirror-fleet").is_none()), "the fleet secret reached an origin");
 }
+
+#[test]
+fn heads_of_keys_an_edge_lacks_go_to_the_owner_not_the_origin() {
+    let origin = Origin::start();
+    let keys: Vec<String> = (0..12).map(|i| format!("dl/{i}.bin")).collect();
+    for key in &keys {
+        origin.set(&format!("/dir1/{key}"), Reply::ok(body_of(key)));
+    }
+    let nodes = fleet(&origin, 3, "");
+    for (i, key) in keys.iter().enumerate() {
+        // One GET through any edge: the owner now holds the object.
+        assert_eq!(get(nodes[i % 3].data_addr(), &format!("/{BUCKET}/{key}"), &[]).expect("GET").status, 200);
+    }
+    // HEAD then GET from every edge, as boto3's download_file does.
+    for key in &keys {
+        for node in &nodes {
+            let head = crate::support::client::head(node.data_addr(), &format!("/{BUCKET}/{key}"), &[]).expect("HEAD");
+            assert_eq!(head.status, 200, "{key}");
+            assert_eq!(head.header("content-length"), Some(body_of(key).len().to_string().as_str()), "{key}");
+            assert_eq!(get(node.data_addr(), &format!("/{BUCKET}/{key}"), &[]).expect("GET").status, 200);
+        }
+    }
+    let heads = origin.requests().iter().filter(|r| r.method == "HEAD").count();
+    assert_eq!(heads, 0, "HEADs reached the origin though the owner held every object");
+    for key in &keys {
+        assert_origin_count(&origin, &format!("/dir1/{key}"), 1);
+    }
+}
