@@ -100,7 +100,7 @@ pub async fn serve(stream: ClientStream, worker: Rc<Worker>, accepted: Instant, 
         // the body reader takes it, and gives back what follows the body.
         let after_head = buf.split_off(head.head_len);
         let mut body = RequestBody::new(head.body, after_head, cfg.body_timeout);
-        let request = Request { buf: &buf, head: &head, id };
+        let request = Request { buf: &buf, head: &head, id, config: &config };
         let disposition = s3::handle(&worker, &mut conn, &request, &mut body).await;
         match body.into_leftover() {
             Some(rest) if disposition == Disposition::KeepAlive && head.keep_alive => buf = rest,

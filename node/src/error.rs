@@ -5,6 +5,7 @@
 //! - upstream (the origin): 404 when the origin said 404, else 424 `MirrorFailed`;
 //! - internal (us): 500.
 
+use crate::metrics::Source;
 use std::borrow::Cow;
 
 use edgemirror_proto::ParseError;
@@ -218,10 +219,10 @@ impl S3Error {
 
     /// The `x-edgemirror-source` of the error response: `origin` when the origin's answer
     /// decided it (its 404, or its failure), `edge` when the node decided it alone.
-    pub fn source(&self) -> &'static str {
+    pub fn source(&self) -> Source {
         match self {
-            S3Error::NoSuchKeyAtOrigin | S3Error::MirrorFailed(_) => "origin",
-            _ => "edge",
+            S3Error::NoSuchKeyAtOrigin | S3Error::MirrorFailed(_) => Source::Origin,
+            _ => Source::Edge,
         }
     }
 

@@ -116,7 +116,7 @@ async fn send_body(
         status,
         record: &body.meta,
         etag: None,
-        source: source.as_str(),
+        source,
         range: (status == 206).then(|| (range.clone(), body.length.unwrap_or(0))),
         framing,
         checksum: false,

@@ -184,8 +184,7 @@ impl Metrics {
         let mut s = String::with_capacity(16 * 1024);
         for (kind, samples) in [("counter", counters.as_slice()), ("counter", counters_elsewhere), ("gauge", gauges)] {
             for (name, help, v) in samples {
-                family(&mut s, name, kind, help);
-                let _ = writeln!(s, "{name} {v}");
+                self::samples(&mut s, name, kind, help, [("", v)]);
             }
         }
         self.render_requests(&mut s);
@@ -227,11 +226,9 @@ impl Metrics {
                 h.render(s, name, &labels);
             }
         }
-        let name = "edgemirror_response_bytes_total";
-        family(s, name, "counter", "Response bytes sent (heads and bodies), by where the body came from.");
-        for (source, b) in Source::ALL.iter().zip(bytes) {
-            let _ = writeln!(s, "{name}{{source=\"{}\"}} {b}", source.as_str());
-        }
+        let help = "Response bytes sent (heads and bodies), by where the body came from.";
+        let by_source = Source::ALL.iter().zip(bytes).map(|(source, b)| (format!("source=\"{}\"", source.as_str()), b));
+        samples(s, "edgemirror_response_bytes_total", "counter", help, by_source);
     }
 }
 
@@ -313,6 +310,7 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source, in declaration order: `source as usize` is its index here.
     pub const ALL: [Source; 6] =
         [Source::Memory, Source::DiskCache, Source::Store, Source::Origin, Source::OriginUnstored, Source::Edge];
 
@@ -326,10 +324,14 @@ impl Source {
             Source::Edge => "edge",
         }
     }
+}
 
-    /// The source named by an `x-edgemirror-source` value.
-    pub fn from_header(value: &[u8]) -> Source {
-        Source::ALL.into_iter().find(|s| s.as_str().as_bytes() == value).unwrap_or(Source::Edge)
+impl From<edgemirror_cache::HotTier> for Source {
+    fn from(tier: edgemirror_cache::HotTier) -> Source {
+        match tier {
+            edgemirror_cache::HotTier::Memory => Source::Memory,
+            edgemirror_cache::HotTier::Disk => Source::DiskCache,
+        }
     }
 }
 
@@ -342,7 +344,7 @@ const LABEL_SETS: usize = METHODS.len() * STATUS_CLASSES.len() * Source::ALL.len
 fn label_index(method: &str, status: u16, source: Source) -> usize {
     let m = METHODS.iter().position(|m| *m == method).unwrap_or(METHODS.len() - 1);
     let c = (usize::from(status / 100).clamp(1, 5)) - 1;
-    let s = Source::ALL.iter().position(|s| *s == source).unwrap_or(0);
+    let s = source as usize;
     (m * STATUS_CLASSES.len() + c) * Source::ALL.len() + s
 }
 
@@ -384,7 +386,7 @@ impl RequestStats {
         if let Some(t) = ttfb {
             self.ttfb[i].observe(t);
         }
-        self.bytes[Source::ALL.iter().position(|s| *s == source).unwrap_or(0)].add(bytes);
+        self.bytes[source as usize].add(bytes);
     }
 }
 
@@ -464,19 +466,42 @@ impl OriginStats {
             snap.add(&entry.duration);
             snap.render(s, name, &format!("origin=\"{}\"", escape_label(origin)));
         }
-        let name = "edgemirror_origin_responses_total";
-        family(s, name, "counter", "Exchanges with origins, by origin and status class (error: no answer).");
-        for (origin, entry) in entries.iter() {
-            for (outcome, c) in ORIGIN_OUTCOMES.iter().zip(&entry.outcomes) {
-                let _ = writeln!(s, "{name}{{origin=\"{}\",status=\"{outcome}\"}} {}", escape_label(origin), c.get());
-            }
-        }
+        let help = "Exchanges with origins, by origin and status class (error: no answer).";
+        let by_outcome = entries.iter().flat_map(|(origin, entry)| {
+            let origin = escape_label(origin);
+            ORIGIN_OUTCOMES
+                .iter()
+                .zip(&entry.outcomes)
+                .map(move |(o, c)| (format!("origin=\"{origin}\",status=\"{o}\""), c.get()))
+        });
+        samples(s, "edgemirror_origin_responses_total", "counter", help, by_outcome);
     }
 }
 
 /// Starts a metric family: its `# HELP` and `# TYPE` lines (`kind`: counter, gauge, histogram).
 pub fn family(s: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A whole counter or gauge family: its head, then one sample per `(labels, value)`, all
+/// together as the text format requires. `labels` is `a="x",b="y"` with the values escaped
+/// ([`escape_label`]), or empty for the family's one unlabelled sample.
+pub fn samples<L: std::fmt::Display, V: std::fmt::Display>(
+    s: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, V)>,
+) {
+    family(s, name, kind, help);
+    for (labels, value) in samples {
+        let labels = labels.to_string();
+        if labels.is_empty() {
+            let _ = writeln!(s, "{name} {value}");
+        } else {
+            let _ = writeln!(s, "{name}{{{labels}}} {value}");
+        }
+    }
 }
 
 /// A label value as the text format wants it (backslash, quote and newline escaped).

@@ -53,9 +53,9 @@ pub async fn serve(
             edgemirror_cache::HotTier::Memory => worker.metrics().hits_memory.inc(),
             edgemirror_cache::HotTier::Disk => worker.metrics().hits_disk_cache.inc(),
         }
-        return stored::send_stored(worker, conn, req, &obj.meta, obj.body, tier.as_str()).await;
+        return stored::send_stored(worker, conn, req, &obj.meta, obj.body, tier.into()).await;
     }
-    let found = if worker.config().cold_reads_async {
+    let found = if req.config.cold_reads_async {
         // What is not in memory is read here with io_uring (`stored::read_cold`, and for a big
         // body `stored::send_body`), not by page faults. A HEAD needs the record's head and
         // trailer only.
@@ -69,7 +69,7 @@ pub async fn serve(
         Ok(Some(obj)) => {
             worker.metrics().hits_store.inc();
             shared.hot.insert(&obj);
-            return stored::send_stored(worker, conn, req, &obj.meta, obj.body, stored::SOURCE_STORE).await;
+            return stored::send_stored(worker, conn, req, &obj.meta, obj.body, Source::Store).await;
         }
         Ok(None) => {}
         // A damaged record was dropped from the index: fetch the object again if a rule allows.

@@ -19,6 +19,7 @@ use bytes::{BufMut, BytesMut};
 use edgemirror_cache::{RecordMeta, SavedHeader};
 
 use crate::error::S3Error;
+use crate::metrics::Source;
 
 /// Value of the `Server` header.
 pub const SERVER: &str = "edgemirror";
@@ -167,7 +168,7 @@ pub struct ObjectHead<'a> {
     /// have not arrived yet).
     pub etag: Option<&'a str>,
     /// The tier that answered: memory, disk-cache, store, origin, origin-unstored.
-    pub source: &'a str,
+    pub source: Source,
     /// A 206's range (`start..end`, end exclusive) of an object of `size` bytes.
     pub range: Option<(Range<u64>, u64)>,
     pub framing: Framing,
@@ -289,7 +290,7 @@ pub fn object_head(out: &mut BytesMut, h: &ObjectHead<'_>, date: &DateCache, id:
             content_range(out, Some(range.clone()), *size);
         }
     }
-    header(out, SOURCE_HEADER, h.source.as_bytes());
+    header(out, SOURCE_HEADER, h.source.as_str().as_bytes());
     finish(out, h.framing, keep_alive);
 }
 
@@ -326,7 +327,7 @@ pub fn error(
     // The same id under S3's name: SDKs report it with the error (botocore's RequestId).
     let _ = write!(out, "x-amz-request-id: {id}\r\n");
     header(out, "Content-Type", b"application/xml");
-    header(out, SOURCE_HEADER, err.source().as_bytes());
+    header(out, SOURCE_HEADER, err.source().as_str().as_bytes());
     match err {
         S3Error::MethodNotAllowed => header(out, "Allow", b"GET, HEAD, PUT, DELETE"),
         // RFC 9110 §15.5.17: a 416 names the current length.

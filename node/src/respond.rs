@@ -14,6 +14,7 @@ use edgemirror_proto::{self as proto};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
+use crate::config::Config;
 use crate::iovec::{self, HeadBody, IovecPair};
 use crate::metrics::{OriginFetch, Source};
 use crate::reply::RequestId;
@@ -49,11 +50,13 @@ impl Disposition {
     }
 }
 
-/// A parsed request as the handlers see it: the head's spans and the buffer they index.
+/// A parsed request as the handlers see it: the head's spans and the buffer they index, and the
+/// config taken for it (one snapshot per request: a reload applies to the next one).
 pub struct Request<'a> {
     pub buf: &'a [u8],
     pub head: &'a proto::RequestHead,
     pub id: RequestId,
+    pub config: &'a Config,
 }
 
 impl<'a> Request<'a> {

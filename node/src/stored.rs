@@ -20,9 +20,6 @@ use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
 use crate::respond::{Conn, Disposition, Request};
 use crate::worker::Worker;
 
-/// `x-edgemirror-source` of an answer from the segment store.
-pub const SOURCE_STORE: &str = "store";
-
 /// Most body bytes [`read_cold`] reads with a record's head; a bigger body is sent in windows
 /// of this size, each read when it is not in memory ([`send_body`]).
 pub const COLD_READ_MAX_BODY: u64 = 1 << 20;
@@ -59,24 +56,24 @@ fn uring_file(file: &std::fs::File) -> Option<monoio::fs::File> {
     file.try_clone().and_then(monoio::fs::File::from_std).ok()
 }
 
-/// Sends the head in `conn.out` and `part` (the bytes from `part_start` of `meta`'s body, as
-/// the `source` tier handed them out). A part from the store may not be in memory:
-/// - with `store.cold_reads = "async"`, a part bigger than [`COLD_READ_MAX_BODY`] (whose first
+/// Sends the head in `conn.out` and `part` (the bytes from `part_start` of `meta`'s body). With
+/// `windows` (a part from the store, `store.cold_reads = "async"`) it may not be in memory:
+/// - a part bigger than [`COLD_READ_MAX_BODY`] (whose first
 ///   MiB `read_cold` read with the record's head) goes out in windows of that size: a window in
 ///   memory from the mapping, one that is not from an io_uring read of the segment file into a
 ///   buffer reused for the next window, so the core never waits in a page fault for it;
-/// - with `"fault"`, the part is sent through the mapping, its faults waiting for the read of
-///   the body that `Store::lookup` started (`MADV_WILLNEED`).
+/// - without (memory tiers, or `"fault"`), the part is sent as it is: a memory tier holds its
+///   bytes, and under `"fault"` the mapping's faults wait for the read of the body that
+///   `Store::lookup` started (`MADV_WILLNEED`).
 async fn send_body(
     worker: &Worker,
     conn: &mut Conn,
     meta: &ObjectMeta,
     part: Bytes,
     part_start: u64,
-    source: &str,
+    windows: bool,
 ) -> std::io::Result<()> {
-    // Memory tiers hold their bytes; under "fault", `Store::lookup` started reading the body.
-    if source != SOURCE_STORE || !worker.config().cold_reads_async {
+    if !windows {
         return conn.send_with_body(part).await;
     }
     let key = ObjectKeyRef::new(&meta.bucket, &meta.key);
@@ -188,7 +185,7 @@ pub async fn send_part(
     let etag_buf = meta.etag_bytes();
     let etag = etag_buf.as_str();
     if preconditions(req, &REQUEST_CONDITIONS, etag, meta)? == Precondition::NotModified {
-        return send_not_modified(worker, conn, req, meta, etag, SOURCE_STORE).await;
+        return send_not_modified(worker, conn, req, meta, etag, Source::Store).await;
     }
     let multipart = meta.record.parts > 0;
     let keep_alive = req.keep_alive();
@@ -196,7 +193,7 @@ pub async fn send_part(
         status: if multipart { 206 } else { 200 },
         record: &meta.record,
         etag: Some(etag),
-        source: SOURCE_STORE,
+        source: Source::Store,
         range: multipart.then(|| (range.clone(), meta.size)),
         framing: Framing::Length(range.end - range.start),
         checksum: !multipart && req.header("x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case(b"ENABLED")),
@@ -227,7 +224,7 @@ pub async fn serve_from_store(
     key: ObjectKeyRef<'_>,
 ) -> Result<Disposition, S3Error> {
     match worker.shared.store.lookup(key).await {
-        Ok(Some(obj)) => send_stored(worker, conn, req, &obj.meta, obj.body, SOURCE_STORE).await,
+        Ok(Some(obj)) => send_stored(worker, conn, req, &obj.meta, obj.body, Source::Store).await,
         Ok(None) => Err(S3Error::NoSuchKey),
         Err(e) => Err(S3Error::Internal(e.to_string())),
     }
@@ -240,9 +237,10 @@ pub async fn send_stored(
     req: &Request<'_>,
     meta: &ObjectMeta,
     body: Bytes,
-    source: &str,
+    source: Source,
 ) -> Result<Disposition, S3Error> {
-    conn.tally.source = Source::from_header(source.as_bytes());
+    conn.tally.source = source;
+    let windows = source == Source::Store && req.config.cold_reads_async;
     let etag_buf = meta.etag_bytes();
     let etag = etag_buf.as_str();
     if preconditions(req, &REQUEST_CONDITIONS, etag, meta)? == Precondition::NotModified {
@@ -274,7 +272,7 @@ pub async fn send_stored(
         RangeRequest::Full => {
             reply::object_head(&mut conn.out, &head, &worker.date, req.id, keep_alive);
             let sent =
-                if req.is_head() { conn.flush().await } else { send_body(worker, conn, meta, body, 0, source).await };
+                if req.is_head() { conn.flush().await } else { send_body(worker, conn, meta, body, 0, windows).await };
             Ok(Disposition::after(sent, keep_alive))
         }
         RangeRequest::Satisfiable(ranges) if ranges.len() == 1 => {
@@ -287,7 +285,7 @@ pub async fn send_stored(
             let sent = if req.is_head() {
                 conn.flush().await
             } else {
-                send_body(worker, conn, meta, part, r.start, source).await
+                send_body(worker, conn, meta, part, r.start, windows).await
             };
             Ok(Disposition::after(sent, keep_alive))
         }
@@ -307,7 +305,7 @@ pub async fn send_stored(
                 reply::content_range(&mut h, Some(r.clone()), meta.size);
                 h.extend_from_slice(b"\r\n");
                 parts.push(h.freeze());
-                if source == SOURCE_STORE {
+                if source == Source::Store {
                     // Sent through the mapping: what is not in memory is read ahead first.
                     edgemirror_cache::read_ahead(&body[r.start as usize..r.end as usize]);
                 }
@@ -321,7 +319,7 @@ pub async fn send_stored(
             reply::header(out, "Content-Type", ct.as_bytes());
             reply::header(out, "ETag", etag.as_bytes());
             reply::header(out, "Accept-Ranges", b"bytes");
-            reply::header(out, SOURCE_HEADER, source.as_bytes());
+            reply::header(out, SOURCE_HEADER, source.as_str().as_bytes());
             reply::finish(out, Framing::Length(total), keep_alive);
             if req.is_head() {
                 return Ok(Disposition::after(conn.flush().await, keep_alive));
@@ -357,9 +355,9 @@ async fn send_not_modified(
     req: &Request<'_>,
     meta: &ObjectMeta,
     etag: &str,
-    source: &str,
+    source: Source,
 ) -> Result<Disposition, S3Error> {
-    conn.tally.source = Source::from_header(source.as_bytes());
+    conn.tally.source = source;
     let keep_alive = req.keep_alive();
     let head = ObjectHead {
         status: 304,

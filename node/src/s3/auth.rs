@@ -13,7 +13,6 @@ use edgemirror_proto::s3::sigv4::{self, Verified};
 
 use crate::error::S3Error;
 use crate::respond::Request;
-use crate::worker::Worker;
 
 /// A request whose signature checked out.
 #[derive(Debug)]
@@ -23,9 +22,8 @@ pub struct Signed {
 }
 
 /// Checks `req`'s signature; an unsigned request is `AccessDenied`.
-pub fn authorize(worker: &Worker, req: &Request<'_>) -> Result<Signed, S3Error> {
-    let config = worker.config();
-    let s3 = &config.s3;
+pub fn authorize(req: &Request<'_>) -> Result<Signed, S3Error> {
+    let s3 = &req.config.s3;
     let query = req.query().unwrap_or_default();
     let Some(auth) = sigv4::parse_auth(req.header("authorization"), query).map_err(S3Error::Auth)? else {
         return Err(S3Error::AccessDenied("this operation needs a signed request (AWS Signature Version 4)"));

@@ -40,8 +40,7 @@ pub async fn create(
     let bytes = read_xml_body(conn, req, body, &signed).await?;
     if !bytes.iter().all(u8::is_ascii_whitespace) {
         let conf: CreateBucketConfiguration = xml::from_xml(&bytes).map_err(|e| S3Error::MalformedXml(e.as_str()))?;
-        let config = worker.config();
-        let region = &config.s3.region;
+        let region = &req.config.s3.region;
         // An absent or empty constraint means us-east-1, which any region accepts as "here"
         // only when it is ours.
         let asked = conf.location_constraint.filter(|c| !c.is_empty()).unwrap_or_else(|| "us-east-1".into());
@@ -50,13 +49,13 @@ pub async fn create(
         }
     }
     let shared = &worker.shared;
-    let config = worker.config();
-    let region = &config.s3.region;
+    let region = &req.config.s3.region;
     let created = {
         let _guard = shared.buckets_update.lock().unwrap_or_else(|e| e.into_inner());
         match shared.buckets.load().with_created(bucket, SystemTime::now()) {
             Ok(next) => {
-                next.persist(&config.store.dir).map_err(|e| S3Error::Internal(format!("saving buckets.json: {e}")))?;
+                next.persist(&req.config.store.dir)
+                    .map_err(|e| S3Error::Internal(format!("saving buckets.json: {e}")))?;
                 shared.buckets.store(Arc::new(next));
                 true
             }
@@ -107,7 +106,7 @@ pub async fn delete(
         if !shared.store.list(bucket, "", None, None, 1).objects.is_empty() {
             return Err(stays(S3Error::BucketNotEmpty));
         }
-        next.persist(&shared.config().store.dir)
+        next.persist(&req.config.store.dir)
             .map_err(|e| stays(S3Error::Internal(format!("saving buckets.json: {e}"))))?;
         shared.buckets.store(Arc::new(next));
     }
@@ -117,7 +116,7 @@ pub async fn delete(
         let table = shared.rules.load();
         if table.rules(bucket).is_some() {
             let next = table.without_bucket(bucket);
-            if let Err(e) = rules::persist(&shared.config().store.dir, &next) {
+            if let Err(e) = rules::persist(&req.config.store.dir, &next) {
                 tracing::error!(bucket, error = %e, "cannot persist the mirror rules of a deleted bucket");
             }
             shared.rules.store(Arc::new(next));

@@ -24,7 +24,6 @@ use std::time::{Instant, SystemTime};
 use crate::accesslog::Entry;
 use crate::body::RequestBody;
 use crate::error::S3Error;
-use crate::metrics::Source;
 use crate::object;
 use crate::reply::{self, Framing, RequestId};
 use crate::respond::{Conn, Disposition, Request};
@@ -47,7 +46,7 @@ pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>, bod
     }
     worker.metrics().requests.inc();
     let keep_alive = req.keep_alive();
-    let (target, result) = match route::route(req, &worker.config().s3.domain) {
+    let (target, result) = match route::route(req, &req.config.s3.domain) {
         Ok(target) => {
             let r = serve(worker, conn, req, body, &target).await;
             (Some(target), r)
@@ -66,7 +65,7 @@ pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>, bod
                 _ => {}
             }
             let key = target.as_ref().map(|t| &*t.key).filter(|k| !k.is_empty());
-            conn.tally.source = Source::from_header(err.source().as_bytes());
+            conn.tally.source = err.source();
             reply::error(&mut conn.out, &err, key, &worker.date, req.id, keep_alive, req.is_head());
             Disposition::after(conn.flush().await, keep_alive && !err.closes_connection())
         }
@@ -131,11 +130,11 @@ async fn serve(
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
     if target.op == Op::ListBuckets {
-        conn.tally.access_key = Some(auth::authorize(worker, req)?.access_key);
+        conn.tally.access_key = Some(auth::authorize(req)?.access_key);
         return list::list_buckets(worker, conn, req).await;
     }
     if target.op == Op::CreateBucket {
-        let signed = auth::authorize(worker, req)?;
+        let signed = auth::authorize(req)?;
         conn.tally.access_key = Some(signed.access_key.clone());
         return bucket::create(worker, conn, req, body, &target.bucket, signed).await;
     }
@@ -143,18 +142,15 @@ async fn serve(
     let Some(public_read) = shared.buckets.load().get(&target.bucket).map(|b| b.config.public_read) else {
         // Who may learn which buckets exist: a signed request, or anyone for public reads.
         if target.op.needs_signature() {
-            auth::authorize(worker, req)?;
+            auth::authorize(req)?;
         }
         return Err(S3Error::NoSuchBucket);
     };
     // A fleet peer asking for an object on a miss of its own is trusted with private buckets.
     let peer_read = matches!(target.op, Op::GetObject | Op::HeadObject)
         && shared.fleet.is_peer_request(req.header(crate::fleet::PEER_HEADER));
-    let signed = if target.op.needs_signature() || (!public_read && !peer_read) {
-        Some(auth::authorize(worker, req)?)
-    } else {
-        None
-    };
+    let signed =
+        if target.op.needs_signature() || (!public_read && !peer_read) { Some(auth::authorize(req)?) } else { None };
     if let Some(s) = &signed {
         conn.tally.access_key = Some(s.access_key.clone());
     }
@@ -166,7 +162,7 @@ async fn serve(
             if overrides && signed.is_none() {
                 // A public read needs no signature, but S3 takes response-* overrides only
                 // from a signed request: check the one it carries (an anonymous one is refused).
-                auth::authorize(worker, req)?;
+                auth::authorize(req)?;
             }
             object::serve(worker, conn, req, &target.bucket, &target.key).await
         }
@@ -213,13 +209,13 @@ async fn serve(
         }
         Op::DeleteBucket => bucket::delete(worker, conn, req, &target.bucket).await,
         Op::GetBucketLocation => {
-            let body = xml::to_xml(&xml::LocationConstraint::for_region(&worker.config().s3.region));
+            let body = xml::to_xml(&xml::LocationConstraint::for_region(&req.config.s3.region));
             list::send_xml(worker, conn, req, body).await
         }
         Op::HeadBucket => {
             let keep_alive = req.keep_alive();
             reply::start(&mut conn.out, 200, &worker.date, req.id);
-            reply::header(&mut conn.out, "x-amz-bucket-region", worker.config().s3.region.as_bytes());
+            reply::header(&mut conn.out, "x-amz-bucket-region", req.config.s3.region.as_bytes());
             reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
             reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
             Ok(Disposition::after(conn.flush().await, keep_alive))

@@ -234,7 +234,7 @@ pub async fn complete(
         chosen.push(meta.clone());
     }
     let total: u64 = chosen.iter().map(|m| m.size).sum();
-    if total > shared.config().store.max_object_bytes {
+    if total > req.config.store.max_object_bytes {
         return Err(S3Error::EntityTooLarge);
     }
     // The upload's flexible checksum: every part has one from its upload, and a part listed

@@ -90,7 +90,7 @@ pub async fn put_object(
         }
         None => body.content_length(),
     };
-    let max_object_bytes = shared.config().store.max_object_bytes;
+    let max_object_bytes = req.config.store.max_object_bytes;
     if known.is_some_and(|length| length > max_object_bytes) {
         return Err(S3Error::EntityTooLarge);
     }
