@@ -40,7 +40,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use serde_json::json;
 
-use crate::metrics::{escape_label, family};
+use crate::metrics::{escape_label, samples};
 
 /// The console (`GET /console`): one self-contained page over this API.
 const CONSOLE_HTML: &str = include_str!("console.html");
@@ -498,46 +498,34 @@ fn metrics(shared: &Shared) -> String {
             ("edgemirror_access_log_dropped_total", "Access log lines dropped: the writer fell behind.", &log.dropped),
             ("edgemirror_access_log_write_failures_total", "Access log writes that failed.", &log.write_failures),
         ] {
-            family(&mut s, name, "counter", help);
-            let _ = writeln!(s, "{name} {}", c.get());
+            samples(&mut s, name, "counter", help, [("", c.get())]);
         }
     }
-    let name = "edgemirror_origin_breaker_state";
-    family(
-        &mut s,
-        name,
-        "gauge",
-        "1 for the state of each origin's breaker (origins without recent failures are closed, unlisted).",
-    );
-    for (origin, state) in shared.breakers.states().into_iter().take(crate::metrics::MAX_ORIGIN_LABELS) {
-        for st in ["closed", "open", "half-open"] {
-            let v = u8::from(st == state);
-            let _ = writeln!(s, "{name}{{origin=\"{}\",state=\"{st}\"}} {v}", escape_label(&origin));
-        }
-    }
-    // Backfill jobs, per bucket: keys by outcome, bytes, and whether it runs (each family's
-    // samples together, as the text format requires).
+    let states = shared.breakers.states().into_iter().take(crate::metrics::MAX_ORIGIN_LABELS);
+    let breakers = states.flat_map(|(origin, state)| {
+        let origin = escape_label(&origin);
+        ["closed", "open", "half-open"]
+            .into_iter()
+            .map(move |st| (format!("origin=\"{origin}\",state=\"{st}\""), u8::from(st == state)))
+    });
+    let help = "1 for the state of each origin's breaker (origins without recent failures are closed, unlisted).";
+    samples(&mut s, "edgemirror_origin_breaker_state", "gauge", help, breakers);
+    // Backfill jobs, per bucket: keys by outcome, bytes, and whether it runs.
     let jobs: Vec<(String, [u64; 5], bool)> =
         backfill::progress().into_iter().map(|(b, keys, running)| (escape_label(&b), keys, running)).collect();
-    family(
-        &mut s,
-        "edgemirror_backfill_keys",
-        "gauge",
-        "Keys of each bucket's backfill job: total, and finished by outcome.",
-    );
-    for (bucket, keys, _) in &jobs {
-        for (what, v) in ["total", "done", "skipped", "failed"].iter().zip(keys) {
-            let _ = writeln!(s, "edgemirror_backfill_keys{{bucket=\"{bucket}\",state=\"{what}\"}} {v}");
-        }
-    }
-    family(&mut s, "edgemirror_backfill_bytes", "gauge", "Bytes each bucket's backfill job has imported.");
-    for (bucket, keys, _) in &jobs {
-        let _ = writeln!(s, "edgemirror_backfill_bytes{{bucket=\"{bucket}\"}} {}", keys[4]);
-    }
-    family(&mut s, "edgemirror_backfill_running", "gauge", "1 while a bucket's backfill job is listing or importing.");
-    for (bucket, _, running) in &jobs {
-        let _ = writeln!(s, "edgemirror_backfill_running{{bucket=\"{bucket}\"}} {}", u8::from(*running));
-    }
+    let keys = jobs.iter().flat_map(|(bucket, keys, _)| {
+        ["total", "done", "skipped", "failed"]
+            .iter()
+            .zip(keys)
+            .map(move |(what, v)| (format!("bucket=\"{bucket}\",state=\"{what}\""), *v))
+    });
+    let help = "Keys of each bucket's backfill job: total, and finished by outcome.";
+    samples(&mut s, "edgemirror_backfill_keys", "gauge", help, keys);
+    let bytes = jobs.iter().map(|(bucket, keys, _)| (format!("bucket=\"{bucket}\""), keys[4]));
+    samples(&mut s, "edgemirror_backfill_bytes", "gauge", "Bytes each bucket's backfill job has imported.", bytes);
+    let running = jobs.iter().map(|(bucket, _, running)| (format!("bucket=\"{bucket}\""), u8::from(*running)));
+    let help = "1 while a bucket's backfill job is listing or importing.";
+    samples(&mut s, "edgemirror_backfill_running", "gauge", help, running);
     s
 }
 
