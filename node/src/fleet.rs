@@ -135,8 +135,9 @@ impl Fleet {
         (before, members.secret.clone())
     }
 
-    /// The owner of `bucket`/`key` among every configured peer, up or not (for tests and tools).
-    pub fn owner(&self, bucket: &str, key: &str) -> Option<String> {
+    /// The owner of `bucket`/`key` among every configured peer, up or not.
+    #[cfg(test)]
+    fn owner(&self, bucket: &str, key: &str) -> Option<String> {
         let members = self.members.load();
         members.peers.iter().max_by_key(|p| score(&p.url, bucket, key)).map(|p| p.url.clone())
     }
