@@ -72,11 +72,10 @@ fn the_logrotate_config_rotates_the_access_log_of_a_running_node() {
     let log = node.dir().join("access.log");
     let lines_in = |p: &Path| std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0);
     let wait = |p: &Path, n: usize| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while lines_in(p) < n {
-            assert!(std::time::Instant::now() < deadline, "{} has {} lines, not {n}", p.display(), lines_in(p));
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        crate::support::poll_until(
+            || (lines_in(p) >= n).then_some(()),
+            || format!("{} has {} lines, not {n}", p.display(), lines_in(p)),
+        )
     };
     for _ in 0..3 {
         assert_eq!(get(node.data_addr(), &path, &[]).expect("GET").status, 200);

@@ -11,7 +11,7 @@ use crate::support::client::{get, Conn};
 use crate::support::node::{Node, NodeBuilder};
 use crate::support::origin::{Origin, Reply};
 use crate::support::{
-    admin_request, metric_sample as sample, pattern_body, promtool_check, source_of, ADMIN_TOKEN, BUCKET,
+    admin_request, metric_sample as sample, pattern_body, poll_until, promtool_check, source_of, ADMIN_TOKEN, BUCKET,
 };
 
 fn node_with_log(origin: &Origin, format: &str) -> Node {
@@ -24,16 +24,11 @@ fn node_with_log(origin: &Origin, format: &str) -> Node {
 
 /// The lines of `path` once it holds at least `n` (the writer thread flushes every 200 ms).
 fn wait_lines(path: &Path, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(Instant::now() < deadline, "{} has {} lines, expected {n}:\n{text}", path.display(), lines.len());
-        thread::sleep(Duration::from_millis(50));
-    }
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    poll_until(
+        || Some(read().lines().map(str::to_string).collect::<Vec<_>>()).filter(|lines| lines.len() >= n),
+        || format!("{} has fewer than {n} lines:\n{}", path.display(), read()),
+    )
 }
 
 #[test]
@@ -139,11 +134,7 @@ fn the_combined_format_is_nginx_s_and_sigusr1_reopens_the_file() {
     let rotated = node.dir().join("access.log.1");
     std::fs::rename(&log, &rotated).expect("rename");
     node.signal(libc::SIGUSR1);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !log.exists() {
-        assert!(Instant::now() < deadline, "no new access.log after SIGUSR1");
-        thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(|| log.exists().then_some(()), || "no new access.log after SIGUSR1".into());
     assert_eq!(get(addr, &path, &[]).expect("GET").status, 200);
     let fresh = wait_lines(&log, 1);
     assert_eq!(fresh.len(), 1, "{fresh:?}");

@@ -3,14 +3,16 @@
 //! file is refused naming its field, and settings that need a restart are named.
 
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::s3::{s3_toml, signed, SECRET};
 use crate::support::client::{get, Conn};
 use crate::support::node::{Node, NodeBuilder};
 use crate::support::origin::{Origin, Reply};
 use crate::support::tls::{tls_section, ClientOptions, TestCa, TlsConn};
-use crate::support::{admin_json, admin_request, assert_origin_count, pattern_body, put_rules, ADMIN_TOKEN, BUCKET};
+use crate::support::{
+    admin_json, admin_request, assert_origin_count, pattern_body, poll_until, put_rules, ADMIN_TOKEN, BUCKET,
+};
 
 /// Rewrites the node's config file with `edit` applied to its text.
 fn edit_config(node: &Node, edit: impl FnOnce(String) -> String) {
@@ -26,11 +28,10 @@ fn reload(node: &Node) -> (u16, serde_json::Value) {
 /// Waits until the node's log has `n` lines containing `what` (a SIGHUP is handled
 /// asynchronously).
 fn wait_log(node: &Node, what: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.stderr().matches(what).count() < n {
-        assert!(Instant::now() < deadline, "no {what:?} in the log:\n{}", node.stderr());
-        thread::sleep(Duration::from_millis(20));
-    }
+    poll_until(
+        || (node.stderr().matches(what).count() >= n).then_some(()),
+        || format!("no {what:?} in the log:\n{}", node.stderr()),
+    );
 }
 
 #[test]

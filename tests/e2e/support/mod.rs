@@ -274,3 +274,17 @@ pub fn metric_sample(page: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {series} in:\n{page}"))
 }
+
+/// Polls `check` every 20 ms until it gives a value, for at most 10 s; then panics with
+/// `failure()` (which says what was seen). Every wait for something a node does on its own
+/// time (a log flushed, a reload handled, a probe run) goes through here.
+pub fn poll_until<T>(mut check: impl FnMut() -> Option<T>, failure: impl Fn() -> String) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{}", failure());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
