@@ -209,6 +209,44 @@ pub struct RawStore {
     /// How a GET reads a stored object whose bytes are not in memory: "async" (an io_uring
     /// read, the core serving other requests meanwhile) or "fault" (through the mapping).
     pub cold_reads: String,
+    /// "local" (this node's segments hold the objects of record) or "s3" (a shared
+    /// S3-compatible store does, `[store.s3]`; the local segments are a cache in front of it).
+    pub backend: String,
+    pub s3: Option<RawSharedStore>,
+}
+
+/// `[store.s3]`: the shared store of record for `store.backend = "s3"` (see `shared.rs`).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharedStore {
+    /// `http(s)://host[:port]` of the S3 API, one per node of the cluster (or one load
+    /// balancer): each key starts at one picked by its hash, and a failed request moves to the
+    /// next.
+    pub endpoints: Vec<String>,
+    pub bucket: String,
+    /// Prepended to `{bucket}/{key}` for every object's name in the shared bucket.
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// `{bucket}.{host}` rather than `{host}/{bucket}`.
+    #[serde(default)]
+    pub virtual_host: bool,
+    /// A local copy is served without asking the shared store for at most this long after it
+    /// was last found current there: the bound on how stale a node's answer can be after a PUT
+    /// or DELETE through another node.
+    #[serde(default = "default_staleness_ms")]
+    pub staleness_ms: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_staleness_ms() -> u64 {
+    1000
 }
 
 impl Default for RawStore {
@@ -227,6 +265,8 @@ impl Default for RawStore {
             compaction_bytes_per_sec: 64 << 20,
             multipart_max_age_s: 7 * 24 * 3600,
             cold_reads: "async".into(),
+            backend: "local".into(),
+            s3: None,
         }
     }
 }
@@ -466,6 +506,8 @@ pub struct Config {
     pub access_log: crate::accesslog::AccessLogConfig,
     /// `[fleet]`: `None` for a node alone.
     pub fleet: Option<crate::fleet::FleetConfig>,
+    /// `store.backend = "s3"`: the shared store of record.
+    pub shared_store: Option<crate::sharedstore::SharedStoreConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -655,6 +697,7 @@ impl RawConfig {
             },
             // Filled in below, once the buckets are read.
             evictable_buckets: Vec::new(),
+            evict_all: false,
         };
         if !(0.0..=1.0).contains(&s.compaction_min_dead_ratio) {
             bail!("store.compaction_min_dead_ratio: {} is outside 0.0..=1.0", s.compaction_min_dead_ratio);
@@ -790,6 +833,20 @@ impl RawConfig {
         };
         let access_log = access_log(&self.access_log, base)?;
         let fleet = self.fleet.as_ref().map(fleet).transpose()?;
+        let shared_store = match (s.backend.as_str(), &s.s3) {
+            ("local", _) => None,
+            ("s3", Some(raw)) => Some(shared_store(raw)?),
+            ("s3", None) => {
+                bail!("store.s3: store.backend = \"s3\" needs a [store.s3] section (endpoint, bucket, keys)")
+            }
+            (other, _) => bail!("store.backend: '{other}' is not local or s3"),
+        };
+        // Over a shared store, every local copy is a cache: evictable under capacity pressure.
+        // An object goes there in one PUT, so none may be larger than a PUT takes.
+        store.evict_all = shared_store.is_some();
+        if shared_store.is_some() {
+            store.max_object_bytes = store.max_object_bytes.min(crate::sharedstore::MAX_PUT_BYTES);
+        }
         Ok(Config {
             s3,
             multipart_max_age,
@@ -804,8 +861,49 @@ impl RawConfig {
             buckets,
             access_log,
             fleet,
+            shared_store,
         })
     }
+}
+
+fn shared_store(raw: &RawSharedStore) -> Result<crate::sharedstore::SharedStoreConfig> {
+    if raw.endpoints.is_empty() || raw.endpoints.len() > 16 {
+        bail!("store.s3.endpoints: give 1 to 16 URLs of the S3 API (one per node of the cluster)");
+    }
+    if raw.prefix.starts_with('/') || raw.prefix.contains("//") {
+        bail!("store.s3.prefix: a key prefix within the bucket, like \"edge/\" (no leading '/')");
+    }
+    if raw.staleness_ms == 0 {
+        bail!("store.s3.staleness_ms: must be at least 1 (every hit would ask the shared store)");
+    }
+    let spec = crate::rules::S3OriginSpec {
+        bucket: raw.bucket.clone(),
+        region: raw.region.clone(),
+        access_key_id: raw.access_key_id.clone(),
+        secret_access_key: raw.secret_access_key.clone(),
+        virtual_host: raw.virtual_host,
+    };
+    let mut endpoints = Vec::with_capacity(raw.endpoints.len());
+    for (i, url) in raw.endpoints.iter().enumerate() {
+        let field = format!("store.s3.endpoints[{i}]");
+        let addr = crate::rules::parse_mirror_url(url).map_err(|e| anyhow!("{field}: {e}"))?;
+        if addr.path != "/" {
+            bail!("{field}: give the S3 API's scheme, host and port only (the bucket is store.s3.bucket)");
+        }
+        // The signer's path is the key prefix within the bucket.
+        let prefixed =
+            crate::rules::OriginAddr::new(addr.tls, &addr.host, Some(addr.port), &format!("/{}", raw.prefix));
+        let signer = crate::rules::S3Signer::new(&prefixed, &spec).map_err(|e| {
+            anyhow!(
+                "store.s3: {}",
+                e.replace("address.s3.", "")
+                    .replace("accessKeyId", "access_key_id")
+                    .replace("secretAccessKey", "secret_access_key")
+            )
+        })?;
+        endpoints.push(crate::sharedstore::Endpoint { addr, signer: Arc::new(signer) });
+    }
+    Ok(crate::sharedstore::SharedStoreConfig { endpoints, staleness: Duration::from_millis(raw.staleness_ms) })
 }
 
 fn fleet(raw: &RawFleet) -> Result<crate::fleet::FleetConfig> {
@@ -1022,6 +1120,33 @@ mod tests {
             let e = format!("{:#}", Config::from_toml(&text).unwrap_err());
             assert!(e.contains(expected), "{rule:?}: {e}");
             assert!(!e.contains("headerRule") && !e.contains("address.") && !e.contains("Query"), "{e}");
+        }
+    }
+
+    #[test]
+    fn shared_store_settings_are_checked_by_field() {
+        let ok = "[store]\nbackend = \"s3\"\n[store.s3]\nendpoints = [\"http://10.0.0.1:3900\", \"https://s3.example\"]\nbucket = \"edge\"\naccess_key_id = \"GK1\"\nsecret_access_key = \"s3cr3t\"\n";
+        let c = Config::from_toml(ok).unwrap();
+        let store = c.shared_store.as_ref().unwrap();
+        assert_eq!(store.endpoints.len(), 2);
+        assert_eq!(store.staleness, Duration::from_millis(1000));
+        assert!(c.store.evict_all, "over a shared store every local copy is a cache");
+        assert_eq!(c.store.max_object_bytes, crate::sharedstore::MAX_PUT_BYTES, "capped to one PUT");
+        assert!(Config::from_toml("[store]\nbackend = \"local\"\n").unwrap().shared_store.is_none());
+        let cases = [
+            ("[store]\nbackend = \"nfs\"\n".to_string(), "store.backend"),
+            ("[store]\nbackend = \"s3\"\n".to_string(), "store.s3"),
+            (ok.replace("\"http://10.0.0.1:3900\", ", "\"ftp://x\", "), "store.s3.endpoints[0]"),
+            (ok.replace("\"https://s3.example\"", "\"https://s3.example/bucket/\""), "store.s3.endpoints[1]"),
+            (ok.replace("[\"http://10.0.0.1:3900\", \"https://s3.example\"]", "[]"), "store.s3.endpoints"),
+            (ok.to_string() + "staleness_ms = 0\n", "store.s3.staleness_ms"),
+            (ok.to_string() + "prefix = \"/abs\"\n", "store.s3.prefix"),
+            (ok.replace("s3cr3t", ""), "secret_access_key"),
+            (ok.to_string() + "bogus = 1\n", "bogus"),
+        ];
+        for (text, field) in cases {
+            let err = format!("{:#}", Config::from_toml(&text).unwrap_err());
+            assert!(err.contains(field), "error for {text:?} should name {field}: {err}");
         }
     }
 

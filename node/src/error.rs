@@ -78,6 +78,9 @@ pub enum S3Error {
     /// Ours: the store cannot take the object now (full: `store.max_bytes`, the free-space
     /// watermark, or the disk).
     StoreFull(String),
+    /// Ours: the shared store of record (`store.backend = "s3"`) could not take a write or a
+    /// delete; nothing changed. Retryable (SDKs retry 503). The reason is for the log.
+    SharedStoreUnavailable(String),
 }
 
 /// A store failure as S3 sees it: a full store is 507, a body that is not what was announced
@@ -125,6 +128,7 @@ impl S3Error {
             | S3Error::MalformedXml(_)
             | S3Error::MetadataTooLarge => 400,
             S3Error::StoreFull(_) => 507,
+            S3Error::SharedStoreUnavailable(_) => 503,
             S3Error::BucketAlreadyOwnedByYou | S3Error::BucketNotEmpty => 409,
             S3Error::InvalidBucketName(_) | S3Error::InvalidLocationConstraint => 400,
         }
@@ -165,6 +169,7 @@ impl S3Error {
             S3Error::InvalidPartOrder => "InvalidPartOrder",
             S3Error::EntityTooSmall => "EntityTooSmall",
             S3Error::StoreFull(_) => "InsufficientStorage",
+            S3Error::SharedStoreUnavailable(_) => "ServiceUnavailable",
             S3Error::BucketAlreadyOwnedByYou => "BucketAlreadyOwnedByYou",
             S3Error::BucketNotEmpty => "BucketNotEmpty",
             S3Error::InvalidBucketName(_) => "InvalidBucketName",
@@ -197,6 +202,8 @@ impl S3Error {
             }
             S3Error::IncompleteBody(why) => format!("you did not provide the number of bytes specified: {why}").into(),
             S3Error::StoreFull(why) => format!("the store cannot take the object now: {why}").into(),
+            // The shared store's failure goes to the log, not to the client.
+            S3Error::SharedStoreUnavailable(_) => "the store of record is unavailable; please try again".into(),
             S3Error::MalformedXml(why) => format!("the XML you provided was not well-formed: {why}").into(),
             S3Error::MetadataTooLarge => {
                 "your metadata headers exceed the maximum allowed metadata size (2 KiB)".into()

@@ -64,22 +64,61 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     };
     let mut asked = Instant::now();
     let mut used = &plan;
-    let exchanged = match plan.peers.as_deref() {
-        // In a fleet, the key's owner first (it fetches from the origin once for every edge).
-        Some(peers) => match upstream::peer_answer(&worker, upstream::exchange(&worker, peers, Method::Get).await) {
-            Err(reason) => {
-                metrics.fleet_peer_failures.inc();
-                tracing::warn!(request_id = %rid, reason, "no fleet peer answered for the origin; asking the origin");
-                asked = Instant::now();
-                upstream::exchange(&worker, &plan, Method::Get).await
+    let mut source = Source::Origin;
+    // Over a shared store of record, it is asked first: it holds every object written anywhere.
+    let mut exchanged = None;
+    if !plan.shared.is_empty() {
+        match upstream::shared_answer(&worker, &plan.shared, Method::Get).await {
+            upstream::SharedAnswer::Found(resp, url, i) => {
+                metrics.shared_reads.inc();
+                used = &plan.shared[i];
+                source = Source::Shared;
+                exchanged = Some(Ok((*resp, url)));
             }
-            Ok(answered) => {
-                metrics.fleet_peer_fetches.inc();
-                used = peers;
-                answered
+            upstream::SharedAnswer::Absent if !plan.ask_origin => {
+                // No rule covers the key: the shared store's 404 is the answer (and is not
+                // remembered: a PUT through any node may make the key exist at any time).
+                return guard.finish(Phase::Refused(Refusal::NotFound));
             }
+            upstream::SharedAnswer::Absent => {
+                let key = &guard.fill().key;
+                if shared.negative.is_missing(ObjectKeyRef::new(&key.bucket, &key.key)) {
+                    // The origin said 404 for this key less than origin.negative_ttl_ms ago.
+                    return guard.finish(Phase::Refused(Refusal::NotFound));
+                }
+            }
+            upstream::SharedAnswer::Unreachable(reason) => {
+                metrics.shared_unreachable.inc();
+                if !plan.ask_origin {
+                    return refuse(guard, format!("the shared store did not answer: {reason}"));
+                }
+                tracing::warn!(request_id = %rid, reason, "the shared store did not answer; asking the origin");
+            }
+        }
+        asked = Instant::now();
+    }
+    let exchanged = match exchanged {
+        Some(found) => found,
+        None => match plan.peers.as_deref() {
+            // In a fleet, the key's owner first (it fetches from the origin once for every edge).
+            Some(peers) => {
+                match upstream::peer_answer(&worker, upstream::exchange(&worker, peers, Method::Get).await) {
+                    Err(reason) => {
+                        metrics.fleet_peer_failures.inc();
+                        tracing::warn!(request_id = %rid, reason, "no fleet peer answered for the origin; asking the origin");
+                        asked = Instant::now();
+                        upstream::exchange(&worker, &plan, Method::Get).await
+                    }
+                    Ok(answered) => {
+                        metrics.fleet_peer_fetches.inc();
+                        used = peers;
+                        source = Source::Peer;
+                        answered
+                    }
+                }
+            }
+            None => upstream::exchange(&worker, &plan, Method::Get).await,
         },
-        None => upstream::exchange(&worker, &plan, Method::Get).await,
     };
     let fetch = upstream::outcome(used, &exchanged, asked.elapsed());
     metrics.origins.observe(&fetch);
@@ -109,6 +148,8 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
         // nothing saying so.
         return refuse(guard, "origin used a transfer coding other than chunked".into());
     }
+    // From the shared store, its request's rule (signed S3) is what the answer is read by.
+    let rule = if source == Source::Shared { &used.rule } else { rule };
     let content_md5 = match resp.header("content-md5").filter(|_| rule.check_content_md5) {
         None => None,
         Some(v) => match decode_md5(v) {
@@ -131,14 +172,33 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
             .headers()
             .filter_map(|(name, value)| {
                 let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
-                Some((name.strip_prefix("x-amz-meta-")?.into(), Bytes::copy_from_slice(value)))
+                let user = name.strip_prefix("x-amz-meta-")?;
+                (user != crate::sharedstore::ETAG_META).then(|| (user.into(), Bytes::copy_from_slice(value)))
             })
             .collect();
+    }
+    // From the shared store, the copy here takes the ETag every node serves for the object (the
+    // one the writing node stored with it, else the shared store's own): a single-part ETag is
+    // the body's MD5 and is checked; a multipart one (`{md5}-{parts}`) is taken as it is.
+    let mut etag_override = None;
+    let mut content_md5 = content_md5;
+    if source == Source::Shared {
+        meta.origin_etag = None;
+        let tag = crate::sharedstore::version_tag(|name| resp.header(name));
+        match tag.as_deref().and_then(crate::sharedstore::parse_etag) {
+            Some((md5, 0)) => content_md5 = Some(md5),
+            Some((md5, parts)) => {
+                meta.parts = parts;
+                content_md5 = None;
+                etag_override = Some(md5);
+            }
+            None => {}
+        }
     }
     let length = resp.body.content_length();
     let rule = guard.commit_rule();
     let key = ObjectKeyRef::new(&guard.fill().key.bucket, &guard.fill().key.key);
-    let body = OriginBody { resp, url: origin_url, length, content_md5 };
+    let body = OriginBody { resp, url: origin_url, length, content_md5, source, etag_override };
     match shared.begin(worker.id, key.bucket, key, meta.clone(), length, rule) {
         Ok(writer) => to_record(&worker, guard, rid, body, meta, writer).await,
         Err(edgemirror_cache::Error::NoSpace(reason)) => {
@@ -165,6 +225,21 @@ struct OriginBody {
     length: Option<u64>,
     /// The origin's Content-MD5, when the rule checks it.
     content_md5: Option<[u8; 16]>,
+    source: Source,
+    /// The MD5 part of a multipart ETag the object keeps (from the shared store), committed in
+    /// place of the body's.
+    etag_override: Option<[u8; 16]>,
+}
+
+/// Where a fill's bytes come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// The shared store of record.
+    Shared,
+    /// The fleet peer that owns the key.
+    Peer,
+    /// The origin itself: the object is new to the fleet, and is written to the shared store.
+    Origin,
 }
 
 /// The usual fill: every piece goes to the store record, which followers read; commit makes the
@@ -187,7 +262,15 @@ async fn to_record(
         writer.defer_md5();
     }
     let reader = writer.reader();
-    guard.fill().set_body(FillBody::recorded(meta, body.length, reader.clone()));
+    // From the shared store, the ETag is known now: the version it holds, what this copy keeps.
+    let etag = (body.source == Source::Shared)
+        .then(|| {
+            body.content_md5
+                .or(body.etag_override)
+                .map(|md5| edgemirror_cache::Etag::new(&md5, meta.parts).as_str().to_string())
+        })
+        .flatten();
+    guard.fill().set_body(FillBody::recorded(meta, body.length, reader.clone()).with_etag(etag));
 
     loop {
         let piece = match body.resp.body.next().await {
@@ -273,13 +356,20 @@ async fn to_record(
             }
         },
     };
-    let committed = match digest {
-        None => writer.commit(),
-        Some(md5) => writer.commit_with_md5(md5),
+    let committed = match (body.etag_override, digest) {
+        (Some(md5), _) | (None, Some(md5)) => writer.commit_with_md5(md5),
+        (None, None) => writer.commit(),
     };
     match committed {
         Ok(obj) => {
             metrics.objects_mirrored.inc();
+            if worker.shared.shared_store.is_some() {
+                match body.source {
+                    // New to the fleet: written to the shared store behind the clients' backs.
+                    Source::Origin => crate::backend::upload_behind(worker, obj.clone()),
+                    Source::Shared | Source::Peer => worker.shared.freshness.mark(&obj.meta.bucket, &obj.meta.key),
+                }
+            }
             // Not copied into the hot cache here: the object enters RAM on its first hit
             // (`object.rs`), so an object asked for once takes no RAM beyond the page cache its
             // segment is already in, and the miss path spares a copy of the body.

@@ -52,6 +52,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod backend;
 pub mod body;
 pub mod buckets;
 pub mod config;
@@ -78,6 +79,7 @@ pub mod route;
 pub mod rules;
 pub mod s3;
 pub mod server;
+pub mod sharedstore;
 pub mod stored;
 pub mod stream;
 pub mod tls;

@@ -78,6 +78,17 @@ pub struct Metrics {
     pub fleet_peer_fetches: Counter,
     /// Fills for which no fleet peer answered: this node asked the origin itself.
     pub fleet_peer_failures: Counter,
+    /// Shared store of record (`store.backend = "s3"`): requests sent to it, fills answered from it, objects written
+    /// to it (client writes and fills behind), writes and deletes it did not take, hits that
+    /// asked it whether the local copy was current, local copies it said were not, and
+    /// requests it did not answer (served from what was here, or from the origin).
+    pub shared_requests: Counter,
+    pub shared_reads: Counter,
+    pub shared_writes: Counter,
+    pub shared_write_failures: Counter,
+    pub shared_revalidations: Counter,
+    pub shared_stale: Counter,
+    pub shared_unreachable: Counter,
 }
 
 impl Metrics {
@@ -96,7 +107,7 @@ impl Metrics {
     /// people reading a dashboard).
     pub fn render(&self, counters_elsewhere: &[Sample<'_>], gauges: &[Sample<'_>]) -> String {
         let get = |c: &Counter| c.get() as f64;
-        let counters: [Sample<'_>; 27] = [
+        let counters: [Sample<'_>; 34] = [
             ("edgemirror_connections_accepted_total", "Client connections accepted.", get(&self.connections_accepted)),
             (
                 "edgemirror_connections_refused_total",
@@ -179,6 +190,33 @@ impl Metrics {
                 "edgemirror_fleet_peer_failures_total",
                 "Fills no fleet peer answered (the origin was asked).",
                 get(&self.fleet_peer_failures),
+            ),
+            (
+                "edgemirror_shared_requests_total",
+                "Requests sent to the shared store (reads, writes, deletes, revalidations, listings).",
+                get(&self.shared_requests),
+            ),
+            ("edgemirror_shared_reads_total", "Fills answered from the shared store.", get(&self.shared_reads)),
+            ("edgemirror_shared_writes_total", "Objects written to the shared store.", get(&self.shared_writes)),
+            (
+                "edgemirror_shared_write_failures_total",
+                "Writes and deletes the shared store did not take.",
+                get(&self.shared_write_failures),
+            ),
+            (
+                "edgemirror_shared_revalidations_total",
+                "Hits that asked the shared store whether the local copy was current.",
+                get(&self.shared_revalidations),
+            ),
+            (
+                "edgemirror_shared_stale_total",
+                "Local copies the shared store no longer held as current (dropped).",
+                get(&self.shared_stale),
+            ),
+            (
+                "edgemirror_shared_unreachable_total",
+                "Revalidations and reads the shared store did not answer.",
+                get(&self.shared_unreachable),
             ),
         ];
         let mut s = String::with_capacity(16 * 1024);
@@ -304,6 +342,8 @@ pub enum Source {
     Origin,
     /// Streamed from the origin; the store could not take it.
     OriginUnstored,
+    /// Streamed from the shared store of record (`store.backend = "s3"`) and stored meanwhile.
+    Shared,
     /// Answered by the node itself: errors, S3 writes and listings, redirects passed on.
     #[default]
     Edge,
@@ -311,8 +351,15 @@ pub enum Source {
 
 impl Source {
     /// Every source, in declaration order: `source as usize` is its index here.
-    pub const ALL: [Source; 6] =
-        [Source::Memory, Source::DiskCache, Source::Store, Source::Origin, Source::OriginUnstored, Source::Edge];
+    pub const ALL: [Source; 7] = [
+        Source::Memory,
+        Source::DiskCache,
+        Source::Store,
+        Source::Origin,
+        Source::OriginUnstored,
+        Source::Shared,
+        Source::Edge,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -321,6 +368,7 @@ impl Source {
             Source::Store => "store",
             Source::Origin => "origin",
             Source::OriginUnstored => "origin-unstored",
+            Source::Shared => "shared",
             Source::Edge => "edge",
         }
     }

@@ -54,6 +54,15 @@ pub struct FetchPlan {
     /// In a fleet, when another node owns the key: the request to the owner (and the next up
     /// peers as its standbys), asked before this plan's origin ([`peer_plan`]).
     pub peers: Option<Box<FetchPlan>>,
+    /// Whether the addresses asked were named by a rule (the whole address policy applies) or
+    /// configured by the operator (a peer, the shared store: private addresses allowed).
+    pub reach: origin::Reach,
+    /// Over a shared store of record: its requests, one per endpoint, asked before the peers
+    /// and the origin ([`shared_plans`]).
+    pub shared: Vec<FetchPlan>,
+    /// `false` when no rule covers the key: the shared store is the only place to look, and its
+    /// 404 is the answer.
+    pub ask_origin: bool,
 }
 
 /// The origin request for `key` under `rule`, or why it may not be made.
@@ -69,6 +78,9 @@ pub fn plan(rule: &MirrorRule, key: &str, req: &Request<'_>) -> Result<FetchPlan
         request_id: req.id,
         pacer: None,
         peers: None,
+        reach: origin::Reach::Rule,
+        shared: Vec::new(),
+        ask_origin: true,
     })
 }
 
@@ -85,6 +97,9 @@ pub fn plan_without_client(rule: &MirrorRule, key: &str, request_id: RequestId) 
         request_id,
         pacer: None,
         peers: None,
+        reach: origin::Reach::Rule,
+        shared: Vec::new(),
+        ask_origin: true,
     })
 }
 
@@ -105,34 +120,77 @@ pub fn peer_plan(
         p
     });
     let owner = peers.next()?;
-    let rule = MirrorRule {
-        key_prefix: String::new(),
-        origin: owner,
-        standbys: peers.collect(),
-        failover_statuses: Vec::new(),
-        weights: Vec::new(),
-        s3: None,
-        key_rewrite: rules::KeyRewrite::None,
-        allow_query_string: false,
-        // A peer's redirect is its rule's `followRedirects: false`: passed on, as it would.
-        follow_redirects: false,
-        // The secret travels in `extra` below; no client header is passed to a peer.
-        headers: HeaderRule::default(),
-        check_content_md5: true,
-        mirror_head: false,
-    };
+    // A peer's redirect is its rule's `followRedirects: false`: passed on, as it would. The
+    // secret travels in `extra` below; no client header is passed to a peer.
+    let rule = node_rule(owner, peers.collect(), None);
     let mut path = rule.origin.path.clone();
     proto::encode_key(key, &mut path);
     Some(FetchPlan {
+        extra: vec![(crate::fleet::PEER_HEADER.as_bytes().to_vec(), secret.as_bytes().to_vec())],
+        ..node_plan(rule, path, key.to_string(), request_id)
+    })
+}
+
+/// The requests for `bucket`/`key` to the shared store of record, one per endpoint in the
+/// order the key asks them ([`crate::sharedstore::SharedStoreConfig::order`]): signed GETs (or
+/// HEADs) of `{prefix}{bucket}/{key}` in the shared bucket, never redirected.
+pub fn shared_plans(
+    store: &crate::sharedstore::SharedStoreConfig,
+    bucket: &str,
+    key: &str,
+    request_id: RequestId,
+) -> Vec<FetchPlan> {
+    let object = crate::sharedstore::SharedStoreConfig::object_key(bucket, key);
+    store
+        .order(bucket, key)
+        .map(|endpoint| {
+            // A single-part object's ETag is its MD5: the body is checked against it.
+            let rule = node_rule(endpoint.addr.clone(), Vec::new(), Some(endpoint.signer.clone()));
+            let mut path = format!("/{}", endpoint.signer.prefix());
+            proto::encode_key(&object, &mut path);
+            // With no rule, the shared store's 404 is the answer ([`FetchPlan::ask_origin`]).
+            FetchPlan { ask_origin: false, ..node_plan(rule, path, object.clone(), request_id) }
+        })
+        .collect()
+}
+
+/// The rule of a request the node makes to a place it was configured with (a peer, the shared
+/// store), not one a user's rule names: no key rewrite, query or client header passed, no
+/// redirect followed, Content-MD5 (and a signed S3 answer's ETag) checked.
+fn node_rule(origin: OriginAddr, standbys: Vec<OriginAddr>, s3: Option<std::sync::Arc<rules::S3Signer>>) -> MirrorRule {
+    MirrorRule {
+        key_prefix: String::new(),
+        origin,
+        standbys,
+        failover_statuses: Vec::new(),
+        weights: Vec::new(),
+        s3,
+        key_rewrite: rules::KeyRewrite::None,
+        allow_query_string: false,
+        follow_redirects: false,
+        headers: HeaderRule::default(),
+        check_content_md5: true,
+        mirror_head: false,
+    }
+}
+
+/// A request to a place the node was configured with, under [`node_rule`]: no client header
+/// passed, reached as a configured address (peers and the shared store usually live on a
+/// private network).
+fn node_plan(rule: MirrorRule, path: String, origin_key: String, request_id: RequestId) -> FetchPlan {
+    FetchPlan {
         rule,
         path,
-        origin_key: key.to_string(),
-        extra: vec![(crate::fleet::PEER_HEADER.as_bytes().to_vec(), secret.as_bytes().to_vec())],
+        origin_key,
+        extra: Vec::new(),
         client_host: None,
         request_id,
         pacer: None,
         peers: None,
-    })
+        reach: origin::Reach::Configured,
+        shared: Vec::new(),
+        ask_origin: true,
+    }
 }
 
 /// The origin request path for `key` under `rule`: MirrorURL's path + the percent-encoded origin

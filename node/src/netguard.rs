@@ -226,6 +226,17 @@ impl AddressPolicy {
         }
     }
 
+    /// Judges an address the operator configured outside the rules (a fleet peer, the shared
+    /// store): private addresses are allowed whatever `allow_private` says, as such clusters
+    /// live on private networks; this node's own listeners, unroutable addresses and link-local
+    /// ones (unless allowed by name) are refused as for a rule's.
+    pub fn check_configured(&self, host: &str, addr: SocketAddr) -> Result<(), Refusal> {
+        match self.check(host, addr) {
+            Err(Refusal::Private(_)) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Judges a rule's `host:port` at configuration time when the host is an address literal
     /// in any form `getaddrinfo` accepts (see [`literal_ips`]). Names it cannot decide without
     /// DNS return `Ok`: they are checked at connect time.
@@ -548,6 +559,19 @@ mod tests {
         let policy = AddressPolicy::new(&[sa("192.0.2.10:443")], &[]).with_allow_private(true);
         assert!(matches!(policy.check("x", sa("192.0.2.10:443")), Err(Refusal::SelfListener { .. })));
         assert_eq!(policy.check("x", sa("192.0.2.11:443")), Ok(()));
+    }
+
+    #[test]
+    fn configured_peers_and_stores_may_be_private_but_never_this_node_or_metadata() {
+        let listeners = [sa("127.0.0.1:8080")];
+        let strict = AddressPolicy::new(&listeners, &[]);
+        for addr in ["10.0.0.2:8080", "192.168.1.5:3900", "127.0.0.1:3900", "[fd00::5]:3900"] {
+            assert!(matches!(strict.check("peer", sa(addr)), Err(Refusal::Private(_))), "{addr}: a rule's");
+            assert_eq!(strict.check_configured("peer", sa(addr)), Ok(()), "{addr}: a configured peer's");
+        }
+        assert!(matches!(strict.check_configured("me", sa("127.0.0.1:8080")), Err(Refusal::SelfListener { .. })));
+        assert!(matches!(strict.check_configured("md", sa("169.254.169.254:80")), Err(Refusal::LinkLocal(_))));
+        assert!(matches!(strict.check_configured("mc", sa("224.0.0.1:80")), Err(Refusal::Unroutable(_))));
     }
 
     #[test]

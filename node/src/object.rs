@@ -15,7 +15,7 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use edgemirror_cache::{ObjectKeyRef, SavedHeader};
+use edgemirror_cache::{ObjectKeyRef, ObjectMeta, SavedHeader};
 
 use crate::error::S3Error;
 use crate::inflight::Join;
@@ -24,6 +24,7 @@ use crate::origin;
 use crate::reply;
 use crate::respond::{Conn, Disposition, Request};
 use crate::rules::{self, MirrorRule};
+use crate::sharedstore::SharedStoreConfig;
 use crate::upstream::{self, Upstream};
 use crate::worker::Worker;
 use crate::{fill, follow, mirror, stored};
@@ -48,6 +49,11 @@ pub async fn serve(
         }
         hit => hit,
     };
+    // Over a shared store, a copy not found current there lately is checked first.
+    let hot = match (hot, &shared.shared_store) {
+        (Some((obj, tier)), Some(store)) => is_current(worker, store, &obj.meta).await.then_some((obj, tier)),
+        (hot, _) => hot,
+    };
     if let Some((obj, tier)) = hot {
         match tier {
             edgemirror_cache::HotTier::Memory => worker.metrics().hits_memory.inc(),
@@ -65,6 +71,10 @@ pub async fn serve(
     } else {
         shared.store.lookup(okey).await
     };
+    let found = match (found, &shared.shared_store) {
+        (Ok(Some(obj)), Some(store)) if !is_current(worker, store, &obj.meta).await => Ok(None),
+        (found, _) => found,
+    };
     match found {
         Ok(Some(obj)) => {
             worker.metrics().hits_store.inc();
@@ -79,6 +89,29 @@ pub async fn serve(
     // The table is loaded once per miss; an admin update swaps in a new one for later requests.
     let table = shared.rules.load_full();
     let rule = table.rules(bucket).and_then(|b| rules::match_rule(&b.rules, key));
+    if let Some(store) = &shared.shared_store {
+        // The shared store of record holds every object written through any node; a key it
+        // lacks goes on to the rule, if one covers it.
+        let plans = mirror::shared_plans(store, bucket, key, req.id);
+        if req.is_head() && rule.is_none_or(|r| !r.mirror_head) {
+            match upstream::shared_answer(worker, &plans, origin::Method::Head).await {
+                upstream::SharedAnswer::Found(resp, url, _) => {
+                    return pass_head(worker, conn, req, okey, *resp, &url, true).await
+                }
+                upstream::SharedAnswer::Absent => {}
+                upstream::SharedAnswer::Unreachable(reason) => {
+                    worker.metrics().shared_unreachable.inc();
+                    if rule.is_none() {
+                        return Err(S3Error::SharedStoreUnavailable(reason));
+                    }
+                }
+            }
+        } else if rule.is_none() {
+            let mut plan = plans.into_iter().next().expect("a shared store has an endpoint");
+            plan.shared = mirror::shared_plans(store, bucket, key, req.id);
+            return serve_miss(worker, conn, req, okey, None, plan).await;
+        }
+    }
     let Some(rule) = rule else {
         worker.metrics().misses_no_rule.inc();
         return Err(S3Error::NoSuchKey);
@@ -88,8 +121,9 @@ pub async fn serve(
         worker.metrics().origin_failures.inc();
         return Err(S3Error::MirrorFailed("mirror loop: the request came from this node".into()));
     }
-    if shared.negative.is_missing(okey) {
-        // The origin said 404 for this key less than origin.negative_ttl_ms ago.
+    if shared.shared_store.is_none() && shared.negative.is_missing(okey) {
+        // The origin said 404 for this key less than origin.negative_ttl_ms ago. (Over a shared
+        // store the fill asks the shared store first, then looks here.)
         return Err(S3Error::NoSuchKeyAtOrigin);
     }
     if req.is_head() && !rule.mirror_head {
@@ -101,9 +135,62 @@ pub async fn serve(
                 return stored::serve_from_store(worker, conn, req, okey).await;
             }
         }
+        if shared.negative.is_missing(okey) {
+            return Err(S3Error::NoSuchKeyAtOrigin);
+        }
         return head_at_origin(worker, conn, req, okey, rule).await;
     }
-    serve_miss(worker, conn, req, okey, rule).await
+    mirror::fetchable_key(rule, key)?;
+    // The origin request itself is built by the leader only (below, in `serve_miss`).
+    let mut plan = mirror::plan(rule, key, req)?;
+    if let Some(store) = &shared.shared_store {
+        plan.shared = mirror::shared_plans(store, bucket, key, req.id);
+    }
+    serve_miss(worker, conn, req, okey, Some(rule), plan).await
+}
+
+/// Over a shared store of record: whether the local copy `meta` is the shared store's current
+/// version. Asked with HEAD only when the copy was last found current longer ago than
+/// `store.s3.staleness_ms`. A copy that is not current is dropped (the caller reads the key
+/// afresh). When the shared store does not answer, the copy is served (stale rather than an
+/// error) and the next hit asks again.
+async fn is_current(worker: &Worker, store: &SharedStoreConfig, meta: &ObjectMeta) -> bool {
+    let shared = &worker.shared;
+    let (bucket, key) = (&*meta.bucket, &*meta.key);
+    if shared.freshness.is_fresh(bucket, key, store.staleness) {
+        return true;
+    }
+    worker.metrics().shared_revalidations.inc();
+    match crate::backend::head_version(worker, store, bucket, key).await {
+        Ok(Some(tag)) if tag.eq_ignore_ascii_case(&meta.etag()) => {
+            shared.freshness.mark(bucket, key);
+            true
+        }
+        // This node is writing it there now (a fill's write behind).
+        Ok(None) if shared.freshness.is_uploading(bucket, key) => true,
+        Ok(_) => {
+            worker.metrics().shared_stale.inc();
+            let okey = ObjectKeyRef::new(bucket, key);
+            // Only this version goes: a newer one committed meanwhile stays.
+            if shared.store.version(okey) == Some(meta.seq) {
+                if let Err(e) = shared.store.delete(worker.id, okey) {
+                    tracing::warn!(bucket, key, error = %e, "could not drop a local copy the shared store replaced");
+                }
+            }
+            shared.hot.remove(okey);
+            false
+        }
+        Err(reason) => {
+            worker.metrics().shared_unreachable.inc();
+            tracing::warn!(
+                bucket,
+                key,
+                reason,
+                "the shared store did not answer a revalidation; serving the local copy"
+            );
+            true
+        }
+    }
 }
 
 /// A HEAD of an object not stored yet, under a rule without `mirrorHead`: the origin is asked
@@ -152,15 +239,43 @@ async fn head_at_origin(
             return follow::pass_redirect(worker, conn, req, status, &location).await;
         }
     };
+    pass_head(worker, conn, req, okey, resp, &url, false).await
+}
+
+/// Answers a HEAD with an upstream's answer to it, storing nothing: the origin's (`head_at_origin`)
+/// or, `from_shared`, the shared store's (then with the object's user metadata, and the ETag
+/// every node serves for it).
+async fn pass_head(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    okey: ObjectKeyRef<'_>,
+    resp: origin::OriginResponse,
+    url: &str,
+    from_shared: bool,
+) -> Result<Disposition, S3Error> {
     let status = resp.status;
     // A HEAD response has no body: its framing says nothing, its Content-Length is the object's.
     let length = resp.header("content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
-    let etag = resp.header("etag").map(Bytes::copy_from_slice);
+    let etag = match from_shared {
+        true => crate::sharedstore::version_tag(|name| resp.header(name)).map(Bytes::from),
+        false => resp.header("etag").map(Bytes::copy_from_slice),
+    };
     let last_modified = resp.header("last-modified").map(Bytes::copy_from_slice);
     let saved: Vec<(SavedHeader, Bytes)> = resp
         .headers()
         .filter_map(|(name, value)| SavedHeader::from_name(name).map(|h| (h, Bytes::copy_from_slice(value))))
         .collect();
+    let user_meta_name = format!("x-amz-meta-{}", crate::sharedstore::ETAG_META);
+    let user: Vec<(String, Bytes)> = match from_shared {
+        true => resp
+            .headers()
+            .filter(|(name, _)| name.len() > 11 && name[..11].eq_ignore_ascii_case(b"x-amz-meta-"))
+            .filter(|(name, _)| !name.eq_ignore_ascii_case(user_meta_name.as_bytes()))
+            .map(|(name, value)| (String::from_utf8_lossy(name).to_ascii_lowercase(), Bytes::copy_from_slice(value)))
+            .collect(),
+        false => Vec::new(),
+    };
     resp.body.release(&worker.pool);
     match status {
         200 => {}
@@ -184,8 +299,11 @@ async fn head_at_origin(
             reply::header(out, name, v);
         }
     }
+    for (name, value) in &user {
+        reply::header(out, name, value);
+    }
     reply::header(out, "Accept-Ranges", b"bytes");
-    reply::header(out, reply::SOURCE_HEADER, b"origin");
+    reply::header(out, reply::SOURCE_HEADER, if from_shared { b"shared" } else { b"origin" });
     reply::finish(out, length.map_or(reply::Framing::NoBody, reply::Framing::Length), keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))
 }
@@ -197,12 +315,11 @@ async fn serve_miss(
     conn: &mut Conn,
     req: &Request<'_>,
     key: ObjectKeyRef<'_>,
-    rule: &MirrorRule,
+    rule: Option<&MirrorRule>,
+    plan: mirror::FetchPlan,
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
-    // Refuse before joining: a key that cannot be fetched must not occupy the fill table. The
-    // origin request itself is built by the leader only; followers just wait for its body.
-    mirror::fetchable_key(rule, key.key)?;
+    let mut plan = Some(plan);
     let fill = loop {
         match shared.fills.join(key, &shared.store) {
             Join::Stored => return stored::serve_from_store(worker, conn, req, key).await,
@@ -216,8 +333,8 @@ async fn serve_miss(
                 break fill;
             }
             Join::Lead(guard) => {
-                let mut plan = mirror::plan(rule, key.key, req)?;
-                plan.peers = peer_route(worker, rule, req, key).map(Box::new);
+                let Some(mut plan) = plan.take() else { return Err(S3Error::Internal("a fill led twice".into())) };
+                plan.peers = rule.and_then(|rule| peer_route(worker, rule, req, key)).map(Box::new);
                 let fill = guard.fill().clone();
                 fill::spawn(worker.clone(), guard, plan);
                 break fill;

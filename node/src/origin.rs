@@ -89,12 +89,16 @@ impl OriginResponse {
     }
 }
 
-/// The methods the node sends to origins: GET to mirror, HEAD to answer a client's HEAD of an
-/// object not stored yet without fetching it.
+/// The methods the node sends upstream: GET to mirror, HEAD to answer a client's HEAD of an
+/// object not stored yet without fetching it; PUT, POST and DELETE to the shared store only
+/// (`shared.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Get,
     Head,
+    Put,
+    Post,
+    Delete,
 }
 
 impl Method {
@@ -102,14 +106,42 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Head => "HEAD",
+            Method::Put => "PUT",
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
         }
+    }
+}
+
+/// Where a request may connect: an address a rule named goes through the whole address policy;
+/// one the operator configured outside the rules (a fleet peer, the shared store) may also be
+/// private, as such clusters usually are. Neither may be this node's own listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    Rule,
+    Configured,
+}
+
+/// What is sent: the request head, and the body for a write (sent as it is: a slice of a
+/// stored record, never copied). The head must carry the body's `Content-Length`.
+#[derive(Clone)]
+pub struct Outgoing {
+    pub head: Bytes,
+    pub body: Option<Bytes>,
+    pub reach: Reach,
+}
+
+impl Outgoing {
+    /// A bodiless request to an address a rule named.
+    pub fn rule(head: Bytes) -> Outgoing {
+        Outgoing { head, body: None, reach: Reach::Rule }
     }
 }
 
 /// A header to send to an origin: name and value bytes as the client sent them (or a rule set).
 pub type HeaderPair = (Vec<u8>, Vec<u8>);
 
-/// Builds the request line and headers for a GET of `path_and_query` (already encoded).
+/// Builds the request line and headers for a request of `path_and_query` (already encoded).
 /// `host` is the `Host` value (the origin's, unless a rule passes the client's); `extra` are the
 /// client headers a rule lets through and the headers it sets.
 pub fn build_request(method: Method, path_and_query: &str, host: &[u8], extra: &[HeaderPair], via: &str) -> Bytes {
@@ -134,11 +166,12 @@ pub fn build_request(method: Method, path_and_query: &str, host: &[u8], extra: &
 
 /// Sends `request` to `origin` (over a pooled keep-alive connection when one is idle) and reads
 /// the response head. A pooled connection the origin closed meanwhile fails before any response
-/// byte; the request is then retried once on a fresh connection (a GET is idempotent).
+/// byte; the request is then retried once on a fresh connection (GET, HEAD, PUT and DELETE are
+/// idempotent; the shared store's POSTs name their upload, so a repeat is harmless).
 pub async fn fetch(
     origin: &OriginAddr,
     method: Method,
-    request: Bytes,
+    request: Outgoing,
     cfg: &OriginConfig,
     pool: &Pool,
     net: &Network,
@@ -153,7 +186,7 @@ pub async fn fetch(
             Ok(resp) => return Ok(resp),
         }
     }
-    let tcp = connect(origin, cfg, net).await?;
+    let tcp = connect(origin, cfg, net, request.reach).await?;
     let _ = tcp.set_nodelay(true);
     let stream = if origin.tls {
         let tls_error = |reason: String| OriginError::Tls { host: origin.host.clone(), reason };
@@ -177,11 +210,20 @@ pub async fn fetch(
 
 /// Resolves the origin's host and connects to the first of its addresses that the policy allows
 /// and that answers.
-async fn connect(origin: &OriginAddr, cfg: &OriginConfig, net: &Network) -> Result<TcpStream, OriginError> {
+async fn connect(
+    origin: &OriginAddr,
+    cfg: &OriginConfig,
+    net: &Network,
+    reach: Reach,
+) -> Result<TcpStream, OriginError> {
     let addrs = net.resolver.resolve(&origin.host, origin.port).await?;
     let mut first_error = None;
     for &addr in addrs.iter() {
-        if let Err(refusal) = net.policy.check(&origin.host, addr) {
+        let checked = match reach {
+            Reach::Rule => net.policy.check(&origin.host, addr),
+            Reach::Configured => net.policy.check_configured(&origin.host, addr),
+        };
+        if let Err(refusal) = checked {
             first_error.get_or_insert(OriginError::Refused(refusal));
             continue;
         }
@@ -203,18 +245,32 @@ enum Exchange {
 async fn exchange(
     mut stream: OriginStream,
     method: Method,
-    request: Bytes,
+    request: Outgoing,
     cfg: &OriginConfig,
     key: PoolKey,
     total: Option<Instant>,
 ) -> Result<OriginResponse, Exchange> {
-    let first_byte = Instant::now() + cfg.first_byte_timeout;
-    let deadline = total.map_or(first_byte, |total| total.min(first_byte));
-    match monoio::time::timeout(cfg.first_byte_timeout, stream.write_all(request)).await {
+    match monoio::time::timeout(cfg.first_byte_timeout, stream.write_all(request.head)).await {
         Ok((Ok(_), _)) => {}
         Ok((Err(_), _)) => return Err(Exchange::Stale),
         Err(_) => return Err(Exchange::Failed(OriginError::Timeout("sending the request"))),
     }
+    if let Some(body) = request.body.filter(|b| !b.is_empty()) {
+        // A body may be large: it has the first-byte timeout plus a second per MiB (a floor of
+        // 1 MiB/s), and a total deadline when one is set.
+        let allowed = cfg.first_byte_timeout + Duration::from_secs(body.len() as u64 >> 20);
+        let allowed = total.map_or(allowed, |t| allowed.min(t.saturating_duration_since(Instant::now())));
+        match monoio::time::timeout(allowed, stream.write_all(body)).await {
+            Ok((Ok(_), _)) => {}
+            // A pooled connection the server closed takes the head into the socket buffer and
+            // fails on the body: retried on a fresh connection like any stale one.
+            Ok((Err(_), _)) => return Err(Exchange::Stale),
+            Err(_) => return Err(Exchange::Failed(OriginError::Timeout("sending the request body"))),
+        }
+    }
+    // The first byte of the answer is awaited from here: after the body, when there is one.
+    let first_byte = Instant::now() + cfg.first_byte_timeout;
+    let deadline = total.map_or(first_byte, |total| total.min(first_byte));
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let head = loop {
         match proto::parse_response(&buf).map_err(|e| Exchange::Failed(OriginError::Protocol(e)))? {

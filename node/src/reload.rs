@@ -105,6 +105,7 @@ fn keep_running_values(next: &mut Config, running: &Config) -> Vec<&'static str>
         next.store.evictable_buckets = running.store.evictable_buckets.clone();
     }
     keep!(store, "store");
+    keep!(shared_store, "store.s3");
     keep!(cold_reads_async, "store.cold_reads");
     keep!(hash_threads, "store.hash_threads");
     keep!(multipart_max_age, "store.multipart_max_age_s");

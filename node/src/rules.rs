@@ -502,7 +502,9 @@ impl Eq for S3Signer {}
 const S3_SIGNATURE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl S3Signer {
-    fn new(origin: &OriginAddr, spec: &S3OriginSpec) -> Result<S3Signer, String> {
+    /// A signer for `spec`'s bucket at `origin`, whose path (without its leading '/') is the
+    /// key prefix within the bucket.
+    pub fn new(origin: &OriginAddr, spec: &S3OriginSpec) -> Result<S3Signer, String> {
         if spec.bucket.is_empty() || spec.access_key_id.is_empty() || spec.secret_access_key.is_empty() {
             return Err("address.s3: bucket, accessKeyId and secretAccessKey are required".into());
         }
@@ -536,6 +538,57 @@ impl S3Signer {
         }
         list.with_max_keys(1000);
         path_and_query(&list.sign(S3_SIGNATURE_TTL))
+    }
+
+    /// The signed path and query of a PUT of `key` (after the prefix) with `headers` signed
+    /// too (lowercase names; the request must send exactly these values).
+    pub fn signed_put_path(&self, key: &str, headers: &[(&str, &str)]) -> String {
+        use rusty_s3::S3Action as _;
+        let object = format!("{}{key}", self.prefix);
+        let mut put = self.bucket.put_object(Some(&self.credentials), &object);
+        for (name, value) in headers {
+            put.headers_mut().insert(*name, *value);
+        }
+        path_and_query(&put.sign(S3_SIGNATURE_TTL))
+    }
+
+    /// The signed path and query of a DELETE of `key` (after the prefix).
+    pub fn signed_delete_path(&self, key: &str) -> String {
+        use rusty_s3::S3Action as _;
+        let object = format!("{}{key}", self.prefix);
+        path_and_query(&self.bucket.delete_object(Some(&self.credentials), &object).sign(S3_SIGNATURE_TTL))
+    }
+
+    /// The signed path and query of one ListObjectsV2 page under `prefix` (after the signer's
+    /// own), with a delimiter, a page size and a continuation token or a start-after key when
+    /// given (both after the signer's prefix too).
+    pub fn signed_list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        max_keys: usize,
+        continuation: Option<&str>,
+        start_after: Option<&str>,
+    ) -> String {
+        use rusty_s3::S3Action as _;
+        let mut list = self.bucket.list_objects_v2(Some(&self.credentials));
+        list.with_prefix(format!("{}{prefix}", self.prefix));
+        if let Some(d) = delimiter {
+            list.query_mut().insert("delimiter", d.to_string());
+        }
+        if let Some(token) = continuation {
+            list.with_continuation_token(token.to_string());
+        }
+        if let Some(after) = start_after {
+            list.with_start_after(format!("{}{after}", self.prefix));
+        }
+        list.with_max_keys(max_keys);
+        path_and_query(&list.sign(S3_SIGNATURE_TTL))
+    }
+
+    /// The host the signed URLs name (the `Host` header to send).
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     /// The key prefix within the bucket: an origin key is this + the local key.

@@ -189,7 +189,19 @@ pub fn start(config: Config, config_path: Option<std::path::PathBuf>) -> Result<
     }
     let prober = fleet.clone();
     std::thread::Builder::new().name("fleet-probe".into()).spawn(move || prober.probe_forever())?;
+    let shared_store = config.shared_store.clone();
+    if let Some(s) = &shared_store {
+        let endpoints: Vec<String> =
+            s.endpoints.iter().map(|e| format!("{}://{}", e.addr.scheme(), e.addr.host_header)).collect();
+        tracing::info!(
+            ?endpoints,
+            staleness_ms = s.staleness.as_millis() as u64,
+            "shared store of record (store.backend = s3)"
+        );
+    }
     let shared = Arc::new(Shared {
+        shared_store,
+        freshness: crate::sharedstore::Freshness::new(1 << 20),
         fleet,
         config: LiveConfig::new(config, workers),
         config_path,

@@ -60,6 +60,39 @@ pub async fn exchange(worker: &Worker, plan: &FetchPlan, method: Method) -> Resu
     outcome
 }
 
+/// What the shared store said about a key.
+pub enum SharedAnswer {
+    /// 200, from the `usize`th request.
+    Found(Box<OriginResponse>, String, usize),
+    /// 404 from an endpoint: it holds no such object.
+    Absent,
+    /// No endpoint answered with 200 or 404.
+    Unreachable(String),
+}
+
+/// Asks the shared store for an object (GET or HEAD; `plans` from
+/// [`mirror::shared_plans`]), endpoint by endpoint until one answers 200 or 404.
+pub async fn shared_answer(worker: &Worker, plans: &[FetchPlan], method: Method) -> SharedAnswer {
+    let mut reason = String::from("no endpoint");
+    for (i, plan) in plans.iter().enumerate() {
+        worker.metrics().shared_requests.inc();
+        match exchange(worker, plan, method).await {
+            Ok((resp, url)) if resp.status == 200 => return SharedAnswer::Found(Box::new(resp), url, i),
+            Ok((resp, _)) if resp.status == 404 => {
+                resp.body.release(&worker.pool);
+                return SharedAnswer::Absent;
+            }
+            Ok((resp, url)) => {
+                reason = format!("{url} answered {}", resp.status);
+                resp.body.release(&worker.pool);
+            }
+            Err(Upstream::Failed(why)) => reason = why,
+            Err(Upstream::Redirect { status, .. }) => reason = format!("redirected ({status})"),
+        }
+    }
+    SharedAnswer::Unreachable(reason)
+}
+
 /// A fleet peer's answer as the origin's, or why it is not one (then this node asks the origin
 /// itself): no peer answered, every one answered 5xx, or the answer was the peer's own decision
 /// (`x-edgemirror-source: edge`: its config lacks the bucket or the rule, or refused the
@@ -137,7 +170,8 @@ async fn exchange_with(
                 "origin {origin_name} is busy: origin.max_fetches_per_origin fetches in flight"
             )));
         };
-        let fetched = origin::fetch(&target, method, request, cfg, &worker.pool, &shared.network).await;
+        let outgoing = origin::Outgoing { head: request, body: None, reach: plan.reach };
+        let fetched = origin::fetch(&target, method, outgoing, cfg, &worker.pool, &shared.network).await;
         shared.breakers.record(&origin_name, fetched.as_ref().is_ok_and(|r| r.status < 500));
         let resp = match fetched {
             Ok(mut r) => {

@@ -98,6 +98,10 @@ pub struct Shared {
     pub fleet: Arc<crate::fleet::Fleet>,
     /// One line per request, when `[access_log]` is on.
     pub access_log: Option<Arc<crate::accesslog::AccessLog>>,
+    /// The shared store of record (`store.backend = "s3"`; a restart-only setting), and when
+    /// each local copy was last found current there.
+    pub shared_store: Option<crate::sharedstore::SharedStoreConfig>,
+    pub freshness: crate::sharedstore::Freshness,
 }
 
 impl Shared {

@@ -25,7 +25,7 @@ fn fleet(origin: &Origin, n: usize, extra_toml: &str) -> Vec<Node> {
 }
 
 /// Joins running nodes into one fleet: `[fleet]` appended to each config, then a reload.
-fn join(nodes: &[Node]) {
+pub(crate) fn join(nodes: &[Node]) {
     let n = nodes.len();
     let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.data_addr())).collect();
     let peers = urls.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");

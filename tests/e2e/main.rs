@@ -34,6 +34,9 @@
 //!   Prometheus metrics (histograms by source, origin exchanges; `promtool check metrics`).
 //! - `reload`: SIGHUP and `POST /v1/reload`: rules, buckets, keys and certificates for new
 //!   requests, requests in flight finished, bad files refused by field, restart-only settings named.
+//! - `shared`: edges over a shared store of record (`store.backend = "s3"`, a real 3-node Garage):
+//!   one origin fetch and one shared write per object, a Garage node and an edge killed, writes
+//!   through one edge served by all within the staleness bound, boto3 listing and multipart.
 //! - `tls`: the HTTPS listener (SNI, ALPN, versions, plain HTTP on the TLS port), https origins
 //!   (verification, insecure option), certificate config errors.
 //!
@@ -58,5 +61,6 @@ mod purge;
 mod reload;
 mod rules;
 mod s3;
+mod shared;
 mod store;
 mod tls;

@@ -109,6 +109,10 @@ pub struct StoreConfig {
     /// evicted (and mirrored again on the next GET). Objects of other buckets (mirror mode)
     /// are never evicted.
     pub evictable_buckets: Vec<String>,
+    /// Every bucket is a cache (the node's objects of record are elsewhere: a shared store), so
+    /// any object may be evicted, except those of buckets named `_`-first (internal namespaces,
+    /// such as unfinished multipart uploads' parts).
+    pub evict_all: bool,
 }
 
 impl StoreConfig {
@@ -127,6 +131,7 @@ impl StoreConfig {
             min_free_bytes: 0,
             compaction: CompactionConfig::default(),
             evictable_buckets: Vec::new(),
+            evict_all: false,
         }
     }
 }
@@ -770,13 +775,18 @@ impl Store {
     /// compaction, it is a valid copy of a cached object.
     pub fn evict_for_space(&self) -> (usize, u64) {
         let to_free = self.bytes_to_free();
-        if self.config.evictable_buckets.is_empty() || to_free == 0 {
+        if (self.config.evictable_buckets.is_empty() && !self.config.evict_all) || to_free == 0 {
             return (0, 0);
         }
         // (last read, segment, record offset, key)
         let mut candidates: Vec<(u32, u64, u64, ObjectKey)> = Vec::new();
         self.index.for_each_object(|bucket, key, slot| {
-            if self.config.evictable_buckets.iter().any(|b| **b == *bucket) {
+            let evictable = if self.config.evict_all {
+                !bucket.starts_with('_')
+            } else {
+                self.config.evictable_buckets.iter().any(|b| **b == *bucket)
+            };
+            if evictable {
                 candidates.push((slot.last_access(), slot.segment.id, slot.record_offset, ObjectKey::new(bucket, key)));
             }
         });

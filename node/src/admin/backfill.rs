@@ -363,9 +363,16 @@ async fn fetch_text(worker: &Worker, origin: &rules::OriginAddr, path: &str) -> 
     use crate::origin::{self, Method};
     let shared = &worker.shared;
     let request = origin::build_request(Method::Get, path, origin.host_header.as_bytes(), &[], &shared.via_token);
-    let mut resp = origin::fetch(origin, Method::Get, request, &worker.config().origin, &worker.pool, &shared.network)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut resp = origin::fetch(
+        origin,
+        Method::Get,
+        origin::Outgoing::rule(request),
+        &worker.config().origin,
+        &worker.pool,
+        &shared.network,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     if resp.status != 200 {
         return Err(format!("status {}", resp.status));
     }

@@ -90,6 +90,7 @@ pub async fn copy_object(
         RecordMeta { last_modified: RecordMeta::new(SystemTime::now()).last_modified, ..src.meta.record.clone() }
     };
     let stored = write(worker, bucket, ObjectKeyRef::new(bucket, key), meta, &src.body)?;
+    crate::backend::publish(worker, &stored).await?;
     let result = xml::CopyObjectResult {
         last_modified: stored.meta.record.last_modified,
         etag: stored.meta.etag(),

@@ -23,6 +23,8 @@ pub async fn delete_object(
     bucket: &str,
     key: &str,
 ) -> Result<Disposition, S3Error> {
+    // Over a shared store, deleted there first: if it cannot be, nothing changed.
+    crate::backend::delete_shared(worker, bucket, key).await?;
     match delete_one(worker, bucket, key) {
         Ok(()) => {}
         Err(("InsufficientStorage", why)) => return Err(S3Error::StoreFull(why)),
@@ -74,12 +76,18 @@ pub async fn delete_objects(
                 Some(obj)
                     if obj.meta.etag() == *etag || obj.meta.etag().trim_matches('"') == etag.trim_matches('"') =>
                 {
-                    delete_one(worker, bucket, &object.key)
+                    match crate::backend::delete_shared(worker, bucket, &object.key).await {
+                        Ok(()) => delete_one(worker, bucket, &object.key),
+                        Err(e) => Err((e.code(), e.message().into_owned())),
+                    }
                 }
                 _ => Err(("PreconditionFailed", "the ETag does not match the current object".to_string())),
             }
         } else {
-            delete_one(worker, bucket, &object.key)
+            match crate::backend::delete_shared(worker, bucket, &object.key).await {
+                Ok(()) => delete_one(worker, bucket, &object.key),
+                Err(e) => Err((e.code(), e.message().into_owned())),
+            }
         };
         match outcome {
             Ok(()) if request.quiet => {}

@@ -98,7 +98,29 @@ struct Page {
     next_after: Option<String>,
 }
 
-fn page(worker: &Worker, bucket: &str, q: &ListQuery) -> Page {
+/// One page of `bucket`: from the shared store of record when there is one (this node's
+/// segments then hold only what it has cached), else from the store here.
+async fn page(worker: &Worker, bucket: &str, q: &ListQuery) -> Result<Page, S3Error> {
+    let Some(store) = &worker.shared.shared_store else { return Ok(local_page(worker, bucket, q)) };
+    let owner = q.fetch_owner.then(|| Owner { id: "edgemirror".into(), display_name: Some("edgemirror".into()) });
+    let listed = crate::backend::list_page(
+        worker,
+        store,
+        bucket,
+        &q.prefix,
+        q.delimiter.as_deref(),
+        q.after.as_deref(),
+        q.max_keys as usize,
+    )
+    .await?;
+    Ok(Page {
+        contents: listed.objects.into_iter().map(|o| ListedObject { owner: owner.clone(), ..o }).collect(),
+        common_prefixes: listed.prefixes.into_iter().map(|prefix| CommonPrefix { prefix }).collect(),
+        next_after: listed.next_after,
+    })
+}
+
+fn local_page(worker: &Worker, bucket: &str, q: &ListQuery) -> Page {
     let listing =
         worker.shared.store.list(bucket, &q.prefix, q.delimiter.as_deref(), q.after.as_deref(), q.max_keys as usize);
     let owner = q.fetch_owner.then(|| Owner { id: "edgemirror".into(), display_name: Some("edgemirror".into()) });
@@ -132,7 +154,7 @@ pub async fn list_versions(
 ) -> Result<Disposition, S3Error> {
     let mut q = parse_query(req.query().unwrap_or_default())?;
     q.fetch_owner = true;
-    let page = page(worker, bucket, &q);
+    let page = page(worker, bucket, &q).await?;
     let mut result = xml::ListVersionsResult {
         name: bucket.to_string(),
         prefix: q.prefix.clone(),
@@ -175,7 +197,7 @@ pub async fn list_objects(
     bucket: &str,
 ) -> Result<Disposition, S3Error> {
     let q = parse_query(req.query().unwrap_or_default())?;
-    let page = page(worker, bucket, &q);
+    let page = page(worker, bucket, &q).await?;
     let body = if q.v2 {
         let mut result = ListObjectsV2Result {
             name: bucket.to_string(),

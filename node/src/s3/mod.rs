@@ -62,6 +62,9 @@ pub async fn handle(worker: &Rc<Worker>, conn: &mut Conn, req: &Request<'_>, bod
                 // operator needs it: 424s are logged with it.
                 S3Error::MirrorFailed(reason) => tracing::warn!(request_id = %req.id, reason, "424 mirror failed"),
                 S3Error::StoreFull(reason) => tracing::warn!(request_id = %req.id, reason, "507 store full"),
+                S3Error::SharedStoreUnavailable(reason) => {
+                    tracing::warn!(request_id = %req.id, reason, "503 shared store unavailable")
+                }
                 _ => {}
             }
             let key = target.as_ref().map(|t| &*t.key).filter(|k| !k.is_empty());

@@ -317,6 +317,9 @@ pub async fn complete(
     }
     let obj = writer.commit_with_md5(md5)?;
     shared.hot.remove(okey);
+    // Over a shared store, the upload stays until the object is there: a failure (503) leaves
+    // the client its parts to complete again.
+    crate::backend::publish(worker, &obj).await?;
     drop_upload(worker, &id);
     worker.metrics().objects_uploaded.inc();
     worker.metrics().bytes_uploaded.add(total);

@@ -169,6 +169,10 @@ pub async fn put_object(
     let stored = writer.commit()?;
     // The previous version's cached copies are stale now (readers check the version anyway).
     shared.hot.remove(okey);
+    if okey.bucket == owner {
+        // Over a shared store, the object is there before the client hears it is stored.
+        crate::backend::publish(worker, &stored).await?;
+    }
     worker.metrics().objects_uploaded.inc();
     worker.metrics().bytes_uploaded.add(stored.meta.size);
     let etag = stored.meta.etag_bytes();

@@ -64,6 +64,15 @@ impl Garage {
     }
 }
 
+impl Garage {
+    /// `kill -9` of cluster node `i` (0-based): no chance to flush or say goodbye.
+    pub fn kill9(&mut self, i: usize) {
+        let pid = self.pids[i];
+        let status = Command::new("kill").arg("-9").arg(pid.to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -9 {pid}");
+    }
+}
+
 impl Drop for Garage {
     fn drop(&mut self) {
         for pid in &self.pids {

@@ -1,0 +1,367 @@
+//! Requests to the shared store of record (`store.backend = "s3"`, see [`crate::sharedstore`]):
+//! writing an object there, deleting it, and asking which version it holds.
+//!
+//! Writes go from a committed local record, never from a stream still arriving: the record was
+//! verified (length, MD5, the client's checksums) before it is sent, and a single PUT with
+//! `Content-MD5` is all-or-nothing in S3, so the shared store never holds a torn object and
+//! needs no multipart upload to abort. The body is the record's mapped bytes, sent as they are.
+//!
+//! - A client's write (PutObject, CopyObject, CompleteMultipartUpload) is answered only once
+//!   the shared store holds it ([`publish`]); if it cannot be written there, the local copy is
+//!   dropped and the client gets 503 `ServiceUnavailable`: nothing changed anywhere.
+//! - A mirror fill from the origin is written behind ([`upload_behind`]): its clients never wait
+//!   for the shared store. Should the node die first, the shared store lacks the object and the
+//!   next miss anywhere fetches it from the origin again, which still has it.
+//! - A DeleteObject deletes in the shared store first ([`delete_object`]), then here.
+//!
+//! Each request goes to the endpoints in the key's order and moves to the next on a failure
+//! (no answer, or 5xx), so a cluster node that is down costs a retry, not an error.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use edgemirror_cache::{ObjectKeyRef, StoredObject};
+
+use crate::error::S3Error;
+use crate::origin::{self, Method, Outgoing, Reach};
+use crate::sharedstore::{Endpoint, SharedStoreConfig, ETAG_META};
+use crate::worker::Worker;
+
+/// One request to the shared store, endpoint by endpoint in `bucket`/`key`'s order until one
+/// answers below 500: its status, and a piece of its body (an S3 error's XML, for the log).
+async fn send(
+    worker: &Worker,
+    store: &SharedStoreConfig,
+    bucket: &str,
+    key: &str,
+    method: Method,
+    request: impl Fn(&Endpoint) -> (String, Vec<origin::HeaderPair>),
+    body: Option<Bytes>,
+) -> Result<(u16, Vec<(String, Bytes)>), String> {
+    let config = worker.config();
+    let mut failure = String::from("no endpoint");
+    for endpoint in store.order(bucket, key) {
+        let (path, headers) = request(endpoint);
+        let head = origin::build_request(
+            method,
+            &path,
+            endpoint.addr.host_header.as_bytes(),
+            &headers,
+            &worker.shared.via_token,
+        );
+        let outgoing = Outgoing { head, body: body.clone(), reach: Reach::Configured };
+        worker.metrics().shared_requests.inc();
+        let name = format!("{}://{}", endpoint.addr.scheme(), endpoint.addr.host_header);
+        match origin::fetch(&endpoint.addr, method, outgoing, &config.origin, &worker.pool, &worker.shared.network)
+            .await
+        {
+            Ok(mut resp) => {
+                let status = resp.status;
+                let kept: Vec<(String, Bytes)> = resp
+                    .headers()
+                    .map(|(n, v)| (String::from_utf8_lossy(n).to_ascii_lowercase(), Bytes::copy_from_slice(v)))
+                    .collect();
+                // The body (empty, or an error's XML) is read so the connection can be reused.
+                let mut text = Vec::new();
+                loop {
+                    match resp.body.next().await {
+                        Ok(Some(piece)) => {
+                            if text.len() < 512 {
+                                text.extend_from_slice(&piece[..piece.len().min(512 - text.len())]);
+                            }
+                        }
+                        Ok(None) => break,
+                        // The answer's status is what counts; its connection is not reused.
+                        Err(_) => break,
+                    }
+                }
+                resp.body.release(&worker.pool);
+                if status < 500 {
+                    if status >= 300 && status != 404 {
+                        tracing::warn!(endpoint = %name, status, body = %String::from_utf8_lossy(&text), "shared store refused a request");
+                    }
+                    return Ok((status, kept));
+                }
+                failure = format!("{name} answered {status}: {}", String::from_utf8_lossy(&text));
+            }
+            Err(e) => failure = format!("{name}: {e}"),
+        }
+        tracing::warn!(bucket, key, method = method.as_str(), failure, "shared store endpoint failed; trying the next");
+    }
+    Err(failure)
+}
+
+fn header<'a>(headers: &'a [(String, Bytes)], name: &str) -> Option<&'a [u8]> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+}
+
+/// Writes the committed object `obj` to the shared store with one PUT: its saved headers, its
+/// user metadata, its ETag ([`ETAG_META`]) and, for a single-part object, `Content-MD5`.
+pub async fn put_object(worker: &Worker, store: &SharedStoreConfig, obj: &StoredObject) -> Result<(), String> {
+    use base64::Engine as _;
+    let meta = &obj.meta;
+    if meta.size > crate::sharedstore::MAX_PUT_BYTES {
+        return Err(format!("{} bytes is more than a single PUT takes", meta.size));
+    }
+    let object = SharedStoreConfig::object_key(&meta.bucket, &meta.key);
+    let etag = meta.etag();
+    // Signed (S3 requires x-amz-* headers to be): the user metadata and the ETag.
+    let mut signed: Vec<(String, String)> = meta
+        .record
+        .user
+        .iter()
+        .filter(|(name, _)| &**name != ETAG_META)
+        .map(|(name, value)| (format!("x-amz-meta-{name}"), String::from_utf8_lossy(value).trim().to_string()))
+        .collect();
+    signed.push((format!("x-amz-meta-{ETAG_META}"), etag.clone()));
+    signed.sort();
+    let mut plain: Vec<origin::HeaderPair> = vec![(b"Content-Length".to_vec(), meta.size.to_string().into_bytes())];
+    if meta.record.parts == 0 {
+        let md5 = base64::engine::general_purpose::STANDARD.encode(meta.md5);
+        plain.push((b"Content-MD5".to_vec(), md5.into_bytes()));
+    }
+    for (h, value) in &meta.record.headers {
+        plain.push((h.as_str().as_bytes().to_vec(), value.to_vec()));
+    }
+    let request = |endpoint: &Endpoint| {
+        let pairs: Vec<(&str, &str)> = signed.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let path = endpoint.signer.signed_put_path(&object, &pairs);
+        let mut headers = plain.clone();
+        headers.extend(signed.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())));
+        (path, headers)
+    };
+    let (status, headers) =
+        send(worker, store, &meta.bucket, &meta.key, Method::Put, request, Some(obj.body.clone())).await?;
+    if status != 200 {
+        return Err(format!("PUT answered {status}"));
+    }
+    // What the shared store took must be what was sent: a single-part object's ETag is its MD5.
+    if meta.record.parts == 0 {
+        let stored = header(&headers, "etag").map(|e| String::from_utf8_lossy(e).trim().trim_matches('"').to_string());
+        if stored.as_deref().is_some_and(|s| s != etag.trim_matches('"')) {
+            return Err(format!("the shared store's ETag {stored:?} is not the object's {etag}"));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes `bucket`/`key` in the shared store (absent already is fine, as in S3).
+pub async fn delete_object(worker: &Worker, store: &SharedStoreConfig, bucket: &str, key: &str) -> Result<(), String> {
+    let object = SharedStoreConfig::object_key(bucket, key);
+    let request = |endpoint: &Endpoint| (endpoint.signer.signed_delete_path(&object), Vec::new());
+    match send(worker, store, bucket, key, Method::Delete, request, None).await? {
+        (200 | 204 | 404, _) => Ok(()),
+        (status, _) => Err(format!("DELETE answered {status}")),
+    }
+}
+
+/// The version the shared store holds of `bucket`/`key` ([`crate::sharedstore::version_tag`]),
+/// `None` when it holds none.
+pub async fn head_version(
+    worker: &Worker,
+    store: &SharedStoreConfig,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<String>, String> {
+    let object = SharedStoreConfig::object_key(bucket, key);
+    let request = |endpoint: &Endpoint| (endpoint.signer.signed_path(true, &object), Vec::new());
+    match send(worker, store, bucket, key, Method::Head, request, None).await? {
+        (200, headers) => Ok(crate::sharedstore::version_tag(|name| header(&headers, name))),
+        (404, _) => Ok(None),
+        (status, _) => Err(format!("HEAD answered {status}")),
+    }
+}
+
+/// A client's write, committed here: written to the shared store before the client is answered.
+/// If it cannot be, the local copy is dropped again (the key then reads from the shared store,
+/// which still holds the previous version) and the client gets 503: nothing changed.
+pub async fn publish(worker: &Worker, obj: &StoredObject) -> Result<(), S3Error> {
+    let shared = &worker.shared;
+    let Some(store) = &shared.shared_store else { return Ok(()) };
+    let (bucket, key) = (&*obj.meta.bucket, &*obj.meta.key);
+    let started = Instant::now();
+    match put_object(worker, store, obj).await {
+        Ok(()) => {
+            worker.metrics().shared_writes.inc();
+            shared.freshness.mark(bucket, key);
+            tracing::debug!(bucket, key, ms = started.elapsed().as_millis() as u64, "written to the shared store");
+            Ok(())
+        }
+        Err(reason) => {
+            worker.metrics().shared_write_failures.inc();
+            let okey = ObjectKeyRef::new(bucket, key);
+            // Only this version: a later write of the key that already committed stays.
+            if shared.store.version(okey) == Some(obj.meta.seq) {
+                if let Err(e) = shared.store.delete(worker.id, okey) {
+                    tracing::error!(bucket, key, error = %e, "could not drop the local copy of a write the shared store refused");
+                }
+            }
+            shared.hot.remove(okey);
+            shared.freshness.forget(bucket, key);
+            Err(S3Error::SharedStoreUnavailable(format!("writing {bucket}/{key}: {reason}")))
+        }
+    }
+}
+
+/// A mirror fill's object, just committed from the origin: written to the shared store in the
+/// background (the fill's clients have their bytes already). The key counts as current here
+/// meanwhile: a revalidation that finds it absent while it is on its way keeps the local copy.
+pub fn upload_behind(worker: &Rc<Worker>, obj: StoredObject) {
+    let Some(store) = worker.shared.shared_store.clone() else { return };
+    let worker = worker.clone();
+    let shared = &worker.shared;
+    shared.freshness.mark(&obj.meta.bucket, &obj.meta.key);
+    shared.freshness.uploading(&obj.meta.bucket, &obj.meta.key, true);
+    monoio::spawn(async move {
+        let (bucket, key) = (&*obj.meta.bucket, &*obj.meta.key);
+        let result = put_object(&worker, &store, &obj).await;
+        worker.shared.freshness.uploading(bucket, key, false);
+        match result {
+            Ok(()) => {
+                worker.metrics().shared_writes.inc();
+                worker.shared.freshness.mark(bucket, key);
+            }
+            Err(reason) => {
+                // The local copy stays (its clients were served); the next revalidation finds the
+                // shared store without it, and the key is fetched and written again.
+                worker.metrics().shared_write_failures.inc();
+                tracing::warn!(bucket, key, reason, "could not write a mirrored object to the shared store");
+            }
+        }
+    });
+}
+
+/// Deletes `bucket`/`key` from the shared store, before the local delete: a failure is 503 and
+/// nothing changed.
+pub async fn delete_shared(worker: &Worker, bucket: &str, key: &str) -> Result<(), S3Error> {
+    let Some(store) = &worker.shared.shared_store else { return Ok(()) };
+    match delete_object(worker, store, bucket, key).await {
+        Ok(()) => {
+            worker.shared.freshness.forget(bucket, key);
+            Ok(())
+        }
+        Err(reason) => {
+            worker.metrics().shared_write_failures.inc();
+            Err(S3Error::SharedStoreUnavailable(format!("deleting {bucket}/{key}: {reason}")))
+        }
+    }
+}
+
+/// One page of a listing of `bucket` from the shared store: its objects (keys without the
+/// shared store's prefix), the rolled-up prefixes, and the last entry when the page is
+/// truncated (the node's continuation token: the next page starts after it).
+pub struct SharedPage {
+    pub objects: Vec<edgemirror_proto::s3::xml::ListedObject>,
+    pub prefixes: Vec<String>,
+    pub next_after: Option<String>,
+}
+
+/// Lists `bucket` in the shared store: up to `max_keys` entries under `prefix` after `after`
+/// (a key, or a rolled-up prefix whose keys are skipped), with `delimiter`.
+pub async fn list_page(
+    worker: &Worker,
+    store: &SharedStoreConfig,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    after: Option<&str>,
+    max_keys: usize,
+) -> Result<SharedPage, S3Error> {
+    if max_keys == 0 {
+        return Ok(SharedPage { objects: Vec::new(), prefixes: Vec::new(), next_after: None });
+    }
+    let within = SharedStoreConfig::object_key(bucket, "");
+    let full_prefix = format!("{within}{prefix}");
+    // After a rolled-up prefix, start past every key under it (U+10FFFF sorts after any UTF-8
+    // character).
+    let start_after = after.map(|a| match delimiter {
+        Some(d) if a.ends_with(d) => format!("{within}{a}\u{10FFFF}"),
+        _ => format!("{within}{a}"),
+    });
+    let request = |endpoint: &Endpoint| {
+        let path = endpoint.signer.signed_list_page(&full_prefix, delimiter, max_keys, None, start_after.as_deref());
+        (path, Vec::new())
+    };
+    let config = worker.config();
+    let mut failure = String::from("no endpoint");
+    for endpoint in store.order(bucket, "") {
+        let (path, headers) = request(endpoint);
+        let head = origin::build_request(
+            Method::Get,
+            &path,
+            endpoint.addr.host_header.as_bytes(),
+            &headers,
+            &worker.shared.via_token,
+        );
+        let outgoing = Outgoing { head, body: None, reach: Reach::Configured };
+        worker.metrics().shared_requests.inc();
+        let name = format!("{}://{}", endpoint.addr.scheme(), endpoint.addr.host_header);
+        let mut resp = match origin::fetch(
+            &endpoint.addr,
+            Method::Get,
+            outgoing,
+            &config.origin,
+            &worker.pool,
+            &worker.shared.network,
+        )
+        .await
+        {
+            Ok(resp) => resp,
+            Err(e) => {
+                failure = format!("{name}: {e}");
+                continue;
+            }
+        };
+        let mut body = Vec::new();
+        let mut read_failed = None;
+        loop {
+            match resp.body.next().await {
+                Ok(Some(piece)) if body.len() + piece.len() <= 16 << 20 => body.extend_from_slice(&piece),
+                Ok(Some(_)) => {
+                    read_failed = Some("the listing is over 16 MiB".to_string());
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    read_failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let status = resp.status;
+        resp.body.release(&worker.pool);
+        if let Some(e) = read_failed {
+            failure = format!("{name}: {e}");
+            continue;
+        }
+        if status != 200 {
+            failure = format!("{name} answered {status}: {}", String::from_utf8_lossy(&body[..body.len().min(512)]));
+            if status >= 500 {
+                continue;
+            }
+            break;
+        }
+        let page: edgemirror_proto::s3::xml::ListObjectsV2Result = edgemirror_proto::s3::xml::from_xml(&body)
+            .map_err(|e| S3Error::SharedStoreUnavailable(format!("{name}: unreadable listing: {}", e.as_str())))?;
+        // The listing is asked with `encoding-type=url` (rusty-s3 always does): names decoded.
+        let strip = |name: &str| {
+            let name = percent_encoding::percent_decode_str(name).decode_utf8().ok()?;
+            name.strip_prefix(endpoint.signer.prefix()).and_then(|n| n.strip_prefix(&within)).map(str::to_string)
+        };
+        let objects: Vec<_> = page
+            .contents
+            .into_iter()
+            .filter_map(|mut o| {
+                o.key = strip(&o.key)?;
+                Some(o)
+            })
+            .collect();
+        let prefixes: Vec<String> = page.common_prefixes.into_iter().filter_map(|p| strip(&p.prefix)).collect();
+        // The page's last entry, in key order (a prefix sorts where its keys would).
+        let last = objects.last().map(|o| o.key.clone()).into_iter().chain(prefixes.last().cloned()).max();
+        return Ok(SharedPage { objects, prefixes, next_after: if page.is_truncated { last } else { None } });
+    }
+    worker.metrics().shared_unreachable.inc();
+    Err(S3Error::SharedStoreUnavailable(format!("listing {bucket}: {failure}")))
+}

@@ -1,0 +1,216 @@
+//! The shared store of record (`store.backend = "s3"`): an S3-compatible cluster (Garage, Ceph
+//! RGW, MinIO, AWS S3) that every edge of a fleet reads and writes, with this node's tiers
+//! (foyer memory and disk, the local segments) as caches in front of it.
+//!
+//! This module holds what the node keeps about it: where it is and how requests to it are
+//! signed ([`SharedStoreConfig`]), how an object is named there (`{prefix}{bucket}/{key}`), how
+//! its version is told ([`version_tag`]), and when a local copy was last found current
+//! ([`Freshness`]). The requests themselves are made by `backend.rs`.
+//!
+//! Staleness is bounded: a local copy is served without asking for at most
+//! `store.s3.staleness_ms` after the shared store last said it was current (a PUT or a fill
+//! through this node counts as saying so). Past that, the next hit asks with HEAD: the same
+//! version -> served and marked fresh; another version, or none -> the local copy is dropped
+//! and the key read again. So after a PUT or DELETE through any node returns, every node
+//! serves the new state within the bound plus one request's time.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::rules::{OriginAddr, S3Signer};
+
+/// `[store.s3]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedStoreConfig {
+    pub endpoints: Vec<Endpoint>,
+    pub staleness: Duration,
+}
+
+/// One address of the shared store's S3 API, and the signer of requests to it (a signature
+/// names the host it is sent to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Path `/`.
+    pub addr: OriginAddr,
+    /// Its prefix is `store.s3.prefix`.
+    pub signer: std::sync::Arc<S3Signer>,
+}
+
+impl SharedStoreConfig {
+    /// The endpoints in the order `bucket`/`key` asks them: starting at one picked by the key's
+    /// hash (spreading the fleet's requests over the cluster's nodes), then around.
+    pub fn order(&self, bucket: &str, key: &str) -> impl Iterator<Item = &Endpoint> {
+        let n = self.endpoints.len();
+        let start = (Freshness::hash(bucket, key) % n as u64) as usize;
+        (0..n).map(move |i| &self.endpoints[(start + i) % n])
+    }
+
+    /// The name of `bucket`/`key` in the shared bucket, after the configured prefix (the
+    /// signer adds that).
+    pub fn object_key(bucket: &str, key: &str) -> String {
+        let mut name = String::with_capacity(bucket.len() + 1 + key.len());
+        name.push_str(bucket);
+        name.push('/');
+        name.push_str(key);
+        name
+    }
+}
+
+/// S3's largest single PUT: bigger objects are not written to the shared store (the node
+/// refuses them in this mode: `store.max_object_bytes` is capped to it).
+pub const MAX_PUT_BYTES: u64 = 5 << 30;
+
+/// The user-metadata name under which a node stores, with each object it writes, the ETag it
+/// serves for it (a multipart upload's `"{md5}-{parts}"` survives the single PUT that copies it
+/// there). It is never shown to clients as user metadata.
+pub const ETAG_META: &str = "edgemirror-etag";
+
+/// The version of an object in the shared store, from its response head: the ETag a node stored
+/// with it ([`ETAG_META`]), else the store's own ETag. Quoted, as ETags are sent.
+pub fn version_tag<'a>(header: impl Fn(&str) -> Option<&'a [u8]>) -> Option<String> {
+    let raw = header(&format!("x-amz-meta-{ETAG_META}")).or_else(|| header("etag"))?;
+    let tag = std::str::from_utf8(raw).ok()?.trim();
+    if tag.starts_with('"') {
+        Some(tag.to_string())
+    } else {
+        Some(format!("\"{tag}\""))
+    }
+}
+
+/// A quoted ETag's MD5 and part count: `"{32 hex}"` -> (md5, 0), `"{32 hex}-{n}"` -> (md5, n).
+pub fn parse_etag(tag: &str) -> Option<([u8; 16], u32)> {
+    let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
+    let (hex, parts) = match inner.split_once('-') {
+        Some((hex, n)) => (hex, n.parse::<u32>().ok().filter(|n| *n > 0)?),
+        None => (inner, 0),
+    };
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut md5 = [0u8; 16];
+    for (i, byte) in md5.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some((md5, parts))
+}
+
+/// When each key's local copy was last found current in the shared store. Bounded: a shard
+/// that fills up is emptied, which only makes its keys ask again.
+pub struct Freshness {
+    shards: Box<[Mutex<ahash::AHashMap<u64, Instant>>]>,
+    per_shard: usize,
+    /// Keys this node is writing to the shared store behind a fill (a revalidation that finds
+    /// one absent there keeps the local copy: it is on its way).
+    uploading: Mutex<ahash::AHashSet<u64>>,
+}
+
+const SHARDS: usize = 64;
+
+impl Freshness {
+    /// Room for about `entries` keys.
+    pub fn new(entries: usize) -> Freshness {
+        Freshness {
+            shards: (0..SHARDS).map(|_| Mutex::new(ahash::AHashMap::new())).collect(),
+            per_shard: entries.div_ceil(SHARDS).max(16),
+            uploading: Mutex::new(ahash::AHashSet::new()),
+        }
+    }
+
+    pub(crate) fn hash(bucket: &str, key: &str) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(bucket.as_bytes());
+        h.update(&[0]);
+        h.update(key.as_bytes());
+        h.digest()
+    }
+
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, ahash::AHashMap<u64, Instant>> {
+        self.shards[(hash % SHARDS as u64) as usize].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The local copy of `bucket`/`key` is the shared store's current version as of now.
+    pub fn mark(&self, bucket: &str, key: &str) {
+        let hash = Self::hash(bucket, key);
+        let mut shard = self.shard(hash);
+        if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
+            shard.clear();
+        }
+        shard.insert(hash, Instant::now());
+    }
+
+    /// Whether the local copy was found current less than `within` ago.
+    pub fn is_fresh(&self, bucket: &str, key: &str, within: Duration) -> bool {
+        let hash = Self::hash(bucket, key);
+        self.shard(hash).get(&hash).is_some_and(|at| at.elapsed() < within)
+    }
+
+    /// Notes that this node starts (`true`) or has ended (`false`) writing `bucket`/`key` to the
+    /// shared store.
+    pub fn uploading(&self, bucket: &str, key: &str, on: bool) {
+        let hash = Self::hash(bucket, key);
+        let mut set = self.uploading.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            set.insert(hash);
+        } else {
+            set.remove(&hash);
+        }
+    }
+
+    /// Whether this node is writing `bucket`/`key` to the shared store now.
+    pub fn is_uploading(&self, bucket: &str, key: &str) -> bool {
+        self.uploading.lock().unwrap_or_else(|e| e.into_inner()).contains(&Self::hash(bucket, key))
+    }
+
+    /// Forgets `bucket`/`key`: its next hit asks the shared store.
+    pub fn forget(&self, bucket: &str, key: &str) {
+        let hash = Self::hash(bucket, key);
+        self.shard(hash).remove(&hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_parse_with_and_without_parts() {
+        let (md5, parts) = parse_etag("\"0123456789abcdef0123456789abcdef\"").unwrap();
+        assert_eq!((md5[0], md5[15], parts), (0x01, 0xef, 0));
+        assert_eq!(parse_etag("\"0123456789abcdef0123456789abcdef-12\"").unwrap().1, 12);
+        for bad in [
+            "0123456789abcdef0123456789abcdef",
+            "\"0123\"",
+            "\"0123456789abcdef0123456789abcdef-0\"",
+            "\"zz23456789abcdef0123456789abcdef\"",
+        ] {
+            assert_eq!(parse_etag(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_version_tag_prefers_the_nodes_own_etag() {
+        let headers = [("etag", b"\"aa\"".as_slice()), ("x-amz-meta-edgemirror-etag", b"\"bb-2\"".as_slice())];
+        let get = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        assert_eq!(version_tag(get).as_deref(), Some("\"bb-2\""));
+        let get = |name: &str| headers[..1].iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        assert_eq!(version_tag(get).as_deref(), Some("\"aa\""));
+        let unquoted = |_: &str| Some(b"cc".as_slice());
+        assert_eq!(version_tag(unquoted).as_deref(), Some("\"cc\""));
+    }
+
+    #[test]
+    fn freshness_expires_and_stays_bounded() {
+        let f = Freshness::new(SHARDS * 16);
+        assert!(!f.is_fresh("b", "k", Duration::from_secs(1)));
+        f.mark("b", "k");
+        assert!(f.is_fresh("b", "k", Duration::from_secs(1)));
+        assert!(!f.is_fresh("b", "k", Duration::ZERO));
+        f.forget("b", "k");
+        assert!(!f.is_fresh("b", "k", Duration::from_secs(1)));
+        for i in 0..100_000 {
+            f.mark("b", &i.to_string());
+        }
+        let held: usize = f.shards.iter().map(|s| s.lock().unwrap().len()).sum();
+        assert!(held <= SHARDS * 16, "{held} entries held");
+    }
+}
