@@ -361,6 +361,14 @@ impl Fill {
         self.phase.send_replace(Phase::Streaming { written: 0 });
     }
 
+    /// Body bytes readable so far.
+    pub fn written(&self) -> u64 {
+        match *self.phase.borrow() {
+            Phase::Streaming { written } | Phase::Verified { written } | Phase::Complete { written } => written,
+            _ => 0,
+        }
+    }
+
     pub fn set_written(&self, written: u64) {
         self.phase.send_replace(Phase::Streaming { written });
     }

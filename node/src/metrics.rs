@@ -84,6 +84,8 @@ pub struct Metrics {
     /// requests it did not answer (served from what was here, or from the origin).
     pub shared_requests: Counter,
     pub shared_reads: Counter,
+    /// Ranges of objects the edge lacked, passed through from the shared store.
+    pub shared_ranges: Counter,
     pub shared_writes: Counter,
     pub shared_write_failures: Counter,
     pub shared_revalidations: Counter,
@@ -107,7 +109,7 @@ impl Metrics {
     /// people reading a dashboard).
     pub fn render(&self, counters_elsewhere: &[Sample<'_>], gauges: &[Sample<'_>]) -> String {
         let get = |c: &Counter| c.get() as f64;
-        let counters: [Sample<'_>; 34] = [
+        let counters: [Sample<'_>; 35] = [
             ("edgemirror_connections_accepted_total", "Client connections accepted.", get(&self.connections_accepted)),
             (
                 "edgemirror_connections_refused_total",
@@ -197,6 +199,11 @@ impl Metrics {
                 get(&self.shared_requests),
             ),
             ("edgemirror_shared_reads_total", "Fills answered from the shared store.", get(&self.shared_reads)),
+            (
+                "edgemirror_shared_ranges_total",
+                "Ranges of objects the edge lacked, passed through from the shared store.",
+                get(&self.shared_ranges),
+            ),
             ("edgemirror_shared_writes_total", "Objects written to the shared store.", get(&self.shared_writes)),
             (
                 "edgemirror_shared_write_failures_total",

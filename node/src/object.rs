@@ -151,15 +151,17 @@ pub async fn serve(
 
 /// Over a shared store of record: whether the local copy `meta` is the shared store's current
 /// version. Asked with HEAD only when the copy was last found current longer ago than
-/// `store.s3.staleness_ms`. A copy that is not current is dropped (the caller reads the key
-/// afresh). When the shared store does not answer, the copy is served (stale rather than an
-/// error) and the next hit asks again.
+/// `store.s3.staleness_ms`, and by one request at a time: hits that arrive while it is asked
+/// are served the copy (so the bound is the staleness plus one HEAD). A copy that is not
+/// current is dropped (the caller reads the key afresh). When the shared store does not
+/// answer, the copy is served (stale rather than an error) and the next hit asks again.
 async fn is_current(worker: &Worker, store: &SharedStoreConfig, meta: &ObjectMeta) -> bool {
     let shared = &worker.shared;
     let (bucket, key) = (&*meta.bucket, &*meta.key);
     if shared.freshness.is_fresh(bucket, key, store.staleness) {
         return true;
     }
+    let Some(_claim) = shared.freshness.revalidate(bucket, key) else { return true };
     worker.metrics().shared_revalidations.inc();
     match crate::backend::head_version(worker, store, bucket, key).await {
         Ok(Some(tag)) if tag.eq_ignore_ascii_case(&meta.etag()) => {
@@ -266,16 +268,7 @@ async fn pass_head(
         .headers()
         .filter_map(|(name, value)| SavedHeader::from_name(name).map(|h| (h, Bytes::copy_from_slice(value))))
         .collect();
-    let user_meta_name = format!("x-amz-meta-{}", crate::sharedstore::ETAG_META);
-    let user: Vec<(String, Bytes)> = match from_shared {
-        true => resp
-            .headers()
-            .filter(|(name, _)| name.len() > 11 && name[..11].eq_ignore_ascii_case(b"x-amz-meta-"))
-            .filter(|(name, _)| !name.eq_ignore_ascii_case(user_meta_name.as_bytes()))
-            .map(|(name, value)| (String::from_utf8_lossy(name).to_ascii_lowercase(), Bytes::copy_from_slice(value)))
-            .collect(),
-        false => Vec::new(),
-    };
+    let user = if from_shared { shared_user_meta(&resp) } else { Vec::new() };
     resp.body.release(&worker.pool);
     match status {
         200 => {}
@@ -291,7 +284,22 @@ async fn pass_head(
     let keep_alive = req.keep_alive();
     let out = &mut conn.out;
     reply::start(out, 200, &worker.date, req.id);
-    for (name, value) in &saved {
+    write_upstream_headers(out, &saved, &etag, &last_modified, &user, from_shared);
+    reply::finish(out, length.map_or(reply::Framing::NoBody, reply::Framing::Length), keep_alive);
+    Ok(Disposition::after(conn.flush().await, keep_alive))
+}
+
+/// The headers of an object answered from an upstream's head: the saved ones, the validators,
+/// the user metadata (from the shared store) and where it came from.
+fn write_upstream_headers(
+    out: &mut bytes::BytesMut,
+    saved: &[(SavedHeader, Bytes)],
+    etag: &Option<Bytes>,
+    last_modified: &Option<Bytes>,
+    user: &[(String, Bytes)],
+    from_shared: bool,
+) {
+    for (name, value) in saved {
         reply::header(out, name.as_str(), value);
     }
     for (name, value) in [("ETag", &etag), ("Last-Modified", &last_modified)] {
@@ -299,13 +307,122 @@ async fn pass_head(
             reply::header(out, name, v);
         }
     }
-    for (name, value) in &user {
+    for (name, value) in user {
         reply::header(out, name, value);
     }
     reply::header(out, "Accept-Ranges", b"bytes");
     reply::header(out, reply::SOURCE_HEADER, if from_shared { b"shared" } else { b"origin" });
-    reply::finish(out, length.map_or(reply::Framing::NoBody, reply::Framing::Length), keep_alive);
-    Ok(Disposition::after(conn.flush().await, keep_alive))
+}
+
+/// Over a shared store, a range this far or more past what the key's fill has written is asked
+/// of the shared store directly (and passed through) rather than waiting for the fill to reach it.
+const RANGE_AHEAD_BYTES: u64 = 1 << 20;
+
+/// Where a `Range` value's single range starts: `Some(Some(n))` for `bytes=n-[m]`, `Some(None)`
+/// for a suffix (`bytes=-n`: from the end), `None` for anything else (several ranges, another
+/// unit, bad syntax: the fill's follower handles those as always).
+fn range_start(value: &[u8]) -> Option<Option<u64>> {
+    let spec = std::str::from_utf8(value).ok()?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (start, _) = spec.split_once('-')?;
+    if start.is_empty() {
+        return Some(None);
+    }
+    start.trim().parse().ok().map(Some)
+}
+
+/// A range of an object this edge does not hold yet, passed through from the shared store:
+/// its 206 (or 416) streamed to the client, nothing stored (the key's fill stores the object).
+/// `None` when the shared store does not answer the range (it lacks the object, ignores the
+/// range, or is unreachable): the caller follows the fill instead.
+async fn pass_range(
+    worker: &Rc<Worker>,
+    conn: &mut Conn,
+    req: &Request<'_>,
+    key: ObjectKeyRef<'_>,
+    store: &SharedStoreConfig,
+    range: &[u8],
+) -> Option<Result<Disposition, S3Error>> {
+    for mut plan in mirror::shared_plans(store, key.bucket, key.key, req.id) {
+        plan.extra.push((b"Range".to_vec(), range.to_vec()));
+        worker.metrics().shared_requests.inc();
+        let (mut resp, _) = match upstream::exchange(worker, &plan, origin::Method::Get).await {
+            Ok(answered) => answered,
+            Err(_) => continue,
+        };
+        match resp.status {
+            206 => {}
+            416 => {
+                let size = resp
+                    .header("content-range")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.rsplit('/').next()?.trim().parse().ok());
+                resp.body.release(&worker.pool);
+                return Some(Err(S3Error::InvalidRange { size: size.unwrap_or(0) }));
+            }
+            status => {
+                resp.body.release(&worker.pool);
+                if status >= 500 {
+                    continue;
+                }
+                return None;
+            }
+        }
+        let (Some(length), Some(content_range)) = (resp.body.content_length(), resp.header("content-range")) else {
+            resp.body.release(&worker.pool);
+            return None;
+        };
+        let content_range = Bytes::copy_from_slice(content_range);
+        let etag = crate::sharedstore::version_tag(|name| resp.header(name)).map(Bytes::from);
+        let last_modified = resp.header("last-modified").map(Bytes::copy_from_slice);
+        let saved: Vec<(SavedHeader, Bytes)> = resp
+            .headers()
+            .filter_map(|(name, value)| SavedHeader::from_name(name).map(|h| (h, Bytes::copy_from_slice(value))))
+            .collect();
+        let user = shared_user_meta(&resp);
+        let keep_alive = req.keep_alive();
+        worker.metrics().shared_ranges.inc();
+        conn.tally.source = Source::Shared;
+        reply::start(&mut conn.out, 206, &worker.date, req.id);
+        write_upstream_headers(&mut conn.out, &saved, &etag, &last_modified, &user, true);
+        reply::header(&mut conn.out, "Content-Range", &content_range);
+        reply::finish(&mut conn.out, reply::Framing::Length(length), keep_alive);
+        if conn.flush().await.is_err() {
+            return Some(Ok(Disposition::Close));
+        }
+        let mut sent = 0u64;
+        loop {
+            match resp.body.next().await {
+                Ok(Some(piece)) => {
+                    sent += piece.len() as u64;
+                    if conn.write_bytes(piece).await.is_err() {
+                        return Some(Ok(Disposition::Close));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // The head is out: the client is cut short, as any broken body is.
+                    tracing::warn!(request_id = %req.id, error = %e, "shared store range body failed");
+                    return Some(Ok(Disposition::Close));
+                }
+            }
+        }
+        resp.body.release(&worker.pool);
+        return Some(Ok(if sent == length && keep_alive { Disposition::KeepAlive } else { Disposition::Close }));
+    }
+    None
+}
+
+/// The user metadata of a shared store's answer, as S3 returns it (`x-amz-meta-*`), without
+/// the ETag a node stores there ([`crate::sharedstore::ETAG_META`]).
+fn shared_user_meta(resp: &origin::OriginResponse) -> Vec<(String, Bytes)> {
+    let own = format!("x-amz-meta-{}", crate::sharedstore::ETAG_META);
+    resp.headers()
+        .filter(|(name, _)| name.len() > 11 && name[..11].eq_ignore_ascii_case(b"x-amz-meta-"))
+        .filter(|(name, _)| !name.eq_ignore_ascii_case(own.as_bytes()))
+        .map(|(name, value)| (String::from_utf8_lossy(name).to_ascii_lowercase(), Bytes::copy_from_slice(value)))
+        .collect()
 }
 
 /// Answers a GET (or, with `mirrorHead`, a HEAD) for an object the store lacks: joins the fill
@@ -341,6 +458,20 @@ async fn serve_miss(
             }
         }
     };
+    // Over a shared store, a range far past what the fill has written is passed through from
+    // there, so a client seeking into a large object does not wait for the bytes before it.
+    if let (Some(store), Some(range)) = (&shared.shared_store, req.header("range")) {
+        let far = match range_start(range) {
+            Some(Some(start)) => start >= fill.written().saturating_add(RANGE_AHEAD_BYTES),
+            Some(None) => fill.body().and_then(|b| b.length).is_none_or(|len| len > fill.written() + RANGE_AHEAD_BYTES),
+            None => false,
+        };
+        if far && !req.is_head() {
+            if let Some(answered) = pass_range(worker, conn, req, key, store, range).await {
+                return answered;
+            }
+        }
+    }
     let answered = follow::follow(worker, conn, req, &fill).await;
     conn.tally.origin = fill.origin().cloned();
     answered

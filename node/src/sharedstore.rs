@@ -102,6 +102,8 @@ pub struct Freshness {
     /// Keys this node is writing to the shared store behind a fill (a revalidation that finds
     /// one absent there keeps the local copy: it is on its way).
     uploading: Mutex<ahash::AHashSet<u64>>,
+    /// Keys being revalidated now: one HEAD per key at a time, however many hits arrive.
+    revalidating: Mutex<ahash::AHashSet<u64>>,
 }
 
 const SHARDS: usize = 64;
@@ -113,6 +115,7 @@ impl Freshness {
             shards: (0..SHARDS).map(|_| Mutex::new(ahash::AHashMap::new())).collect(),
             per_shard: entries.div_ceil(SHARDS).max(16),
             uploading: Mutex::new(ahash::AHashSet::new()),
+            revalidating: Mutex::new(ahash::AHashSet::new()),
         }
     }
 
@@ -161,10 +164,30 @@ impl Freshness {
         self.uploading.lock().unwrap_or_else(|e| e.into_inner()).contains(&Self::hash(bucket, key))
     }
 
+    /// Claims the revalidation of `bucket`/`key`: `None` when another request is revalidating it
+    /// (that request's answer counts for this one too), else a guard that releases the claim.
+    pub fn revalidate(&self, bucket: &str, key: &str) -> Option<Revalidation<'_>> {
+        let hash = Self::hash(bucket, key);
+        let claimed = self.revalidating.lock().unwrap_or_else(|e| e.into_inner()).insert(hash);
+        claimed.then_some(Revalidation { freshness: self, hash })
+    }
+
     /// Forgets `bucket`/`key`: its next hit asks the shared store.
     pub fn forget(&self, bucket: &str, key: &str) {
         let hash = Self::hash(bucket, key);
         self.shard(hash).remove(&hash);
+    }
+}
+
+/// A claimed revalidation ([`Freshness::revalidate`]), released when dropped.
+pub struct Revalidation<'a> {
+    freshness: &'a Freshness,
+    hash: u64,
+}
+
+impl Drop for Revalidation<'_> {
+    fn drop(&mut self) {
+        self.freshness.revalidating.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.hash);
     }
 }
 
@@ -207,6 +230,11 @@ mod tests {
         assert!(!f.is_fresh("b", "k", Duration::ZERO));
         f.forget("b", "k");
         assert!(!f.is_fresh("b", "k", Duration::from_secs(1)));
+        let claim = f.revalidate("b", "k").expect("the first claim");
+        assert!(f.revalidate("b", "k").is_none(), "one revalidation per key at a time");
+        assert!(f.revalidate("b", "other").is_some());
+        drop(claim);
+        assert!(f.revalidate("b", "k").is_some(), "released when dropped");
         for i in 0..100_000 {
             f.mark("b", &i.to_string());
         }

@@ -8,7 +8,9 @@
 //! - a PUT, an overwrite or a DELETE through one edge is what every edge serves within the
 //!   configured bound (`store.s3.staleness_ms`, measured here), and no read mixes two versions;
 //! - listings, multipart uploads (their `-N` ETag the same on every edge) and user metadata
-//!   through boto3, the real SDK.
+//!   through boto3, the real SDK;
+//! - a range far into an object an edge lacks is passed through from the shared store at once,
+//!   while the key's fill stores it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -289,4 +291,55 @@ print("boto3 ok")
         a.stderr(),
         b.stderr()
     );
+}
+
+/// A range far into an object an edge does not hold is passed through from the shared store at
+/// once (206, `x-edgemirror-source: shared`), while the key's fill stores the whole object; a
+/// range near the start follows the fill; a range past the end is 416.
+#[test]
+fn a_far_range_of_an_object_the_edge_lacks_is_passed_through_from_the_shared_store() {
+    let garage = Garage::start(1, "shared-store");
+    let writer = edge(&garage, None);
+    let reader = edge(&garage, None);
+    let body = pattern_body(6 << 20, 7);
+    let host = writer.data_addr().to_string();
+    let raw = crate::s3::signed("PUT", &host, &format!("/{BUCKET}/video/big.mp4"), &body, &[], crate::s3::SECRET);
+    let resp = crate::support::client::Conn::new(writer.data_addr()).request(&raw).expect("PUT");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    let path = format!("/{BUCKET}/video/big.mp4");
+    let start = 5 << 20;
+    let resp = get(reader.data_addr(), &path, &[("Range", &format!("bytes={start}-{}", start + 999))]).expect("GET");
+    assert_eq!(resp.status, 206, "{}", resp.text());
+    assert_eq!(crate::support::source_of(&resp), "shared");
+    assert_eq!(resp.header("content-range"), Some(format!("bytes {start}-{}/{}", start + 999, body.len()).as_str()));
+    assert!(resp.body == body[start..start + 1000]);
+    assert_eq!(resp.header("etag"), Some(expected_etag(&body).as_str()));
+    // A suffix range too.
+    let resp = get(reader.data_addr(), &path, &[("Range", "bytes=-10")]).expect("GET");
+    assert_eq!(resp.status, 206, "{}", resp.text());
+    assert!(resp.body == body[body.len() - 10..]);
+    assert_eq!(
+        metric(&reader, "edgemirror_shared_ranges_total"),
+        2,
+        "both passed through, neither waited for the fill"
+    );
+    // The fill the first range started stores the whole object: later ranges are local.
+    let resp = poll_until(
+        || {
+            let r = get(reader.data_addr(), &path, &[("Range", "bytes=100-199")]).expect("GET");
+            (r.status == 206 && crate::support::source_of(&r) != "shared").then_some(r)
+        },
+        || "the object was not stored by the edge that passed a range through".into(),
+    );
+    assert!(resp.body == body[100..200]);
+    let resp = get(reader.data_addr(), &path, &[("Range", &format!("bytes={start}-{}", start + 9))]).expect("GET");
+    assert_eq!(resp.status, 206);
+    assert_ne!(crate::support::source_of(&resp), "shared", "a stored object's ranges are local");
+    assert!(resp.body == body[start..start + 10]);
+    assert_eq!(metric(&reader, "edgemirror_shared_ranges_total"), 2);
+    // Past the end: 416, from a fresh edge that lacks the object.
+    let third = edge(&garage, None);
+    let resp = get(third.data_addr(), &path, &[("Range", &format!("bytes={}-", body.len() + 10))]).expect("GET");
+    assert_eq!(resp.status, 416, "{}", resp.text());
 }
