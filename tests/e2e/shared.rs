@@ -343,3 +343,39 @@ fn a_far_range_of_an_object_the_edge_lacks_is_passed_through_from_the_shared_sto
     let resp = get(third.data_addr(), &path, &[("Range", &format!("bytes={}-", body.len() + 10))]).expect("GET");
     assert_eq!(resp.status, 416, "{}", resp.text());
 }
+
+/// Over a shared store, a purge through one edge is the fleet's: the shared copy goes, every
+/// edge drops its own within the bound, and the next GET anywhere mirrors the object again.
+#[test]
+fn a_purge_through_one_edge_makes_every_edge_mirror_the_object_again() {
+    let garage = Garage::start(1, "shared-store");
+    let origin = Origin::start();
+    origin.set("/dir1/news/today.html", Reply::ok(b"first edition".to_vec()));
+    let a = edge(&garage, Some(&origin));
+    let b = edge(&garage, Some(&origin));
+    assert_eq!(get_ok(&a, "news/today.html").body, b"first edition");
+    poll_until(|| (metric(&a, "edgemirror_shared_writes_total") == 1).then_some(()), || "no write behind".into());
+    assert_eq!(get_ok(&b, "news/today.html").body, b"first edition");
+    assert_eq!(metric(&b, "edgemirror_shared_reads_total"), 1, "b read it from the shared store");
+    assert_origin_count(&origin, "/dir1/news/today.html", 1);
+
+    origin.set("/dir1/news/today.html", Reply::ok(b"second edition".to_vec()));
+    let resp = crate::support::admin_request(
+        a.admin_addr(),
+        "POST",
+        &format!("/v1/regions/r/buckets/{BUCKET}/purge"),
+        Some(crate::support::ADMIN_TOKEN),
+        Some(r#"{"keys": ["news/today.html"]}"#),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let purged = Instant::now();
+    assert_eq!(get_ok(&a, "news/today.html").body, b"second edition", "the purging edge at once");
+    // Its new copy goes to the shared store behind; b, once its copy is stale, reads that.
+    poll_until(|| (metric(&a, "edgemirror_shared_writes_total") == 2).then_some(()), || "no second write".into());
+    poll_until(
+        || (get_ok(&b, "news/today.html").body == b"second edition").then_some(()),
+        || "the other edge still serves the purged copy".into(),
+    );
+    assert!(purged.elapsed() <= Duration::from_millis(STALENESS_MS + 500), "seen after {:?}", purged.elapsed());
+    assert_origin_count(&origin, "/dir1/news/today.html", 2);
+}

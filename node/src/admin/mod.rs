@@ -170,7 +170,7 @@ async fn serve_conn(mut stream: TcpStream, worker: Rc<Worker>) {
             }
         }
         let body = &buf[head.head_len..head.head_len + body_len];
-        let answer = route(&worker, &head, &buf, body);
+        let answer = route(&worker, &head, &buf, body).await;
         let keep_alive = head.keep_alive;
         if respond(&mut stream, answer, keep_alive).await.is_err() || !keep_alive {
             let _ = stream.shutdown().await;
@@ -199,7 +199,7 @@ fn next_id() -> String {
     format!("admin-{:08x}", ADMIN_REQUESTS.fetch_add(1, Ordering::Relaxed) + 1)
 }
 
-fn route(worker: &Rc<Worker>, head: &proto::RequestHead, buf: &[u8], body: &[u8]) -> Answer {
+async fn route(worker: &Rc<Worker>, head: &proto::RequestHead, buf: &[u8], body: &[u8]) -> Answer {
     let shared = &*worker.shared;
     let path = head.path.get(buf);
     let config = shared.config();
@@ -255,7 +255,7 @@ fn route(worker: &Rc<Worker>, head: &proto::RequestHead, buf: &[u8], body: &[u8]
     }
     match resource {
         b"backSource" => back_source(shared, &id, bucket, head.method, body),
-        b"purge" if head.method == Method::Post => purge::handle(worker, &id, bucket, body),
+        b"purge" if head.method == Method::Post => purge::handle(worker, &id, bucket, body).await,
         b"purge" => Answer::error(405, &id, "use POST"),
         b"backfill" => backfill::handle(worker, &id, bucket, head.method, body),
         _ => Answer::error(404, &id, "no such resource: use backSource, purge or backfill"),

@@ -8,6 +8,12 @@
 //!   store anyway, so no tier serves it afterwards, across restarts too. The next GET mirrors it
 //!   again if a rule matches. A fill of the key running meanwhile is not stored (it began before
 //!   the purge). Answer: `{"result": {"purged": N}}`, N the objects that existed.
+//! - Over a shared store of record (`store.backend = "s3"`), a purge is the fleet's: each
+//!   object is deleted from the shared store first (a prefix is listed there), so every edge
+//!   drops its copy within `store.s3.staleness_ms` and the next GET anywhere mirrors it again;
+//!   if the shared store cannot delete one, the purge stops there with 503. A refetch's new copy
+//!   is written to the shared store when it commits, and replaces the other edges' copies the
+//!   same way.
 //! - Refetch: the objects stay and are fetched again from the origin through the bucket's rules,
 //!   in the background, [`REFETCH_CONCURRENCY`] at a time on the admin thread; each new copy
 //!   replaces the old one only when it has committed, so the old one is served until then (and
@@ -38,7 +44,7 @@ struct PurgeBody {
     refetch: bool,
 }
 
-pub(super) fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, body: &[u8]) -> Answer {
+pub(super) async fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, body: &[u8]) -> Answer {
     let parsed: PurgeBody = match serde_json::from_slice(body) {
         Ok(p) => p,
         Err(e) => return Answer::error(400, id, &format!("invalid JSON body: {e}")),
@@ -56,9 +62,13 @@ pub(super) fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, body: &[u8]) -
             }
             keys
         }
-        (None, Some(prefix)) => {
-            shared.store.keys_with_prefix(bucket, &prefix).into_iter().map(|k| k.key.into()).collect()
-        }
+        (None, Some(prefix)) => match &shared.shared_store {
+            None => shared.store.keys_with_prefix(bucket, &prefix).into_iter().map(|k| k.key.into()).collect(),
+            Some(store) => match shared_keys(worker, store, bucket, &prefix).await {
+                Ok(keys) => keys,
+                Err(e) => return Answer::error(503, id, &format!("listing the shared store: {}", e.message())),
+            },
+        },
         _ => return Answer::error(400, id, "give either keys or prefix"),
     };
     if parsed.refetch {
@@ -67,6 +77,14 @@ pub(super) fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, body: &[u8]) -
     let mut purged = 0;
     for key in &keys {
         let okey = ObjectKeyRef::new(bucket, key);
+        if let Err(e) = crate::backend::delete_shared(worker, bucket, key).await {
+            tracing::error!(request_id = id, bucket, key, error = ?e, "purge failed at the shared store");
+            return Answer::error(
+                503,
+                id,
+                &format!("purge stopped at {key:?} after {purged} objects: the shared store did not delete it"),
+            );
+        }
         match shared.store.delete(worker.id, okey) {
             Ok(removed) => purged += removed.is_some() as u64,
             Err(e) => {
@@ -80,6 +98,25 @@ pub(super) fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, body: &[u8]) -
     worker.metrics().objects_purged.add(purged);
     tracing::info!(request_id = id, bucket, purged, named = keys.len(), "purge");
     Answer::json(200, json!({"requestId": id, "result": {"purged": purged}}))
+}
+
+/// Every key under `prefix` in the shared store (in pages of 1000).
+async fn shared_keys(
+    worker: &Worker,
+    store: &crate::sharedstore::SharedStoreConfig,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, crate::error::S3Error> {
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = crate::backend::list_page(worker, store, bucket, prefix, None, after.as_deref(), 1000).await?;
+        keys.extend(page.objects.into_iter().map(|o| o.key));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return Ok(keys),
+        }
+    }
 }
 
 fn refetch(worker: &Rc<Worker>, id: &str, bucket: &str, keys: Vec<String>) -> Answer {
