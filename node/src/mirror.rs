@@ -37,6 +37,7 @@ use crate::rules::{self, HeaderRule, MirrorRule, OriginAddr};
 
 /// Everything the fill task needs to fetch one object, owned: it outlives the request that
 /// started it.
+#[derive(Clone)]
 pub struct FetchPlan {
     pub rule: MirrorRule,
     /// Origin request path and query, encoded.

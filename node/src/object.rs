@@ -22,6 +22,7 @@ use crate::inflight::Join;
 use crate::metrics::Source;
 use crate::origin;
 use crate::reply;
+use crate::reply::RequestId;
 use crate::respond::{Conn, Disposition, Request};
 use crate::rules::{self, MirrorRule};
 use crate::sharedstore::SharedStoreConfig;
@@ -107,9 +108,7 @@ pub async fn serve(
                 }
             }
         } else if rule.is_none() {
-            let mut plan = plans.into_iter().next().expect("a shared store has an endpoint");
-            plan.shared = mirror::shared_plans(store, bucket, key, req.id);
-            return serve_miss(worker, conn, req, okey, None, plan).await;
+            return serve_miss(worker, conn, req, okey, None, shared_only_plan(store, okey, req.id)).await;
         }
     }
     let Some(rule) = rule else {
@@ -147,6 +146,45 @@ pub async fn serve(
         plan.shared = mirror::shared_plans(store, bucket, key, req.id);
     }
     serve_miss(worker, conn, req, okey, Some(rule), plan).await
+}
+
+/// A fill's plan for a key no rule covers: the shared store is the only place to look.
+fn shared_only_plan(store: &SharedStoreConfig, key: ObjectKeyRef<'_>, rid: RequestId) -> mirror::FetchPlan {
+    let plans = mirror::shared_plans(store, key.bucket, key.key, rid);
+    let mut plan = plans[0].clone();
+    plan.shared = plans;
+    plan
+}
+
+/// The object as this edge holds it, made current first over a shared store of record: the
+/// local copy while the shared store holds that version, else read from the shared store into
+/// the local store (a fill, coalesced with any in flight for the key) and waited for. `None`:
+/// there is no such object. What a copy reads its source with.
+pub async fn current_copy(
+    worker: &Rc<Worker>,
+    key: ObjectKeyRef<'_>,
+    rid: RequestId,
+) -> Result<Option<edgemirror_cache::StoredObject>, S3Error> {
+    let shared = &worker.shared;
+    let local = shared.store.lookup(key).await?;
+    let Some(store) = &shared.shared_store else { return Ok(local) };
+    if let Some(obj) = local {
+        if is_current(worker, store, &obj.meta).await {
+            return Ok(Some(obj));
+        }
+    }
+    loop {
+        match shared.fills.join(key, &shared.store) {
+            Join::Stored => return Ok(shared.store.lookup(key).await?),
+            Join::Follow(fill) => fill.ended().await,
+            Join::Lead(guard) => {
+                let fill = guard.fill().clone();
+                fill::spawn(worker.clone(), guard, shared_only_plan(store, key, rid));
+                fill.ended().await;
+                return Ok(shared.store.lookup(key).await?);
+            }
+        }
+    }
 }
 
 /// Over a shared store of record: whether the local copy `meta` is the shared store's current

@@ -115,15 +115,22 @@ fn a_fleet_over_garage_mirrors_each_object_once_and_survives_a_dead_garage_node_
     );
     assert_eq!(get_ok(&fresh2, "new/after-kill-1").body, body_of("new/after-kill-1"));
 
-    // One edge dies too: the others serve every key, the origin is asked for none again.
+    // One edge dies too: the others serve every key.
     edges[1].kill9();
     for key in &keys {
         for e in [&edges[0], &edges[2]] {
             let resp = get_ok(e, key);
             assert!(resp.body == body_of(key));
         }
-        assert_origin_count(&origin, &format!("/dir1/{key}"), 1);
     }
+    // The origin was asked again only where the shared store did not answer an edge (with a
+    // node just killed, Garage may answer 503 for a moment: the edge then asks the origin rather
+    // than fail the client, and counts it).
+    let again: usize = keys.iter().map(|k| origin.count(&format!("/dir1/{k}")) - 1).sum();
+    let unreachable: u64 =
+        [&edges[0], &edges[2], &fresh, &fresh2].iter().map(|n| metric(n, "edgemirror_shared_unreachable_total")).sum();
+    eprintln!("after the kills: {again} origin requests again, {unreachable} shared store requests unanswered");
+    assert!(again as u64 <= unreachable, "{again} origin requests again, only {unreachable} shared store failures");
 }
 
 #[test]
@@ -208,7 +215,7 @@ fn writes_through_one_edge_are_served_by_every_edge_within_the_bound() {
 }
 
 /// boto3 against edges over the shared store: what one edge writes, another lists, reads
-/// with its metadata, and (multipart) with the same ETag.
+/// with its metadata, copies, and (multipart) serves with the same ETag.
 #[test]
 fn boto3_writes_through_one_edge_and_lists_and_reads_through_another() {
     let garage = Garage::start(3, "shared-store");
@@ -239,7 +246,8 @@ assert sorted(got) == ["a.txt", "dir/", "many/", "z/"], got
 h = b.head_object(Bucket="{BUCKET}", Key="dir/sub/3")
 assert h["Metadata"] == {{"origin-id": "dir/sub/3"}}, h
 assert h["ContentType"] == "text/plain", h
-assert b.get_object(Bucket="{BUCKET}", Key="dir/sub/3")["Body"].read() == b"dir/sub/3"
+got = b.get_object(Bucket="{BUCKET}", Key="dir/sub/3")["Body"].read()
+assert got == b"dir/sub/3", got
 g = b.get_object(Bucket="{BUCKET}", Key="dir/sub/3")
 assert g["Metadata"] == {{"origin-id": "dir/sub/3"}}, g
 # A multipart upload through a: b serves it with the same ETag.
@@ -256,11 +264,18 @@ hb = b.head_object(Bucket="{BUCKET}", Key="big/file.bin")
 assert hb["ETag"] == done["ETag"], (hb["ETag"], done["ETag"])
 gb = b.get_object(Bucket="{BUCKET}", Key="big/file.bin")
 assert gb["ETag"] == done["ETag"], gb
-assert gb["Body"].read() == bytes([1]) * part + bytes([2]) * 1000
+got = gb["Body"].read()
+assert got == bytes([1]) * part + bytes([2]) * 1000, len(got)
+# A copy through b of an object only a wrote (b reads it from the shared store first).
+b.copy_object(Bucket="{BUCKET}", Key="copied/1", CopySource={{"Bucket": "{BUCKET}", "Key": "dir/1"}})
+got = a.get_object(Bucket="{BUCKET}", Key="copied/1")["Body"].read()
+assert got == b"dir/1", got
+assert a.head_object(Bucket="{BUCKET}", Key="copied/1")["Metadata"] == {{"origin-id": "dir/1"}}
 # Deletes through b, in a batch: gone for a.
 b.delete_objects(Bucket="{BUCKET}", Delete={{"Objects": [{{"Key": k}} for k in keys]}})
 time.sleep({stale})
-assert [o["Key"] for o in a.list_objects_v2(Bucket="{BUCKET}").get("Contents", [])] == ["big/file.bin"]
+left = [o["Key"] for o in a.list_objects_v2(Bucket="{BUCKET}").get("Contents", [])]
+assert left == ["big/file.bin", "copied/1"], left
 for k in keys:
     try:
         a.head_object(Bucket="{BUCKET}", Key=k)
@@ -315,15 +330,12 @@ fn a_far_range_of_an_object_the_edge_lacks_is_passed_through_from_the_shared_sto
     assert_eq!(resp.header("content-range"), Some(format!("bytes {start}-{}/{}", start + 999, body.len()).as_str()));
     assert!(resp.body == body[start..start + 1000]);
     assert_eq!(resp.header("etag"), Some(expected_etag(&body).as_str()));
-    // A suffix range too.
+    assert_eq!(metric(&reader, "edgemirror_shared_ranges_total"), 1, "passed through, not waiting for the fill");
+    // A suffix range too (passed through, or from the fill if it is that far along by now).
     let resp = get(reader.data_addr(), &path, &[("Range", "bytes=-10")]).expect("GET");
     assert_eq!(resp.status, 206, "{}", resp.text());
     assert!(resp.body == body[body.len() - 10..]);
-    assert_eq!(
-        metric(&reader, "edgemirror_shared_ranges_total"),
-        2,
-        "both passed through, neither waited for the fill"
-    );
+    let passed = metric(&reader, "edgemirror_shared_ranges_total");
     // The fill the first range started stores the whole object: later ranges are local.
     let resp = poll_until(
         || {
@@ -337,7 +349,7 @@ fn a_far_range_of_an_object_the_edge_lacks_is_passed_through_from_the_shared_sto
     assert_eq!(resp.status, 206);
     assert_ne!(crate::support::source_of(&resp), "shared", "a stored object's ranges are local");
     assert!(resp.body == body[start..start + 10]);
-    assert_eq!(metric(&reader, "edgemirror_shared_ranges_total"), 2);
+    assert_eq!(metric(&reader, "edgemirror_shared_ranges_total"), passed, "no more pass-through once stored");
     // Past the end: 416, from a fresh edge that lacks the object.
     let third = edge(&garage, None);
     let resp = get(third.data_addr(), &path, &[("Range", &format!("bytes={}-", body.len() + 10))]).expect("GET");

@@ -58,10 +58,25 @@ for i in $(seq 1 "$NODES"); do
   IDS+=("$id")
   [[ $i == 1 ]] || "${G1[@]}" node connect "$id" >&2
 done
+# Every pair connected now, not by peer discovery later (node 1 alone knows everyone at first:
+# requests through another node would then fail to reach a quorum for ~20 s).
+for i in $(seq 2 "$NODES"); do
+  for j in $(seq $((i + 1)) "$NODES"); do
+    "$GARAGE" -c "$DIR/n$i/garage.toml" node connect "${IDS[$((j - 1))]}" >&2
+  done
+done
 for id in "${IDS[@]}"; do
   "${G1[@]}" layout assign -z dc1 -c 1G "${id%@*}" >&2
 done
 "${G1[@]}" layout apply --version 1 >&2
+# Until every node sees every other as healthy.
+for i in $(seq 1 "$NODES"); do
+  for _ in $(seq 1 100); do
+    out=$("$GARAGE" -c "$DIR/n$i/garage.toml" status 2>/dev/null || true)
+    grep -q "FAILED NODES" <<<"$out" || break
+    sleep 0.1
+  done
+done
 KEYS=$("${G1[@]}" key create edgemirror-test)
 KEY=$(grep -io 'key id:[[:space:]]*[A-Za-z0-9]*' <<<"$KEYS" | awk '{print $NF}')
 SECRET_KEY=$(grep -io 'secret key:[[:space:]]*[a-f0-9]*' <<<"$KEYS" | awk '{print $NF}')

@@ -8,7 +8,8 @@
 //!   stored object, whole or the bytes `x-amz-copy-source-range: bytes=first-last` name.
 //!
 //! Both check the source's `x-amz-copy-source-if-*` conditions (412 when one fails). The source
-//! must be stored here: a copy never mirrors.
+//! must be stored here (a copy never mirrors), or over a shared store of record be held there:
+//! it is then read into this edge first.
 
 use std::ops::Range;
 use std::rc::Rc;
@@ -30,7 +31,7 @@ const COPY_PIECE_BYTES: usize = 1 << 20;
 
 /// The object `x-amz-copy-source` names, with its bucket and key, once the source's
 /// `x-amz-copy-source-if-*` conditions hold.
-async fn source(worker: &Worker, req: &Request<'_>) -> Result<(String, String, StoredObject), S3Error> {
+async fn source(worker: &Rc<Worker>, req: &Request<'_>) -> Result<(String, String, StoredObject), S3Error> {
     let source = req.header("x-amz-copy-source").unwrap_or_default();
     // `bucket/key` or `/bucket/key`, percent-encoded, optionally `?versionId=null`.
     let source = proto::decode_path(source.strip_prefix(b"/").unwrap_or(source)).map_err(S3Error::BadRequest)?;
@@ -46,7 +47,9 @@ async fn source(worker: &Worker, req: &Request<'_>) -> Result<(String, String, S
     if worker.shared.bucket(bucket).is_none() {
         return Err(S3Error::NoSuchBucket);
     }
-    let object = worker.shared.store.lookup(ObjectKeyRef::new(bucket, key)).await?.ok_or(S3Error::NoSuchKey)?;
+    // Over a shared store, the source is its current version, read into this edge if need be.
+    let object =
+        crate::object::current_copy(worker, ObjectKeyRef::new(bucket, key), req.id).await?.ok_or(S3Error::NoSuchKey)?;
     let etag = object.meta.etag();
     if stored::preconditions(req, &COPY_SOURCE_CONDITIONS, &etag, &object.meta)? == Precondition::NotModified {
         return Err(S3Error::PreconditionFailed);
