@@ -164,10 +164,25 @@ pub async fn head_version(
     bucket: &str,
     key: &str,
 ) -> Result<Option<String>, String> {
+    Ok(head_object(worker, store, bucket, key).await?.map(|(tag, _)| tag))
+}
+
+/// The version and size the shared store holds of `bucket`/`key`, `None` when it holds none.
+pub async fn head_object(
+    worker: &Worker,
+    store: &SharedStoreConfig,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(String, Option<u64>)>, String> {
     let object = SharedStoreConfig::object_key(bucket, key);
     let request = |endpoint: &Endpoint| (endpoint.signer.signed_path(true, &object), Vec::new());
     match send(worker, store, bucket, key, Method::Head, request, None).await? {
-        (200, headers) => Ok(crate::sharedstore::version_tag(|name| header(&headers, name))),
+        (200, headers) => {
+            let size =
+                header(&headers, "content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
+            let tag = crate::sharedstore::version_tag(|name| header(&headers, name));
+            Ok(tag.map(|tag| (tag, size)))
+        }
         (404, _) => Ok(None),
         (status, _) => Err(format!("HEAD answered {status}")),
     }

@@ -198,7 +198,8 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     let length = resp.body.content_length();
     let rule = guard.commit_rule();
     let key = ObjectKeyRef::new(&guard.fill().key.bucket, &guard.fill().key.key);
-    let body = OriginBody { resp, url: origin_url, length, content_md5, source, etag_override };
+    let write_behind = plan.write_behind;
+    let body = OriginBody { resp, url: origin_url, length, content_md5, source, etag_override, write_behind };
     match shared.begin(worker.id, key.bucket, key, meta.clone(), length, rule) {
         Ok(writer) => to_record(&worker, guard, rid, body, meta, writer).await,
         Err(edgemirror_cache::Error::NoSpace(reason)) => {
@@ -229,6 +230,8 @@ struct OriginBody {
     /// The MD5 part of a multipart ETag the object keeps (from the shared store), committed in
     /// place of the body's.
     etag_override: Option<[u8; 16]>,
+    /// [`FetchPlan::write_behind`].
+    write_behind: bool,
 }
 
 /// Where a fill's bytes come from.
@@ -366,7 +369,8 @@ async fn to_record(
             if worker.shared.shared_store.is_some() {
                 match body.source {
                     // New to the fleet: written to the shared store behind the clients' backs.
-                    Source::Origin => crate::backend::upload_behind(worker, obj.clone()),
+                    Source::Origin if body.write_behind => crate::backend::upload_behind(worker, obj.clone()),
+                    Source::Origin => {}
                     Source::Shared | Source::Peer => worker.shared.freshness.mark(&obj.meta.bucket, &obj.meta.key),
                 }
             }

@@ -64,6 +64,9 @@ pub struct FetchPlan {
     /// `false` when no rule covers the key: the shared store is the only place to look, and its
     /// 404 is the answer.
     pub ask_origin: bool,
+    /// Over a shared store: the object fetched from the origin is written there behind the
+    /// clients (`false`: the caller writes it itself and waits, as a backfill does).
+    pub write_behind: bool,
 }
 
 /// The origin request for `key` under `rule`, or why it may not be made.
@@ -82,6 +85,7 @@ pub fn plan(rule: &MirrorRule, key: &str, req: &Request<'_>) -> Result<FetchPlan
         reach: origin::Reach::Rule,
         shared: Vec::new(),
         ask_origin: true,
+        write_behind: true,
     })
 }
 
@@ -101,6 +105,7 @@ pub fn plan_without_client(rule: &MirrorRule, key: &str, request_id: RequestId) 
         reach: origin::Reach::Rule,
         shared: Vec::new(),
         ask_origin: true,
+        write_behind: true,
     })
 }
 
@@ -191,6 +196,7 @@ fn node_plan(rule: MirrorRule, path: String, origin_key: String, request_id: Req
         reach: origin::Reach::Configured,
         shared: Vec::new(),
         ask_origin: true,
+        write_behind: true,
     }
 }
 

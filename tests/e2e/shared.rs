@@ -391,3 +391,48 @@ fn a_purge_through_one_edge_makes_every_edge_mirror_the_object_again() {
     assert!(purged.elapsed() <= Duration::from_millis(STALENESS_MS + 500), "seen after {:?}", purged.elapsed());
     assert_origin_count(&origin, "/dir1/news/today.html", 2);
 }
+
+/// A backfill through one edge over a shared store fills the shared store: keys it holds
+/// already (written through any edge) are skipped, each fetched key counts as done only once it
+/// is written there, and a new edge then serves every key without the origin.
+#[test]
+fn a_backfill_through_one_edge_fills_the_shared_store() {
+    let garage = Garage::start(1, "shared-store");
+    let origin = Origin::start();
+    let keys: Vec<String> = (0..40).map(|i| format!("archive/{i:03}.txt")).collect();
+    for key in &keys {
+        origin.set(&format!("/dir1/{key}"), Reply::ok(format!("body of {key}")));
+    }
+    let a = edge(&garage, Some(&origin));
+    let b = edge(&garage, Some(&origin));
+    // Five keys are in the shared store already, through edge b; a does not hold them.
+    for key in &keys[..5] {
+        assert_eq!(get_ok(&b, key).body, format!("body of {key}").into_bytes());
+    }
+    poll_until(|| (metric(&b, "edgemirror_shared_writes_total") == 5).then_some(()), || "b's writes".into());
+    let path = format!("/v1/regions/garage/buckets/{BUCKET}/backfill");
+    let body = serde_json::json!({"keys": keys, "concurrency": 4}).to_string();
+    let resp =
+        crate::support::admin_request(a.admin_addr(), "POST", &path, Some(crate::support::ADMIN_TOKEN), Some(&body));
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let end = poll_until(
+        || {
+            let resp =
+                crate::support::admin_request(a.admin_addr(), "GET", &path, Some(crate::support::ADMIN_TOKEN), None);
+            let status = crate::support::admin_json(&resp)["result"].clone();
+            (status["state"] != "running").then_some(status)
+        },
+        || "the backfill did not end".into(),
+    );
+    assert_eq!(end["state"], "complete", "{end}");
+    assert_eq!(end["keys"]["skipped"], 5, "the keys the shared store held: {end}");
+    assert_eq!(end["keys"]["done"], 35, "done counts the fetched keys: {end}");
+    // Written through, not behind: the job's end means the shared store has everything.
+    assert_eq!(metric(&a, "edgemirror_shared_writes_total"), 35);
+    let fresh = edge(&garage, Some(&origin));
+    for key in &keys {
+        assert_eq!(get_ok(&fresh, key).body, format!("body of {key}").into_bytes());
+        assert_origin_count(&origin, &format!("/dir1/{key}"), 1);
+    }
+    assert_eq!(metric(&fresh, "edgemirror_shared_reads_total"), 40);
+}

@@ -480,18 +480,24 @@ fn record(job: &Job, index: usize, key: &str, outcome: Outcome) {
     }
 }
 
-/// With `verify`: the stored copy against the origin listing's size and ETag; `Some` failure
-/// when they differ.
+/// With `verify`: the stored copy (over a shared store, the copy there) against the origin
+/// listing's size and ETag; `Some` failure when they differ.
 async fn verify(worker: &Worker, bucket: &str, key: &str, expected: &(u64, String)) -> Option<Outcome> {
-    let stored = match worker.shared.store.lookup(ObjectKeyRef::new(bucket, key)).await {
-        Ok(Some(object)) => object,
-        _ => return Some(Outcome::Failed("verify: not stored".into())),
+    let (stored_size, ours) = match &worker.shared.shared_store {
+        Some(store) => match crate::backend::head_object(worker, store, bucket, key).await {
+            Ok(Some((tag, Some(size)))) => (size, tag),
+            Ok(_) => return Some(Outcome::Failed("verify: not in the shared store".into())),
+            Err(reason) => return Some(Outcome::Failed(format!("verify: the shared store did not answer: {reason}"))),
+        },
+        None => match worker.shared.store.lookup(ObjectKeyRef::new(bucket, key)).await {
+            Ok(Some(object)) => (object.meta.size, object.meta.etag()),
+            _ => return Some(Outcome::Failed("verify: not stored".into())),
+        },
     };
     let (size, etag) = expected;
-    if stored.meta.size != *size {
-        return Some(Outcome::Failed(format!("verify: {} bytes stored, {size} at the origin", stored.meta.size)));
+    if stored_size != *size {
+        return Some(Outcome::Failed(format!("verify: {stored_size} bytes stored, {size} at the origin")));
     }
-    let ours = stored.meta.etag();
     if !etag.contains('-') && ours.trim_matches('"') != etag.trim_matches('"') {
         return Some(Outcome::Failed(format!("verify: ETag {ours} stored, {etag} at the origin")));
     }
@@ -534,12 +540,22 @@ async fn fetch_once(
         return Ok(Outcome::Failed("no mirror rule matches the key".into()));
     };
     let okey = ObjectKeyRef::new(bucket, key);
+    // Over a shared store of record, the job fills that store: a key it holds is done, and one
+    // fetched here is done only once it is written there.
+    if let Some(store) = &shared.shared_store {
+        match crate::backend::head_version(worker, store, bucket, key).await {
+            Ok(Some(_)) => return Ok(Outcome::Skipped),
+            Ok(None) => {}
+            Err(reason) => return Err(format!("the shared store did not answer: {reason}")),
+        }
+    }
     let mut phase = match shared.fills.join(okey, &shared.store) {
+        Join::Stored if shared.shared_store.is_some() => return publish(worker, okey, 0).await,
         Join::Stored => return Ok(Outcome::Skipped),
         Join::Follow(fill) => fill.subscribe(),
         Join::Lead(guard) => {
             let plan = match mirror::plan_without_client(rule, key, worker.next_request_id()) {
-                Ok(plan) => mirror::FetchPlan { pacer, ..plan },
+                Ok(plan) => mirror::FetchPlan { pacer, write_behind: false, ..plan },
                 Err(e) => {
                     guard.finish(Phase::Refused(Refusal::Failed("the key cannot be fetched".into())));
                     return Ok(Outcome::Failed(e.message().into_owned()));
@@ -551,6 +567,7 @@ async fn fetch_once(
         }
     };
     match inflight::final_phase(&mut phase).await {
+        Some(Phase::Complete { written }) if shared.shared_store.is_some() => publish(worker, okey, written).await,
         Some(Phase::Complete { written }) => Ok(Outcome::Fetched(written)),
         Some(Phase::Refused(Refusal::NotFound)) => Ok(Outcome::Failed("the origin answered 404".into())),
         Some(Phase::Refused(Refusal::Redirect { status, .. })) => {
@@ -562,6 +579,20 @@ async fn fetch_once(
             Err("the fill ended without an outcome".into())
         }
     }
+}
+
+/// Over a shared store: writes the copy of `key` this edge holds there and waits (`Err`, to try
+/// again, when it cannot). `written` bytes were fetched for it (0: it was here already).
+async fn publish(worker: &Worker, key: ObjectKeyRef<'_>, written: u64) -> Result<Outcome, String> {
+    let shared = &worker.shared;
+    let Some(store) = &shared.shared_store else { return Ok(Outcome::Fetched(written)) };
+    let Some(obj) = shared.store.lookup(key).await.map_err(|e| e.to_string())? else {
+        return Err("the fetched copy is not stored here (a purge or delete meanwhile?)".into());
+    };
+    crate::backend::put_object(worker, store, &obj).await.map_err(|e| format!("writing to the shared store: {e}"))?;
+    worker.metrics().shared_writes.inc();
+    shared.freshness.mark(key.bucket, key.key);
+    Ok(Outcome::Fetched(obj.meta.size))
 }
 
 /// Every job's progress, for `/metrics`: (bucket, keys total, done, skipped, failed, bytes,
