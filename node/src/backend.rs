@@ -111,10 +111,14 @@ pub async fn put_object(worker: &Worker, store: &SharedStoreConfig, obj: &Stored
         .record
         .user
         .iter()
-        .filter(|(name, _)| &**name != ETAG_META)
+        .filter(|(name, _)| !crate::sharedstore::is_own_meta(name))
         .map(|(name, value)| (format!("x-amz-meta-{name}"), String::from_utf8_lossy(value).trim().to_string()))
         .collect();
     signed.push((format!("x-amz-meta-{ETAG_META}"), etag.clone()));
+    signed.push((
+        format!("x-amz-meta-{}", crate::sharedstore::LAST_MODIFIED_META),
+        edgemirror_proto::fmt_http_date(meta.record.last_modified),
+    ));
     signed.sort();
     let mut plain: Vec<origin::HeaderPair> = vec![(b"Content-Length".to_vec(), meta.size.to_string().into_bytes())];
     if meta.record.parts == 0 {

@@ -173,7 +173,7 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
             .filter_map(|(name, value)| {
                 let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
                 let user = name.strip_prefix("x-amz-meta-")?;
-                (user != crate::sharedstore::ETAG_META).then(|| (user.into(), Bytes::copy_from_slice(value)))
+                (!crate::sharedstore::is_own_meta(user)).then(|| (user.into(), Bytes::copy_from_slice(value)))
             })
             .collect();
     }
@@ -184,6 +184,11 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     let mut content_md5 = content_md5;
     if source == Source::Shared {
         meta.origin_etag = None;
+        // The Last-Modified the writing edge served (for a mirrored object, the origin's).
+        let own = format!("x-amz-meta-{}", crate::sharedstore::LAST_MODIFIED_META);
+        if let Some(t) = resp.header(&own).and_then(proto::parse_http_date) {
+            meta.last_modified = t;
+        }
         let tag = crate::sharedstore::version_tag(|name| resp.header(name));
         match tag.as_deref().and_then(crate::sharedstore::parse_etag) {
             Some((md5, 0)) => content_md5 = Some(md5),

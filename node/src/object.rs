@@ -301,7 +301,7 @@ async fn pass_head(
         true => crate::sharedstore::version_tag(|name| resp.header(name)).map(Bytes::from),
         false => resp.header("etag").map(Bytes::copy_from_slice),
     };
-    let last_modified = resp.header("last-modified").map(Bytes::copy_from_slice);
+    let last_modified = upstream_last_modified(&resp, from_shared);
     let saved: Vec<(SavedHeader, Bytes)> = resp
         .headers()
         .filter_map(|(name, value)| SavedHeader::from_name(name).map(|h| (h, Bytes::copy_from_slice(value))))
@@ -413,7 +413,7 @@ async fn pass_range(
         };
         let content_range = Bytes::copy_from_slice(content_range);
         let etag = crate::sharedstore::version_tag(|name| resp.header(name)).map(Bytes::from);
-        let last_modified = resp.header("last-modified").map(Bytes::copy_from_slice);
+        let last_modified = upstream_last_modified(&resp, true);
         let saved: Vec<(SavedHeader, Bytes)> = resp
             .headers()
             .filter_map(|(name, value)| SavedHeader::from_name(name).map(|h| (h, Bytes::copy_from_slice(value))))
@@ -452,14 +452,23 @@ async fn pass_range(
     None
 }
 
+/// An upstream answer's `Last-Modified`: from the shared store, the one the writing edge served
+/// ([`crate::sharedstore::LAST_MODIFIED_META`]) when it stored one.
+fn upstream_last_modified(resp: &origin::OriginResponse, from_shared: bool) -> Option<Bytes> {
+    let own = format!("x-amz-meta-{}", crate::sharedstore::LAST_MODIFIED_META);
+    let stored = from_shared.then(|| resp.header(&own)).flatten();
+    stored.or_else(|| resp.header("last-modified")).map(|v| Bytes::copy_from_slice(v.trim_ascii()))
+}
+
 /// The user metadata of a shared store's answer, as S3 returns it (`x-amz-meta-*`), without
 /// the ETag a node stores there ([`crate::sharedstore::ETAG_META`]).
 fn shared_user_meta(resp: &origin::OriginResponse) -> Vec<(String, Bytes)> {
-    let own = format!("x-amz-meta-{}", crate::sharedstore::ETAG_META);
     resp.headers()
-        .filter(|(name, _)| name.len() > 11 && name[..11].eq_ignore_ascii_case(b"x-amz-meta-"))
-        .filter(|(name, _)| !name.eq_ignore_ascii_case(own.as_bytes()))
-        .map(|(name, value)| (String::from_utf8_lossy(name).to_ascii_lowercase(), Bytes::copy_from_slice(value)))
+        .filter_map(|(name, value)| {
+            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+            let user = name.strip_prefix("x-amz-meta-")?;
+            (!crate::sharedstore::is_own_meta(user)).then(|| (name.clone(), Bytes::copy_from_slice(value)))
+        })
         .collect()
 }
 

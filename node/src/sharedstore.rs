@@ -65,6 +65,16 @@ pub const MAX_PUT_BYTES: u64 = 5 << 30;
 /// there). It is never shown to clients as user metadata.
 pub const ETAG_META: &str = "edgemirror-etag";
 
+/// The user-metadata name under which a node stores the object's `Last-Modified` (for a mirrored
+/// object, the origin's): every edge then answers conditional requests alike. Never shown to
+/// clients as user metadata either.
+pub const LAST_MODIFIED_META: &str = "edgemirror-last-modified";
+
+/// Whether `name` (without `x-amz-meta-`) is one of the node's own metadata entries.
+pub fn is_own_meta(name: &str) -> bool {
+    name.eq_ignore_ascii_case(ETAG_META) || name.eq_ignore_ascii_case(LAST_MODIFIED_META)
+}
+
 /// The version of an object in the shared store, from its response head: the ETag a node stored
 /// with it ([`ETAG_META`]), else the store's own ETag. Quoted, as ETags are sent.
 pub fn version_tag<'a>(header: impl Fn(&str) -> Option<&'a [u8]>) -> Option<String> {

@@ -66,8 +66,9 @@ fn a_fleet_over_garage_mirrors_each_object_once_and_survives_a_dead_garage_node_
     let mut garage = Garage::start(3, "shared-store");
     let origin = Origin::start();
     let keys: Vec<String> = (0..24).map(|i| format!("site/asset-{i}.bin")).collect();
+    const LAST_MODIFIED: &str = "Tue, 03 Mar 2026 10:00:00 GMT";
     for key in &keys {
-        origin.set(&format!("/dir1/{key}"), Reply::ok(body_of(key)));
+        origin.set(&format!("/dir1/{key}"), Reply::ok(body_of(key)).with_header("Last-Modified", LAST_MODIFIED));
     }
     let mut edges: Vec<Node> = (0..3).map(|_| edge(&garage, Some(&origin))).collect();
     crate::fleet::join(&edges);
@@ -93,6 +94,12 @@ fn a_fleet_over_garage_mirrors_each_object_once_and_survives_a_dead_garage_node_
         let resp = get_ok(&fresh, key);
         assert!(resp.body == body_of(key), "{key}: wrong body from the shared store");
         assert_eq!(resp.header("etag"), Some(expected_etag(&body_of(key)).as_str()));
+        // The origin's validators on every edge: a browser's revalidation gets 304 anywhere.
+        assert_eq!(resp.header("last-modified"), Some(LAST_MODIFIED), "{key}");
+        let head = crate::support::client::head(fresh.data_addr(), &format!("/{BUCKET}/{key}"), &[]).expect("HEAD");
+        assert!(head.header("x-amz-meta-edgemirror-etag").is_none() && head.header("x-amz-meta-edgemirror-last-modified").is_none());
+        let again = get(fresh.data_addr(), &format!("/{BUCKET}/{key}"), &[("If-Modified-Since", LAST_MODIFIED)]).expect("GET");
+        assert_eq!(again.status, 304, "{key}");
     }
     assert_eq!(metric(&fresh, "edgemirror_shared_reads_total"), keys.len() as u64);
 
