@@ -97,8 +97,12 @@ fn a_fleet_over_garage_mirrors_each_object_once_and_survives_a_dead_garage_node_
         // The origin's validators on every edge: a browser's revalidation gets 304 anywhere.
         assert_eq!(resp.header("last-modified"), Some(LAST_MODIFIED), "{key}");
         let head = crate::support::client::head(fresh.data_addr(), &format!("/{BUCKET}/{key}"), &[]).expect("HEAD");
-        assert!(head.header("x-amz-meta-edgemirror-etag").is_none() && head.header("x-amz-meta-edgemirror-last-modified").is_none());
-        let again = get(fresh.data_addr(), &format!("/{BUCKET}/{key}"), &[("If-Modified-Since", LAST_MODIFIED)]).expect("GET");
+        assert!(
+            head.header("x-amz-meta-edgemirror-etag").is_none()
+                && head.header("x-amz-meta-edgemirror-last-modified").is_none()
+        );
+        let again =
+            get(fresh.data_addr(), &format!("/{BUCKET}/{key}"), &[("If-Modified-Since", LAST_MODIFIED)]).expect("GET");
         assert_eq!(again.status, 304, "{key}");
     }
     assert_eq!(metric(&fresh, "edgemirror_shared_reads_total"), keys.len() as u64);
@@ -200,6 +204,22 @@ fn writes_through_one_edge_are_served_by_every_edge_within_the_bound() {
     let bound = Duration::from_millis(STALENESS_MS) + put_took + Duration::from_millis(500);
     eprintln!("overwrite seen by the edges after {seen:?} (PUT took {put_took:?}; staleness {STALENESS_MS} ms; {reads} reads)");
     assert!(seen.iter().all(|t| *t <= bound), "overwrite seen after {seen:?}, bound {bound:?}");
+
+    // Conditional writes are judged by what the shared store holds, not by an edge's cache:
+    // edge 2 never read this key, edge 0 wrote it.
+    let put_if = |node: &Node, key: &str, body: &[u8], condition: (&str, &str)| {
+        let host = node.data_addr().to_string();
+        let raw = crate::s3::signed("PUT", &host, &format!("/{BUCKET}/{key}"), body, &[condition], crate::s3::SECRET);
+        crate::support::client::Conn::new(node.data_addr()).request(&raw).expect("PUT")
+    };
+    put(&edges[0], "doc/only-a.txt", b"from a");
+    let refused = put_if(&edges[2], "doc/only-a.txt", b"from c", ("If-None-Match", "*"));
+    assert_eq!(refused.status, 412, "{}", refused.text());
+    let missing = put_if(&edges[2], "doc/none.txt", b"x", ("If-Match", "\"0123456789abcdef0123456789abcdef\""));
+    assert_eq!(missing.status, 404, "{}", missing.text());
+    let matched = put_if(&edges[2], "doc/only-a.txt", b"from c", ("If-Match", &expected_etag(b"from a")));
+    assert_eq!(matched.status, 200, "{}", matched.text());
+    assert_eq!(get_ok(&edges[2], "doc/only-a.txt").body, b"from c");
 
     // A DELETE through edge 2: every edge answers 404 within the bound.
     let host = edges[2].data_addr().to_string();

@@ -280,7 +280,7 @@ pub async fn complete(
     let okey = ObjectKeyRef::new(bucket, key);
     let mut writer = shared.begin(worker.id, bucket, okey, meta, Some(total), CommitRule::LastWins)?;
     if let Some(condition) = super::put::write_condition(req) {
-        writer.require(condition);
+        super::put::apply_condition(worker, &mut writer, okey, condition).await?;
     }
     writer.defer_md5();
     for m in &chosen {

@@ -126,7 +126,7 @@ pub async fn put_object(
     let mut writer = shared.begin(worker.id, owner, okey, meta, known, CommitRule::LastWins)?;
     // Conditions are about the object; a part (stored for its upload's bucket) takes none.
     if let Some(condition) = write_condition(req).filter(|_| okey.bucket == owner) {
-        writer.require(condition);
+        apply_condition(worker, &mut writer, okey, condition).await?;
     }
     if let Some(md5) = content_md5 {
         writer.expect_md5(md5);
@@ -186,6 +186,31 @@ pub async fn put_object(
     reply::header(&mut conn.out, reply::SOURCE_HEADER, b"edge");
     reply::finish(&mut conn.out, Framing::Length(0), keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))
+}
+
+/// Applies a write condition: at the commit, under the key's lock, against this edge's store;
+/// over a shared store of record, now, against the version the shared store holds (this edge's
+/// copy is only a cache). The shared store's check and the write are two requests: two edges
+/// writing the same key at once may both pass.
+pub(super) async fn apply_condition(
+    worker: &Worker,
+    writer: &mut RecordWriter,
+    okey: ObjectKeyRef<'_>,
+    condition: edgemirror_cache::WriteCondition,
+) -> Result<(), S3Error> {
+    let Some(store) = &worker.shared.shared_store else {
+        writer.require(condition);
+        return Ok(());
+    };
+    let current = crate::backend::head_version(worker, store, okey.bucket, okey.key)
+        .await
+        .map_err(|e| S3Error::SharedStoreUnavailable(format!("checking the write's condition: {e}")))?;
+    let exists = current.is_some();
+    if condition(current.as_deref()) {
+        Ok(())
+    } else {
+        Err(edgemirror_cache::Error::ConditionNotMet { exists }.into())
+    }
 }
 
 /// S3's conditional writes, tested at commit under the key's lock: `If-None-Match: *` creates
