@@ -309,6 +309,18 @@ for k in keys:
         raise SystemExit("still there: " + k)
     except a.exceptions.ClientError as e:
         assert e.response["Error"]["Code"] in ("404", "NoSuchKey"), e.response
+# Buckets are per edge (made on each); whether one is empty is the shared store's to say.
+a.create_bucket(Bucket="tmp-bucket")
+b.create_bucket(Bucket="tmp-bucket")
+a.put_object(Bucket="tmp-bucket", Key="only-in-a", Body=b"x")
+try:
+    b.delete_bucket(Bucket="tmp-bucket")
+    raise SystemExit("b deleted a bucket the shared store holds an object of")
+except b.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "BucketNotEmpty", e.response
+a.delete_object(Bucket="tmp-bucket", Key="only-in-a")
+a.delete_bucket(Bucket="tmp-bucket")
+b.delete_bucket(Bucket="tmp-bucket")
 print("boto3 ok")
 "#,
         a = a.data_addr(),

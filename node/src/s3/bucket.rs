@@ -12,6 +12,8 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use edgemirror_cache::ObjectKeyRef;
 use std::time::SystemTime;
 
 use edgemirror_proto::s3::xml::{self, CreateBucketConfiguration};
@@ -83,6 +85,17 @@ pub async fn delete(
     bucket: &str,
 ) -> Result<Disposition, S3Error> {
     let shared = &worker.shared;
+    // Over a shared store of record, emptiness is the shared store's (this edge's copies are a
+    // cache). Checked before the flag: a write through another edge in between is not seen.
+    if let Some(store) = &shared.shared_store {
+        if shared.bucket(bucket).is_none() {
+            return Err(S3Error::NoSuchBucket);
+        }
+        let page = crate::backend::list_page(worker, store, bucket, "", None, None, 1).await?;
+        if !page.objects.is_empty() {
+            return Err(S3Error::BucketNotEmpty);
+        }
+    }
     {
         let _guard = shared.buckets_update.lock().unwrap_or_else(|e| e.into_inner());
         let table = shared.buckets.load();
@@ -103,7 +116,7 @@ pub async fn delete(
             deleting.store(false, Ordering::SeqCst);
             e
         };
-        if !shared.store.list(bucket, "", None, None, 1).objects.is_empty() {
+        if shared.shared_store.is_none() && !shared.store.list(bucket, "", None, None, 1).objects.is_empty() {
             return Err(stays(S3Error::BucketNotEmpty));
         }
         next.persist(&req.config.store.dir)
@@ -111,6 +124,18 @@ pub async fn delete(
         shared.buckets.store(Arc::new(next));
     }
     multipart::abort_bucket_uploads(worker, bucket);
+    if shared.shared_store.is_some() {
+        // Cached copies of objects deleted through other edges: gone with the bucket, so a
+        // bucket made again under this name starts empty here too.
+        for key in shared.store.keys_with_prefix(bucket, "") {
+            let okey = ObjectKeyRef::new(bucket, &key.key);
+            if let Err(e) = shared.store.delete(worker.id, okey) {
+                tracing::warn!(bucket, key = %key.key, error = %e, "could not drop a cached copy of a deleted bucket");
+            }
+            shared.hot.remove(okey);
+            shared.freshness.forget(bucket, &key.key);
+        }
+    }
     {
         let _guard = shared.rules_update.lock().unwrap_or_else(|e| e.into_inner());
         let table = shared.rules.load();
