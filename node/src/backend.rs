@@ -119,6 +119,10 @@ pub async fn put_object(worker: &Worker, store: &SharedStoreConfig, obj: &Stored
         format!("x-amz-meta-{}", crate::sharedstore::LAST_MODIFIED_META),
         edgemirror_proto::fmt_http_date(meta.record.last_modified),
     ));
+    if let Some((name, value)) = &meta.record.checksum {
+        let value = format!("{name}={}", String::from_utf8_lossy(value));
+        signed.push((format!("x-amz-meta-{}", crate::sharedstore::CHECKSUM_META), value));
+    }
     signed.sort();
     let mut plain: Vec<origin::HeaderPair> = vec![(b"Content-Length".to_vec(), meta.size.to_string().into_bytes())];
     if meta.record.parts == 0 {

@@ -189,6 +189,12 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
         if let Some(t) = resp.header(&own).and_then(proto::parse_http_date) {
             meta.last_modified = t;
         }
+        // The flexible checksum the upload was verified with, `{header name}={value}`.
+        let own = format!("x-amz-meta-{}", crate::sharedstore::CHECKSUM_META);
+        let checksum = resp.header(&own).and_then(|v| std::str::from_utf8(v).ok()?.trim().split_once('='));
+        if let Some((name, value)) = checksum.filter(|(name, _)| name.starts_with("x-amz-checksum-")) {
+            meta.checksum = Some((name.into(), Bytes::copy_from_slice(value.as_bytes())));
+        }
         let tag = crate::sharedstore::version_tag(|name| resp.header(name));
         match tag.as_deref().and_then(crate::sharedstore::parse_etag) {
             Some((md5, 0)) => content_md5 = Some(md5),

@@ -124,7 +124,9 @@ async fn send_body(
         source,
         range: (status == 206).then(|| (range.clone(), body.length.unwrap_or(0))),
         framing,
-        checksum: false,
+        // Known before the bytes only from the shared store, as the ETag is.
+        checksum: source == Source::Shared
+            && req.header("x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case(b"ENABLED")),
         overrides: &reply::Overrides::from_query(req.query()),
         parts_count: None,
         part_checksum: None,

@@ -70,9 +70,14 @@ pub const ETAG_META: &str = "edgemirror-etag";
 /// clients as user metadata either.
 pub const LAST_MODIFIED_META: &str = "edgemirror-last-modified";
 
+/// The user-metadata name under which a node stores the flexible checksum an upload was
+/// verified with (`x-amz-checksum-crc32=...`): every edge returns it with
+/// `x-amz-checksum-mode: ENABLED`.
+pub const CHECKSUM_META: &str = "edgemirror-checksum";
+
 /// Whether `name` (without `x-amz-meta-`) is one of the node's own metadata entries.
 pub fn is_own_meta(name: &str) -> bool {
-    name.eq_ignore_ascii_case(ETAG_META) || name.eq_ignore_ascii_case(LAST_MODIFIED_META)
+    [ETAG_META, LAST_MODIFIED_META, CHECKSUM_META].iter().any(|own| name.eq_ignore_ascii_case(own))
 }
 
 /// The version of an object in the shared store, from its response head: the ETag a node stored

@@ -277,6 +277,12 @@ got = b.get_object(Bucket="{BUCKET}", Key="dir/sub/3")["Body"].read()
 assert got == b"dir/sub/3", got
 g = b.get_object(Bucket="{BUCKET}", Key="dir/sub/3")
 assert g["Metadata"] == {{"origin-id": "dir/sub/3"}}, g
+# A flexible checksum given to a comes back from b (and is never shown as user metadata).
+put = a.put_object(Bucket="{BUCKET}", Key="sum/crc", Body=b"checked bytes", ChecksumAlgorithm="CRC32")
+got = b.get_object(Bucket="{BUCKET}", Key="sum/crc", ChecksumMode="ENABLED")
+assert got.get("ChecksumCRC32") == put["ChecksumCRC32"], (got.get("ChecksumCRC32"), put["ChecksumCRC32"])
+assert got["Metadata"] == {{}}, got["Metadata"]
+a.delete_object(Bucket="{BUCKET}", Key="sum/crc")
 # A multipart upload through a: b serves it with the same ETag.
 part = 5 * 1024 * 1024
 m = a.create_multipart_upload(Bucket="{BUCKET}", Key="big/file.bin")
