@@ -388,3 +388,40 @@ pub async fn list_page(
     worker.metrics().shared_unreachable.inc();
     Err(S3Error::SharedStoreUnavailable(format!("listing {bucket}: {failure}")))
 }
+
+/// Where a bucket made through S3 is recorded in the shared store, so every edge knows it: an
+/// empty object under a name no bucket can have (bucket names start with a letter or digit).
+pub const BUCKETS_DIR: &str = ".edgemirror-buckets";
+
+/// Records bucket `name` in the shared store.
+pub async fn put_bucket_marker(worker: &Worker, store: &SharedStoreConfig, name: &str) -> Result<(), String> {
+    let object = format!("{BUCKETS_DIR}/{name}");
+    let request = |endpoint: &Endpoint| {
+        (endpoint.signer.signed_put_path(&object, &[]), vec![(b"Content-Length".to_vec(), b"0".to_vec())])
+    };
+    match send(worker, store, BUCKETS_DIR, name, Method::Put, request, None).await? {
+        (200, _) => Ok(()),
+        (status, _) => Err(format!("PUT of the bucket's record answered {status}")),
+    }
+}
+
+/// Removes bucket `name`'s record from the shared store.
+pub async fn delete_bucket_marker(worker: &Worker, store: &SharedStoreConfig, name: &str) -> Result<(), String> {
+    let object = format!("{BUCKETS_DIR}/{name}");
+    let request = |endpoint: &Endpoint| (endpoint.signer.signed_delete_path(&object), Vec::new());
+    match send(worker, store, BUCKETS_DIR, name, Method::Delete, request, None).await? {
+        (200 | 204 | 404, _) => Ok(()),
+        (status, _) => Err(format!("DELETE of the bucket's record answered {status}")),
+    }
+}
+
+/// Whether bucket `name` is recorded in the shared store (made through S3 on some edge).
+pub async fn bucket_marker_exists(worker: &Worker, store: &SharedStoreConfig, name: &str) -> Result<bool, String> {
+    let object = format!("{BUCKETS_DIR}/{name}");
+    let request = |endpoint: &Endpoint| (endpoint.signer.signed_path(true, &object), Vec::new());
+    match send(worker, store, BUCKETS_DIR, name, Method::Head, request, None).await? {
+        (200, _) => Ok(true),
+        (404, _) => Ok(false),
+        (status, _) => Err(format!("HEAD of the bucket's record answered {status}")),
+    }
+}

@@ -315,18 +315,26 @@ for k in keys:
         raise SystemExit("still there: " + k)
     except a.exceptions.ClientError as e:
         assert e.response["Error"]["Code"] in ("404", "NoSuchKey"), e.response
-# Buckets are per edge (made on each); whether one is empty is the shared store's to say.
+# A bucket made through a is one every edge serves (within the staleness bound); whether it
+# is empty is the shared store's to say; deleted through b, it is gone from a too.
 a.create_bucket(Bucket="tmp-bucket")
-b.create_bucket(Bucket="tmp-bucket")
-a.put_object(Bucket="tmp-bucket", Key="only-in-a", Body=b"x")
+assert "tmp-bucket" in [x["Name"] for x in b.list_buckets()["Buckets"]]
+b.put_object(Bucket="tmp-bucket", Key="via-b", Body=b"x")
+assert a.get_object(Bucket="tmp-bucket", Key="via-b")["Body"].read() == b"x"
 try:
     b.delete_bucket(Bucket="tmp-bucket")
     raise SystemExit("b deleted a bucket the shared store holds an object of")
 except b.exceptions.ClientError as e:
     assert e.response["Error"]["Code"] == "BucketNotEmpty", e.response
-a.delete_object(Bucket="tmp-bucket", Key="only-in-a")
-a.delete_bucket(Bucket="tmp-bucket")
+a.delete_object(Bucket="tmp-bucket", Key="via-b")
 b.delete_bucket(Bucket="tmp-bucket")
+time.sleep({stale})
+try:
+    a.head_bucket(Bucket="tmp-bucket")
+    raise SystemExit("a still has the bucket b deleted")
+except a.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] in ("404", "NoSuchBucket"), e.response
+assert "tmp-bucket" not in [x["Name"] for x in a.list_buckets()["Buckets"]]
 print("boto3 ok")
 "#,
         a = a.data_addr(),

@@ -52,6 +52,14 @@ pub async fn create(
     }
     let shared = &worker.shared;
     let region = &req.config.s3.region;
+    if let Some(store) = &shared.shared_store {
+        // Recorded in the shared store first, so every edge learns of it.
+        crate::backend::put_bucket_marker(worker, store, bucket)
+            .await
+            .map_err(|e| S3Error::SharedStoreUnavailable(format!("recording bucket {bucket}: {e}")))?;
+        shared.freshness.mark(BUCKET_SEEN, bucket);
+        shared.freshness.forget(BUCKET_ABSENT, bucket);
+    }
     let created = {
         let _guard = shared.buckets_update.lock().unwrap_or_else(|e| e.into_inner());
         match shared.buckets.load().with_created(bucket, SystemTime::now()) {
@@ -95,6 +103,12 @@ pub async fn delete(
         if !page.objects.is_empty() {
             return Err(S3Error::BucketNotEmpty);
         }
+        if shared.buckets.load().get(bucket).is_some_and(|b| !b.declared) {
+            crate::backend::delete_bucket_marker(worker, store, bucket)
+                .await
+                .map_err(|e| S3Error::SharedStoreUnavailable(format!("removing bucket {bucket}'s record: {e}")))?;
+            shared.freshness.forget(BUCKET_SEEN, bucket);
+        }
     }
     {
         let _guard = shared.buckets_update.lock().unwrap_or_else(|e| e.into_inner());
@@ -123,6 +137,16 @@ pub async fn delete(
             .map_err(|e| stays(S3Error::Internal(format!("saving buckets.json: {e}"))))?;
         shared.buckets.store(Arc::new(next));
     }
+    forget_bucket(worker, bucket, &req.config.store.dir);
+    tracing::info!(bucket, request_id = %req.id, "bucket deleted");
+    super::list::send_no_content(worker, conn, req).await
+}
+
+/// What goes with a bucket once it has left the table: its unfinished multipart uploads, its
+/// mirror rules and, over a shared store, this edge's cached copies of its objects (so a bucket
+/// made again under the name starts empty here too).
+fn forget_bucket(worker: &Worker, bucket: &str, store_dir: &std::path::Path) {
+    let shared = &worker.shared;
     multipart::abort_bucket_uploads(worker, bucket);
     if shared.shared_store.is_some() {
         // Cached copies of objects deleted through other edges: gone with the bucket, so a
@@ -141,12 +165,120 @@ pub async fn delete(
         let table = shared.rules.load();
         if table.rules(bucket).is_some() {
             let next = table.without_bucket(bucket);
-            if let Err(e) = rules::persist(&req.config.store.dir, &next) {
+            if let Err(e) = rules::persist(store_dir, &next) {
                 tracing::error!(bucket, error = %e, "cannot persist the mirror rules of a deleted bucket");
             }
             shared.rules.store(Arc::new(next));
         }
     }
-    tracing::info!(bucket, request_id = %req.id, "bucket deleted");
-    super::list::send_no_content(worker, conn, req).await
+}
+
+/// Namespaces of [`crate::sharedstore::Freshness`] for buckets: one seen recorded in the shared
+/// store lately, one found absent there lately.
+const BUCKET_SEEN: &str = ".bucket";
+const BUCKET_ABSENT: &str = ".no-bucket";
+
+/// Over a shared store of record, brings this edge's table up to date for bucket `name` before
+/// a request to it: a bucket made through S3 on another edge (recorded in the shared store) is
+/// adopted here, one deleted through another edge is dropped here, each within
+/// `store.s3.staleness_ms`. Buckets of the config file are left alone. When the shared store
+/// does not answer, the table stays as it is.
+pub async fn sync_with_shared(worker: &Worker, name: &str) {
+    let shared = &worker.shared;
+    let Some(store) = &shared.shared_store else { return };
+    let known = shared.buckets.load().get(name).map(|b| b.declared);
+    let within = store.staleness;
+    match known {
+        Some(true) => {}
+        Some(false) if shared.freshness.is_fresh(BUCKET_SEEN, name, within) => {}
+        None if shared.freshness.is_fresh(BUCKET_ABSENT, name, within) => {}
+        None if crate::config::validate_bucket_name(name).is_err() => {}
+        _ => match crate::backend::bucket_marker_exists(worker, store, name).await {
+            Ok(true) => {
+                shared.freshness.mark(BUCKET_SEEN, name);
+                shared.freshness.forget(BUCKET_ABSENT, name);
+                if known.is_none() {
+                    adopt(worker, name);
+                }
+            }
+            Ok(false) => {
+                shared.freshness.mark(BUCKET_ABSENT, name);
+                if known == Some(false) {
+                    drop_bucket(worker, name);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(bucket = name, error = e, "the shared store did not say whether the bucket exists")
+            }
+        },
+    }
+}
+
+/// Over a shared store of record, brings this edge's whole table up to date (for ListBuckets):
+/// every bucket recorded there is adopted, every bucket made through S3 that is no longer
+/// recorded there is dropped. When the shared store does not answer, the table stays.
+pub async fn sync_all_with_shared(worker: &Worker) {
+    let shared = &worker.shared;
+    let Some(store) = &shared.shared_store else { return };
+    let mut recorded = std::collections::BTreeSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page =
+            crate::backend::list_page(worker, store, crate::backend::BUCKETS_DIR, "", None, after.as_deref(), 1000)
+                .await;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = ?e, "the shared store did not list the buckets");
+                return;
+            }
+        };
+        recorded.extend(page.objects.into_iter().map(|o| o.key));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let table = shared.buckets.load_full();
+    for name in &recorded {
+        shared.freshness.mark(BUCKET_SEEN, name);
+        if table.get(name).is_none() && crate::config::validate_bucket_name(name).is_ok() {
+            adopt(worker, name);
+        }
+    }
+    for bucket in table.iter().filter(|b| !b.declared && !recorded.contains(&b.config.name)) {
+        drop_bucket(worker, &bucket.config.name);
+    }
+}
+
+/// Adds bucket `name`, made through another edge, to this edge's table.
+fn adopt(worker: &Worker, name: &str) {
+    let shared = &worker.shared;
+    let dir = shared.config().store.dir.clone();
+    let _guard = shared.buckets_update.lock().unwrap_or_else(|e| e.into_inner());
+    if let Ok(next) = shared.buckets.load().with_created(name, SystemTime::now()) {
+        if let Err(e) = next.persist(&dir) {
+            tracing::error!(bucket = name, error = %e, "cannot save buckets.json");
+            return;
+        }
+        shared.buckets.store(Arc::new(next));
+        tracing::info!(bucket = name, "bucket made through another edge adopted");
+    }
+}
+
+/// Drops bucket `name`, deleted through another edge, from this edge's table.
+fn drop_bucket(worker: &Worker, name: &str) {
+    let shared = &worker.shared;
+    let dir = shared.config().store.dir.clone();
+    {
+        let _guard = shared.buckets_update.lock().unwrap_or_else(|e| e.into_inner());
+        let Ok(next) = shared.buckets.load().without(name) else { return };
+        if let Err(e) = next.persist(&dir) {
+            tracing::error!(bucket = name, error = %e, "cannot save buckets.json");
+            return;
+        }
+        shared.buckets.store(Arc::new(next));
+    }
+    forget_bucket(worker, name, &dir);
+    tracing::info!(bucket = name, "bucket deleted through another edge dropped");
 }

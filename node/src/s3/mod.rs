@@ -134,12 +134,22 @@ async fn serve(
     let shared = &worker.shared;
     if target.op == Op::ListBuckets {
         conn.tally.access_key = Some(auth::authorize(req)?.access_key);
+        bucket::sync_all_with_shared(worker).await;
         return list::list_buckets(worker, conn, req).await;
     }
     if target.op == Op::CreateBucket {
         let signed = auth::authorize(req)?;
         conn.tally.access_key = Some(signed.access_key.clone());
         return bucket::create(worker, conn, req, body, &target.bucket, signed).await;
+    }
+    // Over a shared store, buckets made or deleted through other edges are taken in first. A
+    // name this edge does not know is asked about only for a signed request: anonymous ones
+    // cannot make it query the shared store for any name they like (and buckets made through
+    // S3 are not public anyway).
+    if shared.shared_store.is_some()
+        && (shared.buckets.load().get(&target.bucket).is_some() || auth::authorize(req).is_ok())
+    {
+        bucket::sync_with_shared(worker, &target.bucket).await;
     }
     // A borrow of the table snapshot, not a clone of the bucket: no shared refcount per request.
     let Some(public_read) = shared.buckets.load().get(&target.bucket).map(|b| b.config.public_read) else {
