@@ -236,7 +236,8 @@ def main():
                   f"(writes {total('edgemirror_shared_writes_total') / OBJECTS:.2f}, reads that found it "
                   f"{total('edgemirror_shared_reads_total') / OBJECTS:.2f}, revalidations "
                   f"{total('edgemirror_shared_revalidations_total') / OBJECTS:.2f}; the rest are lookups of keys it lacked)")
-            print(f"- bytes written to the shared store: {total('edgemirror_shared_writes_total') * SIZE / 2**20:.1f} MiB")
+            print(f"- bytes written to the shared store: {total('edgemirror_shared_writes_total') * SIZE / 2**20:.1f} MiB; "
+                  f"read from it by fills: {total('edgemirror_shared_read_bytes_total') / 2**20:.1f} MiB")
         print("- bytes served to clients by source: " + ", ".join(f"{s} {v / 2**20:.1f} MiB" for s, v in served.items() if v))
     finally:
         for proc, _, _ in edges:

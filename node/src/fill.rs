@@ -245,6 +245,17 @@ struct OriginBody {
     write_behind: bool,
 }
 
+impl OriginBody {
+    /// Counts `len` body bytes read: from the shared store, or from an origin (a peer counts as
+    /// one: it stands in for the origin).
+    fn count(&self, metrics: &crate::metrics::Metrics, len: usize) {
+        match self.source {
+            Source::Shared => metrics.shared_read_bytes.add(len as u64),
+            Source::Peer | Source::Origin => metrics.bytes_from_origin.add(len as u64),
+        }
+    }
+}
+
 /// Where a fill's bytes come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Source {
@@ -297,7 +308,7 @@ async fn to_record(
                 return guard.finish(Phase::Broken);
             }
         };
-        metrics.bytes_from_origin.add(piece.len() as u64);
+        body.count(metrics, piece.len());
         match writer.append(&piece) {
             Ok(()) => {}
             Err(edgemirror_cache::Error::NoSpace(reason)) => {
@@ -450,7 +461,7 @@ async fn to_memory(
             Some(piece) => piece,
             None => match body.resp.body.next().await {
                 Ok(Some(piece)) => {
-                    metrics.bytes_from_origin.add(piece.len() as u64);
+                    body.count(metrics, piece.len());
                     piece
                 }
                 Ok(None) => break,

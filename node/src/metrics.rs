@@ -86,6 +86,8 @@ pub struct Metrics {
     pub shared_reads: Counter,
     /// Ranges of objects the edge lacked, passed through from the shared store.
     pub shared_ranges: Counter,
+    /// Body bytes fills read from the shared store.
+    pub shared_read_bytes: Counter,
     pub shared_writes: Counter,
     pub shared_write_failures: Counter,
     pub shared_revalidations: Counter,
@@ -109,7 +111,7 @@ impl Metrics {
     /// people reading a dashboard).
     pub fn render(&self, counters_elsewhere: &[Sample<'_>], gauges: &[Sample<'_>]) -> String {
         let get = |c: &Counter| c.get() as f64;
-        let counters: [Sample<'_>; 35] = [
+        let counters: [Sample<'_>; 36] = [
             ("edgemirror_connections_accepted_total", "Client connections accepted.", get(&self.connections_accepted)),
             (
                 "edgemirror_connections_refused_total",
@@ -182,7 +184,11 @@ impl Metrics {
             ("edgemirror_bytes_uploaded_total", "Bytes stored by S3 writes.", get(&self.bytes_uploaded)),
             ("edgemirror_objects_deleted_total", "Objects removed by S3 deletes.", get(&self.objects_deleted)),
             ("edgemirror_objects_mirrored_total", "Objects stored by fills.", get(&self.objects_mirrored)),
-            ("edgemirror_origin_bytes_total", "Body bytes read from origins.", get(&self.bytes_from_origin)),
+            (
+                "edgemirror_origin_bytes_total",
+                "Body bytes fills read from origins (and fleet peers standing in for them).",
+                get(&self.bytes_from_origin),
+            ),
             (
                 "edgemirror_fleet_peer_fetches_total",
                 "Fills answered by the fleet peer owning the key.",
@@ -199,6 +205,11 @@ impl Metrics {
                 get(&self.shared_requests),
             ),
             ("edgemirror_shared_reads_total", "Fills answered from the shared store.", get(&self.shared_reads)),
+            (
+                "edgemirror_shared_read_bytes_total",
+                "Body bytes fills read from the shared store.",
+                get(&self.shared_read_bytes),
+            ),
             (
                 "edgemirror_shared_ranges_total",
                 "Ranges of objects the edge lacked, passed through from the shared store.",

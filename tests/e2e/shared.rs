@@ -106,6 +106,9 @@ fn a_fleet_over_garage_mirrors_each_object_once_and_survives_a_dead_garage_node_
         assert_eq!(again.status, 304, "{key}");
     }
     assert_eq!(metric(&fresh, "edgemirror_shared_reads_total"), keys.len() as u64);
+    let bytes: u64 = keys.iter().map(|k| body_of(k).len() as u64).sum();
+    assert_eq!(metric(&fresh, "edgemirror_shared_read_bytes_total"), bytes);
+    assert_eq!(metric(&fresh, "edgemirror_origin_bytes_total"), 0, "nothing from the origin");
 
     // One Garage node dies (kill -9): replication 3, quorum 2, and the edges move to another
     // endpoint. No error: reads of what the edges lack, and writes.
