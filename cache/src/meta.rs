@@ -62,6 +62,12 @@ impl SavedHeader {
         SavedHeader::ALL.into_iter().find(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
     }
 
+    /// Like [`SavedHeader::from_name`], for what an upload keeps (Content-Language too): what
+    /// an object read back from an S3 store of record carries.
+    pub fn uploaded_from_name(name: &[u8]) -> Option<SavedHeader> {
+        SavedHeader::UPLOADED.into_iter().find(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+    }
+
     fn from_u8(v: u8) -> Option<SavedHeader> {
         SavedHeader::UPLOADED.into_iter().find(|h| *h as u8 == v)
     }

@@ -39,6 +39,9 @@ async fn send(
     request: impl Fn(&Endpoint) -> (String, Vec<origin::HeaderPair>),
     body: Option<Bytes>,
 ) -> Result<(u16, Vec<(String, Bytes)>), String> {
+    if !SharedStoreConfig::storable_key(key) {
+        return Err(format!("the key {key:?} has a '.' or '..' segment: it cannot be named in the shared store"));
+    }
     let config = worker.config();
     let mut failure = String::from("no endpoint");
     for endpoint in store.order(bucket, key) {
@@ -98,7 +101,14 @@ fn header<'a>(headers: &'a [(String, Bytes)], name: &str) -> Option<&'a [u8]> {
 
 /// Writes the committed object `obj` to the shared store with one PUT: its saved headers, its
 /// user metadata, its ETag ([`ETAG_META`]) and, for a single-part object, `Content-MD5`.
-pub async fn put_object(worker: &Worker, store: &SharedStoreConfig, obj: &StoredObject) -> Result<(), String> {
+/// With `create_only`, the PUT carries `If-None-Match: *`: a store that takes conditional
+/// writes keeps a version written meanwhile by anyone else (`Ok(false)`: not written).
+pub async fn put_object(
+    worker: &Worker,
+    store: &SharedStoreConfig,
+    obj: &StoredObject,
+    create_only: bool,
+) -> Result<bool, String> {
     use base64::Engine as _;
     let meta = &obj.meta;
     if meta.size > crate::sharedstore::MAX_PUT_BYTES {
@@ -119,6 +129,10 @@ pub async fn put_object(worker: &Worker, store: &SharedStoreConfig, obj: &Stored
         format!("x-amz-meta-{}", crate::sharedstore::LAST_MODIFIED_META),
         edgemirror_proto::fmt_http_date(meta.record.last_modified),
     ));
+    if let Some(version) = crate::sharedstore::local_version(meta) {
+        let version = String::from_utf8_lossy(version).into_owned();
+        signed.push((format!("x-amz-meta-{}", crate::sharedstore::VERSION_META), version));
+    }
     if let Some((name, value)) = &meta.record.checksum {
         let value = format!("{name}={}", String::from_utf8_lossy(value));
         signed.push((format!("x-amz-meta-{}", crate::sharedstore::CHECKSUM_META), value));
@@ -128,6 +142,9 @@ pub async fn put_object(worker: &Worker, store: &SharedStoreConfig, obj: &Stored
     if meta.record.parts == 0 {
         let md5 = base64::engine::general_purpose::STANDARD.encode(meta.md5);
         plain.push((b"Content-MD5".to_vec(), md5.into_bytes()));
+    }
+    if create_only {
+        plain.push((b"If-None-Match".to_vec(), b"*".to_vec()));
     }
     for (h, value) in &meta.record.headers {
         plain.push((h.as_str().as_bytes().to_vec(), value.to_vec()));
@@ -141,6 +158,9 @@ pub async fn put_object(worker: &Worker, store: &SharedStoreConfig, obj: &Stored
     };
     let (status, headers) =
         send(worker, store, &meta.bucket, &meta.key, Method::Put, request, Some(obj.body.clone())).await?;
+    if create_only && status == 412 {
+        return Ok(false);
+    }
     if status != 200 {
         return Err(format!("PUT answered {status}"));
     }
@@ -151,7 +171,7 @@ pub async fn put_object(worker: &Worker, store: &SharedStoreConfig, obj: &Stored
             return Err(format!("the shared store's ETag {stored:?} is not the object's {etag}"));
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Deletes `bucket`/`key` in the shared store (absent already is fine, as in S3).
@@ -164,32 +184,33 @@ pub async fn delete_object(worker: &Worker, store: &SharedStoreConfig, bucket: &
     }
 }
 
-/// The version the shared store holds of `bucket`/`key` ([`crate::sharedstore::version_tag`]),
-/// `None` when it holds none.
+/// The ETag the shared store holds of `bucket`/`key` (the one every edge serves,
+/// [`crate::sharedstore::version_tag`]), `None` when it holds none.
 pub async fn head_version(
     worker: &Worker,
     store: &SharedStoreConfig,
     bucket: &str,
     key: &str,
 ) -> Result<Option<String>, String> {
-    Ok(head_object(worker, store, bucket, key).await?.map(|(tag, _)| tag))
+    Ok(head_object(worker, store, bucket, key).await?.map(|held| held.etag))
 }
 
-/// The version and size the shared store holds of `bucket`/`key`, `None` when it holds none.
+/// What the shared store holds of `bucket`/`key`, `None` when it holds none.
 pub async fn head_object(
     worker: &Worker,
     store: &SharedStoreConfig,
     bucket: &str,
     key: &str,
-) -> Result<Option<(String, Option<u64>)>, String> {
+) -> Result<Option<crate::sharedstore::Held>, String> {
     let object = SharedStoreConfig::object_key(bucket, key);
     let request = |endpoint: &Endpoint| (endpoint.signer.signed_path(true, &object), Vec::new());
     match send(worker, store, bucket, key, Method::Head, request, None).await? {
         (200, headers) => {
-            let size =
-                header(&headers, "content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
-            let tag = crate::sharedstore::version_tag(|name| header(&headers, name));
-            Ok(tag.map(|tag| (tag, size)))
+            let text = |name: &str| header(&headers, name).and_then(|v| std::str::from_utf8(v).ok()).map(str::trim);
+            let size = text("content-length").and_then(|v| v.parse().ok());
+            let version = text(&format!("x-amz-meta-{}", crate::sharedstore::VERSION_META)).map(str::to_string);
+            let etag = crate::sharedstore::version_tag(|name| header(&headers, name));
+            Ok(etag.map(|etag| crate::sharedstore::Held { etag, version, size }))
         }
         (404, _) => Ok(None),
         (status, _) => Err(format!("HEAD answered {status}")),
@@ -204,8 +225,13 @@ pub async fn publish(worker: &Worker, obj: &StoredObject) -> Result<(), S3Error>
     let Some(store) = &shared.shared_store else { return Ok(()) };
     let (bucket, key) = (&*obj.meta.bucket, &*obj.meta.key);
     let started = Instant::now();
-    match put_object(worker, store, obj).await {
-        Ok(()) => {
+    // Until it is there, this edge's reads keep the copy it just committed (a revalidation
+    // would find the previous version and drop it).
+    shared.freshness.uploading(bucket, key, true);
+    let written = put_object(worker, store, obj, false).await;
+    shared.freshness.uploading(bucket, key, false);
+    match written {
+        Ok(_) => {
             worker.metrics().shared_writes.inc();
             shared.freshness.mark(bucket, key);
             tracing::debug!(bucket, key, ms = started.elapsed().as_millis() as u64, "written to the shared store");
@@ -238,13 +264,26 @@ pub fn upload_behind(worker: &Rc<Worker>, obj: StoredObject) {
     shared.freshness.uploading(&obj.meta.bucket, &obj.meta.key, true);
     monoio::spawn(async move {
         let (bucket, key) = (&*obj.meta.bucket, &*obj.meta.key);
-        let result = put_object(&worker, &store, &obj).await;
-        worker.shared.freshness.uploading(bucket, key, false);
+        let freshness = &worker.shared.freshness;
+        // Only what the shared store does not hold yet: a client's write through another edge
+        // that landed while this fill ran must not be overwritten by the origin's copy (checked
+        // here, and atomically by stores that take If-None-Match on PUT).
+        let result = match head_version(&worker, &store, bucket, key).await {
+            // These very bytes (another edge fetched and wrote them too).
+            Ok(Some(tag)) if tag.eq_ignore_ascii_case(&obj.meta.etag()) => Ok(None),
+            Ok(Some(_)) => Ok(Some(false)),
+            Ok(None) => put_object(&worker, &store, &obj, true).await.map(Some),
+            Err(e) => Err(e),
+        };
+        freshness.uploading(bucket, key, false);
         match result {
-            Ok(()) => {
+            Ok(None) => freshness.mark(bucket, key),
+            Ok(Some(true)) => {
                 worker.metrics().shared_writes.inc();
-                worker.shared.freshness.mark(bucket, key);
+                freshness.mark(bucket, key);
             }
+            // Another version is there: this copy is asked about at its next hit.
+            Ok(Some(false)) => freshness.forget(bucket, key),
             Err(reason) => {
                 // The local copy stays (its clients were served); the next revalidation finds the
                 // shared store without it, and the key is fetched and written again.
@@ -369,7 +408,9 @@ pub async fn list_page(
             .map_err(|e| S3Error::SharedStoreUnavailable(format!("{name}: unreadable listing: {}", e.as_str())))?;
         // The listing is asked with `encoding-type=url` (rusty-s3 always does): names decoded.
         let strip = |name: &str| {
-            let name = percent_encoding::percent_decode_str(name).decode_utf8().ok()?;
+            // Form-encoded: AWS and MinIO send a space as '+' (a '+' itself is %2B).
+            let name = name.replace('+', " ");
+            let name = percent_encoding::percent_decode_str(&name).decode_utf8().ok()?;
             name.strip_prefix(endpoint.signer.prefix()).and_then(|n| n.strip_prefix(&within)).map(str::to_string)
         };
         let objects: Vec<_> = page

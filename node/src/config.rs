@@ -901,6 +901,8 @@ fn shared_store(raw: &RawSharedStore) -> Result<crate::sharedstore::SharedStoreC
                     .replace("secretAccessKey", "secret_access_key")
             )
         })?;
+        // Requests go where the signed URLs point (the bucket's host in virtual-host style).
+        let addr = crate::rules::OriginAddr::new(addr.tls, signer.host(), Some(addr.port), "/");
         endpoints.push(crate::sharedstore::Endpoint { addr, signer: Arc::new(signer) });
     }
     Ok(crate::sharedstore::SharedStoreConfig { endpoints, staleness: Duration::from_millis(raw.staleness_ms) })

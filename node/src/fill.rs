@@ -67,6 +67,7 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     let mut source = Source::Origin;
     // Over a shared store of record, it is asked first: it holds every object written anywhere.
     let mut exchanged = None;
+    let mut shared_unknown = false;
     if !plan.shared.is_empty() {
         match upstream::shared_answer(&worker, &plan.shared, Method::Get).await {
             upstream::SharedAnswer::Found(resp, url, i) => {
@@ -89,8 +90,13 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
             }
             upstream::SharedAnswer::Unreachable(reason) => {
                 metrics.shared_unreachable.inc();
+                // What the shared store holds is unknown: the origin's copy must not be written
+                // over it (a client's newer write may be there).
+                shared_unknown = true;
                 if !plan.ask_origin {
-                    return refuse(guard, format!("the shared store did not answer: {reason}"));
+                    metrics.origin_failures.inc();
+                    let reason = format!("the shared store did not answer: {reason}");
+                    return guard.finish(Phase::Refused(Refusal::Unavailable(reason)));
                 }
                 tracing::warn!(request_id = %rid, reason, "the shared store did not answer; asking the origin");
             }
@@ -124,7 +130,8 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     metrics.origins.observe(&fetch);
     guard.fill().set_origin(fetch);
     let (resp, origin_url) = match exchanged {
-        Ok(r) => r,
+        // For the logs below: a presigned S3 URL's signature is redacted.
+        Ok((resp, url)) => (resp, upstream::redact_url(&url)),
         Err(Upstream::Failed(reason)) => return refuse(guard, reason),
         Err(Upstream::Redirect { status, location }) => {
             return guard.finish(Phase::Refused(Refusal::Redirect { status, location }));
@@ -184,10 +191,21 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
     let mut content_md5 = content_md5;
     if source == Source::Shared {
         meta.origin_etag = None;
+        // What an upload keeps, Content-Language too (a mirror fill saves the seed's five).
+        for (name, value) in resp.headers() {
+            if let Some(h) = SavedHeader::uploaded_from_name(name).filter(|h| meta.header(*h).is_none()) {
+                meta.headers.push((h, Bytes::copy_from_slice(value)));
+            }
+        }
         // The Last-Modified the writing edge served (for a mirrored object, the origin's).
         let own = format!("x-amz-meta-{}", crate::sharedstore::LAST_MODIFIED_META);
         if let Some(t) = resp.header(&own).and_then(proto::parse_http_date) {
             meta.last_modified = t;
+        }
+        // The version it was written as, kept with the copy (revalidation compares it).
+        let own = format!("x-amz-meta-{}", crate::sharedstore::VERSION_META);
+        if let Some(version) = resp.header(&own) {
+            meta.user.push((crate::sharedstore::VERSION_META.into(), Bytes::copy_from_slice(version.trim_ascii())));
         }
         // The flexible checksum the upload was verified with, `{header name}={value}`.
         let own = format!("x-amz-meta-{}", crate::sharedstore::CHECKSUM_META);
@@ -206,10 +224,14 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
             None => {}
         }
     }
+    if source == Source::Origin && shared.shared_store.is_some() {
+        // New to the fleet: a version of its own, stored with it in the shared store.
+        crate::sharedstore::stamp(&mut meta.user);
+    }
     let length = resp.body.content_length();
     let rule = guard.commit_rule();
     let key = ObjectKeyRef::new(&guard.fill().key.bucket, &guard.fill().key.key);
-    let write_behind = plan.write_behind;
+    let write_behind = plan.write_behind && !shared_unknown;
     let body = OriginBody { resp, url: origin_url, length, content_md5, source, etag_override, write_behind };
     match shared.begin(worker.id, key.bucket, key, meta.clone(), length, rule) {
         Ok(writer) => to_record(&worker, guard, rid, body, meta, writer).await,
@@ -393,7 +415,9 @@ async fn to_record(
                     // New to the fleet: written to the shared store behind the clients' backs.
                     Source::Origin if body.write_behind => crate::backend::upload_behind(worker, obj.clone()),
                     Source::Origin => {}
-                    Source::Shared | Source::Peer => worker.shared.freshness.mark(&obj.meta.bucket, &obj.meta.key),
+                    Source::Shared => worker.shared.freshness.mark(&obj.meta.bucket, &obj.meta.key),
+                    // The owner's copy may itself be stale: the next hit asks the shared store.
+                    Source::Peer => {}
                 }
             }
             // Not copied into the hot cache here: the object enters RAM on its first hit

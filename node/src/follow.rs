@@ -49,6 +49,7 @@ pub async fn follow(
             Phase::Fetching => {}
             Phase::Refused(Refusal::NotFound) => return Err(S3Error::NoSuchKeyAtOrigin),
             Phase::Refused(Refusal::Failed(reason)) => return Err(S3Error::MirrorFailed(reason)),
+            Phase::Refused(Refusal::Unavailable(reason)) => return Err(S3Error::SharedStoreUnavailable(reason)),
             Phase::Refused(Refusal::Redirect { status, location }) => {
                 return pass_redirect(worker, conn, req, status, &location).await;
             }

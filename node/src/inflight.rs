@@ -106,6 +106,9 @@ pub enum Refusal {
     NotFound,
     /// 424 MirrorFailed; the reason is for the log.
     Failed(String),
+    /// 503: the shared store of record, the only place the key could be, did not answer; the
+    /// reason is for the log.
+    Unavailable(String),
     /// `followRedirects: false`: pass the origin's 3xx on.
     Redirect { status: u16, location: Bytes },
 }

@@ -146,6 +146,9 @@ pub fn shared_plans(
     key: &str,
     request_id: RequestId,
 ) -> Vec<FetchPlan> {
+    if !crate::sharedstore::SharedStoreConfig::storable_key(key) {
+        return Vec::new();
+    }
     let object = crate::sharedstore::SharedStoreConfig::object_key(bucket, key);
     store
         .order(bucket, key)

@@ -108,7 +108,7 @@ pub async fn serve(
                 }
             }
         } else if rule.is_none() {
-            return serve_miss(worker, conn, req, okey, None, shared_only_plan(store, okey, req.id)).await;
+            return serve_miss(worker, conn, req, okey, None, shared_only_plan(store, okey, req.id)?).await;
         }
     }
     let Some(rule) = rule else {
@@ -149,11 +149,17 @@ pub async fn serve(
 }
 
 /// A fill's plan for a key no rule covers: the shared store is the only place to look.
-fn shared_only_plan(store: &SharedStoreConfig, key: ObjectKeyRef<'_>, rid: RequestId) -> mirror::FetchPlan {
+fn shared_only_plan(
+    store: &SharedStoreConfig,
+    key: ObjectKeyRef<'_>,
+    rid: RequestId,
+) -> Result<mirror::FetchPlan, S3Error> {
     let plans = mirror::shared_plans(store, key.bucket, key.key, rid);
-    let mut plan = plans[0].clone();
+    let mut plan = plans.first().cloned().ok_or(S3Error::InvalidRequest(
+        "the key has a '.' or '..' path segment; it cannot be read from the shared store",
+    ))?;
     plan.shared = plans;
-    plan
+    Ok(plan)
 }
 
 /// The object as this edge holds it, made current first over a shared store of record: the
@@ -179,8 +185,20 @@ pub async fn current_copy(
             Join::Follow(fill) => fill.ended().await,
             Join::Lead(guard) => {
                 let fill = guard.fill().clone();
-                fill::spawn(worker.clone(), guard, shared_only_plan(store, key, rid));
-                fill.ended().await;
+                let plan = match shared_only_plan(store, key, rid) {
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        guard.finish(crate::inflight::Phase::Refused(crate::inflight::Refusal::NotFound));
+                        return Err(e);
+                    }
+                };
+                let mut phase = fill.subscribe();
+                fill::spawn(worker.clone(), guard, plan);
+                if let Some(crate::inflight::Phase::Refused(crate::inflight::Refusal::Unavailable(reason))) =
+                    crate::inflight::final_phase(&mut phase).await
+                {
+                    return Err(S3Error::SharedStoreUnavailable(reason));
+                }
                 return Ok(shared.store.lookup(key).await?);
             }
         }
@@ -196,18 +214,18 @@ pub async fn current_copy(
 async fn is_current(worker: &Worker, store: &SharedStoreConfig, meta: &ObjectMeta) -> bool {
     let shared = &worker.shared;
     let (bucket, key) = (&*meta.bucket, &*meta.key);
-    if shared.freshness.is_fresh(bucket, key, store.staleness) {
+    // Fresh, or being written to the shared store by this edge right now (a client's write
+    // or a fill's write behind: what is there may still be the previous version).
+    if shared.freshness.is_fresh(bucket, key, store.staleness) || shared.freshness.is_uploading(bucket, key) {
         return true;
     }
     let Some(_claim) = shared.freshness.revalidate(bucket, key) else { return true };
     worker.metrics().shared_revalidations.inc();
-    match crate::backend::head_version(worker, store, bucket, key).await {
-        Ok(Some(tag)) if tag.eq_ignore_ascii_case(&meta.etag()) => {
+    match crate::backend::head_object(worker, store, bucket, key).await {
+        Ok(Some(held)) if crate::sharedstore::same_version(meta, &held) => {
             shared.freshness.mark(bucket, key);
             true
         }
-        // This node is writing it there now (a fill's write behind).
-        Ok(None) if shared.freshness.is_uploading(bucket, key) => true,
         Ok(_) => {
             worker.metrics().shared_stale.inc();
             let okey = ObjectKeyRef::new(bucket, key);
@@ -228,6 +246,9 @@ async fn is_current(worker: &Worker, store: &SharedStoreConfig, meta: &ObjectMet
                 reason,
                 "the shared store did not answer a revalidation; serving the local copy"
             );
+            // Asked again after another staleness period, not by every hit meanwhile (each
+            // would wait out the timeouts of every endpoint).
+            shared.freshness.mark(bucket, key);
             true
         }
     }
@@ -304,7 +325,10 @@ async fn pass_head(
     let last_modified = upstream_last_modified(&resp, from_shared);
     let saved: Vec<(SavedHeader, Bytes)> = resp
         .headers()
-        .filter_map(|(name, value)| SavedHeader::from_name(name).map(|h| (h, Bytes::copy_from_slice(value))))
+        .filter_map(|(name, value)| {
+            let h = if from_shared { SavedHeader::uploaded_from_name(name) } else { SavedHeader::from_name(name) };
+            h.map(|h| (h, Bytes::copy_from_slice(value)))
+        })
         .collect();
     let user = if from_shared { shared_user_meta(&resp) } else { Vec::new() };
     resp.body.release(&worker.pool);
@@ -315,7 +339,7 @@ async fn pass_head(
             return Err(S3Error::NoSuchKeyAtOrigin);
         }
         other => {
-            tracing::warn!(request_id = %req.id, origin = %url, status = other, "origin answered a HEAD with a non-200 status");
+            tracing::warn!(request_id = %req.id, origin = %upstream::redact_url(url), status = other, "origin answered a HEAD with a non-200 status");
             return Err(S3Error::MirrorFailed(format!("origin status {other} to HEAD")));
         }
     }
@@ -416,7 +440,9 @@ async fn pass_range(
         let last_modified = upstream_last_modified(&resp, true);
         let saved: Vec<(SavedHeader, Bytes)> = resp
             .headers()
-            .filter_map(|(name, value)| SavedHeader::from_name(name).map(|h| (h, Bytes::copy_from_slice(value))))
+            .filter_map(|(name, value)| {
+                SavedHeader::uploaded_from_name(name).map(|h| (h, Bytes::copy_from_slice(value)))
+            })
             .collect();
         let user = shared_user_meta(&resp);
         let keep_alive = req.keep_alive();
@@ -513,7 +539,15 @@ async fn serve_miss(
             Some(None) => fill.body().and_then(|b| b.length).is_none_or(|len| len > fill.written() + RANGE_AHEAD_BYTES),
             None => false,
         };
-        if far && !req.is_head() {
+        // Conditions and response overrides are the follower's to apply (against the version
+        // the fill is storing), so such a request is never passed through.
+        let conditional = ["if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"]
+            .iter()
+            .any(|h| req.header(h).is_some())
+            || req.query().is_some_and(|q| {
+                reply::Overrides::PARAMS.iter().any(|(param, _)| edgemirror_proto::has_query_param(q, param))
+            });
+        if far && !req.is_head() && !conditional {
             if let Some(answered) = pass_range(worker, conn, req, key, store, range).await {
                 return answered;
             }

@@ -260,7 +260,8 @@ pub fn object_head(out: &mut BytesMut, h: &ObjectHead<'_>, date: &DateCache, id:
         for (name, value) in &h.overrides.0 {
             header(out, name.as_str(), value.as_bytes());
         }
-        for (name, value) in &h.record.user {
+        // The node's own entries (a shared store's version, ETag...) are not the client's.
+        for (name, value) in h.record.user.iter().filter(|(name, _)| !crate::sharedstore::is_own_meta(name)) {
             out.put_slice(b"x-amz-meta-");
             header(out, name, value);
         }

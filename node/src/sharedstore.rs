@@ -37,6 +37,12 @@ pub struct Endpoint {
 }
 
 impl SharedStoreConfig {
+    /// Whether `key` can be named in the shared store: not with a `.` or `..` path segment,
+    /// which a URL resolves away (`public/../private/x` would name another bucket's object).
+    pub fn storable_key(key: &str) -> bool {
+        !edgemirror_proto::has_dot_segment(key)
+    }
+
     /// The endpoints in the order `bucket`/`key` asks them: starting at one picked by the key's
     /// hash (spreading the fleet's requests over the cluster's nodes), then around.
     pub fn order(&self, bucket: &str, key: &str) -> impl Iterator<Item = &Endpoint> {
@@ -75,9 +81,47 @@ pub const LAST_MODIFIED_META: &str = "edgemirror-last-modified";
 /// `x-amz-checksum-mode: ENABLED`.
 pub const CHECKSUM_META: &str = "edgemirror-checksum";
 
-/// Whether `name` (without `x-amz-meta-`) is one of the node's own metadata entries.
+/// The user-metadata name of a write's version: a random id each client write and each fill
+/// from the origin gets, kept with the local copy and stored with the object. Two writes of the
+/// same bytes with other metadata (a CopyObject onto itself with `REPLACE`) have one ETag but
+/// two versions: revalidation compares versions when both sides have one.
+pub const VERSION_META: &str = "edgemirror-version";
+
+/// Whether `name` (without `x-amz-meta-`) is one of the node's own metadata entries (never
+/// shown to clients, never taken from them).
 pub fn is_own_meta(name: &str) -> bool {
-    [ETAG_META, LAST_MODIFIED_META, CHECKSUM_META].iter().any(|own| name.eq_ignore_ascii_case(own))
+    [ETAG_META, LAST_MODIFIED_META, CHECKSUM_META, VERSION_META].iter().any(|own| name.eq_ignore_ascii_case(own))
+}
+
+/// Gives a write a new version ([`VERSION_META`]), dropping any own entry it carried (a
+/// client's, or a copied object's).
+pub fn stamp(user: &mut Vec<(Box<str>, bytes::Bytes)>) {
+    user.retain(|(name, _)| !is_own_meta(name));
+    let version = format!("{:016x}", edgemirror_cache::random_u64());
+    user.push((VERSION_META.into(), bytes::Bytes::from(version)));
+}
+
+/// The version a local copy was written as, if it has one.
+pub fn local_version(meta: &edgemirror_cache::ObjectMeta) -> Option<&[u8]> {
+    meta.record.user.iter().find(|(name, _)| &**name == VERSION_META).map(|(_, v)| v.as_ref())
+}
+
+/// What the shared store holds of a key: the ETag every edge serves for it, its version when
+/// a node wrote it, its size.
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub etag: String,
+    pub version: Option<String>,
+    pub size: Option<u64>,
+}
+
+/// Whether the local copy `meta` is the version the shared store holds: by version when both
+/// have one, else by ETag.
+pub fn same_version(meta: &edgemirror_cache::ObjectMeta, held: &Held) -> bool {
+    match (local_version(meta), &held.version) {
+        (Some(local), Some(there)) => local == there.as_bytes(),
+        _ => held.etag.eq_ignore_ascii_case(&meta.etag()),
+    }
 }
 
 /// The version of an object in the shared store, from its response head: the ETag a node stored

@@ -83,7 +83,7 @@ pub async fn shared_answer(worker: &Worker, plans: &[FetchPlan], method: Method)
                 return SharedAnswer::Absent;
             }
             Ok((resp, url)) => {
-                reason = format!("{url} answered {}", resp.status);
+                reason = format!("{} answered {}", redact_url(&url), resp.status);
                 resp.body.release(&worker.pool);
             }
             Err(Upstream::Failed(why)) => reason = why,
@@ -128,12 +128,19 @@ pub fn outcome(
         Err(Upstream::Redirect { status, .. }) => (primary(), Some(*status)),
         Err(Upstream::Failed(_)) => (primary(), None),
     };
-    if let Some(q) = url.find('?') {
-        let redacted = crate::accesslog::redact_query(&url.as_bytes()[q + 1..]).into_owned();
-        url.truncate(q + 1);
-        url.push_str(&String::from_utf8_lossy(&redacted));
-    }
+    url = redact_url(&url);
     OriginFetch { url, status, elapsed }
+}
+
+/// `url` with the credentials in its query (a presigned S3 signature) redacted, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url.find('?') {
+        None => url.to_string(),
+        Some(q) => {
+            let redacted = crate::accesslog::redact_query(&url.as_bytes()[q + 1..]).into_owned();
+            format!("{}{}", &url[..q + 1], String::from_utf8_lossy(&redacted))
+        }
+    }
 }
 
 /// One origin's answer to `plan`'s request for `path`, redirects followed as the rule says.
@@ -182,7 +189,7 @@ async fn exchange_with(
                 r
             }
             Err(e) => {
-                tracing::warn!(request_id = %rid, origin = %url, error = %e, "mirror fetch failed");
+                tracing::warn!(request_id = %rid, origin = %redact_url(&url), error = %e, "mirror fetch failed");
                 return Err(Upstream::Failed(e.to_string()));
             }
         };

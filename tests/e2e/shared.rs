@@ -280,6 +280,15 @@ got = b.get_object(Bucket="{BUCKET}", Key="dir/sub/3")["Body"].read()
 assert got == b"dir/sub/3", got
 g = b.get_object(Bucket="{BUCKET}", Key="dir/sub/3")
 assert g["Metadata"] == {{"origin-id": "dir/sub/3"}}, g
+# New metadata on the same bytes (a copy onto itself): one ETag, a new version; b, which holds
+# the old copy, serves the new metadata once its copy is stale.
+a.copy_object(Bucket="{BUCKET}", Key="dir/sub/3", CopySource={{"Bucket": "{BUCKET}", "Key": "dir/sub/3"}},
+              MetadataDirective="REPLACE", ContentType="application/json", Metadata={{"origin-id": "changed"}})
+time.sleep({stale})
+h = b.head_object(Bucket="{BUCKET}", Key="dir/sub/3")
+assert h["ContentType"] == "application/json" and h["Metadata"] == {{"origin-id": "changed"}}, h
+g = b.get_object(Bucket="{BUCKET}", Key="dir/sub/3")
+assert g["ContentType"] == "application/json" and g["Body"].read() == b"dir/sub/3", g
 # A flexible checksum given to a comes back from b (and is never shown as user metadata).
 put = a.put_object(Bucket="{BUCKET}", Key="sum/crc", Body=b"checked bytes", ChecksumAlgorithm="CRC32")
 got = b.get_object(Bucket="{BUCKET}", Key="sum/crc", ChecksumMode="ENABLED")

@@ -485,7 +485,7 @@ fn record(job: &Job, index: usize, key: &str, outcome: Outcome) {
 async fn verify(worker: &Worker, bucket: &str, key: &str, expected: &(u64, String)) -> Option<Outcome> {
     let (stored_size, ours) = match &worker.shared.shared_store {
         Some(store) => match crate::backend::head_object(worker, store, bucket, key).await {
-            Ok(Some((tag, Some(size)))) => (size, tag),
+            Ok(Some(crate::sharedstore::Held { etag, size: Some(size), .. })) => (size, etag),
             Ok(_) => return Some(Outcome::Failed("verify: not in the shared store".into())),
             Err(reason) => return Some(Outcome::Failed(format!("verify: the shared store did not answer: {reason}"))),
         },
@@ -573,7 +573,7 @@ async fn fetch_once(
         Some(Phase::Refused(Refusal::Redirect { status, .. })) => {
             Ok(Outcome::Failed(format!("the origin redirected ({status}) and the rule does not follow")))
         }
-        Some(Phase::Refused(Refusal::Failed(reason))) => Err(reason),
+        Some(Phase::Refused(Refusal::Failed(reason) | Refusal::Unavailable(reason))) => Err(reason),
         Some(Phase::Broken) => Err("the origin's body broke off or failed its check".into()),
         Some(Phase::Fetching | Phase::Streaming { .. } | Phase::Verified { .. }) | None => {
             Err("the fill ended without an outcome".into())
@@ -589,7 +589,14 @@ async fn publish(worker: &Worker, key: ObjectKeyRef<'_>, written: u64) -> Result
     let Some(obj) = shared.store.lookup(key).await.map_err(|e| e.to_string())? else {
         return Err("the fetched copy is not stored here (a purge or delete meanwhile?)".into());
     };
-    crate::backend::put_object(worker, store, &obj).await.map_err(|e| format!("writing to the shared store: {e}"))?;
+    // Only if it is still absent there: a client's write meanwhile wins.
+    let written = crate::backend::put_object(worker, store, &obj, true)
+        .await
+        .map_err(|e| format!("writing to the shared store: {e}"))?;
+    if !written {
+        shared.freshness.forget(key.bucket, key.key);
+        return Ok(Outcome::Skipped);
+    }
     worker.metrics().shared_writes.inc();
     shared.freshness.mark(key.bucket, key.key);
     Ok(Outcome::Fetched(obj.meta.size))

@@ -92,6 +92,10 @@ pub async fn copy_object(
     } else {
         RecordMeta { last_modified: RecordMeta::new(SystemTime::now()).last_modified, ..src.meta.record.clone() }
     };
+    let mut meta = meta;
+    if worker.shared.shared_store.is_some() {
+        crate::sharedstore::stamp(&mut meta.user);
+    }
     let stored = write(worker, bucket, ObjectKeyRef::new(bucket, key), meta, &src.body)?;
     crate::backend::publish(worker, &stored).await?;
     let result = xml::CopyObjectResult {

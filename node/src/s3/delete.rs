@@ -71,11 +71,19 @@ pub async fn delete_objects(
         let outcome = if object.version_id.as_deref().is_some_and(|v| v != "null") {
             Err(("NoSuchVersion", "this store keeps no versions but null".to_string()))
         } else if let Some(etag) = &object.etag {
-            let current = worker.shared.store.get(ObjectKeyRef::new(bucket, &object.key)).ok().flatten();
+            // The current version's ETag: over a shared store of record, the one it holds.
+            let current = match &worker.shared.shared_store {
+                Some(store) => crate::backend::head_version(worker, store, bucket, &object.key).await.ok().flatten(),
+                None => worker
+                    .shared
+                    .store
+                    .get(ObjectKeyRef::new(bucket, &object.key))
+                    .ok()
+                    .flatten()
+                    .map(|o| o.meta.etag()),
+            };
             match current {
-                Some(obj)
-                    if obj.meta.etag() == *etag || obj.meta.etag().trim_matches('"') == etag.trim_matches('"') =>
-                {
+                Some(current) if current.trim_matches('"') == etag.trim_matches('"') => {
                     match crate::backend::delete_shared(worker, bucket, &object.key).await {
                         Ok(()) => delete_one(worker, bucket, &object.key),
                         Err(e) => Err((e.code(), e.message().into_owned())),

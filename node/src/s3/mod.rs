@@ -142,6 +142,13 @@ async fn serve(
         conn.tally.access_key = Some(signed.access_key.clone());
         return bucket::create(worker, conn, req, body, &target.bucket, signed).await;
     }
+    // Over a shared store, a key with a dot segment cannot be named there (a URL resolves it
+    // away, into another bucket's objects): refused before anything is asked of it.
+    if shared.shared_store.is_some() && !crate::sharedstore::SharedStoreConfig::storable_key(&target.key) {
+        return Err(S3Error::InvalidRequest(
+            "the key has a '.' or '..' path segment; it cannot be stored in the shared store",
+        ));
+    }
     // Over a shared store, buckets made or deleted through other edges are taken in first. A
     // name this edge does not know is asked about only for a signed request: anonymous ones
     // cannot make it query the shared store for any name they like (and buckets made through

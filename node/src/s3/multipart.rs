@@ -278,6 +278,10 @@ pub async fn complete(
     });
     let mut full_object = checksum.filter(|(_, full)| *full).map(|(alg, _)| (alg, Checksum::new(alg), meta.clone()));
     let okey = ObjectKeyRef::new(bucket, key);
+    let mut meta = meta;
+    if shared.shared_store.is_some() {
+        crate::sharedstore::stamp(&mut meta.user);
+    }
     let mut writer = shared.begin(worker.id, bucket, okey, meta, Some(total), CommitRule::LastWins)?;
     if let Some(condition) = super::put::write_condition(req) {
         super::put::apply_condition(worker, &mut writer, okey, condition).await?;

@@ -115,6 +115,9 @@ pub async fn put_object(
     }
 
     let mut meta = uploaded_meta(req)?;
+    if shared.shared_store.is_some() && okey.bucket == owner {
+        crate::sharedstore::stamp(&mut meta.user);
+    }
     // The checksum is kept, and returned with x-amz-checksum-mode. One sent as a trailer arrives
     // after the record's head is written: its place is held by a value of the same length (the
     // checksum of nothing) and filled in before the commit.
