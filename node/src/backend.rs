@@ -28,17 +28,31 @@ use crate::origin::{self, Method, Outgoing, Reach};
 use crate::sharedstore::{Endpoint, SharedStoreConfig, ETAG_META};
 use crate::worker::Worker;
 
+/// A shared store's answer: status, headers (names lower-cased), and the body when the request
+/// kept it.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, Bytes)>,
+    body: Vec<u8>,
+}
+
+/// Bytes of an answer's body kept for the log (an S3 error's XML) by requests that need no body.
+const LOG_BODY_BYTES: usize = 512;
+
 /// One request to the shared store, endpoint by endpoint in `bucket`/`key`'s order until one
-/// answers below 500: its status, and a piece of its body (an S3 error's XML, for the log).
+/// answers below 500 with its whole body read. The body is kept up to `keep` bytes; a longer one
+/// is a failure when `keep` is over [`LOG_BODY_BYTES`] (the caller needs all of it), else it is
+/// cut.
 async fn send(
     worker: &Worker,
     store: &SharedStoreConfig,
-    bucket: &str,
-    key: &str,
+    object: ObjectKeyRef<'_>,
     method: Method,
     request: impl Fn(&Endpoint) -> (String, Vec<origin::HeaderPair>),
     body: Option<Bytes>,
-) -> Result<(u16, Vec<(String, Bytes)>), String> {
+    keep: usize,
+) -> Result<Answer, String> {
+    let (bucket, key) = (object.bucket, object.key);
     if !SharedStoreConfig::storable_key(key) {
         return Err(format!("the key {key:?} has a '.' or '..' segment: it cannot be named in the shared store"));
     }
@@ -65,28 +79,37 @@ async fn send(
                     .headers()
                     .map(|(n, v)| (String::from_utf8_lossy(n).to_ascii_lowercase(), Bytes::copy_from_slice(v)))
                     .collect();
-                // The body (empty, or an error's XML) is read so the connection can be reused.
+                // The body is read whole, so the connection can be reused.
                 let mut text = Vec::new();
+                let mut broken = None;
                 loop {
                     match resp.body.next().await {
-                        Ok(Some(piece)) => {
-                            if text.len() < 512 {
-                                text.extend_from_slice(&piece[..piece.len().min(512 - text.len())]);
-                            }
+                        Ok(Some(piece)) if text.len() + piece.len() <= keep => text.extend_from_slice(&piece),
+                        Ok(Some(_)) if keep > LOG_BODY_BYTES => {
+                            broken = Some(format!("an answer over {keep} bytes"));
+                            break;
                         }
+                        Ok(Some(piece)) => text.extend_from_slice(&piece[..keep.saturating_sub(text.len())]),
                         Ok(None) => break,
-                        // The answer's status is what counts; its connection is not reused.
-                        Err(_) => break,
+                        Err(e) => {
+                            broken = Some(e.to_string());
+                            break;
+                        }
                     }
                 }
                 resp.body.release(&worker.pool);
-                if status < 500 {
-                    if status >= 300 && status != 404 {
-                        tracing::warn!(endpoint = %name, status, body = %String::from_utf8_lossy(&text), "shared store refused a request");
+                let shown = || String::from_utf8_lossy(&text[..text.len().min(LOG_BODY_BYTES)]).into_owned();
+                match broken {
+                    Some(e) if keep > LOG_BODY_BYTES => failure = format!("{name}: {e}"),
+                    // A request that needs no body has its status, whatever became of the rest.
+                    _ if status < 500 => {
+                        if status >= 300 && status != 404 {
+                            tracing::warn!(endpoint = %name, status, body = %shown(), "shared store refused a request");
+                        }
+                        return Ok(Answer { status, headers: kept, body: text });
                     }
-                    return Ok((status, kept));
+                    _ => failure = format!("{name} answered {status}: {}", shown()),
                 }
-                failure = format!("{name} answered {status}: {}", String::from_utf8_lossy(&text));
             }
             Err(e) => failure = format!("{name}: {e}"),
         }
@@ -156,8 +179,16 @@ pub async fn put_object(
         headers.extend(signed.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())));
         (path, headers)
     };
-    let (status, headers) =
-        send(worker, store, &meta.bucket, &meta.key, Method::Put, request, Some(obj.body.clone())).await?;
+    let Answer { status, headers, .. } = send(
+        worker,
+        store,
+        ObjectKeyRef::new(&meta.bucket, &meta.key),
+        Method::Put,
+        request,
+        Some(obj.body.clone()),
+        LOG_BODY_BYTES,
+    )
+    .await?;
     if create_only && status == 412 {
         return Ok(false);
     }
@@ -178,9 +209,12 @@ pub async fn put_object(
 pub async fn delete_object(worker: &Worker, store: &SharedStoreConfig, bucket: &str, key: &str) -> Result<(), String> {
     let object = SharedStoreConfig::object_key(bucket, key);
     let request = |endpoint: &Endpoint| (endpoint.signer.signed_delete_path(&object), Vec::new());
-    match send(worker, store, bucket, key, Method::Delete, request, None).await? {
-        (200 | 204 | 404, _) => Ok(()),
-        (status, _) => Err(format!("DELETE answered {status}")),
+    match send(worker, store, ObjectKeyRef::new(bucket, key), Method::Delete, request, None, LOG_BODY_BYTES)
+        .await?
+        .status
+    {
+        200 | 204 | 404 => Ok(()),
+        status => Err(format!("DELETE answered {status}")),
     }
 }
 
@@ -204,7 +238,9 @@ pub async fn head_object(
 ) -> Result<Option<crate::sharedstore::Held>, String> {
     let object = SharedStoreConfig::object_key(bucket, key);
     let request = |endpoint: &Endpoint| (endpoint.signer.signed_path(true, &object), Vec::new());
-    match send(worker, store, bucket, key, Method::Head, request, None).await? {
+    let answer =
+        send(worker, store, ObjectKeyRef::new(bucket, key), Method::Head, request, None, LOG_BODY_BYTES).await?;
+    match (answer.status, answer.headers) {
         (200, headers) => {
             let text = |name: &str| header(&headers, name).and_then(|v| std::str::from_utf8(v).ok()).map(str::trim);
             let size = text("content-length").and_then(|v| v.parse().ok());
@@ -345,89 +381,62 @@ pub async fn list_page(
         let path = endpoint.signer.signed_list_page(&full_prefix, delimiter, max_keys, None, start_after.as_deref());
         (path, Vec::new())
     };
-    let config = worker.config();
-    let mut failure = String::from("no endpoint");
-    for endpoint in store.order(bucket, "") {
-        let (path, headers) = request(endpoint);
-        let head = origin::build_request(
-            Method::Get,
-            &path,
-            endpoint.addr.host_header.as_bytes(),
-            &headers,
-            &worker.shared.via_token,
-        );
-        let outgoing = Outgoing { head, body: None, reach: Reach::Configured };
-        worker.metrics().shared_requests.inc();
-        let name = format!("{}://{}", endpoint.addr.scheme(), endpoint.addr.host_header);
-        let mut resp = match origin::fetch(
-            &endpoint.addr,
-            Method::Get,
-            outgoing,
-            &config.origin,
-            &worker.pool,
-            &worker.shared.network,
-        )
+    let answer = send(worker, store, ObjectKeyRef::new(bucket, ""), Method::Get, request, None, MAX_LISTING_BYTES)
         .await
-        {
-            Ok(resp) => resp,
-            Err(e) => {
-                failure = format!("{name}: {e}");
-                continue;
-            }
-        };
-        let mut body = Vec::new();
-        let mut read_failed = None;
-        loop {
-            match resp.body.next().await {
-                Ok(Some(piece)) if body.len() + piece.len() <= 16 << 20 => body.extend_from_slice(&piece),
-                Ok(Some(_)) => {
-                    read_failed = Some("the listing is over 16 MiB".to_string());
-                    break;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    read_failed = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        let status = resp.status;
-        resp.body.release(&worker.pool);
-        if let Some(e) = read_failed {
-            failure = format!("{name}: {e}");
-            continue;
-        }
-        if status != 200 {
-            failure = format!("{name} answered {status}: {}", String::from_utf8_lossy(&body[..body.len().min(512)]));
-            if status >= 500 {
-                continue;
-            }
-            break;
-        }
-        let page: edgemirror_proto::s3::xml::ListObjectsV2Result = edgemirror_proto::s3::xml::from_xml(&body)
-            .map_err(|e| S3Error::SharedStoreUnavailable(format!("{name}: unreadable listing: {}", e.as_str())))?;
-        // The listing is asked with `encoding-type=url` (rusty-s3 always does): names decoded.
-        let strip = |name: &str| {
-            // Form-encoded: AWS and MinIO send a space as '+' (a '+' itself is %2B).
-            let name = name.replace('+', " ");
-            let name = percent_encoding::percent_decode_str(&name).decode_utf8().ok()?;
-            name.strip_prefix(endpoint.signer.prefix()).and_then(|n| n.strip_prefix(&within)).map(str::to_string)
-        };
-        let objects: Vec<_> = page
-            .contents
-            .into_iter()
-            .filter_map(|mut o| {
-                o.key = strip(&o.key)?;
-                Some(o)
-            })
-            .collect();
-        let prefixes: Vec<String> = page.common_prefixes.into_iter().filter_map(|p| strip(&p.prefix)).collect();
-        // The page's last entry, in key order (a prefix sorts where its keys would).
-        let last = objects.last().map(|o| o.key.clone()).into_iter().chain(prefixes.last().cloned()).max();
-        return Ok(SharedPage { objects, prefixes, next_after: if page.is_truncated { last } else { None } });
+        .map_err(|e| {
+            worker.metrics().shared_unreachable.inc();
+            S3Error::SharedStoreUnavailable(format!("listing {bucket}: {e}"))
+        })?;
+    if answer.status != 200 {
+        worker.metrics().shared_unreachable.inc();
+        let shown = String::from_utf8_lossy(&answer.body[..answer.body.len().min(LOG_BODY_BYTES)]).into_owned();
+        return Err(S3Error::SharedStoreUnavailable(format!("listing {bucket}: answered {}: {shown}", answer.status)));
     }
-    worker.metrics().shared_unreachable.inc();
-    Err(S3Error::SharedStoreUnavailable(format!("listing {bucket}: {failure}")))
+    let page: edgemirror_proto::s3::xml::ListObjectsV2Result = edgemirror_proto::s3::xml::from_xml(&answer.body)
+        .map_err(|e| S3Error::SharedStoreUnavailable(format!("listing {bucket}: unreadable: {}", e.as_str())))?;
+    // Every endpoint's signer has the configured prefix.
+    let store_prefix = store.endpoints[0].signer.prefix();
+    // The listing is asked with `encoding-type=url` (rusty-s3 always does): names decoded.
+    let strip = |name: &str| {
+        // Form-encoded: AWS and MinIO send a space as '+' (a '+' itself is %2B).
+        let name = name.replace('+', " ");
+        let name = percent_encoding::percent_decode_str(&name).decode_utf8().ok()?;
+        name.strip_prefix(store_prefix).and_then(|n| n.strip_prefix(&within)).map(str::to_string)
+    };
+    let objects: Vec<_> = page
+        .contents
+        .into_iter()
+        .filter_map(|mut o| {
+            o.key = strip(&o.key)?;
+            Some(o)
+        })
+        .collect();
+    let prefixes: Vec<String> = page.common_prefixes.into_iter().filter_map(|p| strip(&p.prefix)).collect();
+    // The page's last entry, in key order (a prefix sorts where its keys would).
+    let last = objects.last().map(|o| o.key.clone()).into_iter().chain(prefixes.last().cloned()).max();
+    Ok(SharedPage { objects, prefixes, next_after: if page.is_truncated { last } else { None } })
+}
+
+/// The largest listing page read (1000 keys of up to 1 KiB and their fields fit well within).
+const MAX_LISTING_BYTES: usize = 16 << 20;
+
+/// Every key of `bucket` under `prefix` in the shared store, page by page.
+pub async fn list_all_keys(
+    worker: &Worker,
+    store: &SharedStoreConfig,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, S3Error> {
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = list_page(worker, store, bucket, prefix, None, after.as_deref(), 1000).await?;
+        keys.extend(page.objects.into_iter().map(|o| o.key));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return Ok(keys),
+        }
+    }
 }
 
 /// Where a bucket made through S3 is recorded in the shared store, so every edge knows it: an
@@ -440,9 +449,12 @@ pub async fn put_bucket_marker(worker: &Worker, store: &SharedStoreConfig, name:
     let request = |endpoint: &Endpoint| {
         (endpoint.signer.signed_put_path(&object, &[]), vec![(b"Content-Length".to_vec(), b"0".to_vec())])
     };
-    match send(worker, store, BUCKETS_DIR, name, Method::Put, request, None).await? {
-        (200, _) => Ok(()),
-        (status, _) => Err(format!("PUT of the bucket's record answered {status}")),
+    match send(worker, store, ObjectKeyRef::new(BUCKETS_DIR, name), Method::Put, request, None, LOG_BODY_BYTES)
+        .await?
+        .status
+    {
+        200 => Ok(()),
+        status => Err(format!("PUT of the bucket's record answered {status}")),
     }
 }
 
@@ -450,9 +462,12 @@ pub async fn put_bucket_marker(worker: &Worker, store: &SharedStoreConfig, name:
 pub async fn delete_bucket_marker(worker: &Worker, store: &SharedStoreConfig, name: &str) -> Result<(), String> {
     let object = format!("{BUCKETS_DIR}/{name}");
     let request = |endpoint: &Endpoint| (endpoint.signer.signed_delete_path(&object), Vec::new());
-    match send(worker, store, BUCKETS_DIR, name, Method::Delete, request, None).await? {
-        (200 | 204 | 404, _) => Ok(()),
-        (status, _) => Err(format!("DELETE of the bucket's record answered {status}")),
+    match send(worker, store, ObjectKeyRef::new(BUCKETS_DIR, name), Method::Delete, request, None, LOG_BODY_BYTES)
+        .await?
+        .status
+    {
+        200 | 204 | 404 => Ok(()),
+        status => Err(format!("DELETE of the bucket's record answered {status}")),
     }
 }
 
@@ -460,9 +475,12 @@ pub async fn delete_bucket_marker(worker: &Worker, store: &SharedStoreConfig, na
 pub async fn bucket_marker_exists(worker: &Worker, store: &SharedStoreConfig, name: &str) -> Result<bool, String> {
     let object = format!("{BUCKETS_DIR}/{name}");
     let request = |endpoint: &Endpoint| (endpoint.signer.signed_path(true, &object), Vec::new());
-    match send(worker, store, BUCKETS_DIR, name, Method::Head, request, None).await? {
-        (200, _) => Ok(true),
-        (404, _) => Ok(false),
-        (status, _) => Err(format!("HEAD of the bucket's record answered {status}")),
+    match send(worker, store, ObjectKeyRef::new(BUCKETS_DIR, name), Method::Head, request, None, LOG_BODY_BYTES)
+        .await?
+        .status
+    {
+        200 => Ok(true),
+        404 => Ok(false),
+        status => Err(format!("HEAD of the bucket's record answered {status}")),
     }
 }

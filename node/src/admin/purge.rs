@@ -64,7 +64,7 @@ pub(super) async fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, body: &[
         }
         (None, Some(prefix)) => match &shared.shared_store {
             None => shared.store.keys_with_prefix(bucket, &prefix).into_iter().map(|k| k.key.into()).collect(),
-            Some(store) => match shared_keys(worker, store, bucket, &prefix).await {
+            Some(store) => match crate::backend::list_all_keys(worker, store, bucket, &prefix).await {
                 Ok(keys) => keys,
                 Err(e) => return Answer::error(503, id, &format!("listing the shared store: {}", e.message())),
             },
@@ -98,25 +98,6 @@ pub(super) async fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, body: &[
     worker.metrics().objects_purged.add(purged);
     tracing::info!(request_id = id, bucket, purged, named = keys.len(), "purge");
     Answer::json(200, json!({"requestId": id, "result": {"purged": purged}}))
-}
-
-/// Every key under `prefix` in the shared store (in pages of 1000).
-async fn shared_keys(
-    worker: &Worker,
-    store: &crate::sharedstore::SharedStoreConfig,
-    bucket: &str,
-    prefix: &str,
-) -> Result<Vec<String>, crate::error::S3Error> {
-    let mut keys = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = crate::backend::list_page(worker, store, bucket, prefix, None, after.as_deref(), 1000).await?;
-        keys.extend(page.objects.into_iter().map(|o| o.key));
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => return Ok(keys),
-        }
-    }
 }
 
 fn refetch(worker: &Rc<Worker>, id: &str, bucket: &str, keys: Vec<String>) -> Answer {

@@ -220,25 +220,14 @@ pub async fn sync_with_shared(worker: &Worker, name: &str) {
 pub async fn sync_all_with_shared(worker: &Worker) {
     let shared = &worker.shared;
     let Some(store) = &shared.shared_store else { return };
-    let mut recorded = std::collections::BTreeSet::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page =
-            crate::backend::list_page(worker, store, crate::backend::BUCKETS_DIR, "", None, after.as_deref(), 1000)
-                .await;
-        let page = match page {
-            Ok(page) => page,
+    let recorded: std::collections::BTreeSet<String> =
+        match crate::backend::list_all_keys(worker, store, crate::backend::BUCKETS_DIR, "").await {
+            Ok(names) => names.into_iter().collect(),
             Err(e) => {
                 tracing::warn!(error = ?e, "the shared store did not list the buckets");
                 return;
             }
         };
-        recorded.extend(page.objects.into_iter().map(|o| o.key));
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
     let table = shared.buckets.load_full();
     for name in &recorded {
         shared.freshness.mark(BUCKET_SEEN, name);
