@@ -25,7 +25,7 @@ use edgemirror_cache::{ObjectKeyRef, StoredObject};
 
 use crate::error::S3Error;
 use crate::origin::{self, Method, Outgoing, Reach};
-use crate::sharedstore::{Endpoint, SharedStoreConfig, ETAG_META};
+use crate::sharedstore::{Endpoint, SharedStoreConfig};
 use crate::worker::Worker;
 
 /// A shared store's answer: status, headers (names lower-cased), and the body when the request
@@ -145,21 +145,9 @@ pub async fn put_object(
         .user
         .iter()
         .filter(|(name, _)| !crate::sharedstore::is_own_meta(name))
-        .map(|(name, value)| (format!("x-amz-meta-{name}"), String::from_utf8_lossy(value).trim().to_string()))
+        .map(|(name, value)| (crate::sharedstore::meta_header(name), String::from_utf8_lossy(value).trim().to_string()))
         .collect();
-    signed.push((format!("x-amz-meta-{ETAG_META}"), etag.clone()));
-    signed.push((
-        format!("x-amz-meta-{}", crate::sharedstore::LAST_MODIFIED_META),
-        edgemirror_proto::fmt_http_date(meta.record.last_modified),
-    ));
-    if let Some(version) = crate::sharedstore::local_version(meta) {
-        let version = String::from_utf8_lossy(version).into_owned();
-        signed.push((format!("x-amz-meta-{}", crate::sharedstore::VERSION_META), version));
-    }
-    if let Some((name, value)) = &meta.record.checksum {
-        let value = format!("{name}={}", String::from_utf8_lossy(value));
-        signed.push((format!("x-amz-meta-{}", crate::sharedstore::CHECKSUM_META), value));
-    }
+    signed.extend(crate::sharedstore::own_meta_headers(meta));
     signed.sort();
     let mut plain: Vec<origin::HeaderPair> = vec![(b"Content-Length".to_vec(), meta.size.to_string().into_bytes())];
     if meta.record.parts == 0 {
@@ -244,7 +232,7 @@ pub async fn head_object(
         (200, headers) => {
             let text = |name: &str| header(&headers, name).and_then(|v| std::str::from_utf8(v).ok()).map(str::trim);
             let size = text("content-length").and_then(|v| v.parse().ok());
-            let version = text(&format!("x-amz-meta-{}", crate::sharedstore::VERSION_META)).map(str::to_string);
+            let version = text(&crate::sharedstore::meta_header(crate::sharedstore::VERSION_META)).map(str::to_string);
             let etag = crate::sharedstore::version_tag(|name| header(&headers, name));
             Ok(etag.map(|etag| crate::sharedstore::Held { etag, version, size }))
         }

@@ -197,22 +197,8 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
                 meta.headers.push((h, Bytes::copy_from_slice(value)));
             }
         }
-        // The Last-Modified the writing edge served (for a mirrored object, the origin's).
-        let own = format!("x-amz-meta-{}", crate::sharedstore::LAST_MODIFIED_META);
-        if let Some(t) = resp.header(&own).and_then(proto::parse_http_date) {
-            meta.last_modified = t;
-        }
-        // The version it was written as, kept with the copy (revalidation compares it).
-        let own = format!("x-amz-meta-{}", crate::sharedstore::VERSION_META);
-        if let Some(version) = resp.header(&own) {
-            meta.user.push((crate::sharedstore::VERSION_META.into(), Bytes::copy_from_slice(version.trim_ascii())));
-        }
-        // The flexible checksum the upload was verified with, `{header name}={value}`.
-        let own = format!("x-amz-meta-{}", crate::sharedstore::CHECKSUM_META);
-        let checksum = resp.header(&own).and_then(|v| std::str::from_utf8(v).ok()?.trim().split_once('='));
-        if let Some((name, value)) = checksum.filter(|(name, _)| name.starts_with("x-amz-checksum-")) {
-            meta.checksum = Some((name.into(), Bytes::copy_from_slice(value.as_bytes())));
-        }
+        // Last-Modified, version and checksum as the writing edge stored them.
+        crate::sharedstore::restore_own_meta(&mut meta, |name| resp.header(name));
         let tag = crate::sharedstore::version_tag(|name| resp.header(name));
         match tag.as_deref().and_then(crate::sharedstore::parse_etag) {
             Some((md5, 0)) => content_md5 = Some(md5),
@@ -317,7 +303,7 @@ async fn to_record(
                 .map(|md5| edgemirror_cache::Etag::new(&md5, meta.parts).as_str().to_string())
         })
         .flatten();
-    guard.fill().set_body(FillBody::recorded(meta, body.length, reader.clone()).with_etag(etag));
+    guard.fill().set_body(FillBody::recorded(meta, body.length, reader.clone()).from_shared(etag));
 
     loop {
         let piece = match body.resp.body.next().await {

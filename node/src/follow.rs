@@ -104,9 +104,8 @@ async fn send_body(
     if !req.is_head() && !follower.need(range.clone()) {
         return Err(S3Error::MirrorFailed("joined an unstored fill after its first bytes were dropped".into()));
     }
-    let source = match (body.source.is_unstored(), body.etag.is_some()) {
+    let source = match (body.source.is_unstored(), body.shared_etag.is_some()) {
         (true, _) => Source::OriginUnstored,
-        // Only a fill from the shared store knows its ETag before its bytes.
         (false, true) => Source::Shared,
         (false, false) => Source::Origin,
     };
@@ -121,7 +120,7 @@ async fn send_body(
     let head = ObjectHead {
         status,
         record: &body.meta,
-        etag: body.etag.as_deref(),
+        etag: body.shared_etag.as_deref(),
         source,
         range: (status == 206).then(|| (range.clone(), body.length.unwrap_or(0))),
         framing,

@@ -119,25 +119,35 @@ pub struct FillBody {
     /// The origin's Content-Length, if it sent one.
     pub length: Option<u64>,
     pub source: BodySource,
-    /// The object's ETag when it is known before its bytes (a fill from the shared store of
-    /// record: the version it holds), sent with the head.
-    pub etag: Option<String>,
+    /// Set when the fill reads the shared store of record: the ETag of the version it holds,
+    /// known before the bytes and sent with the head.
+    pub shared_etag: Option<String>,
 }
 
 impl FillBody {
     /// A body read from the store record being written.
     pub fn recorded(meta: RecordMeta, length: Option<u64>, reader: FillReader) -> FillBody {
-        FillBody { meta, length, source: BodySource { record: Some(reader), memory: OnceLock::new() }, etag: None }
+        FillBody {
+            meta,
+            length,
+            source: BodySource { record: Some(reader), memory: OnceLock::new() },
+            shared_etag: None,
+        }
     }
 
     /// A body the store refused from the start: read from memory only.
     pub fn unstored(meta: RecordMeta, length: Option<u64>, memory: Arc<MemoryBody>) -> FillBody {
-        FillBody { meta, length, source: BodySource { record: None, memory: OnceLock::from(memory) }, etag: None }
+        FillBody {
+            meta,
+            length,
+            source: BodySource { record: None, memory: OnceLock::from(memory) },
+            shared_etag: None,
+        }
     }
 
-    /// With the ETag known before the bytes.
-    pub fn with_etag(mut self, etag: Option<String>) -> FillBody {
-        self.etag = etag;
+    /// Read from the shared store, whose version has this ETag.
+    pub fn from_shared(mut self, etag: Option<String>) -> FillBody {
+        self.shared_etag = etag;
         self
     }
 }

@@ -318,19 +318,7 @@ async fn pass_head(
     let status = resp.status;
     // A HEAD response has no body: its framing says nothing, its Content-Length is the object's.
     let length = resp.header("content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
-    let etag = match from_shared {
-        true => crate::sharedstore::version_tag(|name| resp.header(name)).map(Bytes::from),
-        false => resp.header("etag").map(Bytes::copy_from_slice),
-    };
-    let last_modified = upstream_last_modified(&resp, from_shared);
-    let saved: Vec<(SavedHeader, Bytes)> = resp
-        .headers()
-        .filter_map(|(name, value)| {
-            let h = if from_shared { SavedHeader::uploaded_from_name(name) } else { SavedHeader::from_name(name) };
-            h.map(|h| (h, Bytes::copy_from_slice(value)))
-        })
-        .collect();
-    let user = if from_shared { shared_user_meta(&resp) } else { Vec::new() };
+    let head = UpstreamHead::of(&resp, from_shared);
     resp.body.release(&worker.pool);
     match status {
         200 => {}
@@ -346,34 +334,78 @@ async fn pass_head(
     let keep_alive = req.keep_alive();
     let out = &mut conn.out;
     reply::start(out, 200, &worker.date, req.id);
-    write_upstream_headers(out, &saved, &etag, &last_modified, &user, from_shared);
+    head.write(out);
     reply::finish(out, length.map_or(reply::Framing::NoBody, reply::Framing::Length), keep_alive);
     Ok(Disposition::after(conn.flush().await, keep_alive))
 }
 
 /// The headers of an object answered from an upstream's head: the saved ones, the validators,
 /// the user metadata (from the shared store) and where it came from.
-fn write_upstream_headers(
-    out: &mut bytes::BytesMut,
-    saved: &[(SavedHeader, Bytes)],
-    etag: &Option<Bytes>,
-    last_modified: &Option<Bytes>,
-    user: &[(String, Bytes)],
+struct UpstreamHead {
+    saved: Vec<(SavedHeader, Bytes)>,
+    etag: Option<Bytes>,
+    last_modified: Option<Bytes>,
+    user: Vec<(String, Bytes)>,
     from_shared: bool,
-) {
-    for (name, value) in saved {
-        reply::header(out, name.as_str(), value);
-    }
-    for (name, value) in [("ETag", &etag), ("Last-Modified", &last_modified)] {
-        if let Some(v) = value {
-            reply::header(out, name, v);
+}
+
+impl UpstreamHead {
+    /// From an origin's answer (the seed's five saved headers and its validators) or, with
+    /// `from_shared`, the shared store's (what an upload keeps, the user metadata, and the ETag
+    /// and Last-Modified the writing edge served).
+    fn of(resp: &origin::OriginResponse, from_shared: bool) -> UpstreamHead {
+        let saved = resp
+            .headers()
+            .filter_map(|(name, value)| {
+                let h = if from_shared { SavedHeader::uploaded_from_name(name) } else { SavedHeader::from_name(name) };
+                h.map(|h| (h, Bytes::copy_from_slice(value)))
+            })
+            .collect();
+        if !from_shared {
+            return UpstreamHead {
+                saved,
+                etag: resp.header("etag").map(Bytes::copy_from_slice),
+                last_modified: resp.header("last-modified").map(|v| Bytes::copy_from_slice(v.trim_ascii())),
+                user: Vec::new(),
+                from_shared,
+            };
+        }
+        let own = crate::sharedstore::meta_header(crate::sharedstore::LAST_MODIFIED_META);
+        let user = resp
+            .headers()
+            .filter_map(|(name, value)| {
+                let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                let user = name.strip_prefix("x-amz-meta-")?;
+                (!crate::sharedstore::is_own_meta(user)).then(|| (name.clone(), Bytes::copy_from_slice(value)))
+            })
+            .collect();
+        UpstreamHead {
+            saved,
+            etag: crate::sharedstore::version_tag(|name| resp.header(name)).map(Bytes::from),
+            last_modified: resp
+                .header(&own)
+                .or_else(|| resp.header("last-modified"))
+                .map(|v| Bytes::copy_from_slice(v.trim_ascii())),
+            user,
+            from_shared,
         }
     }
-    for (name, value) in user {
-        reply::header(out, name, value);
+
+    fn write(&self, out: &mut bytes::BytesMut) {
+        for (name, value) in &self.saved {
+            reply::header(out, name.as_str(), value);
+        }
+        for (name, value) in [("ETag", &self.etag), ("Last-Modified", &self.last_modified)] {
+            if let Some(v) = value {
+                reply::header(out, name, v);
+            }
+        }
+        for (name, value) in &self.user {
+            reply::header(out, name, value);
+        }
+        reply::header(out, "Accept-Ranges", b"bytes");
+        reply::header(out, reply::SOURCE_HEADER, if self.from_shared { b"shared" } else { b"origin" });
     }
-    reply::header(out, "Accept-Ranges", b"bytes");
-    reply::header(out, reply::SOURCE_HEADER, if from_shared { b"shared" } else { b"origin" });
 }
 
 /// Over a shared store, a range this far or more past what the key's fill has written is asked
@@ -436,20 +468,12 @@ async fn pass_range(
             return None;
         };
         let content_range = Bytes::copy_from_slice(content_range);
-        let etag = crate::sharedstore::version_tag(|name| resp.header(name)).map(Bytes::from);
-        let last_modified = upstream_last_modified(&resp, true);
-        let saved: Vec<(SavedHeader, Bytes)> = resp
-            .headers()
-            .filter_map(|(name, value)| {
-                SavedHeader::uploaded_from_name(name).map(|h| (h, Bytes::copy_from_slice(value)))
-            })
-            .collect();
-        let user = shared_user_meta(&resp);
+        let head = UpstreamHead::of(&resp, true);
         let keep_alive = req.keep_alive();
         worker.metrics().shared_ranges.inc();
         conn.tally.source = Source::Shared;
         reply::start(&mut conn.out, 206, &worker.date, req.id);
-        write_upstream_headers(&mut conn.out, &saved, &etag, &last_modified, &user, true);
+        head.write(&mut conn.out);
         reply::header(&mut conn.out, "Content-Range", &content_range);
         reply::finish(&mut conn.out, reply::Framing::Length(length), keep_alive);
         if conn.flush().await.is_err() {
@@ -476,26 +500,6 @@ async fn pass_range(
         return Some(Ok(if sent == length && keep_alive { Disposition::KeepAlive } else { Disposition::Close }));
     }
     None
-}
-
-/// An upstream answer's `Last-Modified`: from the shared store, the one the writing edge served
-/// ([`crate::sharedstore::LAST_MODIFIED_META`]) when it stored one.
-fn upstream_last_modified(resp: &origin::OriginResponse, from_shared: bool) -> Option<Bytes> {
-    let own = format!("x-amz-meta-{}", crate::sharedstore::LAST_MODIFIED_META);
-    let stored = from_shared.then(|| resp.header(&own)).flatten();
-    stored.or_else(|| resp.header("last-modified")).map(|v| Bytes::copy_from_slice(v.trim_ascii()))
-}
-
-/// The user metadata of a shared store's answer, as S3 returns it (`x-amz-meta-*`), without
-/// the ETag a node stores there ([`crate::sharedstore::ETAG_META`]).
-fn shared_user_meta(resp: &origin::OriginResponse) -> Vec<(String, Bytes)> {
-    resp.headers()
-        .filter_map(|(name, value)| {
-            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-            let user = name.strip_prefix("x-amz-meta-")?;
-            (!crate::sharedstore::is_own_meta(user)).then(|| (name.clone(), Bytes::copy_from_slice(value)))
-        })
-        .collect()
 }
 
 /// Answers a GET (or, with `mirrorHead`, a HEAD) for an object the store lacks: joins the fill
@@ -541,12 +545,9 @@ async fn serve_miss(
         };
         // Conditions and response overrides are the follower's to apply (against the version
         // the fill is storing), so such a request is never passed through.
-        let conditional = ["if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"]
-            .iter()
-            .any(|h| req.header(h).is_some())
-            || req.query().is_some_and(|q| {
-                reply::Overrides::PARAMS.iter().any(|(param, _)| edgemirror_proto::has_query_param(q, param))
-            });
+        let conditional = stored::REQUEST_CONDITIONS.any_in(req)
+            || req.header("if-range").is_some()
+            || reply::Overrides::asked(req.query());
         if far && !req.is_head() && !conditional {
             if let Some(answered) = pass_range(worker, conn, req, key, store, range).await {
                 return answered;

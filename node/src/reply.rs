@@ -206,6 +206,11 @@ pub fn checksum_type(value: &[u8]) -> &'static str {
 pub struct Overrides(Vec<(SavedHeader, String)>);
 
 impl Overrides {
+    /// Whether the query asks for any response header to be replaced.
+    pub fn asked(query: Option<&[u8]>) -> bool {
+        query.is_some_and(|q| Overrides::PARAMS.iter().any(|(param, _)| edgemirror_proto::has_query_param(q, param)))
+    }
+
     pub const PARAMS: [(&'static str, SavedHeader); 6] = [
         ("response-content-type", SavedHeader::ContentType),
         ("response-content-language", SavedHeader::ContentLanguage),

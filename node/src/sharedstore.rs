@@ -93,6 +93,45 @@ pub fn is_own_meta(name: &str) -> bool {
     [ETAG_META, LAST_MODIFIED_META, CHECKSUM_META, VERSION_META].iter().any(|own| name.eq_ignore_ascii_case(own))
 }
 
+/// The header that carries user-metadata entry `name`.
+pub fn meta_header(name: &str) -> String {
+    format!("x-amz-meta-{name}")
+}
+
+/// The node's own entries stored with `meta`'s object in the shared store (signed user-metadata
+/// headers): the ETag and Last-Modified its edge serves, its version, and the flexible checksum
+/// it was verified with. [`restore_own_meta`] reads them back.
+pub fn own_meta_headers(meta: &edgemirror_cache::ObjectMeta) -> Vec<(String, String)> {
+    let mut headers = vec![
+        (meta_header(ETAG_META), meta.etag()),
+        (meta_header(LAST_MODIFIED_META), edgemirror_proto::fmt_http_date(meta.record.last_modified)),
+    ];
+    if let Some(version) = local_version(meta) {
+        headers.push((meta_header(VERSION_META), String::from_utf8_lossy(version).into_owned()));
+    }
+    if let Some((name, value)) = &meta.record.checksum {
+        headers.push((meta_header(CHECKSUM_META), format!("{name}={}", String::from_utf8_lossy(value))));
+    }
+    headers
+}
+
+/// Restores into a copy read back from the shared store what [`own_meta_headers`] stored with
+/// it: its Last-Modified (for a mirrored object, the origin's), its version, and the flexible
+/// checksum (`{header name}={value}`). The ETag is the fill's to take ([`version_tag`]).
+pub fn restore_own_meta<'a>(meta: &mut edgemirror_cache::RecordMeta, header: impl Fn(&str) -> Option<&'a [u8]>) {
+    if let Some(t) = header(&meta_header(LAST_MODIFIED_META)).and_then(edgemirror_proto::parse_http_date) {
+        meta.last_modified = t;
+    }
+    if let Some(version) = header(&meta_header(VERSION_META)) {
+        meta.user.push((VERSION_META.into(), bytes::Bytes::copy_from_slice(version.trim_ascii())));
+    }
+    let checksum =
+        header(&meta_header(CHECKSUM_META)).and_then(|v| std::str::from_utf8(v).ok()?.trim().split_once('='));
+    if let Some((name, value)) = checksum.filter(|(name, _)| name.starts_with("x-amz-checksum-")) {
+        meta.checksum = Some((name.into(), bytes::Bytes::copy_from_slice(value.as_bytes())));
+    }
+}
+
 /// Gives a write a new version ([`VERSION_META`]), dropping any own entry it carried (a
 /// client's, or a copied object's).
 pub fn stamp(user: &mut Vec<(Box<str>, bytes::Bytes)>) {
@@ -127,7 +166,7 @@ pub fn same_version(meta: &edgemirror_cache::ObjectMeta, held: &Held) -> bool {
 /// The version of an object in the shared store, from its response head: the ETag a node stored
 /// with it ([`ETAG_META`]), else the store's own ETag. Quoted, as ETags are sent.
 pub fn version_tag<'a>(header: impl Fn(&str) -> Option<&'a [u8]>) -> Option<String> {
-    let raw = header(&format!("x-amz-meta-{ETAG_META}")).or_else(|| header("etag"))?;
+    let raw = header(&meta_header(ETAG_META)).or_else(|| header("etag"))?;
     let tag = std::str::from_utf8(raw).ok()?.trim();
     if tag.starts_with('"') {
         Some(tag.to_string())

@@ -121,6 +121,15 @@ pub struct ConditionHeaders {
     if_modified_since: &'static str,
 }
 
+impl ConditionHeaders {
+    /// Whether `req` carries any of these conditions.
+    pub fn any_in(&self, req: &Request<'_>) -> bool {
+        [self.if_match, self.if_unmodified_since, self.if_none_match, self.if_modified_since]
+            .iter()
+            .any(|name| req.header(name).is_some())
+    }
+}
+
 pub const REQUEST_CONDITIONS: ConditionHeaders = ConditionHeaders {
     if_match: "if-match",
     if_unmodified_since: "if-unmodified-since",

@@ -176,10 +176,7 @@ async fn serve(
     }
     match target.op {
         Op::GetObject | Op::HeadObject => {
-            let overrides = req.query().is_some_and(|q| {
-                reply::Overrides::PARAMS.iter().any(|(param, _)| edgemirror_proto::has_query_param(q, param))
-            });
-            if overrides && signed.is_none() {
+            if reply::Overrides::asked(req.query()) && signed.is_none() {
                 // A public read needs no signature, but S3 takes response-* overrides only
                 // from a signed request: check the one it carries (an anonymous one is refused).
                 auth::authorize(req)?;
