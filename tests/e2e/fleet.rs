@@ -42,6 +42,15 @@ pub(crate) fn join(nodes: &[Node]) {
     }
 }
 
+/// An origin serving [`body_of`] each key under `/dir1/`.
+fn origin_serving(keys: &[String]) -> Origin {
+    let origin = Origin::start();
+    for key in keys {
+        origin.set(&format!("/dir1/{key}"), Reply::ok(body_of(key)));
+    }
+    origin
+}
+
 fn body_of(key: &str) -> Vec<u8> {
     let seed = key.bytes().fold(0u8, |a, b| a.wrapping_add(b));
     pattern_body(20_000 + usize::from(seed) * 100, seed)
@@ -49,11 +58,8 @@ fn body_of(key: &str) -> Vec<u8> {
 
 #[test]
 fn each_object_is_fetched_from_the_origin_once_across_the_fleet() {
-    let origin = Origin::start();
     let keys: Vec<String> = (0..30).map(|i| format!("site/page-{i}.html")).collect();
-    for key in &keys {
-        origin.set(&format!("/dir1/{key}"), Reply::ok(body_of(key)));
-    }
+    let origin = origin_serving(&keys);
     let nodes = fleet(&origin, 3, "");
     // Every key from every node, each key starting at another node.
     for (i, key) in keys.iter().enumerate() {
@@ -105,11 +111,8 @@ fn concurrent_misses_on_every_edge_cost_the_origin_one_request() {
 
 #[test]
 fn a_dead_edge_is_skipped_and_its_keys_are_still_served() {
-    let origin = Origin::start();
     let keys: Vec<String> = (0..24).map(|i| format!("k/{i}")).collect();
-    for key in &keys {
-        origin.set(&format!("/dir1/{key}"), Reply::ok(body_of(key)));
-    }
+    let origin = origin_serving(&keys);
     let mut nodes = fleet(&origin, 3, "");
     // Half the keys are fetched while all three run.
     for key in &keys[..12] {
@@ -210,11 +213,8 @@ fn a_peer_without_the_bucket_or_rule_is_no_answer_and_never_sees_the_secret_pass
 
 #[test]
 fn heads_of_keys_an_edge_lacks_go_to_the_owner_not_the_origin() {
-    let origin = Origin::start();
     let keys: Vec<String> = (0..12).map(|i| format!("dl/{i}.bin")).collect();
-    for key in &keys {
-        origin.set(&format!("/dir1/{key}"), Reply::ok(body_of(key)));
-    }
+    let origin = origin_serving(&keys);
     let nodes = fleet(&origin, 3, "");
     for (i, key) in keys.iter().enumerate() {
         // One GET through any edge: the owner now holds the object.
