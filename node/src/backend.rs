@@ -433,7 +433,7 @@ pub const BUCKETS_DIR: &str = ".edgemirror-buckets";
 
 /// Records bucket `name` in the shared store.
 pub async fn put_bucket_marker(worker: &Worker, store: &SharedStoreConfig, name: &str) -> Result<(), String> {
-    let object = format!("{BUCKETS_DIR}/{name}");
+    let object = SharedStoreConfig::object_key(BUCKETS_DIR, name);
     let request = |endpoint: &Endpoint| {
         (endpoint.signer.signed_put_path(&object, &[]), vec![(b"Content-Length".to_vec(), b"0".to_vec())])
     };
@@ -448,20 +448,12 @@ pub async fn put_bucket_marker(worker: &Worker, store: &SharedStoreConfig, name:
 
 /// Removes bucket `name`'s record from the shared store.
 pub async fn delete_bucket_marker(worker: &Worker, store: &SharedStoreConfig, name: &str) -> Result<(), String> {
-    let object = format!("{BUCKETS_DIR}/{name}");
-    let request = |endpoint: &Endpoint| (endpoint.signer.signed_delete_path(&object), Vec::new());
-    match send(worker, store, ObjectKeyRef::new(BUCKETS_DIR, name), Method::Delete, request, None, LOG_BODY_BYTES)
-        .await?
-        .status
-    {
-        200 | 204 | 404 => Ok(()),
-        status => Err(format!("DELETE of the bucket's record answered {status}")),
-    }
+    delete_object(worker, store, BUCKETS_DIR, name).await
 }
 
 /// Whether bucket `name` is recorded in the shared store (made through S3 on some edge).
 pub async fn bucket_marker_exists(worker: &Worker, store: &SharedStoreConfig, name: &str) -> Result<bool, String> {
-    let object = format!("{BUCKETS_DIR}/{name}");
+    let object = SharedStoreConfig::object_key(BUCKETS_DIR, name);
     let request = |endpoint: &Endpoint| (endpoint.signer.signed_path(true, &object), Vec::new());
     match send(worker, store, ObjectKeyRef::new(BUCKETS_DIR, name), Method::Head, request, None, LOG_BODY_BYTES)
         .await?
