@@ -32,6 +32,16 @@
 //!    answers `x-edgemirror-source: origin-unstored`. In a fleet ([`fleet`]), a key another node
 //!    owns (rendezvous hashing) is asked of that node first: the fill's origin is its owner.
 //!
+//! # Over a shared store of record (`store.backend = "s3"`)
+//!
+//! The local tiers are then a cache: a hit older than `store.s3.staleness_ms` is checked with
+//! the shared store first (`object::is_current`), a miss reads it before the rules
+//! ([`mirror::shared_plans`], [`upstream::shared_answer`], the fill), and a PUT, copy or
+//! multipart complete is written there before the client is answered ([`backend::publish`]); a
+//! fill from the origin is written there behind its clients ([`backend::upload_behind`]).
+//! [`sharedstore`] holds the configuration, the names and own metadata of objects there, and
+//! when each local copy was last found current; [`backend`] makes the requests.
+//!
 //! # Writing a response
 //!
 //! Handlers answer through [`respond`] (`Conn`, `Request`, `Disposition`, timed writes); heads
