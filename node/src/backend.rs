@@ -123,7 +123,7 @@ fn header<'a>(headers: &'a [(String, Bytes)], name: &str) -> Option<&'a [u8]> {
 }
 
 /// Writes the committed object `obj` to the shared store with one PUT: its saved headers, its
-/// user metadata, its ETag ([`ETAG_META`]) and, for a single-part object, `Content-MD5`.
+/// user metadata, its ETag ([`crate::sharedstore::own_meta_headers`]) and, for a single-part object, `Content-MD5`.
 /// With `create_only`, the PUT carries `If-None-Match: *`: a store that takes conditional
 /// writes keeps a version written meanwhile by anyone else (`Ok(false)`: not written).
 pub async fn put_object(
