@@ -11,7 +11,8 @@
 //!
 //! # Where the body is read from
 //!
-//! Normally from the record being written ([`FillReader`]: the segment mapping, zero-copy).
+//! Normally from the record being written ([`FillReader`]: the pieces its writer still holds,
+//! up to 1 MiB written behind, then the segment mapping; zero-copy either way).
 //! When the store cannot take the object (`NoSpace`: the disk or the store is full, or the object
 //! is larger than `store.max_object_bytes`) the fill is *unstored*: the producer keeps the
 //! origin's pieces in a [`MemoryBody`] (the same refcounted `Bytes`, no copy) and followers read
