@@ -75,6 +75,7 @@ pub mod follow;
 pub mod hash;
 pub mod inflight;
 pub mod iovec;
+pub mod memtrim;
 pub mod metrics;
 pub mod mirror;
 pub mod negative;

@@ -189,6 +189,7 @@ pub fn start(config: Config, config_path: Option<std::path::PathBuf>) -> Result<
     }
     let prober = fleet.clone();
     std::thread::Builder::new().name("fleet-probe".into()).spawn(move || prober.probe_forever())?;
+    crate::memtrim::start()?;
     let shared_store = config.shared_store.clone();
     if let Some(s) = &shared_store {
         let endpoints: Vec<String> =
