@@ -389,10 +389,23 @@ async fn to_record(
             }
         },
     };
+    // Over a shared store, a copy from the origin that will be written there is trusted from
+    // the moment the commit makes it visible: a hit on another core before `upload_behind`
+    // below must not ask the shared store, which does not hold it yet, and drop it.
+    let uploads = shared.shared_store.is_some() && body.source == Source::Origin && body.write_behind;
+    let (bucket, key) = (&*guard.fill().key.bucket, &*guard.fill().key.key);
+    if uploads {
+        shared.freshness.mark(bucket, key);
+        shared.freshness.uploading(bucket, key, true);
+    }
     let committed = match (body.etag_override, digest) {
         (Some(md5), _) | (None, Some(md5)) => writer.commit_with_md5(md5),
         (None, None) => writer.commit(),
     };
+    if uploads && committed.is_err() {
+        shared.freshness.uploading(bucket, key, false);
+        shared.freshness.forget(bucket, key);
+    }
     match committed {
         Ok(obj) => {
             metrics.objects_mirrored.inc();
