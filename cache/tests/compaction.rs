@@ -255,3 +255,41 @@ fn cache_mode_buckets_give_up_their_least_recently_read_objects_under_pressure()
     // Room again: writes are accepted without a restart.
     put_in("cache", "after").unwrap();
 }
+
+/// A lane seals its segment when it rolls to the next, while records reserved in it may still
+/// be written (a slow fill, a body written behind). Compaction must leave such a segment alone
+/// until they are finished: else it drops the unfinished record as dead, unlinks the file, and
+/// the record's commit lands in an unlinked file, lost at the next start.
+#[test]
+fn a_segment_with_a_record_still_being_written_is_not_compacted_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let slow_body = body(100_000, 7);
+    let meta = RecordMeta::new(SystemTime::now());
+    let mut slow = store
+        .begin(0, ObjectKeyRef::new("b", "slow"), meta, Some(slow_body.len() as u64), CommitRule::LastWins)
+        .unwrap();
+    slow.append(&slow_body.slice(..50_000)).unwrap();
+    // Fill the rest of its segment and roll the lane to the next (sealing the first), then make
+    // everything committed in the first segment dead.
+    for i in 0..20 {
+        put(&store, &format!("filler{i}"), &body(60_000, i)).unwrap();
+    }
+    for i in 0..20 {
+        store.delete(0, ObjectKeyRef::new("b", &format!("filler{i}"))).unwrap();
+    }
+    let first = store.compact().unwrap();
+    // The slow record is finished after the pass.
+    slow.append(&slow_body.slice(50_000..)).unwrap();
+    slow.commit().unwrap();
+    assert!(get(&store, "slow") == Some(slow_body.clone()));
+    // Once it is finished, its segment may be compacted: the record is copied, not dropped.
+    let second = store.compact().unwrap();
+    assert!(first.segments_compacted + second.segments_compacted > 0, "{first:?} {second:?}");
+    drop(store);
+    let store = open(dir.path());
+    assert!(get(&store, "slow") == Some(slow_body), "the committed record was lost at the restart");
+    for i in 0..20 {
+        assert!(get(&store, &format!("filler{i}")).is_none(), "filler{i} came back");
+    }
+}

@@ -2,8 +2,8 @@
 //! its live bytes instead of growing for ever.
 //!
 //! Dead bytes are deleted and overwritten objects, records of fills that never committed
-//! (abandoned or superseded), and tombstones nothing older needs any more. A sealed segment (no
-//! lane appends to it, no writer holds it) whose dead share reaches
+//! (abandoned or superseded), and tombstones nothing older needs any more. A settled segment (no
+//! lane appends to it, no record reserved in it is still being written) whose dead share reaches
 //! [`CompactionConfig::min_dead_ratio`] is compacted:
 //!
 //! 1. its live records are copied into a new segment, each under its own sequence number (so a
@@ -124,7 +124,7 @@ impl Store {
         Ok(report)
     }
 
-    /// Sealed segments at or past the dead-ratio threshold `min_dead`, most dead first. (Under
+    /// Settled segments at or past the dead-ratio threshold `min_dead`, most dead first. (Under
     /// capacity pressure the caller passes 0: any segment with dead bytes qualifies, since
     /// space matters more than the copying.)
     fn compaction_candidates(&self, min_dead: f64) -> Vec<Arc<Segment>> {
@@ -135,7 +135,7 @@ impl Store {
         let mut out: Vec<(f64, Arc<Segment>)> = self
             .segments_snapshot()
             .into_iter()
-            .filter(|s| s.is_sealed())
+            .filter(|s| s.is_settled())
             .filter_map(|s| {
                 let len = s.len().saturating_sub(FILE_HEADER_LEN);
                 let live = live.get(&s.id).copied().unwrap_or(0);

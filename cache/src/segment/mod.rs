@@ -248,8 +248,14 @@ pub struct Segment {
     /// this, the last handle, is dropped and the kernel frees the blocks.
     discarded: AtomicBool,
     /// Nothing is appended to it any more (a lane moved on, its solo record committed, or it was
-    /// found at start): compaction may rewrite it.
+    /// found at start): compaction may rewrite it once no reservation in it is pending.
     sealed: AtomicBool,
+    /// Reservations in it whose records are not finished yet ([`Pending`]): a record writer
+    /// before its commit (or abandonment), a tombstone before its trailer. A lane seals its
+    /// segment when it rolls to the next, whatever is still being written in it; compaction
+    /// waits for these, or it would drop a record that is about to be committed in a file it
+    /// then unlinks (the commit would be lost at the next start).
+    pending: AtomicU64,
     /// The lowest commit sequence number of the records in it (`u64::MAX`: none yet). Decides
     /// which tombstones compaction must keep.
     min_seq: AtomicU64,
@@ -293,6 +299,7 @@ impl Segment {
             file_len: AtomicU64::new(0),
             discarded: AtomicBool::new(false),
             sealed: AtomicBool::new(false),
+            pending: AtomicU64::new(0),
             min_seq: AtomicU64::new(u64::MAX),
             maps: maps.clone(),
             stats: stats.clone(),
@@ -409,6 +416,11 @@ impl Segment {
 
     pub(crate) fn seal(&self) {
         self.sealed.store(true, Ordering::Release);
+    }
+
+    /// Sealed, and no reservation in it is still being written: compaction may rewrite it.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.is_sealed() && self.pending.load(Ordering::Acquire) == 0
     }
 
     /// A record with commit sequence `seq` now lies in this segment.
@@ -561,6 +573,24 @@ pub struct StoreStats {
     pub held_bytes: AtomicU64,
     /// See [`Store::disk_bytes`]. Private: it moves only with the files.
     disk_bytes: AtomicU64,
+}
+
+/// A reservation in a segment whose record is not finished ([`Segment::pending`]); dropping it
+/// says the record is finished or given up.
+#[derive(Debug)]
+pub(crate) struct Pending(Arc<Segment>);
+
+impl Pending {
+    fn new(segment: &Arc<Segment>) -> Pending {
+        segment.pending.fetch_add(1, Ordering::AcqRel);
+        Pending(segment.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 pub struct Store {
@@ -889,7 +919,8 @@ impl Store {
         let total = encode(0).1.total_len();
         // Past the limits: deleting is how room is made, so a store at `max_bytes` or at the
         // `min_free_bytes` watermark still takes tombstones (the watermark is their reserve).
-        let (segment, offset) = self.reserve(lane, total, Room::PastLimits, |nonce| encode(nonce).0)?;
+        // Pending until the trailer is written, at the end of this function.
+        let (segment, offset, _pending) = self.reserve(lane, total, Room::PastLimits, |nonce| encode(nonce).0)?;
         let (_, header, header_crc) = encode(segment.nonce);
         let lock = self.index.lock_key(key);
         let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
@@ -1173,14 +1204,16 @@ impl Store {
 
     /// Reserves `len` bytes in `lane`'s active segment, rolling to a new segment when it is full,
     /// and writes `head(nonce)` (the record header and names) at the start of the reservation while the
-    /// lane is locked, so a reservation never exists on disk without its header.
+    /// lane is locked, so a reservation never exists on disk without its header. The reservation
+    /// is pending (compaction leaves its segment alone) until the returned [`Pending`] is dropped:
+    /// keep it until the record is finished or given up.
     fn reserve(
         &self,
         lane: usize,
         len: u64,
         room: Room,
         head: impl FnOnce(u64) -> Vec<u8>,
-    ) -> Result<(Arc<Segment>, u64)> {
+    ) -> Result<(Arc<Segment>, u64, Pending)> {
         let mut slot = self.lanes[lane % self.lanes.len()].lock().unwrap_or_else(|e| e.into_inner());
         let fits = |a: &Active| a.next_offset.checked_add(len).is_some_and(|end| end <= a.segment.capacity);
         if room == Room::WithinLimits {
@@ -1203,10 +1236,12 @@ impl Store {
             },
         };
         let offset = active.next_offset;
+        // Counted under the lane's lock, before anything can seal the segment.
+        let pending = Pending::new(&active.segment);
         active.segment.write_at(&head(active.segment.nonce), offset)?;
         // Only the header is on disk yet; `disk_bytes` grows as the rest is written.
         active.next_offset += len;
-        Ok((active.segment.clone(), offset))
+        Ok((active.segment.clone(), offset, pending))
     }
 
     fn new_segment(&self, capacity: u64, solo: bool) -> Result<Arc<Segment>> {
@@ -1531,6 +1566,7 @@ mod tests {
             file_len: AtomicU64::new(0),
             discarded: AtomicBool::new(false),
             sealed: AtomicBool::new(false),
+            pending: AtomicU64::new(0),
             min_seq: AtomicU64::new(u64::MAX),
             maps: Arc::new(MapCache::default()),
             stats: stats.clone(),

@@ -284,6 +284,7 @@ fn scan_segment(
         file_len: AtomicU64::new(len),
         discarded: AtomicBool::new(false),
         sealed: AtomicBool::new(true),
+        pending: AtomicU64::new(0),
         min_seq: AtomicU64::new(u64::MAX),
         maps: maps.clone(),
         stats: stats.clone(),

@@ -51,6 +51,10 @@ enum Target {
         header_crc: u32,
         /// The mapping readers use while the record is written (see `View::placed`).
         map: Option<Bytes>,
+        /// A reservation in a shared segment, pending until this writer is dropped (after its
+        /// commit has indexed the record, or on abandonment): compaction leaves the segment alone
+        /// meanwhile.
+        _pending: Option<super::Pending>,
     },
     /// Unknown length, still small: placed at commit (its pieces are the writer's `held`).
     Unplaced,
@@ -343,7 +347,7 @@ impl RecordWriter {
         };
         let total = encode(0).1.total_len();
         let pending = flags & FLAG_LEN_PENDING != 0;
-        let (segment, record_offset, map) = if pending || total > store.solo_threshold() {
+        let (segment, record_offset, map, reservation) = if pending || total > store.solo_threshold() {
             let capacity = if pending { 0 } else { FILE_HEADER_LEN + total };
             let segment = store.new_segment(capacity, true)?;
             let written = segment.write_at(&encode(segment.nonce).0, FILE_HEADER_LEN);
@@ -354,7 +358,7 @@ impl RecordWriter {
                 Err(e) => Err(e),
             };
             match map {
-                Ok(map) => (segment, FILE_HEADER_LEN, map),
+                Ok(map) => (segment, FILE_HEADER_LEN, map, None),
                 Err(e) => {
                     store.forget_segment(segment.id);
                     segment.discard();
@@ -362,12 +366,13 @@ impl RecordWriter {
                 }
             }
         } else {
-            let (segment, offset) = store.reserve(self.lane, total, Room::WithinLimits, |nonce| encode(nonce).0)?;
+            let (segment, offset, reservation) =
+                store.reserve(self.lane, total, Room::WithinLimits, |nonce| encode(nonce).0)?;
             let map = segment.map.get().cloned();
-            (segment, offset, map)
+            (segment, offset, map, Some(reservation))
         };
         let (_, header, header_crc) = encode(segment.nonce);
-        Ok(Target::Placed { segment, record_offset, header, header_crc, map })
+        Ok(Target::Placed { segment, record_offset, header, header_crc, map, _pending: reservation })
     }
 
     /// A reader of this record's bytes as they are written.
