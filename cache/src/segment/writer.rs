@@ -9,12 +9,15 @@
 //!   [`HOLD_BYTES`], then reserved like a known length at commit; past that, spilled into a SOLO
 //!   segment whose header says LEN_PENDING until commit rewrites it.
 //!
-//! Body bytes are written behind: the writer holds up to [`HOLD_BYTES`] of appended pieces (the
-//! same refcounted `Bytes`, no copy) and writes them to the file when more arrive or at commit.
+//! Bodies that are read while they are written (a fill's, once [`RecordWriter::reader`] is
+//! taken) are written behind: the writer holds up to [`HOLD_BYTES`] of appended pieces (the
+//! same refcounted `Bytes`, no copy; at most [`MAX_HELD_PIECES`]) and writes them to the file
+//! when more arrive or at commit.
 //! Readers take the held pieces from memory and what is written from the mapping. So a body of up
 //! to 1 MiB reaches its clients before any of it is copied into the page cache: the fill's
 //! clients are not behind the store's copy, which happens once the fill has let them go (the
-//! copy was a quarter of a cold 1 MiB miss's CPU), in one batch instead of one write per piece.
+//! copy was a quarter of a cold 1 MiB miss's CPU). A writer nobody reads (an upload) gains
+//! nothing by holding, and writes at once.
 //!
 //! Dropping a writer without commit abandons the record: it never becomes visible, and a solo
 //! segment it had is removed.
@@ -38,9 +41,15 @@ use crate::{Error, Result};
 /// writer's memory while keeping small chunked objects packed in shared segments.
 pub const HOLD_BYTES: u64 = 1 << 20;
 
-/// How many body bytes all of a store's writers together hold in memory. Past it, a writer
-/// writes what it is given at once: a thousand slow uploads must not hold a GiB.
+/// How many body bytes all of a store's writers together hold for their readers. Past it, a
+/// writer writes what it is given at once: a thousand fills from fast origins to slow clients
+/// must not hold a GiB. (An unknown-length body held before it is placed counts against its
+/// own bound only, as before write-behind.)
 pub const HOLD_TOTAL_BYTES: u64 = 64 << 20;
+
+/// The most pieces a placed writer holds: a body of tiny pieces (one-byte chunks) is written
+/// before its pieces' bookkeeping outweighs its bytes.
+pub const MAX_HELD_PIECES: usize = 64;
 
 enum Target {
     /// Written in place: `record_offset` is where the header is.
@@ -74,9 +83,12 @@ pub struct RecordWriter {
     /// Body bytes in the file: `held` holds the rest, `flushed..written`.
     flushed: u64,
     /// Pieces appended and not yet written to the file, at most [`HOLD_BYTES`] (see the module
-    /// doc). Readers see the same pieces in the view. Their length is counted in the store's
-    /// `held_bytes` while they are held.
+    /// doc). Readers see the same pieces in the view.
     held: Vec<Bytes>,
+    /// What of `held` is counted in the store's `held_bytes` (a placed writer's pieces).
+    counted: u64,
+    /// Holds pieces for readers ([`RecordWriter::reader`] was taken).
+    write_behind: bool,
     crc: u32,
     md5: Md5,
     created_ms: u64,
@@ -168,7 +180,7 @@ impl FillReader {
         };
         // Not mapped (a spilled body of unknown length): read it back, without the view's lock.
         // The read may wait on the device for up to `max` bytes, and the writer's appends and
-        // every other reader of this record take that lock. Bytes below `written` never change,
+        // every other reader of this record take that lock. Bytes below `flushed` never change,
         // and the `Arc` keeps the file open even if the writer abandons the record meanwhile.
         let mut buf = vec![0u8; (to - from) as usize];
         segment
@@ -258,6 +270,8 @@ impl Store {
             written: 0,
             flushed: 0,
             held: Vec::new(),
+            counted: 0,
+            write_behind: false,
             crc: 0,
             md5: Md5::new(),
             created_ms,
@@ -375,8 +389,10 @@ impl RecordWriter {
         Ok(Target::Placed { segment, record_offset, header, header_crc, map, _pending: reservation })
     }
 
-    /// A reader of this record's bytes as they are written.
-    pub fn reader(&self) -> FillReader {
+    /// A reader of this record's bytes as they are written. From now on the writer writes body
+    /// bytes behind (see the module doc).
+    pub fn reader(&mut self) -> FillReader {
+        self.write_behind = true;
         FillReader { view: self.view.clone() }
     }
 
@@ -399,11 +415,12 @@ impl RecordWriter {
         }
     }
 
-    /// Appends body bytes. Fails when more bytes arrive than were announced. The bytes are held
-    /// and written to the file with the ones before them once more than [`HOLD_BYTES`] would be
-    /// held, or all writers together hold [`HOLD_TOTAL_BYTES`] (an unknown-length body is first
-    /// placed in a solo segment then); a failed write keeps them held, and readable, and fails
-    /// the append (a full disk: [`Error::NoSpace`]).
+    /// Appends body bytes. Fails when more bytes arrive than were announced. An unknown-length
+    /// body is held until it passes [`HOLD_BYTES`], then placed in a solo segment. A placed
+    /// body with readers is held and written with the bytes before it once more than
+    /// [`HOLD_BYTES`] (or [`MAX_HELD_PIECES`] pieces) would be held, or all writers together
+    /// hold [`HOLD_TOTAL_BYTES`]; without readers it is written at once. A failed write keeps
+    /// what was held, readable, and fails the append (a full disk: [`Error::NoSpace`]).
     pub fn append(&mut self, data: &Bytes) -> Result<()> {
         let new_len = self.written + data.len() as u64;
         if let Some(expected) = self.expected_len {
@@ -413,16 +430,25 @@ impl RecordWriter {
         }
         self.store.check_size(new_len)?;
         let len = data.len() as u64;
-        let held = self.written - self.flushed + len;
-        if held > HOLD_BYTES || !self.store.hold(len) {
-            if matches!(self.target, Target::Unplaced) {
+        let within = self.written - self.flushed + len <= HOLD_BYTES;
+        let unplaced = matches!(self.target, Target::Unplaced);
+        let hold = if unplaced {
+            within
+        } else {
+            self.write_behind && within && self.held.len() < MAX_HELD_PIECES && self.store.hold(len)
+        };
+        if hold {
+            self.held.push(data.clone());
+            if !unplaced {
+                self.counted += len;
+            }
+        } else {
+            if unplaced {
                 // Spill: everything so far goes to a solo segment, and so does the rest.
                 self.target = self.place(0, FLAG_LEN_PENDING)?;
                 self.publish_placement();
             }
             self.write_held(Some(data))?;
-        } else {
-            self.held.push(data.clone());
         }
         self.account(data);
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
@@ -451,8 +477,8 @@ impl RecordWriter {
 
     /// Stops holding the held pieces (they are written, or the record is given up).
     fn release_held(&mut self) {
-        let len: u64 = self.held.iter().map(|p| p.len() as u64).sum();
-        self.store.stats.held_bytes.fetch_sub(len, Ordering::AcqRel);
+        self.store.stats.held_bytes.fetch_sub(self.counted, Ordering::AcqRel);
+        self.counted = 0;
         self.held.clear();
     }
 
@@ -517,8 +543,8 @@ impl RecordWriter {
         if matches!(self.target, Target::Unplaced) {
             self.target = self.place(self.written, 0)?;
         }
-        // Readers keep the held pieces in the view: the record is not theirs to read from the
-        // index until the commit publishes it, and the mapping is then complete.
+        // Readers keep reading the held pieces from the view until the commit has succeeded
+        // (below): a failed commit may give the file up.
         self.write_held(None)?;
         let md5: [u8; 16] = match md5 {
             Some(m) => m,
@@ -609,6 +635,16 @@ impl RecordWriter {
         lock.put(Slot::new(segment, record_offset, seq, self.written, true, store.now_secs()));
         drop(lock);
         self.committed = true;
+        // Every byte is in the file: readers still following (a slow client may take long) read
+        // them from there, and the held pieces are let go.
+        {
+            let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+            if let Target::Placed { segment, record_offset, header, map, .. } = &self.target {
+                view.placed = Some((segment.clone(), record_offset + header.body_start(), map.clone()));
+            }
+            view.flushed = self.written;
+            view.held = Vec::new();
+        }
         store.stats.objects_committed.fetch_add(1, Ordering::Relaxed);
         store.stats.bytes_committed.fetch_add(self.written, Ordering::Relaxed);
         Ok(StoredObject { meta, body })
@@ -699,13 +735,25 @@ mod tests {
             }
             let obj = w.commit().unwrap();
             assert_eq!(&obj.body[..], &expected[..], "{key}: committed body");
+            // Committed: followers still reading take every byte from the file, and the held
+            // pieces are let go (a slow client must not keep them).
+            {
+                let view = reader.view.lock().unwrap();
+                assert!(view.held.is_empty() && view.flushed == len, "{key}: the view after the commit");
+            }
+            let mut got = Vec::new();
+            while let Some(b) = reader.read(got.len() as u64, 256 << 10).unwrap() {
+                got.extend_from_slice(&b);
+            }
+            assert_eq!(got, expected, "{key}: read back after the commit");
             let again = store.get(ObjectKeyRef::new("b", key)).unwrap().expect("committed");
             assert_eq!(&again.body[..], &expected[..], "{key}: read from the index");
         }
     }
 
     /// All writers together hold at most HOLD_TOTAL_BYTES: past it, a writer writes at once,
-    /// and a writer that goes away stops counting what it held.
+    /// and a writer that goes away stops counting what it held. An unknown-length body is held
+    /// before it is placed whatever the others hold (its own bound, as before write-behind).
     #[test]
     fn writers_together_hold_at_most_the_total_bound() {
         let dir = tempfile::tempdir().unwrap();
@@ -718,31 +766,62 @@ mod tests {
             let key = format!("k{i}");
             let mut w =
                 store.begin(0, ObjectKeyRef::new("b", &key), meta(), Some(2 << 20), CommitRule::LastWins).unwrap();
+            let reader = w.reader();
             for _ in 0..16 {
                 w.append(&piece).unwrap();
             }
-            writers.push(w);
+            writers.push((w, reader));
         }
-        let in_file = |w: &RecordWriter| w.reader().view.lock().unwrap().flushed;
+        let in_file = |r: &FillReader| r.view.lock().unwrap().flushed;
         assert_eq!(store.stats.held_bytes.load(Ordering::Acquire), HOLD_TOTAL_BYTES);
-        assert!(writers[..writers_at_bound].iter().all(|w| in_file(w) == 0), "the first ones hold all they have");
-        assert_eq!(in_file(&writers[writers_at_bound]), HOLD_BYTES, "the last one found the bound and wrote at once");
+        assert!(writers[..writers_at_bound].iter().all(|(_, r)| in_file(r) == 0), "the first ones hold all they have");
+        assert_eq!(in_file(&writers[writers_at_bound].1), HOLD_BYTES, "the last one found the bound and wrote at once");
+
+        let mut chunked =
+            store.begin(0, ObjectKeyRef::new("b", "chunked"), meta(), None, CommitRule::LastWins).unwrap();
+        chunked.append(&Bytes::from_static(b"a small chunked body")).unwrap();
+        assert!(matches!(chunked.target, Target::Unplaced), "held, not spilled to a segment of its own");
+        chunked.commit().unwrap();
 
         // One gives up: what it held no longer counts, and the next piece is held again.
         drop(writers.remove(0));
         assert_eq!(store.stats.held_bytes.load(Ordering::Acquire), HOLD_TOTAL_BYTES - HOLD_BYTES);
-        let last = writers.last_mut().unwrap();
+        let (last, reader) = writers.last_mut().unwrap();
         last.append(&piece).unwrap();
-        assert_eq!(in_file(last), HOLD_BYTES, "held, not written");
+        assert_eq!(in_file(reader), HOLD_BYTES, "held, not written");
         // Commits write what they hold and stop counting it.
-        for w in writers.drain(..) {
-            let mut w = w;
+        for (mut w, _) in writers.drain(..) {
             while w.written() < 2 << 20 {
                 w.append(&piece).unwrap();
             }
             w.commit().unwrap();
         }
         assert_eq!(store.stats.held_bytes.load(Ordering::Acquire), 0);
+    }
+
+    /// Holding is for readers: a writer nobody reads (an upload) writes at once, and a body of
+    /// tiny pieces is written once MAX_HELD_PIECES are held.
+    #[test]
+    fn only_a_read_body_is_held_and_never_more_than_so_many_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut upload =
+            store.begin(0, ObjectKeyRef::new("b", "up"), meta(), Some(1000), CommitRule::LastWins).unwrap();
+        upload.append(&Bytes::from(vec![1u8; 100])).unwrap();
+        assert_eq!(upload.flushed, 100, "an upload is written at once");
+        assert_eq!(store.stats.held_bytes.load(Ordering::Acquire), 0);
+        drop(upload);
+
+        let mut fill =
+            store.begin(0, ObjectKeyRef::new("b", "fill"), meta(), Some(10_000), CommitRule::LastWins).unwrap();
+        let reader = fill.reader();
+        for i in 0..MAX_HELD_PIECES {
+            fill.append(&Bytes::from(vec![i as u8; 100])).unwrap();
+        }
+        assert_eq!(fill.flushed, 0, "{MAX_HELD_PIECES} pieces held");
+        fill.append(&Bytes::from(vec![9u8; 100])).unwrap();
+        assert_eq!(fill.flushed, (MAX_HELD_PIECES as u64 + 1) * 100, "one more: all written");
+        assert_eq!(reader.read(0, 100).unwrap().unwrap(), Bytes::from(vec![0u8; 100]));
     }
 
     /// A reader of a spilled body (unknown length, past the in-memory buffer, not mapped until
