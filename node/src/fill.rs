@@ -438,10 +438,9 @@ async fn to_record(
             guard.finish(Phase::Broken);
         }
         Err(edgemirror_cache::Error::NoSpace(reason)) => {
-            // The whole body is readable through the abandoned record (its file, and the pieces
-            // its writer held), by the followers; only keeping it failed. Where the store gave up
-            // before checking the Content-MD5 (an unknown length placed at commit), check it
-            // here, as an unstored fill does.
+            // The whole body is in the abandoned record, readable by the followers; only keeping
+            // it failed. Where the store gave up before checking the Content-MD5 (an unknown
+            // length placed at commit), check it here, as an unstored fill does.
             note_unstored(worker, rid, &reason, writer_len);
             if let Some(expected) = body.content_md5 {
                 let got = digest.or_else(|| md5_of_record(&reader, writer_len).map(|m| m.finalize().into()));

@@ -6,13 +6,12 @@
 //! channel. Every client, the first one included, is a *follower* (`follow.rs`, a [`Follower`]
 //! here): it waits for the response head, then reads the body through the fill's
 //! [`BodySource`] at its own pace. A slow client only falls behind; it never slows the fetch or
-//! the other clients; the pieces it has not sent stay in the record (on disk, or among the at
-//! most 1 MiB its writer holds until the commit). A client that leaves does not stop the fill.
+//! the other clients, and it holds no more than one piece in memory. A client that leaves does
+//! not stop the fill.
 //!
 //! # Where the body is read from
 //!
-//! Normally from the record being written ([`FillReader`]: the pieces its writer still holds,
-//! up to 1 MiB written behind until the commit, and the segment mapping for the rest).
+//! Normally from the record being written ([`FillReader`]: the segment mapping, zero-copy).
 //! When the store cannot take the object (`NoSpace`: the disk or the store is full, or the object
 //! is larger than `store.max_object_bytes`) the fill is *unstored*: the producer keeps the
 //! origin's pieces in a [`MemoryBody`] (the same refcounted `Bytes`, no copy) and followers read

@@ -1,8 +1,7 @@
 //! Gives back to the kernel the heap memory glibc's allocator keeps after a burst.
 //!
 //! glibc keeps what each thread's arena once held. A burst of misses (bodies waiting for their
-//! MD5, bodies written behind: up to 64 MiB each, node-wide) grows the worker's arena to its
-//! peak. Freeing them leaves the arena at that size: small long-lived allocations made
+//! MD5: up to 64 MiB node-wide) grows the worker's arena to its peak. Freeing them leaves the arena at that size: small long-lived allocations made
 //! meanwhile (index pages, keys) sit between the freed bodies, so the arena's top cannot shrink.
 //! Measured on the disk bench's node (`bench/RESULTS.md`): after mirroring 32,768 objects of
 //! 64 KiB, 124 MB of anonymous memory, 7 MB of it in use; `malloc_trim(0)` gave back all but

@@ -3,10 +3,9 @@
 //!
 //! The stories:
 //! - `a_full_disk_keeps_answering_and_stores_again_when_space_returns`: a real, small file
-//!   system (a 16 MiB tmpfs, 6 MiB of it taken by a ballast file) fills up with mirrored 1.5 MiB
-//!   objects. Segment files grow as they are written (the first MiB of a body at once once a
-//!   piece more arrives, the rest at the commit), so the object that finds the disk full finds
-//!   out mid-body or at its commit: the client must still get all of it. Once the disk is at 0 bytes free
+//!   system (a 16 MiB tmpfs, 6 MiB of it taken by a ballast file) fills up with mirrored 1 MiB
+//!   objects. Segment files grow as they are written, so the object that finds the disk full
+//!   finds out mid-body: the client must still get all of it. Once the disk is at 0 bytes free
 //!   the store refuses at the start and says so (`x-edgemirror-source: origin-unstored`). Every
 //!   object committed before stays whole; deleting the ballast lets the node store again without
 //!   a restart; a restart and a SIGKILL lose nothing committed.
@@ -157,9 +156,7 @@ fn node_on(origin: &Origin, store_dir: &Path) -> Node {
 
 #[test]
 fn a_full_disk_keeps_answering_and_stores_again_when_space_returns() {
-    // Over the 1 MiB a store record holds before writing it: a write mid-body, and one at the
-    // commit.
-    const OBJECT: usize = 3 << 19;
+    const OBJECT: usize = 1 << 20;
     let Some(disk) = SmallDisk::mount(16 << 20) else { return };
     let ballast = disk.path().join("ballast");
     write_ballast(&ballast, 6 << 20);
@@ -167,7 +164,7 @@ fn a_full_disk_keeps_answering_and_stores_again_when_space_returns() {
     let origin = Origin::start();
     let mut node = node_on(&origin, &store_dir);
 
-    // Mirror distinct 1.5 MiB objects until the store takes no more, and a few beyond.
+    // Mirror distinct 1 MiB objects until the store takes no more, and a few beyond.
     let mut stored: Vec<(String, Vec<u8>)> = Vec::new();
     let mut refused = 0;
     let mut refused_sources = Vec::new();
@@ -199,7 +196,7 @@ fn a_full_disk_keeps_answering_and_stores_again_when_space_returns() {
     assert!(!stored.is_empty(), "nothing was stored on a 10 MiB store");
     assert_eq!(refused, 3, "the 16 MiB disk never filled up");
     eprintln!(
-        "full disk: {} objects of 1.5 MiB stored, then answered (first GET, second GET) from {refused_sources:?}",
+        "full disk: {} objects of 1 MiB stored, then answered (first GET, second GET) from {refused_sources:?}",
         stored.len()
     );
 
@@ -398,9 +395,7 @@ fn a_truncated_or_corrupt_origin_body_of_an_unstored_fill_cuts_the_client() {
 fn uploads_that_find_the_disk_full_are_refused_whole_and_lose_nothing() {
     use crate::s3::{put, s3_toml, send, signed, SECRET};
     use crate::support::{assert_s3_error, BUCKET};
-    // Over the 1 MiB a store record holds before writing it: a write mid-body, and one at the
-    // commit.
-    const OBJECT: usize = 3 << 19;
+    const OBJECT: usize = 1 << 20;
     let Some(disk) = SmallDisk::mount(16 << 20) else { return };
     let ballast = disk.path().join("ballast");
     write_ballast(&ballast, 6 << 20);
@@ -436,7 +431,7 @@ fn uploads_that_find_the_disk_full_are_refused_whole_and_lose_nothing() {
     }
     assert!(!stored.is_empty(), "nothing was stored on a 10 MiB store");
     assert_eq!(refused.len(), 3, "the 16 MiB disk never filled up");
-    eprintln!("full disk through uploads: {} objects of 1.5 MiB stored before the first 507", stored.len());
+    eprintln!("full disk through uploads: {} objects of 1 MiB stored before the first 507", stored.len());
 
     // Not a byte left: an overwrite is refused and the object keeps its old body.
     fill_to_the_brim(&disk, &disk.path().join("brim"));

@@ -568,9 +568,6 @@ pub struct StoreStats {
     /// Objects of cache-mode buckets evicted under capacity pressure, and their bytes.
     pub evictions: AtomicU64,
     pub evicted_bytes: AtomicU64,
-    /// Body bytes record writers hold in memory, not yet written to their files (bounded by
-    /// [`writer::HOLD_TOTAL_BYTES`]).
-    pub held_bytes: AtomicU64,
     /// See [`Store::disk_bytes`]. Private: it moves only with the files.
     disk_bytes: AtomicU64,
 }

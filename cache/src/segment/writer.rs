@@ -3,21 +3,12 @@
 //! The node's mirror fill calls [`RecordWriter::append`] with the same `Bytes` it writes to the
 //! client socket, then [`RecordWriter::commit`]. Three shapes, chosen by what is known up front:
 //!
-//! - length known and small enough: a reservation in the lane's active segment;
+//! - length known and small enough: a reservation in the lane's active segment; body bytes are
+//!   written in place as they arrive;
 //! - length known and large (> segment_bytes / 4): a SOLO segment of exactly the record's size;
-//! - length unknown (chunked or close-delimited origin): not placed while the body is at most
-//!   [`HOLD_BYTES`], then reserved like a known length at commit; past that, spilled into a SOLO
-//!   segment whose header says LEN_PENDING until commit rewrites it.
-//!
-//! Bodies that are read while they are written (a fill's, once [`RecordWriter::reader`] is
-//! taken) are written behind: the writer holds up to [`HOLD_BYTES`] of appended pieces (the
-//! same refcounted `Bytes`, no copy; at most [`MAX_HELD_PIECES`]) and writes them to the file
-//! when more arrive or at commit.
-//! Readers take the held pieces from memory and what is written from the mapping. So a body of up
-//! to 1 MiB reaches its clients before any of it is copied into the page cache: the fill's
-//! clients are not behind the store's copy, which happens once the fill has let them go (the
-//! copy was a quarter of a cold 1 MiB miss's CPU). A writer nobody reads (an upload) gains
-//! nothing by holding, and writes at once.
+//! - length unknown (chunked or close-delimited origin): buffered as refcounted `Bytes` up to
+//!   [`BUFFER_UNKNOWN_LEN_BYTES`], then reserved like a known length at commit; past that, spilled
+//!   into a SOLO segment whose header says LEN_PENDING until commit rewrites it.
 //!
 //! Dropping a writer without commit abandons the record: it never becomes visible, and a solo
 //! segment it had is removed.
@@ -36,20 +27,9 @@ use crate::key::ObjectKeyRef;
 use crate::meta::{ObjectMeta, RecordMeta};
 use crate::{Error, Result};
 
-/// How many appended body bytes a writer holds in memory before writing them to the file, and
-/// how much of an unknown-length body is held before it spills to a solo segment. Bounds a
-/// writer's memory while keeping small chunked objects packed in shared segments.
-pub const HOLD_BYTES: u64 = 1 << 20;
-
-/// How many body bytes all of a store's writers together hold for their readers. Past it, a
-/// writer writes what it is given at once: a thousand fills from fast origins to slow clients
-/// must not hold a GiB. (An unknown-length body held before it is placed counts against its
-/// own bound only, as before write-behind.)
-pub const HOLD_TOTAL_BYTES: u64 = 64 << 20;
-
-/// The most pieces a placed writer holds: a body of tiny pieces (one-byte chunks) is written
-/// before its pieces' bookkeeping outweighs its bytes.
-pub const MAX_HELD_PIECES: usize = 64;
+/// How much of an unknown-length body is held in memory before it spills to a solo segment.
+/// Bounds a fill's memory while keeping small chunked objects packed in shared segments.
+pub const BUFFER_UNKNOWN_LEN_BYTES: u64 = 1 << 20;
 
 enum Target {
     /// Written in place: `record_offset` is where the header is.
@@ -65,8 +45,8 @@ enum Target {
         /// meanwhile.
         _pending: Option<super::Pending>,
     },
-    /// Unknown length, still small: placed at commit (its pieces are the writer's `held`).
-    Unplaced,
+    /// Unknown length, still small: held until commit.
+    Buffered { chunks: Vec<Bytes> },
 }
 
 pub struct RecordWriter {
@@ -80,15 +60,6 @@ pub struct RecordWriter {
     expected_len: Option<u64>,
     target: Target,
     written: u64,
-    /// Body bytes in the file: `held` holds the rest, `flushed..written`.
-    flushed: u64,
-    /// Pieces appended and not yet written to the file, at most [`HOLD_BYTES`] (see the module
-    /// doc). Readers see the same pieces in the view.
-    held: Vec<Bytes>,
-    /// What of `held` is counted in the store's `held_bytes` (a placed writer's pieces).
-    counted: u64,
-    /// Holds pieces for readers ([`RecordWriter::reader`] was taken).
-    write_behind: bool,
     crc: u32,
     md5: Md5,
     created_ms: u64,
@@ -112,19 +83,15 @@ pub struct RecordWriter {
 /// the key's current object (`None`: no object), whether the commit may replace it.
 pub type WriteCondition = Box<dyn FnOnce(Option<&str>) -> bool + Send>;
 
-/// The part of an unfinished record that is readable: where its body lies once placed, how much
-/// of it is in the file, the pieces held in memory after that, and how many body bytes are
-/// appended.
+/// The part of an unfinished record that is readable: where its body lies once placed, the
+/// buffered pieces before that, and how many body bytes are written.
 #[derive(Default)]
 struct View {
     /// The segment, the body's offset in it, and the mapping to read it from while it is
     /// written (a regular segment's own; a solo segment's writer's; none for a spilled body of
     /// unknown length, which is read back with positional reads).
     placed: Option<(Arc<Segment>, u64, Option<Bytes>)>,
-    /// Body bytes in the file, readable through `placed`.
-    flushed: u64,
-    /// The writer's held pieces: body bytes `flushed..written`.
-    held: Vec<Bytes>,
+    buffered: Vec<Bytes>,
     written: u64,
     /// Called by [`FillReader::read`] just before it reads a spilled body from the file.
     #[cfg(test)]
@@ -133,8 +100,8 @@ struct View {
 
 /// A handle for reading an object while it is being written (the node's coalesced misses and
 /// read-while-write). Cheap to clone; safe to use from any thread. Readers get bytes from the
-/// segment mapping (zero-copy) or, for bytes not yet written to the file, from the held pieces;
-/// they never hold the writer up.
+/// segment mapping (zero-copy) or, before the body is placed, from the buffered pieces; they
+/// never hold the writer up.
 #[derive(Clone)]
 pub struct FillReader {
     view: Arc<Mutex<View>>,
@@ -154,13 +121,8 @@ impl FillReader {
                 return Ok(None);
             }
             let end = view.written.min(pos.saturating_add(max as u64));
-            if pos >= view.flushed {
-                return Ok(view.held_slice(pos, end));
-            }
-            // Only what is in the file: past its end a mapping has no page behind it.
-            let end = end.min(view.flushed);
             let Some((segment, body_offset, map)) = &view.placed else {
-                return Err(Error::Invariant("body bytes in the file of an unplaced record"));
+                return Ok(view.buffered_slice(pos, end));
             };
             let (from, to) = (body_offset + pos, body_offset + end);
             if let Some(map) = map {
@@ -180,7 +142,7 @@ impl FillReader {
         };
         // Not mapped (a spilled body of unknown length): read it back, without the view's lock.
         // The read may wait on the device for up to `max` bytes, and the writer's appends and
-        // every other reader of this record take that lock. Bytes below `flushed` never change,
+        // every other reader of this record take that lock. Bytes below `written` never change,
         // and the `Arc` keeps the file open even if the writer abandons the record meanwhile.
         let mut buf = vec![0u8; (to - from) as usize];
         segment
@@ -192,11 +154,11 @@ impl FillReader {
 }
 
 impl View {
-    /// Body bytes `pos..end` from the held pieces (at most one piece's worth: a read never joins
-    /// pieces, so it never copies).
-    fn held_slice(&self, pos: u64, end: u64) -> Option<Bytes> {
-        let mut at = self.flushed;
-        for chunk in &self.held {
+    /// Body bytes `pos..end` from the pieces buffered before placement (at most one piece's
+    /// worth: a read never joins pieces, so it never copies).
+    fn buffered_slice(&self, pos: u64, end: u64) -> Option<Bytes> {
+        let mut at = 0u64;
+        for chunk in &self.buffered {
             let chunk_end = at + chunk.len() as u64;
             if pos < chunk_end {
                 let start = (pos - at) as usize;
@@ -266,12 +228,8 @@ impl Store {
             key: key.key.into(),
             meta,
             expected_len: body_len,
-            target: Target::Unplaced,
+            target: Target::Buffered { chunks: Vec::new() },
             written: 0,
-            flushed: 0,
-            held: Vec::new(),
-            counted: 0,
-            write_behind: false,
             crc: 0,
             md5: Md5::new(),
             created_ms,
@@ -287,16 +245,6 @@ impl Store {
             w.publish_placement();
         }
         Ok(w)
-    }
-
-    /// Counts `len` more bytes held by a writer, if all writers together stay within
-    /// [`HOLD_TOTAL_BYTES`].
-    fn hold(&self, len: u64) -> bool {
-        let held = &self.stats.held_bytes;
-        held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-            (now + len <= HOLD_TOTAL_BYTES).then_some(now + len)
-        })
-        .is_ok()
     }
 
     fn check_size(&self, len: u64) -> Result<()> {
@@ -389,10 +337,8 @@ impl RecordWriter {
         Ok(Target::Placed { segment, record_offset, header, header_crc, map, _pending: reservation })
     }
 
-    /// A reader of this record's bytes as they are written. From now on the writer writes body
-    /// bytes behind (see the module doc).
-    pub fn reader(&mut self) -> FillReader {
-        self.write_behind = true;
+    /// A reader of this record's bytes as they are written.
+    pub fn reader(&self) -> FillReader {
         FillReader { view: self.view.clone() }
     }
 
@@ -407,20 +353,24 @@ impl RecordWriter {
         self.expected_md5 = Some(md5);
     }
 
-    /// Tells readers where the body lies.
+    /// Tells readers where the body now lies (after the buffered prefix has been written there).
     fn publish_placement(&self) {
         if let Target::Placed { segment, record_offset, header, map, .. } = &self.target {
             let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
             view.placed = Some((segment.clone(), record_offset + header.body_start(), map.clone()));
+            view.buffered.clear();
         }
     }
 
-    /// Appends body bytes. Fails when more bytes arrive than were announced. An unknown-length
-    /// body is held until it passes [`HOLD_BYTES`], then placed in a solo segment. A placed
-    /// body with readers is held and written with the bytes before it once more than
-    /// [`HOLD_BYTES`] (or [`MAX_HELD_PIECES`] pieces) would be held, or all writers together
-    /// hold [`HOLD_TOTAL_BYTES`]; without readers it is written at once. A failed write keeps
-    /// what was held, readable, and fails the append (a full disk: [`Error::NoSpace`]).
+    fn publish_written(&self, piece: Option<&Bytes>) {
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(p), None) = (piece, &view.placed) {
+            view.buffered.push(p.clone());
+        }
+        view.written = self.written;
+    }
+
+    /// Appends body bytes. Fails when more bytes arrive than were announced.
     pub fn append(&mut self, data: &Bytes) -> Result<()> {
         let new_len = self.written + data.len() as u64;
         if let Some(expected) = self.expected_len {
@@ -429,57 +379,28 @@ impl RecordWriter {
             }
         }
         self.store.check_size(new_len)?;
-        let len = data.len() as u64;
-        let within = self.written - self.flushed + len <= HOLD_BYTES;
-        let unplaced = matches!(self.target, Target::Unplaced);
-        let hold = if unplaced {
-            within
-        } else {
-            self.write_behind && within && self.held.len() < MAX_HELD_PIECES && self.store.hold(len)
-        };
-        if hold {
-            self.held.push(data.clone());
-            if !unplaced {
-                self.counted += len;
+        if let Target::Buffered { chunks } = &mut self.target {
+            if new_len <= BUFFER_UNKNOWN_LEN_BYTES {
+                chunks.push(data.clone());
+                self.account(data);
+                self.publish_written(Some(data));
+                return Ok(());
             }
-        } else {
-            if unplaced {
-                // Spill: everything so far goes to a solo segment, and so does the rest.
-                self.target = self.place(0, FLAG_LEN_PENDING)?;
-                self.publish_placement();
+            // Spill: everything so far goes to a solo segment, and so does the rest.
+            let chunks = std::mem::take(chunks);
+            let target = self.place(0, FLAG_LEN_PENDING)?;
+            self.target = target;
+            let mut at = 0;
+            for c in &chunks {
+                self.write_body_at(at, c)?;
+                at += c.len() as u64;
             }
-            self.write_held(Some(data))?;
+            self.publish_placement();
         }
+        self.write_body_at(self.written, data)?;
         self.account(data);
-        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
-        if self.held.is_empty() {
-            view.held.clear();
-        } else {
-            view.held.push(data.clone());
-        }
-        view.flushed = self.flushed;
-        view.written = self.written;
+        self.publish_written(None);
         Ok(())
-    }
-
-    /// Writes the held pieces, then `more`, to the file after what is there. Readers go on
-    /// reading them from memory until they are all written.
-    fn write_held(&mut self, more: Option<&Bytes>) -> Result<()> {
-        let mut at = self.flushed;
-        for piece in self.held.iter().chain(more) {
-            self.write_body_at(at, piece)?;
-            at += piece.len() as u64;
-        }
-        self.release_held();
-        self.flushed = at;
-        Ok(())
-    }
-
-    /// Stops holding the held pieces (they are written, or the record is given up).
-    fn release_held(&mut self) {
-        self.store.stats.held_bytes.fetch_sub(self.counted, Ordering::AcqRel);
-        self.counted = 0;
-        self.held.clear();
     }
 
     fn account(&mut self, data: &[u8]) {
@@ -495,14 +416,14 @@ impl RecordWriter {
         segment.write_at(data, record_offset + header.body_start() + body_pos)
     }
 
-    /// Where the record lies. Every caller places the record first, so an unplaced target here is
+    /// Where the record lies. Every caller places the record first, so a buffered target here is
     /// a bug in this file: `what` names the caller.
     fn placement(&self, what: &'static str) -> Result<(&Arc<Segment>, u64, &format::RecordHeader, u32)> {
         match &self.target {
             Target::Placed { segment, record_offset, header, header_crc, .. } => {
                 Ok((segment, *record_offset, header, *header_crc))
             }
-            Target::Unplaced => Err(Error::Invariant(what)),
+            Target::Buffered { .. } => Err(Error::Invariant(what)),
         }
     }
 
@@ -510,7 +431,7 @@ impl RecordWriter {
     fn target_map(&self) -> Option<Bytes> {
         match &self.target {
             Target::Placed { map, .. } => map.clone(),
-            Target::Unplaced => None,
+            Target::Buffered { .. } => None,
         }
     }
 
@@ -540,12 +461,15 @@ impl RecordWriter {
                 return Err(Error::BodyMismatch(format!("{} bytes written, {expected} announced", self.written)));
             }
         }
-        if matches!(self.target, Target::Unplaced) {
+        if let Target::Buffered { chunks } = &mut self.target {
+            let chunks = std::mem::take(chunks);
             self.target = self.place(self.written, 0)?;
+            let mut at = 0;
+            for c in &chunks {
+                self.write_body_at(at, c)?;
+                at += c.len() as u64;
+            }
         }
-        // Readers keep reading the held pieces from the view until the commit has succeeded
-        // (below): a failed commit may give the file up.
-        self.write_held(None)?;
         let md5: [u8; 16] = match md5 {
             Some(m) => m,
             None => std::mem::take(&mut self.md5).finalize().into(),
@@ -635,16 +559,6 @@ impl RecordWriter {
         lock.put(Slot::new(segment, record_offset, seq, self.written, true, store.now_secs()));
         drop(lock);
         self.committed = true;
-        // Every byte is in the file: readers still following (a slow client may take long) read
-        // them from there, and the held pieces are let go.
-        {
-            let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
-            if let Target::Placed { segment, record_offset, header, map, .. } = &self.target {
-                view.placed = Some((segment.clone(), record_offset + header.body_start(), map.clone()));
-            }
-            view.flushed = self.written;
-            view.held = Vec::new();
-        }
         store.stats.objects_committed.fetch_add(1, Ordering::Relaxed);
         store.stats.bytes_committed.fetch_add(self.written, Ordering::Relaxed);
         Ok(StoredObject { meta, body })
@@ -653,8 +567,6 @@ impl RecordWriter {
 
 impl Drop for RecordWriter {
     fn drop(&mut self) {
-        // A failed commit may leave pieces held; readers keep their own references.
-        self.release_held();
         if self.committed {
             return;
         }
@@ -692,136 +604,13 @@ mod tests {
     fn unplaced_record_is_an_invariant_error_not_no_space() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        // Unknown length and nothing appended: not placed.
+        // Unknown length and nothing appended: still buffered, not placed.
         let w = store.begin(0, ObjectKeyRef::new("b", "k"), meta(), None, CommitRule::LastWins).unwrap();
         let err = w.write_body_at(0, b"x").unwrap_err();
         assert!(matches!(err, Error::Invariant("body write before placement")), "{err:?}");
         let err = w.placement("commit before placement").unwrap_err();
         assert!(matches!(err, Error::Invariant("commit before placement")), "{err:?}");
         assert!(err.to_string().contains("a bug, not a full disk"));
-    }
-
-    /// Bytes are written behind: up to HOLD_BYTES of appended pieces stay in memory (readable)
-    /// and reach the file together, when more arrive or at commit; a record in a shared segment
-    /// and one in a solo segment alike.
-    #[test]
-    fn appended_bytes_are_held_then_written_together_and_read_whole_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let piece = |i: usize| -> Bytes { (0..64 << 10).map(|j| (i * 7 + j) as u8).collect::<Vec<_>>().into() };
-        // 1 MiB + 64 KiB fits a shared segment (8 MiB / 4); 3 MiB goes to a solo one.
-        for (key, pieces) in [("shared", 17usize), ("solo", 48)] {
-            let len = (pieces * (64 << 10)) as u64;
-            let mut w = store.begin(0, ObjectKeyRef::new("b", key), meta(), Some(len), CommitRule::LastWins).unwrap();
-            let reader = w.reader();
-            let flushed = |r: &FillReader| r.view.lock().unwrap().flushed;
-            let mut expected = Vec::new();
-            // Pieces in the file: each time a 17th would be held (past 1 MiB), all are written.
-            let mut in_file = 0;
-            for i in 0..pieces {
-                let p = piece(i);
-                expected.extend_from_slice(&p);
-                w.append(&p).unwrap();
-                if i + 1 - in_file > 16 {
-                    in_file = i + 1;
-                }
-                assert_eq!(flushed(&reader), (in_file * (64 << 10)) as u64, "{key}: in the file after piece {i}");
-                // Every appended byte reads back, held or written.
-                let mut got = Vec::new();
-                while let Some(b) = reader.read(got.len() as u64, 256 << 10).unwrap() {
-                    got.extend_from_slice(&b);
-                }
-                assert_eq!(got, expected, "{key}: read back after piece {i}");
-            }
-            let obj = w.commit().unwrap();
-            assert_eq!(&obj.body[..], &expected[..], "{key}: committed body");
-            // Committed: followers still reading take every byte from the file, and the held
-            // pieces are let go (a slow client must not keep them).
-            {
-                let view = reader.view.lock().unwrap();
-                assert!(view.held.is_empty() && view.flushed == len, "{key}: the view after the commit");
-            }
-            let mut got = Vec::new();
-            while let Some(b) = reader.read(got.len() as u64, 256 << 10).unwrap() {
-                got.extend_from_slice(&b);
-            }
-            assert_eq!(got, expected, "{key}: read back after the commit");
-            let again = store.get(ObjectKeyRef::new("b", key)).unwrap().expect("committed");
-            assert_eq!(&again.body[..], &expected[..], "{key}: read from the index");
-        }
-    }
-
-    /// All writers together hold at most HOLD_TOTAL_BYTES: past it, a writer writes at once,
-    /// and a writer that goes away stops counting what it held. An unknown-length body is held
-    /// before it is placed whatever the others hold (its own bound, as before write-behind).
-    #[test]
-    fn writers_together_hold_at_most_the_total_bound() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        // One buffer for every piece: the bound counts what writers hold, not distinct memory.
-        let piece: Bytes = vec![7u8; 64 << 10].into();
-        let writers_at_bound = (HOLD_TOTAL_BYTES / HOLD_BYTES) as usize;
-        let mut writers = Vec::new();
-        for i in 0..=writers_at_bound {
-            let key = format!("k{i}");
-            let mut w =
-                store.begin(0, ObjectKeyRef::new("b", &key), meta(), Some(2 << 20), CommitRule::LastWins).unwrap();
-            let reader = w.reader();
-            for _ in 0..16 {
-                w.append(&piece).unwrap();
-            }
-            writers.push((w, reader));
-        }
-        let in_file = |r: &FillReader| r.view.lock().unwrap().flushed;
-        assert_eq!(store.stats.held_bytes.load(Ordering::Acquire), HOLD_TOTAL_BYTES);
-        assert!(writers[..writers_at_bound].iter().all(|(_, r)| in_file(r) == 0), "the first ones hold all they have");
-        assert_eq!(in_file(&writers[writers_at_bound].1), HOLD_BYTES, "the last one found the bound and wrote at once");
-
-        let mut chunked =
-            store.begin(0, ObjectKeyRef::new("b", "chunked"), meta(), None, CommitRule::LastWins).unwrap();
-        chunked.append(&Bytes::from_static(b"a small chunked body")).unwrap();
-        assert!(matches!(chunked.target, Target::Unplaced), "held, not spilled to a segment of its own");
-        chunked.commit().unwrap();
-
-        // One gives up: what it held no longer counts, and the next piece is held again.
-        drop(writers.remove(0));
-        assert_eq!(store.stats.held_bytes.load(Ordering::Acquire), HOLD_TOTAL_BYTES - HOLD_BYTES);
-        let (last, reader) = writers.last_mut().unwrap();
-        last.append(&piece).unwrap();
-        assert_eq!(in_file(reader), HOLD_BYTES, "held, not written");
-        // Commits write what they hold and stop counting it.
-        for (mut w, _) in writers.drain(..) {
-            while w.written() < 2 << 20 {
-                w.append(&piece).unwrap();
-            }
-            w.commit().unwrap();
-        }
-        assert_eq!(store.stats.held_bytes.load(Ordering::Acquire), 0);
-    }
-
-    /// Holding is for readers: a writer nobody reads (an upload) writes at once, and a body of
-    /// tiny pieces is written once MAX_HELD_PIECES are held.
-    #[test]
-    fn only_a_read_body_is_held_and_never_more_than_so_many_pieces() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let mut upload =
-            store.begin(0, ObjectKeyRef::new("b", "up"), meta(), Some(1000), CommitRule::LastWins).unwrap();
-        upload.append(&Bytes::from(vec![1u8; 100])).unwrap();
-        assert_eq!(upload.flushed, 100, "an upload is written at once");
-        assert_eq!(store.stats.held_bytes.load(Ordering::Acquire), 0);
-        drop(upload);
-
-        let mut fill =
-            store.begin(0, ObjectKeyRef::new("b", "fill"), meta(), Some(10_000), CommitRule::LastWins).unwrap();
-        let reader = fill.reader();
-        for i in 0..MAX_HELD_PIECES {
-            fill.append(&Bytes::from(vec![i as u8; 100])).unwrap();
-        }
-        assert_eq!(fill.flushed, 0, "{MAX_HELD_PIECES} pieces held");
-        fill.append(&Bytes::from(vec![9u8; 100])).unwrap();
-        assert_eq!(fill.flushed, (MAX_HELD_PIECES as u64 + 1) * 100, "one more: all written");
-        assert_eq!(reader.read(0, 100).unwrap().unwrap(), Bytes::from(vec![0u8; 100]));
     }
 
     /// A reader of a spilled body (unknown length, past the in-memory buffer, not mapped until
@@ -833,7 +622,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let mut w = store.begin(0, ObjectKeyRef::new("b", "spill"), meta(), None, CommitRule::LastWins).unwrap();
-        let first: Bytes = (0..HOLD_BYTES as usize + 4096).map(|i| i as u8).collect::<Vec<_>>().into();
+        let first: Bytes = (0..BUFFER_UNKNOWN_LEN_BYTES as usize + 4096).map(|i| i as u8).collect::<Vec<_>>().into();
         w.append(&first).unwrap();
         let reader = w.reader();
         {

@@ -466,11 +466,6 @@ fn metrics(shared: &Shared) -> String {
                 "Bytes of the ballast file kept for a full disk.",
                 store.ballast_bytes() as f64,
             ),
-            (
-                "edgemirror_store_held_bytes",
-                "Body bytes written behind: held in memory by store writers, not yet in their files.",
-                load(&stats.held_bytes),
-            ),
             ("edgemirror_hot_memory_bytes", "Bytes in the RAM tier.", shared.hot.memory_usage() as f64),
             (
                 "edgemirror_origin_breakers_open",
