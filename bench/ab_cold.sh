@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# bench/ab_cold.sh: A/B of two edgemirror binaries on single cold GETs, the node alone.
+#
+#   bash bench/ab_cold.sh OLD_BIN NEW_BIN [ROUNDS (8)] [SIZE_BYTES (1048576)]
+#
+# Why: on this kind of shared VM the machine's speed moves minute to minute. A few runs of
+# `bench/peers.sh` per build once showed a 2x gain that this script then refuted (bench/RESULTS.md,
+# "Issue 14, third pass"). Here each round runs both builds back to back, in alternating order,
+# on the same origin and objects, so a slow minute hits both; the medians and ranges over the
+# rounds are the result.
+#
+# Each run: a fresh store, the node pinned to core $SERVER_CORE (taskset), nginx as the origin
+# and emload (`--cold -c 1`, one GET at a time, each key once) on core $LOAD_CORE; $KEYS keys.
+# Prints per build the p50 and p99 of the complete time per run, then their medians and ranges,
+# and the node's CPU time per GET (utime + stime of the process over the run).
+#
+# Knobs (environment): KEYS (300) WORK (/tmp/edgemirror-ab-cold) PORT_BASE (19180)
+# SERVER_CORE (1) LOAD_CORE (0) EMLOAD_BIN (target/release/emload, built if missing).
+# Needs nginx (apt-get install nginx) and root only if WORK is not writable.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+[[ $# -ge 2 ]] || { sed -n 2,4p "$0" >&2; exit 2; }
+OLD=$1
+NEW=$2
+ROUNDS=${3:-8}
+SIZE=${4:-1048576}
+KEYS=${KEYS:-300}
+WORK=${WORK:-/tmp/edgemirror-ab-cold}
+PORT_BASE=${PORT_BASE:-19180}
+SERVER_CORE=${SERVER_CORE:-1}
+LOAD_CORE=${LOAD_CORE:-0}
+P_ORIGIN=$PORT_BASE
+P_NODE=$((PORT_BASE + 1))
+P_ADMIN=$((PORT_BASE + 2))
+
+log() { printf '[ab-cold %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+for b in "$OLD" "$NEW"; do [[ -x $b ]] || die "no binary at $b"; done
+command -v nginx >/dev/null || die "nginx is missing (apt-get install nginx)"
+EMLOAD_BIN=${EMLOAD_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/emload}
+if [[ ! -x $EMLOAD_BIN ]]; then
+    (cd "$ROOT" && cargo build --release -p edgemirror-bench --bin emload)
+fi
+
+mkdir -p "$WORK/www/o" "$WORK/logs"
+if [[ ! -f $WORK/www/o/size ]] || [[ $(cat "$WORK/www/o/size") != "$SIZE x $KEYS" ]]; then
+    log "writing $KEYS objects of $SIZE bytes"
+    rm -f "$WORK"/www/o/obj-*
+    head -c $((SIZE * KEYS)) /dev/urandom | split -b "$SIZE" -d -a 6 - "$WORK/www/o/.part-"
+    i=0
+    for f in "$WORK"/www/o/.part-*; do
+        mv "$f" "$WORK/www/o/obj-$i"
+        i=$((i + 1))
+    done
+    echo "$SIZE x $KEYS" >"$WORK/www/o/size"
+fi
+chmod -R 755 "$WORK"
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/logs/nginx.err;
+events { worker_connections 1024; }
+http { access_log off; sendfile on; tcp_nopush on; server { listen 127.0.0.1:$P_ORIGIN; root $WORK/www; } }
+EOF
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+taskset -c "$LOAD_CORE" nginx -c "$WORK/nginx.conf" &
+PIDS+=($!)
+
+# One run of `bin`: prints "p50_us p99_us cpu_us_per_get".
+run() {
+    local bin=$1
+    rm -rf "$WORK/store"
+    cat >"$WORK/node.toml" <<EOF
+[server]
+listen = "127.0.0.1:$P_NODE"
+workers = 1
+[admin]
+listen = "127.0.0.1:$P_ADMIN"
+[store]
+dir = "$WORK/store"
+[[buckets]]
+name = "ab-cold"
+[[buckets.mirror]]
+url = "http://127.0.0.1:$P_ORIGIN/"
+key_prefix = ""
+EOF
+    taskset -c "$SERVER_CORE" "$bin" --config "$WORK/node.toml" >"$WORK/logs/node.out" 2>&1 &
+    local pid=$!
+    local up=0
+    for _ in $(seq 100); do
+        if curl -sf "http://127.0.0.1:$P_ADMIN/health" >/dev/null; then up=1; break; fi
+        sleep 0.1
+    done
+    ((up)) || { kill "$pid"; die "the node did not start (see $WORK/logs/node.out)"; }
+    local before after
+    before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    taskset -c "$LOAD_CORE" "$EMLOAD_BIN" --cold -c 1 --rounds "$KEYS" --keys "$KEYS" \
+        --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" >"$WORK/logs/emload.txt"
+    after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    local line
+    line=$(grep '^summary:' "$WORK/logs/emload.txt")
+    [[ $line == *" errors=0"* && $line == *" non2xx=0"* ]] || die "failed GETs: $line"
+    local ticks
+    ticks=$(getconf CLK_TCK)
+    echo "$(sed -E 's/.* total_p50_us=([0-9.]+).*/\1/' <<<"$line") $(sed -E 's/.* total_p99_us=([0-9.]+).*/\1/' <<<"$line") $(( (after - before) * 1000000 / ticks / KEYS ))"
+}
+
+declare -a RESULTS=()
+for round in $(seq "$ROUNDS"); do
+    # Alternate which build goes first: a fixed order was seen to bias a few per cent.
+    if ((round % 2)); then order=(old new); else order=(new old); fi
+    for which in "${order[@]}"; do
+        bin=$OLD
+        [[ $which == new ]] && bin=$NEW
+        r=$(run "$bin")
+        log "round $round $which: p50 / p99 / CPU per GET (µs): $r"
+        RESULTS+=("$which $r")
+    done
+done
+
+printf '%s\n' "${RESULTS[@]}" | python3 -c '
+import statistics, sys
+rows = {}
+for line in sys.stdin:
+    which, p50, p99, cpu = line.split()
+    rows.setdefault(which, []).append((float(p50) / 1000, float(p99) / 1000, float(cpu)))
+print("| build | p50 median (range), ms | p99 median (range), ms | CPU per GET median (range), µs |")
+print("|---|---:|---:|---:|")
+for which in ("old", "new"):
+    r = rows[which]
+    cols = []
+    for i, fmt in ((0, "%.2f"), (1, "%.2f"), (2, "%.0f")):
+        v = [x[i] for x in r]
+        cols.append((fmt + " (" + fmt + "–" + fmt + ")") % (statistics.median(v), min(v), max(v)))
+    print("| %s | %s |" % (which, " | ".join(cols)))
+o, n = statistics.median(x[0] for x in rows["old"]), statistics.median(x[0] for x in rows["new"])
+print()
+print("new / old p50 (medians): %.2f" % (n / o))
+'
+log "old: $OLD; new: $NEW; $ROUNDS rounds of $KEYS cold GETs of $SIZE bytes"
