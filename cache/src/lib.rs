@@ -27,7 +27,7 @@ pub mod segment;
 pub use error::{Error, Result};
 pub use hot::{HotCache, HotConfig, HotObject, HotTier};
 pub use key::{ObjectKey, ObjectKeyRef};
-pub use meta::{Etag, ObjectMeta, RecordMeta, SavedHeader, StorageClass};
+pub use meta::{md5_from_hex, Etag, ObjectMeta, RecordMeta, SavedHeader, StorageClass};
 pub use segment::{
     in_memory, random_u64, read_ahead, BodyFile, ColdSpans, CommitRule, CompactReport, CompactionConfig, FillReader,
     RecordWriter, RecoveryReport, Store, StoreConfig, StoredObject, SyncPolicy, VersionPin, WriteCondition,

@@ -348,6 +348,19 @@ impl Etag {
     }
 }
 
+/// The 16 bytes of an MD5 written as 32 hex digits (either case); `None` for anything else.
+pub fn md5_from_hex(hex: &[u8]) -> Option<[u8; 16]> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let digit = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
+    let mut md5 = [0u8; 16];
+    for (i, byte) in md5.iter_mut().enumerate() {
+        *byte = (digit(hex[2 * i])? << 4) | digit(hex[2 * i + 1])?;
+    }
+    Some(md5)
+}
+
 /// An ETag on the stack: `"` + 32 hex digits (+ `-N`) + `"`.
 #[derive(Clone, Copy, Debug)]
 pub struct Etag {
@@ -356,6 +369,18 @@ pub struct Etag {
 }
 
 impl Etag {
+    /// The inverse of [`Etag::new`]: the MD5 and part count of a quoted ETag, `"{32 hex}"`
+    /// (parts 0) or `"{32 hex}-{parts}"` (parts over 0); `None` for anything else (unquoted,
+    /// weak, other lengths).
+    pub fn parse(tag: &str) -> Option<([u8; 16], u32)> {
+        let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
+        let (hex, parts) = match inner.split_once('-') {
+            Some((hex, n)) => (hex, n.parse::<u32>().ok().filter(|n| *n > 0)?),
+            None => (inner, 0),
+        };
+        Some((md5_from_hex(hex.as_bytes())?, parts))
+    }
+
     pub fn as_str(&self) -> &str {
         // Quotes, hex digits, '-' and decimal digits only.
         std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
@@ -416,6 +441,21 @@ mod tests {
                 assert!(d.checksum.is_none() || d.checksum == m.checksum, "prefix {cut}");
                 assert!(d.origin_etag.is_none(), "prefix {cut}: the last extension cannot be whole");
             }
+        }
+    }
+
+    #[test]
+    fn etags_parse_with_and_without_parts() {
+        let (md5, parts) = Etag::parse("\"0123456789abcdef0123456789abcdef\"").unwrap();
+        assert_eq!((md5[0], md5[15], parts), (0x01, 0xef, 0));
+        assert_eq!(Etag::parse("\"0123456789abcdef0123456789abcdef-12\"").unwrap().1, 12);
+        for bad in [
+            "0123456789abcdef0123456789abcdef",
+            "\"0123\"",
+            "\"0123456789abcdef0123456789abcdef-0\"",
+            "\"zz23456789abcdef0123456789abcdef\"",
+        ] {
+            assert_eq!(Etag::parse(bad), None, "{bad}");
         }
     }
 

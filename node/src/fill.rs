@@ -200,7 +200,7 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
         // Last-Modified, version and checksum as the writing edge stored them.
         crate::sharedstore::restore_own_meta(&mut meta, |name| resp.header(name));
         let tag = crate::sharedstore::version_tag(|name| resp.header(name));
-        match tag.as_deref().and_then(crate::sharedstore::parse_etag) {
+        match tag.as_deref().and_then(edgemirror_cache::Etag::parse) {
             Some((md5, 0)) => content_md5 = Some(md5),
             Some((md5, parts)) => {
                 meta.parts = parts;
@@ -639,19 +639,10 @@ pub(crate) fn decode_md5(value: &[u8]) -> Option<[u8; 16]> {
 
 /// The MD5 an S3 ETag spells (`"<32 hex>"`), if it is a single-part object's.
 fn etag_md5(etag: &[u8]) -> Option<[u8; 16]> {
-    hex_md5(etag.trim_ascii().strip_prefix(b"\"")?.strip_suffix(b"\"")?)
-}
-
-/// The 16 bytes of an MD5 written as 32 hex digits; `None` for anything else.
-pub(crate) fn hex_md5(hex: &[u8]) -> Option<[u8; 16]> {
-    if hex.len() != 32 {
-        return None;
+    match edgemirror_cache::Etag::parse(std::str::from_utf8(etag).ok()?.trim())? {
+        (md5, 0) => Some(md5),
+        _ => None,
     }
-    let mut md5 = [0u8; 16];
-    for (i, byte) in md5.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?, 16).ok()?;
-    }
-    Some(md5)
 }
 
 /// The seed's saved headers, in the order the origin sent them, and the origin's

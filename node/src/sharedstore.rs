@@ -175,23 +175,6 @@ pub fn version_tag<'a>(header: impl Fn(&str) -> Option<&'a [u8]>) -> Option<Stri
     }
 }
 
-/// A quoted ETag's MD5 and part count: `"{32 hex}"` -> (md5, 0), `"{32 hex}-{n}"` -> (md5, n).
-pub fn parse_etag(tag: &str) -> Option<([u8; 16], u32)> {
-    let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
-    let (hex, parts) = match inner.split_once('-') {
-        Some((hex, n)) => (hex, n.parse::<u32>().ok().filter(|n| *n > 0)?),
-        None => (inner, 0),
-    };
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut md5 = [0u8; 16];
-    for (i, byte) in md5.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some((md5, parts))
-}
-
 /// When each key's local copy was last found current in the shared store. Bounded: a shard
 /// that fills up is emptied, which only makes its keys ask again.
 pub struct Freshness {
@@ -292,21 +275,6 @@ impl Drop for Revalidation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn etags_parse_with_and_without_parts() {
-        let (md5, parts) = parse_etag("\"0123456789abcdef0123456789abcdef\"").unwrap();
-        assert_eq!((md5[0], md5[15], parts), (0x01, 0xef, 0));
-        assert_eq!(parse_etag("\"0123456789abcdef0123456789abcdef-12\"").unwrap().1, 12);
-        for bad in [
-            "0123456789abcdef0123456789abcdef",
-            "\"0123\"",
-            "\"0123456789abcdef0123456789abcdef-0\"",
-            "\"zz23456789abcdef0123456789abcdef\"",
-        ] {
-            assert_eq!(parse_etag(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn the_version_tag_prefers_the_nodes_own_etag() {

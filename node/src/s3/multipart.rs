@@ -343,7 +343,7 @@ async fn completed_from(
 ) -> Option<xml::CompleteMultipartUploadResult> {
     let mut md5s = Md5::new();
     for part in &list.parts {
-        md5s.update(crate::fill::hex_md5(part.etag_unquoted().as_bytes())?);
+        md5s.update(edgemirror_cache::md5_from_hex(part.etag_unquoted().as_bytes())?);
     }
     let md5: [u8; 16] = md5s.finalize().into();
     let expected = edgemirror_cache::Etag::new(&md5, list.parts.len() as u32);
