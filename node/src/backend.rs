@@ -277,15 +277,26 @@ pub async fn publish(worker: &Worker, obj: &StoredObject) -> Result<(), S3Error>
     }
 }
 
-/// A mirror fill's object, just committed from the origin: written to the shared store in the
-/// background (the fill's clients have their bytes already). The key counts as current here
-/// meanwhile: a revalidation that finds it absent while it is on its way keeps the local copy.
+/// Marks a mirror fill's copy from the origin as on its way to the shared store, before its
+/// commit makes it visible: from then on the key counts as current here, so a hit (on any core)
+/// before the upload ends does not ask the shared store, which lacks it yet, and drop it. After
+/// the commit, [`upload_behind`] writes it; if the commit fails, [`abandon_upload`].
+pub fn begin_upload(worker: &Worker, bucket: &str, key: &str) {
+    worker.shared.freshness.mark(bucket, key);
+    worker.shared.freshness.uploading(bucket, key, true);
+}
+
+/// Undoes [`begin_upload`] for a copy whose commit failed.
+pub fn abandon_upload(worker: &Worker, bucket: &str, key: &str) {
+    worker.shared.freshness.uploading(bucket, key, false);
+    worker.shared.freshness.forget(bucket, key);
+}
+
+/// A mirror fill's object, just committed from the origin after [`begin_upload`]: written to
+/// the shared store in the background (the fill's clients have their bytes already).
 pub fn upload_behind(worker: &Rc<Worker>, obj: StoredObject) {
     let Some(store) = worker.shared.shared_store.clone() else { return };
     let worker = worker.clone();
-    let shared = &worker.shared;
-    shared.freshness.mark(&obj.meta.bucket, &obj.meta.key);
-    shared.freshness.uploading(&obj.meta.bucket, &obj.meta.key, true);
     monoio::spawn(async move {
         let (bucket, key) = (&*obj.meta.bucket, &*obj.meta.key);
         let freshness = &worker.shared.freshness;

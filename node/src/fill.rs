@@ -389,35 +389,29 @@ async fn to_record(
             }
         },
     };
-    // Over a shared store, a copy from the origin that will be written there is trusted from
-    // the moment the commit makes it visible: a hit on another core before `upload_behind`
-    // below must not ask the shared store, which does not hold it yet, and drop it.
+    // New to the fleet: written to the shared store behind the clients, and trusted here from
+    // the moment the commit makes it visible (`backend::begin_upload`).
     let uploads = shared.shared_store.is_some() && body.source == Source::Origin && body.write_behind;
     let (bucket, key) = (&*guard.fill().key.bucket, &*guard.fill().key.key);
     if uploads {
-        shared.freshness.mark(bucket, key);
-        shared.freshness.uploading(bucket, key, true);
+        crate::backend::begin_upload(worker, bucket, key);
     }
     let committed = match (body.etag_override, digest) {
         (Some(md5), _) | (None, Some(md5)) => writer.commit_with_md5(md5),
         (None, None) => writer.commit(),
     };
     if uploads && committed.is_err() {
-        shared.freshness.uploading(bucket, key, false);
-        shared.freshness.forget(bucket, key);
+        crate::backend::abandon_upload(worker, bucket, key);
     }
     match committed {
         Ok(obj) => {
             metrics.objects_mirrored.inc();
-            if worker.shared.shared_store.is_some() {
-                match body.source {
-                    // New to the fleet: written to the shared store behind the clients' backs.
-                    Source::Origin if body.write_behind => crate::backend::upload_behind(worker, obj.clone()),
-                    Source::Origin => {}
-                    Source::Shared => worker.shared.freshness.mark(&obj.meta.bucket, &obj.meta.key),
-                    // The owner's copy may itself be stale: the next hit asks the shared store.
-                    Source::Peer => {}
-                }
+            if uploads {
+                crate::backend::upload_behind(worker, obj.clone());
+            } else if shared.shared_store.is_some() && body.source == Source::Shared {
+                // Just read from the shared store: current. (A copy from a fleet peer is not
+                // marked: the owner's copy may itself be stale, so its next hit asks.)
+                shared.freshness.mark(&obj.meta.bucket, &obj.meta.key);
             }
             // Not copied into the hot cache here: the object enters RAM on its first hit
             // (`object.rs`), so an object asked for once takes no RAM beyond the page cache its
