@@ -412,21 +412,6 @@ impl UpstreamHead {
 /// of the shared store directly (and passed through) rather than waiting for the fill to reach it.
 const RANGE_AHEAD_BYTES: u64 = 1 << 20;
 
-/// Where a `Range` value's single range starts: `Some(Some(n))` for `bytes=n-[m]`, `Some(None)`
-/// for a suffix (`bytes=-n`: from the end), `None` for anything else (several ranges, another
-/// unit, bad syntax: the fill's follower handles those as always).
-fn range_start(value: &[u8]) -> Option<Option<u64>> {
-    let spec = std::str::from_utf8(value).ok()?.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (start, _) = spec.split_once('-')?;
-    if start.is_empty() {
-        return Some(None);
-    }
-    start.trim().parse().ok().map(Some)
-}
-
 /// A range of an object this edge does not hold yet, passed through from the shared store:
 /// its 206 (or 416) streamed to the client, nothing stored (the key's fill stores the object).
 /// `None` when the shared store does not answer the range (it lacks the object, ignores the
@@ -538,7 +523,7 @@ async fn serve_miss(
     // Over a shared store, a range far past what the fill has written is passed through from
     // there, so a client seeking into a large object does not wait for the bytes before it.
     if let (Some(store), Some(range)) = (&shared.shared_store, req.header("range")) {
-        let far = match range_start(range) {
+        let far = match edgemirror_proto::single_range_start(range) {
             Some(Some(start)) => start >= fill.written().saturating_add(RANGE_AHEAD_BYTES),
             Some(None) => fill.body().and_then(|b| b.length).is_none_or(|len| len > fill.written() + RANGE_AHEAD_BYTES),
             None => false,

@@ -29,8 +29,8 @@ use crate::limits::{MAX_HEAD_BYTES, MAX_RANGES};
 use crate::span::Span;
 use crate::{
     decode_path, encode_chunk_header, encode_key, encode_request, encode_response, parse_range, parse_request,
-    parse_response, response_framing, Chunk, ChunkedDecoder, Headers, ParseError, RangeRequest, RequestHead,
-    ResponseHead, CHUNK_END, LAST_CHUNK,
+    parse_response, response_framing, single_range_start, Chunk, ChunkedDecoder, Headers, ParseError, RangeRequest,
+    RequestHead, ResponseHead, CHUNK_END, LAST_CHUNK,
 };
 
 /// A property check: panics when `data` breaks a property.
@@ -537,6 +537,17 @@ pub fn range(data: &[u8]) {
         v.extend_from_slice(&data[6..]);
         v
     });
+    // The start read without the size is where the resolved range starts, when there is one.
+    match single_range_start(data) {
+        Some(Some(first)) if first < u64::MAX => match parse_range(data, u64::MAX) {
+            RangeRequest::Satisfiable(r) => assert_eq!((r.len(), r.first().start), (1, first), "{:?}", lossy(data)),
+            other => panic!("{other:?} for a single range from {first}: {:?}", lossy(data)),
+        },
+        Some(None) => {
+            assert!(matches!(parse_range(data, 10_000), RangeRequest::Satisfiable(_) | RangeRequest::Unsatisfiable))
+        }
+        _ => {}
+    }
     for size in [0, 1, 2, 100, 10_000, data.len() as u64, u64::MAX] {
         let got = parse_range(data, size);
         assert_eq!(parse_range(&padded, size), got, "surrounding whitespace");

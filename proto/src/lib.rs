@@ -60,7 +60,7 @@ pub use limits::{
 };
 pub use path::{decode_path, encode_key, has_dot_segment};
 pub use query::{has_query_param, query_param};
-pub use range::{parse_range, ByteRanges, RangeRequest};
+pub use range::{parse_range, single_range_start, ByteRanges, RangeRequest};
 pub use request::{parse_request, parse_request_with, RequestHead};
 pub use response::{parse_response, response_framing, ResponseHead};
 pub use span::Span;

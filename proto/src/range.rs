@@ -65,20 +65,15 @@ enum Spec {
 /// Parses a Range header value against an object of `size` bytes.
 /// "bytes=0-99", "bytes=-500", "bytes=9500-", multiple; syntactically invalid -> Full.
 pub fn parse_range(value: &[u8], size: u64) -> RangeRequest {
-    let value = trim_ows(value);
-    let Some(eq) = value.iter().position(|&b| b == b'=') else {
+    let Some(set) = byte_range_set(value) else {
         return RangeRequest::Full;
     };
-    // The range unit is case-insensitive (RFC 9110 §14.1); only `bytes` is defined.
-    if !value[..eq].eq_ignore_ascii_case(b"bytes") {
-        return RangeRequest::Full;
-    }
 
     // Validate the whole set before resolving anything: one bad spec voids the header.
     let mut specs = [(0u64, 0u64); MAX_RANGES];
     let mut count = 0;
     let mut satisfiable = 0;
-    for elem in list_elements(&value[eq + 1..]) {
+    for elem in list_elements(set) {
         if elem.is_empty() {
             continue; // RFC 9110 §5.6.1.2: ignore empty list elements.
         }
@@ -103,6 +98,30 @@ pub fn parse_range(value: &[u8], size: u64) -> RangeRequest {
         return RangeRequest::Unsatisfiable;
     }
     RangeRequest::Satisfiable(ByteRanges { ranges: specs, len: satisfiable })
+}
+
+/// Where the one range of a Range header value starts, without the object's size (to judge
+/// whether it lies ahead of the bytes at hand): `Some(Some(first))` for `bytes=first-[last]`,
+/// `Some(None)` for a suffix (`bytes=-n`: counted from the end), `None` when the value is not a
+/// single valid byte range (several, another unit, bad syntax).
+pub fn single_range_start(value: &[u8]) -> Option<Option<u64>> {
+    let mut elems = list_elements(byte_range_set(value)?).filter(|e| !e.is_empty());
+    let spec = parse_spec(elems.next()?)?;
+    if elems.next().is_some() {
+        return None;
+    }
+    Some(match spec {
+        Spec::Int { first, .. } => Some(first),
+        Spec::Suffix(_) => None,
+    })
+}
+
+/// The range set after `bytes=` (the unit is case-insensitive, RFC 9110 §14.1; only `bytes` is
+/// defined), or `None` for another unit or no `=`.
+fn byte_range_set(value: &[u8]) -> Option<&[u8]> {
+    let value = trim_ows(value);
+    let eq = value.iter().position(|&b| b == b'=')?;
+    value[..eq].eq_ignore_ascii_case(b"bytes").then(|| &value[eq + 1..])
 }
 
 fn parse_spec(elem: &[u8]) -> Option<Spec> {
@@ -151,6 +170,16 @@ fn resolve(spec: Spec, size: u64) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_single_ranges_start_without_the_size() {
+        assert_eq!(single_range_start(b"bytes=100-"), Some(Some(100)));
+        assert_eq!(single_range_start(b" Bytes=5-9 "), Some(Some(5)));
+        assert_eq!(single_range_start(b"bytes=-500"), Some(None));
+        for not_one in [&b"bytes=0-1,5-9"[..], b"items=0-1", b"bytes=9-5", b"bytes=x-", b"bytes=", b"0-1"] {
+            assert_eq!(single_range_start(not_one), None, "{}", String::from_utf8_lossy(not_one));
+        }
+    }
 
     fn ranges(value: &str, size: u64) -> Vec<Range<u64>> {
         match parse_range(value.as_bytes(), size) {
