@@ -215,7 +215,7 @@ pub struct RawStore {
     pub s3: Option<RawSharedStore>,
 }
 
-/// `[store.s3]`: the shared store of record for `store.backend = "s3"` (see `shared.rs`).
+/// `[store.s3]`: the shared store of record for `store.backend = "s3"` (see `sharedstore.rs`).
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSharedStore {

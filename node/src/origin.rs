@@ -91,7 +91,7 @@ impl OriginResponse {
 
 /// The methods the node sends upstream: GET to mirror, HEAD to answer a client's HEAD of an
 /// object not stored yet without fetching it; PUT, POST and DELETE to the shared store only
-/// (`shared.rs`).
+/// (`backend.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Get,
