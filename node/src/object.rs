@@ -215,8 +215,8 @@ async fn is_current(worker: &Worker, store: &SharedStoreConfig, meta: &ObjectMet
     let shared = &worker.shared;
     let (bucket, key) = (&*meta.bucket, &*meta.key);
     // Fresh, or being written to the shared store by this edge right now (a client's write
-    // or a fill's write behind: what is there may still be the previous version).
-    if shared.freshness.is_fresh(bucket, key, store.staleness) || shared.freshness.is_uploading(bucket, key) {
+    // or a fill's write behind).
+    if shared.freshness.trusted(bucket, key, store.staleness) {
         return true;
     }
     let Some(_claim) = shared.freshness.revalidate(bucket, key) else { return true };

@@ -240,9 +240,13 @@ impl Freshness {
         }
     }
 
-    /// Whether this node is writing `bucket`/`key` to the shared store now.
-    pub fn is_uploading(&self, bucket: &str, key: &str) -> bool {
-        self.uploading.lock().unwrap_or_else(|e| e.into_inner()).contains(&Self::hash(bucket, key))
+    /// Whether a hit may serve the local copy of `bucket`/`key` without asking the shared store:
+    /// it was found current less than `within` ago, or this node is writing it there now (what
+    /// is there may still be the previous version). One hash of the name for both.
+    pub fn trusted(&self, bucket: &str, key: &str, within: Duration) -> bool {
+        let hash = Self::hash(bucket, key);
+        self.shard(hash).get(&hash).is_some_and(|at| at.elapsed() < within)
+            || self.uploading.lock().unwrap_or_else(|e| e.into_inner()).contains(&hash)
     }
 
     /// Claims the revalidation of `bucket`/`key`: `None` when another request is revalidating it
