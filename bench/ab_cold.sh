@@ -3,6 +3,10 @@
 #
 #   bash bench/ab_cold.sh OLD_BIN NEW_BIN [ROUNDS (8)] [SIZE_BYTES (1048576)]
 #
+# The two sides may be one binary with two configurations (OLD_STORE, NEW_STORE: extra lines
+# for the node's [store] section), and CONNS > 1 turns it into sustained misses over distinct
+# keys (target 2) instead of one GET at a time.
+#
 # Why: on this kind of shared VM the machine's speed moves minute to minute. A few runs of
 # `bench/peers.sh` per build once showed a 2x gain that this script then refuted (bench/RESULTS.md,
 # "Issue 14, third pass"). Here each round runs both builds back to back, in alternating order,
@@ -10,12 +14,14 @@
 # rounds are the result.
 #
 # Each run: a fresh store, the node pinned to core $SERVER_CORE (taskset), nginx as the origin
-# and emload (`--cold -c 1`, one GET at a time, each key once) on core $LOAD_CORE; $KEYS keys.
+# and emload on core $LOAD_CORE: `--cold -c 1` (one GET at a time) or, with CONNS > 1, `-c $CONNS
+# --mix seq` (distinct keys over many connections); each of $KEYS keys once.
 # Prints per build the p50 and p99 of the complete time per run, then their medians and ranges,
-# and the node's CPU time per GET (utime + stime of the process over the run).
+# the node's CPU time per GET (utime + stime of the process over the run) and GETs per second.
 #
-# Knobs (environment): KEYS (300) WORK (/tmp/edgemirror-ab-cold) PORT_BASE (19180)
-# SERVER_CORE (1) LOAD_CORE (0) EMLOAD_BIN (target/release/emload, built if missing).
+# Knobs (environment): KEYS (300) CONNS (1) OLD_STORE, NEW_STORE ("") WORK
+# (/tmp/edgemirror-ab-cold) PORT_BASE (19180) SERVER_CORE (1) LOAD_CORE (0) EMLOAD_BIN
+# (target/release/emload, built if missing).
 # Needs nginx (apt-get install nginx) and root only if WORK is not writable.
 set -euo pipefail
 
@@ -26,6 +32,9 @@ NEW=$2
 ROUNDS=${3:-8}
 SIZE=${4:-1048576}
 KEYS=${KEYS:-300}
+CONNS=${CONNS:-1}
+OLD_STORE=${OLD_STORE:-}
+NEW_STORE=${NEW_STORE:-}
 WORK=${WORK:-/tmp/edgemirror-ab-cold}
 PORT_BASE=${PORT_BASE:-19180}
 SERVER_CORE=${SERVER_CORE:-1}
@@ -75,9 +84,10 @@ trap cleanup EXIT
 taskset -c "$LOAD_CORE" nginx -c "$WORK/nginx.conf" &
 PIDS+=($!)
 
-# One run of `bin`: prints "p50_us p99_us cpu_us_per_get".
+# One run of `bin` with `store_extra` in its [store]: prints "p50_us p99_us cpu_us_per_get
+# gets_per_s".
 run() {
-    local bin=$1
+    local bin=$1 store_extra=$2
     rm -rf "$WORK/store"
     cat >"$WORK/node.toml" <<EOF
 [server]
@@ -87,6 +97,7 @@ workers = 1
 listen = "127.0.0.1:$P_ADMIN"
 [store]
 dir = "$WORK/store"
+$store_extra
 [[buckets]]
 name = "ab-cold"
 [[buckets.mirror]]
@@ -101,10 +112,19 @@ EOF
         sleep 0.1
     done
     ((up)) || { kill "$pid"; die "the node did not start (see $WORK/logs/node.out)"; }
-    local before after
+    local before after t0 t1
     before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-    taskset -c "$LOAD_CORE" "$EMLOAD_BIN" --cold -c 1 --rounds "$KEYS" --keys "$KEYS" \
-        --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" >"$WORK/logs/emload.txt"
+    t0=$(date +%s%N)
+    if ((CONNS == 1)); then
+        taskset -c "$LOAD_CORE" "$EMLOAD_BIN" --cold -c 1 --rounds "$KEYS" --keys "$KEYS" \
+            --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" >"$WORK/logs/emload.txt"
+    else
+        # Every key once over $CONNS connections, as bench/peers.sh's sustained phase.
+        taskset -c "$LOAD_CORE" "$EMLOAD_BIN" -c "$CONNS" -n "$KEYS" --mix seq --timeout-ms 60000 \
+            --keys "$KEYS" --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" \
+            >"$WORK/logs/emload.txt"
+    fi
+    t1=$(date +%s%N)
     after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
@@ -113,7 +133,7 @@ EOF
     [[ $line == *" errors=0"* && $line == *" non2xx=0"* ]] || die "failed GETs: $line"
     local ticks
     ticks=$(getconf CLK_TCK)
-    echo "$(sed -E 's/.* total_p50_us=([0-9.]+).*/\1/' <<<"$line") $(sed -E 's/.* total_p99_us=([0-9.]+).*/\1/' <<<"$line") $(( (after - before) * 1000000 / ticks / KEYS ))"
+    echo "$(sed -E 's/.* (total_)?p50_us=([0-9.]+).*/\2/' <<<"$line") $(sed -E 's/.* (total_)?p99_us=([0-9.]+).*/\2/' <<<"$line") $(( (after - before) * 1000000 / ticks / KEYS )) $(( KEYS * 1000000000 / (t1 - t0) ))"
 }
 
 declare -a RESULTS=()
@@ -121,10 +141,8 @@ for round in $(seq "$ROUNDS"); do
     # Alternate which build goes first: a fixed order was seen to bias a few per cent.
     if ((round % 2)); then order=(old new); else order=(new old); fi
     for which in "${order[@]}"; do
-        bin=$OLD
-        [[ $which == new ]] && bin=$NEW
-        r=$(run "$bin")
-        log "round $round $which: p50 / p99 / CPU per GET (µs): $r"
+        if [[ $which == new ]]; then r=$(run "$NEW" "$NEW_STORE"); else r=$(run "$OLD" "$OLD_STORE"); fi
+        log "round $round $which: p50 / p99 / CPU per GET (µs) / GET/s: $r"
         RESULTS+=("$which $r")
     done
 done
@@ -133,19 +151,20 @@ printf '%s\n' "${RESULTS[@]}" | python3 -c '
 import statistics, sys
 rows = {}
 for line in sys.stdin:
-    which, p50, p99, cpu = line.split()
-    rows.setdefault(which, []).append((float(p50) / 1000, float(p99) / 1000, float(cpu)))
-print("| build | p50 median (range), ms | p99 median (range), ms | CPU per GET median (range), µs |")
-print("|---|---:|---:|---:|")
+    which, p50, p99, cpu, rate = line.split()
+    rows.setdefault(which, []).append((float(p50) / 1000, float(p99) / 1000, float(cpu), float(rate)))
+print("| build | p50 median (range), ms | p99 median (range), ms | CPU per GET median (range), µs | GET/s median (range) |")
+print("|---|---:|---:|---:|---:|")
 for which in ("old", "new"):
     r = rows[which]
     cols = []
-    for i, fmt in ((0, "%.2f"), (1, "%.2f"), (2, "%.0f")):
+    for i, fmt in ((0, "%.2f"), (1, "%.2f"), (2, "%.0f"), (3, "%.0f")):
         v = [x[i] for x in r]
         cols.append((fmt + " (" + fmt + "–" + fmt + ")") % (statistics.median(v), min(v), max(v)))
     print("| %s | %s |" % (which, " | ".join(cols)))
-o, n = statistics.median(x[0] for x in rows["old"]), statistics.median(x[0] for x in rows["new"])
-print()
-print("new / old p50 (medians): %.2f" % (n / o))
+for i, what in ((0, "p50"), (3, "GET/s")):
+    o = statistics.median(x[i] for x in rows["old"])
+    n = statistics.median(x[i] for x in rows["new"])
+    print("new / old %s (medians): %.2f" % (what, n / o))
 '
-log "old: $OLD; new: $NEW; $ROUNDS rounds of $KEYS cold GETs of $SIZE bytes"
+log "old: $OLD [$OLD_STORE]; new: $NEW [$NEW_STORE]; $ROUNDS rounds of $KEYS cold GETs of $SIZE bytes over $CONNS connections"

@@ -26,9 +26,10 @@
 #        tls        the HTTPS hit path, nginx against edgemirror (same certificate, TLS 1.3,
 #                   AES-128-GCM), with wrk and h2load;
 #        cold       single cold GETs through each cache vs the origin directly: TTFB and
-#                   complete time, p50 and p99 over $COLD_ROUNDS fresh keys;
+#                   complete time, p50 and p99 over $COLD_ROUNDS fresh keys, $MISS_REPEAT runs;
 #        sustained  $CONNS connections reading distinct cold keys, each once (a cache filled
-#                   after a deploy or a purge), with the origin read directly as the ceiling;
+#                   after a deploy or a purge), with the origin read directly as the ceiling,
+#                   $MISS_REPEAT runs on fresh keys;
 #        burst      1000 concurrent cold GETs of one 1 MiB key per cache, with the origin's
 #                   request count taken from its access log;
 #        disk       a working set several times the memory each server may use: DISK_KEYS
@@ -51,7 +52,8 @@
 # LOG_RATE (80000: the log phase's req/s) ACCESS_LOG_FORMAT (json) ACCESS_LOG_PATH (a file in $WORK;
 # /dev/null leaves out the cost of the file writes)
 # PORT_BASE (18080) WORK (/tmp/edgemirror-peers) SERVER_CORE (1) LOAD_CORE (0) MIX (uniform)
-# REPEAT (3 runs per row, median shown) QUIET_MAX_PCT (25) QUIET_WAIT (180: how long to wait for
+# REPEAT (3 runs per row, median shown) MISS_REPEAT (REPEAT: runs of the cold and sustained
+# phases, each on fresh keys) QUIET_MAX_PCT (25) QUIET_WAIT (180: how long to wait for
 # the machine to go idle before each run) KEEP_DATA (0: objects and stores are deleted at the
 # end, logs are kept).
 
@@ -78,6 +80,7 @@ SERVER_CORE=${SERVER_CORE:-1}
 LOAD_CORE=${LOAD_CORE:-0}
 MIX=${MIX:-uniform}
 REPEAT=${REPEAT:-3}
+MISS_REPEAT=${MISS_REPEAT:-$REPEAT}
 QUIET_MAX_PCT=${QUIET_MAX_PCT:-25}
 QUIET_WAIT=${QUIET_WAIT:-180}
 KEEP_DATA=${KEEP_DATA:-0}
@@ -225,10 +228,11 @@ make_objects() { # dir count bytes [name-prefix]
 }
 for s in "${SIZES[@]}"; do
     make_objects "$WWW/$s" "${KEYS[$s]}" "${BYTES[$s]}"
-    # Cold keys for the miss path: 4 ranges of COLD_ROUNDS (origin, nginx-proxy, varnish, edge).
-    make_objects "$WWW/cold" $((4 * COLD_ROUNDS)) "${BYTES[$s]}" "$s-"
-    # Sustained misses: every target reads the same keys (each cache is cold for them).
-    [[ " $PHASES " == *" sustained "* ]] && make_objects "$WWW/sus/$s" "${SUS_KEYS[$s]}" "${BYTES[$s]}"
+    # Cold keys for the miss path: per run, 4 ranges of COLD_ROUNDS (origin, nginx-proxy,
+    # varnish, edge).
+    make_objects "$WWW/cold" $((4 * COLD_ROUNDS * MISS_REPEAT)) "${BYTES[$s]}" "$s-"
+    # Sustained misses: in a run every target reads the same keys (each cache is cold for them).
+    [[ " $PHASES " == *" sustained "* ]] && make_objects "$WWW/sus/$s" $((${SUS_KEYS[$s]} * MISS_REPEAT)) "${BYTES[$s]}"
 done
 for t in origin nginx-proxy varnish edgemirror; do
     head -c 1048576 /dev/urandom >"$WWW/cold/burst-1m-$t"
@@ -749,85 +753,134 @@ phase_tls() {
 # ---------------------------------------------------------------------------------------------
 # 7. Miss path
 
+# spread "V1 V2 ...": "median lowest highest" of the values (the lower middle of an even count).
+spread() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)], v[1], v[NR] }'; }
+
+# The miss phases run MISS_REPEAT times, each run on keys no cache has seen, the four targets
+# taking turns with a different one first each run: on this kind of VM the speed of a run
+# depends on what the machine did just before (bench/RESULTS.md, "Issue 14, fourth pass"), so
+# one run per target ranks them by luck.
+MISS_TARGETS=(origin nginx-proxy varnish edgemirror)
+miss_order() { # rep -> the targets in this run's order
+    local rep=$1 i n=${#MISS_TARGETS[@]}
+    for ((i = 0; i < n; i++)); do echo "${MISS_TARGETS[$(((i + rep - 1) % n))]}"; done
+}
+miss_index() {
+    local i
+    for i in "${!MISS_TARGETS[@]}"; do
+        if [[ ${MISS_TARGETS[$i]} == "$1" ]]; then echo "$i"; fi
+    done
+}
+
 phase_cold() {
-    out "## Miss path: one cold GET at a time, $COLD_ROUNDS fresh keys per row"
+    out "## Miss path: one cold GET at a time, $COLD_ROUNDS fresh keys per run, $MISS_REPEAT runs"
     out ""
-    out "TTFB and complete are timed from the request; \"vs best peer\" = edgemirror's complete time over the lower of nginx-proxy's and Varnish's (below 1 is faster)."
+    out "TTFB and complete are timed from the request. Each cell is the median over $MISS_REPEAT runs (range: lowest–highest run), the targets taking turns with a different one first each run, every run on keys no cache has seen. \"vs best peer\" = edgemirror's complete time over the lower of nginx-proxy's and Varnish's (below 1 is faster): of the medians, and per run."
     out ""
-    out "| target | size | TTFB p50 | TTFB p99 | complete p50 | complete p99 | complete max | edgemirror vs best peer (p50 / p99) | served from |"
+    out "| target | size | TTFB p50 | complete p50 (range) | complete p99 (range) | complete max | edgemirror vs best peer, medians (p50 / p99) | per run (p50) | served from |"
     out "|---|---|---:|---:|---:|---:|---:|---:|---|"
-    declare -A COLD_BASE=([origin]=0 [nginx-proxy]=$COLD_ROUNDS [varnish]=$((2 * COLD_ROUNDS))
-        [edgemirror]=$((3 * COLD_ROUNDS)))
-    local s t
+    local s t rep
     for s in "${SIZES[@]}"; do
-        declare -A C50=() C99=() LINE=()
-        for t in origin nginx-proxy varnish edgemirror; do
-            local hdr=()
-            [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
-            wait_quiet
-            log "cold: $t $s"
-            emload --cold -c 1 --rounds "$COLD_ROUNDS" --keys "$COLD_ROUNDS" --key-offset "${COLD_BASE[$t]}" \
-                --url-template "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/cold/$s-{}" "${hdr[@]}" \
-                --csv "$WORK/logs/cold-$t-$s.csv" >"$WORK/logs/cold-$t-$s.txt"
-            LINE[$t]=$(grep '^summary:' "$WORK/logs/cold-$t-$s.txt")
-            C50[$t]=$(kv "${LINE[$t]}" total_p50_us)
-            C99[$t]=$(kv "${LINE[$t]}" total_p99_us)
+        declare -A C50=() C99=() TTFB=() CMAX=() TAGS=()
+        local per_run=""
+        for rep in $(seq "$MISS_REPEAT"); do
+            declare -A R50=()
+            for t in $(miss_order "$rep"); do
+                local hdr=() base line tags
+                [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
+                base=$((((rep - 1) * ${#MISS_TARGETS[@]} + $(miss_index "$t")) * COLD_ROUNDS))
+                wait_quiet
+                log "cold: $t $s (run $rep of $MISS_REPEAT)"
+                emload --cold -c 1 --rounds "$COLD_ROUNDS" --keys "$COLD_ROUNDS" --key-offset "$base" \
+                    --url-template "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/cold/$s-{}" "${hdr[@]}" \
+                    --csv "$WORK/logs/cold-$t-$s-$rep.csv" >"$WORK/logs/cold-$t-$s-$rep.txt"
+                line=$(grep '^summary:' "$WORK/logs/cold-$t-$s-$rep.txt")
+                R50[$t]=$(kv "$line" total_p50_us)
+                C50[$t]+=" ${R50[$t]}"
+                C99[$t]+=" $(kv "$line" total_p99_us)"
+                TTFB[$t]+=" $(kv "$line" ttfb_p50_us)"
+                CMAX[$t]+=" $(kv "$line" total_max_us)"
+                tags=$(tr ' ' '\n' <<<"$line" | { grep '^tag_' || true; } | sed 's/^tag_//' | paste -sd, -)
+                [[ $(kv "$line" ok) == "$COLD_ROUNDS" ]] || tags+=" (ok=$(kv "$line" ok) errors=$(kv "$line" errors) non2xx=$(kv "$line" non2xx))"
+                TAGS[$t]=${tags:--}
+            done
+            per_run+=" $(awk -v e="${R50[edgemirror]}" -v a="${R50[nginx-proxy]}" -v b="${R50[varnish]}" 'BEGIN { printf "%.3f", e / ((a < b) ? a : b) }')"
         done
-        local best50 best99
-        best50=$(awk -v a="${C50[nginx-proxy]}" -v b="${C50[varnish]}" 'BEGIN { print (a < b) ? a : b }')
-        best99=$(awk -v a="${C99[nginx-proxy]}" -v b="${C99[varnish]}" 'BEGIN { print (a < b) ? a : b }')
-        for t in origin nginx-proxy varnish edgemirror; do
-            local line=${LINE[$t]} tags vs="-"
-            tags=$(tr ' ' '\n' <<<"$line" | { grep '^tag_' || true; } | sed 's/^tag_//' | paste -sd, -)
-            [[ $(kv "$line" ok) == "$COLD_ROUNDS" ]] || tags+=" (ok=$(kv "$line" ok) errors=$(kv "$line" errors) non2xx=$(kv "$line" non2xx))"
-            [[ $t == edgemirror ]] && vs="$(ratio "${C50[$t]}" "$best50") / $(ratio "${C99[$t]}" "$best99")"
-            out "| $t | $s | $(fmt_us "$(kv "$line" ttfb_p50_us)") | $(fmt_us "$(kv "$line" ttfb_p99_us)") | $(fmt_us "${C50[$t]}") | $(fmt_us "${C99[$t]}") | $(fmt_us "$(kv "$line" total_max_us)") | $vs | ${tags:--} |"
+        local m50 lo50 hi50 m99 lo99 hi99 best50="" best99="" runs
+        for t in nginx-proxy varnish; do
+            read -r m50 _ _ <<<"$(spread "${C50[$t]}")"
+            read -r m99 _ _ <<<"$(spread "${C99[$t]}")"
+            if [[ -z $best50 ]] || awk -v a="$m50" -v b="$best50" 'BEGIN { exit !(a < b) }'; then best50=$m50; fi
+            if [[ -z $best99 ]] || awk -v a="$m99" -v b="$best99" 'BEGIN { exit !(a < b) }'; then best99=$m99; fi
+        done
+        read -r _ lo50 hi50 <<<"$(spread "$per_run")"
+        runs=$(printf '%.2f–%.2f' "$lo50" "$hi50")
+        for t in "${MISS_TARGETS[@]}"; do
+            local vs="-" pr="-"
+            read -r m50 lo50 hi50 <<<"$(spread "${C50[$t]}")"
+            read -r m99 lo99 hi99 <<<"$(spread "${C99[$t]}")"
+            [[ $t == edgemirror ]] && vs="$(ratio "$m50" "$best50") / $(ratio "$m99" "$best99")" && pr=$runs
+            out "| $t | $s | $(fmt_us "$(spread "${TTFB[$t]}" | cut -d' ' -f1)") | $(fmt_us "$m50") ($(fmt_us "$lo50")–$(fmt_us "$hi50")) | $(fmt_us "$m99") ($(fmt_us "$lo99")–$(fmt_us "$hi99")) | $(fmt_us "$(spread "${CMAX[$t]}" | cut -d' ' -f3)") | $vs | $pr | ${TAGS[$t]} |"
         done
     done
     out ""
 }
 
-# Sustained misses: a cache being filled after a deploy or a purge. Every key once, $CONNS
-# connections; the origin read directly by the same client is the ceiling.
 phase_sustained() {
-    out "## Sustained misses: ${SUS_KEYS[1k]} / ${SUS_KEYS[64k]} / ${SUS_KEYS[1m]} distinct cold keys (1k / 64k / 1m), each once, $CONNS connections"
+    out "## Sustained misses: ${SUS_KEYS[1k]} / ${SUS_KEYS[64k]} / ${SUS_KEYS[1m]} distinct cold keys (1k / 64k / 1m), each once, $CONNS connections, $MISS_REPEAT runs"
     out ""
-    out "\"origin direct\" is the same client reading the origin itself: the ceiling (the origin and the client share core $LOAD_CORE). Each cache starts cold for these keys; origin requests are counted in the origin's access log."
+    out "\"origin direct\" is the same client reading the origin itself: the ceiling (the origin and the client share core $LOAD_CORE). Each run uses keys no cache has seen; the targets take turns with a different one first each run. req/s is the median over $MISS_REPEAT runs (range: slowest–fastest run); the other columns are from the run with the median req/s; origin requests are summed over the runs, from the origin's access log. \"edgemirror / target\": of the medians, and per run."
     out ""
-    out "| target | size | req/s | GB/s | p50 | p99 | errors / non-2xx | origin reqs | CPU server / emload | edgemirror / target |"
-    out "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    local s t
+    out "| target | size | req/s (range) | GB/s | p50 | p99 | errors / non-2xx | origin reqs | CPU server / emload | edgemirror / target | per run |"
+    out "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    local s t rep n
     for s in "${SIZES[@]}"; do
-        declare -A SRPS=() SROW=()
-        for t in origin nginx-proxy varnish edgemirror; do
-            local hdr=() before pid ticks started ended line srv em fetched
-            [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
-            wait_quiet
-            log "sustained misses: $t $s"
-            before=$(origin_requests)
-            pid=$(pid_of "$t")
-            ticks=$(proc_ticks "$pid")
-            started=$(date +%s.%N)
-            /usr/bin/time -f "cpu %U %S" -o "$WORK/logs/sus-$t-$s.time" taskset -c "$LOAD_CORE" \
-                "$EMLOAD_BIN" -c "$CONNS" -n "${SUS_KEYS[$s]}" --mix seq --timeout-ms 60000 \
-                --url-template "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/sus/$s/obj-{}" \
-                --keys "${SUS_KEYS[$s]}" "${hdr[@]}" >"$WORK/logs/sus-$t-$s.txt"
-            ended=$(date +%s.%N)
-            sleep 0.3 # fills that outlive their client reach the origin's log
-            srv=$(($(proc_ticks "$pid") - ticks))
-            [[ $t == origin ]] && srv=0
-            em=$(awk '/^cpu/ { printf "%.0f", 100 * ($2 + $3) }' "$WORK/logs/sus-$t-$s.time")
-            fetched=$(($(origin_requests) - before))
-            line=$(grep '^summary:' "$WORK/logs/sus-$t-$s.txt")
-            read -r srv em < <(awk -v a="$started" -v b="$ended" -v s="$srv" -v e="$em" \
-                'BEGIN { w = b - a; printf "%.0f %.0f\n", s / w, e / w }')
-            SRPS[$t]=$(kv "$line" rps)
-            SROW[$t]="$(printf '%.0f' "$(kv "$line" rps)") | $(printf '%.3f' "$(kv "$line" gbps)") | $(fmt_us "$(kv "$line" p50_us)") | $(fmt_us "$(kv "$line" p99_us)") | $(kv "$line" errors) / $(kv "$line" non2xx) | $fetched | $srv% / $em%"
+        declare -A RATES=() ROWS=() CPUS=() FETCHED=() PER_RUN=()
+        n=${SUS_KEYS[$s]}
+        for rep in $(seq "$MISS_REPEAT"); do
+            declare -A RPS=()
+            for t in $(miss_order "$rep"); do
+                local hdr=() before pid ticks started ended line srv em
+                [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
+                wait_quiet
+                log "sustained misses: $t $s (run $rep of $MISS_REPEAT)"
+                before=$(origin_requests)
+                pid=$(pid_of "$t")
+                ticks=$(proc_ticks "$pid")
+                started=$(date +%s.%N)
+                /usr/bin/time -f "cpu %U %S" -o "$WORK/logs/sus-$t-$s-$rep.time" taskset -c "$LOAD_CORE" \
+                    "$EMLOAD_BIN" -c "$CONNS" -n "$n" --mix seq --timeout-ms 60000 \
+                    --url-template "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/sus/$s/obj-{}" \
+                    --keys "$n" --key-offset $(((rep - 1) * n)) "${hdr[@]}" >"$WORK/logs/sus-$t-$s-$rep.txt"
+                ended=$(date +%s.%N)
+                sleep 0.3 # fills that outlive their client reach the origin's log
+                srv=$(($(proc_ticks "$pid") - ticks))
+                [[ $t == origin ]] && srv=0
+                em=$(awk '/^cpu/ { printf "%.0f", 100 * ($2 + $3) }' "$WORK/logs/sus-$t-$s-$rep.time")
+                FETCHED[$t]=$((${FETCHED[$t]:-0} + $(origin_requests) - before))
+                line=$(grep '^summary:' "$WORK/logs/sus-$t-$s-$rep.txt")
+                read -r srv em < <(awk -v a="$started" -v b="$ended" -v s="$srv" -v e="$em" \
+                    'BEGIN { w = b - a; printf "%.0f %.0f\n", s / w, e / w }')
+                RPS[$t]=$(kv "$line" rps)
+                RATES[$t]+=" ${RPS[$t]}"
+                ROWS[$t]+="${RPS[$t]}|$(printf '%.3f' "$(kv "$line" gbps)") | $(fmt_us "$(kv "$line" p50_us)") | $(fmt_us "$(kv "$line" p99_us)") | $(kv "$line" errors) / $(kv "$line" non2xx)"$'\n'
+                CPUS[$t]+="${RPS[$t]}|$srv% / $em%"$'\n'
+            done
+            for t in "${MISS_TARGETS[@]}"; do
+                PER_RUN[$t]+=" $(awk -v a="${RPS[edgemirror]}" -v b="${RPS[$t]}" 'BEGIN { printf "%.3f", a / b }')"
+            done
         done
-        for t in origin nginx-proxy varnish edgemirror; do
-            local name=$t
+        declare -A MED=()
+        for t in "${MISS_TARGETS[@]}"; do read -r MED[$t] _ _ <<<"$(spread "${RATES[$t]}")"; done
+        for t in "${MISS_TARGETS[@]}"; do
+            local name=$t med lo hi row cpu plo phi
             [[ $t == origin ]] && name="origin direct"
-            out "| $name | $s | ${SROW[$t]} | $(ratio "${SRPS[edgemirror]}" "${SRPS[$t]}") |"
+            read -r med lo hi <<<"$(spread "${RATES[$t]}")"
+            # The run with the median req/s: its other columns.
+            row=$(awk -F'|' -v m="$med" '$1 + 0 == m + 0 { sub(/^[^|]*[|]/, ""); print; exit }' <<<"${ROWS[$t]}")
+            cpu=$(awk -F'|' -v m="$med" '$1 + 0 == m + 0 { print $2; exit }' <<<"${CPUS[$t]}")
+            read -r _ plo phi <<<"$(spread "${PER_RUN[$t]}")"
+            out "| $name | $s | $(printf '%.0f (%.0f–%.0f)' "$med" "$lo" "$hi") | $row | ${FETCHED[$t]} | $cpu | $(ratio "${MED[edgemirror]}" "$med") | $(printf '%.2f–%.2f' "$plo" "$phi") |"
         done
     done
     out ""
