@@ -48,7 +48,9 @@
 # Knobs (environment): PHASES DURATION (10) WARMUP (2) CONNS (64) COLD_ROUNDS (50) BURST (1000)
 # SUS_KEYS_1K (20000) SUS_KEYS_64K (4000) SUS_KEYS_1M (500) DISK_KEYS (32768) DISK_BYTES (65536)
 # DISK_MEM (512 MiB) DISK_MIX (zipf:0.99) DISK_RATE (8000: the disk phase's open-loop req/s)
-# DISK_EDGE_MEMORY (DISK_MEM / 8: the RAM tier of the disk phase's two sized nodes)
+# DISK_EDGE_MEMORY (DISK_MEM / 8: the RAM tier of the disk phase's sized nodes) DISK_VARIANTS
+# ("async fault": their store.cold_reads) DISK_TARGETS (all: nginx-static nginx-proxy
+# varnish-file edgemirror edgemirror-<variant>...)
 # LOG_RATE (80000: the log phase's req/s) ACCESS_LOG_FORMAT (json) ACCESS_LOG_PATH (a file in $WORK;
 # /dev/null leaves out the cost of the file writes)
 # PORT_BASE (18080) WORK (/tmp/edgemirror-peers) SERVER_CORE (1) LOAD_CORE (0) MIX (uniform)
@@ -72,6 +74,7 @@ DISK_MEM=${DISK_MEM:-$((512 << 20))}
 DISK_MIX=${DISK_MIX:-zipf:0.99}
 DISK_RATE=${DISK_RATE:-8000}
 DISK_EDGE_MEMORY=${DISK_EDGE_MEMORY:-$((DISK_MEM / 8))}
+DISK_VARIANTS=${DISK_VARIANTS:-async fault}
 BURST=${BURST:-1000}
 PORT_BASE=${PORT_BASE:-18080}
 WORK=${WORK:-/tmp/edgemirror-peers}
@@ -155,7 +158,7 @@ cleanup() {
     fi
     for g in "${MEMCGS[@]}"; do rmdir "$g" 2>/dev/null || log "could not remove cgroup $g"; done
     if [[ $KEEP_DATA != 1 && -d $WORK ]]; then
-        rm -rf "$WORK/www" "$WORK/edgemirror/store" "$WORK/nginx-proxy/cache" "$WORK/varnish" "$WORK/varnish-file" \
+        rm -rf "$WORK/www" "$WORK"/edgemirror*/store "$WORK/nginx-proxy/cache" "$WORK/varnish" "$WORK/varnish-file" \
             "$WORK/edgemirror-log/store" "$WORK/edgemirror-log/access.log"
     fi
     exit "$status"
@@ -931,20 +934,25 @@ PY
     chmod -R a+rX "$WWW/disk"
     BYTES[disk]=$DISK_BYTES
     KEYS[disk]=$n
+    local targets
+    read -r -a targets <<<"${DISK_TARGETS:-nginx-static nginx-proxy varnish-file edgemirror $(printf 'edgemirror-%s ' $DISK_VARIANTS)}"
     # Varnish with file storage (the malloc one above holds everything in RAM).
-    mkdir -p "$WORK/varnish-file"
-    start varnish-file "$SERVER_CORE" varnishd -F -n "$WORK/varnish-file/n" -a "127.0.0.1:$P_VARNISH_FILE" \
-        -T "127.0.0.1:$P_VARNISH_FILE_ADMIN" -b "127.0.0.1:$P_ORIGIN" \
-        -s "file,$WORK/varnish-file/storage.bin,$(( (n * DISK_BYTES * 3 / 2) >> 20 ))M" -t 86400
-    wait_http varnish-file "http://127.0.0.1:$P_VARNISH_FILE/1k/obj-0"
+    if [[ " ${targets[*]} " == *" varnish-file "* ]]; then
+        mkdir -p "$WORK/varnish-file"
+        start varnish-file "$SERVER_CORE" varnishd -F -n "$WORK/varnish-file/n" -a "127.0.0.1:$P_VARNISH_FILE" \
+            -T "127.0.0.1:$P_VARNISH_FILE_ADMIN" -b "127.0.0.1:$P_ORIGIN" \
+            -s "file,$WORK/varnish-file/storage.bin,$(( (n * DISK_BYTES * 3 / 2) >> 20 ))M" -t 86400
+        wait_http varnish-file "http://127.0.0.1:$P_VARNISH_FILE/1k/obj-0"
+    fi
     # Two more nodes configured for the memory they may use: a RAM tier of DISK_EDGE_MEMORY (an
     # eighth of it by default) and no foyer disk tier (the page cache holds the rest, as it does for nginx and Varnish);
     # "edgemirror" above keeps the defaults (a 256 MiB RAM tier and a 1 GiB foyer disk tier).
     # One reads bytes not in memory with io_uring before serving them (store.cold_reads =
     # "async", the default), the other through its mapping's page faults ("fault"), which
-    # stall the core: the two ways issue 14 asks to measure side by side.
+    # stall the core: the two ways issue 14 asks to measure side by side. DISK_VARIANTS (and
+    # DISK_TARGETS) run a subset.
     local v
-    for v in async fault; do
+    for v in $DISK_VARIANTS; do
         t=edgemirror-$v
         mkdir -p "$WORK/$t"
         cat >"$WORK/$t/edgemirror.toml" <<EOF
@@ -969,7 +977,6 @@ EOF
         start "$t" "$SERVER_CORE" "$EDGEMIRROR_BIN" --config "$WORK/$t/edgemirror.toml"
         wait_ready "$t"
     done
-    local targets=(nginx-static nginx-proxy varnish-file edgemirror edgemirror-async edgemirror-fault)
     declare -A CGOF=()
     for t in "${targets[@]}"; do
         memcg "$t" "$(pid_of "$t")"
@@ -977,7 +984,8 @@ EOF
     done
     # Every object into every cache once (from the origin), then nothing in the page cache: each
     # server starts from its own files and keeps what its memory limit lets it.
-    for t in nginx-proxy varnish-file edgemirror edgemirror-async edgemirror-fault; do
+    for t in "${targets[@]}"; do
+        [[ $t == nginx-static ]] && continue
         log "disk phase: filling $t"
         emload --mix seq -n "$n" -c 8 -d 600 --url-template "$(url_of "$t" disk)" --keys "$n" \
             --output line >>"$WORK/logs/warm-disk.log"
@@ -1009,7 +1017,8 @@ EOF
     out "Where the nodes' answers came from, over the fill and the runs (their /metrics):"
     out ""
     local admin
-    for t in edgemirror edgemirror-async edgemirror-fault; do
+    for t in "${targets[@]}"; do
+        [[ $t == edgemirror* ]] || continue
         admin=$((PORT[$t] + 1))
         out "- $t: $(curl -s "http://127.0.0.1:$admin/metrics" | awk '/^edgemirror_(hits_memory|hits_disk_cache|hits_store|store_cold_reads)_total / { sub("edgemirror_", "", $1); sub("_total", "", $1); printf "%s%s %s", sep, $1, $2; sep = ", " }')"
     done
