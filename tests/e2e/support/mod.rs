@@ -25,7 +25,7 @@ pub mod origin;
 pub mod tls;
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -64,13 +64,26 @@ pub fn expected_etag(body: &[u8]) -> String {
     format!("\"{}\"", md5_hex(body))
 }
 
-/// An address on which nothing listens: bind an ephemeral port, then release it.
-/// (Another process could grab it in between, but within one test that is vanishingly rare.)
-pub fn closed_port_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
-    let addr = listener.local_addr().expect("local_addr");
-    drop(listener);
-    addr
+/// A port on 127.0.0.1 on which nothing listens, for as long as the value lives: the socket is
+/// bound and never listens, so a connection to it is refused and no other server can take the
+/// port meanwhile. (Binding a port and releasing it, as this once did, let a concurrent test's
+/// listener take it: a "dead" origin then answered 404.)
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Display for ClosedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+pub fn closed_port_addr() -> ClosedPort {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind ephemeral port");
+    let addr = socket.local_addr().expect("local_addr").as_socket().expect("an IP address");
+    ClosedPort { _socket: socket, addr }
 }
 
 /// Text between the first `<tag>` and the next `</tag>`, if both are present.
