@@ -224,7 +224,10 @@ impl Freshness {
 
     /// Whether the local copy was found current less than `within` ago.
     pub fn is_fresh(&self, bucket: &str, key: &str, within: Duration) -> bool {
-        let hash = Self::hash(bucket, key);
+        self.fresh(Self::hash(bucket, key), within)
+    }
+
+    fn fresh(&self, hash: u64, within: Duration) -> bool {
         self.shard(hash).get(&hash).is_some_and(|at| at.elapsed() < within)
     }
 
@@ -245,8 +248,7 @@ impl Freshness {
     /// is there may still be the previous version). One hash of the name for both.
     pub fn trusted(&self, bucket: &str, key: &str, within: Duration) -> bool {
         let hash = Self::hash(bucket, key);
-        self.shard(hash).get(&hash).is_some_and(|at| at.elapsed() < within)
-            || self.uploading.lock().unwrap_or_else(|e| e.into_inner()).contains(&hash)
+        self.fresh(hash, within) || self.uploading.lock().unwrap_or_else(|e| e.into_inner()).contains(&hash)
     }
 
     /// Claims the revalidation of `bucket`/`key`: `None` when another request is revalidating it
