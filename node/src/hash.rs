@@ -214,13 +214,14 @@ impl Hasher {
                 None => {}
             }
         }
-        let Some(len) = lanes.iter().map(|id| self.streams[id].pieces[0].len() & !63).min() else { return };
         if let [id] = lanes.as_slice() {
+            // Alone: its whole front piece, in one call (the state buffers a partial block).
             if let Some(stream) = self.streams.get_mut(id) {
-                stream.hash_front(len, |md5, data| md5.update(data));
+                stream.hash_front(stream.pieces[0].len(), |md5, data| md5.update(data));
             }
             return;
         }
+        let Some(len) = lanes.iter().map(|id| self.streams[id].pieces[0].len() & !63).min() else { return };
         let width = if lanes.len() <= 8 { 8 } else { LANES };
         let mut states: Vec<Md5State> = lanes.iter().map(|id| self.streams[id].md5).collect();
         let mut inputs: Vec<&[u8]> = lanes.iter().map(|id| &self.streams[id].pieces[0][..len]).collect();
