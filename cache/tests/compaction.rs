@@ -257,7 +257,7 @@ fn cache_mode_buckets_give_up_their_least_recently_read_objects_under_pressure()
 }
 
 /// A lane seals its segment when it rolls to the next, while records reserved in it may still
-/// be written (a slow fill, a body written behind). Compaction must leave such a segment alone
+/// be written (a slow fill, a tombstone before its trailer). Compaction must leave such a segment alone
 /// until they are finished: else it drops the unfinished record as dead, unlinks the file, and
 /// the record's commit lands in an unlinked file, lost at the next start.
 #[test]

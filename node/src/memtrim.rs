@@ -1,8 +1,9 @@
 //! Gives back to the kernel the heap memory glibc's allocator keeps after a burst.
 //!
 //! glibc keeps what each thread's arena once held. A burst of misses (bodies waiting for their
-//! MD5: up to 64 MiB node-wide) grows the worker's arena to its peak. Freeing them leaves the arena at that size: small long-lived allocations made
-//! meanwhile (index pages, keys) sit between the freed bodies, so the arena's top cannot shrink.
+//! MD5: up to 64 MiB node-wide) grows the worker's arena to its peak. Freeing them leaves the
+//! arena at that size: small long-lived allocations made meanwhile (index pages, keys) sit
+//! between the freed bodies, so the arena's top cannot shrink.
 //! Measured on the disk bench's node (`bench/RESULTS.md`): after mirroring 32,768 objects of
 //! 64 KiB, 124 MB of anonymous memory, 7 MB of it in use; `malloc_trim(0)` gave back all but
 //! 17 MB. Under a memory limit (a cgroup) every retained byte is page cache the node does not
@@ -11,10 +12,11 @@
 //! A thread looks every [`INTERVAL`] at the slack: the process's resident anonymous memory
 //! (`/proc/self/statm`) beyond what the allocator has in use ([`libc::mallinfo2`]). When it is at
 //! least [`MIN_SLACK_BYTES`] more than a trim last left (some slack is not the allocator's to
-//! give back: fragments smaller than a page, memory mapped by other means), it trims: `malloc_trim(0)` walks every arena under its lock and
-//! returns free pages with `MADV_DONTNEED`. An allocation on another thread waits meanwhile for the
-//! arena being walked (measured: 20 ms once for 120 MB to give back, 1-2 ms when there is
-//! nothing), so it runs only when there is something to give back.
+//! give back: fragments smaller than a page, memory mapped by other means), it trims:
+//! `malloc_trim(0)` walks every arena under its lock and returns free pages with
+//! `MADV_DONTNEED`. An allocation on another thread waits meanwhile for the arena being walked
+//! (measured: 20 ms once for 120 MB to give back, 1-2 ms when there is nothing), so it runs only
+//! when there is something to give back.
 
 use std::time::Duration;
 

@@ -388,18 +388,23 @@ impl RecordWriter {
             }
             // Spill: everything so far goes to a solo segment, and so does the rest.
             let chunks = std::mem::take(chunks);
-            let target = self.place(0, FLAG_LEN_PENDING)?;
-            self.target = target;
-            let mut at = 0;
-            for c in &chunks {
-                self.write_body_at(at, c)?;
-                at += c.len() as u64;
-            }
+            self.target = self.place(0, FLAG_LEN_PENDING)?;
+            self.write_buffered(&chunks)?;
             self.publish_placement();
         }
         self.write_body_at(self.written, data)?;
         self.account(data);
         self.publish_written(None);
+        Ok(())
+    }
+
+    /// Writes the pieces buffered before placement at the start of the body, just placed.
+    fn write_buffered(&self, chunks: &[Bytes]) -> Result<()> {
+        let mut at = 0;
+        for c in chunks {
+            self.write_body_at(at, c)?;
+            at += c.len() as u64;
+        }
         Ok(())
     }
 
@@ -464,11 +469,7 @@ impl RecordWriter {
         if let Target::Buffered { chunks } = &mut self.target {
             let chunks = std::mem::take(chunks);
             self.target = self.place(self.written, 0)?;
-            let mut at = 0;
-            for c in &chunks {
-                self.write_body_at(at, c)?;
-                at += c.len() as u64;
-            }
+            self.write_buffered(&chunks)?;
         }
         let md5: [u8; 16] = match md5 {
             Some(m) => m,
