@@ -584,7 +584,7 @@ median_row() {
     sorted=$(sort -t'|' -k1,1g "$1")
     lo=$(head -1 <<<"$sorted" | cut -d'|' -f1)
     hi=$(tail -1 <<<"$sorted" | cut -d'|' -f1)
-    echo "$(sed -n "$(((REPEAT + 1) / 2))p" <<<"$sorted")|$(printf '%.0f–%.0f' "$lo" "$hi")"
+    echo "$(sed -n "$((($(wc -l <<<"$sorted") + 1) / 2))p" <<<"$sorted")|$(printf '%.0f–%.0f' "$lo" "$hi")"
 }
 
 # rate_rows SIZE TARGET...: every target at the same offered load, LOAD_RATE req/s in an open
@@ -838,8 +838,9 @@ phase_sustained() {
     out "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     local s t rep n
     for s in "${SIZES[@]}"; do
-        declare -A RATES=() ROWS=() CPUS=() FETCHED=() PER_RUN=()
+        declare -A FETCHED=() PER_RUN=() MED=()
         n=${SUS_KEYS[$s]}
+        for t in "${MISS_TARGETS[@]}"; do : >"$WORK/logs/sus-rows-$t-$s"; done
         for rep in $(seq "$MISS_REPEAT"); do
             declare -A RPS=()
             for t in $(miss_order "$rep"); do
@@ -865,25 +866,20 @@ phase_sustained() {
                 read -r srv em < <(awk -v a="$started" -v b="$ended" -v s="$srv" -v e="$em" \
                     'BEGIN { w = b - a; printf "%.0f %.0f\n", s / w, e / w }')
                 RPS[$t]=$(kv "$line" rps)
-                RATES[$t]+=" ${RPS[$t]}"
-                ROWS[$t]+="${RPS[$t]}|$(printf '%.3f' "$(kv "$line" gbps)") | $(fmt_us "$(kv "$line" p50_us)") | $(fmt_us "$(kv "$line" p99_us)") | $(kv "$line" errors) / $(kv "$line" non2xx)"$'\n'
-                CPUS[$t]+="${RPS[$t]}|$srv% / $em%"$'\n'
+                echo "${RPS[$t]}|$(kv "$line" gbps)|$(kv "$line" p50_us)|$(kv "$line" p99_us)|$(kv "$line" errors) / $(kv "$line" non2xx)|$srv% / $em%" \
+                    >>"$WORK/logs/sus-rows-$t-$s"
             done
             for t in "${MISS_TARGETS[@]}"; do
                 PER_RUN[$t]+=" $(awk -v a="${RPS[edgemirror]}" -v b="${RPS[$t]}" 'BEGIN { printf "%.3f", a / b }')"
             done
         done
-        declare -A MED=()
-        for t in "${MISS_TARGETS[@]}"; do read -r MED[$t] _ _ <<<"$(spread "${RATES[$t]}")"; done
+        for t in "${MISS_TARGETS[@]}"; do MED[$t]=$(median_row "$WORK/logs/sus-rows-$t-$s"); done
         for t in "${MISS_TARGETS[@]}"; do
-            local name=$t med lo hi row cpu plo phi
+            local name=$t rps gbps p50 p99 errs cpu range plo phi
             [[ $t == origin ]] && name="origin direct"
-            read -r med lo hi <<<"$(spread "${RATES[$t]}")"
-            # The run with the median req/s: its other columns.
-            row=$(awk -F'|' -v m="$med" '$1 + 0 == m + 0 { sub(/^[^|]*[|]/, ""); print; exit }' <<<"${ROWS[$t]}")
-            cpu=$(awk -F'|' -v m="$med" '$1 + 0 == m + 0 { print $2; exit }' <<<"${CPUS[$t]}")
+            IFS='|' read -r rps gbps p50 p99 errs cpu range <<<"${MED[$t]}"
             read -r _ plo phi <<<"$(spread "${PER_RUN[$t]}")"
-            out "| $name | $s | $(printf '%.0f (%.0f–%.0f)' "$med" "$lo" "$hi") | $row | ${FETCHED[$t]} | $cpu | $(ratio "${MED[edgemirror]}" "$med") | $(printf '%.2f–%.2f' "$plo" "$phi") |"
+            out "| $name | $s | $(printf '%.0f' "$rps") ($range) | $(printf '%.3f' "$gbps") | $(fmt_us "$p50") | $(fmt_us "$p99") | $errs | ${FETCHED[$t]} | $cpu | $(ratio "${MED[edgemirror]%%|*}" "$rps") | $(printf '%.2f–%.2f' "$plo" "$phi") |"
         done
     done
     out ""
