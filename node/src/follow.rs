@@ -3,8 +3,10 @@
 //!
 //! A follower waits for the origin's response head, answers with the object's head (no ETag:
 //! it is the MD5 of bytes that have not arrived yet), then sends what the record holds as it
-//! grows, reading it back from the segment mapping (zero-copy). A slow client only falls behind;
-//! it never slows the fetch or the other clients, and holds no more than one piece in memory.
+//! grows: the last pieces written straight from the memory they arrived in, older bytes from
+//! the segment mapping (zero-copy either way; `RECENT_BYTES` in the cache's record writer). A
+//! slow client only falls behind; it never slows the fetch or the other clients, and holds no
+//! more than one piece in memory.
 //!
 //! An unstored fill (the store could not take the object) is followed the same way, its bytes
 //! read from memory ([`crate::inflight::BodySource`]); its head says
