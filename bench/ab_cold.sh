@@ -5,7 +5,9 @@
 #
 # The two sides may be one binary with two configurations (OLD_STORE, NEW_STORE: extra lines
 # for the node's [store] section), and CONNS > 1 turns it into sustained misses over distinct
-# keys (target 2) instead of one GET at a time.
+# keys (target 2) instead of one GET at a time. A side named `nginx-proxy` or `varnish` runs
+# that peer instead (configured as in bench/peers.sh: proxy_cache with its lock, malloc
+# storage), so the node and a peer take turns on the same origin, objects and minute.
 #
 # Why: on this kind of shared VM the machine's speed moves minute to minute. A few runs of
 # `bench/peers.sh` per build once showed a 2x gain that this script then refuted (bench/RESULTS.md,
@@ -21,7 +23,9 @@
 #
 # Knobs (environment): KEYS (300) CONNS (1) OLD_STORE, NEW_STORE ("") WORK
 # (/tmp/edgemirror-ab-cold) PORT_BASE (19180) SERVER_CORE (1) LOAD_CORE (0) EMLOAD_BIN
-# (target/release/emload, built if missing).
+# (target/release/emload, built if missing) PERF (unset; a path: `perf record -g` of the server
+# core over each run, written to PERF.ROUND-old and PERF.ROUND-new; `python3
+# bench/perf_per_get.py PERF.1-new KEYS` splits it into file write, recv, send, MD5, ...).
 # Needs nginx (apt-get install nginx) and root only if WORK is not writable.
 set -euo pipefail
 
@@ -46,7 +50,13 @@ P_ADMIN=$((PORT_BASE + 2))
 log() { printf '[ab-cold %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for b in "$OLD" "$NEW"; do [[ -x $b ]] || die "no binary at $b"; done
+for b in "$OLD" "$NEW"; do
+    case $b in
+    nginx-proxy) ;;
+    varnish) command -v varnishd >/dev/null || die "varnishd is missing (apt-get install varnish)" ;;
+    *) [[ -x $b ]] || die "no binary at $b" ;;
+    esac
+done
 command -v nginx >/dev/null || die "nginx is missing (apt-get install nginx)"
 EMLOAD_BIN=${EMLOAD_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/emload}
 if [[ ! -x $EMLOAD_BIN ]]; then
@@ -65,6 +75,9 @@ if [[ ! -f $WORK/www/o/size ]] || [[ $(cat "$WORK/www/o/size") != "$SIZE x $KEYS
     done
     echo "$SIZE x $KEYS" >"$WORK/www/o/size"
 fi
+# Peers pass the path on unchanged: the origin serves /ab-cold/o/ too.
+mkdir -p "$WORK/www/ab-cold"
+ln -sfn ../o "$WORK/www/ab-cold/o"
 chmod -R 755 "$WORK"
 cat >"$WORK/nginx.conf" <<EOF
 worker_processes 1;
@@ -84,12 +97,55 @@ trap cleanup EXIT
 taskset -c "$LOAD_CORE" nginx -c "$WORK/nginx.conf" &
 PIDS+=($!)
 
-# One run of `bin` with `store_extra` in its [store]: prints "p50_us p99_us cpu_us_per_get
-# gets_per_s".
-run() {
-    local bin=$1 store_extra=$2
-    rm -rf "$WORK/store"
-    cat >"$WORK/node.toml" <<EOF
+# start_side BIN STORE_EXTRA: starts the node (or the peer BIN names) on $SERVER_CORE and
+# prints "PID TIMED_PID" once it answers (TIMED_PID: the process whose CPU time is the side's).
+start_side() {
+    local bin=$1 store_extra=$2 pid probe
+    rm -rf "$WORK/store" "$WORK/peer"
+    mkdir -p "$WORK/peer/tmp" "$WORK/peer/cache"
+    case $bin in
+    nginx-proxy)
+        cat >"$WORK/peer/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+user root;
+pid $WORK/peer/nginx.pid;
+error_log $WORK/logs/peer.err warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    sendfile off;
+    keepalive_requests 100000000;
+    proxy_temp_path $WORK/peer/tmp;
+    proxy_cache_path $WORK/peer/cache levels=1:2 keys_zone=edge:64m max_size=8g inactive=1d use_temp_path=off;
+    upstream origin { server 127.0.0.1:$P_ORIGIN; keepalive 64; }
+    server {
+        listen 127.0.0.1:$P_NODE;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache edge;
+            proxy_cache_valid 200 1d;
+            proxy_cache_lock on;
+            proxy_cache_lock_timeout 30s;
+        }
+    }
+}
+EOF
+        taskset -c "$SERVER_CORE" nginx -c "$WORK/peer/nginx.conf" >"$WORK/logs/peer.out" 2>&1 &
+        pid=$!
+        probe="http://127.0.0.1:$P_NODE/"
+        ;;
+    varnish)
+        taskset -c "$SERVER_CORE" varnishd -F -n "$WORK/peer/n" -a "127.0.0.1:$P_NODE" \
+            -T "127.0.0.1:$P_ADMIN" -b "127.0.0.1:$P_ORIGIN" -s malloc,2G -t 86400 \
+            >"$WORK/logs/peer.out" 2>&1 &
+        pid=$!
+        probe="http://127.0.0.1:$P_NODE/"
+        ;;
+    *)
+        cat >"$WORK/node.toml" <<EOF
 [server]
 listen = "127.0.0.1:$P_NODE"
 workers = 1
@@ -104,16 +160,41 @@ name = "ab-cold"
 url = "http://127.0.0.1:$P_ORIGIN/"
 key_prefix = ""
 EOF
-    taskset -c "$SERVER_CORE" "$bin" --config "$WORK/node.toml" >"$WORK/logs/node.out" 2>&1 &
-    local pid=$!
+        taskset -c "$SERVER_CORE" "$bin" --config "$WORK/node.toml" >"$WORK/logs/node.out" 2>&1 &
+        pid=$!
+        probe="http://127.0.0.1:$P_ADMIN/health"
+        ;;
+    esac
     local up=0
     for _ in $(seq 100); do
-        if curl -sf "http://127.0.0.1:$P_ADMIN/health" >/dev/null; then up=1; break; fi
+        if curl -s -o /dev/null "$probe"; then up=1; break; fi
         sleep 0.1
     done
-    ((up)) || { kill "$pid"; die "the node did not start (see $WORK/logs/node.out)"; }
+    ((up)) || { kill "$pid"; die "$bin did not start (see $WORK/logs/)"; }
+    # nginx's worker and Varnish's cache process are children of the started process: time
+    # the child (one each here).
+    local child=$pid
+    if [[ $bin == nginx-proxy || $bin == varnish ]]; then
+        child=$(pgrep -P "$pid" | head -1)
+        [[ -n $child ]] || die "no worker process under $bin's $pid"
+    fi
+    echo "$pid $child"
+}
+
+# One run of `bin` with `store_extra` in its [store]: prints "p50_us p99_us cpu_us_per_get
+# gets_per_s".
+run() {
+    local bin=$1 store_extra=$2 pid timed
+    read -r pid timed <<<"$(start_side "$bin" "$store_extra")"
     local before after t0 t1
-    before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    before=$(awk '{print $14 + $15}' "/proc/$timed/stat")
+    local perf_pid=
+    if [[ -n ${PERF:-} ]]; then
+        # The server core's samples over this run only.
+        perf record -q -g -C "$SERVER_CORE" -o "$PERF.$RUN_TAG" 2>/dev/null &
+        perf_pid=$!
+        sleep 0.3
+    fi
     t0=$(date +%s%N)
     if ((CONNS == 1)); then
         taskset -c "$LOAD_CORE" "$EMLOAD_BIN" --cold -c 1 --rounds "$KEYS" --keys "$KEYS" \
@@ -125,9 +206,18 @@ EOF
             >"$WORK/logs/emload.txt"
     fi
     t1=$(date +%s%N)
-    after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid"
+        while kill -0 "$perf_pid" 2>/dev/null; do sleep 0.1; done
+    fi
+    after=$(awk '{print $14 + $15}' "/proc/$timed/stat")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
+    # A peer's worker outlives its parent for a moment, and the next side binds the same port.
+    for _ in $(seq 50); do
+        ss -Hltn "sport = :$P_NODE" | grep -q . || break
+        sleep 0.1
+    done
     local line
     line=$(grep '^summary:' "$WORK/logs/emload.txt")
     [[ $line == *" errors=0"* && $line == *" non2xx=0"* ]] || die "failed GETs: $line"
@@ -141,6 +231,7 @@ for round in $(seq "$ROUNDS"); do
     # Alternate which build goes first: a fixed order was seen to bias a few per cent.
     if ((round % 2)); then order=(old new); else order=(new old); fi
     for which in "${order[@]}"; do
+        RUN_TAG=$round-$which
         if [[ $which == new ]]; then r=$(run "$NEW" "$NEW_STORE"); else r=$(run "$OLD" "$OLD_STORE"); fi
         log "round $round $which: p50 / p99 / CPU per GET (µs) / GET/s: $r"
         RESULTS+=("$which $r")
