@@ -250,6 +250,10 @@ pub struct Segment {
     /// Nothing is appended to it any more (a lane moved on, its solo record committed, or it was
     /// found at start): compaction may rewrite it once no reservation in it is pending.
     sealed: AtomicBool,
+    /// How far from the start the file's blocks are allocated ahead of its writes
+    /// ([`Segment::preallocate_for`]); [`NOT_PREALLOCATED`] for a segment that is not (found at
+    /// start, not on ext4, or given back once settled).
+    preallocated: AtomicU64,
     /// Reservations in it whose records are not finished yet ([`Pending`]): a record writer
     /// before its commit (or abandonment), a tombstone before its trailer. A lane seals its
     /// segment when it rolls to the next, whatever is still being written in it; compaction
@@ -262,12 +266,22 @@ pub struct Segment {
     stats: Arc<StoreStats>,
 }
 
+/// How far ahead of its writes a segment's blocks are allocated (one `fallocate` each time the
+/// writes reach the end of what was). Small against a segment, so a lane that stops writing
+/// holds little the rest of the disk could use; large against a write, so the call is rare.
+pub const PREALLOCATE_BYTES: u64 = 4 << 20;
+
+/// [`Segment::preallocated`] of a segment that does not preallocate.
+const NOT_PREALLOCATED: u64 = u64::MAX;
+
 impl Segment {
+    #[allow(clippy::too_many_arguments, reason = "each is a different part of the new segment")]
     fn create(
         dir: &Path,
         id: u64,
         capacity: u64,
         solo: bool,
+        preallocate: bool,
         stats: &Arc<StoreStats>,
         maps: &Arc<MapCache>,
     ) -> Result<Arc<Segment>> {
@@ -299,6 +313,7 @@ impl Segment {
             file_len: AtomicU64::new(0),
             discarded: AtomicBool::new(false),
             sealed: AtomicBool::new(false),
+            preallocated: AtomicU64::new(if preallocate && capacity > 0 { 0 } else { NOT_PREALLOCATED }),
             pending: AtomicU64::new(0),
             min_seq: AtomicU64::new(u64::MAX),
             maps: maps.clone(),
@@ -327,6 +342,7 @@ impl Segment {
     /// A positional write. Counts what the file grew by in `disk_bytes`, and a failure in
     /// `write_failures`; a full disk is [`Error::NoSpace`].
     pub(crate) fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.preallocate_for(offset + buf.len() as u64);
         match self.write_all_at(buf, offset) {
             Ok(()) => {
                 self.grew_to(offset + buf.len() as u64);
@@ -373,6 +389,42 @@ impl Segment {
         }
     }
 
+    /// Allocates the file's blocks up to [`PREALLOCATE_BYTES`] past `end` (at most its capacity)
+    /// when a write is about to reach past what is allocated. Best effort: on a full disk the
+    /// `fallocate` fails and the write allocates as it goes (and finds the disk full itself).
+    fn preallocate_for(&self, end: u64) {
+        let done = self.preallocated.load(Ordering::Acquire);
+        if end <= done || done == NOT_PREALLOCATED {
+            return;
+        }
+        let to = end.saturating_add(PREALLOCATE_BYTES).min(self.capacity);
+        // One writer allocates each stretch; the others' writes land in it or past it.
+        if to <= done || self.preallocated.compare_exchange(done, to, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return;
+        }
+        if let Err(e) = self.file().and_then(|file| sys::preallocate(&file, done, to - done)) {
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                self.preallocated.store(NOT_PREALLOCATED, Ordering::Release);
+            }
+        }
+    }
+
+    /// Gives back the blocks allocated past the file's end once nothing more will be written to
+    /// it: sealed, and no reservation pending. Both call it; whichever comes second acts.
+    fn settled_now(&self) {
+        // Orders this side's store (sealed / pending) before its load of the other's.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.is_settled() {
+            return;
+        }
+        let done = self.preallocated.swap(NOT_PREALLOCATED, Ordering::AcqRel);
+        if done != NOT_PREALLOCATED && done > self.len() {
+            if let Ok(file) = self.file() {
+                sys::release_past_end(&file);
+            }
+        }
+    }
+
     fn grew_to(&self, end: u64) {
         let before = self.file_len.fetch_max(end, Ordering::AcqRel);
         if end > before {
@@ -416,6 +468,7 @@ impl Segment {
 
     pub(crate) fn seal(&self) {
         self.sealed.store(true, Ordering::Release);
+        self.settled_now();
     }
 
     /// Sealed, and no reservation in it is still being written: compaction may rewrite it.
@@ -586,13 +639,17 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+        if self.0.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.settled_now();
+        }
     }
 }
 
 pub struct Store {
     config: StoreConfig,
     segments_dir: PathBuf,
+    /// New segments' blocks are allocated ahead of their writes ([`sys::preallocation_helps`]).
+    preallocate: bool,
     next_segment_id: AtomicU64,
     /// Shared with the verifier threads, which drop entries whose bodies fail their check.
     index: Arc<index::Index>,
@@ -676,6 +733,7 @@ impl Store {
         let store = Arc::new(Store {
             next_segment_id: AtomicU64::new(recovered.next_segment_id),
             config,
+            preallocate: sys::preallocation_helps(&segments_dir),
             segments_dir,
             index,
             lanes,
@@ -1246,7 +1304,8 @@ impl Store {
             self.check_capacity(capacity.max(FILE_HEADER_LEN))?;
         }
         let id = self.next_segment_id.fetch_add(1, Ordering::Relaxed);
-        let segment = Segment::create(&self.segments_dir, id, capacity, solo, &self.stats, &self.maps)?;
+        let segment =
+            Segment::create(&self.segments_dir, id, capacity, solo, self.preallocate, &self.stats, &self.maps)?;
         self.segments.lock().unwrap_or_else(|e| e.into_inner()).insert(id, segment.clone());
         Ok(segment)
     }
@@ -1502,6 +1561,77 @@ mod tests {
         assert_eq!(cache.len(), 1);
     }
 
+    /// On ext4, a segment's blocks are allocated ahead of its writes, and given back past its end
+    /// once it is settled (sealed, nothing pending) or found at start: no segment keeps more disk
+    /// than its length, and nothing written is cut off.
+    #[test]
+    fn segments_are_preallocated_while_written_and_given_back_once_settled() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        if !sys::preallocation_helps(dir.path()) {
+            eprintln!("not ext4 here; skipped");
+            return;
+        }
+        let config = StoreConfig {
+            segment_bytes: 16 << 20,
+            compaction: CompactionConfig { interval: Duration::ZERO, ..Default::default() },
+            ..StoreConfig::new(dir.path())
+        };
+        // (length, bytes allocated past the length rounded up to a block)
+        let past_end = |path: &Path| {
+            let m = fs::metadata(path).unwrap();
+            (m.len(), (m.blocks() * 512).saturating_sub(m.len().div_ceil(4096) * 4096))
+        };
+        let store = Store::open(config.clone()).unwrap().0;
+        put(&store, "small", &body(100_000, 1));
+        let first = entry(&store, ObjectKeyRef::new("b", "small")).segment.clone();
+        let (_, ahead) = past_end(&first.path);
+        assert!(ahead > PREALLOCATE_BYTES / 2, "only {ahead} bytes allocated ahead of the writes");
+
+        // A record still being written when its lane moves on to the next segment.
+        let slow = body(1 << 20, 2);
+        let mut w = store
+            .begin(
+                0,
+                ObjectKeyRef::new("b", "slow"),
+                RecordMeta::new(SystemTime::now()),
+                Some(slow.len() as u64),
+                CommitRule::LastWins,
+            )
+            .unwrap();
+        w.append(&slow.slice(..1000)).unwrap();
+        let mut puts = Vec::new();
+        for i in 0..6 {
+            let data = body(3 << 20, 10 + i as u8);
+            put(&store, &format!("big{i}"), &data);
+            puts.push(data);
+        }
+        let last = entry(&store, ObjectKeyRef::new("b", "big5")).segment.clone();
+        assert_ne!(last.id, first.id, "the lane moved on");
+        assert!(first.is_sealed() && !first.is_settled());
+        let (_, ahead) = past_end(&first.path);
+        assert!(ahead > 0, "given back while a record in it is still written");
+        w.append(&slow.slice(1000..)).unwrap();
+        w.commit().unwrap();
+        let (len, ahead) = past_end(&first.path);
+        assert_eq!(ahead, 0, "a settled segment of {len} bytes keeps {ahead} bytes past its end");
+
+        // The lane's current segment keeps its allocation until the next start.
+        assert!(past_end(&last.path).1 > 0);
+        drop((first, last));
+        drop(store);
+        let store = Store::open(config).unwrap().0;
+        for file in fs::read_dir(dir.path().join("segments")).unwrap() {
+            let path = file.unwrap().path();
+            assert_eq!(past_end(&path).1, 0, "{} keeps blocks past its end after a restart", path.display());
+        }
+        assert_eq!(store.get(ObjectKeyRef::new("b", "small")).unwrap().unwrap().body, body(100_000, 1));
+        assert_eq!(store.get(ObjectKeyRef::new("b", "slow")).unwrap().unwrap().body, slow);
+        for (i, data) in puts.iter().enumerate() {
+            assert_eq!(&store.get(ObjectKeyRef::new("b", &format!("big{i}"))).unwrap().unwrap().body, data);
+        }
+    }
+
     #[test]
     fn solo_segments_are_mapped_only_while_read_recently() {
         let dir = tempfile::tempdir().unwrap();
@@ -1563,6 +1693,7 @@ mod tests {
             file_len: AtomicU64::new(0),
             discarded: AtomicBool::new(false),
             sealed: AtomicBool::new(false),
+            preallocated: AtomicU64::new(NOT_PREALLOCATED),
             pending: AtomicU64::new(0),
             min_seq: AtomicU64::new(u64::MAX),
             maps: Arc::new(MapCache::default()),

@@ -259,6 +259,9 @@ fn scan_segment(
     let file = File::options().read(true).write(true).open(path).map_err(|e| Error::io(path, e))?;
     sys::no_read_ahead(&file);
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    // A segment that was being written when the node stopped keeps the blocks allocated ahead of
+    // its writes: nothing appends to a segment found at start.
+    sys::release_past_end(&file);
     let mut scan = Scan { segment: None, committed: 0, tombstones: 0, skipped: 0, max_seq: 0 };
     let map = sys::map_file(&file, len).map_err(|e| Error::io(path, e))?;
     let Some(fh) = FileHeader::decode(&map) else {
@@ -284,6 +287,7 @@ fn scan_segment(
         file_len: AtomicU64::new(len),
         discarded: AtomicBool::new(false),
         sealed: AtomicBool::new(true),
+        preallocated: AtomicU64::new(super::NOT_PREALLOCATED),
         pending: AtomicU64::new(0),
         min_seq: AtomicU64::new(u64::MAX),
         maps: maps.clone(),

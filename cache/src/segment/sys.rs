@@ -123,6 +123,55 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Allocates the blocks of `len` bytes of `file` from `offset` without changing its length
+/// (`fallocate` with `FALLOC_FL_KEEP_SIZE`): the writes that fill them later skip ext4's
+/// delayed-allocation reservation of each block ([`preallocation_helps`]).
+pub(crate) fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: fallocate takes a descriptor `file` keeps open for the call, and changes no memory.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether segment files in `dir` are preallocated ahead of their writes. ext4 only, where it was
+/// measured: a buffered write into preallocated blocks took 20% less CPU than one that reserves
+/// its blocks as it goes (delayed allocation: `ext4_da_get_block_prep` per block), 1 MiB sustained
+/// misses 1.09x the GETs per second (bench/RESULTS.md, "Issue 14, fifth pass"). Not on tmpfs,
+/// where preallocating is allocating (and zeroing) the memory itself, nor on file systems that
+/// were not measured.
+pub(crate) fn preallocation_helps(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call; `st` is a properly
+    // sized, writable statfs the call fills in; it is read only after the call succeeded.
+    if unsafe { libc::statfs(c_path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statfs returned 0, so it initialised the struct.
+    let st = unsafe { st.assume_init() };
+    st.f_type == libc::EXT4_SUPER_MAGIC
+}
+
+/// Gives back blocks allocated past the end of `file` ([`preallocate`]): `ftruncate` to its own
+/// length frees them on ext4 and changes nothing else. Only for a file no one is extending (a
+/// concurrent write past the length read here would be cut off). Best effort.
+pub(crate) fn release_past_end(file: &File) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = file.metadata() else { return };
+    // st_blocks counts 512-byte units; anything past the length rounded up to a block is
+    // preallocated.
+    let block = m.blksize().max(512);
+    if m.blocks() * 512 > m.len().div_ceil(block) * block {
+        let _ = file.set_len(m.len());
+    }
+}
+
 /// Bytes available to unprivileged users on the filesystem holding `path` (`statvfs`: `f_bavail`
 /// blocks of `f_frsize`).
 pub(crate) fn free_bytes(path: &std::path::Path) -> io::Result<u64> {
