@@ -5,9 +5,10 @@
 #
 # The two sides may be one binary with two configurations (OLD_STORE, NEW_STORE: extra lines
 # for the node's [store] section), and CONNS > 1 turns it into sustained misses over distinct
-# keys (target 2) instead of one GET at a time. A side named `nginx-proxy` or `varnish` runs
-# that peer instead (configured as in bench/peers.sh: proxy_cache with its lock, malloc
-# storage), so the node and a peer take turns on the same origin, objects and minute.
+# keys (target 2) instead of one GET at a time. A side named `nginx-proxy`, `varnish` or
+# `varnish-file` runs that peer instead (configured as in bench/peers.sh: proxy_cache with its
+# lock; malloc storage; file storage, as the disk phase's), so the node and a peer take turns on
+# the same origin, objects and minute.
 #
 # Why: on this kind of shared VM the machine's speed moves minute to minute. A few runs of
 # `bench/peers.sh` per build once showed a 2x gain that this script then refuted (bench/RESULTS.md,
@@ -53,7 +54,7 @@ die() { log "error: $*"; exit 1; }
 for b in "$OLD" "$NEW"; do
     case $b in
     nginx-proxy) ;;
-    varnish) command -v varnishd >/dev/null || die "varnishd is missing (apt-get install varnish)" ;;
+    varnish | varnish-file) command -v varnishd >/dev/null || die "varnishd is missing (apt-get install varnish)" ;;
     *) [[ -x $b ]] || die "no binary at $b" ;;
     esac
 done
@@ -137,9 +138,11 @@ EOF
         pid=$!
         probe="http://127.0.0.1:$P_NODE/"
         ;;
-    varnish)
+    varnish | varnish-file)
+        local storage=malloc,2G
+        [[ $bin == varnish-file ]] && storage=file,$WORK/peer/storage.bin,4G
         taskset -c "$SERVER_CORE" varnishd -F -n "$WORK/peer/n" -a "127.0.0.1:$P_NODE" \
-            -T "127.0.0.1:$P_ADMIN" -b "127.0.0.1:$P_ORIGIN" -s malloc,2G -t 86400 \
+            -T "127.0.0.1:$P_ADMIN" -b "127.0.0.1:$P_ORIGIN" -s "$storage" -t 86400 \
             >"$WORK/logs/peer.out" 2>&1 &
         pid=$!
         probe="http://127.0.0.1:$P_NODE/"
@@ -174,7 +177,7 @@ EOF
     # nginx's worker and Varnish's cache process are children of the started process: time
     # the child (one each here).
     local child=$pid
-    if [[ $bin == nginx-proxy || $bin == varnish ]]; then
+    if [[ $bin == nginx-proxy || $bin == varnish* ]]; then
         child=$(pgrep -P "$pid" | head -1)
         [[ -n $child ]] || die "no worker process under $bin's $pid"
     fi
