@@ -22,7 +22,8 @@
 # Prints per build the p50 and p99 of the complete time per run, then their medians and ranges,
 # the node's CPU time per GET (utime + stime of the process over the run) and GETs per second.
 #
-# Knobs (environment): KEYS (300) CONNS (1) OLD_STORE, NEW_STORE ("") WORK
+# Knobs (environment): KEYS (300) CONNS (1) COLD_ORIGIN (0; 1: the origin's objects are dropped
+# from the page cache before each run, so it reads them from disk) OLD_STORE, NEW_STORE ("") WORK
 # (/tmp/edgemirror-ab-cold) PORT_BASE (19180) SERVER_CORE (1) LOAD_CORE (0) EMLOAD_BIN
 # (target/release/emload, built if missing) PERF (unset; a path: `perf record -g` of the server
 # core over each run, written to PERF.ROUND-old and PERF.ROUND-new; `python3
@@ -38,6 +39,7 @@ ROUNDS=${3:-8}
 SIZE=${4:-1048576}
 KEYS=${KEYS:-300}
 CONNS=${CONNS:-1}
+COLD_ORIGIN=${COLD_ORIGIN:-0}
 OLD_STORE=${OLD_STORE:-}
 NEW_STORE=${NEW_STORE:-}
 WORK=${WORK:-/tmp/edgemirror-ab-cold}
@@ -93,8 +95,16 @@ PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    restore_guest_memory
 }
 trap cleanup EXIT
+source "$ROOT/bench/guest_memory.sh"
+# Free memory stays with this VM for the run (bench/guest_memory.sh): both sides' new bytes land
+# on memory the host backs, whichever runs first.
+if [[ $(id -u) == 0 ]]; then
+    warm_guest_memory
+    [[ -z $GUEST_MEMORY_WARMED ]] || log "guest memory: $GUEST_MEMORY_WARMED GiB touched, kept from the host"
+fi
 taskset -c "$LOAD_CORE" nginx -c "$WORK/nginx.conf" &
 PIDS+=($!)
 
@@ -106,6 +116,9 @@ start_side() {
     mkdir -p "$WORK/peer/tmp" "$WORK/peer/cache"
     case $bin in
     nginx-proxy)
+        # The cache's two directory levels made ahead, as they stand in a cache that has run a
+        # while (peers.sh's): nginx would otherwise make up to 4,096 of them during the run.
+        mkdir -p "$WORK"/peer/cache/{0..9,a..f}/{0..9,a..f}{0..9,a..f}
         cat >"$WORK/peer/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -190,6 +203,14 @@ run() {
     local bin=$1 store_extra=$2 pid timed
     read -r pid timed <<<"$(start_side "$bin" "$store_extra")"
     local before after t0 t1
+    if ((COLD_ORIGIN)); then
+        # The origin's objects out of the page cache: it reads them from disk, as in a
+        # peers.sh phase that runs minutes after the objects were written (this VM pages
+        # out page cache not used for a minute: bench/RESULTS.md, "Issue 14, fifth pass").
+        python3 -c 'import os, sys
+for p in sys.argv[1:]:
+    fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$WORK"/www/o/obj-*
+    fi
     before=$(awk '{print $14 + $15}' "/proc/$timed/stat")
     local perf_pid=
     if [[ -n ${PERF:-} ]]; then

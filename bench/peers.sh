@@ -57,7 +57,8 @@
 # REPEAT (3 runs per row, median shown) MISS_REPEAT (REPEAT: runs of the cold and sustained
 # phases, each on fresh keys) QUIET_MAX_PCT (25) QUIET_WAIT (180: how long to wait for
 # the machine to go idle before each run) KEEP_DATA (0: objects and stores are deleted at the
-# end, logs are kept).
+# end, logs are kept) WARM_MEMORY (1; 0: leave this VM's free page reporting as it is, see
+# bench/guest_memory.sh) WARM_MEMORY_GIB.
 
 set -euo pipefail
 
@@ -157,6 +158,7 @@ cleanup() {
         rmdir "$CG" 2>/dev/null || log "could not remove cgroup $CG"
     fi
     for g in "${MEMCGS[@]}"; do rmdir "$g" 2>/dev/null || log "could not remove cgroup $g"; done
+    declare -F restore_guest_memory >/dev/null && restore_guest_memory
     if [[ $KEEP_DATA != 1 && -d $WORK ]]; then
         rm -rf "$WORK/www" "$WORK"/edgemirror*/store "$WORK/nginx-proxy/cache" "$WORK/varnish" "$WORK/varnish-file" \
             "$WORK/edgemirror-log/store" "$WORK/edgemirror-log/access.log"
@@ -217,6 +219,13 @@ rm -rf "$WORK"
 mkdir -p "$WORK"/{www,logs}
 touch "$WORK/.edgemirror-peers"
 WWW=$WORK/www
+# This VM hands free memory back to its host, and memory handed back is ~10x slower to write the
+# first time: see bench/guest_memory.sh.
+source "$ROOT/bench/guest_memory.sh"
+warm_guest_memory
+if [[ -n $GUEST_MEMORY_WARMED ]]; then
+    log "guest memory: $GUEST_MEMORY_WARMED GiB touched, kept from the host for the run ($GUEST_REPORTING)"
+fi
 log "writing objects under $WWW"
 make_objects() { # dir count bytes [name-prefix]
     local dir=$1 count=$2 bytes=$3 name=${4:-obj-}
@@ -1061,7 +1070,7 @@ done
 curl -s "http://127.0.0.1:$P_EDGE_ADMIN/metrics" >"$WORK/logs/edgemirror-metrics.txt" || true
 du -sh "$WORK/edgemirror/store" >"$WORK/logs/edgemirror-store-size.txt" 2>&1 || true
 
-out "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); repo at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty'); edgemirror binary $EDGEMIRROR_BIN built $(date -u -r "$EDGEMIRROR_BIN" '+%H:%M UTC'); $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)); kernel $(uname -r)"
+out "Run: $(date -u '+%Y-%m-%d %H:%M UTC');$([[ -n ${GUEST_MEMORY_WARMED:-} ]] && echo " guest memory warmed ($GUEST_MEMORY_WARMED GiB) and kept from the host (bench/guest_memory.sh);") repo at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty'); edgemirror binary $EDGEMIRROR_BIN built $(date -u -r "$EDGEMIRROR_BIN" '+%H:%M UTC'); $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)); kernel $(uname -r)"
 out "Versions: $(nginx -v 2>&1 | sed 's/.*: //'); $(varnishd -V 2>&1 | head -1 | sed 's/ revision.*//;s/(//'); $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'); emload driver $(kv "${line:-}" driver)"
 out "Pinning: servers on core $SERVER_CORE ($([[ -n $CG ]] && echo "cpuset cgroup + taskset" || echo "taskset only")), load and origin on core $LOAD_CORE; edgemirror threads: ${EDGE_AFFINITY%, }"
 out "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); logs in $WORK/logs"

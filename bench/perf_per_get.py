@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Where a server's CPU goes per request, from a `perf record -g` of its core.
 
-    python3 bench/perf_per_get.py PERF_DATA REQUESTS
+    python3 bench/perf_per_get.py PERF_DATA REQUESTS [START,END]
 
 PERF_DATA: one run's samples of the server core (`PERF=/tmp/pf bash bench/ab_cold.sh ...`
-writes /tmp/pf.ROUND-old and /tmp/pf.ROUND-new). REQUESTS: the requests the run made. Prints
+writes /tmp/pf.ROUND-old and /tmp/pf.ROUND-new). REQUESTS: the requests the run made.
+START,END: only the samples in that window (`perf script --time`; with `perf record -k
+CLOCK_REALTIME`, seconds since the epoch: one run out of a record of a whole peers.sh phase,
+from the times its log prints). Prints
 the sampled CPU time per request by part of the work, each sample counted once, by the first
 rule its call chain matches:
 
@@ -58,11 +61,12 @@ def classify(comm, frames):
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__.split("\n\n")[1])
     path, requests = sys.argv[1], int(sys.argv[2])
+    window = ["--time", sys.argv[3]] if len(sys.argv) == 4 else []
     script = subprocess.run(
-        ["perf", "script", "-i", path, "-F", "comm,period,ip,sym", "--no-inline"],
+        ["perf", "script", "-i", path, "-F", "comm,period,ip,sym", "--no-inline"] + window,
         capture_output=True,
         text=True,
         check=True,

@@ -1,0 +1,49 @@
+# bench/guest_memory.sh: sourced by bench/peers.sh and bench/ab_cold.sh (as root).
+#
+# The bench VM gives free memory back to its host (free page reporting; this kernel's
+# /sys/module/page_reporting/parameters/max_waiting_mib keeps only 1,024 MiB of free memory
+# unreported). Memory that went back is slow to touch again: a probe writing 4 GiB into a new
+# file spent ~250 µs per MiB for the first GiB and 2,500-3,700 µs per MiB after it
+# (bench/RESULTS.md, "Issue 14, fifth pass"). A server that stores what it fetches (every cache
+# here) pays that on each new byte once the pool is used up, so which target ran out of warm
+# memory first, not which is faster, decided the miss phases.
+#
+# warm_guest_memory keeps free memory with the guest for the run (max_waiting_mib raised to the
+# machine's memory) and touches WARM_MEMORY_GIB (default: what is available less 2 GiB, at most
+# 12) once, so the servers' new bytes land on memory the host already backs;
+# restore_guest_memory puts the setting back. Nothing is done where the setting does not exist
+# (another machine), or with WARM_MEMORY=0.
+
+GUEST_REPORTING=/sys/module/page_reporting/parameters/max_waiting_mib
+GUEST_REPORTING_SAVED=
+# GiB touched by warm_guest_memory (empty: nothing done).
+GUEST_MEMORY_WARMED=
+
+warm_guest_memory() {
+    [[ ${WARM_MEMORY:-1} == 1 && -w $GUEST_REPORTING ]] || return 0
+    GUEST_REPORTING_SAVED=$(cat "$GUEST_REPORTING")
+    local total_mib avail_mib gib
+    total_mib=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
+    avail_mib=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
+    echo "$total_mib" >"$GUEST_REPORTING"
+    gib=${WARM_MEMORY_GIB:-$(((avail_mib - 2048) / 1024))}
+    ((gib > 12)) && [[ -z ${WARM_MEMORY_GIB:-} ]] && gib=12
+    ((gib > 0)) || return 0
+    python3 - "$gib" <<'EOF'
+import mmap, sys
+size = int(sys.argv[1]) << 30
+m = mmap.mmap(-1, size)
+piece = b"\x5a" * (1 << 20)
+for off in range(0, size, 1 << 20):
+    m[off:off + (1 << 20)] = piece
+m.close()
+EOF
+    GUEST_MEMORY_WARMED=$gib
+}
+
+restore_guest_memory() {
+    if [[ -n $GUEST_REPORTING_SAVED ]]; then
+        echo "$GUEST_REPORTING_SAVED" >"$GUEST_REPORTING" 2>/dev/null || true
+        GUEST_REPORTING_SAVED=
+    fi
+}
