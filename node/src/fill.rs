@@ -277,6 +277,14 @@ enum Source {
 
 /// The usual fill: every piece goes to the store record, which followers read; commit makes the
 /// object visible. A full disk mid-body hands the rest of the body over to [`to_memory`].
+/// Bodies up to this size (by their Content-Length) are hashed on the worker as they are
+/// written: a few microseconds of MD5, less than handing them to a hasher thread (a channel
+/// send, a wake-up, a stream in its table), which paid off only for bigger bodies. Sustained
+/// 1 KiB misses at ~10,000 a second had left 54,593 digests queued on the hasher (the fills
+/// uncommitted, their clients long served), and 64 KiB misses after them ran at 41-434 GET/s
+/// instead of ~4,000 (bench/RESULTS.md, "Issue 14, fifth pass").
+pub const INLINE_MD5_MAX_BYTES: u64 = 16 << 10;
+
 async fn to_record(
     worker: &Rc<Worker>,
     guard: FillGuard,
@@ -290,7 +298,12 @@ async fn to_record(
     if let Some(md5) = body.content_md5 {
         writer.expect_md5(md5);
     }
-    let mut hasher = shared.hashes.start();
+    // A small body is hashed by the writer as it is written (on this worker); a bigger one on
+    // the hasher threads, many at once.
+    let mut hasher = match body.length {
+        Some(len) if len <= INLINE_MD5_MAX_BYTES => None,
+        _ => shared.hashes.start(),
+    };
     if hasher.is_some() {
         writer.defer_md5();
     }
