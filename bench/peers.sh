@@ -538,6 +538,23 @@ out() { echo "$*" | tee -a "$RESULTS"; }
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4; exit }' /proc/stat; }
 # Waits (up to QUIET_WAIT s) until the machine is nearly idle: other work on these 2 cores
 # (a compile, a fuzzer) would be measured as the server's slowness.
+# origin_warm PATTERN FIRST COUNT: reads the origin's objects PATTERN (with {} for the key
+# number) FIRST..FIRST+COUNT-1 into the page cache. This VM pages out page cache unused for a
+# minute (DAMON, bench/RESULTS.md "Issue 14, fifth pass"): objects written at the start were
+# read from disk by the origin for whichever target asked first, which then ran against a slower
+# origin than the others.
+origin_warm() {
+    local pattern=$1 first=$2 count=$3
+    python3 - "$pattern" "$first" "$count" <<'PY'
+import sys
+pattern, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for k in range(first, first + count):
+    with open(pattern.replace("{}", str(k)), "rb") as f:
+        while f.read(1 << 20):
+            pass
+PY
+}
+
 wait_quiet() {
     local waited=0 busy
     while :; do
@@ -801,6 +818,7 @@ phase_cold() {
                 local hdr=() base line tags
                 [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
                 base=$((((rep - 1) * ${#MISS_TARGETS[@]} + $(miss_index "$t")) * COLD_ROUNDS))
+                origin_warm "$WWW/cold/$s-{}" "$base" "$COLD_ROUNDS"
                 wait_quiet
                 log "cold: $t $s (run $rep of $MISS_REPEAT)"
                 emload --cold -c 1 --rounds "$COLD_ROUNDS" --keys "$COLD_ROUNDS" --key-offset "$base" \
@@ -855,6 +873,7 @@ phase_sustained() {
             for t in $(miss_order "$rep"); do
                 local hdr=() before pid ticks started ended line srv em
                 [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
+                origin_warm "$WWW/sus/$s/obj-{}" $(((rep - 1) * n)) "$n"
                 wait_quiet
                 log "sustained misses: $t $s (run $rep of $MISS_REPEAT)"
                 before=$(origin_requests)
