@@ -127,14 +127,19 @@ pid $WORK/peer/nginx.pid;
 error_log $WORK/logs/peer.err warn;
 events { worker_connections 8192; }
 http {
+    default_type application/octet-stream;
     access_log off;
-    sendfile off;
+    sendfile on;
+    tcp_nopush on;
     keepalive_requests 100000000;
-    proxy_temp_path $WORK/peer/tmp;
+    keepalive_timeout 120s;
+    client_body_temp_path $WORK/peer/tmp/body;
+    proxy_temp_path $WORK/peer/tmp/proxy;
     proxy_cache_path $WORK/peer/cache levels=1:2 keys_zone=edge:64m max_size=8g inactive=1d use_temp_path=off;
     upstream origin { server 127.0.0.1:$P_ORIGIN; keepalive 64; }
     server {
         listen 127.0.0.1:$P_NODE;
+        sendfile off;
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -190,7 +195,11 @@ EOF
     # nginx's worker and Varnish's cache process are children of the started process: time
     # the child (one each here).
     local child=$pid
-    if [[ $bin == nginx-proxy || $bin == varnish* ]]; then
+    if [[ $bin == nginx-proxy ]]; then
+        # Not the cache manager or loader.
+        child=$(pgrep -P "$pid" -f "worker process" | head -1)
+        [[ -n $child ]] || die "no worker process under $bin's $pid"
+    elif [[ $bin == varnish* ]]; then
         child=$(pgrep -P "$pid" | head -1)
         [[ -n $child ]] || die "no worker process under $bin's $pid"
     fi
