@@ -226,7 +226,7 @@ async fn run(worker: Rc<Worker>, mut guard: FillGuard, plan: FetchPlan) {
             note_unstored(&worker, rid, &reason, 0);
             let memory = guard.memory_body();
             guard.fill().set_body(FillBody::unstored(meta, length, memory.clone()));
-            let hash = content_md5.map(|_| BodyHash::start(shared));
+            let hash = content_md5.map(|_| BodyHash::start(shared, length));
             to_memory(&worker, guard, rid, body, memory, hash, None).await;
         }
         Err(e) => {
@@ -277,14 +277,6 @@ enum Source {
 
 /// The usual fill: every piece goes to the store record, which followers read; commit makes the
 /// object visible. A full disk mid-body hands the rest of the body over to [`to_memory`].
-/// Bodies up to this size (by their Content-Length) are hashed on the worker as they are
-/// written: a few microseconds of MD5, less than handing them to a hasher thread (a channel
-/// send, a wake-up, a stream in its table), which paid off only for bigger bodies. Sustained
-/// 1 KiB misses at ~10,000 a second had left 54,593 digests queued on the hasher (the fills
-/// uncommitted, their clients long served), and 64 KiB misses after them ran at 41-434 GET/s
-/// instead of ~4,000 (bench/RESULTS.md, "Issue 14, fifth pass").
-pub const INLINE_MD5_MAX_BYTES: u64 = 16 << 10;
-
 async fn to_record(
     worker: &Rc<Worker>,
     guard: FillGuard,
@@ -298,12 +290,8 @@ async fn to_record(
     if let Some(md5) = body.content_md5 {
         writer.expect_md5(md5);
     }
-    // A small body is hashed by the writer as it is written (on this worker); a bigger one on
-    // the hasher threads, many at once.
-    let mut hasher = match body.length {
-        Some(len) if len <= INLINE_MD5_MAX_BYTES => None,
-        _ => shared.hashes.start(),
-    };
+    // Without a hasher job, the writer hashes the body as it is written (on this worker).
+    let mut hasher = shared.hashes.start(body.length);
     if hasher.is_some() {
         writer.defer_md5();
     }
@@ -542,8 +530,8 @@ enum BodyHash {
 }
 
 impl BodyHash {
-    fn start(shared: &Shared) -> BodyHash {
-        match shared.hashes.start() {
+    fn start(shared: &Shared, length: Option<u64>) -> BodyHash {
+        match shared.hashes.start(length) {
             Some(job) => BodyHash::Pool(job),
             None => BodyHash::Inline(Md5::new()),
         }

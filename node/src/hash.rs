@@ -39,6 +39,14 @@ pub const MAX_POOL_BACKLOG_BYTES: u64 = 64 << 20;
 /// Bodies advanced together in one round: the 16 32-bit lanes of an AVX-512 register.
 pub const LANES: usize = 16;
 
+/// Bodies up to this size (by their Content-Length) are not handed to a hasher thread: their
+/// MD5 takes a few microseconds on the worker, less than the hand-over (a channel send, a
+/// wake-up, a stream in the hasher's table). Sustained 1 KiB misses at ~10,000 a second had
+/// left 54,593 digests queued on the hasher (the fills uncommitted, their clients long served),
+/// and 64 KiB misses after them ran at 41-527 GET/s instead of ~4,000 (bench/RESULTS.md,
+/// "Issue 14, fifth pass").
+pub const INLINE_MAX_BYTES: u64 = 16 << 10;
+
 enum Job {
     Update(Arc<State>, Bytes),
     Finish(Arc<State>, oneshot::Sender<[u8; 16]>),
@@ -83,9 +91,10 @@ impl HashPool {
         Ok(HashPool { lanes, next: AtomicUsize::new(0), queued: Arc::new(AtomicU64::new(0)) })
     }
 
-    /// A hashing job for one fill, or `None` when hashing is inline.
-    pub fn start(&self) -> Option<HashJob> {
-        if self.lanes.is_empty() {
+    /// A hashing job for a body of `len` bytes (`None`: not known yet), or `None` when the
+    /// caller hashes it inline: no hasher threads, or a body of at most [`INLINE_MAX_BYTES`].
+    pub fn start(&self, len: Option<u64>) -> Option<HashJob> {
+        if self.lanes.is_empty() || len.is_some_and(|len| len <= INLINE_MAX_BYTES) {
             return None;
         }
         let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
@@ -204,7 +213,24 @@ impl Hasher {
         })
     }
 
-    /// Hashes the next part of up to [`LANES`] streams' front pieces, together.
+    /// One round: the next up to [`LANES`] streams in line ([`Hasher::hash_streams`]), then
+    /// back in line if they have more, or answered if they are through.
+    fn hash_round(&mut self, engine: Md5Many) {
+        let turn = self.ready.len().min(LANES);
+        let taken: Vec<usize> = self.ready.drain(..turn).collect();
+        self.hash_streams(engine, &taken);
+        for id in taken {
+            let Some(stream) = self.streams.get(&id) else { continue };
+            if !stream.pieces.is_empty() {
+                self.ready.push_back(id);
+            } else if stream.finish.is_some() {
+                self.done.push(id);
+            }
+        }
+    }
+
+    /// Hashes the next part of `ids`' front pieces (up to [`LANES`] streams with pieces),
+    /// together.
     ///
     /// `md5-many` is fast only at the lane counts it has whole-register kernels for: on this
     /// CPU 16 lanes of 64 KiB hash at 7.4 GB/s and 8 at 4.9 GB/s, but 5-7 lanes take a path that
@@ -216,22 +242,6 @@ impl Hasher {
     /// round), and 8 or 16 lanes, the empty ones filled with copies of the first (their result
     /// is thrown away). A lone stream takes the single-stream path. The bytes that realign a
     /// state, and a piece's last bytes short of a block, go one stream at a time (under 64 each).
-    fn hash_round(&mut self, engine: Md5Many) {
-        let turn = self.ready.len().min(LANES);
-        let taken: Vec<usize> = self.ready.drain(..turn).collect();
-        self.hash_streams(engine, &taken);
-        // Back in line if they have more; answered if they are through and asked.
-        for id in taken {
-            let Some(stream) = self.streams.get(&id) else { continue };
-            if !stream.pieces.is_empty() {
-                self.ready.push_back(id);
-            } else if stream.finish.is_some() {
-                self.done.push(id);
-            }
-        }
-    }
-
-    /// Hashes the next part of `ids`' front pieces (up to [`LANES`] streams with pieces).
     fn hash_streams(&mut self, engine: Md5Many, ids: &[usize]) {
         // Realign, and set aside the lanes with a whole block or more to hash.
         let mut lanes: Vec<usize> = Vec::with_capacity(ids.len());
@@ -461,7 +471,7 @@ mod tests {
                 (0..(b * 7919 % 300_000 + b)).map(|i| (i.wrapping_mul(31).wrapping_add(b * 17) % 251) as u8).collect()
             })
             .collect();
-        let mut jobs: Vec<HashJob> = bodies.iter().map(|_| pool.start().unwrap()).collect();
+        let mut jobs: Vec<HashJob> = bodies.iter().map(|_| pool.start(None).unwrap()).collect();
         // Interleave the bodies' pieces, each body cut at its own piece length.
         let mut offsets = vec![0usize; bodies.len()];
         loop {
@@ -491,16 +501,28 @@ mod tests {
             assert_eq!(digest, Some(Md5::digest(body).into()), "body of {} bytes", body.len());
         }
         assert_eq!(pool.queued_bytes(), 0, "everything queued was hashed");
-        assert!(HashPool::new(0).unwrap().start().is_none());
+        assert!(HashPool::new(0).unwrap().start(None).is_none());
+    }
+
+    /// A body known to be small is hashed by its caller; one of unknown or larger size goes to
+    /// the hasher threads, when there are any.
+    #[test]
+    fn small_bodies_are_hashed_inline() {
+        let pool = HashPool::new(1).unwrap();
+        assert!(pool.start(Some(1024)).is_none());
+        assert!(pool.start(Some(INLINE_MAX_BYTES)).is_none());
+        assert!(pool.start(Some(INLINE_MAX_BYTES + 1)).is_some());
+        assert!(pool.start(None).is_some());
+        assert!(HashPool::new(0).unwrap().start(Some(1 << 20)).is_none());
     }
 
     #[test]
     fn a_job_dropped_unfinished_is_forgotten_and_leaves_no_backlog() {
         let pool = HashPool::new(1).unwrap();
-        let mut dropped = pool.start().unwrap();
+        let mut dropped = pool.start(None).unwrap();
         dropped.update(Bytes::from(vec![7u8; 1 << 20]));
         drop(dropped);
-        let mut kept = pool.start().unwrap();
+        let mut kept = pool.start(None).unwrap();
         kept.update(Bytes::from_static(b"abc"));
         assert_eq!(block_on(kept.finish()), Some(Md5::digest(b"abc").into()));
         // The dropped job's piece was hashed or forgotten: nothing stays counted.
@@ -510,6 +532,6 @@ mod tests {
         }
         assert_eq!(pool.queued_bytes(), 0);
         // The empty body.
-        assert_eq!(block_on(pool.start().unwrap().finish()), Some(Md5::digest(b"").into()));
+        assert_eq!(block_on(pool.start(None).unwrap().finish()), Some(Md5::digest(b"").into()));
     }
 }
