@@ -418,10 +418,11 @@ impl Segment {
             return;
         }
         let done = self.preallocated.swap(NOT_PREALLOCATED, Ordering::AcqRel);
-        if done != NOT_PREALLOCATED && done > self.len() {
-            if let Ok(file) = self.file() {
-                sys::release_past_end(&file);
-            }
+        if done == NOT_PREALLOCATED || done <= self.len() {
+            return;
+        }
+        if let Ok((file, m)) = self.file().and_then(|file| file.metadata().map(|m| (file, m))) {
+            sys::release_past_end(&file, &m);
         }
     }
 

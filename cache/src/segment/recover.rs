@@ -258,10 +258,11 @@ fn scan_segment(
 ) -> Result<Scan> {
     let file = File::options().read(true).write(true).open(path).map_err(|e| Error::io(path, e))?;
     sys::no_read_ahead(&file);
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let metadata = file.metadata().map_err(|e| Error::io(path, e))?;
+    let len = metadata.len();
     // A segment that was being written when the node stopped keeps the blocks allocated ahead of
     // its writes: nothing appends to a segment found at start.
-    sys::release_past_end(&file);
+    sys::release_past_end(&file, &metadata);
     let mut scan = Scan { segment: None, committed: 0, tombstones: 0, skipped: 0, max_seq: 0 };
     let map = sys::map_file(&file, len).map_err(|e| Error::io(path, e))?;
     let Some(fh) = FileHeader::decode(&map) else {

@@ -158,12 +158,11 @@ pub(crate) fn preallocation_helps(dir: &std::path::Path) -> bool {
     st.f_type == libc::EXT4_SUPER_MAGIC
 }
 
-/// Gives back blocks allocated past the end of `file` ([`preallocate`]): `ftruncate` to its own
-/// length frees them on ext4 and changes nothing else. Only for a file no one is extending (a
-/// concurrent write past the length read here would be cut off). Best effort.
-pub(crate) fn release_past_end(file: &File) {
+/// Gives back blocks allocated past the end of `file` ([`preallocate`]), given its metadata `m`:
+/// `ftruncate` to its own length frees them on ext4 and changes nothing else. Only for a file no
+/// one is extending (a concurrent write past the length in `m` would be cut off). Best effort.
+pub(crate) fn release_past_end(file: &File, m: &std::fs::Metadata) {
     use std::os::unix::fs::MetadataExt;
-    let Ok(m) = file.metadata() else { return };
     // st_blocks counts 512-byte units; anything past the length rounded up to a block is
     // preallocated.
     let block = m.blksize().max(512);

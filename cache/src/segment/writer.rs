@@ -99,7 +99,8 @@ struct View {
     /// written (a regular segment's own; a solo segment's writer's; none for a spilled body of
     /// unknown length, which is read back with positional reads).
     placed: Option<(Arc<Segment>, u64, Option<Bytes>)>,
-    buffered: Vec<Bytes>,
+    /// The pieces appended before placement, `(body offset, piece)`.
+    buffered: VecDeque<(u64, Bytes)>,
     written: u64,
     /// The last pieces appended after placement, `(body offset, piece)`, oldest first, about
     /// [`RECENT_BYTES`] of them. Kept only once a reader exists, and emptied when the writer is
@@ -136,9 +137,9 @@ impl FillReader {
             }
             let end = view.written.min(pos.saturating_add(max as u64));
             let Some((segment, body_offset, map)) = &view.placed else {
-                return Ok(view.buffered_slice(pos, end));
+                return Ok(slice_of(&view.buffered, pos, end));
             };
-            if let Some(piece) = view.recent_slice(pos, end) {
+            if let Some(piece) = slice_of(&view.recent, pos, end) {
                 return Ok(Some(piece));
             }
             let (from, to) = (body_offset + pos, body_offset + end);
@@ -170,37 +171,21 @@ impl FillReader {
     }
 }
 
+/// Body bytes `pos..end` from `pieces` (contiguous `(body offset, piece)`, oldest first), if
+/// `pos` is among them: at most one piece's worth, so a read never joins pieces (never copies).
+fn slice_of(pieces: &VecDeque<(u64, Bytes)>, pos: u64, end: u64) -> Option<Bytes> {
+    let (first, _) = pieces.front()?;
+    if pos < *first {
+        return None;
+    }
+    // The last piece starting at or before `pos`.
+    let (at, piece) = &pieces[pieces.partition_point(|(at, _)| *at <= pos) - 1];
+    let from = (pos - at) as usize;
+    let to = piece.len().min((end - at) as usize);
+    (from < to).then(|| piece.slice(from..to))
+}
+
 impl View {
-    /// Body bytes `pos..end` from the pieces buffered before placement (at most one piece's
-    /// worth: a read never joins pieces, so it never copies).
-    fn buffered_slice(&self, pos: u64, end: u64) -> Option<Bytes> {
-        let mut at = 0u64;
-        for chunk in &self.buffered {
-            let chunk_end = at + chunk.len() as u64;
-            if pos < chunk_end {
-                let start = (pos - at) as usize;
-                let stop = (end.min(chunk_end) - at) as usize;
-                return Some(chunk.slice(start..stop));
-            }
-            at = chunk_end;
-        }
-        None
-    }
-
-    /// Body bytes `pos..end` (at most one piece's worth) from the last pieces written, if `pos`
-    /// is still among them.
-    fn recent_slice(&self, pos: u64, end: u64) -> Option<Bytes> {
-        let (first, _) = self.recent.front()?;
-        if pos < *first {
-            return None;
-        }
-        // The last piece starting at or before `pos`; the pieces are contiguous.
-        let (at, piece) = &self.recent[self.recent.partition_point(|(at, _)| *at <= pos) - 1];
-        let from = (pos - at) as usize;
-        let to = piece.len().min((end - at) as usize);
-        (from < to).then(|| piece.slice(from..to))
-    }
-
     fn keep(&mut self, at: u64, piece: &Bytes) {
         self.recent.push_back((at, piece.clone()));
         self.recent_bytes += piece.len();
@@ -408,10 +393,11 @@ impl RecordWriter {
     /// in the buffered pieces before placement and among the recent ones after.
     fn publish_written(&self, piece: &Bytes) {
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        let at = self.written - piece.len() as u64;
         if view.placed.is_none() {
-            view.buffered.push(piece.clone());
+            view.buffered.push_back((at, piece.clone()));
         } else if view.keep_recent && !piece.is_empty() {
-            view.keep(self.written - piece.len() as u64, piece);
+            view.keep(at, piece);
         }
         view.written = self.written;
     }
