@@ -192,17 +192,14 @@ EOF
         sleep 0.1
     done
     ((up)) || { kill "$pid"; die "$bin did not start (see $WORK/logs/)"; }
-    # nginx's worker and Varnish's cache process are children of the started process: time
-    # the child (one each here).
+    # nginx's worker (not its cache manager or loader) and Varnish's cache process are children
+    # of the started process: time the child.
     local child=$pid
-    if [[ $bin == nginx-proxy ]]; then
-        # Not the cache manager or loader.
-        child=$(pgrep -P "$pid" -f "worker process" | head -1)
-        [[ -n $child ]] || die "no worker process under $bin's $pid"
-    elif [[ $bin == varnish* ]]; then
-        child=$(pgrep -P "$pid" | head -1)
-        [[ -n $child ]] || die "no worker process under $bin's $pid"
-    fi
+    case $bin in
+    nginx-proxy) child=$(pgrep -P "$pid" -f "worker process" | head -1) ;;
+    varnish*) child=$(pgrep -P "$pid" | head -1) ;;
+    esac
+    [[ -n $child ]] || die "no worker process under $bin's $pid"
     echo "$pid $child"
 }
 
@@ -244,9 +241,9 @@ for p in sys.argv[1:]:
         while kill -0 "$perf_pid" 2>/dev/null; do sleep 0.1; done
     fi
     after=$(awk '{print $14 + $15}' "/proc/$timed/stat")
+    # Started in start_side's subshell, so not this shell's to wait for: the side is gone once its
+    # port is free (a peer's worker outlives its parent for a moment), and the next side binds it.
     kill "$pid"
-    wait "$pid" 2>/dev/null || true
-    # A peer's worker outlives its parent for a moment, and the next side binds the same port.
     for _ in $(seq 50); do
         ss -Hltn "sport = :$P_NODE" | grep -q . || break
         sleep 0.1
