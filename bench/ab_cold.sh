@@ -28,6 +28,7 @@
 # (target/release/emload, built if missing) PERF (unset; a path: `perf record -g` of the server
 # core over each run, written to PERF.ROUND-old and PERF.ROUND-new; `python3
 # bench/perf_per_get.py PERF.1-new KEYS` splits it into file write, recv, send, MD5, ...).
+# Single GETs (CONNS=1) leave each request's times in $WORK/logs/emload-ROUND-{old,new}.csv.
 # Needs nginx (apt-get install nginx) and root only if WORK is not writable.
 set -euo pipefail
 
@@ -228,7 +229,8 @@ for p in sys.argv[1:]:
     t0=$(date +%s%N)
     if ((CONNS == 1)); then
         taskset -c "$LOAD_CORE" "$EMLOAD_BIN" --cold -c 1 --rounds "$KEYS" --keys "$KEYS" \
-            --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" >"$WORK/logs/emload.txt"
+            --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" \
+            --csv "$WORK/logs/emload-$RUN_TAG.csv" >"$WORK/logs/emload.txt"
     else
         # Every key once over $CONNS connections, as bench/peers.sh's sustained phase.
         taskset -c "$LOAD_CORE" "$EMLOAD_BIN" -c "$CONNS" -n "$KEYS" --mix seq --timeout-ms 60000 \
