@@ -41,7 +41,6 @@ mod verify;
 mod writer;
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -342,14 +341,20 @@ impl Segment {
     /// A positional write. Counts what the file grew by in `disk_bytes`, and a failure in
     /// `write_failures`; a full disk is [`Error::NoSpace`].
     pub(crate) fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.preallocate_for(offset + buf.len() as u64);
-        match self.write_all_at(buf, offset) {
+        self.write_vectored_at(&[buf], offset)
+    }
+
+    /// [`Segment::write_at`] of `pieces` back to back, in one system call.
+    pub(crate) fn write_vectored_at(&self, pieces: &[&[u8]], offset: u64) -> Result<()> {
+        let end = offset + pieces.iter().map(|p| p.len() as u64).sum::<u64>();
+        self.preallocate_for(end);
+        match self.write_all_at(pieces, offset) {
             Ok(()) => {
-                self.grew_to(offset + buf.len() as u64);
+                self.grew_to(end);
                 Ok(())
             }
             Err(e) => {
-                // Part of `buf` may have landed before the error.
+                // Part of the pieces may have landed before the error.
                 if let Ok(m) = fs::metadata(&self.path) {
                     self.grew_to(m.len());
                 }
@@ -360,14 +365,26 @@ impl Segment {
     }
 
     /// The file write, through the fault plan when tests installed one.
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    fn write_all_at(&self, pieces: &[&[u8]], offset: u64) -> std::io::Result<()> {
         let file = self.file()?;
         #[cfg(feature = "faults")]
-        if let Some(landed) = faults::before_write(&self.path, &file, offset, buf.len())? {
-            file.write_all_at(&buf[..landed], offset)?;
-            return Err(faults::short_write_error(&self.path));
+        {
+            let len = pieces.iter().map(|p| p.len()).sum();
+            if let Some(landed) = faults::before_write(&self.path, &file, offset, len)? {
+                let mut left = landed;
+                let prefix: Vec<&[u8]> = pieces
+                    .iter()
+                    .map(|p| {
+                        let take = p.len().min(left);
+                        left -= take;
+                        &p[..take]
+                    })
+                    .collect();
+                sys::write_all_vectored_at(&file, &prefix, offset)?;
+                return Err(faults::short_write_error(&self.path));
+            }
         }
-        file.write_all_at(buf, offset)
+        sys::write_all_vectored_at(&file, pieces, offset)
     }
 
     /// The segment's file: the one held open, or (after [`Segment::release_file`]) opened again
@@ -1494,6 +1511,7 @@ mod tests {
     use super::*;
     use crate::meta::RecordMeta;
     use std::future::Future;
+    use std::os::unix::fs::FileExt;
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
 

@@ -1,4 +1,4 @@
-//! The only `unsafe` in the store: the two system calls std does not wrap for us.
+//! The only `unsafe` in the store: the system calls std does not wrap for us.
 //!
 //! - `mmap` of segment files ([`map_file`]). A mapping turns into refcounted [`Bytes`]
 //!   (`Bytes::from_owner`), so a hit hands the socket a slice of the page cache without copying,
@@ -8,6 +8,8 @@
 //! - `statvfs` of the store's filesystem ([`free_bytes`]), for the free-space watermark.
 //! - `flock` of the store directory's LOCK file ([`try_lock_exclusive`]), so one store directory
 //!   has one owner ([`super::lock`]).
+//! - `pwritev` ([`write_all_vectored_at`]), `fallocate` ([`preallocate`]) and `statfs`
+//!   ([`preallocation_helps`]) for the segment writes.
 
 use std::fs::File;
 use std::io;
@@ -121,6 +123,37 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
             _ => return Err(err),
         }
     }
+}
+
+/// Writes `pieces` back to back at `offset` of `file` (`pwritev`, repeated until every byte is
+/// written): one system call for a stretch of a body that arrived in several pieces, or for a
+/// record's last body bytes with its trailer. std's `write_vectored_at` is not stable yet.
+pub(crate) fn write_all_vectored_at(file: &File, pieces: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> =
+        pieces.iter().filter(|p| !p.is_empty()).map(|p| io::IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let Ok(at) = i64::try_from(offset) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        let count = rest.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` (std guarantees it on Unix); the
+        // `count` slices borrow buffers that outlive the call, which only reads them.
+        let n = unsafe { libc::pwritev(file.as_raw_fd(), rest.as_ptr().cast::<libc::iovec>(), count, at) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote nothing"));
+        }
+        offset += n as u64;
+        io::IoSlice::advance_slices(&mut rest, n as usize);
+    }
+    Ok(())
 }
 
 /// Allocates the blocks of `len` bytes of `file` from `offset` without changing its length

@@ -39,6 +39,19 @@ pub const BUFFER_UNKNOWN_LEN_BYTES: u64 = 1 << 20;
 /// "Issue 14, fifth pass"). One follower's send (`FOLLOW_READ_BYTES` in the node) at most.
 pub const RECENT_BYTES: usize = 256 << 10;
 
+/// Body bytes are written to the segment file in stretches that end on a multiple of this file
+/// offset; the bytes past the last such boundary wait (as the refcounted pieces they arrived in)
+/// for the next piece or the commit. A record's body starts anywhere in its segment and its
+/// pieces come in whatever sizes the origin's socket gives, so without this every 64 KiB write
+/// straddles page and folio boundaries: the page cache then builds each from many small folios.
+/// Writes aligned this way took 230-300 µs of CPU per MiB, unaligned ones 400-450 (a probe of
+/// recv, write and send per 64 KiB; bench/RESULTS.md, "Issue 14, sixth pass"). A small record's
+/// body is written with its trailer, in one system call.
+pub const WRITE_ALIGN: u64 = 64 << 10;
+
+/// The zero padding between a body and its trailer (to 8 bytes).
+const PAD: [u8; 8] = [0; 8];
+
 enum Target {
     /// Written in place: `record_offset` is where the header is.
     Placed {
@@ -68,6 +81,10 @@ pub struct RecordWriter {
     expected_len: Option<u64>,
     target: Target,
     written: u64,
+    /// Body bytes in the file; the rest of `written` is held in `unwritten` ([`WRITE_ALIGN`]).
+    in_file: u64,
+    /// The body bytes appended after placement and not yet written, oldest first.
+    unwritten: VecDeque<Bytes>,
     crc: u32,
     md5: Md5,
     created_ms: u64,
@@ -102,9 +119,12 @@ struct View {
     /// The pieces appended before placement, `(body offset, piece)`.
     buffered: VecDeque<(u64, Bytes)>,
     written: u64,
-    /// The last pieces appended after placement, `(body offset, piece)`, oldest first, about
-    /// [`RECENT_BYTES`] of them. Kept only once a reader exists, and emptied when the writer is
-    /// dropped (readers behind go to the mapping, which holds the same bytes).
+    /// Body bytes in the file. Those past it are among `recent`, and readers get them there.
+    in_file: u64,
+    /// The last pieces appended after placement, `(body offset, piece)`, oldest first: every
+    /// piece not yet wholly in the file, and, once a reader exists, about [`RECENT_BYTES`] in
+    /// all. Emptied when the record is committed (readers behind go to the mapping, which holds
+    /// the same bytes); an abandoned record's view keeps the pieces that never reached the file.
     recent: VecDeque<(u64, Bytes)>,
     recent_bytes: usize,
     keep_recent: bool,
@@ -141,6 +161,11 @@ impl FillReader {
             };
             if let Some(piece) = slice_of(&view.recent, pos, end) {
                 return Ok(Some(piece));
+            }
+            // Not among the pieces in memory, so below `in_file`: the pieces cover all after it.
+            let end = end.min(view.in_file);
+            if pos >= end {
+                return Err(Error::Invariant("body bytes neither in the file nor held for readers"));
             }
             let (from, to) = (body_offset + pos, body_offset + end);
             if let Some(map) = map {
@@ -185,13 +210,68 @@ fn slice_of(pieces: &VecDeque<(u64, Bytes)>, pos: u64, end: u64) -> Option<Bytes
     (from < to).then(|| piece.slice(from..to))
 }
 
+/// Writes the body bytes held in `held` from `*in_file` up to body position `upto` (the body
+/// starts at `body_at` in `segment`), and `then` right after them (at the commit: the padding and
+/// the trailer), in one system call; lets go of what it wrote and moves `*in_file` to `upto`.
+fn write_held(
+    segment: &Segment,
+    body_at: u64,
+    held: &mut VecDeque<Bytes>,
+    in_file: &mut u64,
+    upto: u64,
+    then: &[&[u8]],
+) -> Result<()> {
+    let len = upto.checked_sub(*in_file).ok_or(Error::Invariant("body write behind the file"))? as usize;
+    let mut need = len;
+    let mut pieces: Vec<&[u8]> = Vec::with_capacity(held.len() + then.len());
+    for piece in held.iter() {
+        if need == 0 {
+            break;
+        }
+        let take = piece.len().min(need);
+        pieces.push(&piece[..take]);
+        need -= take;
+    }
+    if need > 0 {
+        return Err(Error::Invariant("body write past the bytes held"));
+    }
+    pieces.extend_from_slice(then);
+    segment.write_vectored_at(&pieces, body_at + *in_file)?;
+    let mut done = len;
+    while done > 0 {
+        let Some(front) = held.front_mut() else { break };
+        if front.len() <= done {
+            done -= front.len();
+            held.pop_front();
+        } else {
+            bytes::Buf::advance(front, done);
+            done = 0;
+        }
+    }
+    *in_file = upto;
+    Ok(())
+}
+
 impl View {
     fn keep(&mut self, at: u64, piece: &Bytes) {
-        self.recent.push_back((at, piece.clone()));
-        self.recent_bytes += piece.len();
-        while self.recent_bytes > RECENT_BYTES && self.recent.len() > 1 {
-            if let Some((_, old)) = self.recent.pop_front() {
-                self.recent_bytes -= old.len();
+        if !piece.is_empty() {
+            self.recent.push_back((at, piece.clone()));
+            self.recent_bytes += piece.len();
+        }
+        self.trim();
+    }
+
+    /// Lets go of the oldest pieces that are wholly in the file, down to [`RECENT_BYTES`] with a
+    /// reader, to none without.
+    fn trim(&mut self) {
+        let budget = if self.keep_recent { RECENT_BYTES } else { 0 };
+        while self.recent_bytes > budget {
+            match self.recent.front() {
+                Some((at, piece)) if at + piece.len() as u64 <= self.in_file => {
+                    self.recent_bytes -= piece.len();
+                    self.recent.pop_front();
+                }
+                _ => break,
             }
         }
     }
@@ -256,6 +336,8 @@ impl Store {
             expected_len: body_len,
             target: Target::Buffered { chunks: Vec::new() },
             written: 0,
+            in_file: 0,
+            unwritten: VecDeque::new(),
             crc: 0,
             md5: Md5::new(),
             created_ms,
@@ -386,6 +468,7 @@ impl RecordWriter {
             let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
             view.placed = Some((segment.clone(), record_offset + header.body_start(), map.clone()));
             view.buffered.clear();
+            view.in_file = self.in_file;
         }
     }
 
@@ -394,9 +477,10 @@ impl RecordWriter {
     fn publish_written(&self, piece: &Bytes) {
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         let at = self.written - piece.len() as u64;
+        view.in_file = self.in_file;
         if view.placed.is_none() {
             view.buffered.push_back((at, piece.clone()));
-        } else if view.keep_recent && !piece.is_empty() {
+        } else {
             view.keep(at, piece);
         }
         view.written = self.written;
@@ -421,23 +505,33 @@ impl RecordWriter {
             // Spill: everything so far goes to a solo segment, and so does the rest.
             let chunks = std::mem::take(chunks);
             self.target = self.place(0, FLAG_LEN_PENDING)?;
-            self.write_buffered(&chunks)?;
+            self.unwritten.extend(chunks);
+            self.write_held(self.written, &[])?;
             self.publish_placement();
         }
-        self.write_body_at(self.written, data)?;
+        self.unwritten.push_back(data.clone());
         self.account(data);
+        self.write_aligned()?;
         self.publish_written(data);
         Ok(())
     }
 
-    /// Writes the pieces buffered before placement at the start of the body, just placed.
-    fn write_buffered(&self, chunks: &[Bytes]) -> Result<()> {
-        let mut at = 0;
-        for c in chunks {
-            self.write_body_at(at, c)?;
-            at += c.len() as u64;
+    /// Writes the held body bytes up to the last [`WRITE_ALIGN`] boundary of the file they reach.
+    fn write_aligned(&mut self) -> Result<()> {
+        let (_, record_offset, header, _) = self.placement("body write before placement")?;
+        let body_at = record_offset + header.body_start();
+        let boundary = (body_at + self.written) / WRITE_ALIGN * WRITE_ALIGN;
+        if boundary > body_at + self.in_file {
+            self.write_held(boundary - body_at, &[])?;
         }
         Ok(())
+    }
+
+    /// [`write_held`] of this record's held bytes up to body position `upto`.
+    fn write_held(&mut self, upto: u64, then: &[&[u8]]) -> Result<()> {
+        let (segment, record_offset, header, _) = self.placement("body write before placement")?;
+        let (segment, body_at) = (segment.clone(), record_offset + header.body_start());
+        write_held(&segment, body_at, &mut self.unwritten, &mut self.in_file, upto, then)
     }
 
     fn account(&mut self, data: &[u8]) {
@@ -446,11 +540,6 @@ impl RecordWriter {
         if !self.md5_deferred {
             self.md5.update(data);
         }
-    }
-
-    fn write_body_at(&self, body_pos: u64, data: &[u8]) -> Result<()> {
-        let (segment, record_offset, header, _) = self.placement("body write before placement")?;
-        segment.write_at(data, record_offset + header.body_start() + body_pos)
     }
 
     /// Where the record lies. Every caller places the record first, so a buffered target here is
@@ -501,8 +590,10 @@ impl RecordWriter {
         if let Target::Buffered { chunks } = &mut self.target {
             let chunks = std::mem::take(chunks);
             self.target = self.place(self.written, 0)?;
-            self.write_buffered(&chunks)?;
+            self.unwritten.extend(chunks);
         }
+        // All but the last stretch now; that one goes with the trailer.
+        self.write_aligned()?;
         let md5: [u8; 16] = match md5 {
             Some(m) => m,
             None => std::mem::take(&mut self.md5).finalize().into(),
@@ -527,8 +618,9 @@ impl RecordWriter {
         let key = ObjectKeyRef::new(&self.bucket, &self.key);
         // From the decision to the index update, the key is locked: commits of one key are
         // decided, numbered, written and published one at a time, so the index changes in
-        // sequence order, the order recovery replays. The trailer write is a few dozen bytes
-        // into the page cache (plus an fdatasync under the Always policy).
+        // sequence order, the order recovery replays. The write is the body's last stretch
+        // (under WRITE_ALIGN bytes) and the trailer into the page cache (plus an fdatasync
+        // under the Always policy).
         let mut lock = store.index.lock_key(key);
         if self.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::SeqCst)) {
             // Checked under the key's lock: whoever set the flag and then looks at the index
@@ -550,7 +642,16 @@ impl RecordWriter {
         }
         let seq = store.next_seq.fetch_add(1, Ordering::AcqRel);
         let trailer = Trailer { body_crc: self.crc, md5, seq, header_crc };
-        segment.write_at(&trailer.encode(), record_offset + header.trailer_start())?;
+        let pad = &PAD[..(header.trailer_start() - header.body_start() - self.written) as usize];
+        write_held(
+            &segment,
+            body_offset,
+            &mut self.unwritten,
+            &mut self.in_file,
+            self.written,
+            &[pad, &trailer.encode()],
+        )?;
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).in_file = self.in_file;
         segment.note_seq(seq);
         if segment.solo {
             // Its one record is complete: nothing more is appended.
@@ -601,10 +702,16 @@ impl RecordWriter {
 impl Drop for RecordWriter {
     fn drop(&mut self) {
         // Readers still behind read the mapping from here on: the pieces are not held past the
-        // writer, however long a slow client takes.
+        // writer, however long a slow client takes. Of an abandoned record, the pieces that never
+        // reached the file stay (under WRITE_ALIGN bytes): its readers can get them nowhere else.
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
-        view.recent = VecDeque::new();
-        view.recent_bytes = 0;
+        if self.committed {
+            view.recent = VecDeque::new();
+            view.recent_bytes = 0;
+        } else {
+            view.keep_recent = false;
+            view.trim();
+        }
         drop(view);
         if self.committed {
             return;
@@ -644,8 +751,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         // Unknown length and nothing appended: still buffered, not placed.
-        let w = store.begin(0, ObjectKeyRef::new("b", "k"), meta(), None, CommitRule::LastWins).unwrap();
-        let err = w.write_body_at(0, b"x").unwrap_err();
+        let mut w = store.begin(0, ObjectKeyRef::new("b", "k"), meta(), None, CommitRule::LastWins).unwrap();
+        let err = w.write_held(1, &[]).unwrap_err();
         assert!(matches!(err, Error::Invariant("body write before placement")), "{err:?}");
         let err = w.placement("commit before placement").unwrap_err();
         assert!(matches!(err, Error::Invariant("commit before placement")), "{err:?}");
@@ -702,12 +809,105 @@ mod tests {
         assert!(!from_a_piece(&got));
         assert_eq!(got, body[body.len() - 10..]);
 
-        // No reader: nothing is kept.
+        // No reader: only the pieces not yet wholly in the file are kept.
         let mut w = store
-            .begin(0, ObjectKeyRef::new("b", "unread"), meta(), Some(piece_len as u64), CommitRule::LastWins)
+            .begin(0, ObjectKeyRef::new("b", "unread"), meta(), Some(body.len() as u64), CommitRule::LastWins)
             .unwrap();
-        w.append(&pieces[0]).unwrap();
-        assert_eq!(w.view.lock().unwrap().recent.len(), 0);
+        for p in &pieces {
+            w.append(p).unwrap();
+            let view = w.view.lock().unwrap();
+            assert!(
+                view.recent.iter().all(|(at, p)| at + p.len() as u64 > view.in_file),
+                "a piece in the file is kept"
+            );
+            assert!(view.recent_bytes < WRITE_ALIGN as usize + piece_len, "{} bytes kept", view.recent_bytes);
+        }
+        w.commit().unwrap();
+    }
+
+    /// Body bytes reach the file in stretches ending on WRITE_ALIGN boundaries of the file
+    /// (whatever the record's offset and the pieces' sizes), under WRITE_ALIGN bytes wait for the
+    /// next piece or the commit, and every byte reads back right: through a reader while the
+    /// record is written (from memory or from the file), from the store once committed, and
+    /// after a restart.
+    #[test]
+    fn body_writes_end_on_aligned_file_offsets_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        // A small record first, so the big one starts at no particular offset.
+        let mut w = store.begin(0, ObjectKeyRef::new("b", "first"), meta(), Some(1000), CommitRule::LastWins).unwrap();
+        w.append(&Bytes::from(vec![7u8; 1000])).unwrap();
+        w.commit().unwrap();
+
+        let sizes = [10_007usize, 65_536, 1, 70_000, 4_096, 131_072, 333];
+        let body: Vec<u8> =
+            (0..(1 << 20) + 12_345).map(|i: usize| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut w = store
+            .begin(0, ObjectKeyRef::new("b", "big"), meta(), Some(body.len() as u64), CommitRule::LastWins)
+            .unwrap();
+        let body_at = {
+            let (_, record_offset, header, _) = w.placement("test").unwrap();
+            record_offset + header.body_start()
+        };
+        assert_ne!(body_at % WRITE_ALIGN, 0, "the test needs a body that starts off a boundary");
+        let reader = w.reader();
+        let (mut at, mut i, mut aligned_writes) = (0usize, 0, 0);
+        while at < body.len() {
+            let len = sizes[i % sizes.len()].min(body.len() - at);
+            let before = w.in_file;
+            w.append(&Bytes::copy_from_slice(&body[at..at + len])).unwrap();
+            at += len;
+            i += 1;
+            assert!(w.written - w.in_file < WRITE_ALIGN, "{} bytes held", w.written - w.in_file);
+            if w.in_file != before {
+                assert_eq!((body_at + w.in_file) % WRITE_ALIGN, 0, "a write ended off a boundary");
+                aligned_writes += 1;
+            }
+            // Every byte so far, read the way a follower does: from the start, in reads of up
+            // to 100,000 bytes, each from memory or the file.
+            let mut pos = 0u64;
+            while pos < w.written {
+                let got = reader.read(pos, 100_000).unwrap().unwrap();
+                assert_eq!(got, body[pos as usize..pos as usize + got.len()], "at {pos}");
+                pos += got.len() as u64;
+            }
+        }
+        assert!(aligned_writes >= 10, "{aligned_writes} writes");
+        assert!(w.in_file < w.written, "the last stretch waits for the commit");
+        w.commit().unwrap();
+        let got = store.get(ObjectKeyRef::new("b", "big")).unwrap().unwrap();
+        assert_eq!(got.body, body);
+        drop(store);
+        let store = self::store(dir.path());
+        let got = store.get(ObjectKeyRef::new("b", "big")).unwrap().unwrap();
+        assert_eq!(got.body, body);
+        assert_eq!(store.get(ObjectKeyRef::new("b", "first")).unwrap().unwrap().body, vec![7u8; 1000]);
+    }
+
+    /// A record given up before its commit (the origin broke off) leaves its last bytes unwritten;
+    /// its readers still get every byte appended, from the pieces the view keeps.
+    #[test]
+    fn readers_of_an_abandoned_record_get_its_unwritten_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = store.begin(0, ObjectKeyRef::new("b", "cut"), meta(), Some(400_000), CommitRule::LastWins).unwrap();
+        let reader = w.reader();
+        for chunk in body.chunks(50_000) {
+            w.append(&Bytes::copy_from_slice(chunk)).unwrap();
+        }
+        assert!(w.in_file < w.written);
+        drop(w);
+        let view = reader.view.lock().unwrap();
+        assert!(view.recent.iter().all(|(at, p)| at + p.len() as u64 > view.in_file), "a piece in the file is kept");
+        drop(view);
+        let mut pos = 0u64;
+        while pos < body.len() as u64 {
+            let got = reader.read(pos, 64 << 10).unwrap().unwrap();
+            assert_eq!(got, body[pos as usize..pos as usize + got.len()], "at {pos}");
+            pos += got.len() as u64;
+        }
+        assert_eq!(reader.read(pos, 10).unwrap(), None);
     }
 
     /// A reader of a spilled body (unknown length, past the in-memory buffer, not mapped until
@@ -721,6 +921,9 @@ mod tests {
         let mut w = store.begin(0, ObjectKeyRef::new("b", "spill"), meta(), None, CommitRule::LastWins).unwrap();
         let first: Bytes = (0..BUFFER_UNKNOWN_LEN_BYTES as usize + 4096).map(|i| i as u8).collect::<Vec<_>>().into();
         w.append(&first).unwrap();
+        // Enough more that all of `first` is in the file (no longer held in memory).
+        let second = Bytes::from(vec![1u8; WRITE_ALIGN as usize]);
+        w.append(&second).unwrap();
         let reader = w.reader();
         {
             let view = reader.view.lock().unwrap();
@@ -749,6 +952,6 @@ mod tests {
         assert!(lock_free, "the file read ran with the view lock held");
         assert_eq!(appended, Some(true), "the writer appended while the reader was in its file read");
         assert_eq!(got, first.slice(..256 << 10));
-        assert_eq!(reader.written(), first.len() as u64 + 4);
+        assert_eq!(reader.written(), (first.len() + second.len()) as u64 + 4);
     }
 }
