@@ -509,18 +509,24 @@ impl RecordWriter {
             self.write_held(self.written, &[])?;
             self.publish_placement();
         }
+        // A failed append leaves the record as it was before it: `written` (what the caller
+        // counts as taken, and hands on elsewhere past it) does not include `data`.
         self.unwritten.push_back(data.clone());
+        if let Err(e) = self.write_aligned(new_len) {
+            self.unwritten.pop_back();
+            return Err(e);
+        }
         self.account(data);
-        self.write_aligned()?;
         self.publish_written(data);
         Ok(())
     }
 
-    /// Writes the held body bytes up to the last [`WRITE_ALIGN`] boundary of the file they reach.
-    fn write_aligned(&mut self) -> Result<()> {
+    /// Writes the held body bytes, which reach body position `held_to`, up to the last
+    /// [`WRITE_ALIGN`] boundary of the file before it.
+    fn write_aligned(&mut self, held_to: u64) -> Result<()> {
         let (_, record_offset, header, _) = self.placement("body write before placement")?;
         let body_at = record_offset + header.body_start();
-        let boundary = (body_at + self.written) / WRITE_ALIGN * WRITE_ALIGN;
+        let boundary = (body_at + held_to) / WRITE_ALIGN * WRITE_ALIGN;
         if boundary > body_at + self.in_file {
             self.write_held(boundary - body_at, &[])?;
         }
@@ -593,7 +599,7 @@ impl RecordWriter {
             self.unwritten.extend(chunks);
         }
         // All but the last stretch now; that one goes with the trailer.
-        self.write_aligned()?;
+        self.write_aligned(self.written)?;
         let md5: [u8; 16] = match md5 {
             Some(m) => m,
             None => std::mem::take(&mut self.md5).finalize().into(),
@@ -908,6 +914,47 @@ mod tests {
             pos += got.len() as u64;
         }
         assert_eq!(reader.read(pos, 10).unwrap(), None);
+    }
+
+    /// An append the store cannot take (the disk filled up) leaves the record as it was: the
+    /// fill hands the body on from `written()` (to memory, unstored), so `written()` must not
+    /// count the refused piece, and every byte before it stays readable.
+    #[test]
+    fn a_refused_append_counts_nothing_and_keeps_what_came_before_readable() {
+        for fail_after in 0..6 {
+            let dir = tempfile::tempdir().unwrap();
+            let store = store(dir.path());
+            let plan = Arc::new(crate::segment::faults::Faults::default());
+            crate::segment::faults::install(dir.path(), plan.clone());
+            let body: Vec<u8> = (0..600_000u32).map(|i| (i % 253) as u8).collect();
+            let mut w = store
+                .begin(0, ObjectKeyRef::new("b", "full"), meta(), Some(body.len() as u64), CommitRule::LastWins)
+                .unwrap();
+            let reader = w.reader();
+            plan.fail_writes_after(fail_after, libc::ENOSPC);
+            let mut refused = None;
+            for chunk in body.chunks(50_000) {
+                let before = w.written();
+                match w.append(&Bytes::copy_from_slice(chunk)) {
+                    Ok(()) => {}
+                    Err(Error::NoSpace(_)) => {
+                        assert_eq!(w.written(), before, "the refused piece was counted");
+                        refused = Some(before);
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let base = refused.unwrap_or_else(|| panic!("no append refused after {fail_after} writes"));
+            drop(w);
+            assert_eq!(reader.written(), base);
+            let mut pos = 0u64;
+            while pos < base {
+                let got = reader.read(pos, 64 << 10).unwrap().unwrap();
+                assert_eq!(got, body[pos as usize..pos as usize + got.len()], "at {pos}, failing after {fail_after}");
+                pos += got.len() as u64;
+            }
+        }
     }
 
     /// A reader of a spilled body (unknown length, past the in-memory buffer, not mapped until
