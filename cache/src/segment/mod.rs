@@ -7,20 +7,21 @@
 //!   ([`pages`]: keys packed in pages, about 64 bytes per object beyond the key).
 //! - [`verify`]: the first-read body check, run on `store-verify` threads.
 //! - [`lock`]: `store.dir/LOCK`, so one directory has one owning store.
-//! - [`sys`]: the only `unsafe` (mmap, flock).
+//! - [`sys`]: the only `unsafe` (mmap, flock, pwritev, fallocate, statfs).
 //!
 //! Writers are split into *lanes*, one per worker core: each lane appends to its own active
 //! segment, so cores never contend on a write lock. A writer reserves its whole record up front
 //! (when the body length is known) and writes the record header inside the lane lock, so a
 //! killed process can leave an unfinished record but never an unexplained hole. Bodies are
-//! written with positional writes as they arrive; the trailer goes last, then the index entry
+//! written with positional writes as they arrive, in stretches that end on 64 KiB file offsets
+//! (`writer::WRITE_ALIGN`); the last stretch and the trailer go last, then the index entry
 //! becomes visible. Readers get the body as a slice of the segment's read-only mapping.
 //!
 //! After a restart, old segments are sealed (read-only); every lane starts a fresh segment. A
 //! torn tail is therefore never truncated while mapped: it is simply never indexed.
-//! Space held by abandoned records in shared segments (a failed origin fetch) is not reclaimed
-//! yet: there is no compaction. An abandoned solo segment holds nothing else, so its file is
-//! removed at once.
+//! Space held by abandoned records in shared segments (a failed origin fetch) is reclaimed by
+//! [`compact`] with the other dead records. An abandoned solo segment holds nothing else, so its
+//! file is removed at once.
 //!
 //! A read is [`Store::lookup`] (async: a first read's body check runs on a verifier thread) or
 //! [`Store::get`] (sync: the check runs on the caller's thread); both share one check per

@@ -4,7 +4,8 @@
 //! client socket, then [`RecordWriter::commit`]. Three shapes, chosen by what is known up front:
 //!
 //! - length known and small enough: a reservation in the lane's active segment; body bytes are
-//!   written in place as they arrive;
+//!   written in place as they arrive, up to the last [`WRITE_ALIGN`] boundary of the file they
+//!   reach (the rest waits in memory for the next piece or the commit);
 //! - length known and large (> segment_bytes / 4): a SOLO segment of exactly the record's size;
 //! - length unknown (chunked or close-delimited origin): buffered as refcounted `Bytes` up to
 //!   [`BUFFER_UNKNOWN_LEN_BYTES`], then reserved like a known length at commit; past that, spilled
@@ -44,7 +45,7 @@ pub const RECENT_BYTES: usize = 256 << 10;
 /// for the next piece or the commit. A record's body starts anywhere in its segment and its
 /// pieces come in whatever sizes the origin's socket gives, so without this every 64 KiB write
 /// straddles page and folio boundaries: the page cache then builds each from many small folios.
-/// Writes aligned this way took 230-300 µs of CPU per MiB, unaligned ones 400-450 (a probe of
+/// Writes aligned this way took 250-300 µs of CPU per MiB, unaligned ones 370-450 (a probe of
 /// recv, write and send per 64 KiB; bench/RESULTS.md, "Issue 14, sixth pass"). A small record's
 /// body is written with its trailer, in one system call.
 pub const WRITE_ALIGN: u64 = 64 << 10;
