@@ -24,7 +24,7 @@ fn store_mappings(dir: &Path) -> usize {
 }
 
 fn touch(body: &[u8]) -> u32 {
-    crc32c::crc32c(body)
+    edgemirror_cache::crc::crc32c(body)
 }
 
 fn main() {

@@ -18,6 +18,7 @@
 //! This crate knows nothing of HTTP or of the runtime: writes are positional `pwrite`s to the
 //! page cache, which do not block on the device (fsync policy aside).
 
+pub mod crc;
 pub mod error;
 pub mod hot;
 pub mod key;

@@ -219,7 +219,7 @@ impl Store {
             let src = rec.offset as usize;
             let body_start = rec.header.body_start() as usize;
             let body = &map[src + body_start..src + body_start + rec.header.body_len as usize];
-            if let Some((key, _)) = rec.object.as_ref().filter(|_| crc32c::crc32c(body) != rec.trailer.body_crc) {
+            if let Some((key, _)) = rec.object.as_ref().filter(|_| crate::crc::crc32c(body) != rec.trailer.body_crc) {
                 report.corrupt_dropped += 1;
                 if self.index.remove_entry(key.as_ref(), old.id, rec.offset).is_some() {
                     self.stats.corrupt_reads.fetch_add(1, Ordering::Relaxed);

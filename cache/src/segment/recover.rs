@@ -330,7 +330,7 @@ fn scan_segment(
         let names_start = at_usize + RECORD_HEADER_LEN as usize;
         let names_end = names_start + h.bucket_len as usize + h.key_len as usize + h.meta_len as usize;
         let names = &map[names_start..names_end];
-        if crc32c::crc32c(names) != h.names_crc {
+        if crate::crc::crc32c(names) != h.names_crc {
             off += ALIGN;
             continue;
         }

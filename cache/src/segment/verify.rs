@@ -95,7 +95,7 @@ impl Checks {
             .push((record, std::thread::current().name().unwrap_or("<unnamed>").to_string()));
         #[cfg(not(test))]
         let _ = record;
-        crc32c::crc32c(body) == crc
+        crate::crc::crc32c(body) == crc
     }
 
     #[cfg(test)]

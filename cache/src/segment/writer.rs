@@ -543,7 +543,7 @@ impl RecordWriter {
 
     fn account(&mut self, data: &[u8]) {
         self.written += data.len() as u64;
-        self.crc = crc32c::crc32c_append(self.crc, data);
+        self.crc = crate::crc::crc32c_append(self.crc, data);
         if !self.md5_deferred {
             self.md5.update(data);
         }

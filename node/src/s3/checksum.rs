@@ -123,7 +123,7 @@ impl Checksum {
     pub fn update(&mut self, data: &[u8]) {
         match self {
             Checksum::Crc32(h) => h.update(data),
-            Checksum::Crc32c(c) => *c = crc32c::crc32c_append(*c, data),
+            Checksum::Crc32c(c) => *c = edgemirror_cache::crc::crc32c_append(*c, data),
             Checksum::Crc64Nvme(d) => d.write(data),
             Checksum::Sha1(h) => h.update(data),
             Checksum::Sha256(h) => h.update(data),
