@@ -50,6 +50,16 @@ pub const RECENT_BYTES: usize = 256 << 10;
 /// body is written with its trailer, in one system call.
 pub const WRITE_ALIGN: u64 = 64 << 10;
 
+/// Most pieces a writer holds unwritten; with more, it writes them at once, aligned or not. A
+/// piece may keep alive the whole buffer it was read into (64 KiB), so a body arriving in small
+/// reads (a slow client's PUT, a trickling origin) must not pile them up: 1-byte reads would
+/// otherwise hold 64 KiB of memory per byte up to the next boundary.
+pub const HELD_PIECES_MAX: usize = 8;
+
+/// Most pieces the view keeps for readers beyond those not yet in the file, whatever their
+/// bytes: the same reason as [`HELD_PIECES_MAX`].
+const KEPT_PIECES_MAX: usize = 16;
+
 /// The zero padding between a body and its trailer (to 8 bytes).
 const PAD: [u8; 8] = [0; 8];
 
@@ -262,11 +272,11 @@ impl View {
         self.trim();
     }
 
-    /// Lets go of the oldest pieces that are wholly in the file, down to [`RECENT_BYTES`] with a
-    /// reader, to none without.
+    /// Lets go of the oldest pieces that are wholly in the file, down to [`RECENT_BYTES`] (and
+    /// [`KEPT_PIECES_MAX`] pieces) with a reader, to none without.
     fn trim(&mut self) {
         let budget = if self.keep_recent { RECENT_BYTES } else { 0 };
-        while self.recent_bytes > budget {
+        while self.recent_bytes > budget || self.recent.len() > KEPT_PIECES_MAX {
             match self.recent.front() {
                 Some((at, piece)) if at + piece.len() as u64 <= self.in_file => {
                     self.recent_bytes -= piece.len();
@@ -523,13 +533,17 @@ impl RecordWriter {
     }
 
     /// Writes the held body bytes, which reach body position `held_to`, up to the last
-    /// [`WRITE_ALIGN`] boundary of the file before it.
+    /// [`WRITE_ALIGN`] boundary of the file before it; all of them when more than
+    /// [`HELD_PIECES_MAX`] pieces are held.
     fn write_aligned(&mut self, held_to: u64) -> Result<()> {
         let (_, record_offset, header, _) = self.placement("body write before placement")?;
         let body_at = record_offset + header.body_start();
         let boundary = (body_at + held_to) / WRITE_ALIGN * WRITE_ALIGN;
         if boundary > body_at + self.in_file {
             self.write_held(boundary - body_at, &[])?;
+        }
+        if self.unwritten.len() > HELD_PIECES_MAX {
+            self.write_held(held_to, &[])?;
         }
         Ok(())
     }
@@ -726,7 +740,7 @@ impl Drop for RecordWriter {
         self.store.stats.records_abandoned.fetch_add(1, Ordering::Relaxed);
         // A solo segment holds this record only, which will never be read: remove its file now
         // rather than at the next start (where recovery would), so a retried fill does not hold
-        // the space twice. A shared segment's reservation stays (no compaction).
+        // the space twice. A shared segment's reservation stays, dead, until compaction.
         if let Target::Placed { segment, .. } = &self.target {
             if segment.solo {
                 self.store.forget_segment(segment.id);
@@ -889,6 +903,37 @@ mod tests {
         let got = store.get(ObjectKeyRef::new("b", "big")).unwrap().unwrap();
         assert_eq!(got.body, body);
         assert_eq!(store.get(ObjectKeyRef::new("b", "first")).unwrap().unwrap().body, vec![7u8; 1000]);
+    }
+
+    /// A body arriving in many small reads, each a slice of its own 64 KiB buffer (what a slow
+    /// client's PUT looks like), holds at most HELD_PIECES_MAX pieces unwritten and the view at
+    /// most KEPT_PIECES_MAX more, so the buffers kept alive stay bounded; every byte still reads
+    /// back right.
+    #[test]
+    fn small_reads_do_not_pile_up_held_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let mut w = store
+            .begin(0, ObjectKeyRef::new("b", "trickle"), meta(), Some(body.len() as u64), CommitRule::LastWins)
+            .unwrap();
+        let reader = w.reader();
+        for chunk in body.chunks(1_460) {
+            let mut buf = bytes::BytesMut::with_capacity(64 << 10);
+            buf.extend_from_slice(chunk);
+            w.append(&buf.freeze()).unwrap();
+            assert!(w.unwritten.len() <= HELD_PIECES_MAX, "{} pieces held", w.unwritten.len());
+            let kept = reader.view.lock().unwrap().recent.len();
+            assert!(kept <= KEPT_PIECES_MAX + HELD_PIECES_MAX, "{kept} pieces kept");
+        }
+        let mut pos = 0u64;
+        while pos < body.len() as u64 {
+            let got = reader.read(pos, 100_000).unwrap().unwrap();
+            assert_eq!(got, body[pos as usize..pos as usize + got.len()], "at {pos}");
+            pos += got.len() as u64;
+        }
+        w.commit().unwrap();
+        assert_eq!(store.get(ObjectKeyRef::new("b", "trickle")).unwrap().unwrap().body, body);
     }
 
     /// A record given up before its commit (the origin broke off) leaves its last bytes unwritten;
