@@ -274,6 +274,22 @@ pub const PREALLOCATE_BYTES: u64 = 4 << 20;
 /// [`Segment::preallocated`] of a segment that does not preallocate.
 const NOT_PREALLOCATED: u64 = u64::MAX;
 
+/// The first `len` bytes of `pieces` taken back to back, as slices of them (all of them when
+/// they hold fewer).
+pub(crate) fn leading<'a>(pieces: impl IntoIterator<Item = &'a [u8]>, len: usize) -> Vec<&'a [u8]> {
+    let mut left = len;
+    pieces
+        .into_iter()
+        .map_while(|piece| {
+            (left > 0).then(|| {
+                let take = piece.len().min(left);
+                left -= take;
+                &piece[..take]
+            })
+        })
+        .collect()
+}
+
 impl Segment {
     #[allow(clippy::too_many_arguments, reason = "each is a different part of the new segment")]
     fn create(
@@ -372,16 +388,7 @@ impl Segment {
         {
             let len = pieces.iter().map(|p| p.len()).sum();
             if let Some(landed) = faults::before_write(&self.path, &file, offset, len)? {
-                let mut left = landed;
-                let prefix: Vec<&[u8]> = pieces
-                    .iter()
-                    .map(|p| {
-                        let take = p.len().min(left);
-                        left -= take;
-                        &p[..take]
-                    })
-                    .collect();
-                sys::write_all_vectored_at(&file, &prefix, offset)?;
+                sys::write_all_vectored_at(&file, &leading(pieces.iter().copied(), landed), offset)?;
                 return Err(faults::short_write_error(&self.path));
             }
         }

@@ -92,10 +92,8 @@ pub struct RecordWriter {
     expected_len: Option<u64>,
     target: Target,
     written: u64,
-    /// Body bytes in the file; the rest of `written` is held in `unwritten` ([`WRITE_ALIGN`]).
-    in_file: u64,
-    /// The body bytes appended after placement and not yet written, oldest first.
-    unwritten: VecDeque<Bytes>,
+    /// The body bytes appended after placement and not yet in the file.
+    held: Held,
     crc: u32,
     md5: Md5,
     created_ms: u64,
@@ -221,46 +219,42 @@ fn slice_of(pieces: &VecDeque<(u64, Bytes)>, pos: u64, end: u64) -> Option<Bytes
     (from < to).then(|| piece.slice(from..to))
 }
 
-/// Writes the body bytes held in `held` from `*in_file` up to body position `upto` (the body
-/// starts at `body_at` in `segment`), and `then` right after them (at the commit: the padding and
-/// the trailer), in one system call; lets go of what it wrote and moves `*in_file` to `upto`.
-fn write_held(
-    segment: &Segment,
-    body_at: u64,
-    held: &mut VecDeque<Bytes>,
-    in_file: &mut u64,
-    upto: u64,
-    then: &[&[u8]],
-) -> Result<()> {
-    let len = upto.checked_sub(*in_file).ok_or(Error::Invariant("body write behind the file"))? as usize;
-    let mut need = len;
-    let mut pieces: Vec<&[u8]> = Vec::with_capacity(held.len() + then.len());
-    for piece in held.iter() {
-        if need == 0 {
-            break;
+/// The body bytes of a placed record not yet in its file: they wait for a [`WRITE_ALIGN`]
+/// boundary (or [`HELD_PIECES_MAX`] pieces, or the commit).
+#[derive(Default)]
+struct Held {
+    /// Body bytes in the file; `pieces` follow them.
+    in_file: u64,
+    /// The pieces appended and not yet written, oldest first.
+    pieces: VecDeque<Bytes>,
+}
+
+impl Held {
+    /// Writes the held bytes up to body position `upto` (the body starts at `body_at` in
+    /// `segment`), and `then` right after them (at the commit: the padding and the trailer), in
+    /// one system call; lets go of what it wrote.
+    fn write(&mut self, segment: &Segment, body_at: u64, upto: u64, then: &[&[u8]]) -> Result<()> {
+        let len = upto.checked_sub(self.in_file).ok_or(Error::Invariant("body write behind the file"))? as usize;
+        let mut slices = super::leading(self.pieces.iter().map(|p| &p[..]), len);
+        if slices.iter().map(|s| s.len()).sum::<usize>() < len {
+            return Err(Error::Invariant("body write past the bytes held"));
         }
-        let take = piece.len().min(need);
-        pieces.push(&piece[..take]);
-        need -= take;
-    }
-    if need > 0 {
-        return Err(Error::Invariant("body write past the bytes held"));
-    }
-    pieces.extend_from_slice(then);
-    segment.write_vectored_at(&pieces, body_at + *in_file)?;
-    let mut done = len;
-    while done > 0 {
-        let Some(front) = held.front_mut() else { break };
-        if front.len() <= done {
-            done -= front.len();
-            held.pop_front();
-        } else {
-            bytes::Buf::advance(front, done);
-            done = 0;
+        slices.extend_from_slice(then);
+        segment.write_vectored_at(&slices, body_at + self.in_file)?;
+        let mut done = len;
+        while done > 0 {
+            let Some(front) = self.pieces.front_mut() else { break };
+            if front.len() <= done {
+                done -= front.len();
+                self.pieces.pop_front();
+            } else {
+                bytes::Buf::advance(front, done);
+                done = 0;
+            }
         }
+        self.in_file = upto;
+        Ok(())
     }
-    *in_file = upto;
-    Ok(())
 }
 
 impl View {
@@ -347,8 +341,7 @@ impl Store {
             expected_len: body_len,
             target: Target::Buffered { chunks: Vec::new() },
             written: 0,
-            in_file: 0,
-            unwritten: VecDeque::new(),
+            held: Held::default(),
             crc: 0,
             md5: Md5::new(),
             created_ms,
@@ -479,7 +472,7 @@ impl RecordWriter {
             let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
             view.placed = Some((segment.clone(), record_offset + header.body_start(), map.clone()));
             view.buffered.clear();
-            view.in_file = self.in_file;
+            view.in_file = self.held.in_file;
         }
     }
 
@@ -488,7 +481,7 @@ impl RecordWriter {
     fn publish_written(&self, piece: &Bytes) {
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         let at = self.written - piece.len() as u64;
-        view.in_file = self.in_file;
+        view.in_file = self.held.in_file;
         if view.placed.is_none() {
             view.buffered.push_back((at, piece.clone()));
         } else {
@@ -516,15 +509,15 @@ impl RecordWriter {
             // Spill: everything so far goes to a solo segment, and so does the rest.
             let chunks = std::mem::take(chunks);
             self.target = self.place(0, FLAG_LEN_PENDING)?;
-            self.unwritten.extend(chunks);
-            self.write_held(self.written, &[])?;
+            self.held.pieces.extend(chunks);
+            self.write_held(self.written)?;
             self.publish_placement();
         }
         // A failed append leaves the record as it was before it: `written` (what the caller
         // counts as taken, and hands on elsewhere past it) does not include `data`.
-        self.unwritten.push_back(data.clone());
+        self.held.pieces.push_back(data.clone());
         if let Err(e) = self.write_aligned(new_len) {
-            self.unwritten.pop_back();
+            self.held.pieces.pop_back();
             return Err(e);
         }
         self.account(data);
@@ -539,20 +532,21 @@ impl RecordWriter {
         let (_, record_offset, header, _) = self.placement("body write before placement")?;
         let body_at = record_offset + header.body_start();
         let boundary = (body_at + held_to) / WRITE_ALIGN * WRITE_ALIGN;
-        if boundary > body_at + self.in_file {
-            self.write_held(boundary - body_at, &[])?;
+        if boundary > body_at + self.held.in_file {
+            self.write_held(boundary - body_at)?;
         }
-        if self.unwritten.len() > HELD_PIECES_MAX {
-            self.write_held(held_to, &[])?;
+        if self.held.pieces.len() > HELD_PIECES_MAX {
+            self.write_held(held_to)?;
         }
         Ok(())
     }
 
-    /// [`write_held`] of this record's held bytes up to body position `upto`.
-    fn write_held(&mut self, upto: u64, then: &[&[u8]]) -> Result<()> {
-        let (segment, record_offset, header, _) = self.placement("body write before placement")?;
-        let (segment, body_at) = (segment.clone(), record_offset + header.body_start());
-        write_held(&segment, body_at, &mut self.unwritten, &mut self.in_file, upto, then)
+    /// Writes this record's held bytes up to body position `upto` ([`Held::write`]).
+    fn write_held(&mut self, upto: u64) -> Result<()> {
+        let Target::Placed { segment, record_offset, header, .. } = &self.target else {
+            return Err(Error::Invariant("body write before placement"));
+        };
+        self.held.write(segment, record_offset + header.body_start(), upto, &[])
     }
 
     fn account(&mut self, data: &[u8]) {
@@ -611,7 +605,7 @@ impl RecordWriter {
         if let Target::Buffered { chunks } = &mut self.target {
             let chunks = std::mem::take(chunks);
             self.target = self.place(self.written, 0)?;
-            self.unwritten.extend(chunks);
+            self.held.pieces.extend(chunks);
         }
         // All but the last stretch now; that one goes with the trailer.
         self.write_aligned(self.written)?;
@@ -664,15 +658,8 @@ impl RecordWriter {
         let seq = store.next_seq.fetch_add(1, Ordering::AcqRel);
         let trailer = Trailer { body_crc: self.crc, md5, seq, header_crc };
         let pad = &PAD[..(header.trailer_start() - header.body_start() - self.written) as usize];
-        write_held(
-            &segment,
-            body_offset,
-            &mut self.unwritten,
-            &mut self.in_file,
-            self.written,
-            &[pad, &trailer.encode()],
-        )?;
-        self.view.lock().unwrap_or_else(|e| e.into_inner()).in_file = self.in_file;
+        self.held.write(&segment, body_offset, self.written, &[pad, &trailer.encode()])?;
+        self.view.lock().unwrap_or_else(|e| e.into_inner()).in_file = self.held.in_file;
         segment.note_seq(seq);
         if segment.solo {
             // Its one record is complete: nothing more is appended.
@@ -773,7 +760,7 @@ mod tests {
         let store = store(dir.path());
         // Unknown length and nothing appended: still buffered, not placed.
         let mut w = store.begin(0, ObjectKeyRef::new("b", "k"), meta(), None, CommitRule::LastWins).unwrap();
-        let err = w.write_held(1, &[]).unwrap_err();
+        let err = w.write_held(1).unwrap_err();
         assert!(matches!(err, Error::Invariant("body write before placement")), "{err:?}");
         let err = w.placement("commit before placement").unwrap_err();
         assert!(matches!(err, Error::Invariant("commit before placement")), "{err:?}");
@@ -875,13 +862,13 @@ mod tests {
         let (mut at, mut i, mut aligned_writes) = (0usize, 0, 0);
         while at < body.len() {
             let len = sizes[i % sizes.len()].min(body.len() - at);
-            let before = w.in_file;
+            let before = w.held.in_file;
             w.append(&Bytes::copy_from_slice(&body[at..at + len])).unwrap();
             at += len;
             i += 1;
-            assert!(w.written - w.in_file < WRITE_ALIGN, "{} bytes held", w.written - w.in_file);
-            if w.in_file != before {
-                assert_eq!((body_at + w.in_file) % WRITE_ALIGN, 0, "a write ended off a boundary");
+            assert!(w.written - w.held.in_file < WRITE_ALIGN, "{} bytes held", w.written - w.held.in_file);
+            if w.held.in_file != before {
+                assert_eq!((body_at + w.held.in_file) % WRITE_ALIGN, 0, "a write ended off a boundary");
                 aligned_writes += 1;
             }
             // Every byte so far, read the way a follower does: from the start, in reads of up
@@ -894,7 +881,7 @@ mod tests {
             }
         }
         assert!(aligned_writes >= 10, "{aligned_writes} writes");
-        assert!(w.in_file < w.written, "the last stretch waits for the commit");
+        assert!(w.held.in_file < w.written, "the last stretch waits for the commit");
         w.commit().unwrap();
         let got = store.get(ObjectKeyRef::new("b", "big")).unwrap().unwrap();
         assert_eq!(got.body, body);
@@ -922,7 +909,7 @@ mod tests {
             let mut buf = bytes::BytesMut::with_capacity(64 << 10);
             buf.extend_from_slice(chunk);
             w.append(&buf.freeze()).unwrap();
-            assert!(w.unwritten.len() <= HELD_PIECES_MAX, "{} pieces held", w.unwritten.len());
+            assert!(w.held.pieces.len() <= HELD_PIECES_MAX, "{} pieces held", w.held.pieces.len());
             let kept = reader.view.lock().unwrap().recent.len();
             assert!(kept <= KEPT_PIECES_MAX + HELD_PIECES_MAX, "{kept} pieces kept");
         }
@@ -948,7 +935,7 @@ mod tests {
         for chunk in body.chunks(50_000) {
             w.append(&Bytes::copy_from_slice(chunk)).unwrap();
         }
-        assert!(w.in_file < w.written);
+        assert!(w.held.in_file < w.written);
         drop(w);
         let view = reader.view.lock().unwrap();
         assert!(view.recent.iter().all(|(at, p)| at + p.len() as u64 > view.in_file), "a piece in the file is kept");
