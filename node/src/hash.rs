@@ -131,6 +131,11 @@ impl Stream {
     }
 }
 
+/// A stream's key in the hasher's table and line: its shared state's address (unique while held).
+fn stream_id(state: &Arc<State>) -> usize {
+    Arc::as_ptr(state) as usize
+}
+
 /// A hasher thread's streams, keyed by their shared state's address (unique while held).
 ///
 /// Each round touches only the streams it hashes: thousands of bodies can be queued behind a
@@ -174,7 +179,7 @@ impl Hasher {
                 if piece.is_empty() {
                     return;
                 }
-                let id = Arc::as_ptr(&state) as usize;
+                let id = stream_id(&state);
                 let stream = self.stream(state);
                 let was_idle = stream.pieces.is_empty();
                 stream.pieces.push_back(piece);
@@ -183,7 +188,7 @@ impl Hasher {
                 }
             }
             Job::Finish(state, reply) => {
-                let id = Arc::as_ptr(&state) as usize;
+                let id = stream_id(&state);
                 let stream = self.stream(state);
                 stream.finish = Some(reply);
                 if stream.pieces.is_empty() {
@@ -191,7 +196,7 @@ impl Hasher {
                 }
             }
             Job::Forget(state) => {
-                let id = Arc::as_ptr(&state) as usize;
+                let id = stream_id(&state);
                 // Out of the turn too: once the state is freed, a new body may get its address.
                 self.ready.retain(|&r| r != id);
                 if let Some(stream) = self.streams.remove(&id) {
@@ -205,7 +210,7 @@ impl Hasher {
 
     /// The stream of `state`, begun if this is its first job.
     fn stream(&mut self, state: Arc<State>) -> &mut Stream {
-        self.streams.entry(Arc::as_ptr(&state) as usize).or_insert_with(|| Stream {
+        self.streams.entry(stream_id(&state)).or_insert_with(|| Stream {
             state,
             md5: Md5State::new(),
             pieces: VecDeque::new(),
@@ -402,7 +407,7 @@ mod tests {
                 hasher.hash_round(Md5Many::new());
             }
             for (state, body) in &bodies {
-                let stream = &hasher.streams[&(Arc::as_ptr(state) as usize)];
+                let stream = &hasher.streams[&stream_id(state)];
                 let want: [u8; 16] = Md5::digest(body).into();
                 assert_eq!(stream.md5.finalize(), want, "{streams} streams, body of {} bytes", body.len());
                 assert_eq!(state.queued.load(Ordering::Acquire), 0);
@@ -438,7 +443,7 @@ mod tests {
         // One body is forgotten (its fill broke off): out of the line and the table.
         let (gone, _) = bodies.pop().unwrap();
         hasher.take(Job::Forget(gone.clone()));
-        assert!(!hasher.ready.contains(&(Arc::as_ptr(&gone) as usize)));
+        assert!(!hasher.ready.contains(&stream_id(&gone)));
 
         let mut answers = Vec::new();
         for (state, _) in &bodies {
