@@ -56,6 +56,7 @@
 //! buffer) is written with LEN_PENDING set into a SOLO segment; commit writes the trailer, then
 //! rewrites the header with the real length and the flag cleared.
 
+use crate::crc::crc32c;
 use crate::meta::RecordMeta;
 
 pub const FILE_MAGIC: [u8; 8] = *b"EMSEGv1\0";
@@ -110,7 +111,7 @@ impl FileHeader {
         b[24..32].copy_from_slice(&self.nonce.to_le_bytes());
         b[32..40].copy_from_slice(&self.capacity.to_le_bytes());
         b[40..48].copy_from_slice(&self.created_ms.to_le_bytes());
-        let crc = crate::crc::crc32c(&b[0..60]);
+        let crc = crc32c(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -120,9 +121,7 @@ impl FileHeader {
             return None;
         }
         let version = le32(&b[8..12]);
-        if crate::crc::crc32c(&b[0..60]) != le32(&b[60..64])
-            || !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version)
-        {
+        if crc32c(&b[0..60]) != le32(&b[60..64]) || !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
             return None;
         }
         Some(FileHeader {
@@ -186,7 +185,7 @@ impl RecordHeader {
         b[24..32].copy_from_slice(&self.nonce.to_le_bytes());
         b[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
         b[40..44].copy_from_slice(&self.names_crc.to_le_bytes());
-        let crc = crate::crc::crc32c(&b[0..44]);
+        let crc = crc32c(&b[0..44]);
         b[44..48].copy_from_slice(&crc.to_le_bytes());
         (b, crc)
     }
@@ -198,7 +197,7 @@ impl RecordHeader {
             return None;
         }
         let crc = le32(&b[44..48]);
-        if crate::crc::crc32c(&b[0..44]) != crc {
+        if crc32c(&b[0..44]) != crc {
             return None;
         }
         let h = RecordHeader {
@@ -241,7 +240,7 @@ pub fn encode_record_head(
         body_len,
         nonce,
         created_ms,
-        names_crc: crate::crc::crc32c(&names),
+        names_crc: crc32c(&names),
     };
     let (hb, crc) = header.encode();
     let mut out = Vec::with_capacity(header.body_start() as usize);
@@ -269,7 +268,7 @@ impl Trailer {
         b[8..24].copy_from_slice(&self.md5);
         b[24..32].copy_from_slice(&self.seq.to_le_bytes());
         b[32..36].copy_from_slice(&self.header_crc.to_le_bytes());
-        let crc = crate::crc::crc32c(&b[0..36]);
+        let crc = crc32c(&b[0..36]);
         b[36..40].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -282,8 +281,7 @@ impl Trailer {
             return None;
         }
         let (seq, tail) = if version >= 2 { (le64(&b[24..32]), 32) } else { (0, 24) };
-        if crate::crc::crc32c(&b[0..tail + 4]) != le32(&b[tail + 4..tail + 8]) || le32(&b[tail..tail + 4]) != header_crc
-        {
+        if crc32c(&b[0..tail + 4]) != le32(&b[tail + 4..tail + 8]) || le32(&b[tail..tail + 4]) != header_crc {
             return None;
         }
         let mut md5 = [0u8; 16];
@@ -357,7 +355,7 @@ mod tests {
         b[4..8].copy_from_slice(&7u32.to_le_bytes());
         b[8..24].copy_from_slice(&[9; 16]);
         b[24..28].copy_from_slice(&55u32.to_le_bytes());
-        let crc = crate::crc::crc32c(&b[0..28]);
+        let crc = crc32c(&b[0..28]);
         b[28..32].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(Trailer::decode(&b, 55, 1), Some(Trailer { body_crc: 7, md5: [9; 16], seq: 0, header_crc: 55 }));
         assert_eq!(Trailer::decode(&b, 55, 2), None, "a version 1 trailer is not a version 2 one");
