@@ -98,8 +98,8 @@ cleanup() {
     wait 2>/dev/null || true
     restore_guest_memory
 }
-trap cleanup EXIT
 source "$ROOT/bench/guest_memory.sh"
+trap cleanup EXIT
 # Free memory stays with this VM for the run (bench/guest_memory.sh): both sides' new bytes land
 # on memory the host backs, whichever runs first.
 if [[ $(id -u) == 0 ]]; then

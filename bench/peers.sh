@@ -536,8 +536,6 @@ out() { echo "$*" | tee -a "$RESULTS"; }
 
 # Busy CPU ticks of the whole machine (user + nice + system), to see what else ran meanwhile.
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4; exit }' /proc/stat; }
-# Waits (up to QUIET_WAIT s) until the machine is nearly idle: other work on these 2 cores
-# (a compile, a fuzzer) would be measured as the server's slowness.
 # origin_warm PATTERN FIRST COUNT: reads the origin's objects PATTERN (with {} for the key
 # number) FIRST..FIRST+COUNT-1 into the page cache. This VM pages out page cache unused for a
 # minute (DAMON, bench/RESULTS.md "Issue 14, fifth pass"): objects written at the start were
@@ -555,6 +553,8 @@ for k in range(first, first + count):
 PY
 }
 
+# Waits (up to QUIET_WAIT s) until the machine is nearly idle: other work on these 2 cores
+# (a compile, a fuzzer) would be measured as the server's slowness.
 wait_quiet() {
     local waited=0 busy
     while :; do
