@@ -16,10 +16,8 @@ use edgemirror_proto::{BodyFraming, Chunk, ChunkedDecoder, ParseError};
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 
+use crate::readbuf;
 use crate::respond::Conn;
-
-/// Size of each read of a request body from the socket.
-const READ_BYTES: usize = 64 * 1024;
 
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -120,15 +118,11 @@ impl RequestBody {
 
     /// Reads at least one more byte from the client, within the body timeout.
     async fn fill(&mut self, conn: &mut Conn) -> Result<(), BodyError> {
-        let mut buf = if self.buf.is_empty() {
-            // A fresh buffer: the previous one is owned by the pieces handed out.
-            BytesMut::with_capacity(READ_BYTES)
-        } else {
-            std::mem::take(&mut self.buf)
+        let want = match self.framing {
+            BodyFraming::ContentLength(_) => self.remaining.min(readbuf::READ_BYTES as u64) as usize,
+            _ => readbuf::READ_BYTES,
         };
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(READ_BYTES);
-        }
+        let buf = readbuf::for_read(std::mem::take(&mut self.buf), want);
         let (len, cap) = (buf.len(), buf.capacity());
         match monoio::time::timeout(self.timeout, conn.stream.read(buf.slice_mut(len..cap))).await {
             Ok((Ok(0), slice)) => {

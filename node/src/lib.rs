@@ -83,6 +83,7 @@ pub mod netguard;
 pub mod object;
 pub mod origin;
 pub mod protect;
+pub mod readbuf;
 pub mod reload;
 pub mod reply;
 pub mod respond;

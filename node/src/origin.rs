@@ -36,6 +36,7 @@ use monoio::net::TcpStream;
 use crate::config::OriginConfig;
 use crate::dns::{ResolveError, Resolver};
 use crate::netguard::{AddressPolicy, Refusal};
+use crate::readbuf;
 use crate::rules::OriginAddr;
 use crate::stream::OriginStream;
 use crate::tls;
@@ -45,8 +46,9 @@ pub struct Network {
     pub resolver: Resolver,
     pub policy: AddressPolicy,
 }
-/// Size of each body read from the origin.
-const READ_BYTES: usize = 64 * 1024;
+
+/// The first read of a response: its head, and the start of its body.
+const HEAD_READ_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
@@ -271,7 +273,7 @@ async fn exchange(
     // The first byte of the answer is awaited from here: after the body, when there is one.
     let first_byte = Instant::now() + cfg.first_byte_timeout;
     let deadline = total.map_or(first_byte, |total| total.min(first_byte));
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut buf = BytesMut::with_capacity(HEAD_READ_BYTES);
     let head = loop {
         match proto::parse_response(&buf).map_err(|e| Exchange::Failed(OriginError::Protocol(e)))? {
             Status::Complete(head) if head.status >= 100 && head.status < 200 => {
@@ -282,7 +284,8 @@ async fn exchange(
             Status::Partial => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let was_empty = buf.is_empty();
-                let (n, b) = match read_more(&mut stream, buf, left, "waiting for the response head").await {
+                let room = readbuf::for_read(std::mem::take(&mut buf), HEAD_READ_BYTES);
+                let (n, b) = match read_more(&mut stream, room, left, "waiting for the response head").await {
                     Ok(r) => r,
                     Err(OriginError::Io(_)) if was_empty => return Err(Exchange::Stale),
                     Err(e) => return Err(Exchange::Failed(e)),
@@ -319,16 +322,14 @@ async fn exchange(
     Ok(OriginResponse { status: head.status, head_buf, head, body })
 }
 
-/// Reads into the spare capacity of `buf` (appending), bounded by `limit`.
+/// Reads into the spare capacity of `buf` (appending; the caller made room: [`readbuf::for_read`]),
+/// bounded by `limit`.
 async fn read_more(
     stream: &mut OriginStream,
-    mut buf: BytesMut,
+    buf: BytesMut,
     limit: Duration,
     what: &'static str,
 ) -> Result<(usize, BytesMut), OriginError> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(READ_BYTES);
-    }
     if buf.len() >= proto::MAX_HEAD_BYTES * 4 && what.starts_with("waiting") {
         return Err(OriginError::Protocol(ParseError::HeadTooLarge));
     }
@@ -404,7 +405,7 @@ impl BodyReader {
         match self.framing {
             BodyFraming::ContentLength(total) => {
                 if self.buf.is_empty() {
-                    self.fill(self.remaining.min(READ_BYTES as u64) as usize).await?;
+                    self.fill(self.remaining.min(readbuf::READ_BYTES as u64) as usize).await?;
                     if self.buf.is_empty() {
                         return Err(OriginError::Truncated { got: total - self.remaining, expected: total });
                     }
@@ -433,7 +434,7 @@ impl BodyReader {
                     Chunk::Partial => {
                         self.buf.advance(consumed);
                         let before = self.buf.len();
-                        self.fill(READ_BYTES).await?;
+                        self.fill(readbuf::READ_BYTES).await?;
                         if self.buf.len() == before {
                             return Err(OriginError::Truncated { got: self.received, expected: u64::MAX });
                         }
@@ -442,7 +443,7 @@ impl BodyReader {
             },
             BodyFraming::CloseDelimited => {
                 if self.buf.is_empty() {
-                    self.fill(READ_BYTES).await?;
+                    self.fill(readbuf::READ_BYTES).await?;
                     if self.buf.is_empty() {
                         self.done = true;
                         return Ok(None);
@@ -458,12 +459,7 @@ impl BodyReader {
 
     /// Reads at least one more byte into `buf` (unless the origin closed).
     async fn fill(&mut self, want: usize) -> Result<(), OriginError> {
-        let buf = if self.buf.is_empty() {
-            // A fresh buffer per read: the previous one is owned by the `Bytes` handed out.
-            BytesMut::with_capacity(want.max(4096))
-        } else {
-            std::mem::take(&mut self.buf)
-        };
+        let buf = readbuf::for_read(std::mem::take(&mut self.buf), want);
         let (limit, what) = match self.deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());

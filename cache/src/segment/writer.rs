@@ -51,9 +51,11 @@ pub const RECENT_BYTES: usize = 256 << 10;
 pub const WRITE_ALIGN: u64 = 64 << 10;
 
 /// Most pieces a writer holds unwritten; with more, it writes them at once, aligned or not. A
-/// piece may keep alive the whole buffer it was read into (64 KiB), so a body arriving in small
-/// reads (a slow client's PUT, a trickling origin) must not pile them up: 1-byte reads would
-/// otherwise hold 64 KiB of memory per byte up to the next boundary.
+/// piece keeps alive the whole buffer it was read into. The node's body readers read the next
+/// piece into what is left of that buffer (its `readbuf`), so small pieces share one, but a
+/// writer cannot count on its caller doing so: a body arriving in small reads, each into a
+/// buffer of its own, must not pile them up (1-byte reads into 256 KiB buffers would otherwise
+/// hold 256 KiB of memory per byte up to the next boundary).
 pub const HELD_PIECES_MAX: usize = 8;
 
 /// Most pieces the view keeps for readers beyond those not yet in the file, whatever their
