@@ -13,6 +13,11 @@
 # 12) once, so the servers' new bytes land on memory the host already backs;
 # restore_guest_memory puts the setting back. Nothing is done where the setting does not exist
 # (another machine), or with WARM_MEMORY=0.
+#
+# This only goes so far: the host also takes idle guest memory back by other means, within
+# minutes. Ten minutes after touching 21 GiB, writes into a new file ran at 229 µs per MiB for
+# the first GiB and ~2,450 from the third (bench/RESULTS.md, "Issue 14, seventh pass"), so a
+# long run's later phases store onto fresh memory again, for every server.
 
 GUEST_REPORTING=/sys/module/page_reporting/parameters/max_waiting_mib
 GUEST_REPORTING_SAVED=
