@@ -299,15 +299,28 @@ impl Hasher {
     }
 }
 
-/// Puts the calling hasher thread at the lowest CPU priority (nice 19). No client waits for a
-/// digest unless the origin sent a Content-MD5 (`fill.rs` releases the last byte before the ETag
-/// is known), so on a core shared with a worker the worker always goes first: in back-to-back
-/// cold 1 MiB GETs the previous object's MD5 otherwise took half the core from the next
-/// request. Nice 19 still gets a share of a busy core (1.5% against one worker at nice 0), so
-/// a digest is never starved outright, and fills stop reading their origins when the queue
-/// grows ([`HashJob::backlog`]), which leaves the core to the hasher.
+/// Puts the calling hasher thread at the lowest CPU priority: `SCHED_IDLE`, or nice 19 where
+/// that is refused. No client waits for a digest unless the origin sent a Content-MD5 (`fill.rs`
+/// releases the last byte before the ETag is known), so on a core shared with a worker the
+/// worker always goes first: in back-to-back cold 1 MiB GETs the previous object's MD5 otherwise
+/// took half the core from the next request.
+///
+/// Why `SCHED_IDLE` rather than nice 19: the scheduler preempts a `SCHED_IDLE` thread as soon as
+/// a normal one wakes, while a nice-19 thread may finish its slice first. With nice 19, single
+/// cold 1 MiB GETs had 59 first bytes of 2,392 later than 1.5 ms and a p99 of 3.69 ms; with
+/// `SCHED_IDLE`, the only change, 18 and 2.49 ms
+/// (bench/RESULTS.md, "Issue 14, seventh pass"). Either still gets a share of a busy core (a
+/// weight of 3 or 15 against a worker's 1,024), so a digest is never starved outright, and
+/// fills stop reading their origins when the queue grows ([`HashJob::backlog`]), which leaves
+/// the core to the hasher.
 fn lower_priority() {
-    // SAFETY: plain syscalls on this thread's own id; no memory is shared with the kernel.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls on this thread's own id; `param` outlives the call.
+    let idle = unsafe { libc::sched_setscheduler(libc::gettid(), libc::SCHED_IDLE, &param) };
+    if idle == 0 {
+        return;
+    }
+    // SAFETY: as above.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
     if rc != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the MD5 thread's priority");
