@@ -362,6 +362,12 @@ mod tests {
     use crate::meta::SavedHeader;
     use std::time::SystemTime;
 
+    /// A hot cache in `dir` that caches objects of up to 64 KiB.
+    fn open(dir: &std::path::Path, memory_bytes: usize, disk_bytes: u64) -> HotCache {
+        HotCache::open(&HotConfig { memory_bytes, disk_bytes, dir: dir.to_path_buf(), max_object_bytes: 64 << 10 })
+            .unwrap()
+    }
+
     fn object(key: &str, len: usize) -> StoredObject {
         let mut record = RecordMeta::new(SystemTime::now());
         record.headers.push((SavedHeader::CacheControl, Bytes::from_static(b"max-age=60")));
@@ -381,13 +387,7 @@ mod tests {
     #[test]
     fn memory_hit_and_codec_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let hot = HotCache::open(&HotConfig {
-            memory_bytes: 1 << 20,
-            disk_bytes: 16 << 20,
-            dir: dir.path().to_path_buf(),
-            max_object_bytes: 64 << 10,
-        })
-        .unwrap();
+        let hot = open(dir.path(), 1 << 20, 16 << 20);
         let obj = object("k", 1000);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         // The first store hit only marks the key (the doorkeeper); the second copies it in.
@@ -439,13 +439,7 @@ mod tests {
     #[test]
     fn evicted_objects_are_read_back_from_the_disk_tier() {
         let dir = tempfile::tempdir().unwrap();
-        let hot = HotCache::open(&HotConfig {
-            memory_bytes: 64 << 10,
-            disk_bytes: 64 << 20,
-            dir: dir.path().to_path_buf(),
-            max_object_bytes: 64 << 10,
-        })
-        .unwrap();
+        let hot = open(dir.path(), 64 << 10, 64 << 20);
         if hot.disk_bytes() == 0 {
             eprintln!("skipped: under {MIN_DISK_BYTES} bytes free for a disk tier");
             return;
@@ -483,14 +477,8 @@ mod tests {
     fn the_disk_tier_takes_at_most_a_quarter_of_the_free_space() {
         let dir = tempfile::tempdir().unwrap();
         let free = crate::segment::free_bytes(dir.path()).unwrap();
-        let hot = HotCache::open(&HotConfig {
-            memory_bytes: 1 << 20,
-            // Far more than any disk here has.
-            disk_bytes: 1 << 50,
-            dir: dir.path().join("cache"),
-            max_object_bytes: 64 << 10,
-        })
-        .unwrap();
+        // Far more than any disk here has.
+        let hot = open(&dir.path().join("cache"), 1 << 20, 1 << 50);
         assert!(hot.disk_bytes() <= free / 4, "{} of {free} free", hot.disk_bytes());
         assert!(hot.disk_bytes() == 0 || hot.disk_bytes() >= MIN_DISK_BYTES);
     }
