@@ -119,8 +119,8 @@ impl RequestBody {
     /// Reads at least one more byte from the client, within the body timeout.
     async fn fill(&mut self, conn: &mut Conn) -> Result<(), BodyError> {
         let want = match self.framing {
-            BodyFraming::ContentLength(_) => self.remaining.min(readbuf::READ_BYTES as u64) as usize,
-            _ => readbuf::READ_BYTES,
+            BodyFraming::ContentLength(_) => self.remaining,
+            _ => u64::MAX,
         };
         let buf = readbuf::for_read(std::mem::take(&mut self.buf), want);
         let (len, cap) = (buf.len(), buf.capacity());

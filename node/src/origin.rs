@@ -48,7 +48,7 @@ pub struct Network {
 }
 
 /// The first read of a response: its head, and the start of its body.
-const HEAD_READ_BYTES: usize = 8 * 1024;
+const HEAD_READ_BYTES: u64 = 8 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OriginError {
@@ -273,7 +273,7 @@ async fn exchange(
     // The first byte of the answer is awaited from here: after the body, when there is one.
     let first_byte = Instant::now() + cfg.first_byte_timeout;
     let deadline = total.map_or(first_byte, |total| total.min(first_byte));
-    let mut buf = BytesMut::with_capacity(HEAD_READ_BYTES);
+    let mut buf = BytesMut::with_capacity(HEAD_READ_BYTES as usize);
     let head = loop {
         match proto::parse_response(&buf).map_err(|e| Exchange::Failed(OriginError::Protocol(e)))? {
             Status::Complete(head) if head.status >= 100 && head.status < 200 => {
@@ -405,7 +405,7 @@ impl BodyReader {
         match self.framing {
             BodyFraming::ContentLength(total) => {
                 if self.buf.is_empty() {
-                    self.fill(self.remaining.min(readbuf::READ_BYTES as u64) as usize).await?;
+                    self.fill(self.remaining).await?;
                     if self.buf.is_empty() {
                         return Err(OriginError::Truncated { got: total - self.remaining, expected: total });
                     }
@@ -434,7 +434,7 @@ impl BodyReader {
                     Chunk::Partial => {
                         self.buf.advance(consumed);
                         let before = self.buf.len();
-                        self.fill(readbuf::READ_BYTES).await?;
+                        self.fill(u64::MAX).await?;
                         if self.buf.len() == before {
                             return Err(OriginError::Truncated { got: self.received, expected: u64::MAX });
                         }
@@ -443,7 +443,7 @@ impl BodyReader {
             },
             BodyFraming::CloseDelimited => {
                 if self.buf.is_empty() {
-                    self.fill(readbuf::READ_BYTES).await?;
+                    self.fill(u64::MAX).await?;
                     if self.buf.is_empty() {
                         self.done = true;
                         return Ok(None);
@@ -457,8 +457,9 @@ impl BodyReader {
         }
     }
 
-    /// Reads at least one more byte into `buf` (unless the origin closed).
-    async fn fill(&mut self, want: usize) -> Result<(), OriginError> {
+    /// Reads at least one more byte into `buf` (unless the origin closed), up to `want`
+    /// ([`readbuf::for_read`]).
+    async fn fill(&mut self, want: u64) -> Result<(), OriginError> {
         let buf = readbuf::for_read(std::mem::take(&mut self.buf), want);
         let (limit, what) = match self.deadline {
             Some(deadline) => {

@@ -22,12 +22,13 @@ pub const READ_BYTES: usize = 256 * 1024;
 /// The smallest spare capacity worth reading into: less, and a fresh buffer is taken.
 const MIN_READ_BYTES: usize = 4096;
 
-/// The buffer to read up to `want` more bytes into: `buf` itself while its spare capacity takes
-/// `want` bytes or a quarter of a full read (and at least [`MIN_READ_BYTES`]); otherwise a fresh
-/// buffer of `want` bytes (at least [`MIN_READ_BYTES`]) when `buf` holds nothing, or `buf` grown
-/// when it holds the start of something not yet handed out (a chunk's size line).
-pub fn for_read(mut buf: BytesMut, want: usize) -> BytesMut {
-    let want = want.clamp(MIN_READ_BYTES, READ_BYTES);
+/// The buffer to read up to `want` more bytes into (a body's bytes still to come, `u64::MAX`
+/// when its length is unknown), `want` taken between [`MIN_READ_BYTES`] and [`READ_BYTES`]:
+/// `buf` itself while its spare capacity takes `want` bytes or a quarter of a full read;
+/// otherwise a fresh buffer of `want` bytes when `buf` holds nothing, or `buf` grown when it
+/// holds the start of something not yet handed out (a chunk's size line).
+pub fn for_read(mut buf: BytesMut, want: u64) -> BytesMut {
+    let want = want.clamp(MIN_READ_BYTES as u64, READ_BYTES as u64) as usize;
     let spare = buf.capacity() - buf.len();
     if spare >= want.min(READ_BYTES / 4) {
         return buf;
@@ -46,14 +47,14 @@ mod tests {
     /// Pieces read into one buffer share its allocation until it runs short; then a fresh one.
     #[test]
     fn small_reads_fill_one_allocation_before_the_next() {
-        let mut buf = for_read(BytesMut::new(), READ_BYTES);
+        let mut buf = for_read(BytesMut::new(), u64::MAX);
         assert_eq!(buf.capacity(), READ_BYTES);
         let first = buf.as_ptr() as usize;
         let mut pieces = Vec::new();
         let mut fresh = 0;
         for _ in 0..400 {
             let before = buf.as_ptr() as usize;
-            buf = for_read(buf, READ_BYTES);
+            buf = for_read(buf, u64::MAX);
             if buf.as_ptr() as usize != before {
                 fresh += 1;
             }
@@ -72,7 +73,7 @@ mod tests {
     fn a_short_body_gets_a_buffer_its_size() {
         assert_eq!(for_read(BytesMut::new(), 1000).capacity(), MIN_READ_BYTES);
         assert_eq!(for_read(BytesMut::new(), 100_000).capacity(), 100_000);
-        assert_eq!(for_read(BytesMut::new(), usize::MAX).capacity(), READ_BYTES);
+        assert_eq!(for_read(BytesMut::new(), u64::MAX).capacity(), READ_BYTES);
     }
 
     /// Bytes not handed out yet stay in front of the next read, even when the buffer grows.
@@ -80,7 +81,7 @@ mod tests {
     fn bytes_not_handed_out_stay() {
         let mut buf = BytesMut::with_capacity(16);
         buf.extend_from_slice(b"4\r\nab");
-        let buf = for_read(buf, READ_BYTES);
+        let buf = for_read(buf, u64::MAX);
         assert_eq!(&buf[..], b"4\r\nab");
         assert!(buf.capacity() - buf.len() >= READ_BYTES);
     }
