@@ -308,11 +308,10 @@ impl Hasher {
 /// Why `SCHED_IDLE` rather than nice 19: the scheduler preempts a `SCHED_IDLE` thread as soon as
 /// a normal one wakes, while a nice-19 thread may finish its slice first. With nice 19, single
 /// cold 1 MiB GETs had 59 first bytes of 2,392 later than 1.5 ms and a p99 of 3.69 ms; with
-/// `SCHED_IDLE`, the only change, 18 and 2.49 ms
-/// (bench/RESULTS.md, "Issue 14, seventh pass"). Either still gets a share of a busy core (a
-/// weight of 3 or 15 against a worker's 1,024), so a digest is never starved outright, and
-/// fills stop reading their origins when the queue grows ([`HashJob::backlog`]), which leaves
-/// the core to the hasher.
+/// `SCHED_IDLE`, the only change, 18 and 2.49 ms (bench/RESULTS.md, "Issue 14, seventh pass").
+/// Either still gets a share of a busy core (a weight of 3 or 15 against a worker's 1,024), so
+/// a digest is never starved outright, and fills stop reading their origins when the queue
+/// grows ([`HashJob::backlog`]), which leaves the core to the hasher.
 fn lower_priority() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: plain syscalls on this thread's own id; `param` outlives the call.
