@@ -20,7 +20,9 @@
 # and emload on core $LOAD_CORE: `--cold -c 1` (one GET at a time) or, with CONNS > 1, `-c $CONNS
 # --mix seq` (distinct keys over many connections); each of $KEYS keys once.
 # Prints per build the p50 and p99 of the complete time per run, then their medians and ranges,
-# the node's CPU time per GET (utime + stime of the process over the run) and GETs per second.
+# the node's CPU time per GET (utime + stime of the process over the run), GETs per second and
+# the process's minor page faults per GET (a fault is a page the process touched for the first
+# time, or again after giving it back: on this VM, fresh memory costs ~10x; bench/RESULTS.md).
 #
 # Knobs (environment): KEYS (300) CONNS (1) COLD_ORIGIN (0; 1: the origin's objects are dropped
 # from the page cache before each run, so it reads them from disk) OLD_STORE, NEW_STORE ("") WORK
@@ -205,11 +207,11 @@ EOF
 }
 
 # One run of `bin` with `store_extra` in its [store]: prints "p50_us p99_us cpu_us_per_get
-# gets_per_s".
+# gets_per_s minor_faults_per_get".
 run() {
     local bin=$1 store_extra=$2 pid timed
     read -r pid timed <<<"$(start_side "$bin" "$store_extra")"
-    local before after t0 t1
+    local before after faults_before faults_after t0 t1
     if ((COLD_ORIGIN)); then
         # The origin's objects out of the page cache: it reads them from disk, as in a
         # peers.sh phase that runs minutes after the objects were written (this VM pages
@@ -219,6 +221,7 @@ for p in sys.argv[1:]:
     fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$WORK"/www/o/obj-*
     fi
     before=$(awk '{print $14 + $15}' "/proc/$timed/stat")
+    faults_before=$(awk '{print $10}' "/proc/$timed/stat")
     local perf_pid=
     if [[ -n ${PERF:-} ]]; then
         # The server core's samples over this run only.
@@ -243,6 +246,7 @@ for p in sys.argv[1:]:
         while kill -0 "$perf_pid" 2>/dev/null; do sleep 0.1; done
     fi
     after=$(awk '{print $14 + $15}' "/proc/$timed/stat")
+    faults_after=$(awk '{print $10}' "/proc/$timed/stat")
     # Started in start_side's subshell, so not this shell's to wait for: the side is gone once its
     # port is free (a peer's worker outlives its parent for a moment), and the next side binds it.
     kill "$pid"
@@ -255,7 +259,7 @@ for p in sys.argv[1:]:
     [[ $line == *" errors=0"* && $line == *" non2xx=0"* ]] || die "failed GETs: $line"
     local ticks
     ticks=$(getconf CLK_TCK)
-    echo "$(sed -E 's/.* (total_)?p50_us=([0-9.]+).*/\2/' <<<"$line") $(sed -E 's/.* (total_)?p99_us=([0-9.]+).*/\2/' <<<"$line") $(( (after - before) * 1000000 / ticks / KEYS )) $(( KEYS * 1000000000 / (t1 - t0) ))"
+    echo "$(sed -E 's/.* (total_)?p50_us=([0-9.]+).*/\2/' <<<"$line") $(sed -E 's/.* (total_)?p99_us=([0-9.]+).*/\2/' <<<"$line") $(( (after - before) * 1000000 / ticks / KEYS )) $(( KEYS * 1000000000 / (t1 - t0) )) $(awk -v f=$((faults_after - faults_before)) -v k="$KEYS" 'BEGIN { printf "%.1f", f / k }')"
 }
 
 declare -a RESULTS=()
@@ -265,7 +269,7 @@ for round in $(seq "$ROUNDS"); do
     for which in "${order[@]}"; do
         RUN_TAG=$round-$which
         if [[ $which == new ]]; then r=$(run "$NEW" "$NEW_STORE"); else r=$(run "$OLD" "$OLD_STORE"); fi
-        log "round $round $which: p50 / p99 / CPU per GET (µs) / GET/s: $r"
+        log "round $round $which: p50 / p99 / CPU per GET (µs) / GET/s / minor faults per GET: $r"
         RESULTS+=("$which $r")
     done
 done
@@ -274,14 +278,14 @@ printf '%s\n' "${RESULTS[@]}" | python3 -c '
 import statistics, sys
 rows = {}
 for line in sys.stdin:
-    which, p50, p99, cpu, rate = line.split()
-    rows.setdefault(which, []).append((float(p50) / 1000, float(p99) / 1000, float(cpu), float(rate)))
-print("| build | p50 median (range), ms | p99 median (range), ms | CPU per GET median (range), µs | GET/s median (range) |")
-print("|---|---:|---:|---:|---:|")
+    which, p50, p99, cpu, rate, faults = line.split()
+    rows.setdefault(which, []).append((float(p50) / 1000, float(p99) / 1000, float(cpu), float(rate), float(faults)))
+print("| build | p50 median (range), ms | p99 median (range), ms | CPU per GET median (range), µs | GET/s median (range) | minor faults per GET median (range) |")
+print("|---|---:|---:|---:|---:|---:|")
 for which in ("old", "new"):
     r = rows[which]
     cols = []
-    for i, fmt in ((0, "%.2f"), (1, "%.2f"), (2, "%.0f"), (3, "%.0f")):
+    for i, fmt in ((0, "%.2f"), (1, "%.2f"), (2, "%.0f"), (3, "%.0f"), (4, "%.1f")):
         v = [x[i] for x in r]
         cols.append((fmt + " (" + fmt + "–" + fmt + ")") % (statistics.median(v), min(v), max(v)))
     print("| %s | %s |" % (which, " | ".join(cols)))
