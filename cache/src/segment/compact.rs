@@ -248,7 +248,7 @@ impl Store {
             out.write_at(&trailer.encode(), next + header.trailer_start())?;
             out.note_seq(rec.trailer.seq);
             if let Some((key, loc)) = &rec.object {
-                let slot = Slot::new(out.clone(), next, loc.seq, loc.size, true, loc.last_access);
+                let slot = Slot::new(out.clone(), next, loc.seq, loc.size, header.body_start(), true, loc.last_access);
                 swaps.push((key.clone(), rec.offset, slot));
             }
             next += header.total_len();

@@ -38,6 +38,10 @@ pub(crate) struct Slot {
     pub seq: u64,
     /// Body bytes.
     pub size: u64,
+    /// Bytes from the record's start to its body (`RecordHeader::body_start`; `u32::MAX` if
+    /// more), so that a read of a record not in memory asks for the record and nothing past it
+    /// (`Store::cold_spans`). It takes the slot's padding: a slot is 40 bytes either way.
+    pub head: u32,
     /// Bit 31 ([`VERIFIED`]): the body matched its CRC in this process (recovery checks
     /// headers and trailers only; bodies on first read, see `verify`). Bits 0-30: when it was
     /// last read, in seconds since the store opened (coarse: for eviction of cache-mode
@@ -47,10 +51,24 @@ pub(crate) struct Slot {
 
 const VERIFIED: u32 = 1 << 31;
 
+// One per stored object, 10 million of them in `bench/store_scale.sh`: `head` must stay in the
+// padding after `state`.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Slot>() == 40);
+
 impl Slot {
-    pub fn new(segment: Arc<Segment>, record_offset: u64, seq: u64, size: u64, verified: bool, at: u32) -> Slot {
+    pub fn new(
+        segment: Arc<Segment>,
+        record_offset: u64,
+        seq: u64,
+        size: u64,
+        head: u64,
+        verified: bool,
+        at: u32,
+    ) -> Slot {
         let state = (at & !VERIFIED) | if verified { VERIFIED } else { 0 };
-        Slot { segment, record_offset, seq, size, state: AtomicU32::new(state) }
+        let head = u32::try_from(head).unwrap_or(u32::MAX);
+        Slot { segment, record_offset, seq, size, head, state: AtomicU32::new(state) }
     }
 
     /// Whether this slot is the record at `segment`/`record_offset` (the identity of a version
@@ -86,6 +104,7 @@ impl Slot {
             record_offset: self.record_offset,
             seq: self.seq,
             size: self.size,
+            head: self.head,
             verified: self.verified(),
             last_access: self.last_access(),
         }
@@ -99,6 +118,7 @@ pub(crate) struct Loc {
     pub record_offset: u64,
     pub seq: u64,
     pub size: u64,
+    pub head: u32,
     pub verified: bool,
     pub last_access: u32,
 }

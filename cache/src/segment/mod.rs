@@ -136,12 +136,6 @@ impl StoreConfig {
     }
 }
 
-/// Bytes of a record before its body that [`Store::cold_spans`] reads with the body: the
-/// header, names and metadata of nearly every object fit.
-pub const COLD_HEAD_ROOM: u64 = 4096;
-/// Bytes after the body it reads: the padding and the trailer.
-const COLD_TAIL_ROOM: u64 = 128;
-
 /// A committed object as a reader sees it: metadata and a zero-copy slice of its body.
 #[derive(Clone, Debug)]
 pub struct StoredObject {
@@ -1093,8 +1087,8 @@ impl Store {
     }
 
     /// The parts of the key's current record that are not in the page cache (`mincore`): its
-    /// head (header, names, metadata; assumed to fit in [`COLD_HEAD_ROOM`]), the first
-    /// `max_body` bytes of its body, and its trailer. `None` when they are all in memory, or
+    /// head (header, names, metadata; its length is in the index), the first `max_body` bytes
+    /// of its body, and its trailer. `None` when they are all in memory, or
     /// the key has no object.
     ///
     /// For a thread-per-core server: a lookup and a send from the mapping fault on pages not in
@@ -1105,23 +1099,13 @@ impl Store {
         let loc = self.index.get(key)?;
         let map = loc.segment.mapped()?;
         let file_end = loc.segment.len().min(map.len() as u64);
-        let start = loc.record_offset;
-        let span = |from: u64, len: u64| {
-            let end = from.saturating_add(len).min(file_end);
-            (from < end).then(|| (from, end - from))
-        };
-        let mut parts = Vec::with_capacity(2);
-        if loc.size <= max_body {
-            parts.extend(span(start, COLD_HEAD_ROOM + loc.size + COLD_TAIL_ROOM));
-        } else {
-            parts.extend(span(start, COLD_HEAD_ROOM + max_body));
-            parts.extend(span(start + loc.size, COLD_HEAD_ROOM + COLD_TAIL_ROOM));
-        }
+        let mut parts = record_spans(&loc, max_body, file_end);
         parts.retain(|&(from, len)| !sys::resident(&map[from as usize..(from + len) as usize]));
         if parts.is_empty() {
             return None;
         }
-        Some(ColdSpans { file: loc.segment.file().ok()?, spans: parts, segment: loc.segment.id, record_offset: start })
+        let (segment, record_offset) = (loc.segment.id, loc.record_offset);
+        Some(ColdSpans { file: loc.segment.file().ok()?, spans: parts, segment, record_offset })
     }
 
     /// Where the body of the key's current object lies on disk, if it is version `seq` (the one
@@ -1514,6 +1498,30 @@ pub fn random_u64() -> u64 {
     t ^ (&b as *const _ as u64).rotate_left(32)
 }
 
+/// The byte ranges of `loc`'s record that a reader of up to `max_body` body bytes needs, below
+/// `file_end`: the whole record (head, body, padding, trailer) when the body is at most
+/// `max_body`, else the head with the first `max_body` body bytes, and the trailer. Nothing
+/// past the record: bytes beyond it are the next record's, read for nobody and kept in the page
+/// cache in place of something asked for.
+fn record_spans(loc: &Loc, max_body: u64, file_end: u64) -> Vec<(u64, u64)> {
+    let start = loc.record_offset;
+    let span = |from: u64, len: u64| {
+        let end = from.saturating_add(len).min(file_end);
+        (from < end).then(|| (from, end - from))
+    };
+    let head = u64::from(loc.head);
+    let trailer_start = head + format::align_up(loc.size);
+    let trailer_bytes = trailer_len(loc.segment.version);
+    let mut parts = Vec::with_capacity(2);
+    if loc.size <= max_body {
+        parts.extend(span(start, trailer_start + trailer_bytes));
+    } else {
+        parts.extend(span(start, head + max_body));
+        parts.extend(span(start + trailer_start, trailer_bytes));
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1570,6 +1578,53 @@ mod tests {
     fn checked_on(store: &Store, entry: &IndexEntry) -> Vec<String> {
         let checked = store.checks.checked_on.lock().unwrap();
         checked.iter().filter(|(record, _)| *record == entry.record()).map(|(_, t)| t.clone()).collect()
+    }
+
+    /// A read of a record not in memory asks for the record and nothing past it, whatever the
+    /// length of its head (6 KiB of user metadata here): as committed, and as recovery finds it
+    /// after a restart. A body over `max_body` is read as its head and first `max_body` bytes,
+    /// and its trailer.
+    #[test]
+    fn cold_reads_ask_for_the_record_and_nothing_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = [("small", body(1000, 1)), ("long-head", body(3, 2)), ("big", body(300 << 10, 3))];
+        let store = open(dir.path());
+        for (key, data) in &objects {
+            let mut meta = RecordMeta::new(SystemTime::now());
+            if *key == "long-head" {
+                meta.user = (0..3).map(|i| (format!("m{i}").into(), Bytes::from(vec![b'v'; 2048]))).collect();
+            }
+            let mut w = store
+                .begin(0, ObjectKeyRef::new("b", key), meta, Some(data.len() as u64), CommitRule::LastWins)
+                .unwrap();
+            w.append(data).unwrap();
+            w.commit().unwrap();
+        }
+        put(&store, "after", &body(10, 4));
+        let check = |store: &Store| {
+            for (key, data) in &objects {
+                let loc = store.index.get(ObjectKeyRef::new("b", key)).unwrap();
+                let (header, _, _) = read_record(&loc.segment, loc.record_offset).unwrap();
+                let (start, end) = (loc.record_offset, loc.record_offset + header.total_len());
+                if *key == "long-head" {
+                    assert!(header.body_start() > 6 << 10, "a head of {} bytes", header.body_start());
+                }
+                assert_eq!(record_spans(&loc, 1 << 20, u64::MAX), [(start, end - start)], "{key}");
+                let max_body = 64 << 10;
+                let expected = if data.len() as u64 > max_body {
+                    vec![
+                        (start, header.body_start() + max_body),
+                        (start + header.trailer_start(), trailer_len(header.version)),
+                    ]
+                } else {
+                    vec![(start, end - start)]
+                };
+                assert_eq!(record_spans(&loc, max_body, u64::MAX), expected, "{key}");
+            }
+        };
+        check(&store);
+        drop(store);
+        check(&open(dir.path()));
     }
 
     #[test]

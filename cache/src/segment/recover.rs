@@ -164,6 +164,8 @@ struct Found {
     seq: u64,
     record_offset: u64,
     body_len: u64,
+    /// Bytes from the record's start to its body (`u32::MAX` if more: see `Slot::head`).
+    head: u32,
     segment: SegmentAt,
     bucket_len: u16,
     key_len: u16,
@@ -229,7 +231,7 @@ fn build_shard(index: &Index, shard: usize, mut parts: Vec<ShardFound>, segments
         let segment = segments[f.segment.list_index as usize].clone().expect("a segment with records is kept");
         // Checked at the scan.
         let bucket = std::str::from_utf8(names.0).unwrap_or_default();
-        Some((bucket, names.1, Slot::new(segment, f.record_offset, f.seq, f.body_len, false, 0)))
+        Some((bucket, names.1, Slot::new(segment, f.record_offset, f.seq, f.body_len, f.head.into(), false, 0)))
     });
     index.rebuild_shard(shard, winners);
 }
@@ -353,6 +355,7 @@ fn scan_segment(
             seq: trailer.seq,
             record_offset: off,
             body_len: h.body_len,
+            head: u32::try_from(h.body_start()).unwrap_or(u32::MAX),
             segment: at,
             bucket_len: h.bucket_len,
             key_len: h.key_len,

@@ -700,7 +700,7 @@ impl RecordWriter {
             offset: body_offset,
             what: "body outside mapping",
         })?;
-        lock.put(Slot::new(segment, record_offset, seq, self.written, true, store.now_secs()));
+        lock.put(Slot::new(segment, record_offset, seq, self.written, header.body_start(), true, store.now_secs()));
         drop(lock);
         self.committed = true;
         store.stats.objects_committed.fetch_add(1, Ordering::Relaxed);
