@@ -1581,28 +1581,42 @@ mod tests {
     }
 
     /// A read of a record not in memory asks for the record and nothing past it, whatever the
-    /// length of its head (6 KiB of user metadata here): as committed, and as recovery finds it
-    /// after a restart. A body over `max_body` is read as its head and first `max_body` bytes,
-    /// and its trailer.
+    /// length of its head (6 KiB of user metadata here), for a record written with its length
+    /// unknown, and for one in a segment of its own: as committed, as compaction copies them,
+    /// and as recovery finds them after a restart. A body over `max_body` is read as its head
+    /// and first `max_body` bytes, and its trailer.
     #[test]
     fn cold_reads_ask_for_the_record_and_nothing_past_it() {
         let dir = tempfile::tempdir().unwrap();
-        let objects = [("small", body(1000, 1)), ("long-head", body(3, 2)), ("big", body(300 << 10, 3))];
-        let store = open(dir.path());
-        for (key, data) in &objects {
+        let config = || StoreConfig {
+            // 1 MiB segments: "big" gets one of its own; no background compaction.
+            segment_bytes: 1 << 20,
+            compaction: CompactionConfig { interval: Duration::ZERO, ..CompactionConfig::default() },
+            ..StoreConfig::new(dir.path())
+        };
+        let store = Store::open(config()).unwrap().0;
+        // (key, body, length known when the write began)
+        let objects =
+            [("small", body(1000, 1), true), ("long-head", body(3, 2), true), ("unknown", body(5000, 3), false)];
+        let big = ("big", body(300 << 10, 4), true);
+        for (i, (key, data, known)) in objects.iter().chain([&big]).enumerate() {
             let mut meta = RecordMeta::new(SystemTime::now());
             if *key == "long-head" {
                 meta.user = (0..3).map(|i| (format!("m{i}").into(), Bytes::from(vec![b'v'; 2048]))).collect();
             }
-            let mut w = store
-                .begin(0, ObjectKeyRef::new("b", key), meta, Some(data.len() as u64), CommitRule::LastWins)
-                .unwrap();
+            let len = known.then_some(data.len() as u64);
+            let mut w = store.begin(0, ObjectKeyRef::new("b", key), meta, len, CommitRule::LastWins).unwrap();
             w.append(data).unwrap();
             w.commit().unwrap();
+            // Fillers between them, deleted below so compaction copies the objects.
+            put(&store, &format!("filler-{i}"), &body(200 << 10, 5));
         }
-        put(&store, "after", &body(10, 4));
+        // Enough after them that their segment fills and is sealed: compaction takes only those.
+        for i in 0..3 {
+            put(&store, &format!("tail-{i}"), &body(200 << 10, 6));
+        }
         let check = |store: &Store| {
-            for (key, data) in &objects {
+            for (key, data, _) in objects.iter().chain([&big]) {
                 let loc = store.index.get(ObjectKeyRef::new("b", key)).unwrap();
                 let (header, _, _) = read_record(&loc.segment, loc.record_offset).unwrap();
                 let (start, end) = (loc.record_offset, loc.record_offset + header.total_len());
@@ -1620,11 +1634,22 @@ mod tests {
                     vec![(start, end - start)]
                 };
                 assert_eq!(record_spans(&loc, max_body, u64::MAX), expected, "{key}");
+                // Every page of it is in memory here (just written or read): nothing to read.
+                assert!(store.cold_spans(ObjectKeyRef::new("b", key), max_body).is_none(), "{key}");
             }
+            assert!(store.index.get(ObjectKeyRef::new("b", "big")).unwrap().segment.solo, "big has its own segment");
         };
         check(&store);
+        for i in 0..4 {
+            store.delete(0, ObjectKeyRef::new("b", &format!("filler-{i}"))).unwrap();
+        }
+        let before = store.index.get(ObjectKeyRef::new("b", "small")).unwrap();
+        let report = store.compact().unwrap();
+        let after = store.index.get(ObjectKeyRef::new("b", "small")).unwrap();
+        assert!(report.records_copied > 0 && !after.is(before.segment.id, before.record_offset), "{report:?}");
+        check(&store);
         drop(store);
-        check(&open(dir.path()));
+        check(&Store::open(config()).unwrap().0);
     }
 
     #[test]

@@ -166,11 +166,18 @@ struct Found {
     body_len: u64,
     /// Bytes from the record's start to its body (`u32::MAX` if more: see `Slot::head`).
     head: u32,
-    segment: SegmentAt,
+    /// Its segment's place in the scan ([`SegmentAt`], whose fields are spelled out here so
+    /// they share the struct's padding with the others).
+    list_index: u32,
+    part: u8,
     bucket_len: u16,
     key_len: u16,
     tombstone: bool,
 }
+
+// One per record while the scan runs, 10 million of them in `bench/store_scale.sh`.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Found>() == 48);
 
 /// A segment's place in the scan: its index in the list of segment files (oldest first), and
 /// the scanning thread's number (whose name buffers hold its records' names).
@@ -194,7 +201,7 @@ impl Found {
 
     /// Its (bucket, key), from the name buffers of its shard (one per scanning thread).
     fn names<'a>(&self, parts: &'a [ShardFound]) -> (&'a [u8], &'a [u8]) {
-        let names = &parts[self.segment.part as usize].names;
+        let names = &parts[self.part as usize].names;
         let at = self.names_at as usize;
         let bucket_end = at + self.bucket_len as usize;
         (&names[at..bucket_end], &names[bucket_end..bucket_end + self.key_len as usize])
@@ -215,7 +222,7 @@ fn build_shard(index: &Index, shard: usize, mut parts: Vec<ShardFound>, segments
         a.names(parts)
             .cmp(&b.names(parts))
             .then(b.seq.cmp(&a.seq))
-            .then(a.segment.list_index.cmp(&b.segment.list_index))
+            .then(a.list_index.cmp(&b.list_index))
             .then(a.record_offset.cmp(&b.record_offset))
     });
     let mut previous: Option<(&[u8], &[u8])> = None;
@@ -228,7 +235,7 @@ fn build_shard(index: &Index, shard: usize, mut parts: Vec<ShardFound>, segments
         if f.tombstone {
             return None;
         }
-        let segment = segments[f.segment.list_index as usize].clone().expect("a segment with records is kept");
+        let segment = segments[f.list_index as usize].clone().expect("a segment with records is kept");
         // Checked at the scan.
         let bucket = std::str::from_utf8(names.0).unwrap_or_default();
         Some((bucket, names.1, Slot::new(segment, f.record_offset, f.seq, f.body_len, f.head.into(), false, 0)))
@@ -356,7 +363,8 @@ fn scan_segment(
             record_offset: off,
             body_len: h.body_len,
             head: u32::try_from(h.body_start()).unwrap_or(u32::MAX),
-            segment: at,
+            list_index: at.list_index,
+            part: at.part,
             bucket_len: h.bucket_len,
             key_len: h.key_len,
             tombstone: h.is_tombstone(),
