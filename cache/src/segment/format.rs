@@ -91,6 +91,12 @@ pub fn align_up(n: u64) -> u64 {
     n.div_ceil(ALIGN) * ALIGN
 }
 
+/// Bytes from a record's start to its trailer, for a head (header, names, metadata) of
+/// `body_start` bytes and a body of `body_len`: the body is padded to [`ALIGN`].
+pub fn trailer_offset(body_start: u64, body_len: u64) -> u64 {
+    body_start + align_up(body_len)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileHeader {
     pub version: u32,
@@ -158,7 +164,7 @@ impl RecordHeader {
 
     /// Bytes from the record start to the trailer.
     pub fn trailer_start(&self) -> u64 {
-        self.body_start() + align_up(self.body_len)
+        trailer_offset(self.body_start(), self.body_len)
     }
 
     /// Whole record length, including padding and trailer.

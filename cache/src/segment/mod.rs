@@ -1510,7 +1510,7 @@ fn record_spans(loc: &Loc, max_body: u64, file_end: u64) -> Vec<(u64, u64)> {
         (from < end).then(|| (from, end - from))
     };
     let head = u64::from(loc.head);
-    let trailer_start = head + format::align_up(loc.size);
+    let trailer_start = format::trailer_offset(head, loc.size);
     let trailer_bytes = trailer_len(loc.segment.version);
     let mut parts = Vec::with_capacity(2);
     if loc.size <= max_body {
