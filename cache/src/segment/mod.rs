@@ -1541,9 +1541,13 @@ mod tests {
     }
 
     fn put(store: &Arc<Store>, key: &str, data: &Bytes) {
-        let meta = RecordMeta::new(SystemTime::now());
-        let mut w =
-            store.begin(0, ObjectKeyRef::new("b", key), meta, Some(data.len() as u64), CommitRule::LastWins).unwrap();
+        put_with(store, key, data, RecordMeta::new(SystemTime::now()), true);
+    }
+
+    /// [`put`] with its metadata, and with the length told when the write begins or not.
+    fn put_with(store: &Arc<Store>, key: &str, data: &Bytes, meta: RecordMeta, length_known: bool) {
+        let len = length_known.then_some(data.len() as u64);
+        let mut w = store.begin(0, ObjectKeyRef::new("b", key), meta, len, CommitRule::LastWins).unwrap();
         w.append(data).unwrap();
         w.commit().unwrap();
     }
@@ -1604,10 +1608,7 @@ mod tests {
             if *key == "long-head" {
                 meta.user = (0..3).map(|i| (format!("m{i}").into(), Bytes::from(vec![b'v'; 2048]))).collect();
             }
-            let len = known.then_some(data.len() as u64);
-            let mut w = store.begin(0, ObjectKeyRef::new("b", key), meta, len, CommitRule::LastWins).unwrap();
-            w.append(data).unwrap();
-            w.commit().unwrap();
+            put_with(&store, key, data, meta, *known);
             // Fillers between them, deleted below so compaction copies the objects.
             put(&store, &format!("filler-{i}"), &body(200 << 10, 5));
         }
