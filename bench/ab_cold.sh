@@ -220,8 +220,8 @@ run() {
 for p in sys.argv[1:]:
     fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$WORK"/www/o/obj-*
     fi
-    before=$(awk '{print $14 + $15}' "/proc/$timed/stat")
-    faults_before=$(awk '{print $10}' "/proc/$timed/stat")
+    # CPU ticks (utime + stime) and minor faults of the timed process.
+    read -r before faults_before < <(awk '{print $14 + $15, $10}' "/proc/$timed/stat")
     local perf_pid=
     if [[ -n ${PERF:-} ]]; then
         # The server core's samples over this run only.
@@ -245,8 +245,7 @@ for p in sys.argv[1:]:
         kill -INT "$perf_pid"
         while kill -0 "$perf_pid" 2>/dev/null; do sleep 0.1; done
     fi
-    after=$(awk '{print $14 + $15}' "/proc/$timed/stat")
-    faults_after=$(awk '{print $10}' "/proc/$timed/stat")
+    read -r after faults_after < <(awk '{print $14 + $15, $10}' "/proc/$timed/stat")
     # Started in start_side's subshell, so not this shell's to wait for: the side is gone once its
     # port is free (a peer's worker outlives its parent for a moment), and the next side binds it.
     kill "$pid"
