@@ -14,8 +14,10 @@
 //!    virtual-host `{bucket}.{s3.domain}`; unknown bucket -> 404 `NoSuchBucket`), then looks the
 //!    object up: foyer memory -> foyer disk -> segment store (`edgemirror_cache`). A hit is
 //!    answered by [`stored`] (conditionals, ranges, 304) from the cached `Bytes` or a slice of
-//!    the mapped segment; a store hit whose bytes are not in memory is read with io_uring first
-//!    ([`stored::read_cold`]), so the core does not stall in a page fault.
+//!    the mapped segment, or, for a body of 32-128 KiB over plain HTTP, with `sendfile` from
+//!    the segment file ([`stored::SENDFILE_BYTES`]); a store hit whose bytes are not in memory is
+//!    read with io_uring first ([`stored::read_cold`]), so the core does not stall in a page
+//!    fault.
 //!
 //! # The path of a miss
 //!

@@ -47,6 +47,8 @@ pub struct Metrics {
     /// 1 MiB window of a big body), and the bytes read (`store.cold_reads = "async"`).
     pub cold_reads: Counter,
     pub cold_read_bytes: Counter,
+    /// Body bytes of store hits sent with `sendfile` (`stored::SENDFILE_BYTES`, plain HTTP).
+    pub sendfile_bytes: Counter,
     pub misses_no_rule: Counter,
     pub origin_fetches: Counter,
     /// HEADs of objects not stored, answered from the origin's HEAD.
@@ -111,7 +113,7 @@ impl Metrics {
     /// people reading a dashboard).
     pub fn render(&self, counters_elsewhere: &[Sample<'_>], gauges: &[Sample<'_>]) -> String {
         let get = |c: &Counter| c.get() as f64;
-        let counters: [Sample<'_>; 36] = [
+        let counters: [Sample<'_>; 37] = [
             ("edgemirror_connections_accepted_total", "Client connections accepted.", get(&self.connections_accepted)),
             (
                 "edgemirror_connections_refused_total",
@@ -137,6 +139,11 @@ impl Metrics {
                 get(&self.cold_reads),
             ),
             ("edgemirror_store_cold_read_bytes_total", "Bytes read by cold reads.", get(&self.cold_read_bytes)),
+            (
+                "edgemirror_sendfile_bytes_total",
+                "Body bytes of store hits sent with sendfile, from the page cache without a copy.",
+                get(&self.sendfile_bytes),
+            ),
             (
                 "edgemirror_misses_no_rule_total",
                 "Reads of absent keys no mirror rule matched (404).",

@@ -1,7 +1,8 @@
 //! The object handlers: `GET` and `HEAD /{bucket}/{key}` (S3 path-style addressing).
 //!
 //! Lookup order, fastest tier first: foyer memory -> foyer disk -> segment store. A store hit is
-//! copied into foyer for next time, and answered by [`crate::stored`]. A GET that misses
+//! copied into foyer for next time (unless it goes out with `sendfile`: then the page cache is
+//! its memory tier), and answered by [`crate::stored`]. A GET that misses
 //! everywhere goes to the bucket's first matching mirror rule; with no rule it is a 404
 //! `NoSuchKey`. A HEAD never triggers a download (SDK existence checks must not): it asks the
 //! origin with HEAD and passes its answer on, storing nothing, unless the matching rule opts in
@@ -79,7 +80,10 @@ pub async fn serve(
     match found {
         Ok(Some(obj)) => {
             worker.metrics().hits_store.inc();
-            shared.hot.insert(&obj);
+            // An object sent with `sendfile` has the page cache as its memory tier.
+            if !stored::sends_from_file(conn, obj.meta.size) {
+                shared.hot.insert(&obj);
+            }
             return stored::send_stored(worker, conn, req, &obj.meta, obj.body, Source::Store).await;
         }
         Ok(None) => {}

@@ -340,3 +340,115 @@ fn evict_segments(node: &crate::support::node::Node) {
         assert_eq!(rc, 0, "posix_fadvise");
     }
 }
+
+/// Store hits of 32-128 KiB over plain HTTP go out with `sendfile` from the segment file (the
+/// page cache is their memory tier: they are not copied into the RAM tier), whole and ranged;
+/// bodies outside that range, and parts of them, go out as before. The counter of bytes sent
+/// with `sendfile` tells which path each answer took.
+#[test]
+fn store_hits_of_32_to_128_kib_go_out_with_sendfile_whole_and_ranged() {
+    let (origin, node) = origin_and_node();
+    let addr = node.data_addr();
+    let sent_from_file = || crate::support::metric(&node, "edgemirror_sendfile_bytes_total");
+    // (length, whether in the range)
+    let sizes =
+        [(20_000, false), (32 * 1024, true), (65_536, true), (100_001, true), (128 * 1024, true), (200_000, false)];
+    for (i, &(len, _)) in sizes.iter().enumerate() {
+        origin.set(&format!("/dir1/sf/{i}.bin"), Reply::ok(pattern_body(len, 60 + i as u8)));
+        get_stored(addr, &object_path(&format!("sf/{i}.bin")), &pattern_body(len, 60 + i as u8));
+    }
+    for (i, &(len, in_range)) in sizes.iter().enumerate() {
+        let (path, body) = (object_path(&format!("sf/{i}.bin")), pattern_body(len, 60 + i as u8));
+        for round in 0..2 {
+            let before = sent_from_file();
+            let resp = get(addr, &path, &[]).expect("GET");
+            assert_eq!(resp.status, 200, "{len}: {resp:?}");
+            assert!(resp.body == body, "{len}: body differs");
+            assert_eq!(resp.header("etag"), Some(expected_etag(&body).as_str()), "{len}");
+            let by_file = sent_from_file() - before;
+            assert_eq!(by_file, if in_range { len as u64 } else { 0 }, "{len}, GET {round}: bytes sent with sendfile");
+            if in_range {
+                // Not copied into the RAM tier by the GET before.
+                assert_eq!(source_of(&resp), "store", "{len}, GET {round}");
+            }
+        }
+    }
+    // A range of 40 KiB of a 100,001-byte object: sent from the file, from its offset.
+    let body = pattern_body(100_001, 63);
+    let path = object_path("sf/3.bin");
+    let before = sent_from_file();
+    let resp = get(addr, &path, &[("Range", "bytes=50000-90959")]).expect("range GET");
+    assert_eq!(resp.status, 206, "{resp:?}");
+    assert!(resp.body == body[50_000..90_960], "range differs");
+    assert_eq!(sent_from_file() - before, 40_960);
+    // A small range of it: one write with its head, as before.
+    let resp = get(addr, &path, &[("Range", "bytes=-1000")]).expect("suffix range GET");
+    assert!(resp.status == 206 && resp.body == body[99_001..], "{resp:?}");
+    assert_eq!(sent_from_file() - before, 40_960, "a 1,000-byte range is not sent with sendfile");
+    // HEAD and a conditional GET send no body.
+    let resp = head(addr, &path, &[]).expect("HEAD");
+    assert_eq!(resp.header("content-length"), Some("100001"));
+    let etag = expected_etag(&body);
+    let resp = get(addr, &path, &[("If-None-Match", etag.as_str())]).expect("conditional GET");
+    assert_eq!(resp.status, 304, "{resp:?}");
+    assert_eq!(sent_from_file() - before, 40_960);
+}
+
+/// A client that pipelines many requests and then reads slowly, through a small receive buffer,
+/// keeps the node's socket full while it sends: `sendfile` must wait for room (the socket is
+/// non-blocking for it) and go on from where it stopped, and the io_uring writes of a big body
+/// on the same connection afterwards must still wait for the socket rather than fail. Every body
+/// arrives whole, in order.
+#[test]
+fn a_slow_reader_gets_sendfile_and_copied_bodies_whole_on_one_connection() {
+    use std::io::Write as _;
+    let (origin, node) = origin_and_node();
+    let addr = node.data_addr();
+    let objects: Vec<(String, Vec<u8>)> = [128 * 1024, 3_000_000, 65_536, 40_000]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (format!("slow/{i}.bin"), pattern_body(len, 80 + i as u8)))
+        .collect();
+    for (key, body) in &objects {
+        origin.set(&format!("/dir1/{key}"), Reply::ok(body.clone()));
+        get_stored(addr, &object_path(key), body);
+    }
+    let before = crate::support::metric(&node, "edgemirror_sendfile_bytes_total");
+
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    socket.set_recv_buffer_size(8 * 1024).expect("SO_RCVBUF");
+    socket.connect_timeout(&addr.into(), Duration::from_secs(5)).expect("connect");
+    let mut stream: std::net::TcpStream = socket.into();
+    // The 128 KiB object 64 times first: 8 MiB of `sendfile`, more than the node's socket
+    // buffer holds while nothing is read (it grows to 4 MiB, net.ipv4.tcp_wmem); then each
+    // object in turn, twice.
+    let order: Vec<&(String, Vec<u8>)> =
+        std::iter::repeat_n(&objects[0], 64).chain(objects.iter()).chain(objects.iter()).collect();
+    let mut pipelined = Vec::new();
+    for (key, _) in &order {
+        pipelined.extend_from_slice(&request_bytes("GET", addr, &object_path(key), &[]));
+    }
+    stream.write_all(&pipelined).expect("send the requests");
+    // Nothing is read for a while: the node's sends fill both socket buffers and wait.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut conn = Conn::from_stream(stream).expect("conn");
+    for (round, (key, body)) in order.iter().enumerate() {
+        {
+            let resp_head = conn.read_head(false).unwrap_or_else(|e| panic!("{key}, response {round}: {e:?}"));
+            assert_eq!(resp_head.status, 200, "{key}, response {round}: {resp_head:?}");
+            let mut part = PartialBody::new(&resp_head);
+            // Small reads with pauses, so the node finds the socket full again and again.
+            while !part.is_done() {
+                let want = part.bytes().len() + 16 * 1024;
+                conn.read_body_at_least(&mut part, want.min(body.len())).expect("body");
+                if part.bytes().len() < 256 * 1024 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            assert!(part.bytes() == &body[..], "{key}, response {round}: body differs");
+        }
+    }
+    let by_file = crate::support::metric(&node, "edgemirror_sendfile_bytes_total") - before;
+    assert_eq!(by_file, 66 * 128 * 1024 + 2 * (65_536 + 40_000), "the bodies in range went out with sendfile");
+}

@@ -111,6 +111,38 @@ fn https_client_through_node_to_https_origin_mirrors_then_serves_stored() {
     assert_origin_count(&origin, "/dir1/site/big.bin", 1);
 }
 
+/// Over TLS there is no `sendfile` (the bytes are encrypted in user space): 64 KiB store hits
+/// are sent from memory and copied into the RAM tier, while the same object over plain HTTP goes
+/// out with `sendfile` (tests/e2e/store.rs has that path in full).
+#[test]
+fn tls_hits_of_sendfile_sizes_are_copied_and_cached_in_ram() {
+    let pki = Pki::new();
+    let origin = Origin::start();
+    let body = pattern_body(65_536, 43);
+    origin.set("/dir1/mid.bin", Reply::ok(body.clone()));
+    let node = pki.listener(NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), "")).start();
+    let (addr, client, path) = (tls_addr(&node), ClientOptions::trusting(&pki.ca), object_path("mid.bin"));
+    let sent_from_file = || crate::support::metric(&node, "edgemirror_sendfile_bytes_total");
+    https_get_stored(addr, "a.test", &client, &path, &body);
+    // The RAM tier admits a key on its second store hit (its doorkeeper).
+    let sources: Vec<String> = (0..3)
+        .map(|_| {
+            let resp = https_get(addr, "a.test", &client, &path).expect("HTTPS GET");
+            assert!(resp.status == 200 && resp.body == body, "{resp:?}");
+            source_of(&resp).to_string()
+        })
+        .collect();
+    assert_eq!(
+        sources.last().map(String::as_str),
+        Some("memory"),
+        "TLS store hits are copied into the RAM tier: {sources:?}"
+    );
+    assert_eq!(sent_from_file(), 0, "no sendfile under TLS");
+    let plain = get(node.data_addr(), &path, &[]).expect("plain GET");
+    assert!(plain.status == 200 && plain.body == body, "{plain:?}");
+    assert_eq!(sent_from_file(), 0, "the RAM tier's copy, once made, serves plain HTTP too");
+}
+
 #[test]
 fn sni_selects_the_certificate_and_anything_else_gets_the_first() {
     let pki = Pki::new();
