@@ -28,7 +28,7 @@ pub const COLD_READ_MAX_BODY: u64 = 1 << 20;
 /// segment file's pages in the page cache, without a copy into the socket (when all of them are
 /// in memory: [`send_body`]). Measured on loopback (`bench/ab_hit.sh`, bench/RESULTS.md "Issue
 /// 14, ninth pass"): at 64 KiB, 1.13x the hits per second of the copy from the RAM tier; at
-/// 256 KiB 0.83x and at 1 MiB 0.55x, where the kernel's per-page send costs more than the copy
+/// 256 KiB 0.83x and at 1 MiB 0.56x, where the kernel's per-page send costs more than the copy
 /// (nginx's own `sendfile` loses the same way). Below 32 KiB the head and body leave in one
 /// write.
 pub const SENDFILE_BYTES: std::ops::RangeInclusive<u64> = (32 << 10)..=(128 << 10);

@@ -34,7 +34,8 @@ fn wait_lines(path: &Path, n: usize) -> Vec<String> {
 #[test]
 fn the_access_log_has_a_json_line_per_request_with_source_origin_and_s3_fields() {
     let origin = Origin::start();
-    let body = pattern_body(70_000, 3);
+    // Over 128 KiB, so that its repeats come from the RAM tier (`memory`).
+    let body = pattern_body(150_000, 3);
     origin.set("/dir1/a.bin", Reply::ok(body.clone()).with_header("ETag", "\"e\""));
     origin.set("/dir1/gone", Reply::status(404));
     origin.set("/dir1/broken", Reply::status(503));
