@@ -17,7 +17,10 @@
 # one core over the whole emload run) and emload's own CPU as it reports it: near 100% the load
 # client is the limit, not the server.
 #
-# Knobs (environment): CONNS (64) WARMUP (2) DURATION (8) RATE (unset) OLD_CACHE, NEW_CACHE ("")
+# CLIENT=wrk or CLIENT=h2load (`--h1`) runs that load client instead, on one key, as
+# bench/peers.sh's `clients` phase does (no RATE; p99 from wrk only; their CPU from time(1)).
+#
+# Knobs (environment): CLIENT (emload) CONNS (64) WARMUP (2) DURATION (8) RATE (unset) OLD_CACHE, NEW_CACHE ("")
 # WORK (/tmp/edgemirror-ab-hit) PORT_BASE (19280) SERVER_CORE (1) LOAD_CORE (0) EMLOAD_BIN
 # (target/release/emload, built if missing). Needs nginx (apt-get install nginx).
 set -euo pipefail
@@ -126,23 +129,43 @@ ticks() { cat /proc/"$1"/task/*/stat | awk '{ t += $14 + $15 } END { print t }';
 server_pid() { if [[ $1 == static ]]; then pgrep -P "${PID[static]}" | head -1; else echo "${PID[$1]}"; fi; }
 hz=$(getconf CLK_TCK)
 
-log "$SIZE, $N keys, $CONNS connections, ${WARMUP} s + ${DURATION} s${RATE:+, open loop at $RATE req/s}; old=$OLD${OLD_CACHE:+ [$OLD_CACHE]} new=$NEW${NEW_CACHE:+ [$NEW_CACHE]}"
-printf '%-6s %-6s %10s %10s %12s %12s\n' round side "req/s" "p99 ms" "server CPU" "emload CPU"
+log "${CLIENT:-emload}, $SIZE, $N keys, $CONNS connections, ${WARMUP} s + ${DURATION} s${RATE:+, open loop at $RATE req/s}; old=$OLD${OLD_CACHE:+ [$OLD_CACHE]} new=$NEW${NEW_CACHE:+ [$NEW_CACHE]}"
+printf '%-6s %-6s %10s %10s %12s %12s\n' round side "req/s" "p99 ms" "server CPU" "client CPU"
 for round in $(seq "$ROUNDS"); do
     for side in static old new; do
         pid=$(server_pid "$side")
         t0=$(ticks "$pid")
         s0=$(date +%s.%N)
-        taskset -c "$LOAD_CORE" "$EMLOAD_BIN" -c "$CONNS" -d "$DURATION" -w "$WARMUP" --mix uniform --seed "$round" \
-            --url-template "$(url "$side"){}" --keys "$N" ${RATE:+--rate "$RATE"} >"$WORK/logs/load-$side-$round.txt"
+        out=$WORK/logs/load-$side-$round.txt
+        case ${CLIENT:-emload} in
+        emload)
+            taskset -c "$LOAD_CORE" "$EMLOAD_BIN" -c "$CONNS" -d "$DURATION" -w "$WARMUP" --mix uniform --seed "$round" \
+                --url-template "$(url "$side"){}" --keys "$N" ${RATE:+--rate "$RATE"} >"$out"
+            line=$(grep '^summary:' "$out")
+            ;;
+        wrk)
+            /usr/bin/time -f "cpu %U %S" -o "$out.time" taskset -c "$LOAD_CORE" \
+                wrk -t1 -c"$CONNS" -d"$((WARMUP + DURATION))s" --latency "$(url "$side")0" >"$out"
+            p99=$(awk '$1 == "99%" { v = $2; u = 1; if (v ~ /ms$/) u = 1000; if (v ~ /[0-9]s$/ && v !~ /ms$/ && v !~ /us$/) u = 1e6; sub(/[a-z]+$/, "", v); print v * u }' "$out")
+            line="rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out") p99_us=$p99 errors=$(grep -c '^  Socket errors\|^  Non-2xx' "$out" || true) non2xx=0"
+            ;;
+        h2load)
+            /usr/bin/time -f "cpu %U %S" -o "$out.time" taskset -c "$LOAD_CORE" \
+                h2load --h1 -t1 -c"$CONNS" -D "$DURATION" --warm-up-time="$WARMUP" "$(url "$side")0" >"$out" 2>&1
+            line="rps=$(awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($i == "req/s,") print $(i - 1) }' "$out") p99_us=0"
+            line+=" errors=$(grep -q '0 failed, 0 errored' "$out" && echo 0 || echo 1) non2xx=0"
+            ;;
+        *) echo "CLIENT: emload, wrk or h2load" >&2; exit 2 ;;
+        esac
         s1=$(date +%s.%N)
         t1=$(ticks "$pid")
-        line=$(grep '^summary:' "$WORK/logs/load-$side-$round.txt")
         kv() { tr ' ' '\n' <<<"$line" | sed -n "s/^$1=//p"; }
         [[ $(kv errors) == 0 && $(kv non2xx) == 0 ]] || log "warning: $side had errors=$(kv errors) non2xx=$(kv non2xx)"
+        client_cpu=$(kv cpu_pct)
+        [[ -f $out.time ]] && client_cpu=$(awk -v a="$s0" -v b="$s1" '/^cpu/ { printf "%.0f", 100 * ($2 + $3) / (b - a) }' "$out.time")
         printf '%-6s %-6s %10.0f %10.2f %11.0f%% %11s%%\n' "$round" "$side" "$(kv rps)" \
             "$(awk -v u="$(kv p99_us)" 'BEGIN { print u / 1000 }')" \
-            "$(awk -v t=$((t1 - t0)) -v hz="$hz" -v a="$s0" -v b="$s1" 'BEGIN { print 100 * t / hz / (b - a) }')" "$(kv cpu_pct)"
+            "$(awk -v t=$((t1 - t0)) -v hz="$hz" -v a="$s0" -v b="$s1" 'BEGIN { print 100 * t / hz / (b - a) }')" "$client_cpu"
     done
 done
 for side in old new; do
