@@ -631,7 +631,7 @@ rate_rows() {
 }
 
 # load_rows SIZE TARGET...: REPEAT runs per target (taking turns), then one table row each
-# (median by req/s, with the range), the last column edgemirror's ratio to the row.
+# (median by req/s, with the range), the last column the node's ratio to the row.
 load_rows() {
     local s=$1 rep t
     shift
@@ -639,13 +639,17 @@ load_rows() {
         for t in "$@"; do run_load "$t" "$s" "$rep"; done
     done
     declare -A MED=()
+    # The node the last column is about: edgemirror, or the first edgemirror-* target (the disk
+    # phase may run only edgemirror-async).
+    local node=edgemirror
+    [[ " $* " == *" edgemirror "* ]] || for t in "$@"; do [[ $t == edgemirror* ]] && { node=$t; break; }; done
     for t in "$@"; do
         MED[$t]=$(median_row "$WORK/logs/rows-$t-$s")
         RPS[$t/$s]=${MED[$t]%%|*}
     done
     for t in "$@"; do
         IFS='|' read -r rps gbps p50 p99 p999 errs fetched cpu range <<<"${MED[$t]}"
-        out "| $t | $s | $(printf '%.0f' "$rps") | $range | $(printf '%.3f' "$gbps") | $(fmt_us "$p50") | $(fmt_us "$p99") | $(fmt_us "$p999") | $errs | $fetched | $cpu | $(ratio "${RPS[edgemirror/$s]}" "$rps") |"
+        out "| $t | $s | $(printf '%.0f' "$rps") | $range | $(printf '%.3f' "$gbps") | $(fmt_us "$p50") | $(fmt_us "$p99") | $(fmt_us "$p999") | $errs | $fetched | $cpu | $(ratio "${RPS[$node/$s]:-0}" "$rps") |"
     done
 }
 
