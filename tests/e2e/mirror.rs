@@ -30,7 +30,7 @@ fn absent_key_is_fetched_from_origin_then_served_from_store() {
     assert!(first.body == body, "first GET body differs: {first:?}");
     assert_eq!(source_of(&first), "origin");
     // The origin announced a length; relaying it lets clients detect a cut.
-    assert_eq!(first.header("content-length"), Some("100000"), "{first:?}");
+    assert_eq!(first.header("content-length"), Some("200000"), "{first:?}");
 
     let requests = origin.requests();
     assert_eq!(requests.len(), 1, "{requests:?}");
