@@ -152,16 +152,44 @@ fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// A non-blocking system call's result: the count, `None` when it would block, or its error.
+/// A non-blocking system call's result: the count, `None` when it would block (or was
+/// interrupted: waiting for the socket returns at once if it has room), or its error.
 fn would_block(n: isize) -> io::Result<Option<usize>> {
     if n >= 0 {
         return Ok(Some(n as usize));
     }
     let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::WouldBlock {
-        Ok(None)
-    } else {
-        Err(e)
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// Whether [`Conn::send_with_file`] may be used: on Linux 6.0 or later. It leaves the socket
+/// non-blocking, and io_uring in older kernels (before 5.14 or so) ends a vectored write to a
+/// non-blocking socket with EAGAIN where it should wait for room; 6.0 keeps a margin.
+pub fn sendfile_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| kernel_at_least(&kernel_release(), (6, 0)))
+}
+
+/// The running kernel's release (`uname -r`), empty if unknown.
+fn kernel_release() -> String {
+    // SAFETY: uname fills the struct we pass; all-zero is a valid utsname.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return String::new();
+    }
+    // SAFETY: uname NUL-terminates each field within its array.
+    unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+/// Whether a release string such as "6.18.44-fc" is at least `major.minor`.
+fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
     }
 }
 
@@ -261,8 +289,9 @@ impl Conn {
     /// bytes are in memory: a page `sendfile` had to read from disk would stall the core.
     ///
     /// Both go out by system calls on the worker, not through io_uring (monoio has no
-    /// `sendfile`): the socket is made non-blocking (once; io_uring's own reads and writes still
-    /// wait for the socket as before), and when it is full the task waits for it to drain.
+    /// `sendfile`): the socket is made non-blocking (once; on the kernels [`sendfile_supported`]
+    /// allows, io_uring's own reads and writes on it still wait for the socket as before), and
+    /// when it is full the task waits for it to drain.
     /// The head goes out on its own, not held back for the body with `MSG_MORE` or `TCP_CORK`:
     /// on loopback either made each 64 KiB hit 2.4x slower (bench/RESULTS.md, ninth pass).
     pub async fn send_with_file(&mut self, file: &std::fs::File, offset: u64, len: usize) -> io::Result<()> {
@@ -362,5 +391,22 @@ impl Conn {
                 _ => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(kernel_at_least("6.18.44-fc-v669", (6, 0)));
+        assert!(kernel_at_least("6.0.0", (6, 0)));
+        assert!(kernel_at_least("10.1", (6, 0)));
+        assert!(!kernel_at_least("5.15.0-91-generic", (6, 0)));
+        assert!(!kernel_at_least("5.10.0-28-amd64", (6, 0)));
+        assert!(!kernel_at_least("", (6, 0)), "unknown: no sendfile");
+        assert!(!kernel_at_least("6", (6, 0)), "no minor: no sendfile");
+        assert!(kernel_at_least(&kernel_release(), (3, 0)), "this machine's: {}", kernel_release());
     }
 }

@@ -36,7 +36,7 @@ pub const SENDFILE_BYTES: std::ops::RangeInclusive<u64> = (32 << 10)..=(128 << 1
 /// Whether a store hit's body (or part) of `len` bytes goes out with `sendfile` on `conn`: such
 /// an object is not copied into the RAM tier either (`object.rs`), the page cache is its tier.
 pub fn sends_from_file(conn: &Conn, len: u64) -> bool {
-    conn.is_plain() && SENDFILE_BYTES.contains(&len)
+    conn.is_plain() && SENDFILE_BYTES.contains(&len) && crate::respond::sendfile_supported()
 }
 
 /// Reads the parts of `key`'s stored record that are not in memory (its head, up to `max_body`
@@ -72,7 +72,8 @@ fn uring_file(file: &std::fs::File) -> Option<monoio::fs::File> {
 }
 
 /// Sends the head in `conn.out` and `part` (the bytes from `part_start` of `meta`'s body).
-/// A part `from_store` that [`sends_from_file`] and is all in memory goes out with `sendfile`.
+/// A part `from_store` that [`sends_from_file`], a slice of the segment's mapping all in memory,
+/// goes out with `sendfile`.
 /// Otherwise, with `windows` (a part from the store, `store.cold_reads = "async"`) it may not be
 /// in memory:
 /// - a part bigger than [`COLD_READ_MAX_BODY`] (whose first
@@ -92,13 +93,17 @@ async fn send_body(
     windows: bool,
 ) -> std::io::Result<()> {
     let key = ObjectKeyRef::new(&meta.bucket, &meta.key);
-    // `in_memory`: `sendfile` would wait on the disk for a page that is not (a part read by
-    // `read_cold` is a buffer's, in memory; the read left the file's pages in the page cache).
-    if from_store && sends_from_file(conn, part.len() as u64) && edgemirror_cache::in_memory(&part) {
-        if let Some(b) = worker.shared.store.body_file(key, meta.seq) {
-            conn.send_with_file(&b.file, b.offset + part_start, part.len()).await?;
+    if from_store && sends_from_file(conn, part.len() as u64) {
+        // Only a part that is the mapping's own bytes of the record `sendfile` reads, all in
+        // memory: `sendfile` would wait on the disk for a page that is not. A part `read_cold`
+        // read into a buffer is already in memory and goes out from there.
+        let file = worker.shared.store.body_file(key, meta.seq).filter(|b| {
+            b.mapped_at + part_start as usize == part.as_ptr() as usize && edgemirror_cache::in_memory(&part)
+        });
+        if let Some(b) = file {
+            // Counted first: a client that has the body may read the counter at once.
             worker.metrics().sendfile_bytes.add(part.len() as u64);
-            return Ok(());
+            return conn.send_with_file(&b.file, b.offset + part_start, part.len()).await;
         }
     }
     if !windows {

@@ -163,6 +163,10 @@ pub struct BodyFile {
     pub file: Arc<File>,
     /// The file offset of the body's first byte.
     pub offset: u64,
+    /// The address of the body's first byte in the segment's mapping: a slice a lookup handed
+    /// out starts at `mapped_at + its offset in the body` exactly when it is that record's bytes
+    /// in the mapping, not a copy read into a buffer or a record compaction has since moved.
+    pub mapped_at: usize,
 }
 
 /// Whether every page under `part` (a slice of a stored body as the store handed it out: a
@@ -1116,7 +1120,9 @@ impl Store {
         let map = loc.segment.mapped()?;
         let (header, _) =
             RecordHeader::decode(map.get(loc.record_offset as usize..)?, loc.segment.nonce, loc.segment.version)?;
-        Some(BodyFile { file: loc.segment.file().ok()?, offset: loc.record_offset + header.body_start() })
+        let offset = loc.record_offset + header.body_start();
+        let mapped_at = map.get(offset as usize..)?.as_ptr() as usize;
+        Some(BodyFile { file: loc.segment.file().ok()?, offset, mapped_at })
     }
 
     /// Like [`Store::lookup`], for a caller that reads what is not in memory itself
