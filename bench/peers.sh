@@ -642,7 +642,11 @@ load_rows() {
     # The node the last column is about: edgemirror, or the first edgemirror-* target (the disk
     # phase may run only edgemirror-async).
     local node=edgemirror
-    [[ " $* " == *" edgemirror "* ]] || for t in "$@"; do [[ $t == edgemirror* ]] && { node=$t; break; }; done
+    if [[ " $* " != *" edgemirror "* ]]; then
+        for t in "$@"; do
+            if [[ $t == edgemirror* ]]; then node=$t; break; fi
+        done
+    fi
     for t in "$@"; do
         MED[$t]=$(median_row "$WORK/logs/rows-$t-$s")
         RPS[$t/$s]=${MED[$t]%%|*}
