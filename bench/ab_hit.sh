@@ -6,9 +6,10 @@
 # The two sides may be one binary with two configurations (OLD_CACHE, NEW_CACHE: extra lines for
 # the node's [cache] section, e.g. "max_object_bytes = 32768" to serve from the store rather
 # than the RAM tier). Each round runs nginx-static (nginx serving the files itself, sendfile on,
-# as bench/peers.sh's), then the old node, then the new one, on the same keys and minute: on this
-# VM the machine's speed moves from one minute to the next, and `peers.sh` with its other
-# servers idle beside them shifts the hit ratios by more than most changes (bench/RESULTS.md).
+# configured by bench/nginx_conf.sh as in bench/peers.sh), then the old node, then the new one,
+# on the same keys and minute: on this VM the machine's speed moves from one minute to the next,
+# and `peers.sh` with its other servers idle beside them shifts the hit ratios by more than most
+# changes (bench/RESULTS.md).
 #
 # Each run: the server pinned to core $SERVER_CORE, emload (and the origin that filled the nodes)
 # on core $LOAD_CORE; $CONNS keep-alive connections over the size's keys (uniform), $WARMUP s +
@@ -61,30 +62,12 @@ if [[ ! -f $WORK/www/$SIZE/obj-$((N - 1)) ]]; then
     for i in $(seq 0 $((N - 1))); do head -c "${BYTES[$SIZE]}" /dev/urandom >"$WORK/www/$SIZE/obj-$i"; done
 fi
 
-nginx_conf() { # name port
-    cat >"$WORK/$1.conf" <<EOF
-worker_processes 1;
-daemon off;
-user root;
-pid $WORK/$1.pid;
-error_log $WORK/logs/$1.err warn;
-events { worker_connections 8192; }
-http {
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000000;
-    keepalive_timeout 120s;
-    access_log off;
-    server { listen 127.0.0.1:$2; root $WORK/www; }
-}
-EOF
-}
-nginx_conf origin "$P_ORIGIN"
-nginx_conf static "${PORT[static]}"
-taskset -c "$LOAD_CORE" nginx -c "$WORK/origin.conf" &
+source "$ROOT/bench/nginx_conf.sh"
+origin_conf=$(nginx_conf origin "$P_ORIGIN" "root $WORK/www;")
+static_conf=$(nginx_conf static "${PORT[static]}" "root $WORK/www;")
+taskset -c "$LOAD_CORE" nginx -c "$origin_conf" &
 PIDS+=("$!")
-taskset -c "$SERVER_CORE" nginx -c "$WORK/static.conf" &
+taskset -c "$SERVER_CORE" nginx -c "$static_conf" &
 PIDS+=("$!")
 declare -A PID=([static]=$!)
 
