@@ -7,7 +7,7 @@
 //! handlers never import the connection loop that calls them.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -140,16 +140,6 @@ pub struct Conn {
     iov: Option<IovecPair>,
     /// Whether the socket was made non-blocking for [`Conn::send_with_file`].
     nonblocking: bool,
-}
-
-/// Makes a socket non-blocking (for the system calls of [`Conn::send_with_file`]).
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on an open descriptor; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A non-blocking system call's result: the count, `None` when it would block (or was
@@ -300,7 +290,9 @@ impl Conn {
         };
         let fd = stream.as_raw_fd();
         if !self.nonblocking {
-            set_nonblocking(fd)?;
+            // SAFETY: `stream` owns the descriptor and outlives this borrow of it.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            socket2::SockRef::from(&borrowed).set_nonblocking(true)?;
             self.nonblocking = true;
         }
         let head = std::mem::take(&mut self.out);
