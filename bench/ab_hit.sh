@@ -128,9 +128,9 @@ for round in $(seq "$ROUNDS"); do
             line=$(grep '^summary:' "$out")
             ;;
         wrk)
+            # wrk has no warm-up: it runs WARMUP + DURATION seconds, all counted.
             /usr/bin/time -f "cpu %U %S" -o "$out.time" taskset -c "$LOAD_CORE" \
-                # wrk has no warm-up: it runs WARMUP + DURATION seconds, all counted.
-            wrk -t1 -c"$CONNS" -d"$((WARMUP + DURATION))s" --latency "$(url "$side")0" >"$out"
+                wrk -t1 -c"$CONNS" -d"$((WARMUP + DURATION))s" --latency "$(url "$side")0" >"$out"
             p99=$(awk '$1 == "99%" { v = $2; u = 1; if (v ~ /ms$/) u = 1000; if (v ~ /[0-9]s$/ && v !~ /ms$/ && v !~ /us$/) u = 1e6; sub(/[a-z]+$/, "", v); print v * u }' "$out")
             line="rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out") p99_us=$p99 errors=$(grep -c '^  Socket errors\|^  Non-2xx' "$out" || true) non2xx=0"
             ;;
