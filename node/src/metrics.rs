@@ -47,7 +47,8 @@ pub struct Metrics {
     /// 1 MiB window of a big body), and the bytes read (`store.cold_reads = "async"`).
     pub cold_reads: Counter,
     pub cold_read_bytes: Counter,
-    /// Body bytes of store hits sent with `sendfile` (`stored::SENDFILE_BYTES`, plain HTTP).
+    /// Body bytes of store hits sent with `sendfile` (`stored::SENDFILE_BYTES`, plain HTTP),
+    /// counting the few before the first page boundary that go out with the head.
     pub sendfile_bytes: Counter,
     pub misses_no_rule: Counter,
     pub origin_fetches: Counter,
@@ -141,7 +142,7 @@ impl Metrics {
             ("edgemirror_store_cold_read_bytes_total", "Bytes read by cold reads.", get(&self.cold_read_bytes)),
             (
                 "edgemirror_sendfile_bytes_total",
-                "Body bytes of store hits sent with sendfile, from the page cache without a copy.",
+                "Body bytes of store hits sent with sendfile, from the page cache without a copy (but for the bytes before the first page boundary, sent with the head).",
                 get(&self.sendfile_bytes),
             ),
             (

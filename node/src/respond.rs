@@ -155,6 +155,19 @@ fn would_block(n: isize) -> io::Result<Option<usize>> {
     }
 }
 
+/// The kernel's page size: [`Conn::send_with_file`] starts `sendfile` at a page boundary.
+fn page_bytes() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: sysconf takes no pointers.
+    *PAGE.get_or_init(|| unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64)
+}
+
+/// How many of `len` bytes at file offset `offset` lie before the first page boundary: the part
+/// of a body [`Conn::send_with_file`] copies after the head rather than send from the file.
+fn to_page_boundary(offset: u64, len: usize, page: u64) -> usize {
+    ((page - offset % page) % page).min(len as u64) as usize
+}
+
 /// Whether [`Conn::send_with_file`] may be used: on Linux 6.0 or later. It leaves the socket
 /// non-blocking, and io_uring in older kernels (before 5.14 or so) ends a vectored write to a
 /// non-blocking socket with EAGAIN where it should wait for room; 6.0 keeps a margin.
@@ -273,18 +286,27 @@ impl Conn {
         matches!(self.stream, ClientStream::Plain(_))
     }
 
-    /// Sends the head in `out`, then `len` bytes of `file` from `offset` with `sendfile(2)`: the
-    /// kernel hands the page cache's pages to the socket, with no copy into it. Plain TCP only
-    /// ([`Conn::is_plain`]; under TLS it is an error and nothing is sent). The caller knows the
-    /// bytes are in memory: a page `sendfile` had to read from disk would stall the core.
+    /// Sends the head in `out`, then `body`, the bytes at `offset` in `file` (the file's
+    /// mapping), with `sendfile(2)` from the first page boundary in it: the kernel hands the
+    /// page cache's pages to the socket, with no copy into it. The bytes before that boundary
+    /// (less than a page) are copied, and go out with the head. Plain TCP only ([`Conn::is_plain`];
+    /// under TLS it is an error and nothing is sent). The caller knows the bytes are in memory:
+    /// a page `sendfile` had to read from disk would stall the core.
     ///
     /// Both go out by system calls on the worker, not through io_uring (monoio has no
     /// `sendfile`): the socket is made non-blocking (once; on the kernels [`sendfile_supported`]
     /// allows, io_uring's own reads and writes on it still wait for the socket as before), and
     /// when it is full the task waits for it to drain.
-    /// The head goes out on its own, not held back for the body with `MSG_MORE` or `TCP_CORK`:
-    /// on loopback either made each 64 KiB hit 2.4x slower (bench/RESULTS.md, ninth pass).
-    pub async fn send_with_file(&mut self, file: &std::fs::File, offset: u64, len: usize) -> io::Result<()> {
+    ///
+    /// Why the split at a page (bench/RESULTS.md, "Issue 14, tenth pass"): `sendfile` then hands
+    /// over whole pages only, and the head's packet carries body bytes instead of going out
+    /// alone with a few hundred. On loopback (a 65,483-byte segment) a 64 KiB hit left in three
+    /// segments (the head, 65,483 body bytes, the last 53) and now leaves in two; the node
+    /// served 9% (emload) and 13% (wrk) more of them a second, and as many with h2load.
+    /// The head is not held back for the body with `MSG_MORE` or `TCP_CORK`: with a body that
+    /// does not start on a page, that made each 64 KiB hit 2-4x slower on loopback, and with
+    /// the split still slower than without.
+    pub async fn send_with_file(&mut self, file: &std::fs::File, offset: u64, body: &[u8]) -> io::Result<()> {
         let ClientStream::Plain(stream) = &self.stream else {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "sendfile on a TLS connection"));
         };
@@ -295,8 +317,11 @@ impl Conn {
             socket2::SockRef::from(&borrowed).set_nonblocking(true)?;
             self.nonblocking = true;
         }
-        let head = std::mem::take(&mut self.out);
-        self.tally.note_write(&head, head.len() + len);
+        let mut head = std::mem::take(&mut self.out);
+        self.tally.note_write(&head, head.len() + body.len());
+        let lead = to_page_boundary(offset, body.len(), page_bytes());
+        head.extend_from_slice(&body[..lead]);
+        let (offset, len) = (offset + lead as u64, body.len() - lead);
         let sent = timed(self.write_timeout, async {
             let mut at = 0;
             while at < head.len() {
@@ -323,7 +348,6 @@ impl Conn {
             Ok(())
         })
         .await;
-        let mut head = head;
         head.clear();
         self.out = head;
         sent
@@ -389,6 +413,17 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sendfile_starts_at_the_first_page_boundary() {
+        assert_eq!(to_page_boundary(0, 65_536, 4096), 0, "a body on a page boundary: all from the file");
+        assert_eq!(to_page_boundary(8192, 40_000, 4096), 0);
+        assert_eq!(to_page_boundary(200, 65_536, 4096), 3896);
+        assert_eq!(to_page_boundary(4095, 65_536, 4096), 1);
+        assert_eq!(to_page_boundary(4097, 65_536, 4096), 4095);
+        assert_eq!(to_page_boundary(200, 1000, 4096), 1000, "no boundary within: all copied");
+        assert_eq!(to_page_boundary(70_000, 65_536, 65_536), 61_072, "64 KiB pages");
+    }
 
     #[test]
     fn kernel_releases_compare_by_major_and_minor() {

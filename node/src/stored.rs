@@ -103,7 +103,7 @@ async fn send_body(
         if let Some(b) = file {
             // Counted first: a client that has the body may read the counter at once.
             worker.metrics().sendfile_bytes.add(part.len() as u64);
-            return conn.send_with_file(&b.file, b.offset + part_start, part.len()).await;
+            return conn.send_with_file(&b.file, b.offset + part_start, &part).await;
         }
     }
     if !windows {
