@@ -289,9 +289,10 @@ impl Conn {
     /// Sends the head in `out`, then `body`, the bytes at `offset` in `file` (the file's
     /// mapping), with `sendfile(2)` from the first page boundary in it: the kernel hands the
     /// page cache's pages to the socket, with no copy into it. The bytes before that boundary
-    /// (less than a page) are copied, and go out with the head. Plain TCP only ([`Conn::is_plain`];
-    /// under TLS it is an error and nothing is sent). The caller knows the bytes are in memory:
-    /// a page `sendfile` had to read from disk would stall the core.
+    /// (less than a 4 KiB page) go out with the head, in one `sendmsg` from the mapping. Plain
+    /// TCP only ([`Conn::is_plain`]; under TLS it is an error and nothing is sent). The caller
+    /// knows the bytes are in memory: a page `sendfile` or `sendmsg` had to read from disk would
+    /// stall the core.
     ///
     /// Both go out by system calls on the worker, not through io_uring (monoio has no
     /// `sendfile`): the socket is made non-blocking (once; on the kernels [`sendfile_supported`]
@@ -299,39 +300,46 @@ impl Conn {
     /// when it is full the task waits for it to drain.
     ///
     /// Why the split at a page (bench/RESULTS.md, "Issue 14, tenth pass"): `sendfile` then hands
-    /// over whole pages only, and the head's packet carries body bytes instead of going out
-    /// alone with a few hundred. On loopback (a 65,483-byte segment) a 64 KiB hit left in three
-    /// segments (the head, 65,483 body bytes, the last 53) and now leaves in two; the node
-    /// served 9% (emload) and 13% (wrk) more of them a second, and as many with h2load.
-    /// The head is not held back for the body with `MSG_MORE` or `TCP_CORK`: with a body that
-    /// does not start on a page, that made each 64 KiB hit 2-4x slower on loopback, and with
-    /// the split still slower than without.
+    /// over whole pages only, and the head no longer goes out alone with a few hundred bytes.
+    /// On loopback (a 65,483-byte segment) a 64 KiB hit left in three data segments (the head,
+    /// 65,483 body bytes, the last 53) and, with the bodies measured, leaves in two. In
+    /// `bench/ab_hit.sh`'s closed loops, where the load client is at or near its limit, the node
+    /// served 1.09x (emload) and 1.13x (wrk) the 64 KiB hits a second, 1.00x with h2load; its
+    /// CPU at one offered load barely moved (60-61% against 61-62%).
+    /// The head is not held back for the body with `MSG_MORE` or `TCP_CORK`: over 300 keys that
+    /// made 64 KiB hits 2.3x slower on loopback (the keys whose bodies start 552 or more bytes
+    /// into their page about 4x; those at 200 and 376 were not slower), and with the split it
+    /// was still slower than without.
     pub async fn send_with_file(&mut self, file: &std::fs::File, offset: u64, body: &[u8]) -> io::Result<()> {
         let ClientStream::Plain(stream) = &self.stream else {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "sendfile on a TLS connection"));
         };
         let fd = stream.as_raw_fd();
+        // SAFETY: `stream` owns the descriptor and outlives this borrow of it.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&borrowed);
         if !self.nonblocking {
-            // SAFETY: `stream` owns the descriptor and outlives this borrow of it.
-            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-            socket2::SockRef::from(&borrowed).set_nonblocking(true)?;
+            socket.set_nonblocking(true)?;
             self.nonblocking = true;
         }
-        let mut head = std::mem::take(&mut self.out);
+        let head = std::mem::take(&mut self.out);
         self.tally.note_write(&head, head.len() + body.len());
-        let lead = to_page_boundary(offset, body.len(), page_bytes());
-        head.extend_from_slice(&body[..lead]);
-        let (offset, len) = (offset + lead as u64, body.len() - lead);
+        // On kernels with bigger pages (64 KiB on some arm64 and ppc64le) the bytes before the
+        // boundary could be most of the body: there it goes out from where it starts.
+        let page = page_bytes();
+        let lead = if page <= 4096 { to_page_boundary(offset, body.len(), page) } else { 0 };
+        let (lead, offset, len) = (&body[..lead], offset + lead as u64, body.len() - lead);
         let sent = timed(self.write_timeout, async {
             let mut at = 0;
-            while at < head.len() {
-                // SAFETY: the pointer and length lie within `head`, which outlives the call.
-                let n = unsafe {
-                    libc::send(fd, head[at..].as_ptr().cast(), head.len() - at, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-                };
-                match would_block(n)? {
-                    Some(n) => at += n,
-                    None => stream.writable(false).await?,
+            while at < head.len() + lead.len() {
+                let rest = [head.get(at..).unwrap_or_default(), &lead[at.saturating_sub(head.len())..]];
+                let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+                match socket.send_vectored_with_flags(&rest.map(io::IoSlice::new), flags) {
+                    Ok(n) => at += n,
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                        stream.writable(false).await?
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             let mut off = offset as libc::off_t;
@@ -348,6 +356,7 @@ impl Conn {
             Ok(())
         })
         .await;
+        let mut head = head;
         head.clear();
         self.out = head;
         sent
