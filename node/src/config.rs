@@ -282,11 +282,15 @@ pub struct RawCache {
     pub dir: Option<PathBuf>,
     /// Largest object cached whole in foyer; larger ones are served from the store's mapping.
     pub max_object_bytes: u64,
+    /// Store hits of 32-128 KiB over plain HTTP go out with `sendfile` from the page cache (and
+    /// are not copied into foyer); off, they are copied like the others (as nginx's
+    /// `sendfile off`, for filesystems where `sendfile` misbehaves).
+    pub sendfile: bool,
 }
 
 impl Default for RawCache {
     fn default() -> Self {
-        RawCache { memory_bytes: 256 << 20, disk_bytes: 1 << 30, dir: None, max_object_bytes: 1 << 20 }
+        RawCache { memory_bytes: 256 << 20, disk_bytes: 1 << 30, dir: None, max_object_bytes: 1 << 20, sendfile: true }
     }
 }
 
@@ -497,6 +501,9 @@ pub struct Config {
     /// `store.cold_reads = "async"`: a hit on stored bytes that are not in memory reads them
     /// asynchronously first (`stored::read_cold`).
     pub cold_reads_async: bool,
+    /// `cache.sendfile`: 32-128 KiB store hits over plain HTTP may go out with `sendfile`
+    /// (`stored::sends_from_file`).
+    pub sendfile: bool,
     pub server: ServerConfig,
     pub tls: Option<TlsListenConfig>,
     pub admin: AdminConfig,
@@ -717,6 +724,7 @@ impl RawConfig {
         if c.disk_bytes != 0 && c.disk_bytes < (16 << 20) {
             bail!("cache.disk_bytes: must be 0 (no disk tier) or at least 16777216 (16 MiB)");
         }
+        let sendfile = c.sendfile;
         let cache = HotConfig {
             memory_bytes: usize::try_from(c.memory_bytes).map_err(|_| anyhow!("cache.memory_bytes: too large"))?,
             disk_bytes: c.disk_bytes,
@@ -853,6 +861,7 @@ impl RawConfig {
             multipart_max_age,
             hash_threads: s.hash_threads,
             cold_reads_async,
+            sendfile,
             server,
             tls,
             admin,

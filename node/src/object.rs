@@ -81,7 +81,7 @@ pub async fn serve(
         Ok(Some(obj)) => {
             worker.metrics().hits_store.inc();
             // An object sent with `sendfile` has the page cache as its memory tier.
-            if !stored::sends_from_file(conn, obj.meta.size) {
+            if !stored::sends_from_file(req.config, conn, obj.meta.size) {
                 shared.hot.insert(&obj);
             }
             return stored::send_stored(worker, conn, req, &obj.meta, obj.body, Source::Store).await;

@@ -110,6 +110,7 @@ fn keep_running_values(next: &mut Config, running: &Config) -> Vec<&'static str>
     keep!(hash_threads, "store.hash_threads");
     keep!(multipart_max_age, "store.multipart_max_age_s");
     keep!(cache, "cache");
+    keep!(sendfile, "cache.sendfile");
     keep!(origin.allow_private, "origin.allow_private");
     keep!(origin.allow_link_local, "origin.allow_link_local");
     keep!(origin.negative_entries, "origin.negative_entries");

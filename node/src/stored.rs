@@ -14,6 +14,7 @@ use edgemirror_cache::{ColdSpans, ObjectKeyRef, ObjectMeta, SavedHeader};
 use edgemirror_proto::{self as proto, RangeRequest};
 use monoio::buf::IoBufMut;
 
+use crate::config::Config;
 use crate::error::S3Error;
 use crate::metrics::Source;
 use crate::reply::{self, Framing, ObjectHead, SOURCE_HEADER};
@@ -33,10 +34,11 @@ pub const COLD_READ_MAX_BODY: u64 = 1 << 20;
 /// write.
 pub const SENDFILE_BYTES: std::ops::RangeInclusive<u64> = (32 << 10)..=(128 << 10);
 
-/// Whether a store hit's body (or part) of `len` bytes goes out with `sendfile` on `conn`: such
-/// an object is not copied into the RAM tier either (`object.rs`), the page cache is its tier.
-pub fn sends_from_file(conn: &Conn, len: u64) -> bool {
-    conn.is_plain() && SENDFILE_BYTES.contains(&len) && crate::respond::sendfile_supported()
+/// Whether a store hit's body (or part) of `len` bytes goes out with `sendfile` on `conn`, under
+/// `config` (`cache.sendfile`): such an object is not copied into the RAM tier either
+/// (`object.rs`), the page cache is its tier.
+pub fn sends_from_file(config: &Config, conn: &Conn, len: u64) -> bool {
+    config.sendfile && conn.is_plain() && SENDFILE_BYTES.contains(&len) && crate::respond::sendfile_supported()
 }
 
 /// Reads the parts of `key`'s stored record that are not in memory (its head, up to `max_body`
@@ -72,9 +74,9 @@ fn uring_file(file: &std::fs::File) -> Option<monoio::fs::File> {
 }
 
 /// Sends the head in `conn.out` and `part` (the bytes from `part_start` of `meta`'s body).
-/// A part `from_store` that [`sends_from_file`], a slice of the segment's mapping all in memory,
-/// goes out with `sendfile`.
-/// Otherwise, with `windows` (a part from the store, `store.cold_reads = "async"`) it may not be
+/// A part `from_store` that [`sends_from_file`] (under `config`'s `cache.sendfile`), a slice of
+/// the segment's mapping all in memory, goes out with `sendfile`.
+/// Otherwise, a part from the store under `store.cold_reads = "async"` (in `config`) may not be
 /// in memory:
 /// - a part bigger than [`COLD_READ_MAX_BODY`] (whose first
 ///   MiB `read_cold` read with the record's head) goes out in windows of that size: a window in
@@ -90,10 +92,10 @@ async fn send_body(
     part: Bytes,
     part_start: u64,
     from_store: bool,
-    windows: bool,
+    config: &Config,
 ) -> std::io::Result<()> {
     let key = ObjectKeyRef::new(&meta.bucket, &meta.key);
-    if from_store && sends_from_file(conn, part.len() as u64) {
+    if from_store && sends_from_file(config, conn, part.len() as u64) {
         // Only a part that is the mapping's own bytes of the record `sendfile` reads, all in
         // memory: `sendfile` would wait on the disk for a page that is not. A part `read_cold`
         // read into a buffer is already in memory and goes out from there.
@@ -106,7 +108,7 @@ async fn send_body(
             return conn.send_with_file(&b.file, b.offset + part_start, &part).await;
         }
     }
-    if !windows {
+    if !(from_store && config.cold_reads_async) {
         return conn.send_with_body(part).await;
     }
     let windowed = part.len() as u64 > COLD_READ_MAX_BODY;
@@ -282,7 +284,6 @@ pub async fn send_stored(
 ) -> Result<Disposition, S3Error> {
     conn.tally.source = source;
     let from_store = source == Source::Store;
-    let windows = from_store && req.config.cold_reads_async;
     let etag_buf = meta.etag_bytes();
     let etag = etag_buf.as_str();
     if preconditions(req, &REQUEST_CONDITIONS, etag, meta)? == Precondition::NotModified {
@@ -316,7 +317,7 @@ pub async fn send_stored(
             let sent = if req.is_head() {
                 conn.flush().await
             } else {
-                send_body(worker, conn, meta, body, 0, from_store, windows).await
+                send_body(worker, conn, meta, body, 0, from_store, req.config).await
             };
             Ok(Disposition::after(sent, keep_alive))
         }
@@ -330,7 +331,7 @@ pub async fn send_stored(
             let sent = if req.is_head() {
                 conn.flush().await
             } else {
-                send_body(worker, conn, meta, part, r.start, from_store, windows).await
+                send_body(worker, conn, meta, part, r.start, from_store, req.config).await
             };
             Ok(Disposition::after(sent, keep_alive))
         }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::support::client::{get, head, request_bytes, ClientError, Conn, PartialBody};
 use crate::support::origin::Reply;
 use crate::support::{
-    assert_origin_count, assert_s3_error, expected_etag, get_stored, object_path, origin_and_node, pattern_body,
-    source_of,
+    assert_origin_count, assert_s3_error, expected_etag, get_stored, get_until_source, object_path, origin_and_node,
+    pattern_body, source_of,
 };
 
 /// Sources that prove an answer came from persistent state after a restart (the memory tier
@@ -417,6 +417,30 @@ fn store_hits_of_32_to_128_kib_go_out_with_sendfile_whole_and_ranged() {
     let resp = get(addr, &path, &[]).expect("GET");
     assert!(resp.status == 200 && resp.body == body, "{resp:?}");
     assert_eq!(sent_from_file() - before, 40_960 + 100_001);
+}
+
+/// `cache.sendfile = false` (nginx's `sendfile off`): 32-128 KiB store hits are copied like
+/// the others, whole and ranged, and such an object is then cached in RAM like any other.
+#[test]
+fn with_sendfile_off_store_hits_are_copied_and_cached_in_ram() {
+    let origin = crate::support::origin::Origin::start();
+    let node = crate::support::node::NodeBuilder::new()
+        .mirror(&format!("{}/dir1/", origin.url()), "")
+        .with_line("cache", "sendfile = false")
+        .start();
+    let addr = node.data_addr();
+    let body = pattern_body(65_536, 91);
+    origin.set("/dir1/off/64k.bin", Reply::ok(body.clone()));
+    let path = object_path("off/64k.bin");
+    get_stored(addr, &path, &body);
+    let resp = get(addr, &path, &[("Range", "bytes=1000-40999")]).expect("range GET");
+    assert!(resp.status == 206 && resp.body == body[1000..41_000], "{resp:?}");
+    // The second store hit copies it into the RAM tier (the doorkeeper admits it), as for an
+    // object outside the sendfile range.
+    let resp = get_until_source(addr, &path, &body, &["memory"]);
+    assert_eq!(source_of(&resp), "memory");
+    assert_eq!(crate::support::metric(&node, "edgemirror_sendfile_bytes_total"), 0, "nothing went out with sendfile");
+    assert_origin_count(&origin, "/dir1/off/64k.bin", 1);
 }
 
 /// A client that pipelines many requests and then reads slowly, through a small receive buffer,
