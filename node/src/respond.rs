@@ -155,6 +155,10 @@ fn would_block(n: isize) -> io::Result<Option<usize>> {
     }
 }
 
+/// The output buffer a connection keeps between responses ([`Conn::send_with_file`] may grow it
+/// for one response).
+const OUT_BYTES: usize = 4096;
+
 /// The kernel's page size: [`Conn::send_with_file`] starts `sendfile` at a page boundary.
 fn page_bytes() -> u64 {
     static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -210,7 +214,7 @@ impl Conn {
             stream,
             peer: None,
             tally: Tally::new(Instant::now()),
-            out: BytesMut::with_capacity(4096),
+            out: BytesMut::with_capacity(OUT_BYTES),
             write_timeout,
             iov: None,
             nonblocking: false,
@@ -289,10 +293,10 @@ impl Conn {
     /// Sends the head in `out`, then `body`, the bytes at `offset` in `file` (the file's
     /// mapping), with `sendfile(2)` from the first page boundary in it: the kernel hands the
     /// page cache's pages to the socket, with no copy into it. The bytes before that boundary
-    /// (less than a 4 KiB page) go out with the head, in one `sendmsg` from the mapping. Plain
-    /// TCP only ([`Conn::is_plain`]; under TLS it is an error and nothing is sent). The caller
-    /// knows the bytes are in memory: a page `sendfile` or `sendmsg` had to read from disk would
-    /// stall the core.
+    /// (less than a 4 KiB page) are copied after the head and go out with it; the connection's
+    /// buffer goes back to its usual size afterwards. Plain TCP only ([`Conn::is_plain`]; under
+    /// TLS it is an error and nothing is sent). The caller knows the bytes are in memory: a page
+    /// the copy or `sendfile` had to read from disk would stall the core.
     ///
     /// Both go out by system calls on the worker, not through io_uring (monoio has no
     /// `sendfile`): the socket is made non-blocking (once; on the kernels [`sendfile_supported`]
@@ -322,19 +326,19 @@ impl Conn {
             socket.set_nonblocking(true)?;
             self.nonblocking = true;
         }
-        let head = std::mem::take(&mut self.out);
+        let mut head = std::mem::take(&mut self.out);
         self.tally.note_write(&head, head.len() + body.len());
         // On kernels with bigger pages (64 KiB on some arm64 and ppc64le) the bytes before the
         // boundary could be most of the body: there it goes out from where it starts.
         let page = page_bytes();
         let lead = if page <= 4096 { to_page_boundary(offset, body.len(), page) } else { 0 };
-        let (lead, offset, len) = (&body[..lead], offset + lead as u64, body.len() - lead);
+        head.extend_from_slice(&body[..lead]);
+        let (offset, len) = (offset + lead as u64, body.len() - lead);
         let sent = timed(self.write_timeout, async {
             let mut at = 0;
-            while at < head.len() + lead.len() {
-                let rest = [head.get(at..).unwrap_or_default(), &lead[at.saturating_sub(head.len())..]];
+            while at < head.len() {
                 let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-                match socket.send_vectored_with_flags(&rest.map(io::IoSlice::new), flags) {
+                match socket.send_with_flags(&head[at..], flags) {
                     Ok(n) => at += n,
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
                         stream.writable(false).await?
@@ -356,8 +360,10 @@ impl Conn {
             Ok(())
         })
         .await;
-        let mut head = head;
         head.clear();
+        if head.capacity() > OUT_BYTES {
+            head = BytesMut::with_capacity(OUT_BYTES);
+        }
         self.out = head;
         sent
     }
