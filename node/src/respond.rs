@@ -144,20 +144,18 @@ pub struct Conn {
 
 /// A non-blocking system call's result: the count, `None` when it would block (or was
 /// interrupted: waiting for the socket returns at once if it has room), or its error.
-fn would_block(n: isize) -> io::Result<Option<usize>> {
-    if n >= 0 {
-        return Ok(Some(n as usize));
-    }
-    let e = io::Error::last_os_error();
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-        _ => Err(e),
+fn would_block(res: io::Result<usize>) -> io::Result<Option<usize>> {
+    match res {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
-/// The output buffer a connection keeps between responses ([`Conn::send_with_file`] may grow it
-/// for one response).
-const OUT_BYTES: usize = 4096;
+/// The largest page [`Conn::send_with_file`] splits a body at. With bigger pages (64 KiB on
+/// some arm64 and ppc64le) the bytes before the boundary could be most of the body: there it
+/// goes out from where it starts.
+const MAX_SPLIT_PAGE: u64 = 4096;
 
 /// The kernel's page size: [`Conn::send_with_file`] starts `sendfile` at a page boundary.
 fn page_bytes() -> u64 {
@@ -214,7 +212,7 @@ impl Conn {
             stream,
             peer: None,
             tally: Tally::new(Instant::now()),
-            out: BytesMut::with_capacity(OUT_BYTES),
+            out: BytesMut::with_capacity(4096),
             write_timeout,
             iov: None,
             nonblocking: false,
@@ -293,10 +291,11 @@ impl Conn {
     /// Sends the head in `out`, then `body`, the bytes at `offset` in `file` (the file's
     /// mapping), with `sendfile(2)` from the first page boundary in it: the kernel hands the
     /// page cache's pages to the socket, with no copy into it. The bytes before that boundary
-    /// (less than a 4 KiB page) are copied after the head and go out with it; the connection's
-    /// buffer goes back to its usual size afterwards. Plain TCP only ([`Conn::is_plain`]; under
-    /// TLS it is an error and nothing is sent). The caller knows the bytes are in memory: a page
-    /// the copy or `sendfile` had to read from disk would stall the core.
+    /// (less than a 4 KiB page) are copied after the head in `out` and go out with it, as
+    /// [`Conn::send_with_body`] copies bodies of up to 16 KiB there; `out` keeps its capacity
+    /// for the connection's next response either way. Plain TCP only ([`Conn::is_plain`]; under
+    /// TLS it is an error and nothing is sent). The caller knows the bytes are in memory: a page the copy
+    /// or `sendfile` had to read from disk would stall the core.
     ///
     /// Both go out by system calls on the worker, not through io_uring (monoio has no
     /// `sendfile`): the socket is made non-blocking (once; on the kernels [`sendfile_supported`]
@@ -328,22 +327,16 @@ impl Conn {
         }
         let mut head = std::mem::take(&mut self.out);
         self.tally.note_write(&head, head.len() + body.len());
-        // On kernels with bigger pages (64 KiB on some arm64 and ppc64le) the bytes before the
-        // boundary could be most of the body: there it goes out from where it starts.
         let page = page_bytes();
-        let lead = if page <= 4096 { to_page_boundary(offset, body.len(), page) } else { 0 };
+        let lead = if page <= MAX_SPLIT_PAGE { to_page_boundary(offset, body.len(), page) } else { 0 };
         head.extend_from_slice(&body[..lead]);
         let (offset, len) = (offset + lead as u64, body.len() - lead);
         let sent = timed(self.write_timeout, async {
             let mut at = 0;
             while at < head.len() {
-                let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-                match socket.send_with_flags(&head[at..], flags) {
-                    Ok(n) => at += n,
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
-                        stream.writable(false).await?
-                    }
-                    Err(e) => return Err(e),
+                match would_block(socket.send_with_flags(&head[at..], libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT))? {
+                    Some(n) => at += n,
+                    None => stream.writable(false).await?,
                 }
             }
             let mut off = offset as libc::off_t;
@@ -351,7 +344,8 @@ impl Conn {
             while off < end {
                 // SAFETY: two open descriptors; the kernel advances `off`, a local.
                 let n = unsafe { libc::sendfile(fd, file.as_raw_fd(), &mut off, (end - off) as usize) };
-                match would_block(n)? {
+                let res = usize::try_from(n).map_err(|_| io::Error::last_os_error());
+                match would_block(res)? {
                     Some(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment file ends early")),
                     Some(_) => {}
                     None => stream.writable(false).await?,
@@ -361,9 +355,6 @@ impl Conn {
         })
         .await;
         head.clear();
-        if head.capacity() > OUT_BYTES {
-            head = BytesMut::with_capacity(OUT_BYTES);
-        }
         self.out = head;
         sent
     }
