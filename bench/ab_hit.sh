@@ -116,7 +116,11 @@ hz=$(getconf CLK_TCK)
 log "${CLIENT:-emload}, $SIZE, $N keys, $CONNS connections, ${WARMUP} s + ${DURATION} s${RATE:+, open loop at $RATE req/s}; old=$OLD${OLD_CACHE:+ [$OLD_CACHE]} new=$NEW${NEW_CACHE:+ [$NEW_CACHE]}"
 printf '%-6s %-6s %10s %10s %12s %12s\n' round side "req/s" "p99 ms" "server CPU" "client CPU"
 for round in $(seq "$ROUNDS"); do
-    for side in static old new; do
+    # The two builds swap places every round: the later of two runs on one machine tends to be
+    # measured slower or faster than the earlier (bench/RESULTS.md, "Issue 14, tenth pass").
+    order="static old new"
+    ((round % 2 == 0)) && order="static new old"
+    for side in $order; do
         pid=$(server_pid "$side")
         t0=$(ticks "$pid")
         s0=$(date +%s.%N)
