@@ -88,34 +88,36 @@ impl Node {
     }
 }
 
-/// Which monoio driver the workers will run on.
+/// Which monoio driver the workers will run on (monoio's probe, which also honours
+/// `MONOIO_FORCE_LEGACY_DRIVER=1`), and whether its rings defer their task work.
 pub fn driver_name() -> &'static str {
-    if std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_some() || !monoio::utils::detect_uring() {
+    if !monoio::utils::detect_uring() {
         "legacy (epoll)"
     } else if defer_taskrun() {
-        "io_uring (deferred task work)"
+        "io_uring+defer_taskrun"
     } else {
         "io_uring"
     }
 }
 
-/// Whether this kernel makes io_uring rings with `IORING_SETUP_SINGLE_ISSUER` and
-/// `IORING_SETUP_DEFER_TASKRUN` (Linux 6.1 and later; probed once).
+/// Whether the workers' io_uring rings are made with `IORING_SETUP_DEFER_TASKRUN` (and
+/// `IORING_SETUP_SINGLE_ISSUER`, which it requires): when io_uring is in use and the kernel
+/// takes them (Linux 6.1 and later; probed once with a small ring).
 ///
-/// Why the workers' rings want them: without them, the kernel runs a ring's completion work (a
-/// socket's receive once it is readable, for one) as soon as it can, at the end of whatever system
-/// call the worker is in: a `sendfile`, a `mincore`. That receive takes the socket's lock while
-/// the client's CPU may still hold it, delivering the very bytes that woke it, so the worker
-/// spins: 8% of a node's core in the disk bench (`__pv_queued_spin_lock_slowpath` under
-/// `tcp_recvmsg`), none in nginx's. Deferred, that work runs only when the worker asks for
-/// completions (monoio's park, with every task run), batched. Measured against the rings
-/// without them: 64 KiB store hits 1.18-1.22x the req/s with emload, wrk and h2load, and the
-/// disk bench's CPU at 8,000 req/s 31% against 35% (bench/RESULTS.md, "Issue 14, eleventh
-/// pass"). monoio's rings are each used by the one thread that made them, as `SINGLE_ISSUER`
-/// requires (the kernel refuses a submission from any other).
+/// Why: without `DEFER_TASKRUN` the kernel runs a ring's completion work (a socket's receive once
+/// it is readable, for one) on the worker's next return to user space, at the end of whatever
+/// system call it is in: a `sendfile`, a `mincore`. That receive takes the socket's lock, which
+/// the client's CPU, delivering the bytes that made it readable, may still hold; the worker
+/// spun there for 8% of its core in the disk bench (`__pv_queued_spin_lock_slowpath` under
+/// `tcp_recvmsg`; none in nginx's profile). With it, that work runs only when the worker waits
+/// for completions: monoio's park, once no task is ready. A park that finds a task woken from
+/// another thread (a digest, a fill on another core) does not wait and leaves that work for the
+/// next one. 64 KiB store hits did 1.18-1.22x the req/s with it (bench/RESULTS.md, "Issue 14,
+/// eleventh pass"). Each monoio ring is used only by the thread that made it, as
+/// `SINGLE_ISSUER` requires.
 fn defer_taskrun() -> bool {
     static PROBE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PROBE.get_or_init(|| ring_builder(true).build(2).is_ok())
+    *PROBE.get_or_init(|| monoio::utils::detect_uring() && ring_builder(true).build(2).is_ok())
 }
 
 /// The io_uring setup for a runtime's ring, with the flags of [`defer_taskrun`] or without.
@@ -302,14 +304,23 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .with_entries(1024)
-        .uring_builder(ring_builder(defer_taskrun()))
-        .build();
+    let build = |defer| {
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .with_entries(1024)
+            .uring_builder(ring_builder(defer))
+            .build()
+    };
+    let defer = defer_taskrun();
+    let rt = build(defer).or_else(|e| if defer { build(false) } else { Err(e) });
     match rt {
         Ok(mut rt) => rt.block_on(main()),
-        Err(e) => tracing::error!(error = %e, "cannot build a monoio runtime"),
+        Err(e) => {
+            // A worker without a runtime would leave its listener taking connections nobody
+            // accepts: the node stops instead.
+            tracing::error!(error = %e, "cannot build a monoio runtime");
+            std::process::exit(1);
+        }
     }
 }
 
