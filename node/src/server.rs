@@ -304,15 +304,13 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let build = |defer| {
-        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .with_entries(1024)
-            .uring_builder(ring_builder(defer))
-            .build()
-    };
-    let defer = defer_taskrun();
-    let rt = build(defer).or_else(|e| if defer { build(false) } else { Err(e) });
+    // The probe in `defer_taskrun` decides the flags once, so every ring is made alike and the
+    // start-up log's driver says what runs.
+    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .with_entries(1024)
+        .uring_builder(ring_builder(defer_taskrun()))
+        .build();
     match rt {
         Ok(mut rt) => rt.block_on(main()),
         Err(e) => {
