@@ -33,7 +33,6 @@ use crate::reply;
 use crate::respond::{Conn, Disposition, Request, Tally};
 use crate::s3;
 use crate::stream::ClientStream;
-use crate::tls;
 use crate::worker::Worker;
 
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -117,7 +116,7 @@ pub async fn serve(stream: ClientStream, worker: Rc<Worker>, accepted: Instant, 
 /// not a TLS handshake record, 0x16) instead of a TLS alert it cannot read.
 pub async fn tls_handshake(
     stream: monoio::net::TcpStream,
-    acceptor: &monoio_rustls::TlsAcceptor,
+    server_tls: std::sync::Arc<rustls::ServerConfig>,
     worker: &Worker,
 ) -> Option<ClientStream> {
     let limit = worker.config().server.header_timeout;
@@ -142,11 +141,10 @@ pub async fn tls_handshake(
         conn.close(true).await;
         return None;
     }
-    let io = monoio::io::PrefixedReadIo::new(stream, std::io::Cursor::new(first));
-    match monoio::time::timeout(limit, acceptor.accept(io)).await {
+    match monoio::time::timeout(limit, crate::stream::accept(stream, &first, server_tls)).await {
         Ok(Ok(tls)) => Some(ClientStream::Tls(Box::new(tls))),
         Ok(Err(e)) => {
-            tracing::debug!(error = %tls::describe(&e), "TLS handshake failed");
+            tracing::debug!(error = %e, "TLS handshake failed");
             None
         }
         Err(_) => None,

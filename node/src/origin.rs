@@ -193,11 +193,10 @@ pub async fn fetch(
     let stream = if origin.tls {
         let tls_error = |reason: String| OriginError::Tls { host: origin.host.clone(), reason };
         let name = tls::server_name(&origin.host).map_err(tls_error)?;
-        let connector = monoio_rustls::TlsConnector::from(cfg.tls.clone());
-        match monoio::time::timeout(cfg.connect_timeout, connector.connect(name, tcp)).await {
+        match monoio::time::timeout(cfg.connect_timeout, crate::stream::connect(tcp, name, cfg.tls.clone())).await {
             Ok(Ok(s)) => OriginStream::Tls(Box::new(s)),
             // The reason (e.g. "invalid peer certificate: UnknownIssuer") reaches the log line.
-            Ok(Err(e)) => return Err(tls_error(tls::describe(&e))),
+            Ok(Err(e)) => return Err(tls_error(e.to_string())),
             Err(_) => return Err(OriginError::Timeout("TLS handshake")),
         }
     } else {

@@ -262,7 +262,8 @@ impl Conn {
         let (mut head, body, iov) = pair.into_parts();
         self.iov = Some(iov);
         let n = res?;
-        // A short write (or TLS, whose writev sends only the first buffer): finish plainly.
+        // A short write (under TLS, any response over 128 KiB: one write seals that much): finish
+        // plainly.
         if n < head_len {
             head.advance(n);
             let out = timed(self.write_timeout, async {

@@ -361,13 +361,12 @@ async fn accept_loop(listener: std::net::TcpListener, worker: Rc<Worker>, tls: b
                 let _ = stream.set_nodelay(true);
                 let w = worker.clone();
                 // The certificates of the config running now (a reload may have changed them).
-                let acceptor =
-                    config.tls.as_ref().filter(|_| tls).map(|t| monoio_rustls::TlsAcceptor::from(t.server.clone()));
+                let server_tls = config.tls.as_ref().filter(|_| tls).map(|t| t.server.clone());
                 drop(config);
                 monoio::spawn(async move {
-                    let stream = match acceptor {
+                    let stream = match server_tls {
                         None => Some(ClientStream::Plain(stream)),
-                        Some(acceptor) => conn::tls_handshake(stream, &acceptor, &w).await,
+                        Some(server_tls) => conn::tls_handshake(stream, server_tls, &w).await,
                     };
                     if let Some(stream) = stream {
                         conn::serve(stream, w, accepted, Some(peer)).await;

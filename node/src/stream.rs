@@ -1,18 +1,31 @@
 //! The byte streams the node speaks HTTP over: plain TCP or TLS, for clients ([`ClientStream`])
 //! and origins ([`OriginStream`]). Each is an enum delegating monoio's owned-buffer read and
 //! write traits, so the connection loop and the origin client are written once.
+//!
+//! TLS is [`TlsStream`]: a `rustls` connection driven over a monoio `TcpStream`. It sends
+//! every record rustls has sealed with one write: a response's head and body (a vectored
+//! write) are sealed together, up to `SEND_BYTES` (128 KiB) at a time, and leave in one `send`.
+//! Why our own driver and not monoio-rustls (bench/RESULTS.md, "Issue 14, twelfth pass"):
+//! that adapter stages the records in a 16 KiB buffer, smaller than one full record (16,406
+//! bytes), so each record left in two sends, the second of 22 bytes, and a vectored write sent
+//! only its first buffer: a 64 KiB hit over TLS took about ten sends and twelve loopback
+//! segments against nginx's five. Reads take a whole record at a time (`READ_BYTES`).
 
-use std::io::Cursor;
+use std::io::{self, IoSlice, Read, Write};
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
-use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, PrefixedReadIo};
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut, RawBuf};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::BufResult;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, ConnectionCommon, ServerConfig, ServerConnection, SideData};
 
-/// A TLS client connection; its first bytes were read to tell TLS from plain HTTP and are
-/// replayed to rustls through the prefix.
-pub type ServerTls = monoio_rustls::ServerTlsStream<PrefixedReadIo<TcpStream, Cursor<Vec<u8>>>>;
-pub type ClientTls = monoio_rustls::ClientTlsStream<TcpStream>;
+/// A TLS client connection (the HTTPS listener's side).
+pub type ServerTls = TlsStream<ServerConnection>;
+/// A TLS connection to an origin.
+pub type ClientTls = TlsStream<ClientConnection>;
 
 pub enum ClientStream {
     Plain(TcpStream),
@@ -22,6 +35,215 @@ pub enum ClientStream {
 pub enum OriginStream {
     Plain(TcpStream),
     Tls(Box<ClientTls>),
+}
+
+/// How many bytes one socket read asks for: a whole TLS record (16 KiB of plaintext and up to
+/// 256 bytes of header, padding and tag) and what follows it.
+const READ_BYTES: usize = 32 * 1024;
+
+/// rustls' limit on sealed records not yet taken from it: the plaintext one write may hand it,
+/// and so the most one `send` carries. A 64 KiB body and its head fit in one.
+const SEND_BYTES: usize = 128 * 1024;
+
+/// The staging buffer for sealed records is kept between sends up to this capacity; a larger one
+/// (a big body's) is freed after its send, so an idle keep-alive connection holds little.
+const KEEP_SEND_BUFFER: usize = 32 * 1024;
+
+/// A rustls connection (`ServerConnection` or `ClientConnection`) over a TCP stream.
+pub struct TlsStream<C> {
+    tcp: TcpStream,
+    tls: C,
+    /// Bytes read from the socket that rustls has not taken yet: `rbuf[rpos..]`.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    /// Sealed records gathered for one send.
+    wbuf: Vec<u8>,
+}
+
+/// Completes a server handshake on `tcp`. `prefix` holds the bytes already read from it (to tell
+/// TLS from plain HTTP); rustls reads them first.
+pub async fn accept(tcp: TcpStream, prefix: &[u8], config: Arc<ServerConfig>) -> io::Result<ServerTls> {
+    let tls = ServerConnection::new(config).map_err(io::Error::other)?;
+    let mut stream = TlsStream::new(tcp, tls, prefix);
+    stream.handshake().await?;
+    Ok(stream)
+}
+
+/// Completes a client handshake with the origin named `name` on `tcp`.
+pub async fn connect(tcp: TcpStream, name: ServerName<'static>, config: Arc<ClientConfig>) -> io::Result<ClientTls> {
+    let tls = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut stream = TlsStream::new(tcp, tls, &[]);
+    stream.handshake().await?;
+    Ok(stream)
+}
+
+impl<C, D> TlsStream<C>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<D>>,
+    D: SideData,
+{
+    fn new(tcp: TcpStream, mut tls: C, prefix: &[u8]) -> TlsStream<C> {
+        tls.set_buffer_limit(Some(SEND_BYTES));
+        let mut rbuf = Vec::with_capacity(READ_BYTES.max(prefix.len()));
+        rbuf.extend_from_slice(prefix);
+        TlsStream { tcp, tls, rbuf, rpos: 0, wbuf: Vec::new() }
+    }
+
+    /// Runs the handshake to its end, then sends what rustls has queued after it (a TLS 1.3
+    /// server's session tickets). A rustls error (a bad certificate, no common cipher) comes back
+    /// as `InvalidData` carrying it, after the alert rustls queued is sent.
+    async fn handshake(&mut self) -> io::Result<()> {
+        while self.tls.is_handshaking() {
+            if self.tls.wants_write() {
+                self.send_records().await?;
+            } else if !self.receive().await? {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed during the TLS handshake"));
+            }
+        }
+        self.send_records().await
+    }
+
+    /// Hands rustls the next bytes from the socket (reading when none are left) and processes
+    /// them. Returns false at the end of the stream.
+    async fn receive(&mut self) -> io::Result<bool> {
+        let mut open = true;
+        if self.rpos == self.rbuf.len() {
+            // A read cancelled by a timeout took the buffer with it; the connection is closing
+            // then, but the stream must not mistake an empty buffer for the end of the stream.
+            let buf = match std::mem::take(&mut self.rbuf) {
+                b if b.capacity() >= READ_BYTES => b,
+                _ => Vec::with_capacity(READ_BYTES),
+            };
+            let (res, buf) = self.tcp.read(buf).await;
+            self.rbuf = buf;
+            self.rpos = 0;
+            open = res? > 0;
+        }
+        let mut unread = &self.rbuf[self.rpos..];
+        // At the end of the stream `unread` is empty and rustls records the end.
+        let n = self.tls.read_tls(&mut unread)?;
+        if n == 0 && open {
+            // rustls took nothing although bytes are waiting: calling again would spin.
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS: the peer's bytes were not taken"));
+        }
+        self.rpos += n;
+        if let Err(e) = self.tls.process_new_packets() {
+            // rustls has queued an alert saying why; the peer may read it, or not.
+            let _ = self.send_records().await;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        Ok(open)
+    }
+
+    /// Sends every record rustls holds, gathered into one write.
+    async fn send_records(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            let mut out = std::mem::take(&mut self.wbuf);
+            // `Vec`'s vectored write takes every record rustls offers in one call.
+            while self.tls.wants_write() {
+                self.tls.write_tls(&mut out)?;
+            }
+            let (res, mut out) = self.tcp.write_all(out).await;
+            res?;
+            if out.capacity() <= KEEP_SEND_BUFFER {
+                out.clear();
+                self.wbuf = out;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals as much of `bufs` as rustls takes (up to `SEND_BYTES`) and sends it.
+    async fn write_plaintext(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(0);
+        }
+        let mut n = self.tls.writer().write_vectored(bufs)?;
+        if n == 0 {
+            // rustls still holds records (queued after a read): send them, then it takes more.
+            self.send_records().await?;
+            n = self.tls.writer().write_vectored(bufs)?;
+        }
+        self.send_records().await?;
+        Ok(n)
+    }
+}
+
+impl<C, D> AsyncReadRent for TlsStream<C>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<D>>,
+    D: SideData,
+{
+    async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+        // SAFETY: the pointer and length describe `buf`'s writable bytes, owned by `buf` while
+        // this future runs. They may be uninitialised: rustls' reader only copies into the slice
+        // and never reads it (monoio-rustls, which this replaces, did the same).
+        let slice = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), buf.bytes_total()) };
+        loop {
+            match self.tls.reader().read(slice) {
+                Ok(n) => {
+                    // SAFETY: rustls wrote `n` bytes from the start of the slice.
+                    unsafe { buf.set_init(n) };
+                    return (Ok(n), buf);
+                }
+                // No plaintext yet: read more. At the end of the stream the reader answers 0
+                // (after close_notify) or UnexpectedEof, never WouldBlock again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return (Err(e), buf),
+            }
+            if let Err(e) = self.receive().await {
+                return (Err(e), buf);
+            }
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
+        // Into the first buffer only, as a short read may.
+        // SAFETY: the raw buffer points into `buf`, which outlives it.
+        let res = match unsafe { RawBuf::new_from_iovec_mut(&mut buf) } {
+            Some(raw) => self.read(raw).await.0,
+            None => Ok(0),
+        };
+        if let Ok(n) = res {
+            // SAFETY: `n` bytes were written into the first buffer.
+            unsafe { buf.set_init(n) };
+        }
+        (res, buf)
+    }
+}
+
+impl<C, D> AsyncWriteRent for TlsStream<C>
+where
+    C: DerefMut + Deref<Target = ConnectionCommon<D>>,
+    D: SideData,
+{
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        // SAFETY: `buf` owns these initialised bytes while this future runs.
+        let slice = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+        let res = self.write_plaintext(&[IoSlice::new(slice)]).await;
+        (res, buf)
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        let ptr = buf.read_iovec_ptr();
+        let len = buf.read_iovec_len();
+        // SAFETY: `buf` owns `len` iovecs at `ptr`, and the bytes they describe, while this
+        // future runs; `IoSlice` has the layout of `iovec` on Unix.
+        let bufs = unsafe { std::slice::from_raw_parts(ptr as *const IoSlice<'_>, len) };
+        let res = self.write_plaintext(bufs).await;
+        (res, buf)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.send_records().await?;
+        self.tcp.flush().await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.tls.send_close_notify();
+        self.send_records().await?;
+        self.tcp.shutdown().await
+    }
 }
 
 macro_rules! delegate_io {

@@ -1,13 +1,8 @@
 //! TLS with rustls: the HTTPS listener's config (certificates chosen by SNI, ALPN `http/1.1`,
 //! TLS 1.2 and 1.3 with rustls' defaults) and the client config for `https` origins.
 //!
-//! The I/O side is monoio-rustls: it drives a `rustls::Connection` over monoio's owned-buffer
-//! reads and writes. We chose the maintained adapter over driving `ServerConnection` by hand:
-//! either way every byte passes through rustls' record buffers (TLS must copy to encrypt), so
-//! a hand-rolled driver would not save a copy, only add code. What we do control is the number
-//! of records: monoio-rustls flushes a record per `write` and writes only the first iovec of a
-//! `writev`, so the connection loop coalesces a response head with small bodies into one write
-//! (`conn::COALESCE_BODY_BYTES`).
+//! The I/O side, a rustls connection driven over monoio's owned-buffer reads and writes, is
+//! [`crate::stream::TlsStream`].
 //!
 //! Origin certificates are verified against the webpki root set plus `origin.ca_file`; SNI is
 //! the origin's host name. `origin.insecure_skip_verify` turns verification off, only when
@@ -166,15 +161,6 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// The reason behind a handshake failure. monoio-rustls' error prints only "io error" or
-/// "rustls error"; the cause (e.g. `invalid peer certificate: UnknownIssuer`) is inside.
-pub fn describe(e: &monoio_rustls::TlsError) -> String {
-    match e {
-        monoio_rustls::TlsError::Io(io) => io.to_string(),
-        monoio_rustls::TlsError::Rustls(r) => r.to_string(),
     }
 }
 

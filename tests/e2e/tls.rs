@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 
 use rustls::ProtocolVersion;
 
+use crate::s3::{s3_toml, signed, SECRET};
 use crate::support::client::{get, request_bytes, Conn};
 use crate::support::node::{Node, NodeBuilder};
 use crate::support::origin::{Origin, Reply};
 use crate::support::tls::{https_get, https_get_stored, tls_section, ClientOptions, Leaf, TestCa, TlsConn, TlsFront};
-use crate::support::{assert_origin_count, assert_s3_error, object_path, pattern_body, source_of};
+use crate::support::{assert_origin_count, assert_s3_error, object_path, pattern_body, source_of, BUCKET};
 
 /// The test PKI: one CA and the two listener certificates it signs.
 struct Pki {
@@ -313,4 +314,72 @@ fn keep_alive_carries_three_requests_over_one_tls_connection() {
     }
     assert_origin_count(&origin, "/dir1/one.bin", 1);
     assert_origin_count(&origin, "/dir1/two.bin", 1);
+}
+
+/// The node's TLS driver seals up to 128 KiB of a response per send and reads a whole record at
+/// a time: bodies of many records must cross it byte-exact both ways. From an HTTPS origin (the
+/// node reads records) to an HTTPS client (it writes them), whole, as a range that starts and
+/// ends inside records, and as an upload (a request body of many records, read by the node).
+#[test]
+fn bodies_of_many_records_cross_tls_byte_exact_both_ways() {
+    let pki = Pki::new();
+    let (origin, front) = https_origin(&pki.ca);
+    let body = pattern_body(3 * 1024 * 1024 + 12_345, 47);
+    origin.set("/dir1/huge.bin", Reply::ok(body.clone()));
+    let node = pki
+        .listener(NodeBuilder::new().mirror(&format!("{}/dir1/", front.url()), ""))
+        .with_line("origin", "ca_file = \"pki/ca.pem\"")
+        .with_extra_toml(&s3_toml())
+        .start();
+    let (addr, client, path) = (tls_addr(&node), ClientOptions::trusting(&pki.ca), object_path("huge.bin"));
+
+    let first = https_get(addr, "a.test", &client, &path).expect("HTTPS GET, a miss");
+    assert_eq!((first.status, source_of(&first)), (200, "origin"), "{first:?}");
+    assert!(first.body == body, "the mirrored body differs over TLS (len {})", first.body.len());
+    https_get_stored(addr, "a.test", &client, &path, &body);
+
+    let mut conn = TlsConn::connect(addr, "a.test", &client).expect("handshake");
+    let (start, end) = (100_000usize, 1_300_000usize);
+    let range = format!("bytes={start}-{end}");
+    let part = conn.request(&request_bytes("GET", addr, &path, &[("Range", &range)])).expect("range GET");
+    assert_eq!(part.status, 206, "{part:?}");
+    assert!(part.body == body[start..=end], "the range differs over TLS (len {})", part.body.len());
+
+    let upload = pattern_body(2 * 1024 * 1024 + 777, 48);
+    let key = format!("/{BUCKET}/up.bin");
+    let put = conn.request(&signed("PUT", &addr.to_string(), &key, &upload, &[], SECRET)).expect("PUT over TLS");
+    assert_eq!(put.status, 200, "{}", put.text());
+    let back = conn.request(&request_bytes("GET", addr, &key, &[])).expect("GET of the upload");
+    assert_eq!(back.status, 200, "{back:?}");
+    assert!(back.body == upload, "the uploaded body differs (len {})", back.body.len());
+    assert_origin_count(&origin, "/dir1/huge.bin", 1);
+}
+
+/// Requests pipelined in one TLS record are each answered, in order, on the same connection,
+/// a large body among them (its records and the next response's share sends).
+#[test]
+fn pipelined_requests_in_one_record_are_answered_in_order_over_tls() {
+    let pki = Pki::new();
+    let origin = Origin::start();
+    let small = pattern_body(700, 5);
+    let large = pattern_body(300_000, 6);
+    origin.set("/dir1/small.bin", Reply::ok(small.clone()));
+    origin.set("/dir1/large.bin", Reply::ok(large.clone()));
+    let node = pki.listener(NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), "")).start();
+    let addr = tls_addr(&node);
+    let client = ClientOptions::trusting(&pki.ca);
+    https_get_stored(addr, "a.test", &client, &object_path("large.bin"), &large);
+
+    let mut conn = TlsConn::connect(addr, "a.test", &client).expect("handshake");
+    let order = [("small.bin", &small), ("large.bin", &large), ("small.bin", &small), ("large.bin", &large)];
+    let mut raw = Vec::new();
+    for (key, _) in order {
+        raw.extend_from_slice(&request_bytes("GET", addr, &object_path(key), &[]));
+    }
+    conn.send(&raw).expect("send the pipelined requests");
+    for (i, (key, body)) in order.into_iter().enumerate() {
+        let resp = conn.read_response(false).unwrap_or_else(|e| panic!("response {} ({key}): {e:?}", i + 1));
+        assert_eq!(resp.status, 200, "response {} ({key}): {resp:?}", i + 1);
+        assert!(resp.body == *body, "response {} ({key}): body differs (len {})", i + 1, resp.body.len());
+    }
 }
