@@ -1,4 +1,4 @@
-//! One vectored write for a response head and its body: the only `unsafe` in the node.
+//! One vectored write for a response head and its body.
 //!
 //! monoio has no `IoVecBuf` for a pair of `Bytes`-like buffers, so [`HeadBody`] owns both and
 //! the two `iovec`s describing them. The head is the connection's reused `BytesMut`; the body is

@@ -11,7 +11,7 @@
 //! only its first buffer: a 64 KiB hit over TLS took about ten sends and twelve loopback
 //! segments against nginx's five. Reads take a whole record at a time (`READ_BYTES`).
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Write};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
@@ -47,7 +47,7 @@ const SEND_BYTES: usize = 128 * 1024;
 
 /// The staging buffer for sealed records is kept between sends up to this capacity; a larger one
 /// (a big body's) is freed after its send, so an idle keep-alive connection holds little.
-const KEEP_SEND_BUFFER: usize = 32 * 1024;
+const KEEP_SEND_BUFFER: usize = 16 * 1024;
 
 /// A rustls connection (`ServerConnection` or `ClientConnection`) over a TCP stream.
 pub struct TlsStream<C> {
@@ -58,6 +58,12 @@ pub struct TlsStream<C> {
     rpos: usize,
     /// Sealed records gathered for one send.
     wbuf: Vec<u8>,
+    /// Set while a socket read (write) is in flight. Still set when the next one starts, the
+    /// last was cancelled (its caller's timeout dropped it) and bytes may be lost or sent in
+    /// part: that direction is out of step with the peer, and every later read (write) fails.
+    /// A read cut leaves writes whole, so a body read that timed out can still be answered.
+    read_cut: bool,
+    write_cut: bool,
 }
 
 /// Completes a server handshake on `tcp`. `prefix` holds the bytes already read from it (to tell
@@ -86,7 +92,14 @@ where
         tls.set_buffer_limit(Some(SEND_BYTES));
         let mut rbuf = Vec::with_capacity(READ_BYTES.max(prefix.len()));
         rbuf.extend_from_slice(prefix);
-        TlsStream { tcp, tls, rbuf, rpos: 0, wbuf: Vec::new() }
+        TlsStream { tcp, tls, rbuf, rpos: 0, wbuf: Vec::new(), read_cut: false, write_cut: false }
+    }
+
+    fn check_cut(cut: bool) -> io::Result<()> {
+        match cut {
+            true => Err(io::Error::new(io::ErrorKind::BrokenPipe, "TLS stream cut by a cancelled read or write")),
+            false => Ok(()),
+        }
     }
 
     /// Runs the handshake to its end, then sends what rustls has queued after it (a TLS 1.3
@@ -104,19 +117,20 @@ where
     }
 
     /// Hands rustls the next bytes from the socket (reading when none are left) and processes
-    /// them. Returns false at the end of the stream.
+    /// them. Returns false when nothing more will come: the end of the stream, or the peer's
+    /// close_notify.
     async fn receive(&mut self) -> io::Result<bool> {
+        Self::check_cut(self.read_cut)?;
         let mut open = true;
         if self.rpos == self.rbuf.len() {
-            // A read cancelled by a timeout took the buffer with it; the connection is closing
-            // then, but the stream must not mistake an empty buffer for the end of the stream.
-            let buf = match std::mem::take(&mut self.rbuf) {
-                b if b.capacity() >= READ_BYTES => b,
-                _ => Vec::with_capacity(READ_BYTES),
-            };
-            let (res, buf) = self.tcp.read(buf).await;
-            self.rbuf = buf;
+            let mut buf = std::mem::take(&mut self.rbuf);
+            buf.clear();
+            buf.reserve(READ_BYTES);
             self.rpos = 0;
+            self.read_cut = true;
+            let (res, buf) = self.tcp.read(buf).await;
+            self.read_cut = false;
+            self.rbuf = buf;
             open = res? > 0;
         }
         let mut unread = &self.rbuf[self.rpos..];
@@ -127,23 +141,28 @@ where
             return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS: the peer's bytes were not taken"));
         }
         self.rpos += n;
-        if let Err(e) = self.tls.process_new_packets() {
-            // rustls has queued an alert saying why; the peer may read it, or not.
-            let _ = self.send_records().await;
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        match self.tls.process_new_packets() {
+            Ok(state) => Ok(open && !state.peer_has_closed()),
+            Err(e) => {
+                // rustls has queued an alert saying why; the peer may read it, or not.
+                let _ = self.send_records().await;
+                Err(io::Error::new(io::ErrorKind::InvalidData, e))
+            }
         }
-        Ok(open)
     }
 
     /// Sends every record rustls holds, gathered into one write.
     async fn send_records(&mut self) -> io::Result<()> {
+        Self::check_cut(self.write_cut)?;
         while self.tls.wants_write() {
             let mut out = std::mem::take(&mut self.wbuf);
             // `Vec`'s vectored write takes every record rustls offers in one call.
             while self.tls.wants_write() {
                 self.tls.write_tls(&mut out)?;
             }
+            self.write_cut = true;
             let (res, mut out) = self.tcp.write_all(out).await;
+            self.write_cut = false;
             res?;
             if out.capacity() <= KEEP_SEND_BUFFER {
                 out.clear();
@@ -155,6 +174,7 @@ where
 
     /// Seals as much of `bufs` as rustls takes (up to `SEND_BYTES`) and sends it.
     async fn write_plaintext(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Self::check_cut(self.write_cut)?;
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(0);
         }
@@ -175,19 +195,27 @@ where
     D: SideData,
 {
     async fn read<T: IoBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        // SAFETY: the pointer and length describe `buf`'s writable bytes, owned by `buf` while
-        // this future runs. They may be uninitialised: rustls' reader only copies into the slice
-        // and never reads it (monoio-rustls, which this replaces, did the same).
-        let slice = unsafe { std::slice::from_raw_parts_mut(buf.write_ptr(), buf.bytes_total()) };
+        let room = buf.bytes_total();
+        if room == 0 {
+            return (Ok(0), buf);
+        }
         loop {
-            match self.tls.reader().read(slice) {
-                Ok(n) => {
-                    // SAFETY: rustls wrote `n` bytes from the start of the slice.
-                    unsafe { buf.set_init(n) };
+            let mut reader = self.tls.reader();
+            match reader.fill_buf() {
+                // Empty only after the peer's close_notify: the end of the stream.
+                Ok(plain) => {
+                    let n = plain.len().min(room);
+                    // SAFETY: `buf` has `room` writable bytes at `write_ptr`, which do not
+                    // overlap rustls' buffer; `set_init` then covers exactly the bytes written.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(plain.as_ptr(), buf.write_ptr(), n);
+                        buf.set_init(n);
+                    }
+                    reader.consume(n);
                     return (Ok(n), buf);
                 }
-                // No plaintext yet: read more. At the end of the stream the reader answers 0
-                // (after close_notify) or UnexpectedEof, never WouldBlock again.
+                // No plaintext yet: read more. After a TCP end without close_notify the reader
+                // answers UnexpectedEof, never WouldBlock again.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return (Err(e), buf),
             }
@@ -227,6 +255,9 @@ where
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         let ptr = buf.read_iovec_ptr();
         let len = buf.read_iovec_len();
+        if len == 0 {
+            return (Ok(0), buf);
+        }
         // SAFETY: `buf` owns `len` iovecs at `ptr`, and the bytes they describe, while this
         // future runs; `IoSlice` has the layout of `iovec` on Unix.
         let bufs = unsafe { std::slice::from_raw_parts(ptr as *const IoSlice<'_>, len) };
@@ -240,8 +271,11 @@ where
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
-        self.tls.send_close_notify();
-        self.send_records().await?;
+        // A stream cut mid-record cannot carry a close_notify the peer could read.
+        if !self.write_cut {
+            self.tls.send_close_notify();
+            self.send_records().await?;
+        }
         self.tcp.shutdown().await
     }
 }

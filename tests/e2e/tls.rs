@@ -383,3 +383,40 @@ fn pipelined_requests_in_one_record_are_answered_in_order_over_tls() {
         assert!(resp.body == *body, "response {} ({key}): body differs (len {})", i + 1, resp.body.len());
     }
 }
+
+/// An upload over TLS that stops sending: the body read times out (its read is cancelled
+/// mid-flight), the client still gets its 400 `IncompleteBody` over the same TLS stream, and the
+/// worker goes on serving (one worker: a panic on the cancelled read's stream would take every
+/// later request with it).
+#[test]
+fn an_upload_stalled_over_tls_is_answered_and_the_worker_serves_on() {
+    let pki = Pki::new();
+    let origin = Origin::start();
+    let small = pattern_body(700, 9);
+    origin.set("/dir1/small.bin", Reply::ok(small.clone()));
+    let node = pki
+        .listener(NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), ""))
+        .with_workers(1)
+        .with_line("server", "body_timeout_ms = 300")
+        .with_extra_toml(&s3_toml())
+        .start();
+    let (addr, client) = (tls_addr(&node), ClientOptions::trusting(&pki.ca));
+
+    let upload = pattern_body(100_000, 10);
+    let raw = signed("PUT", &addr.to_string(), &format!("/{BUCKET}/stalled.bin"), &upload, &[], SECRET);
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let mut conn = TlsConn::connect(addr, "a.test", &client).expect("handshake");
+    conn.send(&raw[..head_end + 1000]).expect("send the head and the body's first 1000 bytes");
+    let started = Instant::now();
+    let resp = conn.read_response(false).expect("an answer to the stalled upload");
+    assert_s3_error(&resp, 400, Some("IncompleteBody"));
+    assert!(started.elapsed() < Duration::from_secs(10), "answered after {:?}", started.elapsed());
+    assert!(conn.peer_closed_within(Duration::from_secs(5)), "the connection of the stalled upload stays open");
+
+    for _ in 0..3 {
+        let resp = https_get(addr, "a.test", &client, &object_path("small.bin")).expect("HTTPS GET after the stall");
+        assert!(resp.status == 200 && resp.body == small, "{resp:?}");
+    }
+    let gone = https_get(addr, "a.test", &client, &format!("/{BUCKET}/stalled.bin")).expect("GET of the stalled key");
+    assert_eq!(gone.status, 404, "nothing of the stalled upload is stored: {gone:?}");
+}
