@@ -9,7 +9,9 @@
 //! 1. [`server`] (start-up): each worker thread runs a monoio runtime pinned to its core and
 //!    accepts on its own SO_REUSEPORT listener; the state a worker sees is in [`worker`].
 //! 2. [`conn`]: the connection loop reads into a reused buffer; `edgemirror_proto` parses the
-//!    head in place (malformed -> 400 and close). Keep-alive and pipelining loop here.
+//!    head in place (malformed -> 400 and close). Keep-alive and pipelining loop here. On the
+//!    HTTPS listener the bytes pass through [`stream::TlsStream`] (rustls, certificates from
+//!    [`tls`]), which seals each write into records sent with one `send`.
 //! 3. [`object`]: [`route`] finds the bucket and key (path style `/{bucket}/{key}`, or
 //!    virtual-host `{bucket}.{s3.domain}`; unknown bucket -> 404 `NoSuchBucket`), then looks the
 //!    object up: foyer memory -> foyer disk -> segment store (`edgemirror_cache`). A hit is

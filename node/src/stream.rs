@@ -9,7 +9,8 @@
 //! that adapter stages the records in a 16 KiB buffer, smaller than one full record (16,406
 //! bytes), so each record left in two sends, the second of 22 bytes, and a vectored write sent
 //! only its first buffer: a 64 KiB hit over TLS took about ten sends and twelve loopback
-//! segments against nginx's five. Reads take a whole record at a time (`READ_BYTES`).
+//! segments against nginx's five. Reads take a whole record at a time (`READ_BYTES`). The send
+//! buffers are the worker's, lent for one send each.
 
 use std::io::{self, BufRead, IoSlice, Write};
 use std::ops::{Deref, DerefMut};
@@ -45,9 +46,30 @@ const READ_BYTES: usize = 32 * 1024;
 /// and so the most one `send` carries. A 64 KiB body and its head fit in one.
 const SEND_BYTES: usize = 128 * 1024;
 
-/// The staging buffer for sealed records is kept between sends up to this capacity; a larger one
-/// (a big body's) is freed after its send, so an idle keep-alive connection holds little.
-const KEEP_SEND_BUFFER: usize = 16 * 1024;
+/// How many send buffers a worker keeps for its connections' next sends. A connection holds one
+/// only while its send is in flight; idle, it holds none.
+const POOLED_SEND_BUFFERS: usize = 16;
+
+thread_local! {
+    /// This worker's free send buffers (each thread runs one runtime; the stream never leaves
+    /// it). Reused rather than allocated per send: a fresh 130 KiB buffer per 64 KiB response,
+    /// freed after its send, left the heap 38 KiB a connection larger (`bench/idle_tls.py`).
+    static SEND_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn take_send_buffer() -> Vec<u8> {
+    SEND_BUFFERS.with(|pool| pool.borrow_mut().pop()).unwrap_or_default()
+}
+
+fn give_send_buffer(mut buf: Vec<u8>) {
+    buf.clear();
+    SEND_BUFFERS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOLED_SEND_BUFFERS {
+            pool.push(buf);
+        }
+    });
+}
 
 /// A rustls connection (`ServerConnection` or `ClientConnection`) over a TCP stream.
 pub struct TlsStream<C> {
@@ -56,8 +78,6 @@ pub struct TlsStream<C> {
     /// Bytes read from the socket that rustls has not taken yet: `rbuf[rpos..]`.
     rbuf: Vec<u8>,
     rpos: usize,
-    /// Sealed records gathered for one send.
-    wbuf: Vec<u8>,
     /// Set while a socket read (write) is in flight. Still set when the next one starts, the
     /// last was cancelled (its caller's timeout dropped it) and bytes may be lost or sent in
     /// part: that direction is out of step with the peer, and every later read (write) fails.
@@ -92,7 +112,7 @@ where
         tls.set_buffer_limit(Some(SEND_BYTES));
         let mut rbuf = Vec::with_capacity(READ_BYTES.max(prefix.len()));
         rbuf.extend_from_slice(prefix);
-        TlsStream { tcp, tls, rbuf, rpos: 0, wbuf: Vec::new(), read_cut: false, write_cut: false }
+        TlsStream { tcp, tls, rbuf, rpos: 0, read_cut: false, write_cut: false }
     }
 
     fn check_cut(cut: bool) -> io::Result<()> {
@@ -155,19 +175,16 @@ where
     async fn send_records(&mut self) -> io::Result<()> {
         Self::check_cut(self.write_cut)?;
         while self.tls.wants_write() {
-            let mut out = std::mem::take(&mut self.wbuf);
+            let mut out = take_send_buffer();
             // `Vec`'s vectored write takes every record rustls offers in one call.
             while self.tls.wants_write() {
                 self.tls.write_tls(&mut out)?;
             }
             self.write_cut = true;
-            let (res, mut out) = self.tcp.write_all(out).await;
+            let (res, out) = self.tcp.write_all(out).await;
             self.write_cut = false;
+            give_send_buffer(out);
             res?;
-            if out.capacity() <= KEEP_SEND_BUFFER {
-                out.clear();
-                self.wbuf = out;
-            }
         }
         Ok(())
     }
