@@ -51,9 +51,12 @@ const SEND_BYTES: usize = 128 * 1024;
 const POOLED_SEND_BUFFERS: usize = 16;
 
 thread_local! {
-    /// This worker's free send buffers (each thread runs one runtime; the stream never leaves
-    /// it). Reused rather than allocated per send: a fresh 130 KiB buffer per 64 KiB response,
-    /// freed after its send, left the heap 38 KiB a connection larger (`bench/idle_tls.py`).
+    /// This thread's free send buffers (each runtime thread, a worker or the admin thread, has
+    /// its own; a stream never leaves its thread). Reused rather than allocated per send: a
+    /// 66 KiB buffer allocated and freed around each 64 KiB response cost 9.0 page faults a hit
+    /// (1.1 pooled) as glibc gave the heap's top back and took it again, and left 5.7 KiB more
+    /// per idle connection (`bench/idle_tls.py`). A buffer keeps its capacity, at most about
+    /// twice `SEND_BYTES`: 16 of them are a few MiB per thread at most.
     static SEND_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
