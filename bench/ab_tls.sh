@@ -16,15 +16,27 @@ WORK=${WORK:-/tmp/edgemirror-peers}
 PORT_BASE=${PORT_BASE:-18080}
 P_STATIC_TLS=$((PORT_BASE + 9))
 P_EDGE_TLS=$((PORT_BASE + 10))
-CG=$(ls -d /sys/fs/cgroup/cpuset/edgemirror-bench-* 2>/dev/null | head -1)
+CG=$(ls -d /sys/fs/cgroup/cpuset/edgemirror-bench-* /sys/fs/cgroup/edgemirror-bench-* 2>/dev/null | head -1 || true)
 [[ -n $CG ]] || { echo "no peers.sh cgroup: start bench/peers.sh serve first" >&2; exit 1; }
 CNF=$WORK/tls/openssl-client.cnf
+CONFIG=$WORK/edgemirror/edgemirror.toml
+
+# Stops every node on peers.sh's config, whatever its binary is called, and waits for them to
+# exit: the nodes listen with SO_REUSEPORT, so one left running would share the connections.
+stop_nodes() {
+    pkill -f -- "--config $CONFIG" || true
+    for _ in $(seq 100); do
+        pgrep -f -- "--config $CONFIG" >/dev/null || return 0
+        sleep 0.1
+    done
+    echo "a node on $CONFIG did not stop" >&2
+    exit 1
+}
 
 start_node() {
-    pkill -f "edgemirror --config" || true
-    sleep 1
+    stop_nodes
     bash -c 'echo $$ >"$0/cgroup.procs" && exec taskset -c 1 "$1" --config "$2"' \
-        "$CG" "$1" "$WORK/edgemirror/edgemirror.toml" >"$WORK/logs/ab-tls-node.out" 2>&1 &
+        "$CG" "$1" "$CONFIG" >"$WORK/logs/ab-tls-node.out" 2>&1 &
     for _ in $(seq 50); do
         curl -sk -o /dev/null "https://127.0.0.1:$P_EDGE_TLS/bench/1k/obj-0" && return 0
         sleep 0.2
