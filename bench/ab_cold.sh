@@ -30,6 +30,9 @@
 # (target/release/emload, built if missing) PERF (unset; a path: `perf record -g` of the server
 # core over each run, written to PERF.ROUND-old and PERF.ROUND-new; `python3
 # bench/perf_per_get.py PERF.1-new KEYS` splits it into file write, recv, send, MD5, ...).
+# PERF_STAT (unset; perf events, comma-separated: their counts on the server core over each run,
+# printed per GET after the run's line; e.g. "net:net_dev_xmit,io_uring:io_uring_submit_req").
+# PERF and PERF_STAT do not go together.
 # Single GETs (CONNS=1) leave each request's times in $WORK/logs/emload-ROUND-{old,new}.csv.
 # Needs nginx (apt-get install nginx) and root only if WORK is not writable.
 set -euo pipefail
@@ -228,6 +231,11 @@ for p in sys.argv[1:]:
         perf record -q -g -C "$SERVER_CORE" -o "$PERF.$RUN_TAG" 2>/dev/null &
         perf_pid=$!
         sleep 0.3
+    elif [[ -n ${PERF_STAT:-} ]]; then
+        # Counts of these events on the server core over this run only.
+        perf stat -x, -e "$PERF_STAT" -C "$SERVER_CORE" -o "$WORK/logs/stat-$RUN_TAG" 2>/dev/null &
+        perf_pid=$!
+        sleep 0.3
     fi
     t0=$(date +%s%N)
     if ((CONNS == 1)); then
@@ -269,6 +277,9 @@ for round in $(seq "$ROUNDS"); do
         RUN_TAG=$round-$which
         if [[ $which == new ]]; then r=$(run "$NEW" "$NEW_STORE"); else r=$(run "$OLD" "$OLD_STORE"); fi
         log "round $round $which: p50 / p99 / CPU per GET (µs) / GET/s / minor faults per GET: $r"
+        if [[ -n ${PERF_STAT:-} && -s $WORK/logs/stat-$RUN_TAG ]]; then
+            log "round $round $which: per GET: $(awk -F, -v k="$KEYS" '$1 ~ /^[0-9.]+$/ { printf "%s %.2f  ", $3, $1 / k }' "$WORK/logs/stat-$RUN_TAG")"
+        fi
         RESULTS+=("$which $r")
     done
 done
