@@ -138,10 +138,10 @@ async fn send_body(
     if req.is_head() {
         return Ok(Disposition::after(conn.flush().await, keep_alive));
     }
-    if conn.flush().await.is_err() {
-        return Ok(Disposition::Close);
-    }
 
+    // The head goes out with the first piece when bytes are readable already (one send, not
+    // two), and alone before the first wait otherwise: the client never waits on a held head.
+    let mut head_pending = true;
     let mut pos = range.start;
     let mut chunk_head = BytesMut::with_capacity(16);
     loop {
@@ -166,7 +166,13 @@ async fn send_body(
                 }
             };
             pos += piece.len() as u64;
-            if send_piece(conn, framing, piece, &mut chunk_head).await.is_err() {
+            let sent = match (head_pending, framing) {
+                // A chunk's head goes through `out`, behind the response head.
+                (true, Framing::Length(_) | Framing::Close) => conn.send_with_body(piece).await,
+                _ => send_piece(conn, framing, piece, &mut chunk_head).await,
+            };
+            head_pending = false;
+            if sent.is_err() {
                 return Ok(Disposition::Close);
             }
             // Sent: an unstored fill may drop it now. Cannot fail, the bytes left were claimed.
@@ -174,6 +180,12 @@ async fn send_body(
         }
         if matches!(phase, Phase::Verified { .. } | Phase::Complete { .. }) && pos >= end {
             break;
+        }
+        if head_pending {
+            head_pending = false;
+            if conn.flush().await.is_err() {
+                return Ok(Disposition::Close);
+            }
         }
         if !follower.changed().await {
             return Ok(Disposition::Close);

@@ -276,6 +276,32 @@ fn response_streams_before_the_origin_finishes() {
     assert!(end_at >= Duration::from_millis(1400), "whole body after only {end_at:?}");
 }
 
+/// The node sends a miss's head together with the first body bytes when they are already
+/// there, but never holds it back to wait for them: an origin that sends its head and then
+/// pauses before any body byte still gets the client its head at once.
+#[test]
+fn the_head_is_not_held_for_body_bytes_that_have_not_come() {
+    let (origin, node) = origin_and_node();
+    let addr = node.data_addr();
+    let body = pattern_body(64 * 1024, 6);
+    // The head alone (a first piece of no bytes), then a 1.5 s pause, then the body.
+    origin.set("/dir1/late-body.bin", Reply::ok(body.clone()).with_pieces(&[0], Duration::from_millis(1500)));
+
+    let mut conn = Conn::new(addr);
+    let start = Instant::now();
+    conn.send(&request_bytes("GET", addr, &object_path("late-body.bin"), &[])).expect("send");
+    let head = conn.read_head(false).expect("response head");
+    let head_at = start.elapsed();
+    assert_eq!(head.status, 200, "{head:?}");
+    let mut partial = PartialBody::new(&head);
+    conn.read_body_to_end(&mut partial).expect("the body");
+    let end_at = start.elapsed();
+    assert!(partial.bytes() == body.as_slice(), "streamed body differs");
+    // The order of events, with ~1 s of slack for a loaded machine (as the test above).
+    assert!(head_at < Duration::from_millis(1000), "head after {head_at:?}");
+    assert!(end_at >= Duration::from_millis(1400), "whole body after only {end_at:?}");
+}
+
 #[test]
 fn the_origins_last_modified_is_kept() {
     let (origin, node) = origin_and_node();
