@@ -139,9 +139,9 @@ async fn send_body(
         return Ok(Disposition::after(conn.flush().await, keep_alive));
     }
 
-    // The head goes out with the first piece when bytes are readable already (one send, not
-    // two), and alone before the first wait otherwise: the client never waits on a held head.
-    let mut head_pending = true;
+    // The head stays in `out`: it goes out with the first piece when bytes are readable already
+    // (one send, not two), and alone before the first wait otherwise, so the client never waits
+    // on a held head.
     let mut pos = range.start;
     let mut chunk_head = BytesMut::with_capacity(16);
     loop {
@@ -166,13 +166,7 @@ async fn send_body(
                 }
             };
             pos += piece.len() as u64;
-            let sent = match (head_pending, framing) {
-                // A chunk's head goes through `out`, behind the response head.
-                (true, Framing::Length(_) | Framing::Close) => conn.send_with_body(piece).await,
-                _ => send_piece(conn, framing, piece, &mut chunk_head).await,
-            };
-            head_pending = false;
-            if sent.is_err() {
+            if send_piece(conn, framing, piece, &mut chunk_head).await.is_err() {
                 return Ok(Disposition::Close);
             }
             // Sent: an unstored fill may drop it now. Cannot fail, the bytes left were claimed.
@@ -181,11 +175,9 @@ async fn send_body(
         if matches!(phase, Phase::Verified { .. } | Phase::Complete { .. }) && pos >= end {
             break;
         }
-        if head_pending {
-            head_pending = false;
-            if conn.flush().await.is_err() {
-                return Ok(Disposition::Close);
-            }
+        // Nothing sent yet: the head is still in `out`.
+        if pos == range.start && conn.flush().await.is_err() {
+            return Ok(Disposition::Close);
         }
         if !follower.changed().await {
             return Ok(Disposition::Close);
@@ -251,9 +243,11 @@ pub async fn pass_redirect(
     Ok(Disposition::after(conn.flush().await, keep_alive))
 }
 
+/// Sends `piece` behind what is pending in `out` (the response head before the first piece; a
+/// chunk's CRLF after it).
 async fn send_piece(conn: &mut Conn, framing: Framing, piece: Bytes, chunk_head: &mut BytesMut) -> std::io::Result<()> {
     if framing != Framing::Chunked {
-        return conn.write_bytes(piece).await;
+        return conn.send_with_body(piece).await;
     }
     chunk_head.clear();
     proto::encode_chunk_header(piece.len(), chunk_head);

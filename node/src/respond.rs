@@ -241,9 +241,13 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends the head in `out` followed by `body`: a small body is copied behind the head (one
-    /// plain write); a large one goes out with the head in one vectored write, uncopied.
+    /// Sends what is pending in `out` (a head) followed by `body`: a small body is copied behind
+    /// it (one plain write); a large one goes out with it in one vectored write, uncopied; with
+    /// nothing pending, the body goes out alone, uncopied.
     pub async fn send_with_body(&mut self, body: Bytes) -> io::Result<()> {
+        if self.out.is_empty() {
+            return self.write_bytes(body).await;
+        }
         if body.len() <= COALESCE_BODY_BYTES {
             self.out.extend_from_slice(&body);
             return self.flush().await;

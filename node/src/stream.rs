@@ -74,6 +74,15 @@ fn give_send_buffer(mut buf: Vec<u8>) {
     });
 }
 
+/// Fails a read or write on a direction a cancelled call left out of step ([`TlsStream`]'s
+/// `read_cut`, `write_cut`).
+fn check_cut(cut: bool) -> io::Result<()> {
+    match cut {
+        true => Err(io::Error::new(io::ErrorKind::BrokenPipe, "TLS stream cut by a cancelled read or write")),
+        false => Ok(()),
+    }
+}
+
 /// A rustls connection (`ServerConnection` or `ClientConnection`) over a TCP stream.
 pub struct TlsStream<C> {
     tcp: TcpStream,
@@ -118,13 +127,6 @@ where
         TlsStream { tcp, tls, rbuf, rpos: 0, read_cut: false, write_cut: false }
     }
 
-    fn check_cut(cut: bool) -> io::Result<()> {
-        match cut {
-            true => Err(io::Error::new(io::ErrorKind::BrokenPipe, "TLS stream cut by a cancelled read or write")),
-            false => Ok(()),
-        }
-    }
-
     /// Runs the handshake to its end, then sends what rustls has queued after it (a TLS 1.3
     /// server's session tickets). A rustls error (a bad certificate, no common cipher) comes back
     /// as `InvalidData` carrying it, after the alert rustls queued is sent.
@@ -143,7 +145,7 @@ where
     /// them. Returns false when nothing more will come: the end of the stream, or the peer's
     /// close_notify.
     async fn receive(&mut self) -> io::Result<bool> {
-        Self::check_cut(self.read_cut)?;
+        check_cut(self.read_cut)?;
         let mut open = true;
         if self.rpos == self.rbuf.len() {
             let mut buf = std::mem::take(&mut self.rbuf);
@@ -176,7 +178,7 @@ where
 
     /// Sends every record rustls holds, gathered into one write.
     async fn send_records(&mut self) -> io::Result<()> {
-        Self::check_cut(self.write_cut)?;
+        check_cut(self.write_cut)?;
         while self.tls.wants_write() {
             let mut out = take_send_buffer();
             // `Vec`'s vectored write takes every record rustls offers in one call.
@@ -194,7 +196,7 @@ where
 
     /// Seals as much of `bufs` as rustls takes (up to `SEND_BYTES`) and sends it.
     async fn write_plaintext(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        Self::check_cut(self.write_cut)?;
+        check_cut(self.write_cut)?;
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(0);
         }
