@@ -318,7 +318,11 @@ async fn to_record(
             }
         };
         body.count(metrics, piece.len());
-        match writer.append(&piece) {
+        // The file write of the piece before this one, now: when this one had to be waited for,
+        // the followers' sends of that piece went out meanwhile, so the write is off their path.
+        // This piece is readable from memory at once, and goes to the file on the next turn (or
+        // at the commit).
+        match writer.write_due().and_then(|()| writer.append_unwritten(&piece)) {
             Ok(()) => {}
             Err(edgemirror_cache::Error::NoSpace(reason)) => {
                 // The disk filled up under this fill (segment files grow as they are written, so a

@@ -494,6 +494,36 @@ impl RecordWriter {
 
     /// Appends body bytes. Fails when more bytes arrive than were announced.
     pub fn append(&mut self, data: &Bytes) -> Result<()> {
+        self.append_then(data, true)
+    }
+
+    /// Appends body bytes without writing them to the file: they are readable at once (from the
+    /// memory they arrived in), and reach the file at the next [`RecordWriter::write_due`] or the
+    /// commit. A mirror fill appends a piece this way, lets its clients' sends of it go out, and
+    /// only then pays the file write, so the write is off the clients' path. Fails as
+    /// [`RecordWriter::append`] does, before any byte is taken. Call `write_due` between two of
+    /// these: the pieces held unwritten stay bounded ([`HELD_PIECES_MAX`]) only so.
+    pub fn append_unwritten(&mut self, data: &Bytes) -> Result<()> {
+        self.append_then(data, false)
+    }
+
+    /// Writes what [`RecordWriter::append_unwritten`] left and is due: up to the last
+    /// [`WRITE_ALIGN`] boundary the body has reached (all of it past [`HELD_PIECES_MAX`] pieces),
+    /// as `append` would have. On failure nothing is lost to readers: the bytes stay readable
+    /// from memory and `written()` still counts them; the caller abandons the record (drops the
+    /// writer), whose view keeps every piece that never reached the file.
+    pub fn write_due(&mut self) -> Result<()> {
+        if matches!(self.target, Target::Buffered { .. }) {
+            return Ok(());
+        }
+        self.write_aligned(self.written)?;
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        view.in_file = self.held.in_file;
+        view.trim();
+        Ok(())
+    }
+
+    fn append_then(&mut self, data: &Bytes, write: bool) -> Result<()> {
         let new_len = self.written + data.len() as u64;
         if let Some(expected) = self.expected_len {
             if new_len > expected {
@@ -518,9 +548,11 @@ impl RecordWriter {
         // A failed append leaves the record as it was before it: `written` (what the caller
         // counts as taken, and hands on elsewhere past it) does not include `data`.
         self.held.pieces.push_back(data.clone());
-        if let Err(e) = self.write_aligned(new_len) {
-            self.held.pieces.pop_back();
-            return Err(e);
+        if write {
+            if let Err(e) = self.write_aligned(new_len) {
+                self.held.pieces.pop_back();
+                return Err(e);
+            }
         }
         self.account(data);
         self.publish_written(data);
@@ -981,6 +1013,82 @@ mod tests {
                 }
             }
             let base = refused.unwrap_or_else(|| panic!("no append refused after {fail_after} writes"));
+            drop(w);
+            assert_eq!(reader.written(), base);
+            let mut pos = 0u64;
+            while pos < base {
+                let got = reader.read(pos, 64 << 10).unwrap().unwrap();
+                assert_eq!(got, body[pos as usize..pos as usize + got.len()], "at {pos}, failing after {fail_after}");
+                pos += got.len() as u64;
+            }
+        }
+    }
+
+    /// `append_unwritten` makes a piece readable (from its own memory) without a file write;
+    /// `write_due` then writes what `append` would have, up to the same aligned boundary. A
+    /// `write_due` the disk refuses leaves every appended byte counted and readable, also once
+    /// the writer is dropped (the fill hands the body on from `written()`), for every point of
+    /// failure.
+    #[test]
+    fn unwritten_appends_are_readable_at_once_and_written_when_due() {
+        let body: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        let chunks: Vec<Bytes> = body.chunks(50_000).map(Bytes::copy_from_slice).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let mut w = store
+            .begin(0, ObjectKeyRef::new("b", "late"), meta(), Some(body.len() as u64), CommitRule::LastWins)
+            .unwrap();
+        let body_at = {
+            let (_, record_offset, header, _) = w.placement("test").unwrap();
+            record_offset + header.body_start()
+        };
+        let reader = w.reader();
+        let mut writes = 0;
+        for chunk in &chunks {
+            let in_file = w.held.in_file;
+            w.append_unwritten(chunk).unwrap();
+            assert_eq!(w.held.in_file, in_file, "append_unwritten wrote to the file");
+            let at = w.written() - chunk.len() as u64;
+            let got = reader.read(at, chunk.len()).unwrap().unwrap();
+            assert_eq!(got.as_ptr(), chunk.as_ptr(), "not read from the piece's memory");
+            w.write_due().unwrap();
+            // What `append` leaves: under WRITE_ALIGN bytes past the last aligned write.
+            assert!(w.written() - w.held.in_file < WRITE_ALIGN, "{} bytes not written", w.written() - w.held.in_file);
+            if w.held.in_file != in_file {
+                assert_eq!((body_at + w.held.in_file) % WRITE_ALIGN, 0, "a write ended off a boundary");
+                writes += 1;
+            }
+            let view = reader.view.lock().unwrap();
+            assert_eq!(view.in_file, w.held.in_file);
+            assert!(view.recent_bytes <= RECENT_BYTES + chunk.len(), "{} bytes kept", view.recent_bytes);
+        }
+        assert!(writes >= 8, "{writes} writes");
+        w.commit().unwrap();
+        assert_eq!(store.get(ObjectKeyRef::new("b", "late")).unwrap().unwrap().body, body);
+
+        for fail_after in 0..6 {
+            let dir = tempfile::tempdir().unwrap();
+            let store = self::store(dir.path());
+            let plan = Arc::new(crate::segment::faults::Faults::default());
+            crate::segment::faults::install(dir.path(), plan.clone());
+            let mut w = store
+                .begin(0, ObjectKeyRef::new("b", "full"), meta(), Some(body.len() as u64), CommitRule::LastWins)
+                .unwrap();
+            let reader = w.reader();
+            plan.fail_writes_after(fail_after, libc::ENOSPC);
+            let mut refused = None;
+            for chunk in &chunks {
+                match w.write_due().and_then(|()| w.append_unwritten(chunk)) {
+                    Ok(()) => {}
+                    Err(Error::NoSpace(_)) => {
+                        refused = Some(w.written());
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            let base = refused.unwrap_or_else(|| panic!("no write refused after {fail_after} writes"));
+            assert!(base > w.held.in_file, "the refused write's bytes were not counted");
             drop(w);
             assert_eq!(reader.written(), base);
             let mut pos = 0u64;
