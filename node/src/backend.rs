@@ -297,7 +297,7 @@ pub fn abandon_upload(worker: &Worker, bucket: &str, key: &str) {
 pub fn upload_behind(worker: &Rc<Worker>, obj: StoredObject) {
     let Some(store) = worker.shared.shared_store.clone() else { return };
     let worker = worker.clone();
-    monoio::spawn(async move {
+    crate::task::spawn(&worker.clone(), "shared store upload", async move {
         let (bucket, key) = (&*obj.meta.bucket, &*obj.meta.key);
         let freshness = &worker.shared.freshness;
         // Only what the shared store does not hold yet: a client's write through another edge

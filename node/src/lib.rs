@@ -62,7 +62,9 @@
 //! histograms. Every answered request is recorded once, by [`s3::record`]: the connection's
 //! tally ([`respond::Tally`]: status, bytes and first-byte time taken as it writes, the source
 //! and origin exchange set by the handler) goes to the metrics and, when it is on, to the
-//! [`accesslog`] (formatted on the core, written by a background thread).
+//! [`accesslog`] (formatted on the core, written by a background thread). Connections, fills
+//! and admin jobs are spawned through [`task`]: a panic in one ends that task alone, counted
+//! and logged, and its worker serves on.
 
 pub mod accesslog;
 pub mod admin;
@@ -98,6 +100,7 @@ pub mod server;
 pub mod sharedstore;
 pub mod stored;
 pub mod stream;
+pub mod task;
 pub mod tls;
 pub mod upstream;
 pub mod worker;

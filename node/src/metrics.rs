@@ -38,6 +38,9 @@ pub struct Metrics {
     pub origins: OriginStats,
     pub connections_accepted: Counter,
     pub connections_refused: Counter,
+    /// Tasks (a connection, a fill, ...) ended by a panic in their code, each alone
+    /// (`task.rs`): a bug to report, which the worker survived.
+    pub task_panics: Counter,
     pub requests: Counter,
     pub bad_requests: Counter,
     pub hits_memory: Counter,
@@ -114,7 +117,7 @@ impl Metrics {
     /// people reading a dashboard).
     pub fn render(&self, counters_elsewhere: &[Sample<'_>], gauges: &[Sample<'_>]) -> String {
         let get = |c: &Counter| c.get() as f64;
-        let counters: [Sample<'_>; 37] = [
+        let counters: [Sample<'_>; 38] = [
             ("edgemirror_connections_accepted_total", "Client connections accepted.", get(&self.connections_accepted)),
             (
                 "edgemirror_connections_refused_total",
@@ -122,6 +125,11 @@ impl Metrics {
                 get(&self.connections_refused),
             ),
             ("edgemirror_requests_total", "Requests parsed and answered on the data plane.", get(&self.requests)),
+            (
+                "edgemirror_task_panics_total",
+                "Tasks (connections, fills) ended by a panic, each alone; the worker went on. A bug: please report it.",
+                get(&self.task_panics),
+            ),
             (
                 "edgemirror_bad_requests_total",
                 "Malformed requests (answered 400/414/431 and closed).",

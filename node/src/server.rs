@@ -330,7 +330,7 @@ async fn worker_main(
 ) {
     let worker = Rc::new(Worker::new(id, shared));
     if let Some(tls_listener) = tls_listener {
-        monoio::spawn(accept_loop(tls_listener, worker.clone(), true));
+        crate::task::spawn(&worker, "https accept loop", accept_loop(tls_listener, worker.clone(), true));
     }
     accept_loop(listener, worker, false).await;
 }
@@ -363,7 +363,7 @@ async fn accept_loop(listener: std::net::TcpListener, worker: Rc<Worker>, tls: b
                 // The certificates of the config running now (a reload may have changed them).
                 let server_tls = config.tls.as_ref().filter(|_| tls).map(|t| t.server.clone());
                 drop(config);
-                monoio::spawn(async move {
+                crate::task::spawn(&worker, "connection", async move {
                     let stream = match server_tls {
                         None => Some(ClientStream::Plain(stream)),
                         Some(server_tls) => conn::tls_handshake(stream, server_tls, &w).await,

@@ -265,7 +265,7 @@ fn launch(worker: &Rc<Worker>, checkpoint: Checkpoint, source: Option<(Source, b
     let job = Rc::new(new_job(worker, checkpoint));
     JOBS.with(|jobs| jobs.borrow_mut().insert(bucket, job.clone()));
     let (worker, running) = (worker.clone(), job.clone());
-    monoio::spawn(async move {
+    crate::task::spawn(&worker.clone(), "backfill job", async move {
         if let Some((source, verify)) = source {
             gather(&worker, &running, source, verify).await;
             if running.checkpoint.borrow().state != "running" {
@@ -408,7 +408,7 @@ async fn run(worker: Rc<Worker>, job: Rc<Job>) {
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         let (worker, job, next) = (worker.clone(), job.clone(), next.clone());
-        tasks.push(monoio::spawn(async move {
+        tasks.push(crate::task::spawn(&worker.clone(), "backfill fetcher", async move {
             loop {
                 let i = next.get();
                 if i >= total || job.cancelled.get() {

@@ -67,7 +67,7 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     // Multipart uploads nobody finished: aborted once they are older than the configured age,
     // checked hourly (or more often for a shorter age).
     let reclaimer = worker.clone();
-    monoio::spawn(async move {
+    crate::task::spawn(&worker, "multipart reclaimer", async move {
         let max_age = reclaimer.shared.config().multipart_max_age;
         loop {
             monoio::time::sleep(max_age.min(Duration::from_secs(3600)) / 2).await;
@@ -84,7 +84,7 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                monoio::spawn(serve_conn(stream, worker.clone()));
+                crate::task::spawn(&worker, "admin connection", serve_conn(stream, worker.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");

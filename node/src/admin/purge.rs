@@ -107,7 +107,11 @@ fn refetch(worker: &Rc<Worker>, id: &str, bucket: &str, keys: Vec<String>) -> An
         keys.into_iter().partition(|k| rules::match_rule(&bucket_rules, k).is_some());
     let refetching = with_rule.len();
     tracing::info!(request_id = id, bucket, refetching, no_rule = no_rule.len(), "purge with refetch");
-    monoio::spawn(refetch_all(worker.clone(), bucket.to_string(), with_rule, bucket_rules));
+    crate::task::spawn(
+        worker,
+        "purge refetch",
+        refetch_all(worker.clone(), bucket.to_string(), with_rule, bucket_rules),
+    );
     Answer::json(200, json!({"requestId": id, "result": {"refetching": refetching, "noRule": no_rule.len()}}))
 }
 
