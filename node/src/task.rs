@@ -40,28 +40,29 @@ fn spawn_reporting<F, R>(fut: F, report: R) -> monoio::task::JoinHandle<Option<F
 where
     F: Future + 'static,
     F::Output: 'static,
-    R: FnOnce(String) + Unpin + 'static,
+    R: FnOnce(String) + 'static,
 {
-    monoio::spawn(Guarded { fut: Some(Box::pin(fut)), report: Some(report) })
+    monoio::spawn(Guarded { fut: Some(fut), report: Some(report) })
 }
 
-/// A task's future, dropped (and reported) when a poll panics.
-struct Guarded<F: Future, R> {
-    /// `None` once the future has panicked.
-    fut: Option<Pin<Box<F>>>,
-    report: Option<R>,
+pin_project_lite::pin_project! {
+    /// A task's future, dropped (and reported) when a poll panics.
+    struct Guarded<F, R> {
+        // `None` once the future has panicked (dropped in place, as pinning allows).
+        #[pin]
+        fut: Option<F>,
+        report: Option<R>,
+    }
 }
 
-impl<F: Future, R: FnOnce(String) + Unpin> Future for Guarded<F, R> {
+impl<F: Future, R: FnOnce(String)> Future for Guarded<F, R> {
     type Output = Option<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // `Guarded` is Unpin (the future is boxed, the report is Unpin), so its fields may be
-        // reached through `&mut`.
-        let this = self.get_mut();
-        let Some(fut) = this.fut.as_mut() else { return Poll::Ready(None) };
+        let mut this = self.project();
+        let Some(fut) = this.fut.as_mut().as_pin_mut() else { return Poll::Ready(None) };
         // AssertUnwindSafe: after a panic the future is only dropped, never polled again.
-        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Ready(out)) => Poll::Ready(Some(out)),
             Ok(Poll::Pending) => Poll::Pending,
             Err(payload) => {
@@ -72,8 +73,7 @@ impl<F: Future, R: FnOnce(String) + Unpin> Future for Guarded<F, R> {
                     .unwrap_or_else(|| "a panic without a message".into());
                 // Its destructors run here, as on any early end. One that panics in turn is the
                 // same bug again, ended the same way.
-                let fut = this.fut.take();
-                if catch_unwind(AssertUnwindSafe(move || drop(fut))).is_err() {
+                if catch_unwind(AssertUnwindSafe(|| this.fut.set(None))).is_err() {
                     message.push_str("; dropping the task panicked too");
                 }
                 if let Some(report) = this.report.take() {
