@@ -887,10 +887,7 @@ mod tests {
         let mut w = store
             .begin(0, ObjectKeyRef::new("b", "big"), meta(), Some(body.len() as u64), CommitRule::LastWins)
             .unwrap();
-        let body_at = {
-            let (_, record_offset, header, _) = w.placement("test").unwrap();
-            record_offset + header.body_start()
-        };
+        let body_at = body_at(&w);
         assert_ne!(body_at % WRITE_ALIGN, 0, "the test needs a body that starts off a boundary");
         let reader = w.reader();
         let (mut at, mut i, mut aligned_writes) = (0usize, 0, 0);
@@ -983,22 +980,44 @@ mod tests {
         assert_eq!(reader.read(pos, 10).unwrap(), None);
     }
 
+    /// A writer of a `len`-byte record and its reader, in a store (in the returned directory)
+    /// whose file writes fail with ENOSPC once `fail_after` of them have succeeded.
+    fn writer_failing_after(fail_after: u64, len: u64) -> (tempfile::TempDir, RecordWriter, FillReader) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let plan = Arc::new(crate::segment::faults::Faults::default());
+        crate::segment::faults::install(dir.path(), plan.clone());
+        let w = store.begin(0, ObjectKeyRef::new("b", "full"), meta(), Some(len), CommitRule::LastWins).unwrap();
+        let reader = w.reader();
+        plan.fail_writes_after(fail_after, libc::ENOSPC);
+        (dir, w, reader)
+    }
+
+    /// Where the placed record's body starts in its segment file.
+    fn body_at(w: &RecordWriter) -> u64 {
+        let (_, record_offset, header, _) = w.placement("test").unwrap();
+        record_offset + header.body_start()
+    }
+
+    /// Reads `reader`'s body bytes `0..upto` the way a follower does (from the start, in reads of
+    /// up to 64 KiB) and checks them against `body`.
+    fn assert_reads_back(reader: &FillReader, body: &[u8], upto: u64, context: &str) {
+        let mut pos = 0u64;
+        while pos < upto {
+            let got = reader.read(pos, 64 << 10).unwrap().unwrap();
+            assert_eq!(got, body[pos as usize..pos as usize + got.len()], "at {pos}, {context}");
+            pos += got.len() as u64;
+        }
+    }
+
     /// An append the store cannot take (the disk filled up) leaves the record as it was: the
     /// fill hands the body on from `written()` (to memory, unstored), so `written()` must not
     /// count the refused piece, and every byte before it stays readable.
     #[test]
     fn a_refused_append_counts_nothing_and_keeps_what_came_before_readable() {
         for fail_after in 0..6 {
-            let dir = tempfile::tempdir().unwrap();
-            let store = store(dir.path());
-            let plan = Arc::new(crate::segment::faults::Faults::default());
-            crate::segment::faults::install(dir.path(), plan.clone());
             let body: Vec<u8> = (0..600_000u32).map(|i| (i % 253) as u8).collect();
-            let mut w = store
-                .begin(0, ObjectKeyRef::new("b", "full"), meta(), Some(body.len() as u64), CommitRule::LastWins)
-                .unwrap();
-            let reader = w.reader();
-            plan.fail_writes_after(fail_after, libc::ENOSPC);
+            let (_dir, mut w, reader) = writer_failing_after(fail_after, body.len() as u64);
             let mut refused = None;
             for chunk in body.chunks(50_000) {
                 let before = w.written();
@@ -1015,12 +1034,7 @@ mod tests {
             let base = refused.unwrap_or_else(|| panic!("no append refused after {fail_after} writes"));
             drop(w);
             assert_eq!(reader.written(), base);
-            let mut pos = 0u64;
-            while pos < base {
-                let got = reader.read(pos, 64 << 10).unwrap().unwrap();
-                assert_eq!(got, body[pos as usize..pos as usize + got.len()], "at {pos}, failing after {fail_after}");
-                pos += got.len() as u64;
-            }
+            assert_reads_back(&reader, &body, base, &format!("failing after {fail_after}"));
         }
     }
 
@@ -1038,10 +1052,7 @@ mod tests {
         let mut w = store
             .begin(0, ObjectKeyRef::new("b", "late"), meta(), Some(body.len() as u64), CommitRule::LastWins)
             .unwrap();
-        let body_at = {
-            let (_, record_offset, header, _) = w.placement("test").unwrap();
-            record_offset + header.body_start()
-        };
+        let body_at = body_at(&w);
         let reader = w.reader();
         let mut writes = 0;
         for chunk in &chunks {
@@ -1067,15 +1078,7 @@ mod tests {
         assert_eq!(store.get(ObjectKeyRef::new("b", "late")).unwrap().unwrap().body, body);
 
         for fail_after in 0..6 {
-            let dir = tempfile::tempdir().unwrap();
-            let store = self::store(dir.path());
-            let plan = Arc::new(crate::segment::faults::Faults::default());
-            crate::segment::faults::install(dir.path(), plan.clone());
-            let mut w = store
-                .begin(0, ObjectKeyRef::new("b", "full"), meta(), Some(body.len() as u64), CommitRule::LastWins)
-                .unwrap();
-            let reader = w.reader();
-            plan.fail_writes_after(fail_after, libc::ENOSPC);
+            let (_dir, mut w, reader) = writer_failing_after(fail_after, body.len() as u64);
             let mut refused = None;
             for chunk in &chunks {
                 match w.write_due().and_then(|()| w.append_unwritten(chunk)) {
@@ -1091,12 +1094,7 @@ mod tests {
             assert!(base > w.held.in_file, "the refused write's bytes were not counted");
             drop(w);
             assert_eq!(reader.written(), base);
-            let mut pos = 0u64;
-            while pos < base {
-                let got = reader.read(pos, 64 << 10).unwrap().unwrap();
-                assert_eq!(got, body[pos as usize..pos as usize + got.len()], "at {pos}, failing after {fail_after}");
-                pos += got.len() as u64;
-            }
+            assert_reads_back(&reader, &body, base, &format!("failing after {fail_after}"));
         }
     }
 
