@@ -68,6 +68,34 @@ pub enum Admit {
     },
 }
 
+/// A request [`Breakers::pass`] let through. [`Pass::record`] tells the breaker how it ended.
+/// Dropped unrecorded (the request never reached the origin), it hands back the half-open
+/// breaker's probe if it was the one: otherwise the breaker would wait for that probe's answer,
+/// and refuse every request to the origin, for ever.
+#[must_use = "record how the request ended, or drop the pass if it never reached the origin"]
+pub struct Pass<'a> {
+    breakers: &'a Breakers,
+    origin: &'a str,
+    probe: bool,
+    recorded: bool,
+}
+
+impl Pass<'_> {
+    /// Records how the request ended (`ok`: the origin answered, below 500).
+    pub fn record(mut self, ok: bool) {
+        self.recorded = true;
+        self.breakers.record(self.origin, ok);
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.recorded {
+            self.breakers.probe_abandoned(self.origin);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Breakers {
     /// Replaced by a reload (`set_config`); read under its own lock, never while holding it.
@@ -98,15 +126,31 @@ impl Breakers {
         *self.config.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// May a request to `origin` go now?
+    /// May a request to `origin` go now? `Ok`: it goes, and its [`Pass`] is to be recorded (or
+    /// dropped, when the request never reached the origin); `Err`: how long until a probe.
+    pub fn pass<'a>(&'a self, origin: &'a str) -> Result<Pass<'a>, Duration> {
+        match self.admit_probe(origin) {
+            (Admit::Go, probe) => Ok(Pass { breakers: self, origin, probe, recorded: false }),
+            (Admit::Refuse { retry_in }, _) => Err(retry_in),
+        }
+    }
+
+    /// May a request to `origin` go now? (Tests; the data plane takes a [`Pass`].)
     pub fn admit(&self, origin: &str) -> Admit {
+        self.admit_probe(origin).0
+    }
+
+    /// [`Breakers::admit`], and whether the request let through is the half-open breaker's probe.
+    fn admit_probe(&self, origin: &str) -> (Admit, bool) {
         let config = self.config();
         if config.failures == 0 {
-            return Admit::Go;
+            return (Admit::Go, false);
         }
         let now = Instant::now();
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(state) = states.get_mut(origin) else { return Admit::Go };
+        let Some(state) = states.get_mut(origin) else { return (Admit::Go, false) };
+        let probe = matches!(state.phase, Phase::HalfOpen { probing: false })
+            || matches!(state.phase, Phase::Open { until } if now >= until);
         let refuse = match state.phase {
             Phase::Closed => None,
             Phase::Open { until } if now >= until => {
@@ -122,10 +166,21 @@ impl Breakers {
             Phase::HalfOpen { probing: true } => Some(config.open),
         };
         match refuse {
-            None => Admit::Go,
+            None => (Admit::Go, probe),
             Some(retry_in) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
-                Admit::Refuse { retry_in }
+                (Admit::Refuse { retry_in }, false)
+            }
+        }
+    }
+
+    /// The probe let through did not reach the origin (no fetch slot came free in time, or its
+    /// request was dropped): the next request probes instead.
+    fn probe_abandoned(&self, origin: &str) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = states.get_mut(origin) {
+            if matches!(state.phase, Phase::HalfOpen { probing: true }) {
+                state.phase = Phase::HalfOpen { probing: false };
             }
         }
     }
@@ -386,6 +441,28 @@ mod tests {
         assert_eq!(b.open_count(), 0);
         assert_eq!(b.opened.load(Ordering::Relaxed), 2);
         assert!(b.rejected.load(Ordering::Relaxed) >= 3);
+    }
+
+    /// A probe that never reached the origin (its request waited for a fetch slot in vain, or
+    /// was dropped) hands the probe back: the next request probes, instead of the breaker
+    /// refusing every request for ever. A pass that was not the probe changes nothing.
+    #[test]
+    fn a_probe_dropped_unrecorded_lets_the_next_request_probe() {
+        let b = breakers(1, 30);
+        let o = "http://origin:80";
+        let before_open = b.pass(o).expect("closed");
+        b.pass(o).expect("closed").record(false);
+        assert!(b.pass(o).is_err(), "one failure opened it");
+        std::thread::sleep(Duration::from_millis(40));
+        let probe = b.pass(o).expect("the probe goes");
+        assert!(b.pass(o).is_err(), "one probe at a time");
+        drop(before_open);
+        assert!(b.pass(o).is_err(), "a pass from before the opening does not hand the probe back");
+        drop(probe);
+        let probe = b.pass(o).expect("the dropped probe was handed back");
+        assert!(b.pass(o).is_err());
+        probe.record(true);
+        assert_eq!(b.state(o), "closed");
     }
 
     #[test]

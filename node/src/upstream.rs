@@ -11,7 +11,6 @@ use bytes::Bytes;
 use crate::metrics::OriginFetch;
 use crate::mirror::{self, FetchPlan};
 use crate::origin::{self, Method, OriginResponse};
-use crate::protect::Admit;
 use crate::reply::SOURCE_HEADER;
 use crate::rules::{OriginAddr, MAX_REDIRECTS};
 use crate::worker::Worker;
@@ -164,12 +163,15 @@ async fn exchange_with(
         let request = origin::build_request(method, &path, host, &plan.extra, &shared.via_token);
         let origin_name = format!("{}://{}", target.scheme(), target.host_header);
         let url = format!("{origin_name}{path}");
-        if let Admit::Refuse { retry_in } = shared.breakers.admit(&origin_name) {
-            return Err(Upstream::Failed(format!(
-                "origin {origin_name} is failing: its circuit is open (next probe in {} ms)",
-                retry_in.as_millis()
-            )));
-        }
+        let pass = match shared.breakers.pass(&origin_name) {
+            Ok(pass) => pass,
+            Err(retry_in) => {
+                return Err(Upstream::Failed(format!(
+                    "origin {origin_name} is failing: its circuit is open (next probe in {} ms)",
+                    retry_in.as_millis()
+                )));
+            }
+        };
         let config = worker.config();
         let cfg = &config.origin;
         let Some(slot) = shared.fetch_slots.acquire(&origin_name, cfg.first_byte_timeout).await else {
@@ -179,7 +181,7 @@ async fn exchange_with(
         };
         let outgoing = origin::Outgoing { head: request, body: None, reach: plan.reach };
         let fetched = origin::fetch(&target, method, outgoing, cfg, &worker.pool, &shared.network).await;
-        shared.breakers.record(&origin_name, fetched.as_ref().is_ok_and(|r| r.status < 500));
+        pass.record(fetched.as_ref().is_ok_and(|r| r.status < 500));
         let resp = match fetched {
             Ok(mut r) => {
                 // The slot stays taken until the body has been read or dropped.
