@@ -38,7 +38,7 @@ pub struct Metrics {
     pub origins: OriginStats,
     pub connections_accepted: Counter,
     pub connections_refused: Counter,
-    /// Tasks (a connection, a fill, ...) ended by a panic in their code, each alone
+    /// Tasks (a connection, a fill, an admin job, an upload) ended by a panic in their code, each alone
     /// (`task.rs`): a bug to report, which the worker survived.
     pub task_panics: Counter,
     pub requests: Counter,
@@ -127,7 +127,7 @@ impl Metrics {
             ("edgemirror_requests_total", "Requests parsed and answered on the data plane.", get(&self.requests)),
             (
                 "edgemirror_task_panics_total",
-                "Tasks (connections, fills) ended by a panic, each alone; the worker went on. A bug: please report it.",
+                "Tasks (connections, fills, admin jobs, shared-store uploads) ended by a panic, each alone; the worker went on. A bug: please report it.",
                 get(&self.task_panics),
             ),
             (

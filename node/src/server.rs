@@ -312,7 +312,19 @@ where
         .uring_builder(ring_builder(defer_taskrun()))
         .build();
     match rt {
-        Ok(mut rt) => rt.block_on(main()),
+        Ok(mut rt) => {
+            // A panic that no task contained (`task::spawn` contains those of connections and
+            // fills) ends the runtime: one in the accept loop, or in a task whose end would
+            // leave the node half-working (the HTTPS accept loop, the multipart reclaimer). The
+            // node then stops, for its supervisor to restart it (the systemd unit restarts on
+            // failure), rather than serve on without a worker or a listener. Committed objects
+            // are in the page cache, which outlives the process.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(main())));
+            if ran.is_err() {
+                tracing::error!("a runtime panicked outside any task that contains it; the node stops");
+                std::process::exit(70);
+            }
+        }
         Err(e) => {
             // A worker without a runtime would leave its listener taking connections nobody
             // accepts: the node stops instead.
@@ -330,7 +342,8 @@ async fn worker_main(
 ) {
     let worker = Rc::new(Worker::new(id, shared));
     if let Some(tls_listener) = tls_listener {
-        crate::task::spawn(&worker, "https accept loop", accept_loop(tls_listener, worker.clone(), true));
+        // Not contained: a panic here stops the node (`run_runtime`), not the HTTPS listener alone.
+        monoio::spawn(accept_loop(tls_listener, worker.clone(), true));
     }
     accept_loop(listener, worker, false).await;
 }

@@ -11,7 +11,9 @@
 //! counted (`edgemirror_task_panics_total`), and the task's future is dropped, so its guards clean
 //! up as on any other early end: a connection closes, a fill ends broken (its followers are cut
 //! short, its record abandoned, its key free for the next miss). The worker goes on with its
-//! other tasks.
+//! other tasks. Loops whose end would leave the node half-working (an accept loop, the
+//! multipart reclaimer) are not spawned here: a panic there stops the node (`server.rs`,
+//! `run_runtime`), for its supervisor to restart.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -71,8 +73,10 @@ impl<F: Future, R: FnOnce(String)> Future for Guarded<F, R> {
                     .map(|s| s.to_string())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic without a message".into());
-                // Its destructors run here, as on any early end. One that panics in turn is the
-                // same bug again, ended the same way.
+                // What the future held is dropped here, as on any early end (an `async` block's
+                // live locals were dropped already, by the unwinding; a destructor that panics
+                // during that unwinding aborts the process, as anywhere in Rust). A hand-written
+                // future may still hold state: its drop panicking is reported with the first.
                 if catch_unwind(AssertUnwindSafe(|| this.fut.set(None))).is_err() {
                     message.push_str("; dropping the task panicked too");
                 }

@@ -67,7 +67,9 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     // Multipart uploads nobody finished: aborted once they are older than the configured age,
     // checked hourly (or more often for a shorter age).
     let reclaimer = worker.clone();
-    crate::task::spawn(&worker, "multipart reclaimer", async move {
+    // Not contained: a panic here stops the node (see `run_runtime` in server.rs), rather than leave
+    // abandoned uploads unreclaimed for ever.
+    monoio::spawn(async move {
         let max_age = reclaimer.shared.config().multipart_max_age;
         loop {
             monoio::time::sleep(max_age.min(Duration::from_secs(3600)) / 2).await;
