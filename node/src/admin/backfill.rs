@@ -266,6 +266,7 @@ fn launch(worker: &Rc<Worker>, checkpoint: Checkpoint, source: Option<(Source, b
     JOBS.with(|jobs| jobs.borrow_mut().insert(bucket, job.clone()));
     let (worker, running) = (worker.clone(), job.clone());
     crate::task::spawn(&worker.clone(), "backfill job", async move {
+        let _unfinished = Unfinished(running.clone());
         if let Some((source, verify)) = source {
             gather(&worker, &running, source, verify).await;
             if running.checkpoint.borrow().state != "running" {
@@ -275,6 +276,53 @@ fn launch(worker: &Rc<Worker>, checkpoint: Checkpoint, source: Option<(Source, b
         run(worker, running).await
     });
     job
+}
+
+/// Ends a job that is still listing or running when its task ends without finishing it (a panic
+/// the task contained): `failed`, saying so, and checkpointed. Otherwise the job would stay
+/// `running` for ever, and the bucket could not start another without a restart.
+struct Unfinished(Rc<Job>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Ok(mut c) = self.0.checkpoint.try_borrow_mut() else { return };
+        if c.state != "listing" && c.state != "running" {
+            return;
+        }
+        c.failures.push(("(job)".into(), "the backfill task panicked (a bug: see the log)".into()));
+        c.state = "failed".into();
+        c.finished_unix = Some(unix_now());
+        let bucket = c.bucket.clone();
+        drop(c);
+        tracing::error!(bucket, "backfill ended by a panic");
+        if let Err(e) = save(&self.0) {
+            tracing::error!(bucket, error = %e, "cannot write the backfill checkpoint");
+        }
+    }
+}
+
+/// A key a fetcher has taken: recorded as failed if the fetcher ends before it records how the
+/// key went (a panic its task contained), so the job's low-water mark and counts move on.
+struct Claim<'a> {
+    job: &'a Job,
+    index: usize,
+    key: &'a str,
+    recorded: bool,
+}
+
+impl Claim<'_> {
+    fn record(mut self, outcome: Outcome) {
+        self.recorded = true;
+        record(self.job, self.index, self.key, outcome);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.recorded && self.job.checkpoint.try_borrow_mut().is_ok() {
+            record(self.job, self.index, self.key, Outcome::Failed("the fetch panicked (a bug: see the log)".into()));
+        }
+    }
 }
 
 /// Gathers a job's keys from `source`; the job is `running` after, or `failed` saying why.
@@ -419,6 +467,7 @@ async fn run(worker: Rc<Worker>, job: Rc<Job>) {
                     let c = job.checkpoint.borrow();
                     (c.bucket.clone(), c.keys[i].clone())
                 };
+                let claim = Claim { job: &job, index: i, key: &key, recorded: false };
                 let outcome = backfill_key(&worker, &bucket, &key, job.pacer.clone()).await;
                 let expected = job.checkpoint.borrow().expected.get(i).cloned();
                 let outcome = match (outcome, expected) {
@@ -426,7 +475,7 @@ async fn run(worker: Rc<Worker>, job: Rc<Job>) {
                     (outcome, Some(expected)) => verify(&worker, &bucket, &key, &expected).await.unwrap_or(outcome),
                     (outcome, None) => outcome,
                 };
-                record(&job, i, &key, outcome);
+                claim.record(outcome);
             }
         }));
     }
