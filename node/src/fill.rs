@@ -318,10 +318,11 @@ async fn to_record(
             }
         };
         body.count(metrics, piece.len());
-        // The file write of the piece before this one, now: when this one had to be waited for,
-        // the followers' sends of that piece went out meanwhile, so the write is off their path.
-        // This piece is readable from memory at once, and goes to the file on the next turn (or
-        // at the commit).
+        // The file write of the piece before this one (up to its last 64 KiB boundary), now:
+        // when this one had to be waited for, the followers' sends of that piece went out
+        // meanwhile, so the write is off their path (when it was already there, the order is as
+        // before). This piece is readable from memory at once; its write is due on the next turn,
+        // or at the commit.
         match writer.write_due().and_then(|()| writer.append_unwritten(&piece)) {
             Ok(()) => {}
             Err(edgemirror_cache::Error::NoSpace(reason)) => {

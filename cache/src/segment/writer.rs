@@ -1,7 +1,9 @@
 //! [`RecordWriter`]: one object on its way into the store.
 //!
-//! The node's mirror fill calls [`RecordWriter::append`] with the same `Bytes` it writes to the
-//! client socket, then [`RecordWriter::commit`]. Three shapes, chosen by what is known up front:
+//! The node's mirror fill appends the same `Bytes` it sends to its clients, each piece with
+//! [`RecordWriter::append_unwritten`] and its file write one turn later ([`RecordWriter::write_due`],
+//! after the piece's sends), then calls [`RecordWriter::commit`]; other writers (PUT, copy,
+//! multipart) call [`RecordWriter::append`]. Three shapes, chosen by what is known up front:
 //!
 //! - length known and small enough: a reservation in the lane's active segment; body bytes are
 //!   written in place as they arrive, up to the last [`WRITE_ALIGN`] boundary of the file they
@@ -50,7 +52,8 @@ pub const RECENT_BYTES: usize = 256 << 10;
 /// body is written with its trailer, in one system call.
 pub const WRITE_ALIGN: u64 = 64 << 10;
 
-/// Most pieces a writer holds unwritten; with more, it writes them at once, aligned or not. A
+/// Most pieces a writer holds unwritten (one more between `append_unwritten` and its
+/// `write_due`); with more, it writes them at once, aligned or not. A
 /// piece keeps alive the whole buffer it was read into. The node's body readers read the next
 /// piece into what is left of that buffer (its `readbuf`), so small pieces share one, but a
 /// writer cannot count on its caller doing so: a body arriving in small reads, each into a
@@ -501,8 +504,10 @@ impl RecordWriter {
     /// memory they arrived in), and reach the file at the next [`RecordWriter::write_due`] or the
     /// commit. A mirror fill appends a piece this way, lets its clients' sends of it go out, and
     /// only then pays the file write, so the write is off the clients' path. Fails as
-    /// [`RecordWriter::append`] does, before any byte is taken. Call `write_due` between two of
-    /// these: the pieces held unwritten stay bounded ([`HELD_PIECES_MAX`]) only so.
+    /// [`RecordWriter::append`] does, before any byte is taken. One write can happen here: an
+    /// unknown-length body outgrowing [`BUFFER_UNKNOWN_LEN_BYTES`] moves to a segment of its
+    /// own at once. Call `write_due` between two of these: the pieces held unwritten stay bounded
+    /// ([`HELD_PIECES_MAX`]) only so.
     pub fn append_unwritten(&mut self, data: &Bytes) -> Result<()> {
         self.append_then(data, false)
     }
@@ -516,7 +521,12 @@ impl RecordWriter {
         if matches!(self.target, Target::Buffered { .. }) {
             return Ok(());
         }
+        let in_file = self.held.in_file;
         self.write_aligned(self.written)?;
+        if self.held.in_file == in_file {
+            // Nothing was due: the view (whose lock readers on other cores take) is as it was.
+            return Ok(());
+        }
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         view.in_file = self.held.in_file;
         view.trim();
@@ -745,7 +755,8 @@ impl Drop for RecordWriter {
     fn drop(&mut self) {
         // Readers still behind read the mapping from here on: the pieces are not held past the
         // writer, however long a slow client takes. Of an abandoned record, the pieces that never
-        // reached the file stay (under WRITE_ALIGN bytes): its readers can get them nowhere else.
+        // reached the file stay (under WRITE_ALIGN bytes, and one piece more after a refused
+        // `write_due`): its readers can get them nowhere else.
         let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         if self.committed {
             view.recent = VecDeque::new();
