@@ -251,9 +251,9 @@ pub async fn publish(worker: &Worker, obj: &StoredObject) -> Result<(), S3Error>
     let started = Instant::now();
     // Until it is there, this edge's reads keep the copy it just committed (a revalidation
     // would find the previous version and drop it).
-    shared.freshness.uploading(bucket, key, true);
+    let mark = UploadMark::new(worker, bucket, key);
     let written = put_object(worker, store, obj, false).await;
-    shared.freshness.uploading(bucket, key, false);
+    drop(mark);
     match written {
         Ok(_) => {
             worker.metrics().shared_writes.inc();
@@ -277,24 +277,50 @@ pub async fn publish(worker: &Worker, obj: &StoredObject) -> Result<(), S3Error>
     }
 }
 
+/// This node's note that it is writing `bucket`/`key` to the shared store: while the mark
+/// lives, the key's local copy counts as current here ([`Freshness::uploading`]). Dropping it
+/// ends the note, however the write ended: done, failed, never begun (the commit failed), or
+/// cut short (its future dropped, its task ended by a panic). A note left behind would have this
+/// node trust its copy for ever, whatever other edges write.
+///
+/// [`Freshness::uploading`]: crate::sharedstore::Freshness::uploading
+pub struct UploadMark {
+    shared: std::sync::Arc<crate::worker::Shared>,
+    bucket: Box<str>,
+    key: Box<str>,
+}
+
+impl UploadMark {
+    fn new(worker: &Worker, bucket: &str, key: &str) -> UploadMark {
+        worker.shared.freshness.uploading(bucket, key, true);
+        UploadMark { shared: worker.shared.clone(), bucket: bucket.into(), key: key.into() }
+    }
+}
+
+impl Drop for UploadMark {
+    fn drop(&mut self) {
+        self.shared.freshness.uploading(&self.bucket, &self.key, false);
+    }
+}
+
 /// Marks a mirror fill's copy from the origin as on its way to the shared store, before its
 /// commit makes it visible: from then on the key counts as current here, so a hit (on any core)
 /// before the upload ends does not ask the shared store, which lacks it yet, and drop it. After
-/// the commit, [`upload_behind`] writes it; if the commit fails, [`abandon_upload`].
-pub fn begin_upload(worker: &Worker, bucket: &str, key: &str) {
+/// the commit, [`upload_behind`] writes it, taking the mark; if the commit fails,
+/// [`abandon_upload`].
+pub fn begin_upload(worker: &Worker, bucket: &str, key: &str) -> UploadMark {
     worker.shared.freshness.mark(bucket, key);
-    worker.shared.freshness.uploading(bucket, key, true);
+    UploadMark::new(worker, bucket, key)
 }
 
 /// Undoes [`begin_upload`] for a copy whose commit failed.
-pub fn abandon_upload(worker: &Worker, bucket: &str, key: &str) {
-    worker.shared.freshness.uploading(bucket, key, false);
-    worker.shared.freshness.forget(bucket, key);
+pub fn abandon_upload(mark: UploadMark) {
+    mark.shared.freshness.forget(&mark.bucket, &mark.key);
 }
 
 /// A mirror fill's object, just committed from the origin after [`begin_upload`]: written to
 /// the shared store in the background (the fill's clients have their bytes already).
-pub fn upload_behind(worker: &Rc<Worker>, obj: StoredObject) {
+pub fn upload_behind(worker: &Rc<Worker>, obj: StoredObject, mark: UploadMark) {
     let Some(store) = worker.shared.shared_store.clone() else { return };
     let worker = worker.clone();
     crate::task::spawn(&worker.clone(), "shared store upload", async move {
@@ -310,7 +336,7 @@ pub fn upload_behind(worker: &Rc<Worker>, obj: StoredObject) {
             Ok(None) => put_object(&worker, &store, &obj, true).await.map(Some),
             Err(e) => Err(e),
         };
-        freshness.uploading(bucket, key, false);
+        drop(mark);
         match result {
             Ok(None) => freshness.mark(bucket, key),
             Ok(Some(true)) => {

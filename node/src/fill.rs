@@ -399,21 +399,21 @@ async fn to_record(
     // the moment the commit makes it visible (`backend::begin_upload`).
     let uploads = shared.shared_store.is_some() && body.source == Source::Origin && body.write_behind;
     let (bucket, key) = (&*guard.fill().key.bucket, &*guard.fill().key.key);
-    if uploads {
-        crate::backend::begin_upload(worker, bucket, key);
-    }
+    let mut mark = uploads.then(|| crate::backend::begin_upload(worker, bucket, key));
     let committed = match (body.etag_override, digest) {
         (Some(md5), _) | (None, Some(md5)) => writer.commit_with_md5(md5),
         (None, None) => writer.commit(),
     };
-    if uploads && committed.is_err() {
-        crate::backend::abandon_upload(worker, bucket, key);
+    if committed.is_err() {
+        if let Some(mark) = mark.take() {
+            crate::backend::abandon_upload(mark);
+        }
     }
     match committed {
         Ok(obj) => {
             metrics.objects_mirrored.inc();
-            if uploads {
-                crate::backend::upload_behind(worker, obj.clone());
+            if let Some(mark) = mark {
+                crate::backend::upload_behind(worker, obj.clone(), mark);
             } else if shared.shared_store.is_some() && body.source == Source::Shared {
                 // Just read from the shared store: current. (A copy from a fleet peer is not
                 // marked: the owner's copy may itself be stale, so its next hit asks.)
