@@ -1109,6 +1109,30 @@ mod tests {
         }
     }
 
+    /// The fill's two-step appends on the other shapes: many small pieces (more than
+    /// HELD_PIECES_MAX held, so `write_due` writes them all, off a boundary), and a body of
+    /// unknown length that outgrows the in-memory buffer and spills to a segment of its own. Every
+    /// byte reads back right while written, and from the store once committed.
+    #[test]
+    fn unwritten_appends_of_small_pieces_and_of_an_unknown_length_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let body: Vec<u8> = (0..(BUFFER_UNKNOWN_LEN_BYTES as usize + 300_000)).map(|i| (i % 247) as u8).collect();
+        for (key, len, piece) in [("small", Some(200_000u64), 1_000usize), ("unknown", None, 70_001)] {
+            let body = &body[..len.map_or(body.len(), |l| l as usize)];
+            let mut w = store.begin(0, ObjectKeyRef::new("b", key), meta(), len, CommitRule::LastWins).unwrap();
+            let reader = w.reader();
+            for chunk in body.chunks(piece) {
+                w.write_due().unwrap();
+                w.append_unwritten(&Bytes::copy_from_slice(chunk)).unwrap();
+                assert!(w.held.pieces.len() <= HELD_PIECES_MAX + 1, "{} pieces held", w.held.pieces.len());
+                assert_reads_back(&reader, body, w.written(), key);
+            }
+            w.commit().unwrap();
+            assert_eq!(store.get(ObjectKeyRef::new("b", key)).unwrap().unwrap().body, body, "{key}");
+        }
+    }
+
     /// A reader of a spilled body (unknown length, past the in-memory buffer, not mapped until
     /// commit) reads it back from the file. While that read is in flight, the view's lock must
     /// be free: the writer appends and other readers read under it. The hook parks the reader
