@@ -54,6 +54,9 @@ enum Phase {
 #[derive(Debug)]
 struct State {
     phase: Phase,
+    /// Counts the probes let through: a probe's [`Pass`] carries its number, so only that
+    /// probe's answer, or its hand-back, touches the half-open breaker.
+    probes: u64,
     /// When the failures still in the window happened (closed phase).
     failures: VecDeque<Instant>,
 }
@@ -76,7 +79,8 @@ pub enum Admit {
 pub struct Pass<'a> {
     breakers: &'a Breakers,
     origin: &'a str,
-    probe: bool,
+    /// The probe's number ([`State::probes`]) when this request is the half-open breaker's probe.
+    probe: Option<u64>,
     recorded: bool,
 }
 
@@ -84,14 +88,14 @@ impl Pass<'_> {
     /// Records how the request ended (`ok`: the origin answered, below 500).
     pub fn record(mut self, ok: bool) {
         self.recorded = true;
-        self.breakers.record(self.origin, ok);
+        self.breakers.record_as(self.origin, ok, self.probe);
     }
 }
 
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
-        if self.probe && !self.recorded {
-            self.breakers.probe_abandoned(self.origin);
+        if let (Some(probe), false) = (self.probe, self.recorded) {
+            self.breakers.probe_abandoned(self.origin, probe);
         }
     }
 }
@@ -117,9 +121,14 @@ impl Breakers {
         }
     }
 
-    /// New settings (a reload): they apply to the next failure and the next opening.
+    /// New settings (a reload): they apply to the next failure and the next opening. Turning
+    /// breakers off forgets every breaker's state: turned on again, they start closed (a probe
+    /// out when they were turned off is never waited for).
     pub fn set_config(&self, config: BreakerConfig) {
         *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
+        if config.failures == 0 {
+            self.states.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
     }
 
     fn config(&self) -> BreakerConfig {
@@ -136,21 +145,27 @@ impl Breakers {
     }
 
     /// May a request to `origin` go now? (Tests; the data plane takes a [`Pass`].)
-    pub fn admit(&self, origin: &str) -> Admit {
+    #[cfg(test)]
+    fn admit(&self, origin: &str) -> Admit {
         self.admit_probe(origin).0
     }
 
-    /// [`Breakers::admit`], and whether the request let through is the half-open breaker's probe.
-    fn admit_probe(&self, origin: &str) -> (Admit, bool) {
+    /// [`Breakers::admit`], and the probe's number when the request let through is the
+    /// half-open breaker's probe.
+    fn admit_probe(&self, origin: &str) -> (Admit, Option<u64>) {
         let config = self.config();
         if config.failures == 0 {
-            return (Admit::Go, false);
+            return (Admit::Go, None);
         }
         let now = Instant::now();
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(state) = states.get_mut(origin) else { return (Admit::Go, false) };
-        let probe = matches!(state.phase, Phase::HalfOpen { probing: false })
-            || matches!(state.phase, Phase::Open { until } if now >= until);
+        let Some(state) = states.get_mut(origin) else { return (Admit::Go, None) };
+        let probe = (matches!(state.phase, Phase::HalfOpen { probing: false })
+            || matches!(state.phase, Phase::Open { until } if now >= until))
+        .then(|| {
+            state.probes += 1;
+            state.probes
+        });
         let refuse = match state.phase {
             Phase::Closed => None,
             Phase::Open { until } if now >= until => {
@@ -169,24 +184,33 @@ impl Breakers {
             None => (Admit::Go, probe),
             Some(retry_in) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
-                (Admit::Refuse { retry_in }, false)
+                (Admit::Refuse { retry_in }, None)
             }
         }
     }
 
     /// The probe let through did not reach the origin (no fetch slot came free in time, or its
     /// request was dropped): the next request probes instead.
-    fn probe_abandoned(&self, origin: &str) {
+    fn probe_abandoned(&self, origin: &str, probe: u64) {
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(state) = states.get_mut(origin) {
-            if matches!(state.phase, Phase::HalfOpen { probing: true }) {
+            if matches!(state.phase, Phase::HalfOpen { probing: true }) && state.probes == probe {
                 state.phase = Phase::HalfOpen { probing: false };
             }
         }
     }
 
-    /// Records how a request to `origin` that was let through ended.
-    pub fn record(&self, origin: &str, ok: bool) {
+    /// Records how a request to `origin` ended that was not a probe. (Tests; the data plane
+    /// records through its [`Pass`].)
+    #[cfg(test)]
+    fn record(&self, origin: &str, ok: bool) {
+        self.record_as(origin, ok, None)
+    }
+
+    /// [`Breakers::record`] for a request that was probe number `probe`, if it was one. While the
+    /// breaker is half-open only its probe's answer counts: a late answer of a request let
+    /// through before the breaker opened does not decide it.
+    fn record_as(&self, origin: &str, ok: bool, probe: Option<u64>) {
         let config = self.config();
         if config.failures == 0 {
             return;
@@ -197,9 +221,14 @@ impl Breakers {
             // The usual case, a healthy origin: nothing to keep.
             return;
         }
-        let state = states
-            .entry(origin.to_string())
-            .or_insert_with(|| State { phase: Phase::Closed, failures: VecDeque::new() });
+        let state = states.entry(origin.to_string()).or_insert_with(|| State {
+            phase: Phase::Closed,
+            probes: 0,
+            failures: VecDeque::new(),
+        });
+        if matches!(state.phase, Phase::HalfOpen { .. }) && probe != Some(state.probes) {
+            return;
+        }
         match (&state.phase, ok) {
             (Phase::HalfOpen { .. }, true) => {
                 state.phase = Phase::Closed;
@@ -419,25 +448,21 @@ mod tests {
         let b = breakers(3, 50);
         let o = "http://origin:80";
         for _ in 0..2 {
-            assert_eq!(b.admit(o), Admit::Go);
-            b.record(o, false);
+            b.pass(o).expect("closed").record(false);
         }
-        b.record(o, true); // a success does not forgive failures within the window
-        assert_eq!(b.admit(o), Admit::Go);
-        b.record(o, false);
-        assert!(matches!(b.admit(o), Admit::Refuse { .. }), "the third failure opened it");
+        b.pass(o).expect("closed").record(true); // a success does not forgive failures within the window
+        b.pass(o).expect("closed").record(false);
+        assert!(b.pass(o).is_err(), "the third failure opened it");
         assert_eq!(b.open_count(), 1);
-        assert_eq!(b.admit("http://other:80"), Admit::Go, "breakers are per origin");
+        assert!(b.pass("http://other:80").is_ok(), "breakers are per origin");
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(b.admit(o), Admit::Go, "after open_ms one probe goes");
-        assert!(matches!(b.admit(o), Admit::Refuse { .. }), "and only one");
-        b.record(o, false);
-        assert!(matches!(b.admit(o), Admit::Refuse { .. }), "a failed probe opens it again");
+        let probe = b.pass(o).expect("after open_ms one probe goes");
+        assert!(b.pass(o).is_err(), "and only one");
+        probe.record(false);
+        assert!(b.pass(o).is_err(), "a failed probe opens it again");
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(b.admit(o), Admit::Go);
-        b.record(o, true);
-        assert_eq!(b.admit(o), Admit::Go, "a good probe closes it");
-        assert_eq!(b.admit(o), Admit::Go);
+        b.pass(o).expect("the next probe").record(true);
+        b.pass(o).expect("a good probe closes it").record(true);
         assert_eq!(b.open_count(), 0);
         assert_eq!(b.opened.load(Ordering::Relaxed), 2);
         assert!(b.rejected.load(Ordering::Relaxed) >= 3);
@@ -462,6 +487,29 @@ mod tests {
         let probe = b.pass(o).expect("the dropped probe was handed back");
         assert!(b.pass(o).is_err());
         probe.record(true);
+        assert_eq!(b.state(o), "closed");
+
+        // While half-open only the probe's answer counts, and only its own hand-back.
+        let late = b.pass(o).expect("closed");
+        b.pass(o).expect("closed").record(false);
+        std::thread::sleep(Duration::from_millis(40));
+        let first = b.pass(o).expect("a probe");
+        late.record(true);
+        assert_eq!(b.state(o), "half-open", "a request from before the opening decided the breaker");
+        drop(first);
+        let second = b.pass(o).expect("the probe handed back");
+        b.record(o, false);
+        assert_eq!(b.state(o), "half-open", "an answer that is not the probe's decided the breaker");
+        second.record(false);
+        assert!(b.pass(o).is_err(), "the probe's failure opens it");
+
+        // Turned off and on again (a reload), a breaker starts closed, whatever was out.
+        std::thread::sleep(Duration::from_millis(40));
+        let out = b.pass(o).expect("a probe");
+        b.set_config(BreakerConfig { failures: 0, ..b.config() });
+        out.record(true);
+        b.set_config(BreakerConfig { failures: 1, ..b.config() });
+        assert!(b.pass(o).is_ok(), "refused after breakers were turned off and on");
         assert_eq!(b.state(o), "closed");
     }
 
