@@ -64,8 +64,8 @@
 //! and origin exchange set by the handler) goes to the metrics and, when it is on, to the
 //! [`accesslog`] (formatted on the core, written by a background thread). Connections, fills,
 //! admin jobs and shared-store uploads are spawned through [`task`]: a panic in one ends that
-//! task alone, counted and logged, and its worker serves on. A panic anywhere else (an accept
-//! loop) stops the node, for its supervisor to restart ([`server`]).
+//! task alone, counted and logged, and its worker serves on. A panic anywhere else on a worker
+//! (an accept loop) stops the node, flushed, for its supervisor to restart ([`server`]).
 
 pub mod accesslog;
 pub mod admin;

@@ -105,5 +105,9 @@ fn main() -> ExitCode {
             }
         }
     }
+    if edgemirror_node::server::STOPPED_BY_PANIC.load(std::sync::atomic::Ordering::SeqCst) {
+        // EX_SOFTWARE: a bug stopped the node (the log says where), for its supervisor to restart it.
+        return ExitCode::from(70);
+    }
     ExitCode::SUCCESS
 }

@@ -269,7 +269,7 @@ pub fn start(config: Config, config_path: Option<std::path::PathBuf>) -> Result<
                 // One runtime per core: pinning keeps a worker's caches warm.
                 core_affinity::set_for_current(cpu);
             }
-            run_runtime(move || worker_main(id, listener, tls_listener, shared));
+            run_runtime(true, move || worker_main(id, listener, tls_listener, shared));
         })?;
         threads.push(t);
     }
@@ -277,7 +277,7 @@ pub fn start(config: Config, config_path: Option<std::path::PathBuf>) -> Result<
     threads.push(
         std::thread::Builder::new()
             .name("admin".into())
-            .spawn(move || run_runtime(move || admin::serve(admin_listener, admin_shared)))?,
+            .spawn(move || run_runtime(false, move || admin::serve(admin_listener, admin_shared)))?,
     );
     Ok(Node { shared, data_addr, tls_addr, admin_addr, threads })
 }
@@ -298,8 +298,12 @@ fn pin_cpu(id: usize, workers: usize) -> Option<core_affinity::CoreId> {
     (workers <= allowed.len()).then(|| allowed[id])
 }
 
+/// Set when a worker's runtime panicked outside any contained task: the node is stopping for
+/// its supervisor to restart it, and exits with status 70 once flushed (`main.rs`).
+pub static STOPPED_BY_PANIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Runs `main`'s future on a fresh monoio runtime (io_uring with epoll fallback, timers on).
-fn run_runtime<F, Fut>(main: F)
+fn run_runtime<F, Fut>(fatal_panic: bool, main: F)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -314,15 +318,27 @@ where
     match rt {
         Ok(mut rt) => {
             // A panic that no task contained (`task::spawn` contains those of connections and
-            // fills) ends the runtime: one in the accept loop, or in a task whose end would
-            // leave the node half-working (the HTTPS accept loop, the multipart reclaimer). The
-            // node then stops, for its supervisor to restart it (the systemd unit restarts on
-            // failure), rather than serve on without a worker or a listener. Committed objects
-            // are in the page cache, which outlives the process.
+            // fills) ends the runtime: one in an accept loop, or in a task whose end would leave
+            // the node half-working (the HTTPS accept loop). On a worker (`fatal_panic`) the node
+            // then stops, as on SIGTERM (the store and the access log flushed), and exits with
+            // status 70 for its supervisor to restart it (the systemd unit restarts on failure),
+            // rather than serve on without a worker or a listener. The admin thread's end is left
+            // to show as it always did: its health endpoint stops answering.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(main())));
-            if ran.is_err() {
-                tracing::error!("a runtime panicked outside any task that contains it; the node stops");
-                std::process::exit(70);
+            if let Err(payload) = ran {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                if fatal_panic {
+                    tracing::error!(panic = %message, "a worker's runtime panicked outside any task that contains it; the node stops");
+                    STOPPED_BY_PANIC.store(true, std::sync::atomic::Ordering::SeqCst);
+                    // SAFETY: raise takes no pointers; main's signal loop flushes and exits.
+                    unsafe { libc::raise(libc::SIGTERM) };
+                } else {
+                    tracing::error!(panic = %message, "the admin thread's runtime panicked; the admin listener is gone");
+                }
             }
         }
         Err(e) => {

@@ -11,9 +11,10 @@
 //! counted (`edgemirror_task_panics_total`), and the task's future is dropped, so its guards clean
 //! up as on any other early end: a connection closes, a fill ends broken (its followers are cut
 //! short, its record abandoned, its key free for the next miss). The worker goes on with its
-//! other tasks. Loops whose end would leave the node half-working (an accept loop, the
-//! multipart reclaimer) are not spawned here: a panic there stops the node (`server.rs`,
-//! `run_runtime`), for its supervisor to restart.
+//! other tasks. A loop whose end would leave the node half-working (an accept loop) is not
+//! spawned here: a panic there stops the node, flushed, with exit status 70 for its supervisor
+//! to restart (`server.rs`, `run_runtime`). The multipart reclaimer catches a pass's panic itself
+//! and runs the next pass as usual.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};

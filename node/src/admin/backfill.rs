@@ -285,6 +285,11 @@ struct Unfinished(Rc<Job>);
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
+        // Only a panic: a runtime dropped at shutdown must leave the job to resume at the next
+        // start, not mark it failed.
+        if !std::thread::panicking() {
+            return;
+        }
         let Ok(mut c) = self.0.checkpoint.try_borrow_mut() else { return };
         if c.state != "listing" && c.state != "running" {
             return;
@@ -319,7 +324,8 @@ impl Claim<'_> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        if !self.recorded && self.job.checkpoint.try_borrow_mut().is_ok() {
+        // Only a panic (see `Unfinished`).
+        if !self.recorded && std::thread::panicking() && self.job.checkpoint.try_borrow_mut().is_ok() {
             record(self.job, self.index, self.key, Outcome::Failed("the fetch panicked (a bug: see the log)".into()));
         }
     }
@@ -463,19 +469,9 @@ async fn run(worker: Rc<Worker>, job: Rc<Job>) {
                     return;
                 }
                 next.set(i + 1);
-                let (bucket, key) = {
-                    let c = job.checkpoint.borrow();
-                    (c.bucket.clone(), c.keys[i].clone())
-                };
-                let claim = Claim { job: &job, index: i, key: &key, recorded: false };
-                let outcome = backfill_key(&worker, &bucket, &key, job.pacer.clone()).await;
-                let expected = job.checkpoint.borrow().expected.get(i).cloned();
-                let outcome = match (outcome, expected) {
-                    (Outcome::Failed(reason), _) => Outcome::Failed(reason),
-                    (outcome, Some(expected)) => verify(&worker, &bucket, &key, &expected).await.unwrap_or(outcome),
-                    (outcome, None) => outcome,
-                };
-                claim.record(outcome);
+                // Each key in a task of its own: one whose fetch panics is recorded as failed
+                // (its `Claim`), and this fetcher goes on with the next key.
+                crate::task::spawn(&worker, "backfill key", fetch_one(worker.clone(), job.clone(), i)).await;
             }
         }));
     }
@@ -500,6 +496,23 @@ async fn run(worker: Rc<Worker>, job: Rc<Job>) {
     }
     let (bucket, state, done, skipped, failed) = summary;
     tracing::info!(bucket, state, done, skipped, failed, "backfill ended");
+}
+
+/// Fetches (or skips) the job's key `i` and records how it went.
+async fn fetch_one(worker: Rc<Worker>, job: Rc<Job>, i: usize) {
+    let (bucket, key) = {
+        let c = job.checkpoint.borrow();
+        (c.bucket.clone(), c.keys[i].clone())
+    };
+    let claim = Claim { job: &job, index: i, key: &key, recorded: false };
+    let outcome = backfill_key(&worker, &bucket, &key, job.pacer.clone()).await;
+    let expected = job.checkpoint.borrow().expected.get(i).cloned();
+    let outcome = match (outcome, expected) {
+        (Outcome::Failed(reason), _) => Outcome::Failed(reason),
+        (outcome, Some(expected)) => verify(&worker, &bucket, &key, &expected).await.unwrap_or(outcome),
+        (outcome, None) => outcome,
+    };
+    claim.record(outcome);
 }
 
 /// Counts a finished key, moves the low-water mark and checkpoints now and then.

@@ -67,13 +67,18 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
     // Multipart uploads nobody finished: aborted once they are older than the configured age,
     // checked hourly (or more often for a shorter age).
     let reclaimer = worker.clone();
-    // Not contained: a panic here stops the node (see `run_runtime` in server.rs), rather than leave
-    // abandoned uploads unreclaimed for ever.
     monoio::spawn(async move {
         let max_age = reclaimer.shared.config().multipart_max_age;
         loop {
             monoio::time::sleep(max_age.min(Duration::from_secs(3600)) / 2).await;
-            crate::s3::multipart::reclaim_abandoned(&reclaimer, max_age);
+            // One pass that panics (a bug) is logged and counted; the next pass runs as usual.
+            let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::s3::multipart::reclaim_abandoned(&reclaimer, max_age)
+            }));
+            if pass.is_err() {
+                reclaimer.metrics().task_panics.inc();
+                tracing::error!("a pass reclaiming abandoned multipart uploads panicked; the next runs as usual");
+            }
         }
     });
     let listener = match monoio::net::TcpListener::from_std(listener) {
