@@ -415,6 +415,38 @@ fn a_backfill_takes_its_keys_from_a_url() {
     assert!(end["failures"][0]["reason"].as_str().unwrap().contains("keysUrl"), "{end}");
 }
 
+/// A job still gathering its keys is running: a second one is refused (both would write the
+/// bucket's checkpoint). Killed while listing (its keys are not in the checkpoint), it comes back
+/// failed, saying why, and a new job can start.
+#[test]
+fn a_backfill_killed_while_listing_comes_back_failed_and_can_be_started_again() {
+    let origin = Origin::start();
+    let mut node = crate::support::node::NodeBuilder::new().mirror(&format!("{}/dir1/", origin.url()), "").start();
+    origin.set("/dir1/k", Reply::ok("k"));
+    origin.set("/lists/slow.txt", Reply::ok("k\n").with_head_delay(std::time::Duration::from_secs(30)));
+    origin.set("/lists/keys.txt", Reply::ok("k\n"));
+    let slow = json!({"keysUrl": format!("{}/lists/slow.txt", origin.url())}).to_string();
+    let resp = admin_request(node.admin_addr(), "POST", &backfill_path(), Some(ADMIN_TOKEN), Some(&slow));
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    assert_eq!(backfill_status(&node)["state"], "listing");
+    let again = admin_request(node.admin_addr(), "POST", &backfill_path(), Some(ADMIN_TOKEN), Some(&slow));
+    assert_eq!(again.status, 409, "a second job while the first lists its keys: {}", again.text());
+
+    node.kill9();
+    node.restart();
+    let status = backfill_status(&node);
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(
+        status["failures"][0]["reason"].as_str().unwrap().contains("stopped while the keys were gathered"),
+        "{status}"
+    );
+    let fresh = json!({"keysUrl": format!("{}/lists/keys.txt", origin.url())}).to_string();
+    let resp = admin_request(node.admin_addr(), "POST", &backfill_path(), Some(ADMIN_TOKEN), Some(&fresh));
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    let end = wait_for(&node, "the new job ends", |s| !matches!(s["state"].as_str(), Some("listing" | "running")));
+    assert_eq!(end["state"], "complete", "{end}");
+}
+
 /// `maxBytesPerSec`: a backfill job reads the origin no faster than its own cap.
 #[test]
 fn a_backfill_keeps_to_its_byte_rate_cap() {

@@ -145,7 +145,7 @@ pub fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, method: proto::Method
             None => Answer::error(404, id, "no backfill job for this bucket"),
         },
         proto::Method::Post => {
-            if job.is_some_and(|j| j.checkpoint.borrow().state == "running") {
+            if job.is_some_and(|j| matches!(j.checkpoint.borrow().state.as_str(), "running" | "listing")) {
                 return Answer::error(409, id, "a backfill job is running for this bucket: DELETE it first");
             }
             let start: StartBody =
@@ -230,6 +230,22 @@ pub fn resume_all(worker: &Rc<Worker>) {
         if running {
             tracing::info!(bucket, from_key = next, "backfill resumed from its checkpoint");
             launch(worker, checkpoint, None);
+        } else if checkpoint.state == "listing" {
+            // Stopped while gathering its keys, which are not in the checkpoint: it cannot go
+            // on, and must not stay "listing" (reported running, refusing a new job) for ever.
+            let mut checkpoint = checkpoint;
+            checkpoint.failures.push((
+                "(listing)".into(),
+                "the node stopped while the keys were gathered; start the job again".into(),
+            ));
+            checkpoint.state = "failed".into();
+            checkpoint.finished_unix = Some(unix_now());
+            tracing::warn!(bucket, "a backfill stopped while listing its keys is marked failed");
+            let job = Rc::new(new_job(worker, checkpoint));
+            if let Err(e) = save(&job) {
+                tracing::error!(bucket, error = %e, "cannot write the backfill checkpoint");
+            }
+            JOBS.with(|jobs| jobs.borrow_mut().insert(bucket, job));
         } else {
             // A finished job stays reportable.
             let job = Rc::new(new_job(worker, checkpoint));
