@@ -61,9 +61,10 @@ struct State {
     failures: VecDeque<Instant>,
 }
 
-/// Whether a request to an origin may go.
+/// Whether a request to an origin may go (the tests' view; the data plane takes a [`Pass`]).
+#[cfg(test)]
 #[derive(Debug, PartialEq, Eq)]
-pub enum Admit {
+enum Admit {
     Go,
     /// The breaker is open (or its probe is out): the origin is not contacted.
     Refuse {
@@ -138,55 +139,47 @@ impl Breakers {
     /// May a request to `origin` go now? `Ok`: it goes, and its [`Pass`] is to be recorded (or
     /// dropped, when the request never reached the origin); `Err`: how long until a probe.
     pub fn pass<'a>(&'a self, origin: &'a str) -> Result<Pass<'a>, Duration> {
-        match self.admit_probe(origin) {
-            (Admit::Go, probe) => Ok(Pass { breakers: self, origin, probe, recorded: false }),
-            (Admit::Refuse { retry_in }, _) => Err(retry_in),
-        }
+        let probe = self.admit_probe(origin)?;
+        Ok(Pass { breakers: self, origin, probe, recorded: false })
     }
 
     /// May a request to `origin` go now? (Tests; the data plane takes a [`Pass`].)
     #[cfg(test)]
     fn admit(&self, origin: &str) -> Admit {
-        self.admit_probe(origin).0
+        match self.admit_probe(origin) {
+            Ok(_) => Admit::Go,
+            Err(retry_in) => Admit::Refuse { retry_in },
+        }
     }
 
-    /// [`Breakers::admit`], and the probe's number when the request let through is the
-    /// half-open breaker's probe.
-    fn admit_probe(&self, origin: &str) -> (Admit, Option<u64>) {
+    /// Whether a request to `origin` may go now: `Ok` with the probe's number when it is the
+    /// half-open breaker's probe, `Err` with how long until a probe.
+    fn admit_probe(&self, origin: &str) -> Result<Option<u64>, Duration> {
         let config = self.config();
         if config.failures == 0 {
-            return (Admit::Go, None);
+            return Ok(None);
         }
         let now = Instant::now();
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(state) = states.get_mut(origin) else { return (Admit::Go, None) };
-        let probe = (matches!(state.phase, Phase::HalfOpen { probing: false })
-            || matches!(state.phase, Phase::Open { until } if now >= until))
-        .then(|| {
-            state.probes += 1;
-            state.probes
-        });
-        let refuse = match state.phase {
-            Phase::Closed => None,
-            Phase::Open { until } if now >= until => {
+        let Some(state) = states.get_mut(origin) else { return Ok(None) };
+        let admitted = match state.phase {
+            Phase::Closed => Ok(None),
+            Phase::Open { until } if now < until => Err(until - now),
+            Phase::HalfOpen { probing: true } => Err(config.open),
+            // Open and due, or half-open with its probe handed back: this request probes.
+            Phase::Open { .. } | Phase::HalfOpen { probing: false } => {
+                if matches!(state.phase, Phase::Open { .. }) {
+                    tracing::info!(origin, "origin circuit half-open: one probe goes through");
+                }
                 state.phase = Phase::HalfOpen { probing: true };
-                tracing::info!(origin, "origin circuit half-open: one probe goes through");
-                None
+                state.probes += 1;
+                Ok(Some(state.probes))
             }
-            Phase::Open { until } => Some(until - now),
-            Phase::HalfOpen { probing: false } => {
-                state.phase = Phase::HalfOpen { probing: true };
-                None
-            }
-            Phase::HalfOpen { probing: true } => Some(config.open),
         };
-        match refuse {
-            None => (Admit::Go, probe),
-            Some(retry_in) => {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                (Admit::Refuse { retry_in }, None)
-            }
+        if admitted.is_err() {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
         }
+        admitted
     }
 
     /// The probe let through did not reach the origin (no fetch slot came free in time, or its
