@@ -326,16 +326,12 @@ where
             // to show as it always did: its health endpoint stops answering.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(main())));
             if let Err(payload) = ran {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let message = crate::task::panic_message(&*payload);
                 if fatal_panic {
                     tracing::error!(panic = %message, "a worker's runtime panicked outside any task that contains it; the node stops");
                     STOPPED_BY_PANIC.store(true, std::sync::atomic::Ordering::SeqCst);
-                    // SAFETY: raise takes no pointers; main's signal loop flushes and exits.
-                    unsafe { libc::raise(libc::SIGTERM) };
+                    // main's signal loop flushes and exits.
+                    let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
                 } else {
                     tracing::error!(panic = %message, "the admin thread's runtime panicked; the admin listener is gone");
                 }

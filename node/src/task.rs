@@ -48,6 +48,15 @@ where
     monoio::spawn(Guarded { fut: Some(fut), report: Some(report) })
 }
 
+/// The message a panic was raised with (`panic!`'s text), for the log.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 pin_project_lite::pin_project! {
     /// A task's future, dropped (and reported) when a poll panics.
     struct Guarded<F, R> {
@@ -69,11 +78,7 @@ impl<F: Future, R: FnOnce(String)> Future for Guarded<F, R> {
             Ok(Poll::Ready(out)) => Poll::Ready(Some(out)),
             Ok(Poll::Pending) => Poll::Pending,
             Err(payload) => {
-                let mut message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".into());
+                let mut message = panic_message(&*payload);
                 // What the future held is dropped here, as on any early end (an `async` block's
                 // live locals were dropped already, by the unwinding; a destructor that panics
                 // during that unwinding aborts the process, as anywhere in Rust). A hand-written

@@ -75,9 +75,13 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
             let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 crate::s3::multipart::reclaim_abandoned(&reclaimer, max_age)
             }));
-            if pass.is_err() {
+            if let Err(payload) = pass {
                 reclaimer.metrics().task_panics.inc();
-                tracing::error!("a pass reclaiming abandoned multipart uploads panicked; the next runs as usual");
+                let panic = crate::task::panic_message(&*payload);
+                tracing::error!(
+                    panic,
+                    "a pass reclaiming abandoned multipart uploads panicked; the next runs as usual"
+                );
             }
         }
     });
