@@ -322,8 +322,9 @@ pub fn abandon_upload(mark: UploadMark) {
 /// the shared store in the background (the fill's clients have their bytes already).
 pub fn upload_behind(worker: &Rc<Worker>, obj: StoredObject, mark: UploadMark) {
     let Some(store) = worker.shared.shared_store.clone() else { return };
-    let worker = worker.clone();
-    crate::task::spawn(&worker.clone(), "shared store upload", async move {
+    let owned = worker.clone();
+    crate::task::spawn(worker, "shared store upload", async move {
+        let worker = owned;
         let (bucket, key) = (&*obj.meta.bucket, &*obj.meta.key);
         let freshness = &worker.shared.freshness;
         // Only what the shared store does not hold yet: a client's write through another edge
