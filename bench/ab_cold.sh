@@ -214,6 +214,8 @@ EOF
 run() {
     local bin=$1 store_extra=$2 pid timed
     read -r pid timed <<<"$(start_side "$bin" "$store_extra")"
+    # Each side stores onto memory the host backs (bench/guest_memory.sh).
+    touch_guest_memory
     local before after faults_before faults_after t0 t1
     if ((COLD_ORIGIN)); then
         # The origin's objects out of the page cache: it reads them from disk, as in a

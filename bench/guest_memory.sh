@@ -17,7 +17,8 @@
 # This only goes so far: the host also takes idle guest memory back by other means, within
 # minutes. Ten minutes after touching 21 GiB, writes into a new file ran at 229 µs per MiB for
 # the first GiB and ~2,450 from the third (bench/RESULTS.md, "Issue 14, seventh pass"), so a
-# long run's later phases store onto fresh memory again, for every server.
+# long run's later phases would store onto fresh memory again, for every server. The miss
+# phases therefore touch TOUCH_MEMORY_MIB again before each run (touch_guest_memory, below).
 
 GUEST_REPORTING=/sys/module/page_reporting/parameters/max_waiting_mib
 GUEST_REPORTING_SAVED=
@@ -34,16 +35,43 @@ warm_guest_memory() {
     gib=${WARM_MEMORY_GIB:-$(((avail_mib - 2048) / 1024))}
     ((gib > 12)) && [[ -z ${WARM_MEMORY_GIB:-} ]] && gib=12
     ((gib > 0)) || return 0
-    python3 - "$gib" <<'EOF'
+    touch_memory_mib $((gib << 10))
+    GUEST_MEMORY_WARMED=$gib
+}
+
+# touch_memory_mib MIB: writes MIB of new anonymous memory once, then gives it back.
+touch_memory_mib() {
+    python3 - "$1" <<'EOF'
 import mmap, sys
-size = int(sys.argv[1]) << 30
+size = int(sys.argv[1]) << 20
 m = mmap.mmap(-1, size)
 piece = b"\x5a" * (1 << 20)
 for off in range(0, size, 1 << 20):
     m[off:off + (1 << 20)] = piece
 m.close()
 EOF
-    GUEST_MEMORY_WARMED=$gib
+}
+
+# touch_guest_memory [MIB]: touches MIB (default TOUCH_MEMORY_MIB, 1024) again, when
+# warm_guest_memory ran, both ways the servers take new memory. The miss phases call it before
+# each target's run: the host takes idle memory back within minutes even with reporting held off
+# (above), and every server writes each fetched byte into new pages, so without it a run
+# measures which pages the host still backed: a third to a half of each server's core in the
+# sustained phase (bench/RESULTS.md, "Issue 14, thirteenth pass").
+# - Anonymous memory, page by page (a heap: Varnish's malloc storage, the node's buffers). Given
+#   back, those pages are what the next single-page allocations take.
+# - A file written in 1 MiB writes, then deleted (a page cache: nginx's cache files, the node's
+#   segments). Page-cache writes of more than a page get multi-page folios, which the kernel
+#   takes from contiguous free blocks, not from the single pages the anonymous touch gave back:
+#   on this VM 256 MiB written in 1 MiB writes took 520-640 ms after an anonymous touch, and
+#   52-57 ms after this one (bench/RESULTS.md, "Issue 14, fourteenth pass").
+touch_guest_memory() {
+    [[ -n $GUEST_MEMORY_WARMED ]] || return 0
+    local mib=${1:-${TOUCH_MEMORY_MIB:-1024}} file=${TOUCH_MEMORY_FILE:-${WORK:-/tmp}/.touch-memory}
+    ((mib > 0)) || return 0
+    touch_memory_mib "$mib"
+    dd if=/dev/zero of="$file" bs=1M count="$mib" status=none
+    rm -f "$file"
 }
 
 restore_guest_memory() {

@@ -59,7 +59,7 @@
 # phases, each on fresh keys) QUIET_MAX_PCT (25) QUIET_WAIT (180: how long to wait for
 # the machine to go idle before each run) KEEP_DATA (0: objects and stores are deleted at the
 # end, logs are kept) WARM_MEMORY (1; 0: leave this VM's free page reporting as it is, see
-# bench/guest_memory.sh) WARM_MEMORY_GIB.
+# bench/guest_memory.sh) WARM_MEMORY_GIB TOUCH_MEMORY_MIB (1024: touched again before each miss run).
 
 set -euo pipefail
 
@@ -346,9 +346,13 @@ conf=$(nginx_conf nginx-proxy "$P_PROXY" "
     proxy_cache_path $WORK/nginx-proxy/cache levels=1:2 keys_zone=edge:64m max_size=8g inactive=1d use_temp_path=off;
     upstream origin { server 127.0.0.1:$P_ORIGIN; keepalive 64; }")
 start nginx-proxy "$SERVER_CORE" nginx -c "$conf"
-# -t: a TTL longer than the run (the origin sends no Cache-Control).
+# -t: a TTL longer than the run (the origin sends no Cache-Control). -s malloc,8G: room for
+# everything the phases fetch (~3 GB), as nginx-proxy's max_size=8g and the node's store have.
+# With 2G, Varnish was evicting during the sustained 1 MiB runs, so it did not keep what it
+# fetched, and answered some GETs 503 when its nuke_limit was reached (bench/RESULTS.md,
+# "Issue 14, fourteenth pass").
 start varnish "$SERVER_CORE" varnishd -F -n "$WORK/varnish" -a "127.0.0.1:$P_VARNISH" \
-    -T "127.0.0.1:$P_VARNISH_ADMIN" -b "127.0.0.1:$P_ORIGIN" -s malloc,2G -t 86400
+    -T "127.0.0.1:$P_VARNISH_ADMIN" -b "127.0.0.1:$P_ORIGIN" -s malloc,8G -t 86400
 # The bucket every edgemirror node of the bench serves: a mirror of the origin.
 BENCH_BUCKET='[[buckets]]
 name = "bench"
@@ -766,7 +770,8 @@ spread() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END
 # The miss phases run MISS_REPEAT times, each run on keys no cache has seen, the four targets
 # taking turns with a different one first each run: on this kind of VM the speed of a run
 # depends on what the machine did just before (bench/RESULTS.md, "Issue 14, fourth pass"), so
-# one run per target ranks them by luck.
+# one run per target ranks them by luck. Each run starts on guest memory touched just before
+# (touch_guest_memory): every cache writes what it fetches into new pages.
 MISS_TARGETS=(origin nginx-proxy varnish edgemirror)
 miss_order() { # rep -> the targets in this run's order
     local rep=$1 i n=${#MISS_TARGETS[@]}
@@ -797,6 +802,7 @@ phase_cold() {
                 [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
                 base=$((((rep - 1) * ${#MISS_TARGETS[@]} + $(miss_index "$t")) * COLD_ROUNDS))
                 origin_warm "$WWW/cold/$s-{}" "$base" "$COLD_ROUNDS"
+                touch_guest_memory
                 wait_quiet
                 log "cold: $t $s (run $rep of $MISS_REPEAT)"
                 emload --cold -c 1 --rounds "$COLD_ROUNDS" --keys "$COLD_ROUNDS" --key-offset "$base" \
@@ -852,6 +858,7 @@ phase_sustained() {
                 local hdr=() before pid ticks started ended line srv em
                 [[ -n ${TAG[$t]} ]] && hdr=(--count-header "${TAG[$t]}")
                 origin_warm "$WWW/sus/$s/obj-{}" $(((rep - 1) * n)) "$n"
+                touch_guest_memory
                 wait_quiet
                 log "sustained misses: $t $s (run $rep of $MISS_REPEAT)"
                 before=$(origin_requests)
@@ -888,6 +895,8 @@ phase_sustained() {
             out "| $name | $s | $(printf '%.0f' "$rps") ($range) | $(printf '%.3f' "$gbps") | $(fmt_us "$p50") | $(fmt_us "$p99") | $errs | ${FETCHED[$t]} | $cpu | $(ratio "${MED[edgemirror]%%|*}" "$rps") | $(printf '%.2f–%.2f' "$plo" "$phi") |"
         done
     done
+    out ""
+    out "Varnish's LRU evictions so far (n_lru_nuked; its storage should hold every object fetched): $(varnishstat -n "$WORK/varnish" -1 -f MAIN.n_lru_nuked 2>/dev/null | awk '{ print $2 }')"
     out ""
 }
 
