@@ -11,7 +11,7 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 
@@ -39,6 +39,9 @@ pub struct ColdRequest {
     pub total: Duration,
     pub body_bytes: u64,
     pub tag: Option<String>,
+    /// When the round's requests were sent (wall clock), to line a slow one up with what the
+    /// server or the machine logged at that moment.
+    pub sent: SystemTime,
 }
 
 pub struct ColdResult {
@@ -86,12 +89,13 @@ async fn run_rounds(cfg: &ColdConfig) -> Result<ColdResult> {
                         total: Duration::ZERO,
                         body_bytes: 0,
                         tag: None,
+                        sent: SystemTime::now(),
                     });
                 }
             }
         }
 
-        let t0 = Instant::now();
+        let (t0, sent) = (Instant::now(), SystemTime::now());
         let running: Vec<_> = conns
             .into_iter()
             .map(|mut conn| {
@@ -114,7 +118,7 @@ async fn run_rounds(cfg: &ColdConfig) -> Result<ColdResult> {
             last = last.max(done);
             let total = done.duration_since(t0);
             let mut req =
-                ColdRequest { round, status: None, failure: None, ttfb: None, total, body_bytes: 0, tag: None };
+                ColdRequest { round, status: None, failure: None, ttfb: None, total, body_bytes: 0, tag: None, sent };
             match r {
                 Ok(resp) => {
                     let ttfb = resp.first_byte.saturating_duration_since(t0);
@@ -146,15 +150,16 @@ async fn run_rounds(cfg: &ColdConfig) -> Result<ColdResult> {
     Ok(ColdResult { stats, last_finish, requests: all })
 }
 
-/// Writes every request as CSV: round, status, failure, ttfb_us, total_us, body_bytes, tag.
+/// Writes every request as CSV: round, status, failure, ttfb_us, total_us, body_bytes, tag,
+/// sent_unix_us (when its round was sent, microseconds since the Unix epoch).
 pub fn write_csv(path: &std::path::Path, result: &ColdResult) -> Result<()> {
     let mut out =
         std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
-    writeln!(out, "round,status,failure,ttfb_us,total_us,body_bytes,tag")?;
+    writeln!(out, "round,status,failure,ttfb_us,total_us,body_bytes,tag,sent_unix_us")?;
     for r in &result.requests {
         writeln!(
             out,
-            "{},{},{},{},{:.1},{},{}",
+            "{},{},{},{},{:.1},{},{},{}",
             r.round,
             r.status.map(|s| s.to_string()).unwrap_or_default(),
             r.failure.map(Failure::as_str).unwrap_or(""),
@@ -162,6 +167,7 @@ pub fn write_csv(path: &std::path::Path, result: &ColdResult) -> Result<()> {
             r.total.as_secs_f64() * 1e6,
             r.body_bytes,
             r.tag.as_deref().unwrap_or(""),
+            r.sent.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros()),
         )?;
     }
     out.flush()?;

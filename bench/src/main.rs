@@ -113,7 +113,8 @@ struct Args {
     /// --cold: rounds; round r requests key r (use fresh keys for a cold miss each round).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
-    /// --cold: write every request (round, status, ttfb, total, ...) to this CSV file.
+    /// --cold: write every request (round, status, ttfb, total, ..., when it was sent) to this
+    /// CSV file.
     #[arg(long)]
     csv: Option<PathBuf>,
     /// Open loop: start this many requests a second in all (spread over the threads), each on
