@@ -92,7 +92,8 @@ struct Checkpoint {
     #[serde(default)]
     max_bytes_per_sec: u64,
     /// `listing` (gathering its keys), `running`, `complete`, `complete_with_failures`,
-    /// `cancelled`, or `failed` (no keys could be gathered).
+    /// `cancelled`, or `failed` (no keys could be gathered, the node stopped while they were, or
+    /// the job's task panicked).
     state: String,
     /// Every key below this index is finished.
     low_water: usize,
@@ -102,6 +103,20 @@ struct Checkpoint {
     failures: Vec<(String, String)>,
     started_unix: u64,
     finished_unix: Option<u64>,
+}
+
+impl Checkpoint {
+    /// Listing its keys or fetching them: the job is not over.
+    fn in_progress(&self) -> bool {
+        matches!(self.state.as_str(), "listing" | "running")
+    }
+
+    /// Ends the job `failed`: `what` (a step, in parentheses) went wrong for `reason`.
+    fn fail(&mut self, what: &str, reason: String) {
+        self.failures.push((what.into(), reason));
+        self.state = "failed".into();
+        self.finished_unix = Some(unix_now());
+    }
 }
 
 struct Job {
@@ -145,7 +160,7 @@ pub fn handle(worker: &Rc<Worker>, id: &str, bucket: &str, method: proto::Method
             None => Answer::error(404, id, "no backfill job for this bucket"),
         },
         proto::Method::Post => {
-            if job.is_some_and(|j| matches!(j.checkpoint.borrow().state.as_str(), "running" | "listing")) {
+            if job.is_some_and(|j| j.checkpoint.borrow().in_progress()) {
                 return Answer::error(409, id, "a backfill job is running for this bucket: DELETE it first");
             }
             let start: StartBody =
@@ -234,17 +249,10 @@ pub fn resume_all(worker: &Rc<Worker>) {
             // Stopped while gathering its keys, which are not in the checkpoint: it cannot go
             // on, and must not stay "listing" (reported running, refusing a new job) for ever.
             let mut checkpoint = checkpoint;
-            checkpoint.failures.push((
-                "(listing)".into(),
-                "the node stopped while the keys were gathered; start the job again".into(),
-            ));
-            checkpoint.state = "failed".into();
-            checkpoint.finished_unix = Some(unix_now());
+            checkpoint.fail("(listing)", "the node stopped while the keys were gathered; start the job again".into());
             tracing::warn!(bucket, "a backfill stopped while listing its keys is marked failed");
             let job = Rc::new(new_job(worker, checkpoint));
-            if let Err(e) = save(&job) {
-                tracing::error!(bucket, error = %e, "cannot write the backfill checkpoint");
-            }
+            save_logged(&job);
             JOBS.with(|jobs| jobs.borrow_mut().insert(bucket, job));
         } else {
             // A finished job stays reportable.
@@ -307,18 +315,13 @@ impl Drop for Unfinished {
             return;
         }
         let Ok(mut c) = self.0.checkpoint.try_borrow_mut() else { return };
-        if c.state != "listing" && c.state != "running" {
+        if !c.in_progress() {
             return;
         }
-        c.failures.push(("(job)".into(), "the backfill task panicked (a bug: see the log)".into()));
-        c.state = "failed".into();
-        c.finished_unix = Some(unix_now());
-        let bucket = c.bucket.clone();
+        c.fail("(job)", "the backfill task panicked (a bug: see the log)".into());
+        tracing::error!(bucket = c.bucket, "backfill ended by a panic");
         drop(c);
-        tracing::error!(bucket, "backfill ended by a panic");
-        if let Err(e) = save(&self.0) {
-            tracing::error!(bucket, error = %e, "cannot write the backfill checkpoint");
-        }
+        save_logged(&self.0);
     }
 }
 
@@ -365,15 +368,11 @@ async fn gather(worker: &Worker, job: &Job, source: Source, verify: bool) {
             }
             Err(reason) => {
                 tracing::warn!(bucket, reason, "backfill could not gather its keys");
-                c.failures.push(("(listing)".into(), reason));
-                c.state = "failed".into();
-                c.finished_unix = Some(unix_now());
+                c.fail("(listing)", reason);
             }
         }
     }
-    if let Err(e) = save(job) {
-        tracing::error!(bucket, error = %e, "cannot write the backfill checkpoint");
-    }
+    save_logged(job);
 }
 
 /// The keys of a `keysUrl` text file, one per line.
@@ -456,6 +455,13 @@ async fn fetch_text(worker: &Worker, origin: &rules::OriginAddr, path: &str) -> 
     String::from_utf8(body).map_err(|_| "not UTF-8 text".into())
 }
 
+/// [`save`], a failure logged: the job goes on, and its next checkpoint tries again.
+fn save_logged(job: &Job) {
+    if let Err(e) = save(job) {
+        tracing::error!(bucket = job.checkpoint.borrow().bucket, error = %e, "cannot write the backfill checkpoint");
+    }
+}
+
 fn save(job: &Job) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(&*job.checkpoint.borrow()).map_err(std::io::Error::other)?;
     let dir = job.path.parent().unwrap_or(Path::new("."));
@@ -507,9 +513,7 @@ async fn run(worker: Rc<Worker>, job: Rc<Job>) {
         c.finished_unix = Some(unix_now());
         (c.bucket.clone(), c.state.clone(), c.done, c.skipped, c.failures.len())
     };
-    if let Err(e) = save(&job) {
-        tracing::error!(bucket = summary.0, error = %e, "cannot write the backfill checkpoint");
-    }
+    save_logged(&job);
     let (bucket, state, done, skipped, failed) = summary;
     tracing::info!(bucket, state, done, skipped, failed, "backfill ended");
 }
@@ -689,7 +693,7 @@ pub fn progress() -> Vec<(String, [u64; 5], bool)> {
             .map(|job| {
                 let c = job.checkpoint.borrow();
                 let keys = [c.keys.len() as u64, c.done, c.skipped, c.failures.len() as u64, c.bytes];
-                (c.bucket.clone(), keys, c.state == "running" || c.state == "listing")
+                (c.bucket.clone(), keys, c.in_progress())
             })
             .collect()
     })
