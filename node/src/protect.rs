@@ -80,22 +80,21 @@ enum Admit {
 pub struct Pass<'a> {
     breakers: &'a Breakers,
     origin: &'a str,
-    /// The probe's number ([`State::probes`]) when this request is the half-open breaker's probe.
+    /// The probe's number ([`State::probes`]) when this request is the half-open breaker's probe
+    /// (taken by [`Pass::record`]: a recorded probe is not handed back).
     probe: Option<u64>,
-    recorded: bool,
 }
 
 impl Pass<'_> {
     /// Records how the request ended (`ok`: the origin answered, below 500).
     pub fn record(mut self, ok: bool) {
-        self.recorded = true;
-        self.breakers.record_as(self.origin, ok, self.probe);
+        self.breakers.record_as(self.origin, ok, self.probe.take());
     }
 }
 
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
-        if let (Some(probe), false) = (self.probe, self.recorded) {
+        if let Some(probe) = self.probe {
             self.breakers.probe_abandoned(self.origin, probe);
         }
     }
@@ -140,7 +139,7 @@ impl Breakers {
     /// dropped, when the request never reached the origin); `Err`: how long until a probe.
     pub fn pass<'a>(&'a self, origin: &'a str) -> Result<Pass<'a>, Duration> {
         let probe = self.admit_probe(origin)?;
-        Ok(Pass { breakers: self, origin, probe, recorded: false })
+        Ok(Pass { breakers: self, origin, probe })
     }
 
     /// May a request to `origin` go now? (Tests; the data plane takes a [`Pass`].)
