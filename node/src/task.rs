@@ -13,8 +13,8 @@
 //! short, its record abandoned, its key free for the next miss). The worker goes on with its
 //! other tasks. A loop whose end would leave the node half-working (an accept loop) is not
 //! spawned here: a panic there stops the node, flushed, with exit status 70 for its supervisor
-//! to restart (`server.rs`, `run_runtime`). The multipart reclaimer catches a pass's panic itself
-//! and runs the next pass as usual.
+//! to restart (`server.rs`, `run_runtime`). The multipart reclaimer's loop runs each pass as a
+//! task of its own, so a pass that panics leaves the next to run as usual.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};

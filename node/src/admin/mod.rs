@@ -71,18 +71,13 @@ pub async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) {
         let max_age = reclaimer.shared.config().multipart_max_age;
         loop {
             monoio::time::sleep(max_age.min(Duration::from_secs(3600)) / 2).await;
-            // One pass that panics (a bug) is logged and counted; the next pass runs as usual.
-            let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::s3::multipart::reclaim_abandoned(&reclaimer, max_age)
-            }));
-            if let Err(payload) = pass {
-                reclaimer.metrics().task_panics.inc();
-                let panic = crate::task::panic_message(&*payload);
-                tracing::error!(
-                    panic,
-                    "a pass reclaiming abandoned multipart uploads panicked; the next runs as usual"
-                );
-            }
+            // Each pass a task of its own: one that panics (a bug) is logged and counted, and the
+            // next pass runs as usual.
+            let pass = reclaimer.clone();
+            crate::task::spawn(&reclaimer, "multipart reclaim", async move {
+                crate::s3::multipart::reclaim_abandoned(&pass, max_age)
+            })
+            .await;
         }
     });
     let listener = match monoio::net::TcpListener::from_std(listener) {
