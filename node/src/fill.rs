@@ -45,8 +45,8 @@ use crate::upstream::{self, Upstream};
 use crate::worker::{Shared, Worker};
 
 /// Starts the fill task for `plan` on this core.
-pub fn spawn(worker: Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
-    crate::task::spawn(&worker, "fill", run(worker.clone(), guard, plan));
+pub fn spawn(worker: &Rc<Worker>, guard: FillGuard, plan: FetchPlan) {
+    crate::task::spawn(worker, "fill", run(worker.clone(), guard, plan));
 }
 
 /// The fill task: fetch from the origin (following redirects), write the body to the store,

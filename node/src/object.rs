@@ -197,7 +197,7 @@ pub async fn current_copy(
                     }
                 };
                 let mut phase = fill.subscribe();
-                fill::spawn(worker.clone(), guard, plan);
+                fill::spawn(worker, guard, plan);
                 if let Some(crate::inflight::Phase::Refused(crate::inflight::Refusal::Unavailable(reason))) =
                     crate::inflight::final_phase(&mut phase).await
                 {
@@ -519,7 +519,7 @@ async fn serve_miss(
                 let Some(mut plan) = plan.take() else { return Err(S3Error::Internal("a fill led twice".into())) };
                 plan.peers = rule.and_then(|rule| peer_route(worker, rule, req, key)).map(Box::new);
                 let fill = guard.fill().clone();
-                fill::spawn(worker.clone(), guard, plan);
+                fill::spawn(worker, guard, plan);
                 break fill;
             }
         }

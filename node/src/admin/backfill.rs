@@ -288,8 +288,9 @@ fn launch(worker: &Rc<Worker>, checkpoint: Checkpoint, source: Option<(Source, b
     let bucket = checkpoint.bucket.clone();
     let job = Rc::new(new_job(worker, checkpoint));
     JOBS.with(|jobs| jobs.borrow_mut().insert(bucket, job.clone()));
-    let (worker, running) = (worker.clone(), job.clone());
-    crate::task::spawn(&worker.clone(), "backfill job", async move {
+    let (owned, running) = (worker.clone(), job.clone());
+    crate::task::spawn(worker, "backfill job", async move {
+        let worker = owned;
         let _unfinished = Unfinished(running.clone());
         if let Some((source, verify)) = source {
             gather(&worker, &running, source, verify).await;
@@ -483,8 +484,9 @@ async fn run(worker: Rc<Worker>, job: Rc<Job>) {
     let next = Rc::new(Cell::new(start));
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        let (worker, job, next) = (worker.clone(), job.clone(), next.clone());
-        tasks.push(crate::task::spawn(&worker.clone(), "backfill fetcher", async move {
+        let (owned, job, next) = (worker.clone(), job.clone(), next.clone());
+        tasks.push(crate::task::spawn(&worker, "backfill fetcher", async move {
+            let worker = owned;
             loop {
                 let i = next.get();
                 if i >= total || job.cancelled.get() {
@@ -644,7 +646,7 @@ async fn fetch_once(
                 }
             };
             let rx = guard.fill().subscribe();
-            fill::spawn(worker.clone(), guard, plan);
+            fill::spawn(worker, guard, plan);
             rx
         }
     };

@@ -134,7 +134,7 @@ async fn refetch_all(worker: Rc<Worker>, bucket: String, keys: Vec<String>, buck
             // A fill of the key already running fetches afresh anyway.
             let Some(guard) = shared.fills.lead_refetch(okey, &shared.store) else { continue };
             running.push(guard.fill().subscribe());
-            fill::spawn(worker.clone(), guard, plan);
+            fill::spawn(&worker, guard, plan);
         }
         for mut rx in running {
             inflight::final_phase(&mut rx).await;
