@@ -63,8 +63,8 @@ EOF
 # - A file written in 1 MiB writes, then deleted (a page cache: nginx's cache files, the node's
 #   segments). Page-cache writes of more than a page get multi-page folios, which the kernel
 #   takes from contiguous free blocks, not from the single pages the anonymous touch gave back:
-#   on this VM 256 MiB written in 1 MiB writes took 520-640 ms after an anonymous touch, and
-#   52-57 ms after this one (bench/RESULTS.md, "Issue 14, fourteenth pass").
+#   on this VM 256 MiB written in 1 MiB writes took 519-642 ms after an anonymous touch, and
+#   51-57 ms after this one (bench/RESULTS.md, "Issue 14, fourteenth pass").
 touch_guest_memory() {
     [[ -n $GUEST_MEMORY_WARMED ]] || return 0
     local mib=${1:-${TOUCH_MEMORY_MIB:-1024}} file=${TOUCH_MEMORY_FILE:-${WORK:-/tmp}/.touch-memory}
