@@ -22,14 +22,18 @@
 # Prints per build the p50 and p99 of the complete time per run, then their medians and ranges,
 # the node's CPU time per GET (utime + stime of the process over the run), GETs per second and
 # the process's minor page faults per GET (a fault is a page the process touched for the first
-# time, or again after giving it back: on this VM, fresh memory costs ~10x; bench/RESULTS.md).
+# time, or again after giving it back: on this VM, fresh memory costs ~10x; bench/RESULTS.md),
+# and how busy the server core and the load core were (user, system and interrupts over the
+# run's wall time, from /proc/stat): a load core at 100% means the client and the origin, not the
+# server, set the rate, and the server that costs them less per GET goes faster.
 #
 # Knobs (environment): KEYS (300) CONNS (1) COLD_ORIGIN (0; 1: the origin's objects are dropped
 # from the page cache before each run, so it reads them from disk) OLD_STORE, NEW_STORE ("") WORK
 # (/tmp/edgemirror-ab-cold) PORT_BASE (19180) SERVER_CORE (1) LOAD_CORE (0) EMLOAD_BIN
 # (target/release/emload, built if missing) PERF (unset; a path: `perf record -g` of the server
 # core over each run, written to PERF.ROUND-old and PERF.ROUND-new; `python3
-# bench/perf_per_get.py PERF.1-new KEYS` splits it into file write, recv, send, MD5, ...).
+# bench/perf_per_get.py PERF.1-new KEYS` splits it into file write, recv, send, MD5, ...;
+# PERF_EVENT samples another event instead of the CPU clock, e.g. "page-faults").
 # PERF_STAT (unset; perf events, comma-separated: their counts on the server core over each run,
 # printed per GET after the run's line; e.g. "net:net_dev_xmit,io_uring:io_uring_submit_req").
 # PERF and PERF_STAT do not go together.
@@ -210,7 +214,7 @@ EOF
 }
 
 # One run of `bin` with `store_extra` in its [store]: prints "p50_us p99_us cpu_us_per_get
-# gets_per_s minor_faults_per_get".
+# gets_per_s minor_faults_per_get server_core_busy_% load_core_busy_%".
 run() {
     local bin=$1 store_extra=$2 pid timed
     read -r pid timed <<<"$(start_side "$bin" "$store_extra")"
@@ -230,7 +234,7 @@ for p in sys.argv[1:]:
     local perf_pid=
     if [[ -n ${PERF:-} ]]; then
         # The server core's samples over this run only.
-        perf record -q -g -C "$SERVER_CORE" -o "$PERF.$RUN_TAG" 2>/dev/null &
+        perf record -q -g ${PERF_EVENT:+-e "$PERF_EVENT"} -C "$SERVER_CORE" -o "$PERF.$RUN_TAG" 2>/dev/null &
         perf_pid=$!
         sleep 0.3
     elif [[ -n ${PERF_STAT:-} ]]; then
@@ -239,6 +243,8 @@ for p in sys.argv[1:]:
         perf_pid=$!
         sleep 0.3
     fi
+    local cores_before
+    cores_before=$(core_ticks)
     t0=$(date +%s%N)
     if ((CONNS == 1)); then
         taskset -c "$LOAD_CORE" "$EMLOAD_BIN" --cold -c 1 --rounds "$KEYS" --keys "$KEYS" \
@@ -251,6 +257,8 @@ for p in sys.argv[1:]:
             >"$WORK/logs/emload.txt"
     fi
     t1=$(date +%s%N)
+    local busy
+    busy=$(core_busy "$cores_before" "$(core_ticks)")
     if [[ -n $perf_pid ]]; then
         kill -INT "$perf_pid"
         while kill -0 "$perf_pid" 2>/dev/null; do sleep 0.1; done
@@ -268,7 +276,26 @@ for p in sys.argv[1:]:
     [[ $line == *" errors=0"* && $line == *" non2xx=0"* ]] || die "failed GETs: $line"
     local ticks
     ticks=$(getconf CLK_TCK)
-    echo "$(sed -E 's/.* (total_)?p50_us=([0-9.]+).*/\2/' <<<"$line") $(sed -E 's/.* (total_)?p99_us=([0-9.]+).*/\2/' <<<"$line") $(( (after - before) * 1000000 / ticks / KEYS )) $(( KEYS * 1000000000 / (t1 - t0) )) $(awk -v f=$((faults_after - faults_before)) -v k="$KEYS" 'BEGIN { printf "%.1f", f / k }')"
+    echo "$(sed -E 's/.* (total_)?p50_us=([0-9.]+).*/\2/' <<<"$line") $(sed -E 's/.* (total_)?p99_us=([0-9.]+).*/\2/' <<<"$line") $(( (after - before) * 1000000 / ticks / KEYS )) $(( KEYS * 1000000000 / (t1 - t0) )) $(awk -v f=$((faults_after - faults_before)) -v k="$KEYS" 'BEGIN { printf "%.1f", f / k }') $busy"
+}
+
+# The jiffies of the server and load cores, busy and total, from /proc/stat:
+# "server_busy server_total load_busy load_total".
+core_ticks() {
+    awk -v s="cpu$SERVER_CORE" -v l="cpu$LOAD_CORE" '
+        $1 == s || $1 == l {
+            total = 0; for (i = 2; i <= 9; i++) total += $i
+            busy[$1] = $2 + $3 + $4 + $7 + $8; all[$1] = total
+        }
+        END { print busy[s], all[s], busy[l], all[l] }' /proc/stat
+}
+
+# How busy each core was between two core_ticks readings, in per cent: "server% load%".
+core_busy() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x); split(b, y)
+        printf "%.0f %.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]), 100 * (y[3] - x[3]) / (y[4] - x[4])
+    }'
 }
 
 declare -a RESULTS=()
@@ -278,7 +305,7 @@ for round in $(seq "$ROUNDS"); do
     for which in "${order[@]}"; do
         RUN_TAG=$round-$which
         if [[ $which == new ]]; then r=$(run "$NEW" "$NEW_STORE"); else r=$(run "$OLD" "$OLD_STORE"); fi
-        log "round $round $which: p50 / p99 / CPU per GET (µs) / GET/s / minor faults per GET: $r"
+        log "round $round $which: p50 / p99 / CPU per GET (µs) / GET/s / minor faults per GET / server core busy % / load core busy %: $r"
         if [[ -n ${PERF_STAT:-} && -s $WORK/logs/stat-$RUN_TAG ]]; then
             log "round $round $which: per GET: $(awk -F, -v k="$KEYS" '$1 ~ /^[0-9.]+$/ { printf "%s %.2f  ", $3, $1 / k }' "$WORK/logs/stat-$RUN_TAG")"
         fi
@@ -290,14 +317,14 @@ printf '%s\n' "${RESULTS[@]}" | python3 -c '
 import statistics, sys
 rows = {}
 for line in sys.stdin:
-    which, p50, p99, cpu, rate, faults = line.split()
-    rows.setdefault(which, []).append((float(p50) / 1000, float(p99) / 1000, float(cpu), float(rate), float(faults)))
-print("| build | p50 median (range), ms | p99 median (range), ms | CPU per GET median (range), µs | GET/s median (range) | minor faults per GET median (range) |")
-print("|---|---:|---:|---:|---:|---:|")
+    which, p50, p99, cpu, rate, faults, server_busy, load_busy = line.split()
+    rows.setdefault(which, []).append((float(p50) / 1000, float(p99) / 1000, float(cpu), float(rate), float(faults), float(server_busy), float(load_busy)))
+print("| build | p50 median (range), ms | p99 median (range), ms | CPU per GET median (range), µs | GET/s median (range) | minor faults per GET median (range) | server core busy % | load core busy % |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for which in ("old", "new"):
     r = rows[which]
     cols = []
-    for i, fmt in ((0, "%.2f"), (1, "%.2f"), (2, "%.0f"), (3, "%.0f"), (4, "%.1f")):
+    for i, fmt in ((0, "%.2f"), (1, "%.2f"), (2, "%.0f"), (3, "%.0f"), (4, "%.1f"), (5, "%.0f"), (6, "%.0f")):
         v = [x[i] for x in r]
         cols.append((fmt + " (" + fmt + "–" + fmt + ")") % (statistics.median(v), min(v), max(v)))
     print("| %s | %s |" % (which, " | ".join(cols)))
