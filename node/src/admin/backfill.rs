@@ -232,7 +232,7 @@ pub fn resume_all(worker: &Rc<Worker>) {
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
-        let checkpoint: Checkpoint = match std::fs::read(&path).map(|b| serde_json::from_slice(&b)) {
+        let mut checkpoint: Checkpoint = match std::fs::read(&path).map(|b| serde_json::from_slice(&b)) {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 tracing::warn!(path = %path.display(), error = %e, "unreadable backfill checkpoint ignored");
@@ -240,25 +240,25 @@ pub fn resume_all(worker: &Rc<Worker>) {
             }
             Err(_) => continue,
         };
-        let running = checkpoint.state == "running";
-        let (bucket, next) = (checkpoint.bucket.clone(), checkpoint.low_water);
-        if running {
-            tracing::info!(bucket, from_key = next, "backfill resumed from its checkpoint");
+        let bucket = checkpoint.bucket.clone();
+        if checkpoint.state == "running" {
+            tracing::info!(bucket, from_key = checkpoint.low_water, "backfill resumed from its checkpoint");
             launch(worker, checkpoint, None);
-        } else if checkpoint.state == "listing" {
-            // Stopped while gathering its keys, which are not in the checkpoint: it cannot go
-            // on, and must not stay "listing" (reported running, refusing a new job) for ever.
-            let mut checkpoint = checkpoint;
+            continue;
+        }
+        // Stopped while gathering its keys, which are not in the checkpoint: it cannot go on,
+        // and must not stay "listing" (reported running, refusing a new job) for ever.
+        let stopped_listing = checkpoint.state == "listing";
+        if stopped_listing {
             checkpoint.fail("(listing)", "the node stopped while the keys were gathered; start the job again".into());
             tracing::warn!(bucket, "a backfill stopped while listing its keys is marked failed");
-            let job = Rc::new(new_job(worker, checkpoint));
-            save_logged(&job);
-            JOBS.with(|jobs| jobs.borrow_mut().insert(bucket, job));
-        } else {
-            // A finished job stays reportable.
-            let job = Rc::new(new_job(worker, checkpoint));
-            JOBS.with(|jobs| jobs.borrow_mut().insert(bucket, job));
         }
+        // A finished job stays reportable.
+        let job = Rc::new(new_job(worker, checkpoint));
+        if stopped_listing {
+            save_logged(&job);
+        }
+        JOBS.with(|jobs| jobs.borrow_mut().insert(bucket, job));
     }
 }
 
