@@ -61,6 +61,15 @@ struct State {
     failures: VecDeque<Instant>,
 }
 
+impl State {
+    /// Lets the next request through as the half-open breaker's probe: its number.
+    fn send_probe(&mut self) -> u64 {
+        self.phase = Phase::HalfOpen { probing: true };
+        self.probes += 1;
+        self.probes
+    }
+}
+
 /// Whether a request to an origin may go (the tests' view; the data plane takes a [`Pass`]).
 #[cfg(test)]
 #[derive(Debug, PartialEq, Eq)]
@@ -166,14 +175,11 @@ impl Breakers {
             Phase::Open { until } if now < until => Err(until - now),
             Phase::HalfOpen { probing: true } => Err(config.open),
             // Open and due, or half-open with its probe handed back: this request probes.
-            Phase::Open { .. } | Phase::HalfOpen { probing: false } => {
-                if matches!(state.phase, Phase::Open { .. }) {
-                    tracing::info!(origin, "origin circuit half-open: one probe goes through");
-                }
-                state.phase = Phase::HalfOpen { probing: true };
-                state.probes += 1;
-                Ok(Some(state.probes))
+            Phase::Open { .. } => {
+                tracing::info!(origin, "origin circuit half-open: one probe goes through");
+                Ok(Some(state.send_probe()))
             }
+            Phase::HalfOpen { probing: false } => Ok(Some(state.send_probe())),
         };
         if admitted.is_err() {
             self.rejected.fetch_add(1, Ordering::Relaxed);
