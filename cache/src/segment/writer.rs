@@ -1131,6 +1131,15 @@ mod tests {
             w.commit().unwrap();
             assert_eq!(store.get(ObjectKeyRef::new("b", key)).unwrap().unwrap().body, body, "{key}");
         }
+        // Reopened, the records are unverified: a read checks each body against the CRC-32C its
+        // trailer carries, and the trailer's MD5 (the ETag) is the body's.
+        drop(store);
+        let store = self::store(dir.path());
+        for (key, len) in [("small", 200_000usize), ("unknown", body.len())] {
+            let got = store.get(ObjectKeyRef::new("b", key)).unwrap().unwrap();
+            assert_eq!(got.body, body[..len], "{key} after a restart");
+            assert_eq!(got.meta.md5, <[u8; 16]>::from(Md5::digest(&body[..len])), "{key}");
+        }
     }
 
     /// A reader of a spilled body (unknown length, past the in-memory buffer, not mapped until
