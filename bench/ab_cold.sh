@@ -27,7 +27,8 @@
 # run's wall time, from /proc/stat): a load core at 100% means the client and the origin, not the
 # server, set the rate, and the server that costs them less per GET goes faster.
 #
-# Knobs (environment): KEYS (300) CONNS (1) COLD_ORIGIN (0; 1: the origin's objects are dropped
+# Knobs (environment): KEYS (300) CONNS (1) PAUSE_MS (0; single GETs: an untimed wait after
+# each, so that every GET finds the server idle rather than busy with what the last one left) COLD_ORIGIN (0; 1: the origin's objects are dropped
 # from the page cache before each run, so it reads them from disk) OLD_STORE, NEW_STORE ("") WORK
 # (/tmp/edgemirror-ab-cold) PORT_BASE (19180) SERVER_CORE (1) LOAD_CORE (0) EMLOAD_BIN
 # (target/release/emload, built if missing) PERF (unset; a path: `perf record -g` of the server
@@ -49,6 +50,7 @@ ROUNDS=${3:-8}
 SIZE=${4:-1048576}
 KEYS=${KEYS:-300}
 CONNS=${CONNS:-1}
+PAUSE_MS=${PAUSE_MS:-0}
 COLD_ORIGIN=${COLD_ORIGIN:-0}
 OLD_STORE=${OLD_STORE:-}
 NEW_STORE=${NEW_STORE:-}
@@ -247,7 +249,7 @@ for p in sys.argv[1:]:
     cores_before=$(core_ticks)
     t0=$(date +%s%N)
     if ((CONNS == 1)); then
-        taskset -c "$LOAD_CORE" "$EMLOAD_BIN" --cold -c 1 --rounds "$KEYS" --keys "$KEYS" \
+        taskset -c "$LOAD_CORE" "$EMLOAD_BIN" --cold -c 1 --rounds "$KEYS" --keys "$KEYS" --pause-ms "$PAUSE_MS" \
             --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" \
             --csv "$WORK/logs/emload-$RUN_TAG.csv" >"$WORK/logs/emload.txt"
     else
@@ -333,4 +335,4 @@ for i, what in ((0, "p50"), (3, "GET/s")):
     n = statistics.median(x[i] for x in rows["new"])
     print("new / old %s (medians): %.2f" % (what, n / o))
 '
-log "old: $OLD [$OLD_STORE]; new: $NEW [$NEW_STORE]; $ROUNDS rounds of $KEYS cold GETs of $SIZE bytes over $CONNS connections"
+log "old: $OLD [$OLD_STORE]; new: $NEW [$NEW_STORE]; $ROUNDS rounds of $KEYS cold GETs of $SIZE bytes over $CONNS connections$(((PAUSE_MS > 0)) && echo ", $PAUSE_MS ms apart")"

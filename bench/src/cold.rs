@@ -24,6 +24,8 @@ pub struct ColdConfig {
     pub requests: &'static [&'static [u8]],
     pub concurrency: usize,
     pub rounds: usize,
+    /// Untimed wait after each round.
+    pub pause: Duration,
     pub timeout: Duration,
     pub read_bytes: usize,
     pub count_header: Option<String>,
@@ -146,6 +148,9 @@ async fn run_rounds(cfg: &ColdConfig) -> Result<ColdResult> {
             all.push(req);
         }
         last_finish.saturating_record((last.duration_since(t0).as_nanos() as u64).max(1));
+        if !cfg.pause.is_zero() {
+            monoio::time::sleep(cfg.pause).await;
+        }
     }
     Ok(ColdResult { stats, last_finish, requests: all })
 }

@@ -113,6 +113,11 @@ struct Args {
     /// --cold: rounds; round r requests key r (use fresh keys for a cold miss each round).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// --cold: milliseconds to wait after each round, untimed, so that every GET finds the
+    /// server idle (whatever it deferred after the last one done, or not): the latency of a miss
+    /// on its own. 0 = back to back, where at large sizes the rounds keep the server's core busy.
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
     /// --cold: write every request (round, status, ttfb, total, ..., when it was sent) to this
     /// CSV file.
     #[arg(long)]
@@ -186,6 +191,7 @@ fn main() -> Result<()> {
             requests: targets.requests,
             concurrency: args.connections,
             rounds: args.rounds.max(1),
+            pause: Duration::from_millis(args.pause_ms),
             timeout,
             read_bytes,
             count_header: args.count_header.clone(),
