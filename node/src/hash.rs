@@ -15,7 +15,10 @@
 //!
 //! Memory: a fill whose hasher falls behind by more than [`MAX_BACKLOG_BYTES`], or that finds
 //! more than [`MAX_POOL_BACKLOG_BYTES`] queued across all fills, waits ([`HashJob::backlog`])
-//! before reading more from its origin. The node-wide bound matters because clients do not
+//! before reading more from its origin. Those waits are counted ([`HashPool::waits`]): a node
+//! whose fills wait often is short of CPU for its misses' MD5, and its clients see it as stalls
+//! mid-body (back-to-back cold 1 MiB GETs on one core reach the bound after ~120 GETs:
+//! `bench/RESULTS.md`, "Issue 14, sixteenth pass"). The node-wide bound matters because clients do not
 //! wait for the digest: without it, fills whose clients are served could queue whole bodies
 //! for hashing faster than a busy core hashes them.
 
@@ -23,7 +26,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ahash::HashMap;
 use bytes::{Buf, Bytes};
@@ -74,6 +77,14 @@ pub struct HashPool {
     lanes: Vec<mpsc::Sender<Job>>,
     next: AtomicUsize,
     queued: Arc<AtomicU64>,
+    waits: Arc<Waits>,
+}
+
+/// How often, and how long in all, fills waited for the hasher threads ([`HashJob::backlog`]).
+#[derive(Debug, Default)]
+struct Waits {
+    count: AtomicU64,
+    micros: AtomicU64,
 }
 
 impl HashPool {
@@ -88,7 +99,7 @@ impl HashPool {
             })?;
             lanes.push(tx);
         }
-        Ok(HashPool { lanes, next: AtomicUsize::new(0), queued: Arc::new(AtomicU64::new(0)) })
+        Ok(HashPool { lanes, next: AtomicUsize::new(0), queued: Arc::new(AtomicU64::new(0)), waits: Arc::default() })
     }
 
     /// A hashing job for a body of `len` bytes (`None`: not known yet), or `None` when the
@@ -99,12 +110,25 @@ impl HashPool {
         }
         let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
         let state = Arc::new(State { queued: AtomicU64::new(0), pool_queued: self.queued.clone() });
-        Some(HashJob { lane: self.lanes[lane].clone(), state, broken: false, finished: false })
+        Some(HashJob {
+            lane: self.lanes[lane].clone(),
+            state,
+            waits: self.waits.clone(),
+            broken: false,
+            finished: false,
+        })
     }
 
     /// Bytes queued for hashing across all fills (for tests and metrics).
     pub fn queued_bytes(&self) -> u64 {
         self.queued.load(Ordering::Acquire)
+    }
+
+    /// Times a fill stopped reading its origin until the hasher caught up, and the time those
+    /// waits took in all.
+    pub fn waits(&self) -> (u64, Duration) {
+        let micros = self.waits.micros.load(Ordering::Relaxed);
+        (self.waits.count.load(Ordering::Relaxed), Duration::from_micros(micros))
     }
 }
 
@@ -330,6 +354,8 @@ fn lower_priority() {
 pub struct HashJob {
     lane: mpsc::Sender<Job>,
     state: Arc<State>,
+    /// The pool's tally of [`HashJob::backlog`]'s waits.
+    waits: Arc<Waits>,
     /// The hasher thread is gone; the digest cannot be had.
     broken: bool,
     /// The digest was asked for: nothing to forget on drop.
@@ -352,12 +378,22 @@ impl HashJob {
     /// Waits while more than [`MAX_BACKLOG_BYTES`] of this fill, or [`MAX_POOL_BACKLOG_BYTES`]
     /// of all fills, are queued: the origins are read no faster than the bodies can be hashed.
     pub async fn backlog(&self) {
-        while !self.broken
-            && (self.state.queued.load(Ordering::Acquire) > MAX_BACKLOG_BYTES
-                || self.state.pool_queued.load(Ordering::Acquire) > MAX_POOL_BACKLOG_BYTES)
-        {
+        if !self.behind() {
+            return;
+        }
+        let started = Instant::now();
+        while self.behind() {
             monoio::time::sleep(Duration::from_micros(200)).await;
         }
+        self.waits.count.fetch_add(1, Ordering::Relaxed);
+        self.waits.micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// More is queued than [`HashJob::backlog`] lets a fill go on with.
+    fn behind(&self) -> bool {
+        !self.broken
+            && (self.state.queued.load(Ordering::Acquire) > MAX_BACKLOG_BYTES
+                || self.state.pool_queued.load(Ordering::Acquire) > MAX_POOL_BACKLOG_BYTES)
     }
 
     /// The digest of everything queued, once the hasher has caught up. `None` if the hasher
@@ -550,5 +586,34 @@ mod tests {
         assert_eq!(pool.queued_bytes(), 0);
         // The empty body.
         assert_eq!(block_on(pool.start(None).unwrap().finish()), Some(Md5::digest(b"").into()));
+    }
+
+    /// A fill waits while its hasher is behind, and the wait is counted. No thread hashes here:
+    /// the test plays the hasher and takes the queued pieces 5 ms after the fill began to wait.
+    #[test]
+    fn a_fill_waits_while_its_hasher_is_behind_and_the_wait_is_counted() {
+        let (tx, rx) = mpsc::channel();
+        let pool =
+            HashPool { lanes: vec![tx], next: AtomicUsize::new(0), queued: Arc::default(), waits: Arc::default() };
+        let mut job = pool.start(None).unwrap();
+        job.update(Bytes::from(vec![1u8; 4 << 10]));
+        block_on(job.backlog());
+        assert_eq!(pool.waits(), (0, Duration::ZERO), "under the bound: no wait");
+
+        job.update(Bytes::from(vec![2u8; MAX_BACKLOG_BYTES as usize]));
+        let hasher = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            for _ in 0..2 {
+                if let Ok(Job::Update(state, piece)) = rx.recv() {
+                    state.hashed(piece.len() as u64);
+                }
+            }
+        });
+        block_on(job.backlog());
+        hasher.join().unwrap();
+        let (count, waited) = pool.waits();
+        assert_eq!(count, 1);
+        assert!(waited >= Duration::from_millis(4), "waited {waited:?}");
+        assert_eq!(pool.queued_bytes(), 0);
     }
 }

@@ -227,6 +227,10 @@ fn metrics_have_histograms_by_source_and_origin_and_pass_promtool() {
     assert!(sample(&page, "edgemirror_access_log_lines_total") >= 4.0);
     assert!(sample(&page, "edgemirror_store_free_bytes") > 0.0);
     assert_eq!(sample(&page, "edgemirror_fills_in_flight"), 0.0);
+    // A 5,000-byte body is hashed on its worker: nothing queued for the MD5 threads, no fill waited.
+    assert_eq!(sample(&page, "edgemirror_md5_queued_bytes"), 0.0);
+    assert_eq!(sample(&page, "edgemirror_fill_md5_waits_total"), 0.0);
+    assert_eq!(sample(&page, "edgemirror_fill_md5_wait_seconds_total"), 0.0);
     // The failing origin has a breaker entry (one failure counted, still closed).
     let breaker = format!("edgemirror_origin_breaker_state{{origin=\"{o}\",state=\"closed\"}}");
     assert_eq!(sample(&page, &breaker), 1.0);

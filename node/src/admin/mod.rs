@@ -401,6 +401,7 @@ fn metrics(shared: &Shared) -> String {
     let stats = &store.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
     let free = edgemirror_cache::segment::free_bytes(&store.config().dir).unwrap_or(0);
+    let (md5_waits, md5_waited) = shared.hashes.waits();
     let text = shared.metrics.render(
         &[
             (
@@ -460,6 +461,16 @@ fn metrics(shared: &Shared) -> String {
                 "Time fetches were held back by byte-rate caps.",
                 load(&shared.pacers.paced_ms) / 1e3,
             ),
+            (
+                "edgemirror_fill_md5_waits_total",
+                "Times a fill stopped reading its origin until the MD5 threads (the ETag) caught up: the node is short of CPU for its misses.",
+                md5_waits as f64,
+            ),
+            (
+                "edgemirror_fill_md5_wait_seconds_total",
+                "Time fills spent in those waits, their clients' bodies paused.",
+                md5_waited.as_secs_f64(),
+            ),
         ],
         &[
             ("edgemirror_store_objects", "Objects in the store.", store.object_count() as f64),
@@ -480,6 +491,11 @@ fn metrics(shared: &Shared) -> String {
             ),
             ("edgemirror_origin_negative_entries", "Remembered origin 404s.", shared.negative.len() as f64),
             ("edgemirror_fills_in_flight", "Origin fetches in flight.", shared.fills.len() as f64),
+            (
+                "edgemirror_md5_queued_bytes",
+                "Body bytes of fills waiting for the MD5 threads.",
+                shared.hashes.queued_bytes() as f64,
+            ),
             (
                 "edgemirror_fill_clients",
                 "Clients following a fill (the leader and the coalesced waiters).",
