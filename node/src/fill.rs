@@ -291,7 +291,7 @@ async fn to_record(
         writer.expect_md5(md5);
     }
     // Without a hasher job, the writer hashes the body as it is written (on this worker).
-    let mut hasher = shared.hashes.start(body.length);
+    let mut hasher = shared.hashes.start_local(body.length, worker.md5_lanes());
     if hasher.is_some() {
         writer.defer_md5();
     }

@@ -1,4 +1,5 @@
-//! MD5 of mirrored bodies, off the serving cores, many bodies at once.
+//! MD5 of mirrored bodies, many bodies at once: on the worker while it has enough of them, off
+//! the serving cores otherwise.
 //!
 //! The ETag of an object is the MD5 of its body, so a fill must hash every byte. One MD5 stream
 //! is serial (each 64-byte block depends on the one before): about 600-800 MB/s on this CPU,
@@ -11,18 +12,25 @@
 //!
 //! Each fill hands its pieces (refcounted `Bytes`, no copy) to one hasher thread, in order,
 //! through a FIFO channel, and awaits the digest at the end; the hashing overlaps the transfer,
-//! and clients do not wait for it (`fill.rs` releases the last byte first).
+//! and clients do not wait for it (`fill.rs` releases the last byte first). A mirror fill
+//! hands them to its worker's own lanes first ([`LocalLanes`]): while at least
+//! [`LOCAL_MIN_LANES`] of that worker's bodies have bytes to hash, the worker hashes them
+//! together right after they arrive, and the rest go on to a thread as they stand. Under
+//! sustained misses that took a 64 KiB miss from 157 to 127 µs of core, and a 1 MiB one from
+//! 1,380 to 1,150 (`bench/RESULTS.md`, "Issue 14, sixteenth pass").
 //!
 //! Memory: a fill whose hasher falls behind by more than [`MAX_BACKLOG_BYTES`], or that finds
 //! more than [`MAX_POOL_BACKLOG_BYTES`] queued across all fills, waits ([`HashJob::backlog`])
 //! before reading more from its origin. Those waits are counted ([`HashPool::waits`]): a node
 //! whose fills wait often is short of CPU for its misses' MD5, and its clients see it as stalls
 //! mid-body (back-to-back cold 1 MiB GETs on one core reach the bound after ~120 GETs:
-//! `bench/RESULTS.md`, "Issue 14, sixteenth pass"). The node-wide bound matters because clients do not
-//! wait for the digest: without it, fills whose clients are served could queue whole bodies
+//! `bench/RESULTS.md`, "Issue 14, sixteenth pass"). The node-wide bound matters because clients
+//! do not wait for the digest: without it, fills whose clients are served could queue whole bodies
 //! for hashing faster than a busy core hashes them.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -31,7 +39,7 @@ use std::time::{Duration, Instant};
 use ahash::HashMap;
 use bytes::{Buf, Bytes};
 use md5_many::{Md5Many, Md5State};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 /// Bytes a fill may have queued for hashing before it stops reading its origin.
 pub const MAX_BACKLOG_BYTES: u64 = 4 << 20;
@@ -55,17 +63,29 @@ enum Job {
     Finish(Arc<State>, oneshot::Sender<[u8; 16]>),
     /// The fill ended without asking for its digest (its body broke off): drop its stream.
     Forget(Arc<State>),
+    /// A body a worker began to hash itself ([`LocalLanes`]), handed over as it stands: its MD5
+    /// so far, the pieces not yet hashed, and who waits for the digest if anyone does yet.
+    Adopt(Arc<State>, Md5State, VecDeque<Bytes>, Option<oneshot::Sender<[u8; 16]>>),
 }
 
 /// What a fill and its hasher thread share: the bytes queued and not yet hashed.
 struct State {
     /// Of this fill.
     queued: AtomicU64,
+    /// The hasher thread this fill's body goes to (`HashPool::lanes`).
+    lane: usize,
+    /// Begun on its worker ([`LocalLanes`]) and since handed to the hasher thread: the fill's
+    /// next jobs go there. Only its worker's thread reads or writes it.
+    adopted: std::sync::atomic::AtomicBool,
     /// Of every fill of the pool.
     pool_queued: Arc<AtomicU64>,
 }
 
 impl State {
+    fn new(lane: usize, pool_queued: &Arc<AtomicU64>) -> State {
+        State { queued: AtomicU64::new(0), lane, adopted: false.into(), pool_queued: pool_queued.clone() }
+    }
+
     fn hashed(&self, len: u64) {
         self.queued.fetch_sub(len, Ordering::AcqRel);
         self.pool_queued.fetch_sub(len, Ordering::AcqRel);
@@ -109,14 +129,24 @@ impl HashPool {
             return None;
         }
         let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
-        let state = Arc::new(State { queued: AtomicU64::new(0), pool_queued: self.queued.clone() });
+        let state = Arc::new(State::new(lane, &self.queued));
         Some(HashJob {
             lane: self.lanes[lane].clone(),
             state,
             waits: self.waits.clone(),
+            local: None,
             broken: false,
             finished: false,
         })
+    }
+
+    /// As [`HashPool::start`], but the body is hashed on the calling worker, together with
+    /// the other bodies in flight there, while at least [`LOCAL_MIN_LANES`] have bytes to hash
+    /// ([`LocalLanes`]); otherwise by a hasher thread, as `start`'s are.
+    pub fn start_local(&self, len: Option<u64>, local: &Rc<LocalLanes>) -> Option<HashJob> {
+        let mut job = self.start(len)?;
+        job.local = Some(local.clone());
+        Some(job)
     }
 
     /// Bytes queued for hashing across all fills (for tests and metrics).
@@ -229,7 +259,22 @@ impl Hasher {
                     }
                 }
             }
+            Job::Adopt(state, md5, pieces, finish) => {
+                let id = stream_id(&state);
+                if !pieces.is_empty() {
+                    self.ready.push_back(id);
+                } else if finish.is_some() {
+                    self.done.push(id);
+                }
+                self.streams.insert(id, Stream { state, md5, pieces, finish });
+            }
         }
+    }
+
+    /// Takes `id`'s stream out of this table and its line, as it stands.
+    fn remove(&mut self, id: usize) -> Option<Stream> {
+        self.ready.retain(|&r| r != id);
+        self.streams.remove(&id)
     }
 
     /// The stream of `state`, begun if this is its first job.
@@ -245,9 +290,14 @@ impl Hasher {
     /// One round: the next up to [`LANES`] streams in line ([`Hasher::hash_streams`]), then
     /// back in line if they have more, or answered if they are through.
     fn hash_round(&mut self, engine: Md5Many) {
+        self.hash_round_of(engine, usize::MAX);
+    }
+
+    /// A round of at most `max_len` bytes a lane.
+    fn hash_round_of(&mut self, engine: Md5Many, max_len: usize) {
         let turn = self.ready.len().min(LANES);
         let taken: Vec<usize> = self.ready.drain(..turn).collect();
-        self.hash_streams(engine, &taken);
+        self.hash_streams(engine, &taken, max_len);
         for id in taken {
             let Some(stream) = self.streams.get(&id) else { continue };
             if !stream.pieces.is_empty() {
@@ -271,7 +321,7 @@ impl Hasher {
     /// round), and 8 or 16 lanes, the empty ones filled with copies of the first (their result
     /// is thrown away). A lone stream takes the single-stream path. The bytes that realign a
     /// state, and a piece's last bytes short of a block, go one stream at a time (under 64 each).
-    fn hash_streams(&mut self, engine: Md5Many, ids: &[usize]) {
+    fn hash_streams(&mut self, engine: Md5Many, ids: &[usize], max_len: usize) {
         // Realign, and set aside the lanes with a whole block or more to hash.
         let mut lanes: Vec<usize> = Vec::with_capacity(ids.len());
         for &id in ids {
@@ -290,11 +340,13 @@ impl Hasher {
         if let [id] = lanes.as_slice() {
             // Alone: its whole front piece, in one call (the state buffers a partial block).
             if let Some(stream) = self.streams.get_mut(id) {
-                stream.hash_front(stream.pieces[0].len(), |md5, data| md5.update(data));
+                stream.hash_front(stream.pieces[0].len().min(max_len), |md5, data| md5.update(data));
             }
             return;
         }
-        let Some(len) = lanes.iter().map(|id| self.streams[id].pieces[0].len() & !63).min() else { return };
+        let Some(len) = lanes.iter().map(|id| self.streams[id].pieces[0].len().min(max_len) & !63).min() else {
+            return;
+        };
         let width = if lanes.len() <= 8 { 8 } else { LANES };
         let mut states: Vec<Md5State> = lanes.iter().map(|id| self.streams[id].md5).collect();
         let mut inputs: Vec<&[u8]> = lanes.iter().map(|id| &self.streams[id].pieces[0][..len]).collect();
@@ -356,6 +408,8 @@ pub struct HashJob {
     state: Arc<State>,
     /// The pool's tally of [`HashJob::backlog`]'s waits.
     waits: Arc<Waits>,
+    /// The worker's lanes, when the body is hashed there until handed over ([`LocalLanes`]).
+    local: Option<Rc<LocalLanes>>,
     /// The hasher thread is gone; the digest cannot be had.
     broken: bool,
     /// The digest was asked for: nothing to forget on drop.
@@ -368,6 +422,10 @@ impl HashJob {
         let len = data.len() as u64;
         self.state.queued.fetch_add(len, Ordering::AcqRel);
         self.state.pool_queued.fetch_add(len, Ordering::AcqRel);
+        if let Some(local) = self.on_worker() {
+            local.take(Job::Update(self.state.clone(), data));
+            return;
+        }
         if self.lane.send(Job::Update(self.state.clone(), data)).is_err() {
             // Never hashed: take it off the counts, or every other fill would wait for it.
             self.state.hashed(len);
@@ -404,16 +462,152 @@ impl HashJob {
             return None;
         }
         let (tx, rx) = oneshot::channel();
-        self.lane.send(Job::Finish(self.state.clone(), tx)).ok()?;
+        match self.on_worker() {
+            Some(local) => local.take(Job::Finish(self.state.clone(), tx)),
+            None => self.lane.send(Job::Finish(self.state.clone(), tx)).ok()?,
+        }
         rx.await.ok()
+    }
+
+    /// The worker's lanes, while the body is hashed there.
+    fn on_worker(&self) -> Option<&Rc<LocalLanes>> {
+        self.local.as_ref().filter(|_| !self.state.adopted.load(Ordering::Relaxed))
     }
 }
 
 impl Drop for HashJob {
     fn drop(&mut self) {
         if !self.finished && !self.broken {
-            let _ = self.lane.send(Job::Forget(self.state.clone()));
+            match self.on_worker() {
+                Some(local) => local.table.borrow_mut().take(Job::Forget(self.state.clone())),
+                None => {
+                    let _ = self.lane.send(Job::Forget(self.state.clone()));
+                }
+            }
         }
+    }
+}
+
+/// Fewest bodies a worker hashes together itself ([`LocalLanes`]).
+pub const LOCAL_MIN_LANES: usize = 8;
+
+/// Bytes of one body a worker holds for want of other bodies to hash them with; past that, the
+/// body goes to a hasher thread.
+const LOCAL_MAX_PENDING_BYTES: u64 = 1 << 20;
+
+/// Bytes a lane takes in one of a worker's rounds: a round of 16 lanes is then ~140 µs of the
+/// core, not the milliseconds whole pieces of 256 KiB would take, which its clients would wait.
+const LOCAL_ROUND_BYTES: usize = 64 << 10;
+
+/// A worker's own MD5 lanes: the bodies of the fills in flight on that worker, hashed together
+/// on it, right after their bytes arrived.
+///
+/// A hasher thread runs only when its core would otherwise idle (`SCHED_IDLE`). Under sustained
+/// misses that is when the fills stop for it, so the bodies wait for their MD5 in memory, up to
+/// [`MAX_POOL_BACKLOG_BYTES`]. Each receive then lands in a buffer no core touched lately, the
+/// heap keeps growing and shrinking, and the MD5 reads every body back from memory: ~25 µs of
+/// core per 64 KiB miss beyond the MD5 itself (`bench/RESULTS.md`, "Issue 14, sixteenth
+/// pass"). Here the worker hashes the pieces its fills received in one turn of its event loop
+/// together, in SIMD lanes, while they are still in its cache, and lets them go at once.
+///
+/// One body alone would take one stream's speed (~100 µs per 64 KiB, 1.5 ms per MiB) on the core
+/// its clients wait for. So the worker hashes only while at least [`LOCAL_MIN_LANES`] bodies have
+/// bytes to hash; a body that waits for company and is through, or holds more than
+/// [`LOCAL_MAX_PENDING_BYTES`], goes to a hasher thread as it stands ([`Job::Adopt`]), and its
+/// fill's next jobs go there too. A lone cold GET is thus hashed as before.
+pub struct LocalLanes {
+    table: RefCell<Hasher>,
+    wake: Notify,
+    /// The hasher threads' lanes, for the bodies handed over.
+    lanes: Vec<mpsc::Sender<Job>>,
+    /// The task running [`LocalLanes::run`] was spawned.
+    pub running: Cell<bool>,
+    /// Bodies handed to a hasher thread so far (for tests).
+    handed_over: Cell<u64>,
+}
+
+impl LocalLanes {
+    pub fn new(pool: &HashPool) -> Rc<LocalLanes> {
+        Rc::new(LocalLanes {
+            table: RefCell::default(),
+            wake: Notify::new(),
+            lanes: pool.lanes.clone(),
+            running: Cell::new(false),
+            handed_over: Cell::new(0),
+        })
+    }
+
+    fn take(&self, job: Job) {
+        self.table.borrow_mut().take(job);
+        self.wake.notify_one();
+    }
+
+    /// The worker's hashing task: after each turn that queued work, rounds of up to 16 bodies
+    /// while at least [`LOCAL_MIN_LANES`] have bytes to hash, then the bodies that cannot wait
+    /// for more company go to a hasher thread. Runs for the worker's life.
+    pub async fn run(self: Rc<Self>) {
+        let engine = Md5Many::new();
+        loop {
+            self.wake.notified().await;
+            // Behind the tasks already woken in this turn: their pieces join the round.
+            YieldNow(false).await;
+            while self.table.borrow().ready.len() >= LOCAL_MIN_LANES {
+                {
+                    let mut table = self.table.borrow_mut();
+                    table.hash_round_of(engine, LOCAL_ROUND_BYTES);
+                    table.settle();
+                }
+                YieldNow(false).await;
+            }
+            self.hand_over_stragglers();
+            self.table.borrow_mut().settle();
+        }
+    }
+
+    /// Sends to a hasher thread every body with bytes to hash that is through (its digest asked
+    /// for) or holds too much.
+    fn hand_over_stragglers(&self) {
+        let mut table = self.table.borrow_mut();
+        let leaving: Vec<usize> = table
+            .ready
+            .iter()
+            .copied()
+            .filter(|id| {
+                let stream = &table.streams[id];
+                stream.finish.is_some() || stream.state.queued.load(Ordering::Acquire) > LOCAL_MAX_PENDING_BYTES
+            })
+            .collect();
+        for id in leaving {
+            let Some(stream) = table.remove(id) else { continue };
+            stream.state.adopted.store(true, Ordering::Relaxed);
+            self.handed_over.set(self.handed_over.get() + 1);
+            let lane = &self.lanes[stream.state.lane % self.lanes.len()];
+            if let Err(mpsc::SendError(Job::Adopt(state, _, pieces, _))) =
+                lane.send(Job::Adopt(stream.state, stream.md5, stream.pieces, stream.finish))
+            {
+                // The thread is gone: a waiting fill's reply sender went with the job, so it
+                // gets no digest (and stores nothing); the pieces come off the counts.
+                for piece in pieces {
+                    state.hashed(piece.len() as u64);
+                }
+            }
+        }
+    }
+}
+
+/// Returns `Pending` once (waking itself), so the tasks queued behind the caller run first.
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
@@ -438,7 +632,7 @@ mod tests {
             let pool_queued = Arc::new(AtomicU64::new(0));
             let mut bodies = Vec::new();
             for s in 0..streams {
-                let state = Arc::new(State { queued: AtomicU64::new(0), pool_queued: pool_queued.clone() });
+                let state = Arc::new(State::new(0, &pool_queued));
                 let mut body = Vec::new();
                 for (p, len) in
                     [1 + s * 37 % 200, 64, 4096 + 13 * s, 65_536, 63, 1 + s, 128 * (s + 1)].into_iter().enumerate()
@@ -473,7 +667,7 @@ mod tests {
         let pool_queued = Arc::new(AtomicU64::new(0));
         let mut bodies = Vec::new();
         for b in 0..5000usize {
-            let state = Arc::new(State { queued: AtomicU64::new(0), pool_queued: pool_queued.clone() });
+            let state = Arc::new(State::new(0, &pool_queued));
             let body: Vec<u8> = (0..(b % 700) * 3 + 200).map(|i| (i * 13 + b) as u8).collect();
             for piece in body.chunks(150 + b % 50) {
                 state.queued.fetch_add(piece.len() as u64, Ordering::AcqRel);
@@ -614,6 +808,75 @@ mod tests {
         let (count, waited) = pool.waits();
         assert_eq!(count, 1);
         assert!(waited >= Duration::from_millis(4), "waited {waited:?}");
+        assert_eq!(pool.queued_bytes(), 0);
+    }
+
+    /// Bodies of unequal lengths arriving piece by piece, interleaved, on one worker: hashed
+    /// there in rounds while at least 8 have bytes to hash, the rest handed to the thread; every
+    /// digest is md-5's and nothing stays counted.
+    #[test]
+    fn a_workers_lanes_hash_many_bodies_there_and_hand_the_rest_to_a_thread() {
+        let pool = HashPool::new(1).unwrap();
+        let local = LocalLanes::new(&pool);
+        let (handed_over, digests) = block_on(async {
+            monoio::spawn(local.clone().run());
+            let bodies: Vec<Vec<u8>> = (0..24usize)
+                .map(|b| (0..(150_000 + b * 7_919)).map(|i| (i * 31 + b * 17 + i / 4099) as u8).collect())
+                .collect();
+            let mut jobs: Vec<HashJob> = bodies.iter().map(|_| pool.start_local(None, &local).unwrap()).collect();
+            let mut at = vec![0usize; bodies.len()];
+            // Every body a piece at a time, in turn; the worker's task runs between turns.
+            while at.iter().zip(&bodies).any(|(a, b)| a < &b.len()) {
+                for (i, body) in bodies.iter().enumerate() {
+                    let len = (10_000 + i * 1_301).min(body.len() - at[i]);
+                    if len > 0 {
+                        jobs[i].update(Bytes::copy_from_slice(&body[at[i]..at[i] + len]));
+                        at[i] += len;
+                    }
+                }
+                YieldNow(false).await;
+            }
+            let mut digests = Vec::new();
+            for (job, body) in jobs.into_iter().zip(&bodies) {
+                digests.push((job.finish().await, <[u8; 16]>::from(Md5::digest(body))));
+            }
+            (local.handed_over.get(), digests)
+        });
+        for (i, (got, want)) in digests.iter().enumerate() {
+            assert_eq!(*got, Some(*want), "body {i}");
+        }
+        assert!(handed_over < 24, "{handed_over} of 24 bodies went to the thread: none was hashed on the worker");
+        assert_eq!(pool.queued_bytes(), 0);
+    }
+
+    /// A body alone (a single cold GET) is not hashed on the worker: it goes to the thread as
+    /// it stands, once through or past the bytes a worker holds, and its digest is md-5's. A
+    /// body whose fill broke off is forgotten there and leaves nothing counted.
+    #[test]
+    fn a_lone_body_goes_to_the_thread_and_a_dropped_one_leaves_nothing() {
+        let pool = HashPool::new(1).unwrap();
+        let local = LocalLanes::new(&pool);
+        let (handed_over, got, body) = block_on(async {
+            monoio::spawn(local.clone().run());
+            let body: Vec<u8> = (0..(3 << 20) + 555).map(|i: usize| (i % 251) as u8).collect();
+            let mut job = pool.start_local(Some(body.len() as u64), &local).unwrap();
+            for piece in body.chunks(256 << 10) {
+                job.update(Bytes::copy_from_slice(piece));
+                YieldNow(false).await;
+            }
+            let mut dropped = pool.start_local(None, &local).unwrap();
+            dropped.update(Bytes::from(vec![5u8; 100_000]));
+            YieldNow(false).await;
+            drop(dropped);
+            let got = job.finish().await;
+            (local.handed_over.get(), got, body)
+        });
+        assert_eq!(got, Some(Md5::digest(&body).into()));
+        assert_eq!(handed_over, 1, "handed over past 1 MiB held; its later pieces went straight there");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pool.queued_bytes() != 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(pool.queued_bytes(), 0);
     }
 }

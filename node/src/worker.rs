@@ -144,6 +144,9 @@ pub struct Worker {
     pub pool: origin::Pool,
     /// Client connections this worker is serving.
     pub open_connections: Cell<usize>,
+    /// This core's MD5 lanes: the bodies of its fills hashed together on it while there are
+    /// enough of them (`hash::LocalLanes`; see [`Worker::md5_lanes`]).
+    md5_lanes: Rc<crate::hash::LocalLanes>,
     epoch: u32,
     seq: Cell<u64>,
 }
@@ -151,8 +154,10 @@ pub struct Worker {
 impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>) -> Self {
         let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
+        let md5_lanes = crate::hash::LocalLanes::new(&shared.hashes);
         Worker {
             id,
+            md5_lanes,
             shared,
             date: DateCache::default(),
             pool: origin::Pool::default(),
@@ -160,6 +165,14 @@ impl Worker {
             epoch,
             seq: Cell::new(0),
         }
+    }
+
+    /// This core's MD5 lanes, their task started on first use (on this worker's runtime).
+    pub fn md5_lanes(&self) -> &Rc<crate::hash::LocalLanes> {
+        if !self.md5_lanes.running.replace(true) {
+            monoio::spawn(self.md5_lanes.clone().run());
+        }
+        &self.md5_lanes
     }
 
     pub fn next_request_id(&self) -> RequestId {
