@@ -581,7 +581,8 @@ impl LocalLanes {
             let Some(stream) = table.remove(id) else { continue };
             stream.state.adopted.store(true, Ordering::Relaxed);
             self.handed_over.set(self.handed_over.get() + 1);
-            let lane = &self.lanes[stream.state.lane % self.lanes.len()];
+            // A body is on a worker's lanes only if `HashPool::start` found threads to pick from.
+            let lane = &self.lanes[stream.state.lane];
             if let Err(mpsc::SendError(Job::Adopt(state, _, pieces, _))) =
                 lane.send(Job::Adopt(stream.state, stream.md5, stream.pieces, stream.finish))
             {
