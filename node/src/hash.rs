@@ -520,10 +520,8 @@ pub struct LocalLanes {
     wake: Notify,
     /// The hasher threads' lanes, for the bodies handed over.
     lanes: Vec<mpsc::Sender<Job>>,
-    /// The task running [`LocalLanes::run`] was spawned.
-    pub running: Cell<bool>,
-    /// Bodies handed to a hasher thread so far (for tests).
-    handed_over: Cell<u64>,
+    /// The task running [`LocalLanes::run`] was spawned ([`LocalLanes::started`]).
+    running: Cell<bool>,
 }
 
 impl LocalLanes {
@@ -533,8 +531,15 @@ impl LocalLanes {
             wake: Notify::new(),
             lanes: pool.lanes.clone(),
             running: Cell::new(false),
-            handed_over: Cell::new(0),
         })
+    }
+
+    /// These lanes, their task spawned on the calling worker's runtime the first time.
+    pub fn started(self: &Rc<Self>) -> &Rc<Self> {
+        if !self.running.replace(true) {
+            monoio::spawn(self.clone().run());
+        }
+        self
     }
 
     fn take(&self, job: Job) {
@@ -545,7 +550,7 @@ impl LocalLanes {
     /// The worker's hashing task: after each turn that queued work, rounds of up to 16 bodies
     /// while at least [`LOCAL_MIN_LANES`] have bytes to hash, then the bodies that cannot wait
     /// for more company go to a hasher thread. Runs for the worker's life.
-    pub async fn run(self: Rc<Self>) {
+    async fn run(self: Rc<Self>) {
         let engine = Md5Many::new();
         loop {
             self.wake.notified().await;
@@ -580,7 +585,6 @@ impl LocalLanes {
         for id in leaving {
             let Some(stream) = table.remove(id) else { continue };
             stream.state.adopted.store(true, Ordering::Relaxed);
-            self.handed_over.set(self.handed_over.get() + 1);
             // A body is on a worker's lanes only if `HashPool::start` found threads to pick from.
             let lane = &self.lanes[stream.state.lane];
             if let Err(mpsc::SendError(Job::Adopt(state, _, pieces, _))) =
@@ -820,7 +824,7 @@ mod tests {
         let pool = HashPool::new(1).unwrap();
         let local = LocalLanes::new(&pool);
         let (handed_over, digests) = block_on(async {
-            monoio::spawn(local.clone().run());
+            local.started();
             let bodies: Vec<Vec<u8>> = (0..24usize)
                 .map(|b| (0..(150_000 + b * 7_919)).map(|i| (i * 31 + b * 17 + i / 4099) as u8).collect())
                 .collect();
@@ -837,11 +841,12 @@ mod tests {
                 }
                 YieldNow(false).await;
             }
+            let states: Vec<Arc<State>> = jobs.iter().map(|job| job.state.clone()).collect();
             let mut digests = Vec::new();
             for (job, body) in jobs.into_iter().zip(&bodies) {
                 digests.push((job.finish().await, <[u8; 16]>::from(Md5::digest(body))));
             }
-            (local.handed_over.get(), digests)
+            (handed_over(&states), digests)
         });
         for (i, (got, want)) in digests.iter().enumerate() {
             assert_eq!(*got, Some(*want), "body {i}");
@@ -858,7 +863,7 @@ mod tests {
         let pool = HashPool::new(1).unwrap();
         let local = LocalLanes::new(&pool);
         let (handed_over, got, body) = block_on(async {
-            monoio::spawn(local.clone().run());
+            local.started();
             let body: Vec<u8> = (0..(3 << 20) + 555).map(|i: usize| (i % 251) as u8).collect();
             let mut job = pool.start_local(Some(body.len() as u64), &local).unwrap();
             for piece in body.chunks(256 << 10) {
@@ -868,9 +873,10 @@ mod tests {
             let mut dropped = pool.start_local(None, &local).unwrap();
             dropped.update(Bytes::from(vec![5u8; 100_000]));
             YieldNow(false).await;
+            let states = [job.state.clone(), dropped.state.clone()];
             drop(dropped);
             let got = job.finish().await;
-            (local.handed_over.get(), got, body)
+            (handed_over(&states), got, body)
         });
         assert_eq!(got, Some(Md5::digest(&body).into()));
         assert_eq!(handed_over, 1, "handed over past 1 MiB held; its later pieces went straight there");
@@ -879,5 +885,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(pool.queued_bytes(), 0);
+    }
+
+    /// How many of these bodies a worker handed to a hasher thread.
+    fn handed_over(states: &[Arc<State>]) -> u64 {
+        states.iter().filter(|state| state.adopted.load(Ordering::Relaxed)).count() as u64
     }
 }

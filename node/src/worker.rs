@@ -169,10 +169,7 @@ impl Worker {
 
     /// This core's MD5 lanes, their task started on first use (on this worker's runtime).
     pub fn md5_lanes(&self) -> &Rc<crate::hash::LocalLanes> {
-        if !self.md5_lanes.running.replace(true) {
-            monoio::spawn(self.md5_lanes.clone().run());
-        }
-        &self.md5_lanes
+        self.md5_lanes.started()
     }
 
     pub fn next_request_id(&self) -> RequestId {
