@@ -28,8 +28,9 @@
 # server, set the rate, and the server that costs them less per GET goes faster.
 #
 # Knobs (environment): KEYS (300) CONNS (1) PAUSE_MS (0; single GETs: an untimed wait after
-# each, so that every GET finds the server idle rather than busy with what the last one left) COLD_ORIGIN (0; 1: the origin's objects are dropped
-# from the page cache before each run, so it reads them from disk) OLD_STORE, NEW_STORE ("") WORK
+# each, so that every GET finds the server idle rather than busy with what the last one left)
+# COLD_ORIGIN (0; 1: the origin's objects are dropped from the page cache before each run, so
+# it reads them from disk) OLD_STORE, NEW_STORE ("") WORK
 # (/tmp/edgemirror-ab-cold) PORT_BASE (19180) SERVER_CORE (1) LOAD_CORE (0) EMLOAD_BIN
 # (target/release/emload, built if missing) PERF (unset; a path: `perf record -g` of the server
 # core over each run, written to PERF.ROUND-old and PERF.ROUND-new; `python3

@@ -114,8 +114,8 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// --cold: milliseconds to wait after each round, untimed, so that every GET finds the
-    /// server idle (whatever it deferred after the last one done, or not): the latency of a miss
-    /// on its own. 0 = back to back, where at large sizes the rounds keep the server's core busy.
+    /// server idle, done with what the last one left it: the latency of a miss on its own.
+    /// 0 = back to back, where at large sizes the rounds keep the server's core busy.
     #[arg(long, default_value_t = 0)]
     pause_ms: u64,
     /// --cold: write every request (round, status, ttfb, total, ..., when it was sent) to this

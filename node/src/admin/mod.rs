@@ -493,7 +493,7 @@ fn metrics(shared: &Shared) -> String {
             ("edgemirror_fills_in_flight", "Origin fetches in flight.", shared.fills.len() as f64),
             (
                 "edgemirror_md5_queued_bytes",
-                "Body bytes of fills waiting for the MD5 threads.",
+                "Body bytes of fills waiting for their MD5 (on the workers' lanes or the MD5 threads).",
                 shared.hashes.queued_bytes() as f64,
             ),
             (
