@@ -311,3 +311,51 @@ fn deferred_md5_commit() {
     assert_eq!(get(&store, "ok").unwrap(), data);
     assert!(get(&store, "no-digest").is_none() && get(&store, "checked").is_none());
 }
+
+/// A writer whose MD5 and body CRC-32C are both computed elsewhere (a fill's hasher) commits
+/// only with both, and the CRC it is given is the one its body is checked against after a
+/// restart: the right one reads back, a wrong one is caught at the first read.
+#[test]
+fn deferred_digests_commit() {
+    use md5::{Digest, Md5};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let data = body(300_000, 5);
+    let md5: [u8; 16] = Md5::digest(&data).into();
+    let crc = edgemirror_cache::crc::crc32c(&data);
+    let begin = |k: &str| {
+        let mut w = store
+            .begin(0, ObjectKeyRef::new("b", k), RecordMeta::new(SystemTime::now()), None, CommitRule::LastWins)
+            .unwrap();
+        w.defer_digests();
+        for piece in data.chunks(65_537) {
+            w.append(&Bytes::copy_from_slice(piece)).unwrap();
+        }
+        w
+    };
+
+    assert!(begin("md5-only").commit_with_md5(md5).is_err(), "the CRC was deferred too");
+    assert!(begin("none").commit().is_err());
+    let mut plain = store
+        .begin(0, ObjectKeyRef::new("b", "plain"), RecordMeta::new(SystemTime::now()), None, CommitRule::LastWins)
+        .unwrap();
+    plain.append(&data).unwrap();
+    assert!(plain.commit_with_digests(md5, crc).is_err(), "digests given to a writer that takes its own");
+
+    let mut checked = begin("checked");
+    checked.expect_md5([9; 16]);
+    assert!(checked.commit_with_digests(md5, crc).is_err(), "Content-MD5 is still enforced");
+
+    assert_eq!(begin("ok").commit_with_digests(md5, crc).unwrap().meta.md5, md5);
+    begin("wrong-crc").commit_with_digests(md5, crc ^ 1).unwrap();
+    drop(store);
+
+    let store = open(dir.path());
+    assert_eq!(get(&store, "ok").unwrap(), data);
+    for gone in ["md5-only", "none", "plain", "checked"] {
+        assert!(get(&store, gone).is_none(), "{gone}");
+    }
+    let wrong = store.get(ObjectKeyRef::new("b", "wrong-crc"));
+    assert!(!matches!(wrong, Ok(Some(_))), "a body that does not match its CRC is never served");
+    assert!(get(&store, "wrong-crc").is_none(), "and it leaves the index");
+}

@@ -290,10 +290,11 @@ async fn to_record(
     if let Some(md5) = body.content_md5 {
         writer.expect_md5(md5);
     }
-    // Without a hasher job, the writer hashes the body as it is written (on this worker).
+    // Without a hasher job, the writer hashes the body and takes its CRC-32C as it is written
+    // (on this worker); with one, the hasher takes both.
     let mut hasher = shared.hashes.start_local(body.length, worker.md5_lanes());
     if hasher.is_some() {
-        writer.defer_md5();
+        writer.defer_digests();
     }
     let reader = writer.reader();
     // From the shared store, the ETag is known now: the version it holds, what this copy keeps.
@@ -385,10 +386,10 @@ async fn to_record(
         }
         guard.finish(Phase::Complete { written: writer_len });
     };
-    let digest = match hasher {
+    let digests = match hasher {
         None => None,
         Some(h) => match h.finish().await {
-            Some(md5) => Some(md5),
+            Some(digests) => Some(digests),
             None => {
                 tracing::error!(request_id = %rid, "the MD5 thread is gone; object not stored");
                 return if released { not_kept(guard) } else { guard.finish(Phase::Broken) };
@@ -400,8 +401,9 @@ async fn to_record(
     let uploads = shared.shared_store.is_some() && body.source == Source::Origin && body.write_behind;
     let (bucket, key) = (&*guard.fill().key.bucket, &*guard.fill().key.key);
     let mut mark = uploads.then(|| crate::backend::begin_upload(worker, bucket, key));
-    let committed = match (body.etag_override, digest) {
-        (Some(md5), _) | (None, Some(md5)) => writer.commit_with_md5(md5),
+    let committed = match (body.etag_override, digests) {
+        (etag, Some(digests)) => writer.commit_with_digests(etag.unwrap_or(digests.md5), digests.crc32c),
+        (Some(md5), None) => writer.commit_with_md5(md5),
         (None, None) => writer.commit(),
     };
     if committed.is_err() {
@@ -443,7 +445,8 @@ async fn to_record(
             // length placed at commit), check it here, as an unstored fill does.
             note_unstored(worker, rid, &reason, writer_len);
             if let Some(expected) = body.content_md5 {
-                let got = digest.or_else(|| md5_of_record(&reader, writer_len).map(|m| m.finalize().into()));
+                let got =
+                    digests.map(|d| d.md5).or_else(|| md5_of_record(&reader, writer_len).map(|m| m.finalize().into()));
                 if got != Some(expected) {
                     metrics.origin_body_failures.inc();
                     tracing::warn!(request_id = %rid, origin = %body.url, "body MD5 differs from the origin's Content-MD5");
@@ -554,7 +557,7 @@ impl BodyHash {
 
     async fn finish(self) -> Option<[u8; 16]> {
         match self {
-            BodyHash::Pool(job) => job.finish().await,
+            BodyHash::Pool(job) => job.finish().await.map(|digests| digests.md5),
             BodyHash::Inline(md5) => Some(md5.finalize().into()),
         }
     }

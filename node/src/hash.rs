@@ -1,5 +1,6 @@
 //! MD5 of mirrored bodies, many bodies at once: on the worker while it has enough of them, off
-//! the serving cores otherwise.
+//! the serving cores otherwise. The record's CRC-32C of each body is taken in the same pass,
+//! right after the MD5 read the bytes ([`Digests`]).
 //!
 //! The ETag of an object is the MD5 of its body, so a fill must hash every byte. One MD5 stream
 //! is serial (each 64-byte block depends on the one before): about 600-800 MB/s on this CPU,
@@ -58,14 +59,23 @@ pub const LANES: usize = 16;
 /// "Issue 14, fifth pass").
 pub const INLINE_MAX_BYTES: u64 = 16 << 10;
 
+/// What a hasher computes of a body: its MD5 (the ETag) and its CRC-32C (the store record's
+/// `body_crc`), both in one pass over the bytes, the CRC right after the MD5 read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digests {
+    pub md5: [u8; 16],
+    pub crc32c: u32,
+}
+
 enum Job {
     Update(Arc<State>, Bytes),
-    Finish(Arc<State>, oneshot::Sender<[u8; 16]>),
+    Finish(Arc<State>, oneshot::Sender<Digests>),
     /// The fill ended without asking for its digest (its body broke off): drop its stream.
     Forget(Arc<State>),
     /// A body a worker began to hash itself ([`LocalLanes`]), handed over as it stands: its MD5
-    /// so far, the pieces not yet hashed, and who waits for the digest if anyone does yet.
-    Adopt(Arc<State>, Md5State, VecDeque<Bytes>, Option<oneshot::Sender<[u8; 16]>>),
+    /// and CRC so far, the pieces not yet hashed, and who waits for the digests if anyone does
+    /// yet.
+    Adopt(Arc<State>, Md5State, u32, VecDeque<Bytes>, Option<oneshot::Sender<Digests>>),
 }
 
 /// What a fill and its hasher thread share: the bytes queued and not yet hashed.
@@ -162,21 +172,29 @@ impl HashPool {
     }
 }
 
-/// One body on a hasher thread: its MD5 so far, the pieces not yet hashed, and who waits for
-/// the digest once they are.
+/// One body on a hasher thread: its MD5 and CRC-32C so far, the pieces not yet hashed, and who
+/// waits for the digests once they are.
 struct Stream {
     state: Arc<State>,
     md5: Md5State,
+    crc: u32,
     pieces: VecDeque<Bytes>,
-    finish: Option<oneshot::Sender<[u8; 16]>>,
+    finish: Option<oneshot::Sender<Digests>>,
 }
 
 impl Stream {
     /// Hashes the first `len` bytes of the front piece with `hash` (given the state and those
-    /// bytes), then drops them from the piece, and the piece once it is empty.
+    /// bytes) and takes their CRC-32C, then drops them from the piece, and the piece once it is
+    /// empty.
+    ///
+    /// The CRC comes after the MD5 has read the bytes, so it reads them from the core's cache:
+    /// taken as they arrived (in the fill) or just before their file write, it read them from
+    /// memory, at ~100 µs per MiB against ~10 in cache (`bench/RESULTS.md`, "Issue 14,
+    /// fifteenth pass" and "seventeenth pass").
     fn hash_front(&mut self, len: usize, hash: impl FnOnce(&mut Md5State, &[u8])) {
         let Some(piece) = self.pieces.front_mut() else { return };
         hash(&mut self.md5, &piece[..len]);
+        self.crc = edgemirror_cache::crc::crc32c_append(self.crc, &piece[..len]);
         piece.advance(len);
         if piece.is_empty() {
             self.pieces.pop_front();
@@ -259,14 +277,14 @@ impl Hasher {
                     }
                 }
             }
-            Job::Adopt(state, md5, pieces, finish) => {
+            Job::Adopt(state, md5, crc, pieces, finish) => {
                 let id = stream_id(&state);
                 if !pieces.is_empty() {
                     self.ready.push_back(id);
                 } else if finish.is_some() {
                     self.done.push(id);
                 }
-                self.streams.insert(id, Stream { state, md5, pieces, finish });
+                self.streams.insert(id, Stream { state, md5, crc, pieces, finish });
             }
         }
     }
@@ -282,6 +300,7 @@ impl Hasher {
         self.streams.entry(stream_id(&state)).or_insert_with(|| Stream {
             state,
             md5: Md5State::new(),
+            crc: 0,
             pieces: VecDeque::new(),
             finish: None,
         })
@@ -368,7 +387,7 @@ impl Hasher {
                 continue;
             }
             if let Some(reply) = stream.finish.take() {
-                let _ = reply.send(stream.md5.finalize());
+                let _ = reply.send(Digests { md5: stream.md5.finalize(), crc32c: stream.crc });
                 self.streams.remove(&id);
             }
         }
@@ -454,9 +473,9 @@ impl HashJob {
                 || self.state.pool_queued.load(Ordering::Acquire) > MAX_POOL_BACKLOG_BYTES)
     }
 
-    /// The digest of everything queued, once the hasher has caught up. `None` if the hasher
+    /// The digests of everything queued, once the hasher has caught up. `None` if the hasher
     /// thread died (the fill must then fail rather than store an object without its ETag).
-    pub async fn finish(mut self) -> Option<[u8; 16]> {
+    pub async fn finish(mut self) -> Option<Digests> {
         self.finished = true;
         if self.broken {
             return None;
@@ -587,8 +606,8 @@ impl LocalLanes {
             stream.state.adopted.store(true, Ordering::Relaxed);
             // A body is on a worker's lanes only if `HashPool::start` found threads to pick from.
             let lane = &self.lanes[stream.state.lane];
-            if let Err(mpsc::SendError(Job::Adopt(state, _, pieces, _))) =
-                lane.send(Job::Adopt(stream.state, stream.md5, stream.pieces, stream.finish))
+            if let Err(mpsc::SendError(Job::Adopt(state, _, _, pieces, _))) =
+                lane.send(Job::Adopt(stream.state, stream.md5, stream.crc, stream.pieces, stream.finish))
             {
                 // The thread is gone: a waiting fill's reply sender went with the job, so it
                 // gets no digest (and stores nothing); the pieces come off the counts.
@@ -629,7 +648,7 @@ mod tests {
 
     /// Rounds of every width (1 to 20 streams with pieces ready), driven directly: pieces of
     /// unequal lengths, short of a block and not block-aligned, so states must be realigned and
-    /// empty lanes padded; every digest is md-5's.
+    /// empty lanes padded; every digest is md-5's and every CRC-32C the store's.
     #[test]
     fn a_round_of_any_width_hashes_each_lane_as_md5_does() {
         for streams in 1..=20usize {
@@ -655,8 +674,9 @@ mod tests {
             }
             for (state, body) in &bodies {
                 let stream = &hasher.streams[&stream_id(state)];
-                let want: [u8; 16] = Md5::digest(body).into();
-                assert_eq!(stream.md5.finalize(), want, "{streams} streams, body of {} bytes", body.len());
+                let want = digests_of(body);
+                let got = Digests { md5: stream.md5.finalize(), crc32c: stream.crc };
+                assert_eq!(got, want, "{streams} streams, body of {} bytes", body.len());
                 assert_eq!(state.queued.load(Ordering::Acquire), 0);
             }
             assert_eq!(pool_queued.load(Ordering::Acquire), 0, "{streams} streams");
@@ -665,7 +685,7 @@ mod tests {
 
     /// Thousands of bodies queued at once (a backlog behind a busy core): each round takes the
     /// next 16 in turn and puts back the ones with more to hash; a forgotten body leaves the
-    /// turn; every digest is md-5's and nothing stays behind.
+    /// turn; every digest is md-5's (and CRC-32C the store's) and nothing stays behind.
     #[test]
     fn a_backlog_of_thousands_is_hashed_sixteen_at_a_time_in_turn() {
         let mut hasher = Hasher::default();
@@ -707,14 +727,15 @@ mod tests {
         hasher.settle();
         assert!(rounds > 5000 / LANES, "{rounds} rounds");
         for ((_, body), mut rx) in bodies.iter().zip(answers) {
-            assert_eq!(rx.try_recv().ok(), Some(Md5::digest(body).into()), "body of {} bytes", body.len());
+            assert_eq!(rx.try_recv().ok(), Some(digests_of(body)), "body of {} bytes", body.len());
         }
         assert!(hasher.streams.is_empty() && hasher.done.is_empty(), "streams left behind");
         assert_eq!(pool_queued.load(Ordering::Acquire), 0);
     }
 
     /// Bodies of many lengths, cut into pieces of many lengths, hashed side by side (so rounds
-    /// mix lanes of different lengths, and more bodies than lanes): every digest is md-5's.
+    /// mix lanes of different lengths, and more bodies than lanes): every digest is md-5's, and
+    /// every CRC-32C the store's.
     #[test]
     fn many_bodies_at_once_match_md5_one_at_a_time() {
         let pool = HashPool::new(1).unwrap();
@@ -750,7 +771,7 @@ mod tests {
             out
         });
         for (body, digest) in bodies.iter().zip(digests) {
-            assert_eq!(digest, Some(Md5::digest(body).into()), "body of {} bytes", body.len());
+            assert_eq!(digest, Some(digests_of(body)), "body of {} bytes", body.len());
         }
         assert_eq!(pool.queued_bytes(), 0, "everything queued was hashed");
         assert!(HashPool::new(0).unwrap().start(None).is_none());
@@ -776,7 +797,7 @@ mod tests {
         drop(dropped);
         let mut kept = pool.start(None).unwrap();
         kept.update(Bytes::from_static(b"abc"));
-        assert_eq!(block_on(kept.finish()), Some(Md5::digest(b"abc").into()));
+        assert_eq!(block_on(kept.finish()), Some(digests_of(b"abc")));
         // The dropped job's piece was hashed or forgotten: nothing stays counted.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while pool.queued_bytes() != 0 && std::time::Instant::now() < deadline {
@@ -784,7 +805,7 @@ mod tests {
         }
         assert_eq!(pool.queued_bytes(), 0);
         // The empty body.
-        assert_eq!(block_on(pool.start(None).unwrap().finish()), Some(Md5::digest(b"").into()));
+        assert_eq!(block_on(pool.start(None).unwrap().finish()), Some(digests_of(b"")));
     }
 
     /// A fill waits while its hasher is behind, and the wait is counted. No thread hashes here:
@@ -818,7 +839,7 @@ mod tests {
 
     /// Bodies of unequal lengths arriving piece by piece, interleaved, on one worker: hashed
     /// there in rounds while at least 8 have bytes to hash, the rest handed to the thread; every
-    /// digest is md-5's and nothing stays counted.
+    /// digest is md-5's (and CRC the store's) and nothing stays counted.
     #[test]
     fn a_workers_lanes_hash_many_bodies_there_and_hand_the_rest_to_a_thread() {
         let pool = HashPool::new(1).unwrap();
@@ -844,7 +865,7 @@ mod tests {
             let states: Vec<Arc<State>> = jobs.iter().map(|job| job.state.clone()).collect();
             let mut digests = Vec::new();
             for (job, body) in jobs.into_iter().zip(&bodies) {
-                digests.push((job.finish().await, <[u8; 16]>::from(Md5::digest(body))));
+                digests.push((job.finish().await, digests_of(body)));
             }
             (handed_over(&states), digests)
         });
@@ -856,8 +877,9 @@ mod tests {
     }
 
     /// A body alone (a single cold GET) is not hashed on the worker: it goes to the thread as
-    /// it stands, once through or past the bytes a worker holds, and its digest is md-5's. A
-    /// body whose fill broke off is forgotten there and leaves nothing counted.
+    /// it stands, once through or past the bytes a worker holds, and its digests are md-5's and
+    /// the store's CRC-32C. A body whose fill broke off is forgotten there and leaves nothing
+    /// counted.
     #[test]
     fn a_lone_body_goes_to_the_thread_and_a_dropped_one_leaves_nothing() {
         let pool = HashPool::new(1).unwrap();
@@ -878,13 +900,18 @@ mod tests {
             let got = job.finish().await;
             (handed_over(&states), got, body)
         });
-        assert_eq!(got, Some(Md5::digest(&body).into()));
+        assert_eq!(got, Some(digests_of(&body)));
         assert_eq!(handed_over, 1, "handed over past 1 MiB held; its later pieces went straight there");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while pool.queued_bytes() != 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(pool.queued_bytes(), 0);
+    }
+
+    /// What md-5 and the store's CRC-32C give for `body` in one call each.
+    fn digests_of(body: &[u8]) -> Digests {
+        Digests { md5: Md5::digest(body).into(), crc32c: edgemirror_cache::crc::crc32c(body) }
     }
 
     /// How many of these bodies a worker handed to a hasher thread.

@@ -154,6 +154,46 @@ fn restart_serves_objects_from_the_store() {
     assert_eq!(origin.requests().len(), count_before, "restart sent GETs to the origin");
 }
 
+/// Many fills at once (so their bodies are hashed together on the worker, MD5 and the record's
+/// CRC-32C in one pass): every record reads back after a restart, where each body is checked
+/// against its CRC on its first read. A wrong CRC would drop the object, and the GET would go
+/// back to the origin.
+#[test]
+fn concurrent_mirrors_read_back_after_restart() {
+    let (origin, mut node) = origin_and_node();
+    let objects: Vec<(String, Vec<u8>)> =
+        (0..24usize).map(|i| (format!("many/{i}.bin"), pattern_body(150_000 + i * 7_919, 60 + i as u8))).collect();
+    for (key, body) in &objects {
+        // Every fill's head waits, so their bodies arrive together.
+        origin.set(&format!("/dir1/{key}"), Reply::ok(body.clone()).with_head_delay(Duration::from_millis(200)));
+    }
+    let addr = node.data_addr();
+    std::thread::scope(|scope| {
+        for (key, body) in &objects {
+            scope.spawn(move || {
+                let resp = get(addr, &object_path(key), &[]).expect("mirror GET");
+                assert_eq!(resp.status, 200, "{key}: {resp:?}");
+                assert!(resp.body == *body, "{key}: body differs");
+            });
+        }
+    });
+    for (key, body) in &objects {
+        get_stored(addr, &object_path(key), body);
+    }
+    let count_before = origin.requests().len();
+
+    node.restart();
+
+    for (key, body) in &objects {
+        let resp = get(node.data_addr(), &object_path(key), &[]).expect("GET after restart");
+        assert_eq!(resp.status, 200, "{key}: {resp:?}");
+        assert!(resp.body == *body, "{key}: body differs after restart");
+        assert!(PERSISTENT_SOURCES.contains(&source_of(&resp)), "{key}: source {:?}", source_of(&resp));
+        assert_eq!(resp.header("etag"), Some(expected_etag(body).as_str()), "{key}");
+    }
+    assert_eq!(origin.requests().len(), count_before, "a record did not read back: its GET went to the origin");
+}
+
 #[test]
 fn kill9_after_a_mirror_completes_keeps_the_object() {
     let (origin, mut node) = origin_and_node();

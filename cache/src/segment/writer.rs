@@ -108,6 +108,9 @@ pub struct RecordWriter {
     /// The caller hashes the body itself (off the writing core) and passes the digest to
     /// [`RecordWriter::commit_with_md5`].
     md5_deferred: bool,
+    /// The caller also takes the body's CRC-32C, in the same pass over the bytes as its MD5, and
+    /// passes both to [`RecordWriter::commit_with_digests`].
+    crc_deferred: bool,
     /// What concurrent readers see of this record (read-while-write).
     view: Arc<Mutex<View>>,
     /// Set by someone else to refuse this commit: the bucket is being deleted
@@ -353,6 +356,7 @@ impl Store {
             committed: false,
             expected_md5: None,
             md5_deferred: false,
+            crc_deferred: false,
             view: Arc::new(Mutex::new(View::default())),
             cancel: None,
             condition: None,
@@ -464,6 +468,15 @@ impl RecordWriter {
     /// [`RecordWriter::commit_with_md5`]; appends then only write and CRC the bytes.
     pub fn defer_md5(&mut self) {
         self.md5_deferred = true;
+    }
+
+    /// The caller will compute the body's MD5 and its CRC-32C (the trailer's `body_crc`) and
+    /// commit with [`RecordWriter::commit_with_digests`]; appends then only write the bytes.
+    /// The caller must see every appended byte, in order: a wrong CRC makes recovery and
+    /// verification drop the record.
+    pub fn defer_digests(&mut self) {
+        self.md5_deferred = true;
+        self.crc_deferred = true;
     }
 
     /// Makes commit fail unless the body's MD5 is `md5` (the origin's Content-MD5).
@@ -595,7 +608,9 @@ impl RecordWriter {
 
     fn account(&mut self, data: &[u8]) {
         self.written += data.len() as u64;
-        self.crc = crate::crc::crc32c_append(self.crc, data);
+        if !self.crc_deferred {
+            self.crc = crate::crc::crc32c_append(self.crc, data);
+        }
         if !self.md5_deferred {
             self.md5.update(data);
         }
@@ -637,6 +652,19 @@ impl RecordWriter {
 
     /// Commits with the body's MD5 computed by the caller (after [`RecordWriter::defer_md5`]).
     pub fn commit_with_md5(self, md5: [u8; 16]) -> Result<StoredObject> {
+        if self.crc_deferred {
+            return Err(Error::BodyMismatch("commit without the deferred CRC-32C".into()));
+        }
+        self.commit_inner(Some(md5))
+    }
+
+    /// Commits with the body's MD5 and CRC-32C computed by the caller (after
+    /// [`RecordWriter::defer_digests`]).
+    pub fn commit_with_digests(mut self, md5: [u8; 16], crc: u32) -> Result<StoredObject> {
+        if !self.crc_deferred {
+            return Err(Error::Invariant("commit_with_digests without defer_digests"));
+        }
+        self.crc = crc;
         self.commit_inner(Some(md5))
     }
 
