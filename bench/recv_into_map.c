@@ -1,10 +1,11 @@
 // bench/recv_into_map.c: is a mirror fill cheaper if the origin's body is received straight
-// into the store's segment (a shared mapping of its file) instead of into a buffer that is then
-// written to the file? (bench/RESULTS.md, "Issue 14, sixteenth pass")
+// into the store's segment (a shared mapping of its file), or spliced from the socket into the
+// file, instead of received into a buffer that is then written to the file? (bench/RESULTS.md,
+// "Issue 14, sixteenth pass" and "seventeenth pass")
 //
 //   gcc -O2 -o /tmp/recv_into_map bench/recv_into_map.c
 //   head -c 1048576 /dev/urandom > /tmp/recv_into_map.src
-//   for m in 0 1 2 3 4; do /tmp/recv_into_map $m 2048 /tmp/recv_into_map.seg; done
+//   for m in 0 1 2 3 4 5 6 7; do /tmp/recv_into_map $m 2048 /tmp/recv_into_map.seg; done
 //
 // A child process on core 1 sends OBJECTS objects of 1 MiB over loopback TCP with sendfile (as
 // the bench's nginx origin does); the parent, on core 0, receives them in reads of up to 256 KiB
@@ -15,6 +16,11 @@
 //   2  as 1, each object's 1 MiB populated first (MADV_POPULATE_WRITE)
 //   3  as 1, the whole mapping populated when it is made (MAP_POPULATE)
 //   4  recv only, nothing stored (the floor)
+//   5  as 0, then the buffer read once (what the MD5 and CRC of the body read)
+//   6  splice from the socket into a pipe, then from the pipe into the segment file (no copy
+//      through user memory), then the bytes read once through a read-only shared mapping of
+//      the segment (where the hasher and the clients would have to take them from)
+//   7  as 6, the bytes not read (the floor of splicing)
 // Prints the receiving process's CPU time (user + system) per MiB, its wall time per MiB, and
 // its minor faults.
 #define _GNU_SOURCE
@@ -64,13 +70,20 @@ static double secs(struct timeval a, struct timeval b) {
 
 int main(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: %s MODE(0-4) OBJECTS SEGMENT_FILE\n", argv[0]);
+        fprintf(stderr, "usage: %s MODE(0-7) OBJECTS SEGMENT_FILE\n", argv[0]);
         return 2;
     }
     int mode = atoi(argv[1]);
     long objects = atol(argv[2]);
     const char *path = argv[3];
-    int mapped = mode >= 1 && mode <= 3;
+    int mapped = (mode >= 1 && mode <= 3) || mode == 6;
+    int spliced = mode == 6 || mode == 7;
+    int pipefd[2];
+    if (spliced) {
+        if (pipe(pipefd)) die("pipe");
+        if (fcntl(pipefd[0], F_SETPIPE_SZ, READ) < 0) die("F_SETPIPE_SZ");
+    }
+    unsigned long sum = 0;
 
     int listener = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
@@ -114,7 +127,7 @@ int main(int argc, char **argv) {
             if (ftruncate(fd, 0) || fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, SEGMENT)) die("fallocate");
             if (mapped) {
                 if (ftruncate(fd, SEGMENT)) die("ftruncate");
-                map = mmap(0, SEGMENT, PROT_READ | PROT_WRITE, MAP_SHARED | (mode == 3 ? MAP_POPULATE : 0), fd, 0);
+                map = mmap(0, SEGMENT, mode == 6 ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED | (mode == 3 ? MAP_POPULATE : 0), fd, 0);
                 if (map == MAP_FAILED) die("mmap");
             }
             at = 0;
@@ -122,9 +135,25 @@ int main(int argc, char **argv) {
         if (mode == 2 && madvise(map + at, OBJECT, MADV_POPULATE_WRITE)) die("madvise");
         for (long got = 0; got < OBJECT;) {
             long want = OBJECT - got < READ ? OBJECT - got : READ;
-            ssize_t n = recv(conn, mapped ? map + at + got : buf, want, MSG_WAITALL);
-            if (n <= 0) die("recv");
-            if (mode == 0 && pwrite(fd, buf, n, at + got) != n) die("pwrite");
+            ssize_t n;
+            if (spliced) {
+                n = splice(conn, NULL, pipefd[1], NULL, want, SPLICE_F_MOVE);
+                if (n <= 0) die("splice in");
+                loff_t off = at + got;
+                for (ssize_t left = n; left > 0;) {
+                    ssize_t w = splice(pipefd[0], NULL, fd, &off, left, SPLICE_F_MOVE);
+                    if (w <= 0) die("splice out");
+                    left -= w;
+                }
+                if (mode == 6)
+                    for (long k = 0; k + 8 <= n; k += 8) sum += *(unsigned long *)(map + at + got + k);
+            } else {
+                n = recv(conn, mapped ? map + at + got : buf, want, MSG_WAITALL);
+                if (n <= 0) die("recv");
+                if ((mode == 0 || mode == 5) && pwrite(fd, buf, n, at + got) != n) die("pwrite");
+                if (mode == 5)
+                    for (long k = 0; k + 8 <= n; k += 8) sum += *(unsigned long *)(buf + k);
+            }
             got += n;
         }
         at += OBJECT;
@@ -132,6 +161,7 @@ int main(int argc, char **argv) {
     double t1 = now();
     getrusage(RUSAGE_SELF, &r1);
     double user = secs(r0.ru_utime, r1.ru_utime), sys = secs(r0.ru_stime, r1.ru_stime);
+    if (sum == 42) printf("!"); // uses the sum, so the compiler keeps the reads
     printf("mode %d: %.0f us CPU per MiB (user %.0f, system %.0f), %.0f us wall per MiB, %ld minor faults\n", mode,
            (user + sys) * 1e6 / objects, user * 1e6 / objects, sys * 1e6 / objects, (t1 - t0) * 1e6 / objects,
            r1.ru_minflt - r0.ru_minflt);
