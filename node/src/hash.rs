@@ -187,10 +187,12 @@ impl Stream {
     /// bytes) and takes their CRC-32C, then drops them from the piece, and the piece once it is
     /// empty.
     ///
-    /// The CRC comes after the MD5 has read the bytes, so it reads them from the core's cache:
-    /// taken as they arrived (in the fill) or just before their file write, it read them from
-    /// memory, at ~100 µs per MiB against ~10 in cache (`bench/RESULTS.md`, "Issue 14,
-    /// fifteenth pass" and "seventeenth pass").
+    /// The CRC comes right after the MD5 has read the bytes. On a worker's lanes a round is at
+    /// most 16 lanes of 64 KiB, so the bytes are still in the core's 2 MiB L2: the CRC there took
+    /// 27 µs per MiB, against ~100 when the fill took it as they arrived or just before their
+    /// file write, from memory (`bench/RESULTS.md`, "Issue 14, fifteenth pass" and "seventeenth
+    /// pass"). A thread's round has no such cap (up to 16 whole pieces), so there the CRC may
+    /// read part of them from the next level; the thread runs in idle time.
     fn hash_front(&mut self, len: usize, hash: impl FnOnce(&mut Md5State, &[u8])) {
         let Some(piece) = self.pieces.front_mut() else { return };
         hash(&mut self.md5, &piece[..len]);
@@ -421,7 +423,8 @@ fn lower_priority() {
     }
 }
 
-/// The MD5 of one body being computed on a hasher thread.
+/// The MD5 and CRC-32C of one body being computed on a hasher thread (or first on its worker's
+/// lanes).
 pub struct HashJob {
     lane: mpsc::Sender<Job>,
     state: Arc<State>,
@@ -873,6 +876,8 @@ mod tests {
             assert_eq!(*got, Some(*want), "body {i}");
         }
         assert!(handed_over < 24, "{handed_over} of 24 bodies went to the thread: none was hashed on the worker");
+        // And some went over part-hashed: their MD5 and CRC state travelled with them.
+        assert!(handed_over > 0, "no body was handed over: the hand-over went untested");
         assert_eq!(pool.queued_bytes(), 0);
     }
 

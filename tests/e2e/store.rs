@@ -154,10 +154,11 @@ fn restart_serves_objects_from_the_store() {
     assert_eq!(origin.requests().len(), count_before, "restart sent GETs to the origin");
 }
 
-/// Many fills at once (so their bodies are hashed together on the worker, MD5 and the record's
-/// CRC-32C in one pass): every record reads back after a restart, where each body is checked
-/// against its CRC on its first read. A wrong CRC would drop the object, and the GET would go
-/// back to the origin.
+/// Many fills at once (their bodies' MD5 and the record's CRC-32C taken by the hasher, on the
+/// worker's lanes while enough arrive together and on the MD5 thread otherwise; the unit tests
+/// in `hash.rs` cover each way): every record reads back after a restart, where each body is
+/// checked against its CRC on its first read. A wrong CRC would drop the object, and the GET
+/// would go back to the origin.
 #[test]
 fn concurrent_mirrors_read_back_after_restart() {
     let (origin, mut node) = origin_and_node();

@@ -2,8 +2,10 @@
 //!
 //! The node's mirror fill appends the same `Bytes` it sends to its clients, each piece with
 //! [`RecordWriter::append_unwritten`] and its file write one turn later ([`RecordWriter::write_due`],
-//! after the piece's sends), then calls [`RecordWriter::commit`]; other writers (PUT, copy,
-//! multipart) call [`RecordWriter::append`]. Three shapes, chosen by what is known up front:
+//! after the piece's sends), then commits with the body's MD5 and CRC-32C its hasher took
+//! ([`RecordWriter::defer_digests`], [`RecordWriter::commit_with_digests`]; a small body is
+//! hashed here, [`RecordWriter::commit`]); other writers (PUT, copy, multipart) call
+//! [`RecordWriter::append`]. Three shapes, chosen by what is known up front:
 //!
 //! - length known and small enough: a reservation in the lane's active segment; body bytes are
 //!   written in place as they arrive, up to the last [`WRITE_ALIGN`] boundary of the file they
@@ -106,7 +108,7 @@ pub struct RecordWriter {
     /// The origin's Content-MD5, when the rule asks for it to be checked.
     expected_md5: Option<[u8; 16]>,
     /// The caller hashes the body itself (off the writing core) and passes the digest to
-    /// [`RecordWriter::commit_with_md5`].
+    /// [`RecordWriter::commit_with_md5`], or with the CRC to [`RecordWriter::commit_with_digests`].
     md5_deferred: bool,
     /// The caller also takes the body's CRC-32C, in the same pass over the bytes as its MD5, and
     /// passes both to [`RecordWriter::commit_with_digests`].
@@ -653,7 +655,8 @@ impl RecordWriter {
     /// Commits with the body's MD5 computed by the caller (after [`RecordWriter::defer_md5`]).
     pub fn commit_with_md5(self, md5: [u8; 16]) -> Result<StoredObject> {
         if self.crc_deferred {
-            return Err(Error::BodyMismatch("commit without the deferred CRC-32C".into()));
+            // A caller's bug, not a body that failed a check.
+            return Err(Error::Invariant("commit_with_md5 after defer_digests"));
         }
         self.commit_inner(Some(md5))
     }
