@@ -63,7 +63,9 @@ pub const INLINE_MAX_BYTES: u64 = 16 << 10;
 /// `body_crc`), both in one pass over the bytes, the CRC right after the MD5 read them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Digests {
+    /// The body's MD5: a single-part object's ETag.
     pub md5: [u8; 16],
+    /// The body's CRC-32C, as `edgemirror_cache::crc::crc32c` computes it.
     pub crc32c: u32,
 }
 
