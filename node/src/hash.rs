@@ -32,7 +32,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,10 +74,9 @@ enum Job {
     Finish(Arc<State>, oneshot::Sender<Digests>),
     /// The fill ended without asking for its digest (its body broke off): drop its stream.
     Forget(Arc<State>),
-    /// A body a worker began to hash itself ([`LocalLanes`]), handed over as it stands: its MD5
-    /// and CRC so far, the pieces not yet hashed, and who waits for the digests if anyone does
-    /// yet.
-    Adopt(Arc<State>, Md5State, u32, VecDeque<Bytes>, Option<oneshot::Sender<Digests>>),
+    /// A body a worker began to hash itself ([`LocalLanes`]), handed over as it stands: its
+    /// stream (MD5 and CRC so far, the pieces not yet hashed, who waits for the digests).
+    Adopt(Stream),
 }
 
 /// What a fill and its hasher thread share: the bytes queued and not yet hashed.
@@ -88,7 +87,7 @@ struct State {
     lane: usize,
     /// Begun on its worker ([`LocalLanes`]) and since handed to the hasher thread: the fill's
     /// next jobs go there. Only its worker's thread reads or writes it.
-    adopted: std::sync::atomic::AtomicBool,
+    adopted: AtomicBool,
     /// Of every fill of the pool.
     pool_queued: Arc<AtomicU64>,
 }
@@ -281,14 +280,14 @@ impl Hasher {
                     }
                 }
             }
-            Job::Adopt(state, md5, crc, pieces, finish) => {
-                let id = stream_id(&state);
-                if !pieces.is_empty() {
+            Job::Adopt(stream) => {
+                let id = stream_id(&stream.state);
+                if !stream.pieces.is_empty() {
                     self.ready.push_back(id);
-                } else if finish.is_some() {
+                } else if stream.finish.is_some() {
                     self.done.push(id);
                 }
-                self.streams.insert(id, Stream { state, md5, crc, pieces, finish });
+                self.streams.insert(id, stream);
             }
         }
     }
@@ -611,13 +610,11 @@ impl LocalLanes {
             stream.state.adopted.store(true, Ordering::Relaxed);
             // A body is on a worker's lanes only if `HashPool::start` found threads to pick from.
             let lane = &self.lanes[stream.state.lane];
-            if let Err(mpsc::SendError(Job::Adopt(state, _, _, pieces, _))) =
-                lane.send(Job::Adopt(stream.state, stream.md5, stream.crc, stream.pieces, stream.finish))
-            {
+            if let Err(mpsc::SendError(Job::Adopt(stream))) = lane.send(Job::Adopt(stream)) {
                 // The thread is gone: a waiting fill's reply sender went with the job, so it
                 // gets no digest (and stores nothing); the pieces come off the counts.
-                for piece in pieces {
-                    state.hashed(piece.len() as u64);
+                for piece in stream.pieces {
+                    stream.state.hashed(piece.len() as u64);
                 }
             }
         }
