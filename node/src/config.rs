@@ -191,9 +191,9 @@ pub struct RawStore {
     pub max_object_bytes: u64,
     /// "never", "interval" or "always" (see `SyncPolicy`).
     pub sync: String,
-    /// Threads computing the MD5 (ETag) of mirrored bodies off the workers, for the bodies a
-    /// worker does not hash with others itself (`hash::LocalLanes`); 0 hashes inline (bodies of
-    /// up to 16 KiB are always hashed inline: `hash::INLINE_MAX_BYTES`).
+    /// Threads computing the MD5 (ETag) and CRC-32C (record check) of mirrored bodies off the
+    /// workers, for the bodies a worker does not hash with others itself (`hash::LocalLanes`); 0
+    /// hashes inline (bodies of up to 16 KiB are always hashed inline: `hash::INLINE_MAX_BYTES`).
     pub hash_threads: usize,
     pub sync_interval_ms: u64,
     /// Most bytes of segment files; 0 = no limit but the disk's.

@@ -388,13 +388,13 @@ async fn to_record(
     };
     let digests = match hasher {
         None => None,
-        Some(h) => match h.finish().await {
-            Some(digests) => Some(digests),
-            None => {
+        Some(h) => {
+            let Some(digests) = h.finish().await else {
                 tracing::error!(request_id = %rid, "the MD5 thread is gone; object not stored");
                 return if released { not_kept(guard) } else { guard.finish(Phase::Broken) };
-            }
-        },
+            };
+            Some(digests)
+        }
     };
     // New to the fleet: written to the shared store behind the clients, and trusted here from
     // the moment the commit makes it visible (`backend::begin_upload`).

@@ -463,7 +463,7 @@ fn metrics(shared: &Shared) -> String {
             ),
             (
                 "edgemirror_fill_md5_waits_total",
-                "Times a fill stopped reading its origin until the MD5 threads (the ETag) caught up: the node is short of CPU for its misses.",
+                "Times a fill stopped reading its origin until its hasher (the ETag's MD5 and the record's CRC-32C) caught up: the node is short of CPU for its misses.",
                 md5_waits as f64,
             ),
             (
