@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use edgemirror_cache::{CommitRule, ObjectKeyRef, RecordMeta, SavedHeader, Store, StoreConfig, SyncPolicy};
+use edgemirror_cache::{
+    CommitRule, ObjectKeyRef, RecordMeta, RecordWriter, SavedHeader, Store, StoreConfig, SyncPolicy,
+};
 
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig { lanes: 2, ..StoreConfig::new(dir) }
@@ -35,6 +37,11 @@ fn put(store: &Arc<Store>, key: &str, data: &Bytes, announce: bool) {
     }
     let obj = w.commit().unwrap();
     assert_eq!(obj.body, *data);
+}
+
+/// A writer for `key` in bucket "b", on lane 0, last writer wins.
+fn writer(store: &Arc<Store>, key: &str, len: Option<u64>) -> RecordWriter {
+    store.begin(0, ObjectKeyRef::new("b", key), RecordMeta::new(SystemTime::now()), len, CommitRule::LastWins).unwrap()
 }
 
 fn get(store: &Store, key: &str) -> Option<Bytes> {
@@ -256,16 +263,12 @@ fn md5_mismatch_refuses_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let data = body(1000, 1);
-    let mut w = store
-        .begin(0, ObjectKeyRef::new("b", "bad"), RecordMeta::new(SystemTime::now()), Some(1000), CommitRule::LastWins)
-        .unwrap();
+    let mut w = writer(&store, "bad", Some(1000));
     w.expect_md5([0; 16]);
     w.append(&data).unwrap();
     assert!(w.commit().is_err());
     assert!(get(&store, "bad").is_none());
-    let mut w = store
-        .begin(0, ObjectKeyRef::new("b", "good"), RecordMeta::new(SystemTime::now()), Some(1000), CommitRule::LastWins)
-        .unwrap();
+    let mut w = writer(&store, "good", Some(1000));
     w.expect_md5(Md5::digest(&data).into());
     w.append(&data).unwrap();
     w.commit().unwrap();
@@ -280,28 +283,20 @@ fn deferred_md5_commit() {
     let store = open(dir.path());
     let data = body(70_000, 3);
     let digest: [u8; 16] = Md5::digest(&data).into();
-    let begin = |k: &str| {
-        store.begin(
-            0,
-            ObjectKeyRef::new("b", k),
-            RecordMeta::new(SystemTime::now()),
-            Some(70_000),
-            CommitRule::LastWins,
-        )
-    };
+    let begin = |k: &str| writer(&store, k, Some(70_000));
 
-    let mut w = begin("no-digest").unwrap();
+    let mut w = begin("no-digest");
     w.defer_md5();
     w.append(&data).unwrap();
     assert!(w.commit().is_err(), "commit() without the deferred digest must fail");
 
-    let mut w = begin("checked").unwrap();
+    let mut w = begin("checked");
     w.defer_md5();
     w.expect_md5([9; 16]);
     w.append(&data).unwrap();
     assert!(w.commit_with_md5(digest).is_err(), "Content-MD5 is still enforced");
 
-    let mut w = begin("ok").unwrap();
+    let mut w = begin("ok");
     w.defer_md5();
     w.append(&data).unwrap();
     let obj = w.commit_with_md5(digest).unwrap();
@@ -324,9 +319,7 @@ fn deferred_digests_commit() {
     let md5: [u8; 16] = Md5::digest(&data).into();
     let crc = edgemirror_cache::crc::crc32c(&data);
     let begin = |k: &str| {
-        let mut w = store
-            .begin(0, ObjectKeyRef::new("b", k), RecordMeta::new(SystemTime::now()), None, CommitRule::LastWins)
-            .unwrap();
+        let mut w = writer(&store, k, None);
         w.defer_digests();
         for piece in data.chunks(65_537) {
             w.append(&Bytes::copy_from_slice(piece)).unwrap();
@@ -336,9 +329,7 @@ fn deferred_digests_commit() {
 
     assert!(begin("md5-only").commit_with_md5(md5).is_err(), "the CRC was deferred too");
     assert!(begin("none").commit().is_err());
-    let mut plain = store
-        .begin(0, ObjectKeyRef::new("b", "plain"), RecordMeta::new(SystemTime::now()), None, CommitRule::LastWins)
-        .unwrap();
+    let mut plain = writer(&store, "plain", None);
     plain.append(&data).unwrap();
     assert!(plain.commit_with_digests(md5, crc).is_err(), "digests given to a writer that takes its own");
 
