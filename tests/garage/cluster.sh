@@ -16,13 +16,32 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 GARAGE=${GARAGE:-$("$HERE/install.sh")}
 [[ $NODES == 1 || $NODES == 3 ]] || { echo "cluster.sh: NODES is 1 or 3" >&2; exit 2; }
 mkdir -p "$DIR"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# The cluster's ports, all distinct and free when picked, from below the kernel's ephemeral
+# range: a port taken with bind(0) and let go could be handed by the kernel to a listener of a
+# test running in parallel before Garage binds it (and two such picks could even be the same).
+# Each is test-bound and held until all are picked.
+free_ports() {
+  python3 - "$1" <<'PY'
+import random, socket, sys
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+held = []
+while len(held) < int(sys.argv[1]):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", random.randrange(10000 if low > 11000 else 1024, low)))
+        held.append(s)
+    except OSError:
+        s.close()
+print(" ".join(str(s.getsockname()[1]) for s in held))
+PY
+}
 SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 PIDS=() S3S=()
 # A cluster that fails to come up is stopped, not left behind.
 trap 'kill "${PIDS[@]}" 2>/dev/null' ERR
+read -r -a PORTS <<<"$(free_ports $((3 * NODES)))"
 for i in $(seq 1 "$NODES"); do
-  rpc=$(free_port) s3=$(free_port) adm=$(free_port)
+  rpc=${PORTS[3 * i - 3]} s3=${PORTS[3 * i - 2]} adm=${PORTS[3 * i - 1]}
   mkdir -p "$DIR/n$i"
   cat >"$DIR/n$i/garage.toml" <<TOML
 metadata_dir = "$DIR/n$i/meta"
