@@ -12,7 +12,8 @@ pub struct Garage {
     pub key: String,
     pub secret: String,
     pub bucket: String,
-    pids: Vec<u32>,
+    /// The nodes' processes; `None` once [`Garage::kill9`] killed one (its pid may be reused).
+    pids: Vec<Option<u32>>,
     _dir: tempfile::TempDir,
 }
 
@@ -58,7 +59,7 @@ impl Garage {
             key: get("GARAGE_KEY"),
             secret: get("GARAGE_SECRET"),
             bucket: get("GARAGE_BUCKET"),
-            pids: get("GARAGE_PIDS").split_whitespace().filter_map(|p| p.parse().ok()).collect(),
+            pids: get("GARAGE_PIDS").split_whitespace().map(|p| Some(p.parse().expect("a pid"))).collect(),
             _dir: dir,
         }
     }
@@ -67,7 +68,7 @@ impl Garage {
 impl Garage {
     /// `kill -9` of cluster node `i` (0-based): no chance to flush or say goodbye.
     pub fn kill9(&mut self, i: usize) {
-        let pid = self.pids[i];
+        let pid = self.pids[i].take().expect("cluster node already killed");
         let status = Command::new("kill").arg("-9").arg(pid.to_string()).status().expect("run kill");
         assert!(status.success(), "kill -9 {pid}");
     }
@@ -75,7 +76,7 @@ impl Garage {
 
 impl Drop for Garage {
     fn drop(&mut self) {
-        for pid in &self.pids {
+        for pid in self.pids.iter().flatten() {
             let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
         }
     }
