@@ -298,6 +298,18 @@ async fn exchange(
     };
     let framing = proto::response_framing(&head, &buf, method == Method::Head)
         .map_err(|e| Exchange::Failed(OriginError::Protocol(e)))?;
+    // A body of more than one loopback segment, or of a length not known yet, is acknowledged
+    // as it arrives (`OriginStream::quick_ack`). A smaller one comes whole, so the call and the
+    // extra ACK could only cost (1 KiB and 64 KiB misses measured 0.97x and 0.94x with them,
+    // within their spread).
+    let small = match framing {
+        BodyFraming::ContentLength(n) => n <= QUICK_ACK_MIN_BODY_BYTES,
+        BodyFraming::None => true,
+        _ => false,
+    };
+    if !small {
+        stream.quick_ack();
+    }
     let head_buf = buf.split_to(head.head_len).freeze();
     let reusable =
         head.keep_alive && matches!(framing, BodyFraming::ContentLength(_) | BodyFraming::Chunked | BodyFraming::None);
@@ -320,6 +332,9 @@ async fn exchange(
     };
     Ok(OriginResponse { status: head.status, head_buf, head, body })
 }
+
+/// Bodies longer than this are acknowledged at once as they arrive ([`OriginStream::quick_ack`]).
+const QUICK_ACK_MIN_BODY_BYTES: u64 = 64 * 1024;
 
 /// Reads into the spare capacity of `buf` (appending; the caller made room: [`readbuf::for_read`]),
 /// bounded by `limit`.
