@@ -7,7 +7,7 @@
 //! handlers never import the connection loop that calls them.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -323,8 +323,7 @@ impl Conn {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "sendfile on a TLS connection"));
         };
         let fd = stream.as_raw_fd();
-        // SAFETY: `stream` owns the descriptor and outlives this borrow of it.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let borrowed = crate::stream::borrowed_fd(stream);
         let socket = socket2::SockRef::from(&borrowed);
         if !self.nonblocking {
             socket.set_nonblocking(true)?;

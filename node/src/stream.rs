@@ -55,10 +55,16 @@ impl OriginStream {
             OriginStream::Plain(tcp) => tcp,
             OriginStream::Tls(tls) => &tls.tcp,
         };
-        // SAFETY: `tcp` owns the descriptor and outlives this borrow of it.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(tcp)) };
-        let _ = socket2::SockRef::from(&fd).set_quickack(true);
+        let _ = socket2::SockRef::from(&borrowed_fd(tcp)).set_quickack(true);
     }
+}
+
+/// `tcp`'s descriptor, borrowed for as long as `tcp` is: for socket options and system calls
+/// monoio has no method for (through `socket2::SockRef`).
+pub fn borrowed_fd(tcp: &TcpStream) -> std::os::fd::BorrowedFd<'_> {
+    // SAFETY: `tcp` owns the descriptor, open until it is dropped, and the borrow cannot
+    // outlive `tcp`.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(tcp)) }
 }
 
 /// How many bytes one socket read asks for: a whole TLS record (16 KiB of plaintext and up to
@@ -384,8 +390,7 @@ mod tests {
 
     /// The socket option TCP_QUICKACK of `tcp`, set when `set` is given, then read.
     fn quickack(tcp: &TcpStream, set: Option<bool>) -> bool {
-        // SAFETY: `tcp` owns the descriptor and outlives this borrow of it.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(tcp)) };
+        let fd = borrowed_fd(tcp);
         let sock = socket2::SockRef::from(&fd);
         if let Some(on) = set {
             sock.set_quickack(on).unwrap();
