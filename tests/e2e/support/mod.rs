@@ -86,6 +86,28 @@ pub fn closed_port_addr() -> ClosedPort {
     ClosedPort { _socket: socket, addr }
 }
 
+impl ClosedPort {
+    /// Closes `addr`, a port a server of the test just stopped listening on, the same way: a
+    /// stopped origin holds its port so, and a node a test restarts on `127.0.0.1:0` cannot be
+    /// given the port its own mirror rules point at (it would refuse them as a loop onto itself;
+    /// seen once in CI). SO_REUSEADDR lets the bind succeed over the port's TIME_WAIT
+    /// connections; an ephemeral bind still skips the port. While a child forked by another test
+    /// still holds the old listener (until it execs) the bind fails, and the port is taken
+    /// anyway; retried for up to 2 s, then `None`.
+    pub fn hold(addr: SocketAddr) -> Option<ClosedPort> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).ok()?;
+            socket.set_reuse_address(true).ok()?;
+            match socket.bind(&addr.into()) {
+                Ok(()) => return Some(ClosedPort { _socket: socket, addr }),
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
 /// Text between the first `<tag>` and the next `</tag>`, if both are present.
 pub fn xml_tag<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
     let open = format!("<{tag}>");

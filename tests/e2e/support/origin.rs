@@ -12,8 +12,8 @@
 //! Stopping ([`Origin::stop`] or drop) closes the listener (new connects are refused, which
 //! tests use as "the origin is gone"), shuts down every open connection, and makes in-progress
 //! scripted delays end early, so no reply keeps trickling out after a test stopped the origin.
-//! A stopped origin keeps its port bound (not listening) until it is dropped, so a node that a
-//! test restarts on `127.0.0.1:0` cannot be given the port its own mirror rules point at.
+//! A stopped origin keeps its port closed but held ([`ClosedPort::hold`]) until it is dropped,
+//! so a node a test restarts on `127.0.0.1:0` cannot be given the port its rules point at.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use super::ClosedPort;
 
 /// An idle keep-alive connection is dropped after this long; longer than any test's pause
 /// between requests, short enough that leaked threads go away.
@@ -239,9 +241,9 @@ pub struct Origin {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept_thread: Mutex<Option<JoinHandle<()>>>,
-    /// After [`Origin::stop`]: a socket bound to the origin's port without listening, so connects
-    /// are still refused but the kernel hands the port to no one else while the test runs.
-    port_hold: Mutex<Option<socket2::Socket>>,
+    /// After [`Origin::stop`]: the origin's port, closed but held, so connects are still refused
+    /// and the kernel hands the port to no one else while the test runs.
+    port_hold: Mutex<Option<ClosedPort>>,
 }
 
 impl Origin {
@@ -304,27 +306,7 @@ impl Origin {
         }
         let mut hold = self.port_hold.lock().unwrap();
         if hold.is_none() {
-            *hold = hold_port(self.addr);
-        }
-    }
-}
-
-/// Binds a socket to `addr` without listening. Without it, a node a test restarts on
-/// `127.0.0.1:0` after stopping its origin can be given the origin's old port, and then refuses
-/// its own mirror rule as a loop onto itself (seen once in CI). SO_REUSEADDR lets the bind
-/// succeed over the port's TIME_WAIT connections; an ephemeral bind still skips the port. While
-/// a child forked by another test still holds the old listener (until it execs) the bind fails,
-/// and the port is taken anyway; retried for up to 2 s, then given up.
-fn hold_port(addr: SocketAddr) -> Option<socket2::Socket> {
-    use socket2::{Domain, Socket, Type};
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).ok()?;
-        socket.set_reuse_address(true).ok()?;
-        match socket.bind(&addr.into()) {
-            Ok(()) => return Some(socket),
-            Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-            Err(_) => return None,
+            *hold = ClosedPort::hold(self.addr);
         }
     }
 }
