@@ -299,9 +299,10 @@ async fn exchange(
     let framing = proto::response_framing(&head, &buf, method == Method::Head)
         .map_err(|e| Exchange::Failed(OriginError::Protocol(e)))?;
     // A body of more than one loopback segment, or of a length not known yet, is acknowledged
-    // as it arrives (`OriginStream::quick_ack`). A smaller one comes whole, so the call and the
-    // extra ACK could only cost (1 KiB and 64 KiB misses measured 0.97x and 0.94x with them,
-    // within their spread).
+    // as it arrives (`OriginStream::quick_ack`). On loopback a smaller one comes whole, so the
+    // call and the extra ACK could only cost (1 KiB and 64 KiB misses measured 0.97x and 0.94x
+    // with them, within their spread). Over a network with 1,500-byte segments a 64 KiB body is
+    // many segments and could stall the same way; that was not measured.
     let small = match framing {
         BodyFraming::ContentLength(n) => n <= QUICK_ACK_MIN_BODY_BYTES,
         BodyFraming::None => true,
