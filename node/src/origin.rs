@@ -298,17 +298,10 @@ async fn exchange(
     };
     let framing = proto::response_framing(&head, &buf, method == Method::Head)
         .map_err(|e| Exchange::Failed(OriginError::Protocol(e)))?;
-    // A body of more than one loopback segment, or of a length not known yet, is acknowledged
-    // as it arrives (`OriginStream::quick_ack`). On loopback a smaller one comes whole, so the
-    // call and the extra ACK could only cost (1 KiB and 64 KiB misses measured 0.97x and 0.94x
-    // with them, within their spread). Over a network with 1,500-byte segments a 64 KiB body is
-    // many segments and could stall the same way; that was not measured.
-    let small = match framing {
-        BodyFraming::ContentLength(n) => n <= QUICK_ACK_MIN_BODY_BYTES,
-        BodyFraming::None => true,
-        _ => false,
-    };
-    if !small {
+    // The rest of the body, if any is still to come, is acknowledged as it arrives: with
+    // delayed ACKs the origin can wait for an ACK of the first segments before it sends the
+    // last (`OriginStream::quick_ack`).
+    if rest_to_come(framing, buf.len() - head.head_len) {
         stream.quick_ack();
     }
     let head_buf = buf.split_to(head.head_len).freeze();
@@ -334,8 +327,18 @@ async fn exchange(
     Ok(OriginResponse { status: head.status, head_buf, head, body })
 }
 
-/// Bodies longer than this are acknowledged at once as they arrive ([`OriginStream::quick_ack`]).
-const QUICK_ACK_MIN_BODY_BYTES: u64 = 64 * 1024;
+/// Whether an answer's body has more to come than the `arrived` bytes read with its head: a
+/// body of unknown length always may. When all of it came with the head (a small body, or any
+/// body that fits one segment), there is nothing for the origin to wait on, and acknowledging
+/// at once would only add an ACK (sustained 1 KiB misses did 0.93x and 0.95x GET/s with one on
+/// every answer: bench/RESULTS.md, "Issue 14, nineteenth pass").
+fn rest_to_come(framing: BodyFraming, arrived: usize) -> bool {
+    match framing {
+        BodyFraming::None => false,
+        BodyFraming::ContentLength(n) => n > arrived as u64,
+        BodyFraming::Chunked | BodyFraming::CloseDelimited => true,
+    }
+}
 
 /// Reads into the spare capacity of `buf` (appending; the caller made room: [`readbuf::for_read`]),
 /// bounded by `limit`.
@@ -540,5 +543,24 @@ impl Pool {
     /// Idle connections held (for tests and metrics).
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_body_with_more_to_come_is_acknowledged_at_once() {
+        // Came whole with the head: nothing for the origin to wait on.
+        assert!(!rest_to_come(BodyFraming::ContentLength(1024), 1024));
+        assert!(!rest_to_come(BodyFraming::ContentLength(0), 0));
+        assert!(!rest_to_come(BodyFraming::None, 0));
+        // Part of it, or none of it, came with the head.
+        assert!(rest_to_come(BodyFraming::ContentLength(4096), 1200));
+        assert!(rest_to_come(BodyFraming::ContentLength(1024), 0));
+        // Of a length not known yet.
+        assert!(rest_to_come(BodyFraming::Chunked, 5000));
+        assert!(rest_to_come(BodyFraming::CloseDelimited, 0));
     }
 }

@@ -40,7 +40,7 @@ pub enum OriginStream {
 
 impl OriginStream {
     /// Has the kernel acknowledge what the origin sends from now on at once, not with a delayed
-    /// ACK: called once an answer's head shows a body of more than one loopback segment (an
+    /// ACK: called when an answer's body has more to come after the bytes read with its head (an
     /// error is ignored; the body is read either way).
     ///
     /// On a keep-alive connection, the kernel takes request and answer for an interactive
@@ -48,7 +48,9 @@ impl OriginStream {
     /// from an origin that corks its sends (nginx's `tcp_nopush` with `sendfile`), a segment
     /// left unacknowledged while the origin held the rest back stalled single cold 1 MiB misses
     /// by ~10 ms: their p99 was 11-13.5 ms in 9 runs of 11 at low load, and 1.6-1.8 ms in 4 of 4
-    /// with this (bench/RESULTS.md, "Issue 14, eighteenth pass"). The kernel leaves the mode
+    /// with this (bench/RESULTS.md, "Issue 14, eighteenth pass"). With 1,500-byte segments,
+    /// bodies from 4 KiB up stalled the same way: 4.7 ms at 4 KiB, 40-67 ms at 16 and 64 KiB,
+    /// in 2-8% of single cold GETs ("nineteenth pass"). The kernel leaves the mode
     /// when the node sends on the connection again: it lasts for this answer.
     pub fn quick_ack(&self) {
         let tcp = match self {
