@@ -60,6 +60,9 @@
 # the machine to go idle before each run) KEEP_DATA (0: objects and stores are deleted at the
 # end, logs are kept) WARM_MEMORY (1; 0: leave this VM's free page reporting as it is, see
 # bench/guest_memory.sh) WARM_MEMORY_GIB TOUCH_MEMORY_MIB (1024: touched again before each miss run).
+# LO_MTU (unset: loopback as it is, a 65,536-byte MTU by default; e.g. 1500: the MTU of most
+# networks, set on `lo` for the run and restored at the end. Segments of 1,448 bytes, not 64 KiB,
+# change how the kernel acknowledges and paces bodies: bench/RESULTS.md, "nineteenth pass").
 
 set -euo pipefail
 
@@ -132,6 +135,7 @@ die() { log "error: $*"; exit 1; }
 
 PIDS=()
 CG=""
+LO_MTU_BEFORE="" # set when LO_MTU changed the loopback's MTU, restored by cleanup
 MEMCGS=() # memory cgroups made by the disk phase
 
 cleanup() {
@@ -160,6 +164,7 @@ cleanup() {
     fi
     for g in "${MEMCGS[@]}"; do rmdir "$g" 2>/dev/null || log "could not remove cgroup $g"; done
     declare -F restore_guest_memory >/dev/null && restore_guest_memory
+    [[ -n $LO_MTU_BEFORE ]] && ip link set lo mtu "$LO_MTU_BEFORE"
     if [[ $KEEP_DATA != 1 && -d $WORK ]]; then
         rm -rf "$WORK/www" "$WORK"/edgemirror*/store "$WORK/nginx-proxy/cache" "$WORK/varnish" "$WORK/varnish-file" \
             "$WORK/edgemirror-log/store" "$WORK/edgemirror-log/access.log"
@@ -173,6 +178,12 @@ trap 'exit 130' INT TERM
 # 1-2. Tools and binaries
 
 [[ $(id -u) == 0 ]] || die "run as root (apt-get, cpuset cgroup, nginx/varnish as root)"
+if [[ -n ${LO_MTU:-} ]]; then
+    [[ $LO_MTU =~ ^[0-9]+$ ]] && ((LO_MTU >= 1280)) || die "LO_MTU: a number of bytes, at least 1280 (got '$LO_MTU')"
+    LO_MTU_BEFORE=$(cat /sys/class/net/lo/mtu)
+    ip link set lo mtu "$LO_MTU" || die "LO_MTU: could not set the loopback's MTU to $LO_MTU"
+    log "loopback MTU $LO_MTU for this run (was $LO_MTU_BEFORE; restored at the end)"
+fi
 missing=()
 command -v nginx >/dev/null || missing+=(nginx)
 command -v varnishd >/dev/null || missing+=(varnish)
@@ -1078,5 +1089,6 @@ du -sh "$WORK/edgemirror/store" >"$WORK/logs/edgemirror-store-size.txt" 2>&1 || 
 
 out "Run: $(date -u '+%Y-%m-%d %H:%M UTC');$([[ -n ${GUEST_MEMORY_WARMED:-} ]] && echo " guest memory warmed ($GUEST_MEMORY_WARMED GiB) and kept from the host (bench/guest_memory.sh);") repo at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty'); edgemirror binary $EDGEMIRROR_BIN built $(date -u -r "$EDGEMIRROR_BIN" '+%H:%M UTC'); $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)); kernel $(uname -r)"
 out "Versions: $(nginx -v 2>&1 | sed 's/.*: //'); $(varnishd -V 2>&1 | head -1 | sed 's/ revision.*//;s/(//'); $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'); emload driver $(kv "${line:-}" driver)"
+out "Network: loopback MTU $(cat /sys/class/net/lo/mtu), congestion control $(sysctl -n net.ipv4.tcp_congestion_control)"
 out "Pinning: servers on core $SERVER_CORE ($([[ -n $CG ]] && echo "cpuset cgroup + taskset" || echo "taskset only")), load and origin on core $LOAD_CORE; edgemirror threads: ${EDGE_AFFINITY%, }"
 out "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); logs in $WORK/logs"
