@@ -41,7 +41,7 @@
 # PERF and PERF_STAT do not go together.
 # Single GETs (CONNS=1) leave each request's times in $WORK/logs/emload-ROUND-{old,new}.csv
 # (those of an earlier invocation are removed first).
-# LO_MTU (unset; e.g. 1500: loopback's MTU for the run, restored at the end, as in bench/peers.sh).
+# LO_MTU (unset; e.g. 1500: loopback's MTU for the run, restored at the end: bench/loopback_mtu.sh).
 # Needs nginx (apt-get install nginx) and root only if WORK is not writable.
 set -euo pipefail
 
@@ -108,21 +108,16 @@ http { access_log off; sendfile on; tcp_nopush on; server { listen 127.0.0.1:$P_
 EOF
 
 PIDS=()
-LO_MTU_BEFORE=""
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     restore_guest_memory
-    if [[ -n $LO_MTU_BEFORE ]]; then ip link set lo mtu "$LO_MTU_BEFORE" || true; fi
+    restore_loopback_mtu
 }
 source "$ROOT/bench/guest_memory.sh"
+source "$ROOT/bench/loopback_mtu.sh"
 trap cleanup EXIT
-if [[ -n ${LO_MTU:-} ]]; then
-    [[ $LO_MTU =~ ^[0-9]+$ ]] && ((LO_MTU >= 1280)) || die "LO_MTU: a number of bytes, at least 1280 (got '$LO_MTU')"
-    LO_MTU_BEFORE=$(cat /sys/class/net/lo/mtu)
-    ip link set lo mtu "$LO_MTU" || die "LO_MTU: could not set the loopback's MTU to $LO_MTU"
-    log "loopback MTU $LO_MTU for this run (was $LO_MTU_BEFORE; restored at the end)"
-fi
+set_loopback_mtu
 # Free memory stays with this VM for the run (bench/guest_memory.sh): both sides' new bytes land
 # on memory the host backs, whichever runs first.
 if [[ $(id -u) == 0 ]]; then

@@ -61,8 +61,7 @@
 # end, logs are kept) WARM_MEMORY (1; 0: leave this VM's free page reporting as it is, see
 # bench/guest_memory.sh) WARM_MEMORY_GIB TOUCH_MEMORY_MIB (1024: touched again before each miss run).
 # LO_MTU (unset: loopback as it is, a 65,536-byte MTU by default; e.g. 1500: the MTU of most
-# networks, set on `lo` for the run and restored at the end. Segments of 1,448 bytes, not 64 KiB,
-# change how the kernel acknowledges and paces bodies: bench/RESULTS.md, "nineteenth pass").
+# networks, set on `lo` for the run and restored at the end: bench/loopback_mtu.sh).
 
 set -euo pipefail
 
@@ -135,7 +134,6 @@ die() { log "error: $*"; exit 1; }
 
 PIDS=()
 CG=""
-LO_MTU_BEFORE="" # set when LO_MTU changed the loopback's MTU, restored by cleanup
 MEMCGS=() # memory cgroups made by the disk phase
 
 cleanup() {
@@ -164,7 +162,7 @@ cleanup() {
     fi
     for g in "${MEMCGS[@]}"; do rmdir "$g" 2>/dev/null || log "could not remove cgroup $g"; done
     declare -F restore_guest_memory >/dev/null && restore_guest_memory
-    [[ -n $LO_MTU_BEFORE ]] && ip link set lo mtu "$LO_MTU_BEFORE"
+    declare -F restore_loopback_mtu >/dev/null && restore_loopback_mtu
     if [[ $KEEP_DATA != 1 && -d $WORK ]]; then
         rm -rf "$WORK/www" "$WORK"/edgemirror*/store "$WORK/nginx-proxy/cache" "$WORK/varnish" "$WORK/varnish-file" \
             "$WORK/edgemirror-log/store" "$WORK/edgemirror-log/access.log"
@@ -178,12 +176,8 @@ trap 'exit 130' INT TERM
 # 1-2. Tools and binaries
 
 [[ $(id -u) == 0 ]] || die "run as root (apt-get, cpuset cgroup, nginx/varnish as root)"
-if [[ -n ${LO_MTU:-} ]]; then
-    [[ $LO_MTU =~ ^[0-9]+$ ]] && ((LO_MTU >= 1280)) || die "LO_MTU: a number of bytes, at least 1280 (got '$LO_MTU')"
-    LO_MTU_BEFORE=$(cat /sys/class/net/lo/mtu)
-    ip link set lo mtu "$LO_MTU" || die "LO_MTU: could not set the loopback's MTU to $LO_MTU"
-    log "loopback MTU $LO_MTU for this run (was $LO_MTU_BEFORE; restored at the end)"
-fi
+source "$ROOT/bench/loopback_mtu.sh"
+set_loopback_mtu
 missing=()
 command -v nginx >/dev/null || missing+=(nginx)
 command -v varnishd >/dev/null || missing+=(varnish)
