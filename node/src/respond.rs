@@ -322,7 +322,6 @@ impl Conn {
         let ClientStream::Plain(stream) = &self.stream else {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "sendfile on a TLS connection"));
         };
-        let fd = stream.as_raw_fd();
         let borrowed = crate::stream::borrowed_fd(stream);
         let socket = socket2::SockRef::from(&borrowed);
         if !self.nonblocking {
@@ -347,7 +346,8 @@ impl Conn {
             let end = off + len as libc::off_t;
             while off < end {
                 // SAFETY: two open descriptors; the kernel advances `off`, a local.
-                let n = unsafe { libc::sendfile(fd, file.as_raw_fd(), &mut off, (end - off) as usize) };
+                let n =
+                    unsafe { libc::sendfile(borrowed.as_raw_fd(), file.as_raw_fd(), &mut off, (end - off) as usize) };
                 let res = usize::try_from(n).map_err(|_| io::Error::last_os_error());
                 match would_block(res)? {
                     Some(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment file ends early")),
