@@ -42,6 +42,8 @@
 # Single GETs (CONNS=1) leave each request's times in $WORK/logs/emload-ROUND-{old,new}.csv
 # (those of an earlier invocation are removed first).
 # LO_MTU (unset; e.g. 1500: loopback's MTU for the run, restored at the end: bench/loopback_mtu.sh).
+# ORIGIN_HTTP (""; directives added to the origin nginx's http block, e.g. 'ssi on; ssi_types *;'
+# for answers of unknown length, sent chunked).
 # Needs nginx (apt-get install nginx) and root only if WORK is not writable.
 set -euo pipefail
 
@@ -56,6 +58,7 @@ CONNS=${CONNS:-1}
 PAUSE_MS=${PAUSE_MS:-0}
 COLD_ORIGIN=${COLD_ORIGIN:-0}
 OLD_STORE=${OLD_STORE:-}
+ORIGIN_HTTP=${ORIGIN_HTTP:-}
 NEW_STORE=${NEW_STORE:-}
 WORK=${WORK:-/tmp/edgemirror-ab-cold}
 PORT_BASE=${PORT_BASE:-19180}
@@ -104,7 +107,7 @@ daemon off;
 pid $WORK/nginx.pid;
 error_log $WORK/logs/nginx.err;
 events { worker_connections 1024; }
-http { access_log off; sendfile on; tcp_nopush on; server { listen 127.0.0.1:$P_ORIGIN; root $WORK/www; } }
+http { access_log off; sendfile on; tcp_nopush on; $ORIGIN_HTTP server { listen 127.0.0.1:$P_ORIGIN; root $WORK/www; } }
 EOF
 
 PIDS=()

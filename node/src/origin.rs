@@ -301,7 +301,7 @@ async fn exchange(
     // The rest of the body, if any is still to come, is acknowledged as it arrives: with
     // delayed ACKs the origin can wait for an ACK of the first segments before it sends the
     // last (`OriginStream::quick_ack`).
-    if rest_to_come(framing, buf.len() - head.head_len) {
+    if rest_to_come(framing, &buf[head.head_len..]) {
         stream.quick_ack();
     }
     let head_buf = buf.split_to(head.head_len).freeze();
@@ -327,16 +327,33 @@ async fn exchange(
     Ok(OriginResponse { status: head.status, head_buf, head, body })
 }
 
-/// Whether an answer's body has more to come than the `arrived` bytes read with its head: a
-/// body of unknown length always may. When all of it came with the head (a small body, or any
-/// body that fits one segment), there is nothing for the origin to wait on, and acknowledging
-/// at once would only add an ACK (sustained 1 KiB misses did 0.93x and 0.95x GET/s with one on
-/// every answer: bench/RESULTS.md, "Issue 14, nineteenth pass").
-fn rest_to_come(framing: BodyFraming, arrived: usize) -> bool {
+/// Whether an answer's body has more to come than the bytes `arrived` with its head. When all
+/// of it came with the head (a small body, or any body that fits one segment), there is nothing
+/// for the origin to wait on, and acknowledging at once would only add an ACK (sustained 1 KiB
+/// misses did 0.93x and 0.95x GET/s with one on every answer: bench/RESULTS.md, "Issue 14,
+/// nineteenth pass"). A chunked body is complete once its last chunk and trailers are there: a
+/// fresh decoder walks the bytes (their framing only; the data is skipped). A close-delimited
+/// body always may have more.
+fn rest_to_come(framing: BodyFraming, arrived: &[u8]) -> bool {
     match framing {
         BodyFraming::None => false,
-        BodyFraming::ContentLength(n) => n > arrived as u64,
-        BodyFraming::Chunked | BodyFraming::CloseDelimited => true,
+        BodyFraming::ContentLength(n) => n > arrived.len() as u64,
+        BodyFraming::Chunked => !chunked_ends_within(arrived),
+        BodyFraming::CloseDelimited => true,
+    }
+}
+
+/// Whether `bytes` hold a whole chunked body. Malformed framing counts as not whole: the body
+/// reader reports it.
+fn chunked_ends_within(bytes: &[u8]) -> bool {
+    let mut decoder = ChunkedDecoder::new();
+    let mut pos = 0;
+    loop {
+        match decoder.decode(&bytes[pos..]) {
+            Ok((_, Chunk::End)) => return true,
+            Ok((_, Chunk::Partial)) | Err(_) => return false,
+            Ok((used, Chunk::Data { .. })) => pos += used,
+        }
     }
 }
 
@@ -553,14 +570,21 @@ mod tests {
     #[test]
     fn only_a_body_with_more_to_come_is_acknowledged_at_once() {
         // Came whole with the head: nothing for the origin to wait on.
-        assert!(!rest_to_come(BodyFraming::ContentLength(1024), 1024));
-        assert!(!rest_to_come(BodyFraming::ContentLength(0), 0));
-        assert!(!rest_to_come(BodyFraming::None, 0));
+        assert!(!rest_to_come(BodyFraming::ContentLength(1024), &[b'x'; 1024]));
+        assert!(!rest_to_come(BodyFraming::ContentLength(0), b""));
+        assert!(!rest_to_come(BodyFraming::None, b""));
+        assert!(!rest_to_come(BodyFraming::Chunked, b"5\r\nhello\r\n0\r\n\r\n"));
+        assert!(!rest_to_come(BodyFraming::Chunked, b"0\r\n\r\n"));
+        assert!(!rest_to_come(BodyFraming::Chunked, b"3;x=1\r\nabc\r\n2\r\nde\r\n0\r\nEtag: 1\r\n\r\n"));
         // Part of it, or none of it, came with the head.
-        assert!(rest_to_come(BodyFraming::ContentLength(4096), 1200));
-        assert!(rest_to_come(BodyFraming::ContentLength(1024), 0));
+        assert!(rest_to_come(BodyFraming::ContentLength(4096), &[b'x'; 1200]));
+        assert!(rest_to_come(BodyFraming::ContentLength(1024), b""));
+        assert!(rest_to_come(BodyFraming::Chunked, b""));
+        assert!(rest_to_come(BodyFraming::Chunked, b"1000\r\nabc"));
+        // The last chunk without its final CRLF, and data that only looks like an end.
+        assert!(rest_to_come(BodyFraming::Chunked, b"5\r\nhello\r\n0\r\n"));
+        assert!(rest_to_come(BodyFraming::Chunked, b"5\r\n0\r\n\r\n\r\n"));
         // Of a length not known yet.
-        assert!(rest_to_come(BodyFraming::Chunked, 5000));
-        assert!(rest_to_come(BodyFraming::CloseDelimited, 0));
+        assert!(rest_to_come(BodyFraming::CloseDelimited, b"whatever came"));
     }
 }
