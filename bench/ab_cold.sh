@@ -29,8 +29,8 @@
 #
 # Knobs (environment): KEYS (300) CONNS (1) PAUSE_MS (0; single GETs: an untimed wait after
 # each, so that every GET finds the server idle rather than busy with what the last one left)
-# COLD_ORIGIN (0; 1: the origin's objects are dropped from the page cache before each run, so
-# it reads them from disk) OLD_STORE, NEW_STORE ("") WORK
+# COLD_ORIGIN (0: the origin's objects are read into the page cache before each run; 1: they are
+# dropped from it, so the origin reads them from disk) OLD_STORE, NEW_STORE ("") WORK
 # (/tmp/edgemirror-ab-cold) PORT_BASE (19180) SERVER_CORE (1) LOAD_CORE (0) EMLOAD_BIN
 # (target/release/emload, built if missing) PERF (unset; a path: `perf record -g` of the server
 # core over each run, written to PERF.ROUND-old and PERF.ROUND-new; `python3
@@ -240,6 +240,12 @@ run() {
         python3 -c 'import os, sys
 for p in sys.argv[1:]:
     fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$WORK"/www/o/obj-*
+    else
+        # The origin's objects read once, into the page cache: this VM pages out page cache not
+        # used for a minute, so without this the first run of an invocation found them on disk
+        # (the origin's sendfile waited for reads; behind the node's writeback, for up to 29 ms)
+        # and the runs after it in memory.
+        find "$WORK/www/o" -name 'obj-*' -print0 | xargs -0 cat >/dev/null
     fi
     # CPU ticks (utime + stime) and minor faults of the timed process.
     read -r before faults_before < <(awk '{print $14 + $15, $10}' "/proc/$timed/stat")
