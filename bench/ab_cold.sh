@@ -42,8 +42,9 @@
 # Single GETs (CONNS=1) leave each request's times in $WORK/logs/emload-ROUND-{old,new}.csv
 # (those of an earlier invocation are removed first).
 # LO_MTU (unset; e.g. 1500: loopback's MTU for the run, restored at the end: bench/loopback_mtu.sh).
-# ORIGIN_HTTP (""; directives added to the origin nginx's http block, e.g. 'ssi on; ssi_types *;'
-# for answers of unknown length, sent chunked).
+# ORIGIN_HTTP (""; directives added to the origin nginx's http block, each ending in ';', e.g.
+# 'ssi on; ssi_types *;' for answers of unknown length, sent chunked: nginx's SSI filter also
+# turns off its sendfile and drops Last-Modified and ETag).
 # Needs nginx (apt-get install nginx) and root only if WORK is not writable.
 set -euo pipefail
 
@@ -58,8 +59,8 @@ CONNS=${CONNS:-1}
 PAUSE_MS=${PAUSE_MS:-0}
 COLD_ORIGIN=${COLD_ORIGIN:-0}
 OLD_STORE=${OLD_STORE:-}
-ORIGIN_HTTP=${ORIGIN_HTTP:-}
 NEW_STORE=${NEW_STORE:-}
+ORIGIN_HTTP=${ORIGIN_HTTP:-}
 WORK=${WORK:-/tmp/edgemirror-ab-cold}
 PORT_BASE=${PORT_BASE:-19180}
 SERVER_CORE=${SERVER_CORE:-1}
@@ -228,25 +229,29 @@ EOF
 # One run of `bin` with `store_extra` in its [store]: prints "p50_us p99_us cpu_us_per_get
 # gets_per_s minor_faults_per_get server_core_busy_% load_core_busy_%".
 run() {
-    local bin=$1 store_extra=$2 pid timed
-    read -r pid timed <<<"$(start_side "$bin" "$store_extra")"
-    # Each side stores onto memory the host backs (bench/guest_memory.sh).
-    touch_guest_memory
-    local before after faults_before faults_after t0 t1
+    local bin=$1 store_extra=$2
+    # The origin's objects first, so that reading them does not take the free memory touched
+    # for the side below.
     if ((COLD_ORIGIN)); then
-        # The origin's objects out of the page cache: it reads them from disk, as in a
-        # peers.sh phase that runs minutes after the objects were written (this VM pages
-        # out page cache not used for a minute: bench/RESULTS.md, "Issue 14, fifth pass").
+        # Out of the page cache: the origin reads them from disk, as in a peers.sh phase that
+        # runs minutes after the objects were written (this VM pages out page cache not used
+        # for a minute: bench/RESULTS.md, "Issue 14, fifth pass").
         python3 -c 'import os, sys
 for p in sys.argv[1:]:
     fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$WORK"/www/o/obj-*
     else
-        # The origin's objects read once, into the page cache: this VM pages out page cache not
-        # used for a minute, so without this the first run of an invocation found them on disk
-        # (the origin's sendfile waited for reads; behind the node's writeback, for up to 29 ms)
-        # and the runs after it in memory.
-        find "$WORK/www/o" -name 'obj-*' -print0 | xargs -0 cat >/dev/null
+        # Read once, into the page cache. The objects are written only when SIZE or KEYS
+        # change, and this VM pages out page cache not used for a minute, so without this an
+        # invocation reusing older objects found them on disk in its first run (the origin's
+        # sendfile waited for reads; behind the node's writeback, for up to 29 ms) and in
+        # memory in the runs after it (bench/RESULTS.md, "Issue 14, twentieth pass").
+        find "$WORK/www/o" -name 'obj-*' -print0 | xargs -0 -r cat >/dev/null
     fi
+    local pid timed
+    read -r pid timed <<<"$(start_side "$bin" "$store_extra")"
+    # Each side stores onto memory the host backs (bench/guest_memory.sh).
+    touch_guest_memory
+    local before after faults_before faults_after t0 t1
     # CPU ticks (utime + stime) and minor faults of the timed process.
     read -r before faults_before < <(awk '{print $14 + $15, $10}' "/proc/$timed/stat")
     local perf_pid=
