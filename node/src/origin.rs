@@ -584,6 +584,8 @@ mod tests {
         // The last chunk without its final CRLF, and data that only looks like an end.
         assert!(rest_to_come(BodyFraming::Chunked, b"5\r\nhello\r\n0\r\n"));
         assert!(rest_to_come(BodyFraming::Chunked, b"5\r\n0\r\n\r\n\r\n"));
+        // Malformed framing: left to the body reader, which reports it.
+        assert!(rest_to_come(BodyFraming::Chunked, b"x\r\nhello\r\n0\r\n\r\n"));
         // Of a length not known yet.
         assert!(rest_to_come(BodyFraming::CloseDelimited, b"whatever came"));
     }
