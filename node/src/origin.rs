@@ -331,29 +331,13 @@ async fn exchange(
 /// of it came with the head (a small body, or any body that fits one segment), there is nothing
 /// for the origin to wait on, and acknowledging at once would only add an ACK (sustained 1 KiB
 /// misses did 0.93x and 0.95x GET/s with one on every answer: bench/RESULTS.md, "Issue 14,
-/// nineteenth pass"). A chunked body is complete once its last chunk and trailers are there: a
-/// fresh decoder walks the bytes (their framing only; the data is skipped). A close-delimited
-/// body always may have more.
+/// nineteenth pass"). A close-delimited body always may have more.
 fn rest_to_come(framing: BodyFraming, arrived: &[u8]) -> bool {
     match framing {
         BodyFraming::None => false,
         BodyFraming::ContentLength(n) => n > arrived.len() as u64,
-        BodyFraming::Chunked => !chunked_ends_within(arrived),
+        BodyFraming::Chunked => !ChunkedDecoder::ends_within(arrived),
         BodyFraming::CloseDelimited => true,
-    }
-}
-
-/// Whether `bytes` hold a whole chunked body. Malformed framing counts as not whole: the body
-/// reader reports it.
-fn chunked_ends_within(bytes: &[u8]) -> bool {
-    let mut decoder = ChunkedDecoder::new();
-    let mut pos = 0;
-    loop {
-        match decoder.decode(&bytes[pos..]) {
-            Ok((_, Chunk::End)) => return true,
-            Ok((_, Chunk::Partial)) | Err(_) => return false,
-            Ok((used, Chunk::Data { .. })) => pos += used,
-        }
     }
 }
 

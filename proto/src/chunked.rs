@@ -129,6 +129,21 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
+    /// Whether `input` starts with a whole chunked body: its last chunk, trailers and final
+    /// CRLF. Only the framing is walked; chunk data is skipped. Malformed framing counts as not
+    /// whole (a decoder reading the body reports it).
+    pub fn ends_within(input: &[u8]) -> bool {
+        let mut dec = ChunkedDecoder::new();
+        let mut pos = 0;
+        loop {
+            match dec.decode(&input[pos..]) {
+                Ok((_, Chunk::End)) => return true,
+                Ok((_, Chunk::Partial)) | Err(_) => return false,
+                Ok((used, Chunk::Data { .. })) => pos += used,
+            }
+        }
+    }
+
     /// Advances the framing state machine by one byte (never called in `Data` or `Done`).
     fn step(&mut self, b: u8) -> Result<(), ParseError> {
         match self.state {
