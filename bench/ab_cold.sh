@@ -240,12 +240,10 @@ run() {
 for p in sys.argv[1:]:
     fd = os.open(p, os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)' "$WORK"/www/o/obj-*
     else
-        # Read once, into the page cache. The objects are written only when SIZE or KEYS
-        # change, and this VM pages out page cache not used for a minute, so without this an
-        # invocation reusing older objects found them on disk in its first run (the origin's
-        # sendfile waited for reads; behind the node's writeback, for up to 29 ms) and in
-        # memory in the runs after it (bench/RESULTS.md, "Issue 14, twentieth pass").
-        find "$WORK/www/o" -name 'obj-*' -print0 | xargs -0 -r cat >/dev/null
+        # Into the page cache: the objects are written only when SIZE or KEYS change, so an
+        # invocation reusing older ones found them on disk in its first run and in memory in
+        # the later ones (bench/guest_memory.sh).
+        origin_warm "$WORK/www/o/obj-{}" 0 "$KEYS"
     fi
     local pid timed
     read -r pid timed <<<"$(start_side "$bin" "$store_extra")"

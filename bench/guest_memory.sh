@@ -1,4 +1,6 @@
-# bench/guest_memory.sh: sourced by bench/peers.sh and bench/ab_cold.sh (as root).
+# bench/guest_memory.sh: sourced by bench/peers.sh and bench/ab_cold.sh (as root). How this VM's
+# memory behaves for a bench: the memory it gives back to its host (below), and the page cache it
+# pages out (origin_warm, at the end).
 #
 # The bench VM gives free memory back to its host (free page reporting; this kernel's
 # /sys/module/page_reporting/parameters/max_waiting_mib keeps only 1,024 MiB of free memory
@@ -79,4 +81,21 @@ restore_guest_memory() {
         echo "$GUEST_REPORTING_SAVED" >"$GUEST_REPORTING" 2>/dev/null || true
         GUEST_REPORTING_SAVED=
     fi
+}
+
+# origin_warm PATTERN FIRST COUNT: reads the origin's objects PATTERN (with {} for the key
+# number) FIRST..FIRST+COUNT-1 into the page cache, before a run. This VM pages out page cache
+# unused for a minute (DAMON's pageout, bench/RESULTS.md "Issue 14, fifth pass"): objects written
+# earlier were read from disk by the origin for whichever target or side asked first, which then
+# ran against a slower origin than the others (in ab_cold.sh: "twentieth pass").
+origin_warm() {
+    local pattern=$1 first=$2 count=$3
+    python3 - "$pattern" "$first" "$count" <<'PY'
+import sys
+pattern, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for k in range(first, first + count):
+    with open(pattern.replace("{}", str(k)), "rb") as f:
+        while f.read(1 << 20):
+            pass
+PY
 }

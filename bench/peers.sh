@@ -515,23 +515,6 @@ out() { echo "$*" | tee -a "$RESULTS"; }
 
 # Busy CPU ticks of the whole machine (user + nice + system), to see what else ran meanwhile.
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4; exit }' /proc/stat; }
-# origin_warm PATTERN FIRST COUNT: reads the origin's objects PATTERN (with {} for the key
-# number) FIRST..FIRST+COUNT-1 into the page cache. This VM pages out page cache unused for a
-# minute (DAMON, bench/RESULTS.md "Issue 14, fifth pass"): objects written at the start were
-# read from disk by the origin for whichever target asked first, which then ran against a slower
-# origin than the others.
-origin_warm() {
-    local pattern=$1 first=$2 count=$3
-    python3 - "$pattern" "$first" "$count" <<'PY'
-import sys
-pattern, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for k in range(first, first + count):
-    with open(pattern.replace("{}", str(k)), "rb") as f:
-        while f.read(1 << 20):
-            pass
-PY
-}
-
 # Waits (up to QUIET_WAIT s) until the machine is nearly idle: other work on these 2 cores
 # (a compile, a fuzzer) would be measured as the server's slowness.
 wait_quiet() {
