@@ -1,6 +1,6 @@
 # bench/guest_memory.sh: sourced by bench/peers.sh and bench/ab_cold.sh (as root). How this VM's
 # memory behaves for a bench: the memory it gives back to its host (below), and the page cache it
-# pages out (origin_warm, at the end).
+# pages out (origin_warm). Also how its vCPUs start after an idle spell (load_warmup, at the end).
 #
 # The bench VM gives free memory back to its host (free page reporting; this kernel's
 # /sys/module/page_reporting/parameters/max_waiting_mib keeps only 1,024 MiB of free memory
@@ -98,4 +98,17 @@ for k in range(first, first + count):
         while f.read(1 << 20):
             pass
 PY
+}
+
+# load_warmup URL: LOAD_WARMUP seconds (default 0.3; 0: none) of one client's GETs of URL (a key
+# the server has or fetches once), untimed, right before a measured miss run. On this VM the
+# first ~100-200 ms of load after an idle spell are slow for every server alike: ~10% of the GETs
+# stall 1-7 ms, and the rest run ~25% slower (bench/RESULTS.md, "Issue 14, twenty-first pass").
+# A run of 200 single GETs that begins idle has its p99 set by those stalls, not by the server. A
+# new client process right after load does not bring them back; an idle spell does (milder after
+# 0.3 s, in full after 3 s), so the run must follow at once. Needs EMLOAD_BIN and LOAD_CORE.
+load_warmup() {
+    local secs=${LOAD_WARMUP:-0.3}
+    [[ $secs != 0 ]] || return 0
+    taskset -c "$LOAD_CORE" "$EMLOAD_BIN" -c 1 -d "$secs" -w 0 --url "$1" >/dev/null
 }

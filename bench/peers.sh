@@ -60,6 +60,8 @@
 # the machine to go idle before each run) KEEP_DATA (0: objects and stores are deleted at the
 # end, logs are kept) WARM_MEMORY (1; 0: leave this VM's free page reporting as it is, see
 # bench/guest_memory.sh) WARM_MEMORY_GIB TOUCH_MEMORY_MIB (1024: touched again before each miss run).
+# LOAD_WARMUP (0.3: seconds of one client's hits on the target, untimed, right before each cold
+# and sustained run, so that the run does not begin on vCPUs just out of an idle spell; 0: none).
 # LO_MTU (unset: loopback as it is, a 65,536-byte MTU by default; e.g. 1500: the MTU of most
 # networks, set on `lo` for the run and restored at the end: bench/loopback_mtu.sh).
 
@@ -775,7 +777,7 @@ miss_index() {
 phase_cold() {
     out "## Miss path: one cold GET at a time, $COLD_ROUNDS fresh keys per run, $MISS_REPEAT runs"
     out ""
-    out "TTFB and complete are timed from the request. Each cell is the median over $MISS_REPEAT runs (range: lowest–highest run), the targets taking turns with a different one first each run, every run on keys no cache has seen. \"vs best peer\" = edgemirror's complete time over the lower of nginx-proxy's and Varnish's (below 1 is faster): of the medians, and per run."
+    out "TTFB and complete are timed from the request. Each cell is the median over $MISS_REPEAT runs (range: lowest–highest run), the targets taking turns with a different one first each run, every run on keys no cache has seen, right after ${LOAD_WARMUP:-0.3} s of one client's hits on the target (load_warmup in bench/guest_memory.sh: not begun on vCPUs just out of an idle spell). \"vs best peer\" = edgemirror's complete time over the lower of nginx-proxy's and Varnish's (below 1 is faster): of the medians, and per run."
     out ""
     out "| target | size | TTFB p50 | complete p50 (range) | complete p99 (range) | complete max | edgemirror vs best peer, medians (p50 / p99) | per run (p50) | served from |"
     out "|---|---|---:|---:|---:|---:|---:|---:|---|"
@@ -792,6 +794,7 @@ phase_cold() {
                 origin_warm "$WWW/cold/$s-{}" "$base" "$COLD_ROUNDS"
                 touch_guest_memory
                 wait_quiet
+                load_warmup "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/$s/obj-0"
                 log "cold: $t $s (run $rep of $MISS_REPEAT)"
                 emload --cold -c 1 --rounds "$COLD_ROUNDS" --keys "$COLD_ROUNDS" --key-offset "$base" \
                     --url-template "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/cold/$s-{}" "${hdr[@]}" \
@@ -831,7 +834,7 @@ phase_cold() {
 phase_sustained() {
     out "## Sustained misses: ${SUS_KEYS[1k]} / ${SUS_KEYS[64k]} / ${SUS_KEYS[1m]} distinct cold keys (1k / 64k / 1m), each once, $CONNS connections, $MISS_REPEAT runs"
     out ""
-    out "\"origin direct\" is the same client reading the origin itself: the ceiling (the origin and the client share core $LOAD_CORE). Each run uses keys no cache has seen; the targets take turns with a different one first each run. req/s is the median over $MISS_REPEAT runs (range: slowest–fastest run); the other columns are from the run with the median req/s; origin requests are summed over the runs, from the origin's access log. \"edgemirror / target\": of the medians, and per run."
+    out "\"origin direct\" is the same client reading the origin itself: the ceiling (the origin and the client share core $LOAD_CORE). Each run uses keys no cache has seen, right after ${LOAD_WARMUP:-0.3} s of one client's hits on the target (load_warmup in bench/guest_memory.sh); the targets take turns with a different one first each run. req/s is the median over $MISS_REPEAT runs (range: slowest–fastest run); the other columns are from the run with the median req/s; origin requests are summed over the runs, from the origin's access log. \"edgemirror / target\": of the medians, and per run."
     out ""
     out "| target | size | req/s (range) | GB/s | p50 | p99 | errors / non-2xx | origin reqs | CPU server / emload | edgemirror / target | per run |"
     out "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -848,6 +851,7 @@ phase_sustained() {
                 origin_warm "$WWW/sus/$s/obj-{}" $(((rep - 1) * n)) "$n"
                 touch_guest_memory
                 wait_quiet
+                load_warmup "http://127.0.0.1:${PORT[$t]}${PREFIX[$t]}/$s/obj-0"
                 log "sustained misses: $t $s (run $rep of $MISS_REPEAT)"
                 before=$(origin_requests)
                 pid=$(pid_of "$t")
