@@ -756,8 +756,8 @@ phase_tls() {
 
 # spread "V1 V2 ...": "median lowest highest" of the values (the lower middle of an even count).
 spread() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)], v[1], v[NR] }'; }
-# pooled_p99 CSV...: the p99 of the complete time over the 200s of these `emload --cold` CSVs
-# together (all runs of a target). One run's p99 of 200 GETs is its second or third slowest GET,
+# pooled_p99 CSV...: the p99 of the complete time over the GETs answered 200 in these `emload
+# --cold` CSVs together (all runs of a target). One run's p99 of 200 GETs is its second or third slowest GET,
 # so the median of three runs' p99s turns on three or four GETs that this VM stalls for every
 # server alike (bench/RESULTS.md, "Issue 14, twenty-first pass"); 600 GETs pooled put the p99 at
 # the sixth slowest.
@@ -786,9 +786,9 @@ miss_index() {
 phase_cold() {
     out "## Miss path: one cold GET at a time, $COLD_ROUNDS fresh keys per run, $MISS_REPEAT runs"
     out ""
-    out "TTFB and complete are timed from the request. Each cell is the median over $MISS_REPEAT runs (range: lowest–highest run), but the p99 is taken over all runs' GETs together ($((MISS_REPEAT * COLD_ROUNDS)) a target; the range is of the runs' own p99s), the targets taking turns with a different one first each run, every run on keys no cache has seen, right after ${LOAD_WARMUP:-0.3} s of one client's hits on the target (load_warmup in bench/guest_memory.sh: not begun on vCPUs just out of an idle spell). \"vs best peer\" = edgemirror's complete time over the lower of nginx-proxy's and Varnish's (below 1 is faster): of the medians, and per run."
+    out "TTFB and complete are timed from the request. Each cell is the median over $MISS_REPEAT runs (range: lowest–highest run), but the p99 is taken over all runs' GETs together ($((MISS_REPEAT * COLD_ROUNDS)) a target; the range is of the runs' own p99s), the targets taking turns with a different one first each run, every run on keys no cache has seen, right after ${LOAD_WARMUP:-0.3} s of one client's hits on the target (load_warmup in bench/guest_memory.sh: not begun on vCPUs just out of an idle spell). \"vs best peer\" = edgemirror's complete time over the lower of nginx-proxy's and Varnish's (below 1 is faster): the p50 of the medians, the p99 of all runs' GETs, and the p50 per run."
     out ""
-    out "| target | size | TTFB p50 | complete p50 (range) | complete p99 of all runs (range of the runs') | complete max | edgemirror vs best peer, medians (p50 / p99) | per run (p50) | served from |"
+    out "| target | size | TTFB p50 | complete p50 (range) | complete p99 of all runs (range of the runs') | complete max | edgemirror vs best peer (p50 of the medians / p99 of all runs) | per run (p50) | served from |"
     out "|---|---|---:|---:|---:|---:|---:|---:|---|"
     local s t rep
     for s in "${SIZES[@]}"; do
