@@ -107,8 +107,8 @@ PY
 # A run of 200 single GETs that begins idle has its p99 set by those stalls, not by the server. A
 # new client process right after load does not bring them back; an idle spell does (milder after
 # 0.3 s, in full after 3 s), so the run must follow at once. Needs EMLOAD_BIN and LOAD_CORE.
+LOAD_WARMUP=${LOAD_WARMUP:-0.3}
 load_warmup() {
-    local secs=${LOAD_WARMUP:-0.3}
-    [[ $secs != 0 ]] || return 0
-    taskset -c "$LOAD_CORE" "$EMLOAD_BIN" -c 1 -d "$secs" -w 0 --url "$1" >/dev/null
+    [[ $LOAD_WARMUP != 0 ]] || return 0
+    taskset -c "$LOAD_CORE" "$EMLOAD_BIN" -c 1 -d "$LOAD_WARMUP" -w 0 --url "$1" >/dev/null
 }

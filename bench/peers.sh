@@ -757,10 +757,10 @@ phase_tls() {
 # spread "V1 V2 ...": "median lowest highest" of the values (the lower middle of an even count).
 spread() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)], v[1], v[NR] }'; }
 # pooled_p99 CSV...: the p99 of the complete time over the GETs answered 200 in these `emload
-# --cold` CSVs together (all runs of a target). One run's p99 of 200 GETs is its second or third slowest GET,
-# so the median of three runs' p99s turns on three or four GETs that this VM stalls for every
-# server alike (bench/RESULTS.md, "Issue 14, twenty-first pass"); 600 GETs pooled put the p99 at
-# the sixth slowest.
+# --cold` CSVs together (all runs of a target). One run's p99 of 200 GETs is its second or third
+# slowest GET, so the median of three runs' p99s turns on three or four GETs that this VM stalls
+# for every server alike (bench/RESULTS.md, "Issue 14, twenty-first pass"); 600 GETs pooled put
+# the p99 at the sixth slowest.
 pooled_p99() {
     awk -F, 'FNR > 1 && $2 == 200 { print $5 }' "$@" | sort -g |
         awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < NR * 0.99) i++; if (i < 1) i = 1; print v[i] }'
@@ -786,13 +786,13 @@ miss_index() {
 phase_cold() {
     out "## Miss path: one cold GET at a time, $COLD_ROUNDS fresh keys per run, $MISS_REPEAT runs"
     out ""
-    out "TTFB and complete are timed from the request. Each cell is the median over $MISS_REPEAT runs (range: lowest–highest run), but the p99 is taken over all runs' GETs together ($((MISS_REPEAT * COLD_ROUNDS)) a target; the range is of the runs' own p99s), the targets taking turns with a different one first each run, every run on keys no cache has seen, right after ${LOAD_WARMUP:-0.3} s of one client's hits on the target (load_warmup in bench/guest_memory.sh: not begun on vCPUs just out of an idle spell). \"vs best peer\" = edgemirror's complete time over the lower of nginx-proxy's and Varnish's (below 1 is faster): the p50 of the medians, the p99 of all runs' GETs, and the p50 per run."
+    out "TTFB and complete are timed from the request. Each cell is the median over $MISS_REPEAT runs (range: lowest–highest run), but the p99 is taken over all runs' GETs together ($((MISS_REPEAT * COLD_ROUNDS)) a target; the range is of the runs' own p99s), the targets taking turns with a different one first each run, every run on keys no cache has seen, right after $LOAD_WARMUP s of one client's hits on the target (load_warmup in bench/guest_memory.sh: not begun on vCPUs just out of an idle spell). \"vs best peer\" = edgemirror's complete time over the lower of nginx-proxy's and Varnish's (below 1 is faster): the p50 of the medians, the p99 of all runs' GETs, and the p50 per run."
     out ""
     out "| target | size | TTFB p50 | complete p50 (range) | complete p99 of all runs (range of the runs') | complete max | edgemirror vs best peer (p50 of the medians / p99 of all runs) | per run (p50) | served from |"
     out "|---|---|---:|---:|---:|---:|---:|---:|---|"
     local s t rep
     for s in "${SIZES[@]}"; do
-        declare -A C50=() C99=() TTFB=() CMAX=() TAGS=()
+        declare -A C50=() C99=() P99=() TTFB=() CMAX=() TAGS=()
         local per_run=""
         for rep in $(seq "$MISS_REPEAT"); do
             declare -A R50=()
@@ -821,7 +821,6 @@ phase_cold() {
             per_run+=" $(awk -v e="${R50[edgemirror]}" -v a="${R50[nginx-proxy]}" -v b="${R50[varnish]}" 'BEGIN { printf "%.3f", e / ((a < b) ? a : b) }')"
         done
         local m50 lo50 hi50 m99 lo99 hi99 best50="" best99="" runs
-        declare -A P99=()
         for t in "${MISS_TARGETS[@]}"; do
             P99[$t]=$(pooled_p99 $(seq -f "$WORK/logs/cold-$t-$s-%g.csv" "$MISS_REPEAT"))
         done
@@ -848,7 +847,7 @@ phase_cold() {
 phase_sustained() {
     out "## Sustained misses: ${SUS_KEYS[1k]} / ${SUS_KEYS[64k]} / ${SUS_KEYS[1m]} distinct cold keys (1k / 64k / 1m), each once, $CONNS connections, $MISS_REPEAT runs"
     out ""
-    out "\"origin direct\" is the same client reading the origin itself: the ceiling (the origin and the client share core $LOAD_CORE). Each run uses keys no cache has seen, right after ${LOAD_WARMUP:-0.3} s of one client's hits on the target (load_warmup in bench/guest_memory.sh); the targets take turns with a different one first each run. req/s is the median over $MISS_REPEAT runs (range: slowest–fastest run); the other columns are from the run with the median req/s; origin requests are summed over the runs, from the origin's access log. \"edgemirror / target\": of the medians, and per run."
+    out "\"origin direct\" is the same client reading the origin itself: the ceiling (the origin and the client share core $LOAD_CORE). Each run uses keys no cache has seen, right after $LOAD_WARMUP s of one client's hits on the target (load_warmup in bench/guest_memory.sh); the targets take turns with a different one first each run. req/s is the median over $MISS_REPEAT runs (range: slowest–fastest run); the other columns are from the run with the median req/s; origin requests are summed over the runs, from the origin's access log. \"edgemirror / target\": of the medians, and per run."
     out ""
     out "| target | size | req/s (range) | GB/s | p50 | p99 | errors / non-2xx | origin reqs | CPU server / emload | edgemirror / target | per run |"
     out "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
