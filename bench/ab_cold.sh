@@ -44,6 +44,11 @@
 # LO_MTU (unset; e.g. 1500: loopback's MTU for the run, restored at the end: bench/loopback_mtu.sh).
 # LOAD_WARMUP (0.3: seconds of one client's hits on a key of its own before each run, untimed, so
 # that the run does not begin on vCPUs just out of an idle spell; 0: none).
+# PRIME_KEYS (with CONNS > 1: that many cold GETs over $CONNS connections on keys of their own,
+# untimed, before each run, so that each side meets the run as a server that has filled a while,
+# not as a fresh process: fresh, Varnish and the node alike ran sustained 1 MiB misses at ~0.8x
+# the rate of one that had just filled 500 objects; bench/RESULTS.md, "Issue 14, twenty-second
+# pass". Default: KEYS / 4 when a side is a peer and CONNS > 1, else 0).
 # ORIGIN_HTTP (""; directives added to the origin nginx's http block, each ending in ';', e.g.
 # 'ssi on; ssi_types *;' for answers of unknown length, sent chunked: nginx's SSI filter also
 # turns off its sendfile and drops Last-Modified and ETag).
@@ -58,6 +63,14 @@ ROUNDS=${3:-8}
 SIZE=${4:-1048576}
 KEYS=${KEYS:-300}
 CONNS=${CONNS:-1}
+PRIME_KEYS_DEFAULT=0
+if ((CONNS > 1)) && [[ " $OLD $NEW " =~ \ (nginx-proxy|varnish|varnish-file)\  ]]; then
+    PRIME_KEYS_DEFAULT=$((KEYS / 4))
+fi
+PRIME_KEYS=${PRIME_KEYS:-$PRIME_KEYS_DEFAULT}
+((PRIME_KEYS == 0 || CONNS > 1)) || { echo "PRIME_KEYS needs CONNS > 1" >&2; exit 2; }
+# The measured keys are objects 0..KEYS-1; the priming ones follow them.
+OBJECTS=$((KEYS + PRIME_KEYS))
 PAUSE_MS=${PAUSE_MS:-0}
 COLD_ORIGIN=${COLD_ORIGIN:-0}
 OLD_STORE=${OLD_STORE:-}
@@ -89,16 +102,16 @@ fi
 
 mkdir -p "$WORK/www/o" "$WORK/logs"
 rm -f "$WORK"/logs/emload-*.csv
-if [[ ! -f $WORK/www/o/size ]] || [[ $(cat "$WORK/www/o/size") != "$SIZE x $KEYS" ]]; then
-    log "writing $KEYS objects of $SIZE bytes"
+if [[ ! -f $WORK/www/o/size ]] || [[ $(cat "$WORK/www/o/size") != "$SIZE x $OBJECTS" ]]; then
+    log "writing $OBJECTS objects of $SIZE bytes"
     rm -f "$WORK"/www/o/obj-*
-    head -c $((SIZE * KEYS)) /dev/urandom | split -b "$SIZE" -d -a 6 - "$WORK/www/o/.part-"
+    head -c $((SIZE * OBJECTS)) /dev/urandom | split -b "$SIZE" -d -a 6 - "$WORK/www/o/.part-"
     i=0
     for f in "$WORK"/www/o/.part-*; do
         mv "$f" "$WORK/www/o/obj-$i"
         i=$((i + 1))
     done
-    echo "$SIZE x $KEYS" >"$WORK/www/o/size"
+    echo "$SIZE x $OBJECTS" >"$WORK/www/o/size"
 fi
 # The key of each side's warm-up (load_warmup, bench/guest_memory.sh): fetched once, then hits.
 [[ $(stat -c %s "$WORK/www/o/warm" 2>/dev/null) == "$SIZE" ]] || head -c "$SIZE" /dev/urandom >"$WORK/www/o/warm"
@@ -184,7 +197,8 @@ EOF
         probe="http://127.0.0.1:$P_NODE/"
         ;;
     varnish | varnish-file)
-        local storage=malloc,2G
+        # Room for every object of the invocation: Varnish evicting would not be the peer measured.
+        local storage=malloc,$(((SIZE * OBJECTS * 5 / 4 >> 30) + 2))G
         [[ $bin == varnish-file ]] && storage=file,$WORK/peer/storage.bin,4G
         taskset -c "$SERVER_CORE" varnishd -F -n "$WORK/peer/n" -a "127.0.0.1:$P_NODE" \
             -T "127.0.0.1:$P_ADMIN" -b "127.0.0.1:$P_ORIGIN" -s "$storage" -t 86400 \
@@ -247,12 +261,20 @@ for p in sys.argv[1:]:
         # Into the page cache: the objects are written only when SIZE or KEYS change, so an
         # invocation reusing older ones found them on disk in its first run and in memory in
         # the later ones (bench/guest_memory.sh).
-        origin_warm "$WORK/www/o/obj-{}" 0 "$KEYS"
+        origin_warm "$WORK/www/o/obj-{}" 0 "$OBJECTS"
     fi
     local pid timed
     read -r pid timed <<<"$(start_side "$bin" "$store_extra")"
     # Each side stores onto memory the host backs (bench/guest_memory.sh).
     touch_guest_memory
+    if ((PRIME_KEYS)); then
+        taskset -c "$LOAD_CORE" "$EMLOAD_BIN" -c "$CONNS" -n "$PRIME_KEYS" --mix seq --timeout-ms 60000 \
+            --keys "$PRIME_KEYS" --key-offset "$KEYS" --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" \
+            >"$WORK/logs/emload-prime.txt"
+        local primed
+        primed=$(grep '^summary:' "$WORK/logs/emload-prime.txt")
+        [[ $primed == *" errors=0"* && $primed == *" non2xx=0"* ]] || die "failed priming GETs: $primed"
+    fi
     # The run does not begin on vCPUs just out of an idle spell (bench/guest_memory.sh). Not
     # counted in the figures below. With PERF or PERF_STAT it comes before their 0.3 s start, an
     # idle spell that brings part of the slow start back: those runs are for where time goes.
@@ -362,4 +384,4 @@ for i, what in ((0, "p50"), (3, "GET/s")):
     n = statistics.median(x[i] for x in rows["new"])
     print("new / old %s (medians): %.2f" % (what, n / o))
 '
-log "old: $OLD [$OLD_STORE]; new: $NEW [$NEW_STORE]; $ROUNDS rounds of $KEYS cold GETs of $SIZE bytes over $CONNS connections$(((PAUSE_MS > 0)) && echo ", $PAUSE_MS ms apart")"
+log "old: $OLD [$OLD_STORE]; new: $NEW [$NEW_STORE]; $ROUNDS rounds of $KEYS cold GETs of $SIZE bytes over $CONNS connections$(((PAUSE_MS > 0)) && echo ", $PAUSE_MS ms apart")$(((PRIME_KEYS > 0)) && echo ", each run after $PRIME_KEYS untimed cold GETs")"
