@@ -268,12 +268,8 @@ for p in sys.argv[1:]:
     # Each side stores onto memory the host backs (bench/guest_memory.sh).
     touch_guest_memory
     if ((PRIME_KEYS)); then
-        taskset -c "$LOAD_CORE" "$EMLOAD_BIN" -c "$CONNS" -n "$PRIME_KEYS" --mix seq --timeout-ms 60000 \
-            --keys "$PRIME_KEYS" --key-offset "$KEYS" --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" \
-            >"$WORK/logs/emload-prime.txt"
-        local primed
-        primed=$(grep '^summary:' "$WORK/logs/emload-prime.txt")
-        [[ $primed == *" errors=0"* && $primed == *" non2xx=0"* ]] || die "failed priming GETs: $primed"
+        each_key_once "$PRIME_KEYS" "$KEYS" "$WORK/logs/emload-prime.txt"
+        ok_summary "$WORK/logs/emload-prime.txt" >/dev/null
     fi
     # The run does not begin on vCPUs just out of an idle spell (bench/guest_memory.sh). Not
     # counted in the figures below. With PERF or PERF_STAT it comes before their 0.3 s start, an
@@ -302,10 +298,7 @@ for p in sys.argv[1:]:
             --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" \
             --csv "$WORK/logs/emload-$RUN_TAG.csv" >"$WORK/logs/emload.txt"
     else
-        # Every key once over $CONNS connections, as bench/peers.sh's sustained phase.
-        taskset -c "$LOAD_CORE" "$EMLOAD_BIN" -c "$CONNS" -n "$KEYS" --mix seq --timeout-ms 60000 \
-            --keys "$KEYS" --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" \
-            >"$WORK/logs/emload.txt"
+        each_key_once "$KEYS" 0 "$WORK/logs/emload.txt"
     fi
     t1=$(date +%s%N)
     local busy
@@ -323,11 +316,25 @@ for p in sys.argv[1:]:
         sleep 0.1
     done
     local line
-    line=$(grep '^summary:' "$WORK/logs/emload.txt")
-    [[ $line == *" errors=0"* && $line == *" non2xx=0"* ]] || die "failed GETs: $line"
+    line=$(ok_summary "$WORK/logs/emload.txt")
     local ticks
     ticks=$(getconf CLK_TCK)
     echo "$(sed -E 's/.* (total_)?p50_us=([0-9.]+).*/\2/' <<<"$line") $(sed -E 's/.* (total_)?p99_us=([0-9.]+).*/\2/' <<<"$line") $(( (after - before) * 1000000 / ticks / KEYS )) $(( KEYS * 1000000000 / (t1 - t0) )) $(awk -v f=$((faults_after - faults_before)) -v k="$KEYS" 'BEGIN { printf "%.1f", f / k }') $busy"
+}
+
+# each_key_once COUNT FIRST LOG: GETs of keys FIRST..FIRST+COUNT-1, each once, over $CONNS
+# connections, as bench/peers.sh's sustained phase; emload's report to LOG.
+each_key_once() {
+    taskset -c "$LOAD_CORE" "$EMLOAD_BIN" -c "$CONNS" -n "$1" --mix seq --timeout-ms 60000 --keys "$1" \
+        --key-offset "$2" --url-template "http://127.0.0.1:$P_NODE/ab-cold/o/obj-{}" >"$3"
+}
+
+# ok_summary LOG: emload's summary line in LOG; stops the script when a GET failed.
+ok_summary() {
+    local line
+    line=$(grep '^summary:' "$1")
+    [[ $line == *" errors=0"* && $line == *" non2xx=0"* ]] || die "failed GETs ($1): $line"
+    echo "$line"
 }
 
 # The jiffies of the server and load cores, busy and total, from /proc/stat:
